@@ -1,0 +1,40 @@
+# The two commands: `make demo` (a full local training run) and `make test`.
+# Both create .venv on first use. torch==2.13.0 is installed before anything
+# that depends on it so pip takes the CPU wheel instead of a multi-GB CUDA build.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=24"
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip check
+	@touch $(STAMP)
+
+demo: venv
+	$(BIN)/invoke demo
+
+# pytest exits 5 when it collected no test: that is a failure here, not a pass.
+test: venv
+	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test-fast: venv
+	@$(MAKE) --no-print-directory test PYTEST_ARGS='-m "not slow"'
+
+bench: venv
+	$(BIN)/python -m bench
+
+lint: venv
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .local runs .pytest_cache

@@ -1,0 +1,69 @@
+"""boto3 sessions and clients with one retry policy, and AWS error helpers.
+
+Nothing here creates a client at import time. Throttling and 5xx are retried
+by botocore's ``standard`` retry mode (exponential backoff with jitter); the
+endpoint comes from ``AWS_ENDPOINT_URL`` (local mode) or the SDK defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+RETRY_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 8},
+    connect_timeout=10,
+    read_timeout=60,
+)
+
+THROTTLING_CODES = frozenset(
+    {"Throttling", "ThrottlingException", "SlowDown", "RequestLimitExceeded", "TooManyRequestsException"}
+)
+DENIED_CODES = frozenset(
+    {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AllAccessDisabled"}
+)
+
+
+def client(session: boto3.Session, service: str, *, endpoint_url: str | None = None,
+           config: Config | None = None) -> Any:
+    """A client for ``service`` with the project's retry policy."""
+    cfg = RETRY_CONFIG.merge(config) if config else RETRY_CONFIG
+    kwargs: dict[str, Any] = {"config": cfg}
+    if endpoint_url:
+        kwargs["endpoint_url"] = endpoint_url
+    return session.client(service, **kwargs)
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a ``ClientError`` (``''`` for anything else)."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def http_status(exc: BaseException) -> int:
+    """The HTTP status of a ``ClientError`` (0 for anything else)."""
+    if isinstance(exc, ClientError):
+        return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    return 0
+
+
+def is_access_denied(exc: BaseException) -> bool:
+    return error_code(exc) in DENIED_CODES or http_status(exc) == 403
+
+
+def is_not_found(exc: BaseException) -> bool:
+    return error_code(exc) in {"NoSuchKey", "404", "NotFound", "NoSuchBucket"} or http_status(exc) == 404
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Throttling, 5xx and timeouts: worth another try."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import ReadTimeoutError
+
+    if isinstance(exc, BotoConnectionError | ReadTimeoutError):
+        return True
+    return error_code(exc) in THROTTLING_CODES or http_status(exc) >= 500

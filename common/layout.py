@@ -1,0 +1,156 @@
+"""The S3 key layout: the one place that knows where every object lives.
+
+::
+
+    cached-datasets/training-data/YYYY/MM/*.parquet   training data (read-only for the instance)
+    cached-datasets/configs/ scripts/ python-env/     code bundle and packed env
+    {env}/system-state.json                           live state of the active run (the lock)
+    {env}/YYYY/MM/DD-HHMMSS/                          run outputs
+        models/ checkpoints/ user-configs/ model_metadata.json _SUCCESS
+    {env}/logs/{run_id}/training.json                 full execution log
+    {env}/logs/{run_id}/cleanup_status.json           what was cleaned, verified
+
+A run id is the UTC start time ``YYYYMMDD-HHMMSS``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+CACHED = "cached-datasets/"
+TRAINING_DATA = CACHED + "training-data/"
+CODE_PREFIX = CACHED + "scripts/"
+ENV_PREFIX_DIR = CACHED + "python-env/"
+CONFIGS_PREFIX = CACHED + "configs/"
+
+RUN_ID_FORMAT = "%Y%m%d-%H%M%S"
+_RUN_ID = re.compile(r"^(\d{4})(\d{2})(\d{2})-(\d{6})$")
+_ENV = re.compile(r"^[a-z][a-z0-9-]{1,15}$")
+
+
+class LayoutError(ValueError):
+    """A run id or env name that does not fit the layout."""
+
+
+def new_run_id(now: datetime) -> str:
+    """The run id for a run started at ``now`` (converted to UTC)."""
+    return now.astimezone(UTC).strftime(RUN_ID_FORMAT)
+
+
+def parse_run_id(run_id: str) -> datetime:
+    """The UTC start time a run id encodes.
+
+    Raises:
+        LayoutError: if ``run_id`` is not ``YYYYMMDD-HHMMSS``.
+    """
+    try:
+        if not _RUN_ID.match(run_id):
+            raise ValueError
+        return datetime.strptime(run_id, RUN_ID_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        raise LayoutError(
+            f"run id {run_id!r} is not of the form YYYYMMDD-HHMMSS (UTC), e.g. 20261125-140502"
+        ) from None
+
+
+def check_env(env: str) -> str:
+    """Return ``env`` if it is a valid environment name.
+
+    Raises:
+        LayoutError: naming the rule an env name must follow.
+    """
+    if not _ENV.match(env or ""):
+        raise LayoutError(
+            f"env name {env!r} is invalid: use 2-16 lowercase letters, digits or '-', "
+            "starting with a letter (e.g. dev, prod)"
+        )
+    return env
+
+
+def state_key(env: str) -> str:
+    """Key of the live state file, which is also the run lock."""
+    return f"{check_env(env)}/system-state.json"
+
+
+def logs_root(env: str) -> str:
+    """Prefix under which every run's logs live."""
+    return f"{check_env(env)}/logs/"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunPaths:
+    """Every key of one run."""
+
+    env: str
+    run_id: str
+
+    def __post_init__(self) -> None:
+        check_env(self.env)
+        parse_run_id(self.run_id)
+
+    @property
+    def prefix(self) -> str:
+        """``{env}/YYYY/MM/DD-HHMMSS/``: the run's outputs."""
+        r = self.run_id
+        return f"{self.env}/{r[0:4]}/{r[4:6]}/{r[6:8]}-{r[9:15]}/"
+
+    @property
+    def models(self) -> str:
+        return self.prefix + "models/"
+
+    @property
+    def checkpoints(self) -> str:
+        return self.prefix + "checkpoints/"
+
+    @property
+    def user_configs(self) -> str:
+        return self.prefix + "user-configs/"
+
+    @property
+    def model_metadata(self) -> str:
+        return self.prefix + "model_metadata.json"
+
+    @property
+    def success(self) -> str:
+        """The sentinel, written last by finalize."""
+        return self.prefix + "_SUCCESS"
+
+    @property
+    def failed_upload(self) -> str:
+        """Written when an upload failed after every retry."""
+        return self.prefix + "_FAILED_UPLOAD"
+
+    @property
+    def logs(self) -> str:
+        return f"{self.env}/logs/{self.run_id}/"
+
+    @property
+    def training_log(self) -> str:
+        return self.logs + "training.json"
+
+    @property
+    def cleanup_status(self) -> str:
+        return self.logs + "cleanup_status.json"
+
+    @property
+    def bootstrap_log(self) -> str:
+        return self.logs + "bootstrap.log"
+
+    @property
+    def state(self) -> str:
+        return state_key(self.env)
+
+    @classmethod
+    def from_prefix(cls, key: str) -> RunPaths:
+        """The run whose output prefix ``key`` starts with (``{env}/YYYY/MM/DD-HHMMSS/...``).
+
+        Raises:
+            LayoutError: if ``key`` is not under a run prefix.
+        """
+        m = re.match(r"^([a-z][a-z0-9-]{1,15})/(\d{4})/(\d{2})/(\d{2})-(\d{6})(/|$)", key)
+        if not m:
+            raise LayoutError(f"{key!r} is not under a run prefix {{env}}/YYYY/MM/DD-HHMMSS/")
+        env, y, mo, d, t, _ = m.groups()
+        return cls(env=env, run_id=f"{y}{mo}{d}-{t}")

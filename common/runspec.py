@@ -1,0 +1,141 @@
+"""The run spec: what a user asks for, from a TOML file, as frozen typed config.
+
+Defaults live in ``schemas/run-spec.schema.json`` only; :func:`load` validates
+the file, fills the defaults and builds :class:`RunSpec`. ``"auto"`` values are
+settled by :meth:`RunSpec.resolved` once it is known whether the run is local.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from common.errors import ConfigError
+from common.status import FinetuneMode, Market
+from common.timeutil import parse_duration_minutes
+from schemas import SchemaValidationError, validate, with_defaults
+
+PRETRAINED_DEFAULT = "amazon/chronos-2"
+TINY = "tiny"
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceSpec:
+    types: tuple[str, ...]
+    market: Market
+    max_runtime_minutes: int
+    availability_zones: tuple[str, ...]
+    root_volume_gb: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSpec:
+    prefix: str
+    item_id_column: str
+    timestamp_column: str
+    target_column: str
+    past_covariates: tuple[str, ...]
+    known_covariates: tuple[str, ...]
+    frequency: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    base: str
+    finetune_mode: FinetuneMode
+    prediction_length: int
+    context_length: int | str
+    num_steps: int
+    batch_size: int
+    learning_rate: float | str
+    checkpoint_interval: int
+    seed: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    env: str
+    instance: InstanceSpec
+    data: DataSpec
+    model: ModelSpec
+
+    def resolved(self, *, local: bool) -> RunSpec:
+        """Settle every ``"auto"``: the base model, context length and learning rate."""
+        m = self.model
+        base = (TINY if local else PRETRAINED_DEFAULT) if m.base == "auto" else m.base
+        ctx = m.context_length
+        if ctx == "auto":
+            ctx = 128 if base == TINY else 2048
+        lr = m.learning_rate
+        if lr == "auto":
+            lr = 1e-3 if base == TINY else (1e-4 if m.finetune_mode is FinetuneMode.LORA else 1e-5)
+        model = dataclasses.replace(m, base=base, context_length=int(ctx), learning_rate=float(lr))
+        return dataclasses.replace(self, model=model)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as a run-spec document (tuples as lists, enums as strings)."""
+        doc = dataclasses.asdict(self)
+        inst = doc["instance"]
+        inst["max_runtime"] = inst.pop("max_runtime_minutes")
+        return _plain(doc)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Market | FinetuneMode):
+        return value.value
+    return value
+
+
+def from_dict(doc: dict[str, Any], *, source: str = "run spec") -> RunSpec:
+    """Validate ``doc``, fill defaults, and build the spec.
+
+    Raises:
+        ConfigError: naming the JSON path of the first problem.
+    """
+    try:
+        validate("run-spec", doc, source=source)
+    except SchemaValidationError as exc:
+        raise ConfigError(f"{source}: {exc.path}: {exc.reason}") from None
+    full = with_defaults("run-spec", doc)
+    inst, data, model = full["instance"], full["data"], full["model"]
+    if model["checkpoint_interval"] > model["num_steps"]:
+        model["checkpoint_interval"] = model["num_steps"]
+    overlap = set(data["past_covariates"]) & set(data["known_covariates"])
+    if overlap:
+        raise ConfigError(f"{source}: $.data: {sorted(overlap)} listed as both past and known covariates")
+    return RunSpec(
+        env=full["env"],
+        instance=InstanceSpec(
+            types=tuple(inst["types"]),
+            market=Market(inst["market"]),
+            max_runtime_minutes=parse_duration_minutes(inst["max_runtime"]),
+            availability_zones=tuple(inst["availability_zones"]),
+            root_volume_gb=inst["root_volume_gb"],
+        ),
+        data=DataSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}),
+        model=ModelSpec(**{**model, "finetune_mode": FinetuneMode(model["finetune_mode"])}),
+    )
+
+
+def load(path: Path | None) -> RunSpec:
+    """Read a TOML run spec (``None``: all defaults).
+
+    Raises:
+        ConfigError: unreadable file, TOML syntax error, or a schema violation with its path.
+    """
+    if path is None:
+        return from_dict({})
+    try:
+        doc = tomllib.loads(Path(path).read_text("utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"run spec {path} not found; pass an existing TOML file with --spec") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"run spec {path} is not valid TOML: {exc}") from None
+    return from_dict(doc, source=str(path))

@@ -1,0 +1,314 @@
+"""The state store: ``{env}/system-state.json`` as lock and live view, shared by both sides.
+
+- acquire: ``PutObject(IfNoneMatch="*")``; a 412 means another run holds the lock.
+- update: read (validated) -> mutate -> ``PutObject(IfMatch=etag)``. A 412
+  (someone else wrote, e.g. ``kill``) or 409 ``ConditionalRequestConflict``
+  re-reads and re-applies the mutation, so a decision is always taken on the
+  newest document and nothing is overwritten blindly.
+- transitions are checked against :class:`common.status.RunStatus`.
+- release: delete the file, only if it still belongs to the run.
+
+Every document is validated against the ``system-state`` schema before it is
+written and after it is read; a bad one raises :class:`CorruptStateError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from common import layout
+from common.aws import error_code, http_status, is_access_denied, is_not_found
+from common.errors import AccessDeniedError, CorruptStateError, LockHeldError
+from common.status import Market, RunStatus
+from common.timeutil import Clock, iso, utc_now
+from schemas import SchemaValidationError, validate
+
+log = logging.getLogger(__name__)
+
+Doc = dict[str, Any]
+Mutation = Callable[[Doc], Doc | None]
+
+
+class IllegalTransitionError(RuntimeError):
+    """A status change the state machine does not allow (e.g. killed -> training)."""
+
+    def __init__(self, current: RunStatus, requested: RunStatus) -> None:
+        self.current, self.requested = current, requested
+        super().__init__(f"illegal transition {current} -> {requested}")
+
+
+class NotHeldError(RuntimeError):
+    """The state file is gone or belongs to another run."""
+
+
+class ConflictError(RuntimeError):
+    """Conditional writes kept conflicting after every retry."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One validated read or write of the state file."""
+
+    doc: Doc
+    etag: str
+
+    @property
+    def status(self) -> RunStatus:
+        return RunStatus(self.doc["status"])
+
+    @property
+    def run_id(self) -> str:
+        return str(self.doc["run_id"])
+
+
+def new_state(*, env: str, run_id: str, market: Market | str, total_steps: int, now: str,
+              local: bool = False, price_per_hour: float | None = None) -> Doc:
+    """The first document of a run: status ``initialization``, no instance yet."""
+    return {
+        "schema_version": 1,
+        "run_id": run_id,
+        "env": env,
+        "status": RunStatus.INITIALIZATION.value,
+        "history": [{"status": RunStatus.INITIALIZATION.value, "at": now, "reason": "launch"}],
+        "instance_id": None,
+        "instance_type": None,
+        "market": str(Market(market)),
+        "availability_zone": None,
+        "heartbeat_at": now,
+        "progress": {"step": 0, "total_steps": total_steps, "loss": None, "eta_s": None},
+        "started_at": now,
+        "updated_at": now,
+        "last_error": None,
+        "local": local,
+        "price_per_hour": price_per_hour,
+    }
+
+
+class StateStore:
+    """Reads and conditionally writes one env's state file.
+
+    Args:
+        s3: a boto3 S3 client.
+        bucket: the training bucket.
+        env: the environment name.
+        clock: returns aware UTC datetimes (tests pass a fake).
+        max_conflicts: how many times a conflicting write is re-read and retried.
+    """
+
+    def __init__(self, s3: Any, bucket: str, env: str, *, clock: Clock = utc_now,
+                 max_conflicts: int = 8) -> None:
+        self.s3, self.bucket, self.env = s3, bucket, env
+        self.key = layout.state_key(env)
+        self.clock, self.max_conflicts = clock, max_conflicts
+
+    @property
+    def location(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    # -- reading -------------------------------------------------------------
+    def read(self) -> Snapshot | None:
+        """The current state, validated, or ``None`` when no run holds the lock.
+
+        Raises:
+            CorruptStateError: the file is not JSON or not a valid state document.
+            AccessDeniedError: the credentials may not read it.
+        """
+        try:
+            resp = self.s3.get_object(Bucket=self.bucket, Key=self.key)
+        except Exception as exc:
+            if is_not_found(exc):
+                return None
+            self._raise_denied(exc, "s3:GetObject")
+            raise
+        return Snapshot(self.parse(resp["Body"].read()), resp["ETag"])
+
+    def read_if_changed(self, etag: str | None) -> Snapshot | None | bool:
+        """Conditional GET: ``False`` when unchanged since ``etag`` (no body transferred)."""
+        if etag is None:
+            return self.read()
+        try:
+            resp = self.s3.get_object(Bucket=self.bucket, Key=self.key, IfNoneMatch=etag)
+        except Exception as exc:
+            if http_status(exc) == 304 or error_code(exc) in {"304", "NotModified"}:
+                return False
+            if is_not_found(exc):
+                return None
+            self._raise_denied(exc, "s3:GetObject")
+            raise
+        return Snapshot(self.parse(resp["Body"].read()), resp["ETag"])
+
+    def parse(self, body: bytes) -> Doc:
+        """Decode and validate a state document.
+
+        Raises:
+            CorruptStateError: naming the key and the recovery command.
+        """
+        try:
+            doc = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptStateError(location=self.location, env=self.env,
+                                    reason=f"not JSON: {exc}") from None
+        try:
+            return validate("system-state", doc)
+        except SchemaValidationError as exc:
+            raise CorruptStateError(location=self.location, env=self.env,
+                                    reason=f"at {exc.path}: {exc.reason}") from None
+
+    # -- writing -------------------------------------------------------------
+    def acquire(self, doc: Doc) -> Snapshot:
+        """Take the lock by creating the state file; it must not exist.
+
+        Raises:
+            LockHeldError: another run holds it (which one, since when).
+        """
+        validate("system-state", doc)
+        try:
+            etag = self._put(doc, IfNoneMatch="*")
+        except Exception as exc:
+            if http_status(exc) in (409, 412):
+                held = self.read()
+                if held is None:  # released between our put and read: try once more
+                    return self.acquire(doc)
+                raise LockHeldError(env=self.env, run_id=held.run_id, status=held.doc["status"],
+                                    since=held.doc["started_at"]) from None
+            raise
+        log.info("acquired %s for run %s", self.location, doc["run_id"])
+        return Snapshot(copy.deepcopy(doc), etag)
+
+    def update(self, run_id: str, mutate: Mutation, *, snapshot: Snapshot | None = None) -> Snapshot:
+        """Apply ``mutate`` to the newest document of ``run_id`` and write it with ``IfMatch``.
+
+        ``mutate`` gets a copy and returns the new document (or mutates it in
+        place and returns ``None``). It is called again on a fresh read after
+        every conflict, so it must decide from the document it is given.
+
+        Raises:
+            NotHeldError: the file is gone or belongs to another run.
+            IllegalTransitionError: raised by ``mutate`` via :meth:`transition`.
+            ConflictError: conflicts persisted past ``max_conflicts``.
+        """
+        snap = snapshot
+        for attempt in range(self.max_conflicts + 1):
+            if snap is None:
+                snap = self.read()
+            if snap is None or snap.run_id != run_id:
+                owner = "nobody" if snap is None else f"run {snap.run_id}"
+                raise NotHeldError(f"{self.location} is held by {owner}, not run {run_id}")
+            doc = copy.deepcopy(snap.doc)
+            new = mutate(doc)
+            doc = doc if new is None else new
+            doc["updated_at"] = iso(self.clock())
+            validate("system-state", doc, source=self.location)
+            try:
+                return Snapshot(doc, self._put(doc, IfMatch=snap.etag))
+            except Exception as exc:
+                if http_status(exc) in (409, 412):
+                    log.info("state write conflict (%s), re-reading (attempt %d)",
+                             error_code(exc) or http_status(exc), attempt + 1)
+                    snap = None
+                    continue
+                if is_not_found(exc):
+                    raise NotHeldError(f"{self.location} disappeared while run {run_id} wrote it") from None
+                raise
+        raise ConflictError(f"{self.location}: {self.max_conflicts} conflicting writes in a row")
+
+    def transition(self, run_id: str, new: RunStatus, *, reason: str | None = None,
+                   error: Doc | None = None, snapshot: Snapshot | None = None) -> Snapshot:
+        """Move the run to ``new`` if the state machine allows it from the newest status.
+
+        Raises:
+            IllegalTransitionError: e.g. the run was killed meanwhile.
+        """
+        def mutate(doc: Doc) -> None:
+            current = RunStatus(doc["status"])
+            if not current.can_become(new):
+                raise IllegalTransitionError(current, new)
+            now = iso(self.clock())
+            entry: Doc = {"status": new.value, "at": now}
+            if reason:
+                entry["reason"] = reason
+            doc["status"] = new.value
+            doc["history"].append(entry)
+            doc["heartbeat_at"] = now
+            if error is not None:
+                doc["last_error"] = error
+
+        return self.update(run_id, mutate, snapshot=snapshot)
+
+    def heartbeat(self, run_id: str, *, progress: Doc | None = None,
+                  snapshot: Snapshot | None = None) -> Snapshot:
+        """Refresh ``heartbeat_at`` (and progress) without touching the status."""
+        def mutate(doc: Doc) -> None:
+            doc["heartbeat_at"] = iso(self.clock())
+            if progress:
+                doc["progress"].update(progress)
+
+        return self.update(run_id, mutate, snapshot=snapshot)
+
+    def record_error(self, run_id: str, error: Doc) -> Snapshot:
+        """Keep ``error`` as ``last_error``."""
+        return self.update(run_id, lambda doc: {**doc, "last_error": error})
+
+    def set_instance(self, run_id: str, **fields: Any) -> Snapshot:
+        """Record instance_id / instance_type / availability_zone / market / price_per_hour."""
+        allowed = {"instance_id", "instance_type", "availability_zone", "market", "price_per_hour"}
+        unknown = set(fields) - allowed
+        if unknown:
+            raise TypeError(f"not instance fields: {sorted(unknown)}")
+        return self.update(run_id, lambda doc: {**doc, **fields})
+
+    def request_kill(self, run_id: str, *, reason: str = "killed by operator") -> Snapshot:
+        """Set ``killed`` (idempotent: an already final run is left as it is)."""
+        def mutate(doc: Doc) -> Doc:
+            status = RunStatus(doc["status"])
+            if status.is_final():
+                return doc
+            now = iso(self.clock())
+            doc["status"] = RunStatus.KILLED.value
+            doc["history"].append({"status": RunStatus.KILLED.value, "at": now, "reason": reason})
+            doc["kill_requested_at"], doc["kill_reason"] = now, reason
+            return doc
+
+        return self.update(run_id, mutate)
+
+    def release(self, run_id: str) -> bool:
+        """Delete the state file if it still belongs to ``run_id``; ``False`` if it was not there."""
+        snap = self.read()
+        if snap is None:
+            return False
+        if snap.run_id != run_id:
+            raise NotHeldError(f"{self.location} belongs to run {snap.run_id}, not {run_id}")
+        self.s3.delete_object(Bucket=self.bucket, Key=self.key)
+        log.info("released %s (run %s)", self.location, run_id)
+        return True
+
+    def force_clear(self) -> bool:
+        """Delete the state file whatever it holds (for `verify --fix`); ``False`` if absent."""
+        try:
+            self.s3.head_object(Bucket=self.bucket, Key=self.key)
+        except Exception as exc:
+            if is_not_found(exc):
+                return False
+            raise
+        self.s3.delete_object(Bucket=self.bucket, Key=self.key)
+        return True
+
+    # -- internals -----------------------------------------------------------
+    def _put(self, doc: Doc, **condition: str) -> str:
+        body = json.dumps(doc, indent=2, sort_keys=True).encode()
+        try:
+            resp = self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=body,
+                                      ContentType="application/json", **condition)
+        except Exception as exc:
+            self._raise_denied(exc, "s3:PutObject")
+            raise
+        return str(resp["ETag"])
+
+    def _raise_denied(self, exc: BaseException, action: str) -> None:
+        if is_access_denied(exc):
+            raise AccessDeniedError(action=action, resource=self.location) from None

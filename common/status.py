@@ -1,0 +1,124 @@
+"""The run status: one enum, its legal transitions and the questions it answers.
+
+Legal transitions (anything not listed is refused by the state store)::
+
+    initialization -> data_sync | failed | killed | interrupted
+    data_sync      -> training | failed | killed | interrupted
+    training       -> results_sync | failed | killed | interrupted
+    results_sync   -> cleanup | failed | killed | interrupted
+    failed         -> cleanup
+    killed         -> cleanup
+    interrupted    -> cleanup
+    cleanup        -> (state file removed)
+
+``failed``, ``killed`` and ``interrupted`` are *final* (the run will not
+train again on this instance) but not yet *terminal*: cleanup still runs.
+``cleanup`` is terminal: once it ends the state file is deleted.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunStatus(StrEnum):
+    """Where a run is in its life. The JSON Schemas' enums equal these values."""
+
+    INITIALIZATION = "initialization"
+    DATA_SYNC = "data_sync"
+    TRAINING = "training"
+    RESULTS_SYNC = "results_sync"
+    CLEANUP = "cleanup"
+    FAILED = "failed"
+    KILLED = "killed"
+    INTERRUPTED = "interrupted"
+
+    def can_become(self, new: RunStatus) -> bool:
+        """True when ``self -> new`` is a legal transition."""
+        return new in _TRANSITIONS[self]
+
+    def is_active(self) -> bool:
+        """True while the run is doing work that a kill or notice can stop."""
+        return self in _WORKING
+
+    def is_final(self) -> bool:
+        """True once the run has stopped working (only cleanup remains)."""
+        return not self.is_active()
+
+    def is_terminal(self) -> bool:
+        """True for the last status a state file can hold."""
+        return self is RunStatus.CLEANUP
+
+    def next_phase(self) -> RunStatus | None:
+        """The normal successor of a working phase, ``None`` otherwise."""
+        return _NEXT.get(self)
+
+
+_WORKING = (
+    RunStatus.INITIALIZATION,
+    RunStatus.DATA_SYNC,
+    RunStatus.TRAINING,
+    RunStatus.RESULTS_SYNC,
+)
+_NEXT = {
+    RunStatus.INITIALIZATION: RunStatus.DATA_SYNC,
+    RunStatus.DATA_SYNC: RunStatus.TRAINING,
+    RunStatus.TRAINING: RunStatus.RESULTS_SYNC,
+    RunStatus.RESULTS_SYNC: RunStatus.CLEANUP,
+}
+_STOPS = frozenset({RunStatus.FAILED, RunStatus.KILLED, RunStatus.INTERRUPTED})
+_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    **{s: frozenset({_NEXT[s]}) | _STOPS for s in _WORKING},
+    RunStatus.FAILED: frozenset({RunStatus.CLEANUP}),
+    RunStatus.KILLED: frozenset({RunStatus.CLEANUP}),
+    RunStatus.INTERRUPTED: frozenset({RunStatus.CLEANUP}),
+    RunStatus.CLEANUP: frozenset(),
+}
+
+
+class CompletionStatus(StrEnum):
+    """How a run ended, as written in training.json and the sentinel."""
+
+    NORMAL = "normal"
+    INTERRUPTED = "interrupted"
+    KILLED = "killed"
+    FAILED = "failed"
+
+    @classmethod
+    def from_status(cls, status: RunStatus) -> CompletionStatus:
+        """The completion status a run that stopped in ``status`` ends with."""
+        return {
+            RunStatus.FAILED: cls.FAILED,
+            RunStatus.KILLED: cls.KILLED,
+            RunStatus.INTERRUPTED: cls.INTERRUPTED,
+        }.get(status, cls.NORMAL)
+
+
+class ErrorClass(StrEnum):
+    """How an error is handled: retried, fatal to the run, or logged during cleanup."""
+
+    RETRIABLE = "retriable"
+    TERMINAL = "terminal"
+    CLEANUP = "cleanup"
+
+
+class Severity(StrEnum):
+    """How loud an error record is."""
+
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class Market(StrEnum):
+    """How the instance is bought."""
+
+    SPOT = "spot"
+    ON_DEMAND = "on-demand"
+
+
+class FinetuneMode(StrEnum):
+    """Which weights are trained."""
+
+    FULL = "full"
+    LORA = "lora"

@@ -1,0 +1,132 @@
+"""The contract between instance and laptop: JSON Schemas (draft 2020-12) and ``validate``.
+
+Every document either side writes is validated before it is written and after it
+is read. A failure raises :class:`SchemaValidationError`, whose message names the
+JSON path and what was expected. No I/O beyond reading the packaged schema files.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+from referencing import Registry, Resource
+
+KINDS = (
+    "system-state",
+    "training",
+    "cleanup-status",
+    "model-metadata",
+    "sentinel",
+    "error-record",
+    "run-spec",
+)
+_SHARED = ("defs",)
+
+
+class SchemaValidationError(ValueError):
+    """A document that does not match its schema.
+
+    Attributes:
+        kind: the schema name (e.g. ``system-state``).
+        path: JSON path of the offending value, e.g. ``$.history[0].at``.
+        reason: what was expected there.
+    """
+
+    def __init__(self, kind: str, path: str, reason: str, source: str | None = None) -> None:
+        self.kind, self.path, self.reason, self.source = kind, path, reason, source
+        where = f" in {source}" if source else ""
+        super().__init__(f"invalid {kind}{where} at {path}: {reason}")
+
+
+def _load(name: str) -> dict[str, Any]:
+    text = resources.files(__package__).joinpath(f"{name}.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+@cache
+def _registry() -> Registry:
+    resources_ = [
+        (doc["$id"], Resource.from_contents(doc))
+        for doc in (_load(n) for n in (*KINDS, *_SHARED))
+    ]
+    return Registry().with_resources(resources_)
+
+
+@cache
+def _validator(kind: str) -> Draft202012Validator:
+    if kind not in KINDS:
+        raise KeyError(f"unknown schema kind {kind!r}; known: {', '.join(KINDS)}")
+    schema = schema_for(kind)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, registry=_registry())
+
+
+@cache
+def _schema(kind: str) -> dict[str, Any]:
+    if kind not in (*KINDS, *_SHARED):
+        raise KeyError(f"unknown schema kind {kind!r}; known: {', '.join(KINDS)}")
+    return _load(kind)
+
+
+def schema_for(kind: str) -> dict[str, Any]:
+    """A copy of the schema document for ``kind``."""
+    return copy.deepcopy(_schema(kind))
+
+
+def json_path(parts: Any) -> str:
+    """``$.a[0].b`` from a jsonschema ``absolute_path``."""
+    out = "$"
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out
+
+
+def validate(kind: str, doc: Any, *, source: str | None = None) -> Any:
+    """Validate ``doc`` against the ``kind`` schema and return it unchanged.
+
+    Args:
+        kind: one of :data:`KINDS`.
+        doc: the parsed JSON document.
+        source: where the document came from (an S3 key, a path), for the message.
+
+    Raises:
+        SchemaValidationError: naming the JSON path and what was expected.
+    """
+    error = best_match(_validator(kind).iter_errors(doc))
+    if error is not None:
+        reason = error.message
+        if len(reason) > 200:
+            reason = reason[:197] + "..."
+        raise SchemaValidationError(kind, json_path(error.absolute_path), reason, source)
+    return doc
+
+
+def examples(kind: str) -> list[Any]:
+    """The ``examples`` the schema itself carries (each one must validate)."""
+    return copy.deepcopy(_schema(kind).get("examples", []))
+
+
+def with_defaults(kind: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``doc`` with every missing property filled from the schema's ``default``.
+
+    Descends into nested objects whose schema has ``properties``, so the
+    defaults live in the schema file only.
+    """
+    return _fill(_schema(kind), copy.deepcopy(doc))
+
+
+def _fill(schema: dict[str, Any], doc: Any) -> Any:
+    if not isinstance(doc, dict):
+        return doc
+    for name, sub in schema.get("properties", {}).items():
+        if name not in doc and "default" in sub:
+            doc[name] = copy.deepcopy(sub["default"])
+        if name in doc:
+            doc[name] = _fill(sub, doc[name])
+    return doc

@@ -1,0 +1,65 @@
+import pytest
+
+from common import runspec
+from common.errors import ConfigError
+from common.status import FinetuneMode, Market
+
+
+def test_an_empty_spec_is_a_valid_local_run(tmp_path):
+    f = tmp_path / "run.toml"
+    f.write_text("")
+    spec = runspec.load(f).resolved(local=True)
+    assert spec.env == "dev"
+    assert spec.model.base == "tiny" and spec.model.context_length == 128
+    assert spec.model.learning_rate == pytest.approx(1e-3)
+    assert spec.instance.market is Market.SPOT
+    assert spec.instance.max_runtime_minutes == 240
+
+
+def test_auto_on_aws_means_pretrained_chronos2():
+    spec = runspec.from_dict({"model": {"finetune_mode": "lora"}}).resolved(local=False)
+    assert spec.model.base == "amazon/chronos-2"
+    assert spec.model.finetune_mode is FinetuneMode.LORA
+    assert spec.model.learning_rate == pytest.approx(1e-4)
+
+
+def test_a_full_spec_round_trips(tmp_path):
+    f = tmp_path / "run.toml"
+    f.write_text(
+        'env = "prod"\n[instance]\ntypes = ["g4dn.2xlarge"]\nmarket = "on-demand"\nmax_runtime = "1h30m"\n'
+        '[data]\nknown_covariates = ["promo"]\nfrequency = "D"\n'
+        '[model]\nbase = "amazon/chronos-2"\nnum_steps = 50\ncheckpoint_interval = 10\n'
+    )
+    spec = runspec.load(f)
+    assert spec.instance.types == ("g4dn.2xlarge",)
+    assert spec.instance.max_runtime_minutes == 90
+    assert spec.data.known_covariates == ("promo",)
+    assert runspec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("[model]\nnum_steps = -1\n", "$.model.num_steps"),
+    ("[model]\nfinetune_mode = 'qlora'\n", "$.model.finetune_mode"),
+    ("[instance]\ntypes = ['p3.2xlarge']\n", "$.instance.types[0]"),
+    ("[moddel]\n", "$"),
+])
+def test_malformed_spec_names_the_json_path(tmp_path, text, where):
+    f = tmp_path / "run.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        runspec.load(f)
+    assert f"{f}: {where}: " in str(info.value)
+
+
+def test_toml_syntax_error_and_missing_file(tmp_path):
+    f = tmp_path / "run.toml"
+    f.write_text("[model\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        runspec.load(f)
+    with pytest.raises(ConfigError, match="not found"):
+        runspec.load(tmp_path / "nope.toml")
+
+
+def test_covariate_in_both_lists_is_refused():
+    with pytest.raises(ConfigError, match="both past and known"):
+        runspec.from_dict({"data": {"past_covariates": ["a"], "known_covariates": ["a"]}})

@@ -1,0 +1,204 @@
+"""The state file as lock and live view, against moto's server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from common.errors import CorruptStateError, LockHeldError, UserError
+from common.state_store import IllegalTransitionError, NotHeldError, StateStore, new_state
+from common.status import RunStatus
+from common.timeutil import iso
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 25, 14, 5, 2, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def tick(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def store(s3, bucket, clock):
+    return StateStore(s3, bucket, "dev", clock=clock)
+
+
+def _doc(run_id="20261125-140502", clock=None):
+    now = iso(clock() if clock else datetime(2026, 11, 25, 14, 5, 2, tzinfo=UTC))
+    return new_state(env="dev", run_id=run_id, market="spot", total_steps=100, now=now)
+
+
+def test_sixteen_threads_acquire_at_once_exactly_one_wins(local_aws, bucket):
+    barrier = threading.Barrier(16)
+    winners, refused, other = [], [], []
+
+    def contend(i: int) -> None:
+        store = StateStore(local_aws.client("s3"), bucket, "dev")
+        doc = _doc(run_id=f"20261125-1405{i:02d}")
+        barrier.wait()
+        try:
+            store.acquire(doc)
+            winners.append(doc["run_id"])
+        except LockHeldError as exc:
+            refused.append(exc)
+        except Exception as exc:  # pragma: no cover - reported below
+            other.append(exc)
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert other == []
+    assert len(winners) == 1
+    assert len(refused) == 15
+    assert all(exc.run_id == winners[0] for exc in refused)
+    held = StateStore(local_aws.client("s3"), bucket, "dev").read()
+    assert held.run_id == winners[0]
+
+
+def test_lock_held_message_names_run_since_and_commands(store, clock):
+    store.acquire(_doc(clock=clock))
+    with pytest.raises(LockHeldError) as info:
+        store.acquire(_doc(run_id="20261125-150000"))
+    msg = str(info.value)
+    assert "20261125-140502" in msg and "since 2026-11-25T14:05:02Z" in msg
+    assert "invoke monitor --env=dev" in msg and "invoke kill --env=dev" in msg
+    assert isinstance(info.value, UserError)
+
+
+def test_legal_transitions_are_recorded_in_history(store, clock):
+    snap = store.acquire(_doc(clock=clock))
+    for status in (RunStatus.DATA_SYNC, RunStatus.TRAINING, RunStatus.RESULTS_SYNC, RunStatus.CLEANUP):
+        clock.tick(10)
+        snap = store.transition(snap.run_id, status, snapshot=snap)
+    assert [h["status"] for h in snap.doc["history"]] == [
+        "initialization", "data_sync", "training", "results_sync", "cleanup"]
+    assert snap.doc["updated_at"] == "2026-11-25T14:05:42Z"
+    assert store.read().doc == snap.doc
+
+
+def test_illegal_transition_is_refused_and_nothing_written(store):
+    snap = store.acquire(_doc())
+    with pytest.raises(IllegalTransitionError, match="initialization -> results_sync"):
+        store.transition(snap.run_id, RunStatus.RESULTS_SYNC)
+    assert store.read().status is RunStatus.INITIALIZATION
+
+
+def test_stale_etag_write_is_refused_and_the_writer_rereads(store, s3, bucket, clock):
+    """The trainer holds an old snapshot; kill wrote meanwhile; the trainer must see `killed`."""
+    snap = store.acquire(_doc(clock=clock))
+    snap = store.transition(snap.run_id, RunStatus.DATA_SYNC, snapshot=snap)
+    other = StateStore(s3, bucket, "dev", clock=clock)
+    other.request_kill(snap.run_id, reason="test kill")
+    # Using the stale snapshot: the IfMatch write gets 412, the store re-reads, and the
+    # transition is re-decided on the newest document: killed -> training is illegal.
+    with pytest.raises(IllegalTransitionError, match="killed -> training"):
+        store.transition(snap.run_id, RunStatus.TRAINING, snapshot=snap)
+    # A heartbeat from the stale snapshot is re-applied on the fresh doc and keeps `killed`.
+    clock.tick(30)
+    beat = store.heartbeat(snap.run_id, progress={"step": 5}, snapshot=snap)
+    assert beat.status is RunStatus.KILLED
+    assert beat.doc["progress"]["step"] == 5
+    assert beat.doc["kill_reason"] == "test kill"
+
+
+def test_raw_stale_etag_put_gets_412(store, s3, bucket, clock):
+    snap = store.acquire(_doc())
+    clock.tick(5)
+    store.heartbeat(snap.run_id)
+    with pytest.raises(Exception) as info:
+        s3.put_object(Bucket=bucket, Key=store.key, Body=b"{}", IfMatch=snap.etag)
+    assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+
+
+def test_kill_is_idempotent_and_leaves_final_states_alone(store):
+    snap = store.acquire(_doc())
+    first = store.request_kill(snap.run_id)
+    second = store.request_kill(snap.run_id)
+    assert first.status is second.status is RunStatus.KILLED
+    assert [h["status"] for h in second.doc["history"]].count("killed") == 1
+
+
+def test_conflict_409_is_reread_and_retried(store, s3, bucket, monkeypatch):
+    snap = store.acquire(_doc())
+    from botocore.exceptions import ClientError
+
+    real_put = s3.put_object
+    calls = {"n": 0}
+
+    def flaky_put(**kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ClientError({"Error": {"Code": "ConditionalRequestConflict", "Message": "conflict"},
+                               "ResponseMetadata": {"HTTPStatusCode": 409}}, "PutObject")
+        return real_put(**kw)
+
+    monkeypatch.setattr(s3, "put_object", flaky_put)
+    out = store.transition(snap.run_id, RunStatus.DATA_SYNC, snapshot=snap)
+    assert calls["n"] == 2
+    assert out.status is RunStatus.DATA_SYNC
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b"{not json", "not JSON"),
+    (json.dumps({**_doc(), "run_id": "x"}).encode(), "at $.run_id"),
+])
+def test_corrupt_state_gives_a_clear_error(store, s3, bucket, body, reason):
+    s3.put_object(Bucket=bucket, Key="dev/system-state.json", Body=body)
+    with pytest.raises(CorruptStateError) as info:
+        store.read()
+    msg = str(info.value)
+    assert f"s3://{bucket}/dev/system-state.json" in msg
+    assert reason in msg
+    assert "invoke verify --env=dev --fix --yes" in msg
+    assert "\n" not in msg
+    # acquire on a corrupt lock also reports it instead of overwriting
+    with pytest.raises(CorruptStateError):
+        store.acquire(_doc())
+    assert s3.get_object(Bucket=bucket, Key="dev/system-state.json")["Body"].read() == body
+
+
+def test_release_only_by_the_owner(store):
+    snap = store.acquire(_doc())
+    with pytest.raises(NotHeldError):
+        store.release("20261125-999999")
+    assert store.release(snap.run_id) is True
+    assert store.read() is None
+    assert store.release(snap.run_id) is False
+    store.acquire(_doc(run_id="20261125-150000"))  # free again
+
+
+def test_update_on_a_released_lock_raises_not_held(store):
+    snap = store.acquire(_doc())
+    store.release(snap.run_id)
+    with pytest.raises(NotHeldError):
+        store.heartbeat(snap.run_id)
+
+
+def test_conditional_get_reports_unchanged(store, clock):
+    snap = store.acquire(_doc())
+    assert store.read_if_changed(snap.etag) is False
+    clock.tick(5)
+    beat = store.heartbeat(snap.run_id)
+    changed = store.read_if_changed(snap.etag)
+    assert changed.etag == beat.etag
+
+
+def test_writes_are_schema_validated_before_put(store):
+    snap = store.acquire(_doc())
+    with pytest.raises(Exception, match="progress.step"):
+        store.heartbeat(snap.run_id, progress={"step": -3})
+    assert store.read().doc["progress"]["step"] == 0

@@ -1,0 +1,59 @@
+"""Shared fixtures: every AWS call in the suite goes to a moto server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Before anything imports boto3 or transformers: no real AWS, no hub downloads.
+for _var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_DEFAULT_PROFILE"):
+    os.environ.pop(_var, None)
+os.environ.update(
+    {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+)
+
+import logging  # noqa: E402
+
+from localaws import moto as local_moto  # noqa: E402
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+TEST_BUCKET = "chronos-training-dev-123456789012-us-east-1"
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """One moto server for the session (reset per test by ``local_aws``)."""
+    server = local_moto.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def local_aws(moto_server):
+    """A clean local AWS: every resource of the previous test is gone."""
+    moto_server.reset()
+    yield moto_server
+    moto_server.reset()
+
+
+@pytest.fixture
+def s3(local_aws):
+    return local_aws.client("s3")
+
+
+@pytest.fixture
+def bucket(s3) -> str:
+    """An empty training bucket in the local AWS."""
+    s3.create_bucket(Bucket=TEST_BUCKET)
+    return TEST_BUCKET
