@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks (``make bench``): ratios measured in one run, written to BENCHMARKS.md."""
