@@ -1,0 +1,143 @@
+"""Stack configuration: parsed and validated once, then frozen.
+
+``parse_config`` is pure (tests feed it dictionaries); ``read_stack_config``
+reads the Pulumi stack's values and calls it. Every problem is a
+:class:`ConfigError` whose message names the key, in one line.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from infra import spec
+
+CONFIG_KEYS: tuple[str, ...] = (
+    "env",
+    "instance_type",
+    "cost_center",
+    "ami_id",
+    "ami_ssm_parameter",
+    "max_azs",
+    "budget_email",
+    "budget_monthly_usd",
+)
+DEFAULT_BUDGET_USD = 100.0
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_AMI_RE = re.compile(r"^ami-[0-9a-f]{8,17}$")
+
+
+class ConfigError(ValueError):
+    """Invalid stack configuration; the message is one line naming the key."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StackConfig:
+    """Validated stack configuration."""
+
+    env: str
+    instance_type: str = spec.DEFAULT_INSTANCE_TYPE
+    cost_center: str = spec.DEFAULT_COST_CENTER
+    ami_id: str | None = None
+    ami_ssm_parameter: str = spec.DLAMI_SSM_PARAMETER
+    max_azs: int | None = None
+    budget_email: str | None = None
+    budget_monthly_usd: float = DEFAULT_BUDGET_USD
+
+    @property
+    def budget_enabled(self) -> bool:
+        """A budget is created only when an alert email is configured."""
+        return self.budget_email is not None
+
+
+def _blank_to_none(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = str(value).strip()
+    return value or None
+
+
+def _parse_budget(raw: str | None) -> float:
+    if raw is None:
+        return DEFAULT_BUDGET_USD
+    try:
+        amount = float(raw)
+    except ValueError:
+        raise ConfigError(f"budget_monthly_usd must be a number, got {raw!r}") from None
+    if not math.isfinite(amount) or amount <= 0:
+        raise ConfigError(f"budget_monthly_usd must be a positive number, got {raw!r}")
+    return amount
+
+
+def _parse_max_azs(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"max_azs must be an integer, got {raw!r}") from None
+    if value < spec.MIN_AVAILABILITY_ZONES:
+        raise ConfigError(f"max_azs must be at least {spec.MIN_AVAILABILITY_ZONES}, got {value}")
+    return value
+
+
+def _check_optional_formats(ami_id: str | None, email: str | None) -> None:
+    if ami_id is not None and not _AMI_RE.fullmatch(ami_id):
+        raise ConfigError(f"ami_id must look like ami-0123456789abcdef0, got {ami_id!r}")
+    if email is not None and not _EMAIL_RE.fullmatch(email):
+        raise ConfigError(f"budget_email is not an email address: {email!r}")
+
+
+def parse_config(raw: Mapping[str, str | None], *, default_env: str | None = None) -> StackConfig:
+    """Validate raw string values (keys of :data:`CONFIG_KEYS`) into a StackConfig.
+
+    Args:
+        raw: config values as strings; missing or blank means "use the default".
+        default_env: env used when ``env`` is not set (the stack name).
+
+    Raises:
+        ConfigError: unknown key, bad env name, instance type outside g4dn/g5,
+            budget not a positive number, malformed AMI id or email.
+    """
+    unknown = sorted(set(raw) - set(CONFIG_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {unknown}; known keys: {list(CONFIG_KEYS)}")
+    values = {k: _blank_to_none(v) for k, v in raw.items()}
+    try:
+        env = spec.validate_env(values.get("env") or default_env or "")
+        instance_type = spec.validate_instance_type(values.get("instance_type") or spec.DEFAULT_INSTANCE_TYPE)
+    except spec.SpecError as exc:
+        raise ConfigError(str(exc)) from None
+    budget_email = values.get("budget_email")
+    _check_optional_formats(values.get("ami_id"), budget_email)
+    return StackConfig(
+        env=env,
+        instance_type=instance_type,
+        cost_center=values.get("cost_center") or spec.DEFAULT_COST_CENTER,
+        ami_id=values.get("ami_id"),
+        ami_ssm_parameter=values.get("ami_ssm_parameter") or spec.DLAMI_SSM_PARAMETER,
+        max_azs=_parse_max_azs(values.get("max_azs")),
+        budget_email=budget_email,
+        budget_monthly_usd=_parse_budget(values.get("budget_monthly_usd")),
+    )
+
+
+def read_stack_config() -> StackConfig:
+    """Read this project's keys from the running Pulumi stack and validate them.
+
+    Raises:
+        ConfigError: as :func:`parse_config`, including for keys of this
+            project's namespace that the program does not know (typos).
+    """
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    project = pulumi.get_project()
+    namespace = f"{project}:"
+    present = {k[len(namespace) :] for k in runtime_config.CONFIG.get() if k.startswith(namespace)}
+    config = pulumi.Config()
+    raw: dict[str, str | None] = {key: config.get(key) for key in CONFIG_KEYS}
+    raw.update({key: "" for key in present - set(CONFIG_KEYS)})
+    return parse_config(raw, default_env=pulumi.get_stack())

@@ -1,0 +1,113 @@
+"""IAM: the training instance's role and profile, and the operator's policy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from infra import spec
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstanceIdentityArgs:
+    """Inputs of :class:`InstanceIdentity`."""
+
+    env: str
+    bucket_arn: pulumi.Input[str]
+    region: str
+    account_id: str
+    tags: Mapping[str, str]
+
+
+class InstanceIdentity(pulumi.ComponentResource):
+    """Role (EC2 trust only), its inline least-privilege policy, instance profile."""
+
+    def __init__(
+        self, name: str, args: InstanceIdentityArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(f"{spec.COMPONENT_TYPE_PREFIX}InstanceIdentity", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        role_name = spec.resource_name(args.env, "instance")
+        self.role = aws.iam.Role(
+            f"{name}-role",
+            name=role_name,
+            description=f"Chronos training instances of env {args.env}",
+            assume_role_policy=json.dumps(spec.instance_trust_policy()),
+            tags=dict(args.tags),
+            opts=child,
+        )
+        self.role_policy = aws.iam.RolePolicy(
+            f"{name}-policy",
+            name=f"{role_name}-least-privilege",
+            role=self.role.id,
+            policy=pulumi.Output.from_input(args.bucket_arn).apply(
+                lambda arn: json.dumps(
+                    spec.instance_role_policy(args.env, arn, region=args.region, account_id=args.account_id)
+                )
+            ),
+            opts=child,
+        )
+        self.instance_profile = aws.iam.InstanceProfile(
+            f"{name}-profile", name=role_name, role=self.role.name, tags=dict(args.tags), opts=child
+        )
+        self.role_arn: pulumi.Output[str] = self.role.arn
+        self.instance_profile_arn: pulumi.Output[str] = self.instance_profile.arn
+        self.register_outputs({"role_arn": self.role_arn, "instance_profile_arn": self.instance_profile_arn})
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorAccessArgs:
+    """Inputs of :class:`OperatorAccess`."""
+
+    env: str
+    bucket_arn: pulumi.Input[str]
+    launch_template_arn: pulumi.Input[str]
+    role_arn: pulumi.Input[str]
+    vpc_arn: pulumi.Input[str]
+    region: str
+    account_id: str
+    ami_parameter: str
+    tags: Mapping[str, str]
+
+
+class OperatorAccess(pulumi.ComponentResource):
+    """Managed policy for whoever runs ``invoke``; attach it to a user or group.
+
+    Separate from :class:`InstanceIdentity` because it names the launch template,
+    which itself needs the instance profile.
+    """
+
+    def __init__(
+        self, name: str, args: OperatorAccessArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(f"{spec.COMPONENT_TYPE_PREFIX}OperatorAccess", name, None, opts)
+        document = pulumi.Output.all(
+            args.bucket_arn, args.launch_template_arn, args.role_arn, args.vpc_arn
+        ).apply(
+            lambda v: json.dumps(
+                spec.operator_policy(
+                    args.env,
+                    v[0],
+                    v[1],
+                    v[2],
+                    vpc_arn=v[3],
+                    region=args.region,
+                    account_id=args.account_id,
+                    ami_parameter=args.ami_parameter,
+                )
+            )
+        )
+        self.policy = aws.iam.Policy(
+            f"{name}-policy",
+            name=spec.resource_name(args.env, "operator"),
+            description=f"Run, watch and stop Chronos training in env {args.env}",
+            policy=document,
+            tags=dict(args.tags),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.policy_arn: pulumi.Output[str] = self.policy.arn
+        self.register_outputs({"policy_arn": self.policy_arn})

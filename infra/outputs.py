@@ -1,0 +1,119 @@
+"""The stack outputs: one shape, one reader, for AWS and local mode alike.
+
+On AWS the mapping comes from ``pulumi stack output --json``; locally the
+provisioner (:mod:`infra.local`) writes the same keys. Everything that needs to
+know where the bucket or the launch template is reads it with
+:func:`read_outputs`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from infra import spec
+
+
+class OutputsError(ValueError):
+    """Stack outputs that are missing keys or hold values of the wrong shape."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StackOutputs:
+    """What the control plane needs to launch, watch and clean up runs."""
+
+    bucket: str
+    region: str
+    env: str
+    account_id: str
+    subnets_by_az: Mapping[str, str]
+    security_group_id: str
+    launch_template_id: str
+    instance_profile_arn: str
+    instance_role_arn: str
+    operator_policy_arn: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready mapping (the ``pulumi stack output --json`` shape)."""
+        data = asdict(self)
+        data["subnets_by_az"] = dict(sorted(self.subnets_by_az.items()))
+        return data
+
+
+OUTPUT_KEYS: tuple[str, ...] = tuple(f.name for f in fields(StackOutputs))
+
+
+def _require_str(mapping: Mapping[str, Any], key: str) -> str:
+    value = mapping[key]
+    if not isinstance(value, str) or not value:
+        raise OutputsError(f"stack output {key!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _require_subnets(mapping: Mapping[str, Any]) -> dict[str, str]:
+    value = mapping["subnets_by_az"]
+    if (
+        not isinstance(value, Mapping)
+        or not value
+        or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in value.items())
+    ):
+        raise OutputsError(
+            f"stack output 'subnets_by_az' must map availability zones to subnet ids, got {value!r}"
+        )
+    return dict(value)
+
+
+def read_outputs(mapping: Mapping[str, Any]) -> StackOutputs:
+    """Validate a stack-output mapping into :class:`StackOutputs` (extra keys ignored).
+
+    Raises:
+        OutputsError: naming every missing key (and how to create them), or the
+            first key whose value has the wrong shape.
+    """
+    if not isinstance(mapping, Mapping):
+        raise OutputsError(f"stack outputs must be a JSON object, got {type(mapping).__name__}")
+    missing = [key for key in OUTPUT_KEYS if key not in mapping]
+    if missing:
+        raise OutputsError(
+            f"stack outputs are missing {missing}: run `pulumi up` (AWS) or the local provisioner first"
+        )
+    values: dict[str, Any] = {
+        key: _require_str(mapping, key) for key in OUTPUT_KEYS if key != "subnets_by_az"
+    }
+    values["subnets_by_az"] = _require_subnets(mapping)
+    try:
+        spec.validate_env(values["env"])
+    except spec.SpecError as exc:
+        raise OutputsError(f"stack output 'env': {exc}") from None
+    return StackOutputs(**values)
+
+
+def read_outputs_json(text: str) -> StackOutputs:
+    """Parse the text of ``pulumi stack output --json`` (or the local outputs file).
+
+    Raises:
+        OutputsError: if the text is not JSON or the outputs are incomplete.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise OutputsError(f"stack outputs are not valid JSON: {exc}") from None
+    return read_outputs(data)
+
+
+def read_outputs_file(path: Path) -> StackOutputs:
+    """Read outputs written by :func:`write_outputs_file` or saved from Pulumi."""
+    return read_outputs_json(Path(path).read_text(encoding="utf-8"))
+
+
+def write_outputs_file(outputs: StackOutputs, path: Path) -> Path:
+    """Write outputs as pretty JSON (atomically: a temporary file then a rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(outputs.to_dict(), indent=2, sort_keys=True) + "\n", "utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,106 @@
+"""Composition of the components into the stack, and the outputs it exports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pulumi_aws as aws
+
+from infra import spec
+from infra.budget import Budget, BudgetArgs
+from infra.compute import Compute, ComputeArgs
+from infra.config import StackConfig
+from infra.iam import InstanceIdentity, InstanceIdentityArgs, OperatorAccess, OperatorAccessArgs
+from infra.network import Network, NetworkArgs
+from infra.storage import Storage, StorageArgs
+
+
+def _availability_zones(limit: int | None) -> list[str]:
+    zones = aws.get_availability_zones(
+        state="available",
+        filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
+    )
+    return spec.select_availability_zones(zones.names, limit)
+
+
+def build_stack(cfg: StackConfig) -> dict[str, Any]:
+    """Declare every resource of the stack; return the outputs to export.
+
+    The keys are :data:`infra.outputs.OUTPUT_KEYS`.
+    """
+    account_id = aws.get_caller_identity().account_id
+    region = aws.get_region().region
+    resource_tags = spec.tags(cfg.env, cfg.cost_center)
+    network = Network(
+        "network",
+        NetworkArgs(
+            env=cfg.env,
+            region=region,
+            availability_zones=_availability_zones(cfg.max_azs),
+            tags=resource_tags,
+        ),
+    )
+    storage = Storage(
+        "storage",
+        StorageArgs(
+            env=cfg.env, bucket_name=spec.bucket_name(cfg.env, account_id, region), tags=resource_tags
+        ),
+    )
+    identity = InstanceIdentity(
+        "instance",
+        InstanceIdentityArgs(
+            env=cfg.env,
+            bucket_arn=storage.bucket_arn,
+            region=region,
+            account_id=account_id,
+            tags=resource_tags,
+        ),
+    )
+    compute = Compute(
+        "compute",
+        ComputeArgs(
+            env=cfg.env,
+            instance_type=cfg.instance_type,
+            instance_profile_arn=identity.instance_profile_arn,
+            security_group_id=network.security_group_id,
+            tags=resource_tags,
+            ami_id=cfg.ami_id,
+            ami_ssm_parameter=cfg.ami_ssm_parameter,
+        ),
+    )
+    operator = OperatorAccess(
+        "operator",
+        OperatorAccessArgs(
+            env=cfg.env,
+            bucket_arn=storage.bucket_arn,
+            launch_template_arn=compute.launch_template_arn,
+            role_arn=identity.role_arn,
+            vpc_arn=network.vpc_arn,
+            region=region,
+            account_id=account_id,
+            ami_parameter=cfg.ami_ssm_parameter,
+            tags=resource_tags,
+        ),
+    )
+    if cfg.budget_email is not None:
+        Budget(
+            "budget",
+            BudgetArgs(
+                env=cfg.env,
+                monthly_usd=cfg.budget_monthly_usd,
+                email=cfg.budget_email,
+                tags=resource_tags,
+            ),
+        )
+    return {
+        "bucket": storage.bucket_name,
+        "region": region,
+        "env": cfg.env,
+        "account_id": account_id,
+        "subnets_by_az": network.subnet_ids_by_az,
+        "security_group_id": network.security_group_id,
+        "launch_template_id": compute.launch_template_id,
+        "instance_profile_arn": identity.instance_profile_arn,
+        "instance_role_arn": identity.role_arn,
+        "operator_policy_arn": operator.policy_arn,
+    }
