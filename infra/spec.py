@@ -43,6 +43,8 @@ RUN_OUTPUT_IA_DAYS = 30  # S3's minimum age for a transition to STANDARD_IA
 RUN_OUTPUT_EXPIRY_DAYS = 60
 ABORT_MULTIPART_DAYS = 1
 
+ENV_PATTERN = re.compile(r"[a-z][a-z0-9-]{1,15}")  # used with fullmatch: no trailing newline
+
 GPU_INSTANCE_FAMILIES: tuple[str, ...] = ("g4dn", "g5")
 GPU_INSTANCE_TYPES: frozenset[str] = frozenset(
     [f"g4dn.{s}" for s in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge")]
@@ -67,10 +69,12 @@ def validate_env(env: str) -> str:
         SpecError: unless it matches ``^[a-z][a-z0-9-]{1,15}$`` (it becomes part of
             the bucket name, S3 prefixes and IAM resource names).
     """
-    try:
-        return layout.check_env(env if isinstance(env, str) else "")
-    except layout.LayoutError as exc:
-        raise SpecError(str(exc)) from None
+    if not isinstance(env, str) or not ENV_PATTERN.fullmatch(env):
+        raise SpecError(
+            f"env name {env!r} is invalid: use 2-16 lowercase letters, digits or '-', "
+            "starting with a letter (e.g. dev, prod)"
+        )
+    return layout.check_env(env)
 
 
 def validate_instance_type(instance_type: str) -> str:

@@ -61,10 +61,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
     azs: Sequence[str] = AZS
     resources: list[pulumi.runtime.MockResourceArgs] = field(default_factory=list)
     calls: list[pulumi.runtime.MockCallArgs] = field(default_factory=list)
+    ids: dict[str, str] = field(default_factory=dict)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict]:
         self.resources.append(args)
         rid = _fake_id(args.typ, args.name)
+        self.ids[args.name] = rid
         state = dict(args.inputs)
         state.setdefault("arn", _fake_arn(args.typ, args.inputs, rid))
         return rid, state
@@ -107,6 +109,10 @@ class DeclaredStack:
     @property
     def resources(self) -> list[pulumi.runtime.MockResourceArgs]:
         return self.mocks.resources
+
+    def id_of(self, name: str) -> str:
+        """The id the mocks gave the resource of logical name ``name``."""
+        return self.mocks.ids[name]
 
     def of_type(self, type_token: str) -> list[pulumi.runtime.MockResourceArgs]:
         return [r for r in self.resources if r.typ == type_token]

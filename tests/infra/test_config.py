@@ -1,0 +1,70 @@
+"""infra.config: the stack configuration is validated into a frozen dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from infra import spec
+from infra.config import CONFIG_KEYS, ConfigError, StackConfig, parse_config
+
+
+def test_defaults_need_only_an_env() -> None:
+    cfg = parse_config({}, default_env="dev")
+    assert cfg == StackConfig(env="dev")
+    assert cfg.instance_type == spec.DEFAULT_INSTANCE_TYPE
+    assert cfg.ami_ssm_parameter == spec.DLAMI_SSM_PARAMETER
+    assert not cfg.budget_enabled
+
+
+def test_every_key_is_parsed() -> None:
+    raw = {
+        "env": "prod",
+        "instance_type": "g4dn.2xlarge",
+        "cost_center": "forecasting",
+        "ami_id": "ami-0123456789abcdef0",
+        "ami_ssm_parameter": "/aws/service/deeplearning/ami/x86_64/x/latest/ami-id",
+        "max_azs": "3",
+        "budget_email": "ops@example.com",
+        "budget_monthly_usd": "250.5",
+    }
+    assert set(raw) == set(CONFIG_KEYS)
+    cfg = parse_config(raw, default_env="dev")
+    assert (cfg.env, cfg.instance_type, cfg.max_azs) == ("prod", "g4dn.2xlarge", 3)
+    assert (cfg.budget_email, cfg.budget_monthly_usd) == ("ops@example.com", 250.5)
+    assert cfg.budget_enabled
+
+
+def test_config_is_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        StackConfig(env="dev").env = "prod"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"env": "Dev"}, "env name 'Dev' is invalid"),
+        ({}, "env name '' is invalid"),
+        ({"env": "dev", "instance_type": "p3.2xlarge"}, "not allowed"),
+        ({"env": "dev", "budget_monthly_usd": "ten"}, "must be a number"),
+        ({"env": "dev", "budget_monthly_usd": "-5"}, "positive"),
+        ({"env": "dev", "budget_monthly_usd": "nan"}, "positive"),
+        ({"env": "dev", "max_azs": "1"}, "at least 2"),
+        ({"env": "dev", "max_azs": "two"}, "integer"),
+        ({"env": "dev", "ami_id": "ubuntu"}, "ami_id"),
+        ({"env": "dev", "budget_email": "not-an-email"}, "budget_email"),
+        ({"env": "dev", "region": "us-east-1"}, "unknown config key"),
+    ],
+)
+def test_invalid_values_fail_with_one_line_naming_the_problem(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(raw)
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_blank_values_mean_default() -> None:
+    cfg = parse_config({"env": "dev", "instance_type": " ", "budget_email": ""})
+    assert cfg.instance_type == spec.DEFAULT_INSTANCE_TYPE
+    assert cfg.budget_email is None
