@@ -1,0 +1,285 @@
+"""One interface, two backends: real AWS and local mode (moto on 127.0.0.1).
+
+Everything the control plane does (launch, monitor, kill, verify, runs, fetch)
+goes through a :class:`Backend`: it hands out boto3 clients, checks the
+credentials, reads the stack outputs and starts what stands for the instance
+after ``RunInstances``. Only :class:`LocalBackend` has something to start (a
+supervisor subprocess); on AWS the instance boots from its user data.
+
+- AWS: boto3's default credential chain (``AWS_PROFILE``, env variables, SSO,
+  instance role), the region from the stack outputs, outputs from
+  ``pulumi stack output --json --stack {env}`` or the JSON file named by
+  ``CHRONOS_STACK_OUTPUTS`` (``{env}`` in the path is replaced).
+- local: the endpoint from ``.local/aws.json`` (``invoke local.up``), outputs from
+  ``.local/stacks/{env}.json`` (written by the local provisioner).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.exceptions
+
+from common import layout
+from common.aws import client as make_client
+from common.aws import error_code, is_access_denied
+from common.errors import AccessDeniedError, ConfigError, NoCredentialsError, UserError
+from control.localdir import PROJECT_ROOT, LocalDir, read_json
+from infra.outputs import OutputsError, StackOutputs, read_outputs
+
+log = logging.getLogger(__name__)
+
+OUTPUTS_FILE_VAR = "CHRONOS_STACK_OUTPUTS"
+LOCAL_VAR = "CHRONOS_LOCAL"
+LOCAL_ACCESS_KEY = "testing"
+LOCAL_REGION = "us-east-1"
+_BAD_CREDENTIAL_CODES = {"InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken",
+                         "InvalidAccessKeyId", "UnrecognizedClientException", "AuthFailure"}
+
+
+class LocalAWSDownError(UserError):
+    """Local mode was asked for but the local AWS is not running."""
+
+    def __init__(self, detail: str = "") -> None:
+        extra = f" ({detail})" if detail else ""
+        super().__init__(f"local AWS is not running{extra}; start it with `invoke local.up` "
+                         "(or run `make demo`)")
+
+
+@dataclass(frozen=True)
+class Clients:
+    """The boto3 clients an operation uses (tests may pass fakes)."""
+
+    s3: Any
+    ec2: Any
+    sts: Any
+
+
+def check_env(env: str) -> str:
+    """``env`` if it is a valid environment name.
+
+    Raises:
+        ConfigError: 'unknown env' with the naming rule.
+    """
+    try:
+        return layout.check_env(env)
+    except layout.LayoutError as exc:
+        raise ConfigError(f"unknown env: {exc}") from None
+
+
+@contextmanager
+def aws_errors(action: str, resource: str, *, local_endpoint: str | None = None) -> Iterator[None]:
+    """Turn AWS failures a user can fix into one-line :class:`UserError` s."""
+    try:
+        yield
+    except botocore.exceptions.NoCredentialsError:
+        raise NoCredentialsError() from None
+    except botocore.exceptions.EndpointConnectionError as exc:
+        if local_endpoint:
+            raise LocalAWSDownError(f"{local_endpoint} does not answer") from None
+        raise UserError(f"cannot reach AWS for {action}: {exc}; check your network and region") from None
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) in _BAD_CREDENTIAL_CODES:
+            raise UserError(f"AWS rejected these credentials ({error_code(exc)}) on {action}; "
+                            "refresh them (`aws sso login`, `aws configure`) or pick another AWS_PROFILE"
+                            ) from None
+        if is_access_denied(exc):
+            raise AccessDeniedError(action=action, resource=resource) from None
+        raise
+
+
+class Backend(ABC):
+    """Where runs happen. Subclasses differ only in where clients, outputs and instances come from."""
+
+    name: str
+    local: bool
+    device: str
+
+    def __init__(self, *, session: boto3.Session, endpoint_url: str | None = None) -> None:
+        self._session = session
+        self.endpoint_url = endpoint_url
+        self._clients: Clients | None = None
+
+    @property
+    def session(self) -> boto3.Session:
+        return self._session
+
+    def client(self, service: str) -> Any:
+        return make_client(self._session, service, endpoint_url=self.endpoint_url)
+
+    def clients(self) -> Clients:
+        if self._clients is None:
+            self._clients = Clients(s3=self.client("s3"), ec2=self.client("ec2"), sts=self.client("sts"))
+        return self._clients
+
+    def errors(self, action: str, resource: str = "*") -> Any:
+        """Context manager mapping AWS errors to user errors for this backend."""
+        return aws_errors(action, resource, local_endpoint=self.endpoint_url if self.local else None)
+
+    def check_credentials(self) -> dict[str, str]:
+        """``sts get-caller-identity``: who these credentials are.
+
+        Raises:
+            NoCredentialsError: none found. AccessDeniedError: refused.
+        """
+        with self.errors("sts:GetCallerIdentity"):
+            ident = self.clients().sts.get_caller_identity()
+        return {"account": ident.get("Account", ""), "arn": ident.get("Arn", "")}
+
+    @abstractmethod
+    def stack_outputs(self, env: str) -> StackOutputs:
+        """The env's stack outputs.
+
+        Raises:
+            ConfigError: unknown env or missing outputs, with the command that creates them.
+        """
+
+    def start_instance(self, *, instance_id: str, run: dict[str, Any]) -> None:  # noqa: B027
+        """Start what stands for the instance (nothing on AWS: it boots by itself)."""
+
+
+def _outputs_from_mapping(mapping: Any, env: str, source: str, how_to_fix: str) -> StackOutputs:
+    try:
+        outputs = read_outputs(mapping)
+    except OutputsError as exc:
+        raise ConfigError(f"missing stack outputs for env {env!r} ({source}): {exc}; {how_to_fix}") from None
+    if outputs.env != env:
+        raise ConfigError(f"stack outputs in {source} are for env {outputs.env!r}, not {env!r}; "
+                          f"{how_to_fix}")
+    return outputs
+
+
+class AwsBackend(Backend):
+    """Real AWS through boto3's default credential chain."""
+
+    name, local, device = "aws", False, "cuda"
+
+    def __init__(self, *, session: boto3.Session | None = None, region: str | None = None) -> None:
+        super().__init__(session=session or boto3.Session(region_name=region))
+
+    def stack_outputs(self, env: str) -> StackOutputs:
+        check_env(env)
+        path = os.environ.get(OUTPUTS_FILE_VAR)
+        fix = f"run `pulumi up --stack {env}` first"
+        if path:
+            file = Path(path.replace("{env}", env))
+            doc = read_json(file)
+            if doc is None:
+                raise ConfigError(f"unknown env {env!r}: no stack outputs file {file} "
+                                  f"(from ${OUTPUTS_FILE_VAR}); {fix} and save "
+                                  f"`pulumi stack output --json` there")
+            outputs = _outputs_from_mapping(doc, env, str(file), fix)
+        else:
+            outputs = _outputs_from_mapping(self._pulumi_outputs(env), env, f"stack {env}", fix)
+        if self._session.region_name != outputs.region:
+            self._session = boto3.Session(profile_name=self._session.profile_name,
+                                          region_name=outputs.region)
+            self._clients = None
+        return outputs
+
+    def _pulumi_outputs(self, env: str) -> dict[str, Any]:
+        pulumi = shutil.which("pulumi")
+        if pulumi is None:
+            raise ConfigError(f"missing stack outputs for env {env!r}: the pulumi CLI is not installed; "
+                              f"install it or save `pulumi stack output --json --stack {env}` to a file "
+                              f"and set {OUTPUTS_FILE_VAR}=that-file")
+        proc = subprocess.run([pulumi, "stack", "output", "--json", "--show-secrets", "--stack", env],
+                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            err = (proc.stderr or proc.stdout).strip().splitlines()
+            detail = err[-1] if err else f"exit {proc.returncode}"
+            if "no stack named" in detail.lower() or "not found" in detail.lower():
+                raise ConfigError(f"unknown env {env!r}: no Pulumi stack named {env!r}; create it with "
+                                  f"`pulumi stack init {env} && pulumi up`")
+            raise ConfigError(f"missing stack outputs for env {env!r}: `pulumi stack output` failed "
+                              f"({detail}); run `pulumi up --stack {env}`")
+        try:
+            return json.loads(proc.stdout or "{}")
+        except json.JSONDecodeError:
+            raise ConfigError(f"missing stack outputs for env {env!r}: `pulumi stack output --json` "
+                              "printed no JSON") from None
+
+
+class LocalBackend(Backend):
+    """moto on 127.0.0.1, with a supervisor subprocess per instance."""
+
+    name, local, device = "local", True, "cpu"
+
+    def __init__(self, *, endpoint_url: str, local_dir: LocalDir, region: str = LOCAL_REGION) -> None:
+        session = boto3.Session(region_name=region)
+        if session.get_credentials() is None:
+            session = boto3.Session(aws_access_key_id=LOCAL_ACCESS_KEY,
+                                    aws_secret_access_key=LOCAL_ACCESS_KEY, region_name=region)
+        super().__init__(session=session, endpoint_url=endpoint_url)
+        self.local_dir = local_dir
+        self.region = region
+
+    @classmethod
+    def open(cls, local_dir: LocalDir | None = None) -> LocalBackend:
+        """The backend of the running local AWS.
+
+        Raises:
+            LocalAWSDownError: nothing recorded in ``.local/aws.json`` or it does not answer.
+        """
+        local_dir = local_dir or LocalDir.default()
+        record = read_json(local_dir.aws_file)
+        if not record or not record.get("endpoint_url"):
+            raise LocalAWSDownError()
+        from localaws import moto
+
+        if not moto.attach(record["endpoint_url"]).is_up():
+            raise LocalAWSDownError(f"{record['endpoint_url']} does not answer")
+        return cls(endpoint_url=record["endpoint_url"], local_dir=local_dir,
+                   region=record.get("region") or LOCAL_REGION)
+
+    def credentials_env(self) -> dict[str, str]:
+        """Environment variables that point SDKs and CLIs at the local AWS."""
+        creds = self._session.get_credentials().get_frozen_credentials()
+        env = {
+            "AWS_ENDPOINT_URL": self.endpoint_url or "",
+            "AWS_ACCESS_KEY_ID": creds.access_key,
+            "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+            "AWS_DEFAULT_REGION": self.region,
+            "AWS_REGION": self.region,
+        }
+        if creds.token:
+            env["AWS_SESSION_TOKEN"] = creds.token
+        return env
+
+    def stack_outputs(self, env: str) -> StackOutputs:
+        check_env(env)
+        file = self.local_dir.stack_file(env)
+        doc = read_json(file)
+        fix = f"run `invoke local.up --env={env}`"
+        if doc is None:
+            known = ", ".join(self.local_dir.known_envs()) or "none"
+            raise ConfigError(f"unknown env {env!r}: it is not provisioned in local mode "
+                              f"(provisioned: {known}); {fix}")
+        return _outputs_from_mapping(doc, env, str(file), fix)
+
+    def start_instance(self, *, instance_id: str, run: dict[str, Any]) -> None:
+        """Spawn the detached supervisor that runs the trainer for ``instance_id``."""
+        from control import local_instance
+
+        local_instance.spawn(local_dir=self.local_dir, instance_id=instance_id,
+                             endpoint_url=self.endpoint_url or "", env_vars=self.credentials_env(),
+                             python=sys.executable, **run)
+
+
+def open_backend(*, local: bool | None = None, region: str | None = None) -> Backend:
+    """The backend a task asked for: ``--local`` or ``CHRONOS_LOCAL=1`` -> local, else AWS."""
+    if local is None or local is False:
+        local = local or os.environ.get(LOCAL_VAR, "").lower() in {"1", "true", "yes"}
+    return LocalBackend.open() if local else AwsBackend(region=region)

@@ -1,0 +1,100 @@
+"""What an instance costs: an on-demand list-price table and the spot price when AWS has one.
+
+On-demand prices are USD per hour for Linux in us-east-1 (N. Virginia), from the
+AWS EC2 On-Demand pricing page (https://aws.amazon.com/ec2/pricing/on-demand/),
+as published for g4dn and g5. Other regions differ by a few to ~30 %; the table
+is an estimate for budgeting, not a bill. Spot prices come from
+``DescribeSpotPriceHistory`` (the newest price in the AZ) when the API answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PRICE_SOURCE = ("AWS EC2 On-Demand pricing, Linux, us-east-1 list prices (USD/hour) "
+                "for g4dn and g5; other regions differ")
+
+ON_DEMAND_USD_PER_HOUR: dict[str, float] = {
+    "g4dn.xlarge": 0.526,
+    "g4dn.2xlarge": 0.752,
+    "g4dn.4xlarge": 1.204,
+    "g4dn.8xlarge": 2.176,
+    "g4dn.12xlarge": 3.912,
+    "g4dn.16xlarge": 4.352,
+    "g4dn.metal": 7.824,
+    "g5.xlarge": 1.006,
+    "g5.2xlarge": 1.212,
+    "g5.4xlarge": 1.624,
+    "g5.8xlarge": 2.448,
+    "g5.12xlarge": 5.672,
+    "g5.16xlarge": 4.096,
+    "g5.24xlarge": 8.144,
+    "g5.48xlarge": 16.288,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Price:
+    """An hourly price and where it came from."""
+
+    usd_per_hour: float | None
+    source: str  # "spot-history" | "on-demand-table" | "unknown"
+
+    def cost(self, seconds: float) -> float | None:
+        """USD for ``seconds`` of running (``None`` when the price is unknown)."""
+        if self.usd_per_hour is None:
+            return None
+        return round(self.usd_per_hour * max(seconds, 0.0) / 3600.0, 4)
+
+
+def on_demand_price(instance_type: str) -> Price:
+    """The list price of ``instance_type`` from the table."""
+    value = ON_DEMAND_USD_PER_HOUR.get(instance_type)
+    return Price(usd_per_hour=value, source="on-demand-table" if value is not None else "unknown")
+
+
+def spot_price(ec2: Any, instance_type: str, availability_zone: str, *,
+               now: datetime | None = None) -> Price | None:
+    """The newest spot price of ``instance_type`` in ``availability_zone``, or ``None``.
+
+    Any API failure (no permission, unsupported in the region) gives ``None``:
+    the caller falls back to the on-demand table.
+    """
+    kwargs: dict[str, Any] = {
+        "InstanceTypes": [instance_type],
+        "ProductDescriptions": ["Linux/UNIX", "Linux/UNIX (Amazon VPC)"],
+        "AvailabilityZone": availability_zone,
+        "MaxResults": 20,
+    }
+    if now is not None:
+        kwargs["StartTime"] = now
+    try:
+        history = ec2.describe_spot_price_history(**kwargs).get("SpotPriceHistory", [])
+    except Exception as exc:  # the price is informative only; never fail a launch on it
+        log.info("no spot price for %s in %s: %s", instance_type, availability_zone, exc)
+        return None
+    history = [h for h in history if h.get("AvailabilityZone") == availability_zone]
+    if not history:
+        return None
+    newest = max(history, key=lambda h: h.get("Timestamp") or datetime.min)
+    return Price(usd_per_hour=float(newest["SpotPrice"]), source="spot-history")
+
+
+def launch_price(ec2: Any | None, instance_type: str, availability_zone: str, market: str, *,
+                 local: bool) -> Price:
+    """The price a launch is planned with.
+
+    Spot on AWS: the spot history, else the on-demand table (an upper bound).
+    Local mode never asks the emulator for spot prices: it shows the list price
+    of the instance type it stands in for.
+    """
+    if market == "spot" and not local and ec2 is not None:
+        spot = spot_price(ec2, instance_type, availability_zone)
+        if spot is not None:
+            return spot
+    return on_demand_price(instance_type)

@@ -1,0 +1,163 @@
+"""Bring a run home: ``fetch`` downloads its artifacts, ``logs`` reads its log.
+
+``runs/{env}/{run_id}/`` mirrors the run prefix (``models/``, ``user-configs/``,
+``model_metadata.json``, ``evaluation/``, ``_SUCCESS`` ...) and puts the run's log
+folder under ``logs/``. Checkpoints are large and only needed to resume, so they
+are skipped unless asked for. Every contract document fetched is validated
+against its schema; the result lists any that fail.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common import layout
+from control.backend import Backend, check_env
+from control.localdir import PROJECT_ROOT
+from control.s3io import DocumentError, get_bytes, iter_objects, parse_json
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RUNS_DIR = PROJECT_ROOT / "runs"
+SCHEMA_OF = {
+    "logs/training.json": "training",
+    "logs/cleanup_status.json": "cleanup-status",
+    "model_metadata.json": "model-metadata",
+    "_SUCCESS": "sentinel",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class FetchResult:
+    """Where a run was downloaded and what was checked."""
+
+    run_id: str
+    env: str
+    dest: Path
+    files: tuple[str, ...]
+    bytes: int
+    skipped: tuple[str, ...] = ()
+    valid: tuple[str, ...] = ()
+    invalid: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.invalid
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunLogs:
+    """A run's log as ``invoke logs`` shows it."""
+
+    run_id: str
+    env: str
+    training: dict[str, Any] | None
+    text: str
+    source: str | None
+    problem: str | None = None
+
+
+def resolve_run_id(backend: Backend, env: str, run_id: str | None) -> tuple[Any, str]:
+    """The stack outputs and the run id (the newest run when ``run_id`` is None or 'latest').
+
+    Raises:
+        ConfigError: a malformed run id, or no run in the env.
+    """
+    from common.errors import ConfigError
+    from control.runs import run_ids
+
+    check_env(env)
+    backend.check_credentials()
+    outputs = backend.stack_outputs(env)
+    if run_id in (None, "", "latest"):
+        with backend.errors("s3:ListBucket", f"s3://{outputs.bucket}/{env}/"):
+            ids = run_ids(backend.clients().s3, outputs.bucket, env)
+        if not ids:
+            raise ConfigError(f"no run in env {env!r} yet; start one with `invoke launch --env={env}`")
+        return outputs, ids[-1]
+    try:
+        layout.parse_run_id(run_id)
+    except layout.LayoutError as exc:
+        raise ConfigError(f"{exc}; list runs with `invoke runs --env={env}`") from None
+    return outputs, run_id
+
+
+def fetch_run(backend: Backend, *, env: str, run_id: str | None, dest_root: Path | None = None,
+              checkpoints: bool = False) -> FetchResult:
+    """``invoke fetch``: download one run to ``{dest_root}/{env}/{run_id}/``.
+
+    Raises:
+        ConfigError: the run has no objects in S3.
+    """
+    from common.errors import ConfigError
+
+    outputs, run_id = resolve_run_id(backend, env, run_id)
+    paths = layout.RunPaths(env=env, run_id=run_id)
+    dest = Path(dest_root or DEFAULT_RUNS_DIR) / env / run_id
+    s3 = backend.clients().s3
+    with backend.errors("s3:GetObject", f"s3://{outputs.bucket}/{paths.prefix}"):
+        todo: list[tuple[str, str]] = []
+        skipped: list[str] = []
+        for prefix, local in ((paths.prefix, ""), (paths.logs, "logs/")):
+            for obj in iter_objects(s3, outputs.bucket, prefix):
+                rel = local + obj["Key"][len(prefix):]
+                if not checkpoints and obj["Key"].startswith(paths.checkpoints):
+                    skipped.append(rel)
+                    continue
+                todo.append((obj["Key"], rel))
+        if not todo and not skipped:
+            raise ConfigError(f"run {run_id} has nothing in s3://{outputs.bucket}/{paths.prefix} or "
+                              f"{paths.logs}; list runs with `invoke runs --env={env}`")
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            sizes = list(pool.map(lambda kr: _download(s3, outputs.bucket, kr[0], dest / kr[1]), todo))
+    valid, invalid = [], {}
+    for rel, kind in SCHEMA_OF.items():
+        file = dest / rel
+        if not file.exists():
+            continue
+        try:
+            parse_json(file.read_bytes(), str(file), kind)
+            valid.append(rel)
+        except DocumentError as exc:
+            invalid[rel] = str(exc)
+    return FetchResult(run_id=run_id, env=env, dest=dest, files=tuple(sorted(r for _, r in todo)),
+                       bytes=sum(sizes), skipped=tuple(sorted(skipped)), valid=tuple(valid), invalid=invalid)
+
+
+def _download(s3: Any, bucket: str, key: str, target: Path) -> int:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    s3.download_file(bucket, key, str(tmp))
+    tmp.replace(target)
+    return target.stat().st_size
+
+
+def read_logs(backend: Backend, *, env: str, run_id: str | None, tail: int | None = None) -> RunLogs:
+    """``invoke logs``: the run's ``trainer.log`` (or ``bootstrap.log``) and its training.json."""
+    outputs, run_id = resolve_run_id(backend, env, run_id)
+    paths = layout.RunPaths(env=env, run_id=run_id)
+    s3 = backend.clients().s3
+    training, problem = None, None
+    with backend.errors("s3:GetObject", f"s3://{outputs.bucket}/{paths.logs}"):
+        body = get_bytes(s3, outputs.bucket, paths.training_log)
+        if body is not None:
+            try:
+                training = parse_json(body, f"s3://{outputs.bucket}/{paths.training_log}", "training")
+            except DocumentError as exc:
+                problem = str(exc)
+        text, source = "", None
+        for name in ("trainer.log", "bootstrap.log"):
+            raw = get_bytes(s3, outputs.bucket, paths.logs + name)
+            if raw is not None:
+                text, source = raw.decode("utf-8", "replace"), paths.logs + name
+                break
+    if tail:
+        text = "\n".join(text.splitlines()[-tail:])
+    if training is None and source is None and problem is None:
+        problem = (f"run {run_id} has no log in s3://{outputs.bucket}/{paths.logs} yet; "
+                   f"if it is running, watch it with `invoke monitor --env={env}`")
+    return RunLogs(run_id=run_id, env=env, training=training, text=text, source=source, problem=problem)

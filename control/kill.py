@@ -1,0 +1,189 @@
+"""Stop the active run: ask nicely through the state file, then make sure.
+
+1. ``killed`` is set through the state store (a conditional write: never over a
+   newer document). The instance's watcher sees it, checkpoints, uploads,
+   finalizes with ``completion_status=killed``, writes ``cleanup_status.json``,
+   removes the state file and powers off.
+2. After the grace period (or as soon as the state file is gone) the instance is
+   terminated through the API if it is still there.
+3. If the instance could not clean up, the control plane removes the state file
+   and writes ``cleanup_status.json`` itself (``written_by: control``).
+
+Idempotent: killing an env with no active run reports that and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from common import layout
+from common.aws import error_code
+from common.state_store import NotHeldError, StateStore
+from common.timeutil import Clock, iso, utc_now
+from control.backend import Backend, Clients, check_env
+from control.s3io import get_json
+from schemas import validate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GRACE_S = 120.0
+POLL_S = 1.0
+TERMINATE_WAIT_S = 60.0
+GONE = frozenset({"shutting-down", "terminated", "not-found"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class KillResult:
+    """What ``kill`` found and did."""
+
+    env: str
+    run_id: str | None
+    instance_id: str | None = None
+    status_before: str | None = None
+    finalized_by_instance: bool = False
+    terminated_by_control: bool = False
+    state_cleared_by_control: bool = False
+    cleanup_written_by: str | None = None
+    waited_s: float = 0.0
+    actions: list[str] = field(default_factory=list)
+
+    @property
+    def nothing_to_kill(self) -> bool:
+        return self.run_id is None
+
+
+def kill_run(backend: Backend, *, env: str, grace_s: float = DEFAULT_GRACE_S, clock: Clock = utc_now,
+             sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic,
+             reason: str = "killed by operator (invoke kill)") -> KillResult:
+    """``invoke kill``: stop the active run of ``env`` within ``grace_s`` seconds.
+
+    Raises:
+        NoCredentialsError, AccessDeniedError, ConfigError, CorruptStateError.
+    """
+    check_env(env)
+    backend.check_credentials()
+    outputs = backend.stack_outputs(env)
+    with backend.errors("kill", f"s3://{outputs.bucket}/{layout.state_key(env)}"):
+        return Killer(backend.clients(), outputs.bucket, env, clock=clock, sleep=sleep,
+                      monotonic=monotonic).kill(grace_s=grace_s, reason=reason)
+
+
+class Killer:
+    """The kill procedure on injected clients, clock and sleep."""
+
+    def __init__(self, clients: Clients, bucket: str, env: str, *, clock: Clock = utc_now,
+                 sleep: Callable[[float], None] = time.sleep,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.clients, self.bucket, self.env = clients, bucket, env
+        self.clock, self.sleep, self.monotonic = clock, sleep, monotonic
+        self.store = StateStore(clients.s3, bucket, env, clock=clock)
+
+    def kill(self, *, grace_s: float, reason: str) -> KillResult:
+        snap = self.store.read()
+        if snap is None:
+            return KillResult(env=self.env, run_id=None, actions=["no active run: nothing to do"])
+        run_id, before = snap.run_id, snap.doc["status"]
+        actions: list[str] = []
+        try:
+            snap = self.store.request_kill(run_id, reason=reason)
+            actions.append(f"state {before} -> {snap.doc['status']}")
+        except NotHeldError:
+            actions.append("the run ended before the kill was written")
+        instance_id = snap.doc.get("instance_id")
+        start = self.monotonic()
+        state_gone = self._wait(instance_id, grace_s)
+        waited = self.monotonic() - start
+        terminated = False
+        if instance_id and self.instance_state(instance_id) not in GONE:
+            self.clients.ec2.terminate_instances(InstanceIds=[instance_id])
+            terminated = True
+            actions.append(f"terminated {instance_id} through the API")
+            self._wait_terminated(instance_id)
+        cleared = False
+        if not state_gone:
+            cleared = self._clear_state(run_id)
+            if cleared:
+                actions.append(f"removed {self.store.location}")
+        paths = layout.RunPaths(env=self.env, run_id=run_id)
+        existing = get_json(self.clients.s3, self.bucket, paths.cleanup_status)
+        written_by = (existing or {}).get("written_by", "instance") if existing else None
+        if existing is None:
+            self._write_cleanup_status(paths, run_id, instance_id, terminated=terminated, cleared=cleared)
+            written_by = "control"
+            actions.append(f"wrote {paths.cleanup_status}")
+        return KillResult(env=self.env, run_id=run_id, instance_id=instance_id, status_before=before,
+                          finalized_by_instance=state_gone and existing is not None,
+                          terminated_by_control=terminated, state_cleared_by_control=cleared,
+                          cleanup_written_by=written_by, waited_s=round(waited, 1), actions=actions)
+
+    def _wait(self, instance_id: str | None, grace_s: float) -> bool:
+        """Wait until the state file is gone (True) or the grace period ends (False)."""
+        if instance_id is None:  # no instance was recorded: nobody else will clean up
+            return self.store.read() is None
+        deadline = self.monotonic() + grace_s
+        etag = None
+        while True:
+            got = self.store.read_if_changed(etag)
+            if got is None:  # the instance powers off right after removing the state
+                self._wait_terminated(instance_id, limit_s=min(30.0, grace_s))
+                return True
+            if got is not False:
+                etag = got.etag
+            if self.instance_state(instance_id) in GONE:
+                return self.store.read() is None
+            if self.monotonic() >= deadline:
+                return False
+            self.sleep(POLL_S)
+
+    def _wait_terminated(self, instance_id: str, limit_s: float = TERMINATE_WAIT_S) -> None:
+        deadline = self.monotonic() + limit_s
+        while self.instance_state(instance_id) not in GONE and self.monotonic() < deadline:
+            self.sleep(POLL_S)
+
+    def instance_state(self, instance_id: str) -> str:
+        try:
+            resp = self.clients.ec2.describe_instances(InstanceIds=[instance_id])
+        except Exception as exc:
+            if error_code(exc) == "InvalidInstanceID.NotFound":
+                return "not-found"
+            raise
+        for res in resp.get("Reservations", []):
+            for inst in res.get("Instances", []):
+                return str(inst["State"]["Name"])
+        return "not-found"
+
+    def _clear_state(self, run_id: str) -> bool:
+        snap = self.store.read()
+        if snap is None or snap.run_id != run_id:
+            return False
+        return self.store.release(run_id)
+
+    def _write_cleanup_status(self, paths: layout.RunPaths, run_id: str, instance_id: str | None, *,
+                              terminated: bool, cleared: bool) -> None:
+        from control.verify import count_billing
+
+        now = iso(self.clock())
+        actions: list[dict[str, Any]] = []
+        if instance_id:
+            actions.append({"resource": instance_id, "action": "terminate",
+                            "status": "succeeded" if terminated else "skipped", "at": now,
+                            "error": None if terminated else "already terminated"})
+        actions.append({"resource": self.store.location, "action": "delete",
+                        "status": "succeeded" if cleared else "skipped", "at": now,
+                        "error": None if cleared else "already removed"})
+        instances, volumes = count_billing(self.clients.ec2, self.env)
+        doc = {
+            "schema_version": 1, "run_id": run_id, "instance_id": instance_id, "written_by": "control",
+            "actions": actions,
+            "verification": {"instances_running": instances, "volumes_available": volumes, "checked_at": now},
+            "state_file_removed": self.store.read() is None, "completed_at": now,
+        }
+        validate("cleanup-status", doc, source=paths.cleanup_status)
+        import json
+
+        self.clients.s3.put_object(Bucket=self.bucket, Key=paths.cleanup_status,
+                                   Body=json.dumps(doc, indent=2).encode(), ContentType="application/json")

@@ -1,0 +1,198 @@
+"""Local AWS for local mode: start it in the background, provision an env, stage data, stop it.
+
+``invoke local.up`` = :func:`up`: a background ``python -m localaws serve`` on
+127.0.0.1 (reused when already running), the local provisioner of
+:mod:`infra.local` for the env (idempotent), and the synthetic dataset under
+``cached-datasets/training-data/``. :func:`exports` gives the variables that point
+the AWS CLI and SDKs at it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common import layout
+from common.errors import UserError
+from control.backend import LOCAL_VAR, LocalAWSDownError, LocalBackend, check_env
+from control.localdir import PROJECT_ROOT, LocalDir, pid_alive, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Staged:
+    """The dataset in the bucket."""
+
+    prefix: str
+    files: int
+    bytes: int
+    uploaded: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalUp:
+    """What ``local.up`` did."""
+
+    endpoint_url: str
+    pid: int | None
+    started: bool
+    env: str
+    bucket: str
+    staged: Staged
+    exports: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalDown:
+    """What ``local.down`` stopped."""
+
+    endpoint_url: str | None
+    server_stopped: bool
+    instances_stopped: list[str]
+
+
+def start_server(local_dir: LocalDir, *, port: int = 0) -> tuple[str, int | None, bool]:
+    """The running local AWS, started in the background if needed: (endpoint, pid, started)."""
+    from localaws import moto
+
+    record = read_json(local_dir.aws_file)
+    if record and record.get("endpoint_url") and moto.attach(record["endpoint_url"]).is_up():
+        return record["endpoint_url"], record.get("pid"), False
+    local_dir.root.mkdir(parents=True, exist_ok=True)
+    local_dir.aws_file.unlink(missing_ok=True)
+    with open(local_dir.aws_log, "ab") as logf:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "localaws", "serve", "--port", str(port),
+             "--state-file", str(local_dir.aws_file)],
+            cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        record = read_json(local_dir.aws_file)
+        if record and record.get("pid") == proc.pid and moto.attach(record["endpoint_url"]).is_up():
+            log.info("local AWS started at %s (pid %d)", record["endpoint_url"], proc.pid)
+            return record["endpoint_url"], proc.pid, True
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.kill()
+    raise UserError(f"local AWS did not start within {START_TIMEOUT_S:.0f} s; see {local_dir.aws_log}")
+
+
+def provision(backend: LocalBackend, env: str) -> dict[str, Any]:
+    """Run the local provisioner for ``env`` (idempotent) and record its outputs."""
+    from infra.local import provision as provision_local
+
+    outputs = provision_local(backend.session, env=env, endpoint_url=backend.endpoint_url,
+                              region=backend.region)
+    _usable_bucket(backend.clients().s3, outputs["bucket"], env)
+    write_json(backend.local_dir.stack_file(env), dict(outputs))
+    return dict(outputs)
+
+
+def _usable_bucket(s3: Any, bucket: str, env: str) -> None:
+    """Make sure object writes work in the emulator.
+
+    moto evaluates bucket policies without request context: the TLS-only policy's
+    ``Deny ... Bool aws:SecureTransport=false`` then denies every object call, over
+    HTTP or HTTPS alike. When a probe write is refused, the policy is removed from the
+    local bucket (on AWS the same policy works as intended).
+    """
+    from common.aws import is_access_denied
+
+    probe = f"{env}/.local-probe"
+    try:
+        s3.put_object(Bucket=bucket, Key=probe, Body=b"")
+    except Exception as exc:
+        if not is_access_denied(exc):
+            raise
+        log.warning("the local AWS denies object writes under the TLS-only bucket policy "
+                    "(it cannot evaluate aws:SecureTransport); removing that policy from %s", bucket)
+        s3.delete_bucket_policy(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key=probe, Body=b"")
+    s3.delete_object(Bucket=bucket, Key=probe)
+
+
+def stage_dataset(s3: Any, bucket: str, data_dir: Path, *, prefix: str = layout.TRAINING_DATA) -> Staged:
+    """Generate the synthetic dataset once and upload what the bucket lacks."""
+    from trainer.synthetic import generate_dataset
+
+    files = sorted(data_dir.rglob("*.parquet")) if data_dir.is_dir() else []
+    if not files:
+        files = generate_dataset(data_dir)
+    existing: dict[str, int] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        existing.update({o["Key"]: int(o["Size"]) for o in page.get("Contents", [])})
+    uploaded = total = 0
+    for path in files:
+        key = prefix + path.relative_to(data_dir).as_posix()
+        size = path.stat().st_size
+        total += size
+        if existing.get(key) != size:
+            s3.upload_file(str(path), bucket, key)
+            uploaded += 1
+    return Staged(prefix=prefix, files=len(files), bytes=total, uploaded=uploaded)
+
+
+def up(*, env: str = "dev", port: int = 0, local_dir: LocalDir | None = None) -> LocalUp:
+    """``invoke local.up``: local AWS running, ``env`` provisioned, dataset staged."""
+    check_env(env)
+    local_dir = local_dir or LocalDir.default()
+    endpoint, pid, started = start_server(local_dir, port=port)
+    backend = LocalBackend.open(local_dir)
+    outputs = provision(backend, env)
+    staged = stage_dataset(backend.clients().s3, outputs["bucket"], local_dir.data_dir)
+    return LocalUp(endpoint_url=endpoint, pid=pid, started=started, env=env, bucket=outputs["bucket"],
+                   staged=staged, exports=exports(local_dir))
+
+
+def exports(local_dir: LocalDir | None = None) -> dict[str, str]:
+    """Variables that point the AWS CLI, SDKs and ``invoke`` at the local AWS.
+
+    Raises:
+        LocalAWSDownError: it is not running.
+    """
+    backend = LocalBackend.open(local_dir)
+    return {**backend.credentials_env(), LOCAL_VAR: "1"}
+
+
+def down(*, local_dir: LocalDir | None = None) -> LocalDown:
+    """``invoke local.down``: stop local instances and the background server."""
+    from control.local_instance import terminate_processes
+
+    local_dir = local_dir or LocalDir.default()
+    stopped = [str(rec.get("instance_id")) for rec in local_dir.instance_records()
+               if terminate_processes(rec, grace_s=10.0)]
+    record = read_json(local_dir.aws_file) or {}
+    pid = record.get("pid")
+    server_stopped = False
+    if pid_alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        server_stopped = True
+    local_dir.aws_file.unlink(missing_ok=True)
+    stacks = local_dir.root / "stacks"
+    if stacks.is_dir():  # the emulator's state died with it
+        for f in stacks.glob("*.json"):
+            f.unlink()
+    return LocalDown(endpoint_url=record.get("endpoint_url"), server_stopped=server_stopped,
+                     instances_stopped=stopped)
+
+
+__all__ = ["LocalAWSDownError", "LocalDown", "LocalUp", "Staged", "down", "exports", "provision",
+           "stage_dataset", "start_server", "up"]

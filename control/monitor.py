@@ -1,0 +1,250 @@
+"""Watch a run: phase, progress, loss, ETA, cost, and whether it is healthy.
+
+The state file is polled with conditional GETs (``If-None-Match``): an unchanged
+state costs a 304 and no body. Two failure modes are detected and explained:
+
+- a *stale heartbeat* (the trainer writes one at least every 30 s);
+- a *gone instance* (terminated or missing) while the state file still says the
+  run is going: the run died without cleaning up, so the lock is stale.
+
+When the state file disappears the run has ended and its outcome is read from
+the sentinel and ``training.json``. Exit codes (:data:`EXIT_CODES`): 0 success,
+1 failed, 3 killed, 4 interrupted (spot), 5 stale/dead, 6 no run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from common import layout
+from common.aws import error_code
+from common.state_store import Snapshot, StateStore
+from common.status import RunStatus
+from common.timeutil import Clock, parse_iso, utc_now
+from control.backend import Backend, Clients, check_env
+from control.runs import RunSummary, read_run, run_ids
+
+log = logging.getLogger(__name__)
+
+STALE_HEARTBEAT_S = 120.0
+GONE_GRACE_S = 20.0
+NO_INSTANCE_GRACE_S = 300.0
+GONE_STATES = frozenset({"shutting-down", "terminated", "not-found"})
+
+
+class Outcome(StrEnum):
+    """Where a watched run stands; everything but ``running`` ends ``--follow``."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    KILLED = "killed"
+    INTERRUPTED = "interrupted"
+    STALE = "stale"
+    NONE = "none"
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self]
+
+    def is_final(self) -> bool:
+        return self is not Outcome.RUNNING
+
+
+EXIT_CODES = {Outcome.RUNNING: 0, Outcome.SUCCEEDED: 0, Outcome.FAILED: 1, Outcome.KILLED: 3,
+              Outcome.INTERRUPTED: 4, Outcome.STALE: 5, Outcome.NONE: 6}
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonitorView:
+    """One observation of a run."""
+
+    env: str
+    outcome: Outcome
+    run_id: str | None = None
+    status: str | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    loss: float | None = None
+    eta_s: float | None = None
+    elapsed_s: float | None = None
+    cost_usd: float | None = None
+    price_per_hour: float | None = None
+    instance_id: str | None = None
+    instance_type: str | None = None
+    instance_state: str | None = None
+    market: str | None = None
+    heartbeat_age_s: float | None = None
+    last_error: str | None = None
+    advice: str | None = None
+    changed: bool = True
+    metrics: dict[str, Any] = field(default_factory=dict)
+    local: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "env": self.env, "run_id": self.run_id, "outcome": self.outcome.value, "status": self.status,
+            "step": self.step, "total_steps": self.total_steps, "loss": self.loss, "eta_s": self.eta_s,
+            "elapsed_s": self.elapsed_s, "cost_usd": self.cost_usd, "price_per_hour": self.price_per_hour,
+            "instance_id": self.instance_id, "instance_type": self.instance_type,
+            "instance_state": self.instance_state, "market": self.market,
+            "heartbeat_age_s": self.heartbeat_age_s, "last_error": self.last_error, "advice": self.advice,
+            "metrics": self.metrics, "local": self.local,
+        }
+
+
+class Monitor:
+    """Polls one env. Call :meth:`poll` repeatedly; it keeps the ETag between calls.
+
+    Args:
+        clients: boto3 clients (s3, ec2).
+        bucket, env: where the state lives.
+        clock: aware-UTC clock (tests drive it).
+        stale_after_s: heartbeat age that counts as stale.
+        gone_grace_s: how long a gone instance may coexist with the state file
+            (the trainer removes the state just before it powers off).
+    """
+
+    def __init__(self, clients: Clients, bucket: str, env: str, *, clock: Clock = utc_now,
+                 stale_after_s: float = STALE_HEARTBEAT_S, gone_grace_s: float = GONE_GRACE_S) -> None:
+        self.clients, self.bucket, self.env, self.clock = clients, bucket, env, clock
+        self.store = StateStore(clients.s3, bucket, env, clock=clock)
+        self.stale_after_s, self.gone_grace_s = stale_after_s, gone_grace_s
+        self.snapshot: Snapshot | None = None
+        self.run_id: str | None = None
+        self.gone_since: Any = None
+        self.transfers = 0
+        self.polls = 0
+
+    def poll(self) -> MonitorView:
+        """Observe once."""
+        self.polls += 1
+        got = self.store.read_if_changed(self.snapshot.etag if self.snapshot else None)
+        changed = got is not False
+        if got is False:
+            snap = self.snapshot
+        else:
+            snap = got if isinstance(got, Snapshot) else None
+            if snap is not None:
+                self.transfers += 1
+        self.snapshot = snap
+        if snap is None:
+            return self._ended(changed)
+        if self.run_id != snap.run_id:
+            self.run_id, self.gone_since = snap.run_id, None
+        return self._live(snap, changed)
+
+    # -- a run in progress ----------------------------------------------------
+    def _live(self, snap: Snapshot, changed: bool) -> MonitorView:
+        doc, now = snap.doc, self.clock()
+        progress = doc.get("progress", {})
+        started = parse_iso(doc["started_at"])
+        elapsed = max((now - started).total_seconds(), 0.0)
+        price = doc.get("price_per_hour")
+        hb_age = max((now - parse_iso(doc["heartbeat_at"])).total_seconds(), 0.0)
+        instance_id = doc.get("instance_id")
+        inst_state = self._instance_state(instance_id) if instance_id else None
+        err = doc.get("last_error") or {}
+        view = MonitorView(
+            env=self.env, outcome=Outcome.RUNNING, run_id=snap.run_id, status=doc["status"],
+            step=progress.get("step"), total_steps=progress.get("total_steps"), loss=progress.get("loss"),
+            eta_s=progress.get("eta_s"), elapsed_s=elapsed,
+            cost_usd=round(price * elapsed / 3600.0, 4) if price is not None else None, price_per_hour=price,
+            instance_id=instance_id, instance_type=doc.get("instance_type"), instance_state=inst_state,
+            market=doc.get("market"), heartbeat_age_s=hb_age, last_error=err.get("message"), changed=changed,
+            local=bool(doc.get("local")),
+        )
+        return self._judge(view, snap, now)
+
+    def _judge(self, view: MonitorView, snap: Snapshot, now: Any) -> MonitorView:
+        fix = f"`invoke verify --env={self.env} --fix --yes`"
+        if view.instance_state in GONE_STATES:
+            self.gone_since = self.gone_since or now
+            if (now - self.gone_since).total_seconds() >= self.gone_grace_s:
+                return replace(view, outcome=Outcome.STALE, advice=(
+                    f"instance {view.instance_id} is {view.instance_state} but the state file still says "
+                    f"{view.status}: the run died without cleaning up; clear the stale lock with {fix}"))
+            return view
+        self.gone_since = None
+        if view.instance_id is None and (view.elapsed_s or 0) > NO_INSTANCE_GRACE_S:
+            return replace(view, outcome=Outcome.STALE, advice=(
+                f"no instance was recorded {view.elapsed_s:.0f} s after launch: the launch did not finish; "
+                f"clear the lock with {fix} and launch again"))
+        if (view.heartbeat_age_s or 0) > self.stale_after_s and RunStatus(snap.status).is_active():
+            return replace(view, advice=(
+                f"no heartbeat for {view.heartbeat_age_s:.0f} s while instance {view.instance_id} is "
+                f"{view.instance_state or 'unknown'}: the trainer may be stuck; read "
+                f"`invoke logs {view.run_id} --env={self.env}` or stop it with "
+                f"`invoke kill --env={self.env}`"))
+        return view
+
+    def _instance_state(self, instance_id: str) -> str | None:
+        try:
+            resp = self.clients.ec2.describe_instances(InstanceIds=[instance_id])
+        except Exception as exc:
+            if error_code(exc) == "InvalidInstanceID.NotFound":
+                return "not-found"
+            log.info("describe %s: %s", instance_id, exc)
+            return None
+        for res in resp.get("Reservations", []):
+            for inst in res.get("Instances", []):
+                return str(inst["State"]["Name"])
+        return "not-found"
+
+    # -- no state file: the run ended (or none ran) -----------------------------
+    def _ended(self, changed: bool) -> MonitorView:
+        run_id = self.run_id
+        if run_id is None:
+            ids = run_ids(self.clients.s3, self.bucket, self.env)
+            if not ids:
+                return MonitorView(env=self.env, outcome=Outcome.NONE, changed=changed, advice=(
+                    f"no run in env {self.env!r} yet; start one with `invoke launch --env={self.env}`"))
+            run_id = self.run_id = ids[-1]
+        return view_of_ended(read_run(self.clients.s3, self.bucket, self.env, run_id, clock=self.clock),
+                             changed=changed)
+
+
+def view_of_ended(run: RunSummary, *, changed: bool = True) -> MonitorView:
+    """The final view of a run that no longer holds the lock."""
+    outcome = {"succeeded": Outcome.SUCCEEDED, "failed": Outcome.FAILED, "killed": Outcome.KILLED,
+               "interrupted": Outcome.INTERRUPTED}.get(run.status, Outcome.FAILED)
+    advice = None
+    if outcome is Outcome.FAILED:
+        advice = (run.problem or f"the run failed: {run.last_error or 'see its log'}") + (
+            f"; read `invoke logs {run.run_id} --env={run.env}`")
+    elif outcome is Outcome.INTERRUPTED:
+        advice = f"spot capacity was reclaimed; launch again to resume: `invoke launch --env={run.env}`"
+    total = run.metrics.get("steps") if run.metrics else None
+    return MonitorView(
+        env=run.env, outcome=outcome, run_id=run.run_id, status=run.status, elapsed_s=run.duration_s,
+        cost_usd=run.cost_usd, price_per_hour=run.price_per_hour, instance_id=run.instance_id,
+        instance_type=run.instance_type, market=run.market, last_error=run.last_error, advice=advice,
+        changed=changed, metrics=dict(run.metrics),
+        total_steps=int(total) if isinstance(total, int | float) else None,
+    )
+
+
+def watch(backend: Backend, *, env: str, follow: bool = False, interval_s: float = 2.0,
+          clock: Clock = utc_now, sleep: Callable[[float], None] = time.sleep,
+          stale_after_s: float = STALE_HEARTBEAT_S, max_polls: int | None = None) -> Iterator[MonitorView]:
+    """``invoke monitor``: one view, or (``follow``) views until the run ends.
+
+    Raises:
+        NoCredentialsError, AccessDeniedError, ConfigError, CorruptStateError.
+    """
+    check_env(env)
+    backend.check_credentials()
+    outputs = backend.stack_outputs(env)
+    mon = Monitor(backend.clients(), outputs.bucket, env, clock=clock, stale_after_s=stale_after_s)
+    with backend.errors("s3:GetObject", f"s3://{outputs.bucket}/{layout.state_key(env)}"):
+        while True:
+            view = mon.poll()
+            yield view
+            if not follow or view.outcome.is_final() or (max_polls is not None and mon.polls >= max_polls):
+                return
+            sleep(interval_s)

@@ -1,0 +1,187 @@
+"""Run history from what runs leave in S3: logs, sentinels, launch records, the live state.
+
+A run is known by its log folder ``{env}/logs/{run_id}/`` or its output prefix
+``{env}/YYYY/MM/DD-HHMMSS/`` (a launch writes ``user-configs/`` there before the
+instance boots, so even a run that died in bootstrap is listed).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from common import layout
+from common.state_store import StateStore
+from common.status import RunStatus
+from common.timeutil import Clock, parse_iso, utc_now
+from control.backend import Backend, check_env
+from control.launch import LAUNCH_RECORD_NAME
+from control.s3io import DocumentError, common_prefixes, get_json
+
+log = logging.getLogger(__name__)
+
+SUCCEEDED = "succeeded"
+_COMPLETION_TO_STATUS = {"normal": SUCCEEDED, "failed": "failed", "killed": "killed",
+                         "interrupted": "interrupted"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSummary:
+    """One run as the history shows it.
+
+    ``status`` is ``succeeded | failed | killed | interrupted`` for an ended run,
+    the live state (``training`` ...) for the active one, ``unknown`` when the
+    run left no log and ``invalid`` when its log fails the schema.
+    """
+
+    run_id: str
+    env: str
+    status: str
+    active: bool = False
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    instance_id: str | None = None
+    instance_type: str | None = None
+    market: str | None = None
+    price_per_hour: float | None = None
+    exit_code: int | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    errors: int = 0
+    last_error: str | None = None
+    problem: str | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return max((self.ended_at - self.started_at).total_seconds(), 0.0)
+
+    @property
+    def cost_usd(self) -> float | None:
+        if self.duration_s is None or self.price_per_hour is None:
+            return None
+        return round(self.price_per_hour * self.duration_s / 3600.0, 4)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == SUCCEEDED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "env": self.env, "status": self.status, "active": self.active,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "duration_s": self.duration_s, "instance_id": self.instance_id,
+            "instance_type": self.instance_type, "market": self.market,
+            "price_per_hour": self.price_per_hour, "cost_usd": self.cost_usd, "exit_code": self.exit_code,
+            "metrics": self.metrics, "errors": self.errors, "last_error": self.last_error,
+            "problem": self.problem,
+        }
+
+
+def run_ids(s3: Any, bucket: str, env: str) -> list[str]:
+    """Every run id of ``env`` found in S3, oldest first."""
+    ids: set[str] = set()
+    for prefix in common_prefixes(s3, bucket, layout.logs_root(env)):
+        ids.add(prefix.rstrip("/").rsplit("/", 1)[1])
+    for year in common_prefixes(s3, bucket, f"{env}/"):
+        if not year.rstrip("/").rsplit("/", 1)[1].isdigit():
+            continue
+        for month in common_prefixes(s3, bucket, year):
+            for run in common_prefixes(s3, bucket, month):
+                try:
+                    ids.add(layout.RunPaths.from_prefix(run).run_id)
+                except layout.LayoutError:
+                    continue
+    valid = []
+    for run_id in ids:
+        try:
+            layout.parse_run_id(run_id)
+        except layout.LayoutError:
+            continue
+        valid.append(run_id)
+    return sorted(valid)
+
+
+def read_run(s3: Any, bucket: str, env: str, run_id: str, *, state: dict[str, Any] | None = None,
+             clock: Clock = utc_now) -> RunSummary:
+    """Summarise one run from its documents (``state``: the live state if it is this run's)."""
+    paths = layout.RunPaths(env=env, run_id=run_id)
+    record = _quiet_json(s3, bucket, paths.user_configs + LAUNCH_RECORD_NAME)
+    base: dict[str, Any] = {"run_id": run_id, "env": env,
+                            "started_at": layout.parse_run_id(run_id)}
+    if record:
+        base.update(instance_id=record.get("instance_id"), instance_type=record.get("instance_type"),
+                    market=record.get("market"), price_per_hour=record.get("price_per_hour"))
+        if record.get("launched_at"):
+            base["started_at"] = parse_iso(record["launched_at"])
+    if state is not None and state.get("run_id") == run_id:
+        err = state.get("last_error") or {}
+        return RunSummary(**{**base, "instance_id": state.get("instance_id") or base.get("instance_id"),
+                             "instance_type": state.get("instance_type") or base.get("instance_type"),
+                             "price_per_hour": state.get("price_per_hour", base.get("price_per_hour")),
+                             "market": state.get("market")},
+                          status=str(state["status"]), active=True, ended_at=clock(),
+                          last_error=err.get("message"))
+    try:
+        training = get_json(s3, bucket, paths.training_log, "training")
+        sentinel = get_json(s3, bucket, paths.success, "sentinel")
+    except DocumentError as exc:
+        return RunSummary(**base, status="invalid", problem=str(exc))
+    cleanup = _quiet_json(s3, bucket, paths.cleanup_status)
+    ended = _ended_at(training, sentinel, cleanup)
+    if training is not None:
+        completion = training.get("completion_status") or (sentinel or {}).get("completion_status")
+        errors = training.get("errors", [])
+        inst = training.get("instance", {})
+        return RunSummary(**{**base, "instance_id": base.get("instance_id") or inst.get("instance_id"),
+                             "instance_type": base.get("instance_type") or inst.get("instance_type"),
+                             "market": base.get("market") or inst.get("market")},
+                          status=_COMPLETION_TO_STATUS.get(str(completion), "unknown"), ended_at=ended,
+                          exit_code=training.get("exit_code"), metrics=dict(training.get("metrics", {})),
+                          errors=len(errors), last_error=errors[-1]["message"] if errors else None)
+    if sentinel is not None:
+        return RunSummary(**base, status=_COMPLETION_TO_STATUS.get(sentinel["completion_status"], "unknown"),
+                          ended_at=ended, exit_code=sentinel.get("exit_code"))
+    return RunSummary(**base, status="unknown", ended_at=ended,
+                      problem="no training.json or _SUCCESS: the run ended before it wrote its logs"
+                      if cleanup else "no log yet")
+
+
+def _quiet_json(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    try:
+        return get_json(s3, bucket, key)
+    except DocumentError as exc:
+        log.info("ignoring %s: %s", key, exc)
+        return None
+
+
+def _ended_at(training: dict[str, Any] | None, sentinel: dict[str, Any] | None,
+              cleanup: dict[str, Any] | None) -> datetime | None:
+    for doc, key in ((cleanup, "completed_at"), (training, "ended_at"), (sentinel, "finalized_at")):
+        if doc and doc.get(key):
+            return parse_iso(doc[key])
+    return None
+
+
+def list_runs(backend: Backend, *, env: str, limit: int = 20, clock: Clock = utc_now) -> list[RunSummary]:
+    """``invoke runs``: the newest ``limit`` runs of ``env``, newest first."""
+    check_env(env)
+    backend.check_credentials()
+    outputs = backend.stack_outputs(env)
+    s3 = backend.clients().s3
+    with backend.errors("s3:ListBucket", f"s3://{outputs.bucket}/{env}/"):
+        snap = StateStore(s3, outputs.bucket, env).read()
+        ids = run_ids(s3, outputs.bucket, env)
+        if snap is not None and snap.run_id not in ids:
+            ids.append(snap.run_id)
+        state = snap.doc if snap else None
+        return [read_run(s3, outputs.bucket, env, r, state=state, clock=clock)
+                for r in sorted(ids, reverse=True)[:limit]]
+
+
+def is_live(status: str) -> bool:
+    """True for a status the state file holds while the run is going."""
+    return status in {s.value for s in RunStatus}

@@ -1,0 +1,305 @@
+"""Prove nothing bills: an inventory, by tags, of everything that costs money while idle.
+
+What is listed for an env (tags ``Project=Chronos-Training``, ``Environment={env}``):
+
+- instances in ``pending | running | stopping | stopped`` (stopped instances still
+  bill their volumes);
+- volumes in state ``available`` (detached volumes bill by the GB-month);
+- spot instance requests that are ``open`` or ``active``;
+- the state file: a lock whose instance is gone, whose heartbeat is old, or that is
+  corrupt is stale;
+- local mode only: supervisor processes whose instance is gone.
+
+Everything that belongs to a healthy active run is listed but not orphaned. An
+orphan makes ``verify`` exit 1; ``--fix --yes`` removes orphans and checks again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from common import layout
+from common.errors import ConfigError, CorruptStateError
+from common.state_store import Snapshot, StateStore
+from common.timeutil import Clock, iso, parse_iso, utc_now
+from control.backend import Backend, Clients, check_env
+from control.localdir import LocalDir, pid_alive
+from control.s3io import get_json
+from infra.spec import PROJECT_TAG
+from schemas import validate
+
+log = logging.getLogger(__name__)
+
+BILLING_INSTANCE_STATES = ("pending", "running", "stopping", "stopped")
+OPEN_SPOT_STATES = ("open", "active")
+STALE_LOCK_S = 600.0
+NO_INSTANCE_GRACE_S = 300.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Finding:
+    """One thing that bills (or holds the lock), and whether it is orphaned."""
+
+    kind: str  # instance | volume | spot-request | state-file | local-process
+    resource: str
+    state: str
+    detail: str
+    orphaned: bool
+    run_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "resource": self.resource, "state": self.state, "detail": self.detail,
+                "orphaned": self.orphaned, "run_id": self.run_id}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Inventory:
+    """Everything found for one env at one time."""
+
+    env: str
+    bucket: str
+    checked_at: str
+    findings: tuple[Finding, ...]
+    active_run_id: str | None = None
+
+    @property
+    def orphans(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.orphaned)
+
+    @property
+    def clean(self) -> bool:
+        return not self.orphans
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"env": self.env, "bucket": self.bucket, "checked_at": self.checked_at,
+                "active_run_id": self.active_run_id, "clean": self.clean,
+                "findings": [f.to_dict() for f in self.findings]}
+
+
+@dataclass(frozen=True, kw_only=True)
+class VerifyResult:
+    """The inventory, and with ``--fix`` what was done and the inventory after."""
+
+    before: Inventory
+    fixed: list[str] = field(default_factory=list)
+    after: Inventory | None = None
+
+    @property
+    def final(self) -> Inventory:
+        return self.after or self.before
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.final.clean else 1
+
+
+def env_filters(env: str) -> list[dict[str, Any]]:
+    """EC2 filters selecting this project's resources of ``env``."""
+    return [{"Name": "tag:Project", "Values": [PROJECT_TAG]}, {"Name": "tag:Environment", "Values": [env]}]
+
+
+def billing_instances(ec2: Any, env: str) -> list[dict[str, Any]]:
+    filters = env_filters(env) + [{"Name": "instance-state-name", "Values": list(BILLING_INSTANCE_STATES)}]
+    out = []
+    for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
+        for res in page.get("Reservations", []):
+            out += res.get("Instances", [])
+    return out
+
+
+def available_volumes(ec2: Any, env: str) -> list[dict[str, Any]]:
+    filters = env_filters(env) + [{"Name": "status", "Values": ["available"]}]
+    out = []
+    for page in ec2.get_paginator("describe_volumes").paginate(Filters=filters):
+        out += page.get("Volumes", [])
+    return out
+
+
+def open_spot_requests(ec2: Any, env: str) -> list[dict[str, Any]]:
+    filters = env_filters(env) + [{"Name": "state", "Values": list(OPEN_SPOT_STATES)}]
+    return list(ec2.describe_spot_instance_requests(Filters=filters).get("SpotInstanceRequests", []))
+
+
+def count_billing(ec2: Any, env: str) -> tuple[int, int]:
+    """(instances in a billing state, available volumes) tagged for ``env``."""
+    return len(billing_instances(ec2, env)), len(available_volumes(ec2, env))
+
+
+def _tag(resource: dict[str, Any], key: str) -> str | None:
+    for t in resource.get("Tags", []) or []:
+        if t.get("Key") == key:
+            return str(t.get("Value"))
+    return None
+
+
+class Inspector:
+    """Builds inventories and fixes orphans on injected clients."""
+
+    def __init__(self, clients: Clients, bucket: str, env: str, *, clock: Clock = utc_now,
+                 local_dir: LocalDir | None = None, stale_lock_s: float = STALE_LOCK_S,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.clients, self.bucket, self.env, self.clock = clients, bucket, env, clock
+        self.local_dir, self.stale_lock_s, self.sleep = local_dir, stale_lock_s, sleep
+        self.store = StateStore(clients.s3, bucket, env, clock=clock)
+
+    # -- looking ---------------------------------------------------------------
+    def inventory(self) -> Inventory:
+        ec2 = self.clients.ec2
+        instances = billing_instances(ec2, self.env)
+        live_ids = {i["InstanceId"] for i in instances}
+        state_finding, active = self._state(live_ids)
+        active_instance = active.doc.get("instance_id") if active else None
+        findings: list[Finding] = []
+        for inst in instances:
+            iid, state = inst["InstanceId"], inst["State"]["Name"]
+            ours = iid == active_instance
+            az = inst.get("Placement", {}).get("AvailabilityZone", "?")
+            detail = f"{inst.get('InstanceType', '?')} in {az}"
+            detail += f", run {active.run_id} (active)" if ours and active else ", no active run uses it"
+            findings.append(Finding(kind="instance", resource=iid, state=state, detail=detail,
+                                    orphaned=not ours, run_id=_tag(inst, "RunId")))
+        for vol in available_volumes(ec2, self.env):
+            findings.append(Finding(kind="volume", resource=vol["VolumeId"], state="available",
+                                    detail=f"{vol.get('Size', '?')} GiB {vol.get('VolumeType', '')} detached",
+                                    orphaned=True, run_id=_tag(vol, "RunId")))
+        for req in open_spot_requests(ec2, self.env):
+            ours = bool(active_instance) and req.get("InstanceId") == active_instance
+            findings.append(Finding(kind="spot-request", resource=req["SpotInstanceRequestId"],
+                                    state=req.get("State", "?"),
+                                    detail=f"instance {req.get('InstanceId') or '-'}",
+                                    orphaned=not ours, run_id=_tag(req, "RunId")))
+        if state_finding is not None:
+            findings.append(state_finding)
+        findings += self._local_processes(live_ids)
+        return Inventory(env=self.env, bucket=self.bucket, checked_at=iso(self.clock()),
+                         findings=tuple(findings), active_run_id=active.run_id if active else None)
+
+    def _state(self, live_ids: set[str]) -> tuple[Finding | None, Snapshot | None]:
+        """The state-file finding, and the snapshot when it is a healthy active run."""
+        try:
+            snap = self.store.read()
+        except CorruptStateError as exc:
+            return Finding(kind="state-file", resource=self.store.location, state="corrupt",
+                           detail=exc.reason, orphaned=True), None
+        if snap is None:
+            return None, None
+        doc, now = snap.doc, self.clock()
+        iid = doc.get("instance_id")
+        hb_age = (now - parse_iso(doc["heartbeat_at"])).total_seconds()
+        age = (now - parse_iso(doc["started_at"])).total_seconds()
+        problem = None
+        if iid and iid not in live_ids:
+            problem = f"instance {iid} is gone but the lock is held ({doc['status']})"
+        elif iid is None and age > NO_INSTANCE_GRACE_S:
+            problem = f"no instance recorded {age:.0f} s after launch"
+        elif hb_age > self.stale_lock_s:
+            problem = f"no heartbeat for {hb_age:.0f} s"
+        detail = problem or f"run {snap.run_id} is {doc['status']} on {iid or '(starting)'}"
+        finding = Finding(kind="state-file", resource=self.store.location,
+                          state="stale" if problem else doc["status"], detail=detail,
+                          orphaned=problem is not None, run_id=snap.run_id)
+        if problem and iid in live_ids:  # a stuck trainer: its instance is an orphan too
+            return finding, None
+        return finding, (None if problem else snap)
+
+    def _local_processes(self, live_ids: set[str]) -> list[Finding]:
+        if self.local_dir is None:
+            return []
+        out = []
+        for rec in self.local_dir.instance_records():
+            pids = [p for p in (rec.get("supervisor_pid"), rec.get("trainer_pid")) if pid_alive(p)]
+            if pids and rec.get("instance_id") not in live_ids:
+                out.append(Finding(kind="local-process", resource=f"pid {', '.join(map(str, pids))}",
+                                   state="running", detail=f"local instance {rec.get('instance_id')} is gone",
+                                   orphaned=True, run_id=rec.get("run_id")))
+        return out
+
+    # -- fixing ----------------------------------------------------------------
+    def fix(self, inventory: Inventory) -> list[str]:
+        """Remove every orphan of ``inventory``; return what was done."""
+        done: list[str] = []
+        ec2 = self.clients.ec2
+        orphans = inventory.orphans
+        ids = [f.resource for f in orphans if f.kind == "instance"]
+        if ids:
+            ec2.terminate_instances(InstanceIds=ids)
+            done.append(f"terminated {', '.join(ids)}")
+            self._wait_gone(ids)
+        reqs = [f.resource for f in orphans if f.kind == "spot-request"]
+        if reqs:
+            ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=reqs)
+            done.append(f"cancelled spot requests {', '.join(reqs)}")
+        for vol in available_volumes(ec2, self.env):  # includes volumes freed by the terminations
+            ec2.delete_volume(VolumeId=vol["VolumeId"])
+            done.append(f"deleted volume {vol['VolumeId']}")
+        for f in orphans:
+            if f.kind == "state-file":
+                if self.store.force_clear():
+                    done.append(f"removed stale lock {f.resource}")
+                if f.run_id:
+                    self._cleanup_status(f.run_id, ids)
+        if self.local_dir is not None:
+            from control.local_instance import terminate_processes
+
+            live = {i["InstanceId"] for i in billing_instances(ec2, self.env)}
+            for rec in self.local_dir.instance_records():
+                if rec.get("instance_id") not in live and terminate_processes(rec, grace_s=5.0):
+                    done.append(f"stopped local processes of {rec.get('instance_id')}")
+        return done
+
+    def _wait_gone(self, ids: list[str], limit_s: float = 60.0) -> None:
+        waited = 0.0
+        while waited < limit_s:
+            live = {i["InstanceId"] for i in billing_instances(self.clients.ec2, self.env)}
+            if not live & set(ids):
+                return
+            self.sleep(1.0)
+            waited += 1.0
+
+    def _cleanup_status(self, run_id: str, terminated: list[str]) -> None:
+        paths = layout.RunPaths(env=self.env, run_id=run_id)
+        if get_json(self.clients.s3, self.bucket, paths.cleanup_status) is not None:
+            return
+        now = iso(self.clock())
+        instances, volumes = count_billing(self.clients.ec2, self.env)
+        actions = [{"resource": i, "action": "terminate", "status": "succeeded", "at": now, "error": None}
+                   for i in terminated]
+        actions.append({"resource": self.store.location, "action": "delete", "status": "succeeded",
+                        "at": now, "error": None})
+        doc = {"schema_version": 1, "run_id": run_id, "instance_id": terminated[0] if terminated else None,
+               "written_by": "control", "actions": actions,
+               "verification": {"instances_running": instances, "volumes_available": volumes,
+                                "checked_at": now},
+               "state_file_removed": True, "completed_at": now}
+        validate("cleanup-status", doc, source=paths.cleanup_status)
+        self.clients.s3.put_object(Bucket=self.bucket, Key=paths.cleanup_status,
+                                   Body=json.dumps(doc, indent=2).encode(), ContentType="application/json")
+
+
+def verify(backend: Backend, *, env: str, fix: bool = False, yes: bool = False,
+           clock: Clock = utc_now) -> VerifyResult:
+    """``invoke verify``: the inventory; with ``fix`` and ``yes``, remove the orphans and look again.
+
+    Raises:
+        ConfigError: ``fix`` without ``yes`` while there is something to remove.
+        NoCredentialsError, AccessDeniedError.
+    """
+    check_env(env)
+    backend.check_credentials()
+    outputs = backend.stack_outputs(env)
+    local_dir = getattr(backend, "local_dir", None)
+    with backend.errors("ec2:DescribeInstances", f"resources tagged Environment={env}"):
+        insp = Inspector(backend.clients(), outputs.bucket, env, clock=clock, local_dir=local_dir)
+        before = insp.inventory()
+        if not fix or before.clean:
+            return VerifyResult(before=before)
+        if not yes:
+            raise ConfigError(f"verify --fix would remove {len(before.orphans)} orphaned resource(s) "
+                              f"({', '.join(f.resource for f in before.orphans)}); add --yes to confirm")
+        done = insp.fix(before)
+        return VerifyResult(before=before, fixed=done, after=insp.inventory())
