@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import boto3
 from botocore.exceptions import ClientError
@@ -144,31 +144,51 @@ def _current(getter: Any, key: str, missing: tuple[str, ...], **kwargs: Any) -> 
         raise
 
 
-def _configure_bucket(ctx: LocalContext, name: str) -> None:
-    s3 = ctx.s3
-    desired_tags = {"TagSet": spec.tag_list(ctx.tags)}
-    settings: list[tuple[Any, Any, str, tuple[str, ...], str, Any]] = [
-        (s3.get_bucket_tagging, s3.put_bucket_tagging, "TagSet", ("NoSuchTagSet",),
-         "Tagging", desired_tags),
-        (s3.get_public_access_block, s3.put_public_access_block,
-         "PublicAccessBlockConfiguration", ("NoSuchPublicAccessBlockConfiguration",),
-         "PublicAccessBlockConfiguration", spec.PUBLIC_ACCESS_BLOCK),
-        (s3.get_bucket_ownership_controls, s3.put_bucket_ownership_controls,
-         "OwnershipControls", ("OwnershipControlsNotFoundError",), "OwnershipControls",
-         {"Rules": [{"ObjectOwnership": spec.OBJECT_OWNERSHIP}]}),
-        (s3.get_bucket_encryption, s3.put_bucket_encryption,
-         "ServerSideEncryptionConfiguration", ("ServerSideEncryptionConfigurationNotFoundError",),
-         "ServerSideEncryptionConfiguration", spec.encryption_configuration()),
-        (s3.get_bucket_lifecycle_configuration, s3.put_bucket_lifecycle_configuration,
-         "Rules", ("NoSuchLifecycleConfiguration",), "LifecycleConfiguration",
-         spec.lifecycle_configuration(ctx.env)),
+class _BucketSetting(NamedTuple):
+    """One bucket sub-resource: how to read it, how to write it, what it must be."""
+
+    get: Any
+    put: Any
+    answer_key: str  # where the get call's answer holds the setting
+    missing_codes: tuple[str, ...]  # error codes meaning "not set yet"
+    put_arg: str
+    put_value: Any
+    wanted: Any  # what the answer holds once the setting is right
+
+
+def _bucket_settings(ctx: LocalContext) -> list[_BucketSetting]:
+    s3, tag_set = ctx.s3, spec.tag_list(ctx.tags)
+    ownership = {"Rules": [{"ObjectOwnership": spec.OBJECT_OWNERSHIP}]}
+    encryption = spec.encryption_configuration()
+    lifecycle = spec.lifecycle_configuration(ctx.env)
+    block = spec.PUBLIC_ACCESS_BLOCK
+    return [
+        _BucketSetting(s3.get_bucket_tagging, s3.put_bucket_tagging, "TagSet",
+                       ("NoSuchTagSet",), "Tagging", {"TagSet": tag_set}, tag_set),
+        _BucketSetting(s3.get_public_access_block, s3.put_public_access_block,
+                       "PublicAccessBlockConfiguration", ("NoSuchPublicAccessBlockConfiguration",),
+                       "PublicAccessBlockConfiguration", block, block),
+        _BucketSetting(s3.get_bucket_ownership_controls, s3.put_bucket_ownership_controls,
+                       "OwnershipControls", ("OwnershipControlsNotFoundError",),
+                       "OwnershipControls", ownership, ownership),
+        _BucketSetting(s3.get_bucket_encryption, s3.put_bucket_encryption,
+                       "ServerSideEncryptionConfiguration",
+                       ("ServerSideEncryptionConfigurationNotFoundError",),
+                       "ServerSideEncryptionConfiguration", encryption, encryption),
+        _BucketSetting(s3.get_bucket_lifecycle_configuration,
+                       s3.put_bucket_lifecycle_configuration, "Rules",
+                       ("NoSuchLifecycleConfiguration",), "LifecycleConfiguration",
+                       lifecycle, lifecycle["Rules"]),
     ]  # fmt: skip
-    for getter, putter, key, missing, arg, desired in settings:
-        current = _current(getter, key, missing, Bucket=name)
-        wanted = desired.get(key, desired) if isinstance(desired, dict) else desired
-        if not same(current, wanted):
-            putter(Bucket=name, **{arg: desired})
-            log.info("set %s of bucket %s", arg, name)
+
+
+def _configure_bucket(ctx: LocalContext, name: str) -> None:
+    """Tags, public access block, ownership, encryption, lifecycle: written only if different."""
+    for setting in _bucket_settings(ctx):
+        current = _current(setting.get, setting.answer_key, setting.missing_codes, Bucket=name)
+        if not same(current, setting.wanted):
+            setting.put(Bucket=name, **{setting.put_arg: setting.put_value})
+            log.info("set %s of bucket %s", setting.put_arg, name)
 
 
 def _ensure_bucket_policy(ctx: LocalContext, name: str) -> None:

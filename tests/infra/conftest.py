@@ -103,9 +103,7 @@ class EnforcingAWS:
         session = session or self.admin
         key = (id(session), service)
         if key not in self._clients:
-            self._clients[key] = session.client(
-                service, region_name=REGION, endpoint_url=self.endpoint_url
-            )
+            self._clients[key] = session.client(service, region_name=REGION, endpoint_url=self.endpoint_url)
         return self._clients[key]
 
     def set_enforcement(self, on: bool) -> None:

@@ -124,10 +124,12 @@ class DeclaredStack:
         return found[0].inputs
 
 
-def run_program(program: Callable[[], dict[str, Any]], mocks: RecordingMocks) -> DeclaredStack:
+def run_program(
+    program: Callable[[], dict[str, Any]], mocks: RecordingMocks, *, preview: bool = False
+) -> DeclaredStack:
     """Run ``program`` (which declares resources and returns outputs) under ``mocks``."""
     monitor = MockMonitor(mocks)
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack="dev", preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack="dev", preview=preview, monitor=monitor)
     captured: dict[str, Any] = {}
 
     @pulumi.runtime.test

@@ -7,6 +7,7 @@ import inspect
 import json
 from typing import Any
 
+import pulumi
 import pytest
 from iam_eval import Request, allowed
 from pulumi_harness import ACCOUNT, AZS, REGION, SSM_AMI, DeclaredStack, RecordingMocks, run_program
@@ -270,3 +271,26 @@ def test_budget_emails_the_configured_address(stack: DeclaredStack) -> None:
 
 def test_no_budget_without_an_email() -> None:
     assert declare().of_type("aws:budgets/budget:Budget") == []
+
+
+def test_every_component_registers_its_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    registered: dict[str, dict[str, Any]] = {}
+    original = pulumi.ComponentResource.register_outputs
+
+    def spy(self: pulumi.ComponentResource, outputs: dict[str, Any]) -> None:
+        registered[type(self).__name__] = outputs
+        original(self, outputs)
+
+    monkeypatch.setattr(pulumi.ComponentResource, "register_outputs", spy)
+    declare(budget_email="alerts@example.com")
+    components = {"Network", "Storage", "InstanceIdentity", "Compute", "OperatorAccess", "Budget"}
+    assert set(registered) == components
+    assert all(registered[name] for name in components)
+
+
+def test_preview_declares_the_same_resources(stack: DeclaredStack) -> None:
+    cfg = StackConfig(env="dev", budget_email="alerts@example.com")
+    previewed = run_program(lambda: build_stack(cfg), RecordingMocks(), preview=True)
+    assert sorted((r.typ, r.name) for r in previewed.resources) == sorted(
+        (r.typ, r.name) for r in stack.resources
+    )
