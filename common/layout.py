@@ -46,7 +46,7 @@ def parse_run_id(run_id: str) -> datetime:
         LayoutError: if ``run_id`` is not ``YYYYMMDD-HHMMSS``.
     """
     try:
-        if not _RUN_ID.match(run_id):
+        if not _RUN_ID.fullmatch(run_id):
             raise ValueError
         return datetime.strptime(run_id, RUN_ID_FORMAT).replace(tzinfo=UTC)
     except ValueError:
@@ -61,7 +61,7 @@ def check_env(env: str) -> str:
     Raises:
         LayoutError: naming the rule an env name must follow.
     """
-    if not _ENV.match(env or ""):
+    if not isinstance(env, str) or not _ENV.fullmatch(env):
         raise LayoutError(
             f"env name {env!r} is invalid: use 2-16 lowercase letters, digits or '-', "
             "starting with a letter (e.g. dev, prod)"

@@ -121,7 +121,7 @@ class StateStore:
         try:
             resp = self.s3.get_object(Bucket=self.bucket, Key=self.key)
         except Exception as exc:
-            if is_not_found(exc):
+            if is_not_found(exc) or self._absent_behind_403(exc):
                 return None
             self._raise_denied(exc, "s3:GetObject")
             raise
@@ -136,7 +136,7 @@ class StateStore:
         except Exception as exc:
             if http_status(exc) == 304 or error_code(exc) in {"304", "NotModified"}:
                 return False
-            if is_not_found(exc):
+            if is_not_found(exc) or self._absent_behind_403(exc):
                 return None
             self._raise_denied(exc, "s3:GetObject")
             raise
@@ -308,6 +308,21 @@ class StateStore:
             self._raise_denied(exc, "s3:PutObject")
             raise
         return str(resp["ETag"])
+
+    def _absent_behind_403(self, exc: BaseException) -> bool:
+        """True when a 403 on GetObject only hides a missing key.
+
+        S3 answers 403 instead of 404 for a missing key when the caller may not
+        list the whole bucket (the instance role lists only its own prefixes),
+        so a listing of exactly this key decides.
+        """
+        if not is_access_denied(exc):
+            return False
+        try:
+            resp = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.key, MaxKeys=1)
+        except Exception:
+            return False
+        return not any(o["Key"] == self.key for o in resp.get("Contents", []))
 
     def _raise_denied(self, exc: BaseException, action: str) -> None:
         if is_access_denied(exc):

@@ -30,7 +30,7 @@ def test_run_keys_follow_the_documented_layout():
     assert RunPaths.from_prefix(p.models + "model.safetensors") == p
 
 
-@pytest.mark.parametrize("env", ["Dev", "d", "dev_1", "a" * 17, "1dev"])
+@pytest.mark.parametrize("env", ["Dev", "d", "dev_1", "a" * 17, "1dev", "dev\n"])
 def test_bad_env_names_are_refused(env):
     with pytest.raises(LayoutError, match="lowercase"):
         layout.state_key(env)

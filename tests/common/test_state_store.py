@@ -202,3 +202,49 @@ def test_writes_are_schema_validated_before_put(store):
     with pytest.raises(Exception, match="progress.step"):
         store.heartbeat(snap.run_id, progress={"step": -3})
     assert store.read().doc["progress"]["step"] == 0
+
+
+class _PrefixScopedS3:
+    """A client that, like S3 for a caller with prefix-scoped ListBucket, answers 403 for missing keys."""
+
+    def __init__(self, s3, *, list_allowed=True):
+        self._s3, self.list_allowed = s3, list_allowed
+
+    def __getattr__(self, name):
+        return getattr(self._s3, name)
+
+    def get_object(self, **kw):
+        from botocore.exceptions import ClientError
+
+        try:
+            return self._s3.get_object(**kw)
+        except ClientError as exc:
+            if exc.response["ResponseMetadata"]["HTTPStatusCode"] == 404:
+                raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"},
+                                   "ResponseMetadata": {"HTTPStatusCode": 403}}, "GetObject") from None
+            raise
+
+    def list_objects_v2(self, **kw):
+        from botocore.exceptions import ClientError
+
+        if not self.list_allowed:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"},
+                               "ResponseMetadata": {"HTTPStatusCode": 403}}, "ListObjectsV2")
+        return self._s3.list_objects_v2(**kw)
+
+
+def test_403_for_a_missing_state_file_reads_as_no_run(s3, bucket):
+    store = StateStore(_PrefixScopedS3(s3), bucket, "dev")
+    assert store.read() is None
+    snap = store.acquire(_doc())
+    assert store.read().run_id == snap.run_id
+    store.release(snap.run_id)
+    assert store.read_if_changed(snap.etag) is None
+
+
+def test_403_without_list_permission_is_access_denied(s3, bucket):
+    from common.errors import AccessDeniedError
+
+    store = StateStore(_PrefixScopedS3(s3, list_allowed=False), bucket, "dev")
+    with pytest.raises(AccessDeniedError, match=r"s3:GetObject on s3://.*/dev/system-state.json"):
+        store.read()

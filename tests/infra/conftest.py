@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import json
 import os
@@ -69,20 +68,7 @@ def only_loopback_network() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def parliament_module() -> types.ModuleType:
-    """parliament, importable even where setuptools no longer ships pkg_resources.
-
-    parliament 1.6.4 only calls ``pkg_resources.resource_filename`` to find its
-    data files; a stand-in answers that from the installed package.
-    """
-    if importlib.util.find_spec("pkg_resources") is None and "pkg_resources" not in sys.modules:
-        shim = types.ModuleType("pkg_resources")
-
-        def resource_filename(package: str, name: str) -> str:
-            origin = importlib.util.find_spec(package).origin  # type: ignore[union-attr]
-            return os.path.join(os.path.dirname(origin), name)  # type: ignore[arg-type]
-
-        shim.resource_filename = resource_filename  # type: ignore[attr-defined]
-        sys.modules["pkg_resources"] = shim
+    """parliament (it needs ``pkg_resources``, hence the ``setuptools<81`` pin)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import parliament
