@@ -1,0 +1,107 @@
+"""Cleanup: lock released, nothing else left billing, cleanup_status.json, then poweroff."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from common.layout import RunPaths
+from common.state_store import StateStore, new_state
+from common.status import RunStatus
+from common.timeutil import iso, utc_now
+from schemas import validate
+from trainer.cleanup import Cleanup
+from trainer.errors import ErrorLog, ExponentialBackoff, Retrier
+from trainer.instance import ApiTerminate, PoweroffResult
+from trainer.sync import Transfers
+
+PATHS = RunPaths(env="dev", run_id="20261125-140502")
+TAGS = [{"Key": "Project", "Value": "Chronos-Training"}, {"Key": "Environment", "Value": "dev"}]
+
+
+def launch(ec2: Any, tags: list[dict[str, str]] = TAGS) -> str:
+    image = "ami-03cf127a"  # one of moto's built-in AMIs (describe_images takes seconds)
+    return ec2.run_instances(
+        ImageId=image, MinCount=1, MaxCount=1, TagSpecifications=[{"ResourceType": "instance", "Tags": tags}]
+    )["Instances"][0]["InstanceId"]
+
+
+def make(
+    local_aws: Any, bucket: str, tmp_path: Path, *, poweroff: Any = None, held: bool = True
+) -> tuple[Cleanup, StateStore, str, ErrorLog]:
+    s3, ec2 = local_aws.client("s3"), local_aws.client("ec2")
+    store = StateStore(s3, bucket, "dev")
+    instance_id = launch(ec2)
+    if held:
+        store.acquire(
+            new_state(env="dev", run_id=PATHS.run_id, market="spot", total_steps=10, now=iso(utc_now()))
+        )
+        store.transition(PATHS.run_id, RunStatus.FAILED)
+    errors = ErrorLog()
+    retrier = Retrier(ExponentialBackoff(max_retries=1), errors=errors, sleep=lambda s: None)
+    log_file = tmp_path / "trainer.log"
+    log_file.write_text("last words\n")
+    cleanup = Cleanup(
+        store=store,
+        paths=PATHS,
+        transfers=Transfers(s3, bucket, retrier),
+        ec2=ec2,
+        instance_id=instance_id,
+        poweroff=poweroff or ApiTerminate(ec2),
+        retrier=retrier,
+        errors=errors,
+        trainer_log=log_file,
+    )
+    return cleanup, store, instance_id, errors
+
+
+def status_doc(s3: Any, bucket: str) -> dict[str, Any]:
+    return validate(
+        "cleanup-status", json.loads(s3.get_object(Bucket=bucket, Key=PATHS.cleanup_status)["Body"].read())
+    )
+
+
+def test_cleanup_releases_the_lock_writes_its_status_and_terminates_itself(
+    local_aws: Any, bucket: str, tmp_path: Path
+):
+    cleanup, store, instance_id, errors = make(local_aws, bucket, tmp_path)
+    other = launch(local_aws.client("ec2"))  # another instance of this env, still running
+    launch(local_aws.client("ec2"), tags=[{"Key": "Project", "Value": "someone-else"}])
+    result = cleanup.run()
+    assert result.succeeded
+    assert store.read() is None
+    doc = status_doc(local_aws.client("s3"), bucket)
+    assert doc["written_by"] == "instance" and doc["state_file_removed"] is True
+    assert doc["instance_id"] == instance_id
+    assert doc["verification"]["instances_running"] == 1  # `other`, not itself, not the untagged one
+    actions = {a["action"]: a for a in doc["actions"]}
+    assert actions["status->cleanup"]["status"] == "succeeded" and actions["delete"]["status"] == "succeeded"
+    assert actions["poweroff (api)"]["status"] == "succeeded"
+    state = local_aws.client("ec2").describe_instances(InstanceIds=[instance_id, other])
+    states = {i["InstanceId"]: i["State"]["Name"] for r in state["Reservations"] for i in r["Instances"]}
+    assert states[instance_id] in ("shutting-down", "terminated") and states[other] == "running"
+    log_body = local_aws.client("s3").get_object(Bucket=bucket, Key=PATHS.logs + "trainer.log")["Body"].read()
+    assert log_body == b"last words\n" and errors.records() == []
+
+
+def test_a_missing_lock_is_skipped_and_cleanup_goes_on(local_aws: Any, bucket: str, tmp_path: Path):
+    cleanup, _, instance_id, _ = make(local_aws, bucket, tmp_path, held=False)
+    assert cleanup.run().succeeded
+    doc = status_doc(local_aws.client("s3"), bucket)
+    assert doc["state_file_removed"] is False
+    assert {a["action"]: a["status"] for a in doc["actions"]}["delete"] == "skipped"
+
+
+def test_a_failed_poweroff_is_recorded_as_a_cleanup_error(local_aws: Any, bucket: str, tmp_path: Path):
+    class Stuck:
+        name = "shutdown"
+
+        def __call__(self, instance_id: str | None) -> PoweroffResult:
+            return PoweroffResult(succeeded=False, method="sudo -n shutdown -h now", error="no sudo")
+
+    cleanup, _, _, errors = make(local_aws, bucket, tmp_path, poweroff=Stuck())
+    assert not cleanup.run().succeeded
+    doc = status_doc(local_aws.client("s3"), bucket)
+    assert doc["actions"][-1]["status"] == "failed" and doc["actions"][-1]["error"] == "no sudo"
+    assert errors.records()[-1]["error_class"] == "cleanup"

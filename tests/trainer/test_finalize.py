@@ -1,0 +1,186 @@
+"""Finalize: artifacts with sha256, training.json, the sentinel last; idempotent; _FAILED_UPLOAD."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.layout import RunPaths
+from common.status import CompletionStatus, RunStatus
+from schemas import validate
+from trainer.errors import ErrorLog, ExponentialBackoff, Retrier
+from trainer.finalize import Outputs, TrainingLog, finalize
+from trainer.sync import Transfers
+
+PATHS = RunPaths(env="dev", run_id="20261125-140502")
+WRITES = (
+    "PutObject",
+    "CreateMultipartUpload",
+    "UploadPart",
+    "CompleteMultipartUpload",
+    "CopyObject",
+    "DeleteObject",
+)
+
+
+class Writes:
+    """Keys of every write request the client sends."""
+
+    def __init__(self, s3: Any) -> None:
+        self.keys: list[str] = []
+        for op in WRITES:
+            s3.meta.events.register(f"before-parameter-build.s3.{op}", self._seen)
+
+    def _seen(self, params: dict[str, Any], **_: Any) -> None:
+        self.keys.append(params.get("Key", ""))
+
+
+def make_outputs(tmp_path: Path) -> Outputs:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"architectures": ["Chronos2Model"]}')
+    (model / "model.safetensors").write_bytes(b"\x00weights" * 1000)
+    forecasts = tmp_path / "forecasts.json"
+    forecasts.write_text(json.dumps({"items": []}))
+    log_file = tmp_path / "trainer.log"
+    log_file.write_text("2026-11-25T14:05:02Z INFO trainer: hello\n")
+    ckpt = tmp_path / "checkpoints" / "checkpoint-10"
+    ckpt.mkdir(parents=True)
+    (ckpt / "optimizer.pt").write_bytes(b"o" * 100)
+    (ckpt / "trainer_state.json").write_text('{"global_step": 10}')
+    return Outputs(
+        model_dir=model,
+        checkpoints_dir=tmp_path / "checkpoints",
+        forecasts=forecasts,
+        trainer_log=log_file,
+        model_metadata=None,
+    )
+
+
+def setup(s3: Any, bucket: str, max_retries: int = 2) -> tuple[Transfers, TrainingLog, list[float]]:
+    sleeps: list[float] = []
+    errors = ErrorLog()
+    retrier = Retrier(ExponentialBackoff(max_retries=max_retries), errors=errors, sleep=sleeps.append)
+    record = TrainingLog(run_id=PATHS.run_id, env=PATHS.env, errors=errors)
+    return Transfers(s3, bucket, retrier), record, sleeps
+
+
+def do_finalize(
+    transfers: Transfers,
+    record: TrainingLog,
+    outputs: Outputs,
+    tmp_path: Path,
+    completion: CompletionStatus = CompletionStatus.NORMAL,
+) -> Any:
+    status = RunStatus.RESULTS_SYNC if completion is CompletionStatus.NORMAL else RunStatus(completion.value)
+    return finalize(
+        transfers=transfers,
+        paths=PATHS,
+        record=record,
+        outputs=outputs,
+        status=status,
+        completion=completion,
+        exit_code=0 if completion is CompletionStatus.NORMAL else 3,
+        lock_path=tmp_path / "finalize.lock",
+    )
+
+
+def test_finalize_uploads_everything_and_writes_the_sentinel_last(
+    s3: Any, bucket: str, tmp_path: Path, caplog
+):
+    caplog.set_level(logging.INFO)
+    transfers, record, _ = setup(s3, bucket)
+    writes = Writes(s3)
+    result = do_finalize(transfers, record, make_outputs(tmp_path), tmp_path)
+    assert result.succeeded and not result.noop
+    assert writes.keys[-1] == PATHS.success and writes.keys[-2] == PATHS.training_log
+    sentinel = validate(
+        "sentinel", json.loads(s3.get_object(Bucket=bucket, Key=PATHS.success)["Body"].read())
+    )
+    assert sentinel["completion_status"] == "normal" and sentinel["status"] == "results_sync"
+    training = validate(
+        "training", json.loads(s3.get_object(Bucket=bucket, Key=PATHS.training_log)["Body"].read())
+    )
+    artifacts = {a["key"]: a for a in training["artifacts"]}
+    weights = artifacts[PATHS.models + "model.safetensors"]
+    assert weights["sha256"] == hashlib.sha256(b"\x00weights" * 1000).hexdigest() and weights["size"] == 8000
+    assert PATHS.checkpoints + "checkpoint-10/trainer_state.json" in artifacts  # not uploaded before: now
+    assert PATHS.prefix + "evaluation/forecasts.json" in artifacts and PATHS.logs + "trainer.log" in artifacts
+    lines = [r.message for r in caplog.records if r.message.startswith("STATE:")]
+    assert lines[0].startswith("STATE: FINALIZE_START") and lines[-1].startswith("STATE: FINALIZE_SUCCESS")
+    assert any(line.startswith("STATE: UPLOAD_SUCCESS") for line in lines)
+    assert all(re.match(r"STATE: [A-Z_]+ \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", line) for line in lines)
+
+
+def test_finalize_twice_the_second_is_a_no_op_without_any_upload(s3: Any, bucket: str, tmp_path: Path):
+    transfers, record, _ = setup(s3, bucket)
+    outputs = make_outputs(tmp_path)
+    assert do_finalize(transfers, record, outputs, tmp_path).succeeded
+    writes = Writes(s3)
+    second = do_finalize(transfers, record, outputs, tmp_path)
+    assert second.noop and second.succeeded
+    assert writes.keys == []
+
+
+def test_an_upload_that_fails_after_every_retry_leaves_failed_upload(
+    s3: Any, bucket: str, tmp_path: Path, caplog
+):
+    from botocore.exceptions import ClientError
+
+    caplog.set_level(logging.INFO)
+    transfers, record, sleeps = setup(s3, bucket, max_retries=2)
+
+    def broken(params: dict[str, Any], **_: Any) -> None:
+        if params.get("Key", "").endswith("model.safetensors"):
+            raise ClientError(
+                {
+                    "Error": {"Code": "InternalError", "Message": "boom"},
+                    "ResponseMetadata": {"HTTPStatusCode": 500},
+                },
+                "PutObject",
+            )
+
+    s3.meta.events.register("before-parameter-build.s3.PutObject", broken)
+    result = do_finalize(transfers, record, make_outputs(tmp_path), tmp_path)
+    assert not result.succeeded and "gave up after 2 retries" in (result.error or "")
+    assert sleeps == [1, 2]
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+    assert PATHS.success not in keys and PATHS.failed_upload in keys
+    reason = json.loads(s3.get_object(Bucket=bucket, Key=PATHS.failed_upload)["Body"].read())
+    assert "model.safetensors" in reason["reason"]
+    training = validate(
+        "training", json.loads(s3.get_object(Bucket=bucket, Key=PATHS.training_log)["Body"].read())
+    )
+    assert training["completion_status"] == "failed"
+    assert [e["retry_count"] for e in training["errors"] if e["error_class"] == "retriable"][:2] == [1, 2]
+    messages = [r.message for r in caplog.records]
+    assert any(m.startswith("STATE: UPLOAD_FAIL") for m in messages)
+    assert any(m.startswith("STATE: FINALIZE_FAILED") for m in messages)
+
+
+def test_an_interrupted_run_finalizes_without_a_model(s3: Any, bucket: str, tmp_path: Path):
+    transfers, record, _ = setup(s3, bucket)
+    outputs = Outputs(trainer_log=None)
+    assert do_finalize(transfers, record, outputs, tmp_path, CompletionStatus.INTERRUPTED).succeeded
+    sentinel = json.loads(s3.get_object(Bucket=bucket, Key=PATHS.success)["Body"].read())
+    assert sentinel["completion_status"] == "interrupted" and sentinel["exit_code"] == 3
+
+
+def test_phases_record_status_and_duration():
+    record = TrainingLog(run_id=PATHS.run_id, env=PATHS.env, errors=ErrorLog())
+    with record.phase("preflight") as details:
+        details["gpu"] = None
+    with pytest.raises(RuntimeError), record.phase("data_sync"):
+        raise RuntimeError("x")
+    doc = record.document(status=RunStatus.FAILED, completion=CompletionStatus.FAILED, exit_code=1)
+    assert [(p["name"], p["status"]) for p in doc["phases"]] == [
+        ("preflight", "succeeded"),
+        ("data_sync", "failed"),
+    ]
+    assert all(p["duration_s"] >= 0 and p["ended_at"] for p in doc["phases"])

@@ -1,0 +1,228 @@
+"""The watcher and heartbeat with a fake clock, and the training child's signal handling."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import threading
+from pathlib import Path
+from typing import Any
+
+from common.state_store import Snapshot
+from common.status import RunStatus
+from trainer.watcher import Heartbeat, Progress, StopRequest, TrainingChild, Watcher
+
+RUN_ID = "20261125-140502"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeIMDS:
+    def __init__(self) -> None:
+        self.action: dict[str, str] | None = None
+        self.rebalance_notice: dict[str, str] | None = None
+        self.spot_polls = 0
+
+    def spot_action(self) -> dict[str, str] | None:
+        self.spot_polls += 1
+        return self.action
+
+    def rebalance(self) -> dict[str, str] | None:
+        return self.rebalance_notice
+
+
+def snapshot(status: str = "training", etag: str = '"e1"', run_id: str = RUN_ID, **extra: Any) -> Snapshot:
+    return Snapshot({"run_id": run_id, "status": status, **extra}, etag)
+
+
+class FakeStore:
+    """Conditional reads answer ``False`` while the etag is current."""
+
+    def __init__(self) -> None:
+        self.current: Snapshot | None = snapshot()
+        self.reads: list[str | None] = []
+        self.beats: list[dict[str, Any]] = []
+
+    def read_if_changed(self, etag: str | None) -> Snapshot | None | bool:
+        self.reads.append(etag)
+        if self.current is not None and etag == self.current.etag:
+            return False
+        return self.current
+
+    def heartbeat(
+        self, run_id: str, *, progress: dict[str, Any] | None = None, snapshot: Snapshot | None = None
+    ) -> Snapshot:
+        self.beats.append(dict(progress or {}))
+        assert self.current is not None
+        self.current = Snapshot(self.current.doc, f'"hb{len(self.beats)}"')
+        return self.current
+
+
+def make(**kw: Any) -> tuple[Watcher, Clock, FakeIMDS, FakeStore, list[StopRequest]]:
+    clock, imds, store, stops = Clock(), FakeIMDS(), FakeStore(), []
+    watcher = Watcher(run_id=RUN_ID, imds=imds, store=store, on_stop=stops.append, monotonic=clock, **kw)
+    return watcher, clock, imds, store, stops
+
+
+def advance(watcher: Watcher, clock: Clock, seconds: float, tick: float = 0.5) -> None:
+    for _ in range(int(seconds / tick)):
+        clock.now += tick
+        watcher.poll()
+
+
+def test_spot_notice_stops_with_interrupted_and_imds_is_polled_every_two_seconds():
+    watcher, clock, imds, _, stops = make()
+    advance(watcher, clock, 10)
+    assert stops == [] and imds.spot_polls == 5
+    imds.action = {"action": "terminate", "time": "2026-11-25T14:07:00Z"}
+    advance(watcher, clock, 2)
+    assert len(stops) == 1 and stops[0].status is RunStatus.INTERRUPTED
+    assert stops[0].reason == "spot interruption notice: terminate at 2026-11-25T14:07:00Z"
+    advance(watcher, clock, 10)
+    assert len(stops) == 1  # on_stop once
+
+
+def test_rebalance_recommendation_is_logged_but_training_goes_on(caplog):
+    watcher, clock, imds, _, stops = make()
+    imds.rebalance_notice = {"noticeTime": "2026-11-25T14:00:00Z"}
+    advance(watcher, clock, 10)
+    assert stops == [] and watcher.rebalance_seen
+    assert sum("rebalance recommendation" in r.message for r in caplog.records) == 1
+
+
+def test_max_runtime_deadline_interrupts_with_the_reason():
+    watcher, clock, _, _, stops = make(deadline=1030.0, max_runtime_min=90)
+    advance(watcher, clock, 29.5)
+    assert stops == []
+    advance(watcher, clock, 1)
+    assert stops[0].status is RunStatus.INTERRUPTED and stops[0].reason == "max runtime of 90 min reached"
+
+
+def test_killed_from_outside_is_seen_by_conditional_reads_every_five_seconds():
+    watcher, clock, _, store, stops = make()
+    advance(watcher, clock, 20)
+    assert stops == []
+    assert len(store.reads) == 4 and store.reads[0] is None and set(store.reads[1:]) == {'"e1"'}
+    store.current = snapshot("killed", etag='"e2"', kill_reason="killed by alice")
+    advance(watcher, clock, 5)
+    assert stops[0].status is RunStatus.KILLED and stops[0].reason == "killed by alice"
+
+
+def test_a_removed_or_taken_over_lock_counts_as_killed():
+    watcher, clock, _, store, stops = make()
+    store.current = None
+    advance(watcher, clock, 1)
+    assert stops[0].status is RunStatus.KILLED and "removed" in stops[0].reason
+    watcher, clock, _, store, stops = make()
+    store.current = snapshot(run_id="20261126-000000", etag='"x"')
+    advance(watcher, clock, 1)
+    assert "20261126-000000" in stops[0].reason
+
+
+def test_heartbeat_writes_at_most_once_per_interval_with_progress():
+    clock = Clock()
+    store = FakeStore()
+    progress = Progress(total_steps=100)
+    beat = Heartbeat(store, RUN_ID, progress, interval_s=20, monotonic=clock)
+    watcher = Watcher(
+        run_id=RUN_ID, imds=None, store=store, on_stop=lambda r: None, heartbeat=beat, monotonic=clock
+    )
+    watcher.poll()
+    for step in range(1, 121):  # 60 s of polls every 0.5 s
+        progress.update(step=step, loss=1.0 / step)
+        advance(watcher, clock, 0.5)
+    assert len(store.beats) == 4  # t = 0, 20, 40, 60
+    assert store.beats[-1]["step"] == 120 and store.beats[-1]["total_steps"] == 100
+    assert set(store.beats[0]) == {"step", "total_steps", "loss", "eta_s", "last_checkpoint_step"}
+
+
+def test_heartbeat_that_meets_a_kill_stops_the_run_without_waiting_for_the_poll():
+    clock, store = Clock(), FakeStore()
+    stops: list[StopRequest] = []
+    beat = Heartbeat(store, RUN_ID, Progress(), interval_s=1, monotonic=clock)
+    watcher = Watcher(
+        run_id=RUN_ID,
+        imds=None,
+        store=store,
+        on_stop=stops.append,
+        heartbeat=beat,
+        monotonic=clock,
+        state_interval_s=1000,
+    )
+    watcher.poll()
+    store.current = snapshot("killed", etag='"k"')
+    advance(watcher, clock, 1)
+    assert stops and stops[0].status is RunStatus.KILLED
+
+
+def test_poll_errors_are_logged_not_fatal(caplog):
+    class Broken(FakeIMDS):
+        def spot_action(self) -> dict[str, str] | None:
+            raise OSError("imds down")
+
+    clock, store, stops = Clock(), FakeStore(), []
+    watcher = Watcher(run_id=RUN_ID, imds=Broken(), store=store, on_stop=stops.append, monotonic=clock)
+    advance(watcher, clock, 4)
+    assert stops == [] and any("imds down" in r.message for r in caplog.records)
+
+
+def test_the_thread_runs_and_stops_promptly():
+    stops: list[StopRequest] = []
+    imds = FakeIMDS()
+    imds.action = {"action": "terminate", "time": "t"}
+    watcher = Watcher(run_id=RUN_ID, imds=imds, store=FakeStore(), on_stop=stops.append, tick_s=0.01).start()
+    for _ in range(200):
+        if stops:
+            break
+        threading.Event().wait(0.01)
+    watcher.stop()
+    assert stops and stops[0].source == "spot"
+
+
+FAKE_TRAINER = textwrap.dedent("""\
+    import json, signal, sys, time
+    cfg = json.load(open(sys.argv[-1]))
+    out = open(cfg["progress_path"], "a")
+    def emit(**event):
+        out.write(json.dumps(event) + "\\n"); out.flush()
+    time.sleep(0.5)  # imports: no handler yet
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    emit(event="start", total=100, start_step=0)
+    for step in range(1, 100):
+        emit(event="step", step=step, total=100, loss=1.0, ts=time.time())
+        if stop:
+            emit(event="checkpoint", step=step, path="/x/checkpoint-%d" % step)
+            sys.exit(3)
+        time.sleep(0.02)
+    sys.exit(0)
+""")
+
+
+def test_a_stop_before_the_child_is_ready_is_deferred_until_it_can_checkpoint(tmp_path: Path):
+    script = tmp_path / "fake_python"
+    script.write_text(f"#!{sys.executable}\n" + FAKE_TRAINER)
+    script.chmod(0o755)
+    events: list[dict[str, Any]] = []
+    progress = tmp_path / "progress.jsonl"
+    child = TrainingChild(
+        config={"progress_path": str(progress)},
+        config_path=tmp_path / "cfg.json",
+        progress_path=progress,
+        on_event=events.append,
+        python=str(script),
+        poll_s=0.05,
+    )
+    threading.Timer(0.1, child.request_stop).start()  # while the child still "imports"
+    code = child.run()
+    assert code == 3, events
+    assert events[0]["event"] == "start" and events[-1]["event"] == "checkpoint"
+    assert json.loads((tmp_path / "cfg.json").read_text()) == {"progress_path": str(progress)}
+    # exit 3 after a checkpoint event: the SIGTERM waited for the start event (else: killed, -15)

@@ -1,0 +1,214 @@
+"""Cleanup: release the lock, check that nothing else bills, write cleanup_status.json, power off.
+
+Order (each step logged; a failing step is a ``cleanup`` error record and the
+next step still runs):
+
+1. state -> ``cleanup`` (legal from every final status and from results_sync);
+2. release the state file (delete it if it still belongs to this run);
+3. verification: other instances of this env still alive, available volumes;
+4. cleanup_status.json (``written_by: instance``), recording the poweroff about
+   to happen, then ``trainer.log`` one last time;
+5. ``STATE: TERMINATING`` and the poweroff strategy. If the poweroff fails the
+   instance is still alive, so cleanup_status.json is rewritten to say so.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.layout import RunPaths
+from common.state_store import IllegalTransitionError, NotHeldError, StateStore
+from common.status import ErrorClass, RunStatus
+from common.timeutil import Clock, iso, utc_now
+from schemas import validate
+from trainer.errors import ErrorLog, NoRetry, Retrier, error_record
+from trainer.finalize import TRAINER_LOG_NAME, state_line
+from trainer.instance import Poweroff, PoweroffResult
+from trainer.sync import Transfers
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "cleanup"
+ALIVE_STATES = ["pending", "running", "stopping", "stopped"]
+
+
+@dataclass(kw_only=True)
+class Cleanup:
+    """Everything cleanup touches.
+
+    Args:
+        store: the state store.
+        paths: the run's keys.
+        transfers: S3 uploads.
+        ec2: boto3 EC2 client (botocore retries off).
+        instance_id: this instance (``None`` if IMDS never answered).
+        poweroff: the strategy that ends this instance.
+        retrier: retry policy for the state/S3/EC2 calls.
+        errors: where cleanup errors go.
+        trainer_log: uploaded one last time before the poweroff.
+    """
+
+    store: StateStore
+    paths: RunPaths
+    transfers: Transfers
+    ec2: Any
+    instance_id: str | None
+    poweroff: Poweroff
+    retrier: Retrier
+    errors: ErrorLog
+    trainer_log: Path | None = None
+    clock: Clock = utc_now
+    actions: list[dict[str, Any]] = field(default_factory=list)
+
+    def run(self) -> PoweroffResult:
+        """Do every step; the poweroff's result."""
+        self._step(self.paths.state, "status->cleanup", self._to_cleanup)
+        removed = self._step(f"s3://{self.transfers.bucket}/{self.paths.state}", "delete", self._release)
+        verification = self.verify()
+        resource = self.instance_id or "this instance"
+        self.actions.append(self._action(resource, f"poweroff ({self.poweroff.name})", "succeeded", None))
+        self._write_status(verification, removed is True)
+        self._upload_log()
+        state_line("TERMINATING", f"instance {resource} via {self.poweroff.name}")
+        result = self.poweroff(self.instance_id)
+        if not result.succeeded:
+            self.actions[-1] = self._action(resource, f"poweroff ({result.method})", "failed", result.error)
+            self._record(f"poweroff failed: {result.error}")
+            self._write_status(verification, removed is True)
+        return result
+
+    def _to_cleanup(self) -> None:
+        try:
+            self.retrier.call(
+                lambda: self.store.transition(
+                    self.paths.run_id, RunStatus.CLEANUP, reason="cleanup by the instance"
+                ),
+                component=COMPONENT,
+                action="s3:PutObject",
+                resource=self.store.location,
+            )
+        except (IllegalTransitionError, NotHeldError) as exc:
+            raise _Skip(str(exc)) from None
+
+    def _release(self) -> bool:
+        try:
+            released = self.retrier.call(
+                lambda: self.store.release(self.paths.run_id),
+                component=COMPONENT,
+                action="s3:DeleteObject",
+                resource=self.store.location,
+            )
+        except NotHeldError as exc:
+            raise _Skip(str(exc)) from None
+        if not released:
+            raise _Skip("state file already gone")
+        return True
+
+    def verify(self) -> dict[str, Any]:
+        """Instances of this env still alive (not counting itself) and available volumes."""
+        from infra.spec import PROJECT_TAG
+
+        filters = [
+            {"Name": "tag:Project", "Values": [PROJECT_TAG]},
+            {"Name": "tag:Environment", "Values": [self.paths.env]},
+        ]
+        running = self._step("ec2:instances", "verify", lambda: self._count_instances(filters)) or 0
+        volumes = self._step("ec2:volumes", "verify", lambda: self._count_volumes(filters)) or 0
+        return {
+            "instances_running": int(running),
+            "volumes_available": int(volumes),
+            "checked_at": iso(self.clock()),
+        }
+
+    def _count_instances(self, filters: list[dict[str, Any]]) -> int:
+        flt = [*filters, {"Name": "instance-state-name", "Values": ALIVE_STATES}]
+        pages = self.retrier.call(
+            lambda: list(self.ec2.get_paginator("describe_instances").paginate(Filters=flt)),
+            component=COMPONENT,
+            action="ec2:DescribeInstances",
+            resource="*",
+        )
+        ids = {
+            i["InstanceId"] for p in pages for r in p.get("Reservations", []) for i in r.get("Instances", [])
+        }
+        ids.discard(self.instance_id or "")
+        return len(ids)
+
+    def _count_volumes(self, filters: list[dict[str, Any]]) -> int:
+        flt = [*filters, {"Name": "status", "Values": ["available"]}]
+        resp = self.retrier.call(
+            lambda: self.ec2.describe_volumes(Filters=flt),
+            component=COMPONENT,
+            action="ec2:DescribeVolumes",
+            resource="*",
+        )
+        return len(resp.get("Volumes", []))
+
+    def _write_status(self, verification: dict[str, Any], removed: bool) -> None:
+        doc = validate(
+            "cleanup-status",
+            {
+                "schema_version": 1,
+                "run_id": self.paths.run_id,
+                "instance_id": self.instance_id,
+                "written_by": "instance",
+                "actions": list(self.actions),
+                "verification": verification,
+                "state_file_removed": removed,
+                "completed_at": iso(self.clock()),
+            },
+        )
+        try:
+            self.transfers.put_json(self.paths.cleanup_status, doc, component=COMPONENT, retrier=self.retrier)
+            state_line("UPLOAD_SUCCESS", self.paths.cleanup_status)
+        except Exception as exc:
+            self._record(f"cleanup_status.json not written: {exc}")
+
+    def _upload_log(self) -> None:
+        if self.trainer_log is None or not self.trainer_log.is_file():
+            return
+        once = self.retrier.with_policy(NoRetry())
+        try:
+            self.transfers.upload(
+                [(self.trainer_log, self.paths.logs + TRAINER_LOG_NAME)], component=COMPONENT, retrier=once
+            )
+        except Exception as exc:
+            log.warning("trainer.log not uploaded: %s", exc)
+
+    def _step(self, resource: str, action: str, fn: Callable[[], Any]) -> Any:
+        try:
+            value = fn()
+        except _Skip as skip:
+            log.info("cleanup %s %s skipped: %s", action, resource, skip)
+            self.actions.append(self._action(resource, action, "skipped", str(skip)))
+            return None
+        except Exception as exc:
+            self._record(f"{action} {resource} failed: {exc}")
+            self.actions.append(self._action(resource, action, "failed", str(exc)[:500]))
+            return None
+        self.actions.append(self._action(resource, action, "succeeded", None))
+        return value
+
+    def _action(self, resource: str, action: str, status: str, error: str | None) -> dict[str, Any]:
+        return {
+            "resource": resource,
+            "action": action,
+            "status": status,
+            "at": iso(self.clock()),
+            "error": error,
+        }
+
+    def _record(self, message: str) -> None:
+        self.errors.add(
+            error_record(
+                component=COMPONENT, message=message, error_class=ErrorClass.CLEANUP, clock=self.clock
+            )
+        )
+
+
+class _Skip(Exception):
+    """A cleanup step with nothing to do (e.g. the lock is already gone)."""

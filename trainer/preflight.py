@@ -1,0 +1,142 @@
+"""Preflight: is this machine fit to train? GPU, disk, S3.
+
+- ``--device cuda``: ``nvidia-smi`` is on PATH and exits 0, ``torch.cuda.is_available()``,
+  the GPU's name and memory. Any of these missing is terminal ("no GPU").
+- ``--device cpu`` (local mode only): the GPU check is skipped and the reason recorded.
+- free disk under the work dir (terminal below ``min_free_gib``).
+- S3 reachable: a one-key listing of the run's env prefix (what the instance role
+  may list), under the retry policy.
+
+The result is the ``details`` of the ``preflight`` phase in training.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trainer.errors import TerminalError
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "preflight"
+NVIDIA_SMI_QUERY = (
+    "nvidia-smi",
+    "--query-gpu=name,memory.total,driver_version",
+    "--format=csv,noheader,nounits",
+)
+Runner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def check_gpu(
+    *,
+    runner: Runner = subprocess.run,
+    which: Callable[[str], str | None] = shutil.which,
+    cuda_probe: Callable[[], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The GPU's facts, or a terminal error saying what is missing.
+
+    Raises:
+        TerminalError: no ``nvidia-smi``, it fails, or torch sees no CUDA device.
+    """
+    if which("nvidia-smi") is None:
+        raise TerminalError(
+            "no GPU: nvidia-smi not found on PATH (is this a GPU instance with the "
+            "NVIDIA driver, e.g. the Deep Learning AMI?)",
+            component=COMPONENT,
+            details={"check": "nvidia-smi"},
+        )
+    try:
+        done = runner(list(NVIDIA_SMI_QUERY), capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise TerminalError(f"no GPU: nvidia-smi could not run ({exc})", component=COMPONENT) from exc
+    if done.returncode != 0:
+        raise TerminalError(
+            f"no GPU: nvidia-smi exited {done.returncode}: {done.stderr.strip()[:300]}",
+            component=COMPONENT,
+            details={"check": "nvidia-smi", "exit_code": done.returncode},
+        )
+    first = (done.stdout.strip().splitlines() or [""])[0]
+    fields = [f.strip() for f in first.split(",")]
+    facts: dict[str, Any] = {"gpu_check": "passed", "nvidia_smi": first}
+    if len(fields) >= 3:
+        facts["gpu"], facts["driver_version"] = fields[0], fields[2]
+        facts["gpu_memory_mib"] = int(fields[1]) if fields[1].isdigit() else None
+    facts.update((cuda_probe or _torch_cuda)())
+    return facts
+
+
+def _torch_cuda() -> dict[str, Any]:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise TerminalError(
+            "no GPU: torch.cuda.is_available() is False (driver/CUDA mismatch?)",
+            component=COMPONENT,
+            details={"check": "torch.cuda", "torch": torch.__version__},
+        )
+    props = torch.cuda.get_device_properties(0)
+    return {
+        "gpu": props.name,
+        "gpu_memory_mib": int(props.total_memory // 2**20),
+        "gpu_count": torch.cuda.device_count(),
+        "cuda": torch.version.cuda,
+    }
+
+
+def check_disk(workdir: Path, *, min_free_gib: float) -> dict[str, Any]:
+    """Free space under ``workdir``.
+
+    Raises:
+        TerminalError: less than ``min_free_gib`` free.
+    """
+    free_gib = shutil.disk_usage(workdir).free / 2**30
+    if free_gib < min_free_gib:
+        raise TerminalError(
+            f"only {free_gib:.1f} GiB free under {workdir}, need {min_free_gib:g} GiB "
+            "(raise instance.root_volume_gb)",
+            component=COMPONENT,
+            details={"free_disk_gib": round(free_gib, 2)},
+        )
+    return {"free_disk_gib": round(free_gib, 2)}
+
+
+def run_preflight(
+    *,
+    device: str,
+    workdir: Path,
+    s3_check: Callable[[], None],
+    gpu_check: Callable[[], dict[str, Any]] = check_gpu,
+    min_free_gib: float = 1.0,
+) -> dict[str, Any]:
+    """Every check; the phase details.
+
+    Args:
+        device: ``cuda`` or ``cpu``.
+        workdir: where data, checkpoints and the model go.
+        s3_check: raises if S3 cannot be reached (retried by the caller's policy).
+        gpu_check: :func:`check_gpu` (injected in tests).
+        min_free_gib: terminal below this.
+
+    Raises:
+        TerminalError: a failed check.
+    """
+    details: dict[str, Any] = {"device": device}
+    if device == "cuda":
+        details.update(gpu_check())
+    else:
+        details.update(
+            gpu_check="skipped",
+            gpu_check_reason="--device cpu: local mode trains on the CPU, "
+            "so nvidia-smi and torch.cuda were not checked",
+            gpu=None,
+        )
+    details.update(check_disk(workdir, min_free_gib=min_free_gib))
+    s3_check()
+    details["s3"] = "reachable"
+    log.info("preflight passed: %s", details)
+    return details

@@ -1,0 +1,382 @@
+"""The watcher thread (why training must stop now), the heartbeat, and the training child it stops.
+
+One loop, each check on its own monotonic schedule:
+
+- every ``spot_interval_s`` (2 s): IMDSv2 ``spot/instance-action`` -> stop with
+  ``interrupted``; a rebalance recommendation is logged once;
+- every tick: the max-runtime deadline -> stop with ``interrupted`` and the reason;
+- every ``state_interval_s`` (5 s): a conditional GET of the state file
+  (``read_if_changed``) -> stop with ``killed`` when someone set ``killed`` (or
+  removed or took over the lock);
+- the :class:`Heartbeat` (progress into the state file, bounded by its interval).
+
+The first reason found is kept and handed to ``on_stop`` once; the phase driver
+then checkpoints, uploads and finalizes. Polling errors are logged, never fatal.
+Clocks are injected: :meth:`Watcher.poll` is a pure step for tests.
+
+:class:`TrainingChild` runs ``python -m trainer.train`` and tails its progress
+file; a stop request reaches it as SIGTERM (checkpoint, then exit 3).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from common.state_store import NotHeldError, Snapshot
+from common.status import RunStatus
+
+log = logging.getLogger(__name__)
+
+Monotonic = Callable[[], float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopRequest:
+    """Why the run must stop: ``status`` is ``interrupted`` or ``killed``."""
+
+    status: RunStatus
+    reason: str
+    source: str
+
+
+class _SpotSource(Protocol):
+    def spot_action(self) -> dict[str, Any] | None: ...
+    def rebalance(self) -> dict[str, Any] | None: ...
+
+
+class _StateSource(Protocol):
+    def read_if_changed(self, etag: str | None) -> Snapshot | None | bool: ...
+    def heartbeat(
+        self, run_id: str, *, progress: dict[str, Any] | None = None, snapshot: Snapshot | None = None
+    ) -> Snapshot: ...
+
+
+@dataclass
+class Progress:
+    """Training progress as the heartbeat reports it (updated by the training phase)."""
+
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None
+    eta_s: float | None = None
+    last_checkpoint_step: int | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def update(self, **fields: Any) -> None:
+        with self._lock:
+            for name, value in fields.items():
+                setattr(self, name, value)
+
+    def as_state(self) -> dict[str, Any]:
+        """The ``progress`` object of the state file."""
+        with self._lock:
+            return {
+                "step": self.step,
+                "total_steps": self.total_steps,
+                "loss": self.loss,
+                "eta_s": None if self.eta_s is None else max(0.0, round(self.eta_s, 1)),
+                "last_checkpoint_step": self.last_checkpoint_step,
+            }
+
+
+class Heartbeat:
+    """Writes ``heartbeat_at`` and progress, at most once per ``interval_s``.
+
+    Args:
+        store: the state store.
+        run_id: this run.
+        progress: what to report.
+        interval_s: minimum seconds between writes (default 20: three PUTs a minute,
+            and well inside the 30 s a monitor expects).
+        monotonic: the clock.
+    """
+
+    def __init__(
+        self,
+        store: _StateSource,
+        run_id: str,
+        progress: Progress,
+        *,
+        interval_s: float = 20.0,
+        monotonic: Monotonic = time.monotonic,
+    ) -> None:
+        self.store, self.run_id, self.progress = store, run_id, progress
+        self.interval_s, self.monotonic = interval_s, monotonic
+        self.last: float | None = None
+        self.writes = 0
+
+    def due(self) -> bool:
+        return self.last is None or self.monotonic() - self.last >= self.interval_s
+
+    def maybe_beat(self) -> Snapshot | None:
+        """Beat if the interval has passed; the written snapshot, else ``None``."""
+        if not self.due():
+            return None
+        self.last = self.monotonic()
+        try:
+            snap = self.store.heartbeat(self.run_id, progress=self.progress.as_state())
+        except NotHeldError as exc:
+            log.warning("heartbeat skipped: %s", exc)
+            return None
+        except Exception as exc:
+            log.warning("heartbeat failed (will retry in %.0f s): %s", self.interval_s, exc)
+            return None
+        self.writes += 1
+        return snap
+
+
+class Watcher:
+    """Polls spot notice, deadline and state file; calls ``on_stop`` once.
+
+    Args:
+        run_id: this run.
+        imds: spot notices (``None``: no IMDS, e.g. some unit tests).
+        store: the state store (conditional reads).
+        on_stop: called with the first :class:`StopRequest`, from the watcher thread.
+        deadline: monotonic time when max runtime is reached (``None``: no limit).
+        max_runtime_min: for the reason message.
+        heartbeat: beats on every poll when due.
+        monotonic: the clock.
+    """
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        imds: _SpotSource | None,
+        store: _StateSource,
+        on_stop: Callable[[StopRequest], None],
+        deadline: float | None = None,
+        max_runtime_min: float | None = None,
+        heartbeat: Heartbeat | None = None,
+        monotonic: Monotonic = time.monotonic,
+        spot_interval_s: float = 2.0,
+        state_interval_s: float = 5.0,
+        tick_s: float = 0.5,
+    ) -> None:
+        self.run_id, self.imds, self.store, self.on_stop = run_id, imds, store, on_stop
+        self.deadline, self.max_runtime_min, self.heartbeat = deadline, max_runtime_min, heartbeat
+        self.monotonic, self.tick_s = monotonic, tick_s
+        self.spot_interval_s, self.state_interval_s = spot_interval_s, state_interval_s
+        self.etag: str | None = None
+        self.request: StopRequest | None = None
+        self.rebalance_seen = False
+        self._next_spot = self._next_state = 0.0
+        self._halt = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- one step (tests call this directly) --------------------------------------------------
+    def poll(self) -> StopRequest | None:
+        """Run every check that is due; return the stop request, if any (kept once found)."""
+        now = self.monotonic()
+        found = self._check_deadline(now)
+        if found is None and self.imds is not None and now >= self._next_spot:
+            self._next_spot = now + self.spot_interval_s
+            found = self._check_spot()
+        if found is None and now >= self._next_state:
+            self._next_state = now + self.state_interval_s
+            found = self._check_state()
+        if self.heartbeat is not None:
+            snap = self.heartbeat.maybe_beat()
+            if snap is not None:
+                found = found or self._judge(snap)
+                self.etag = snap.etag
+        if found is not None and self.request is None:
+            self.request = found
+            log.warning("STOP REQUESTED (%s): %s", found.status.value, found.reason)
+            self.on_stop(found)
+        return self.request
+
+    def _check_deadline(self, now: float) -> StopRequest | None:
+        if self.deadline is None or now < self.deadline:
+            return None
+        return StopRequest(
+            status=RunStatus.INTERRUPTED,
+            source="max_runtime",
+            reason=f"max runtime of {self.max_runtime_min:g} min reached",
+        )
+
+    def _check_spot(self) -> StopRequest | None:
+        try:
+            action = self.imds.spot_action() if self.imds else None
+            if action is None and not self.rebalance_seen and self.imds is not None:
+                rebalance = self.imds.rebalance()
+                if rebalance is not None:
+                    self.rebalance_seen = True
+                    log.warning(
+                        "rebalance recommendation received (%s); training goes on until a notice", rebalance
+                    )
+        except Exception as exc:
+            log.warning("IMDS spot poll failed: %s", exc)
+            return None
+        if action is None:
+            return None
+        return StopRequest(
+            status=RunStatus.INTERRUPTED,
+            source="spot",
+            reason=f"spot interruption notice: {action.get('action', '?')} at {action.get('time', '?')}",
+        )
+
+    def _check_state(self) -> StopRequest | None:
+        try:
+            snap = self.store.read_if_changed(self.etag)
+        except Exception as exc:
+            log.warning("state poll failed: %s", exc)
+            return None
+        if snap is False:
+            return None
+        if snap is None:
+            return StopRequest(
+                status=RunStatus.KILLED, source="state", reason="the state file was removed from outside"
+            )
+        if not isinstance(snap, Snapshot):
+            return None
+        self.etag = snap.etag
+        return self._judge(snap)
+
+    def _judge(self, snap: Snapshot) -> StopRequest | None:
+        if snap.run_id != self.run_id:
+            return StopRequest(
+                status=RunStatus.KILLED,
+                source="state",
+                reason=f"the state file now belongs to run {snap.run_id}",
+            )
+        if snap.status is RunStatus.KILLED:
+            reason = snap.doc.get("kill_reason") or "killed by operator"
+            return StopRequest(status=RunStatus.KILLED, source="state", reason=str(reason))
+        return None
+
+    # -- the thread -----------------------------------------------------------------------------
+    def start(self) -> Watcher:
+        self._thread = threading.Thread(target=self._loop, name="watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._halt.is_set():
+            try:
+                self.poll()
+            except Exception:  # the watcher must outlive any single bad poll
+                log.exception("watcher poll failed")
+            self._halt.wait(self.tick_s)
+
+
+class TrainingChild:
+    """``python -m trainer.train --config <file>`` as a child process (protocol in its docstring).
+
+    The progress file is tailed every ``poll_s`` and each event handed to
+    ``on_event``; the child's output is relayed line by line into this log.
+    A stop request becomes SIGTERM (checkpoint, exit 3) once the child has
+    installed its handlers (its ``start`` event); before that it is deferred.
+
+    Args:
+        config: the child's config document.
+        config_path: where to write it.
+        progress_path: the progress file named in ``config``.
+        on_event: called for every progress event (dict), in order.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: dict[str, Any],
+        config_path: Path,
+        progress_path: Path,
+        on_event: Callable[[dict[str, Any]], None],
+        python: str = sys.executable,
+        poll_s: float = 0.2,
+    ) -> None:
+        self.config, self.config_path, self.progress_path = config, config_path, progress_path
+        self.on_event, self.python, self.poll_s = on_event, python, poll_s
+        self.proc: subprocess.Popen[str] | None = None
+        self.started = threading.Event()
+        self.stop_pending = False
+        self._offset = 0
+        self._lock = threading.Lock()
+
+    def run(self) -> int:
+        """Start the child, relay its progress until it exits; its exit code."""
+        self.config_path.write_text(json.dumps(self.config, indent=2))
+        self.progress_path.unlink(missing_ok=True)
+        env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONUNBUFFERED": "1"}
+        with self._lock:
+            self.proc = subprocess.Popen(
+                [self.python, "-m", "trainer.train", "--config", str(self.config_path)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+        relay = threading.Thread(target=self._relay, name="train-output", daemon=True)
+        relay.start()
+        log.info("training child pid %d started", self.proc.pid)
+        while self.proc.poll() is None:
+            self._read_events()
+            time.sleep(self.poll_s)
+        self._read_events()
+        relay.join(timeout=5)
+        log.info("training child exited with %d", self.proc.returncode)
+        return int(self.proc.returncode)
+
+    def request_stop(self) -> None:
+        """SIGTERM now, or as soon as the child reports ``start``."""
+        with self._lock:
+            self.stop_pending = True
+            if self.started.is_set():
+                self._signal(signal.SIGTERM)
+
+    def request_checkpoint(self) -> None:
+        """SIGUSR1: a checkpoint at the end of the current step; training goes on."""
+        with self._lock:
+            if self.started.is_set():
+                self._signal(signal.SIGUSR1)
+
+    def _signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            log.info("sending %s to the training child", signal.Signals(sig).name)
+            self.proc.send_signal(sig)
+
+    def _read_events(self) -> None:
+        try:
+            with self.progress_path.open("rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        for line in complete.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                log.warning("unreadable progress line: %r", line[:200])
+                continue
+            if event.get("event") == "start":
+                with self._lock:
+                    self.started.set()
+                    if self.stop_pending:
+                        self._signal(signal.SIGTERM)
+            self.on_event(event)
+
+    def _relay(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        child_log = logging.getLogger("trainer.train.child")
+        for line in self.proc.stdout:
+            child_log.info("%s", line.rstrip())
