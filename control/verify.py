@@ -39,6 +39,7 @@ BILLING_INSTANCE_STATES = ("pending", "running", "stopping", "stopped")
 OPEN_SPOT_STATES = ("open", "active")
 STALE_LOCK_S = 600.0
 NO_INSTANCE_GRACE_S = 300.0
+LOCAL_SHUTDOWN_S = 20.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,10 +211,18 @@ class Inspector:
     def _local_processes(self, live_ids: set[str]) -> list[Finding]:
         if self.local_dir is None:
             return []
+        def alive(rec: dict[str, Any]) -> list[int]:
+            return [p for p in (rec.get("supervisor_pid"), rec.get("trainer_pid")) if pid_alive(p)]
+
+        gone = [r for r in self.local_dir.instance_records() if r.get("instance_id") not in live_ids]
+        waited = 0.0  # a local instance needs a few seconds to shut down after its terminate
+        while any(alive(r) for r in gone) and waited < LOCAL_SHUTDOWN_S:
+            self.sleep(0.25)
+            waited += 0.25
         out = []
-        for rec in self.local_dir.instance_records():
-            pids = [p for p in (rec.get("supervisor_pid"), rec.get("trainer_pid")) if pid_alive(p)]
-            if pids and rec.get("instance_id") not in live_ids:
+        for rec in gone:
+            pids = alive(rec)
+            if pids:
                 out.append(Finding(kind="local-process", resource=f"pid {', '.join(map(str, pids))}",
                                    state="running", detail=f"local instance {rec.get('instance_id')} is gone",
                                    orphaned=True, run_id=rec.get("run_id")))

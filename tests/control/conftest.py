@@ -56,29 +56,38 @@ def dev(backend, dataset_dir) -> dict:
 @pytest.fixture
 def inventory(local_aws) -> Callable[[], dict]:
     """Everything that exists in the local AWS: object keys and ETags, instances, volumes."""
+
     def take() -> dict:
         s3, ec2 = local_aws.client("s3"), local_aws.client("ec2")
         objects = {}
         for b in s3.list_buckets()["Buckets"]:
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=b["Name"]):
                 objects.update({f"{b['Name']}/{o['Key']}": o["ETag"] for o in page.get("Contents", [])})
-        instances = {i["InstanceId"]: i["State"]["Name"] for r in ec2.describe_instances()["Reservations"]
-                     for i in r["Instances"]}
+        instances = {
+            i["InstanceId"]: i["State"]["Name"]
+            for r in ec2.describe_instances()["Reservations"]
+            for i in r["Instances"]
+        }
         volumes = {v["VolumeId"]: v["State"] for v in ec2.describe_volumes()["Volumes"]}
         return {"objects": objects, "instances": instances, "volumes": volumes}
+
     return take
 
 
 @pytest.fixture
 def cli(local_dir) -> Callable[..., subprocess.CompletedProcess]:
     """Run ``invoke ARGS`` as a user would, against the test's local AWS."""
-    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 240,
-            drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+
+    def run(
+        *args: str, env: dict[str, str] | None = None, timeout: float = 240, drop: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess:
         full = {**os.environ, "CHRONOS_LOCAL_DIR": str(local_dir.root), "COLUMNS": "200", **(env or {})}
         for name in drop:
             full.pop(name, None)
-        return subprocess.run([INVOKE, *args], cwd=PROJECT_ROOT, env=full, capture_output=True, text=True,
-                              timeout=timeout)
+        return subprocess.run(
+            [INVOKE, *args], cwd=PROJECT_ROOT, env=full, capture_output=True, text=True, timeout=timeout
+        )
+
     return run
 
 

@@ -73,8 +73,14 @@ def test_missing_stack_outputs(dev, cli, error_line, unchanged, local_dir):
 def test_missing_stack_outputs_on_aws(cli, error_line, unchanged, local_aws, tmp_path):
     # The AWS path against the local endpoint: credentials work, but no stack outputs exist.
     unchanged()
-    proc = cli("launch", "--env=dev", env={"AWS_ENDPOINT_URL": local_aws.endpoint_url,
-                                           "CHRONOS_STACK_OUTPUTS": str(tmp_path / "{env}.json")})
+    proc = cli(
+        "launch",
+        "--env=dev",
+        env={
+            "AWS_ENDPOINT_URL": local_aws.endpoint_url,
+            "CHRONOS_STACK_OUTPUTS": str(tmp_path / "{env}.json"),
+        },
+    )
     assert proc.returncode == 2
     line = error_line(proc)
     assert "unknown env 'dev'" in line and "pulumi up --stack dev" in line
@@ -82,11 +88,22 @@ def test_missing_stack_outputs_on_aws(cli, error_line, unchanged, local_aws, tmp
 
 def test_no_credentials(cli, error_line, unchanged, tmp_path):
     unchanged()
-    proc = cli("launch", "--env=dev",
-               env={"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-                    "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_EC2_METADATA_DISABLED": "true"},
-               drop=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-                     "CHRONOS_LOCAL"))
+    proc = cli(
+        "launch",
+        "--env=dev",
+        env={
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+        },
+        drop=(
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_SESSION_TOKEN",
+            "AWS_PROFILE",
+            "CHRONOS_LOCAL",
+        ),
+    )
     assert proc.returncode == 2
     line = error_line(proc)
     assert "no AWS credentials found" in line and "aws configure" in line
@@ -108,23 +125,44 @@ def test_a_run_already_active(dev, cli, error_line, unchanged, local_aws):
 def test_access_denied(dev, cli, error_line, unchanged, local_aws):
     iam = local_aws.client("iam")
     iam.create_user(UserName="admin")
-    iam.put_user_policy(UserName="admin", PolicyName="all", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+    iam.put_user_policy(
+        UserName="admin",
+        PolicyName="all",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        ),
+    )
     admin = iam.create_access_key(UserName="admin")["AccessKey"]
     iam.create_user(UserName="viewer")
-    iam.put_user_policy(UserName="viewer", PolicyName="describe-only", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": ["sts:GetCallerIdentity", "ec2:Describe*"], "Resource": "*"}]}))
+    iam.put_user_policy(
+        UserName="viewer",
+        PolicyName="describe-only",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Action": ["sts:GetCallerIdentity", "ec2:Describe*"], "Resource": "*"}
+                ],
+            }
+        ),
+    )
     viewer = iam.create_access_key(UserName="viewer")["AccessKey"]
     unchanged()
     requests.post(f"{local_aws.endpoint_url}/moto-api/reset-auth", data=b"0", timeout=10)
     try:
-        proc = cli("launch", "--env=dev", "--local",
-                   env={"AWS_ACCESS_KEY_ID": viewer["AccessKeyId"],
-                        "AWS_SECRET_ACCESS_KEY": viewer["SecretAccessKey"]})
+        proc = cli(
+            "launch",
+            "--env=dev",
+            "--local",
+            env={
+                "AWS_ACCESS_KEY_ID": viewer["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": viewer["SecretAccessKey"],
+            },
+        )
     finally:
-        admin_s3 = local_aws.client("s3", session=local_aws.session(admin["AccessKeyId"],
-                                                                    admin["SecretAccessKey"]))
+        admin_s3 = local_aws.client(
+            "s3", session=local_aws.session(admin["AccessKeyId"], admin["SecretAccessKey"])
+        )
         admin_s3.list_buckets()
         requests.post(f"{local_aws.endpoint_url}/moto-api/reset-auth", data=b"inf", timeout=10)
     assert proc.returncode == 2

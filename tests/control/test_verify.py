@@ -13,16 +13,22 @@ from infra import spec
 def _plant_instance(ec2, dev, *, env="dev", run_id="20261125-140502"):
     tags = spec.tag_list(spec.tags(env, extra={"RunId": run_id}))
     resp = ec2.run_instances(
-        MinCount=1, MaxCount=1, LaunchTemplate={"LaunchTemplateId": dev["launch_template_id"]},
+        MinCount=1,
+        MaxCount=1,
+        LaunchTemplate={"LaunchTemplateId": dev["launch_template_id"]},
         SubnetId=sorted(dev["subnets_by_az"].values())[0],
-        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+    )
     return resp["Instances"][0]["InstanceId"]
 
 
 def _plant_volume(ec2, env="dev"):
     return ec2.create_volume(
-        AvailabilityZone="us-east-1a", Size=100, VolumeType="gp3",
-        TagSpecifications=[{"ResourceType": "volume", "Tags": spec.tag_list(spec.tags(env))}])["VolumeId"]
+        AvailabilityZone="us-east-1a",
+        Size=100,
+        VolumeType="gp3",
+        TagSpecifications=[{"ResourceType": "volume", "Tags": spec.tag_list(spec.tags(env))}],
+    )["VolumeId"]
 
 
 def test_planted_orphans_fail_verify_and_fix_removes_them(dev, local_aws, cli, error_line):
@@ -74,7 +80,9 @@ def test_stale_lock_is_an_orphan_and_fix_clears_it_with_a_cleanup_status(dev, lo
     assert healthy.returncode == 0, healthy.stdout  # an active run's instance is not an orphan
     findings = json.loads(healthy.stdout)["before"]["findings"]
     assert {(f["kind"], f["resource"], f["orphaned"]) for f in findings} == {
-        ("instance", instance, False), ("state-file", store.location, False)}
+        ("instance", instance, False),
+        ("state-file", store.location, False),
+    }
 
     ec2.terminate_instances(InstanceIds=[instance])  # the instance died without cleaning up
     stale = cli("verify", "--env=dev", "--local", "--json")

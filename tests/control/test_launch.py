@@ -1,0 +1,183 @@
+"""launch: the pure plan, --dry-run changing nothing, apply's tags, market, fallbacks and lock."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from botocore.exceptions import ClientError
+
+from common import layout
+from common.errors import AccessDeniedError, ConfigError, LockHeldError
+from common.runspec import from_dict
+from common.state_store import Snapshot, StateStore, new_state
+from control.backend import Clients
+from control.launch import LaunchError, apply_launch, gather_world, load_spec, plan_launch
+
+NOW = datetime(2026, 11, 25, 14, 5, 2, tzinfo=UTC)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A small fixed code tree, so the bundle hash does not follow edits of the real one."""
+    (tmp_path / "repo" / "trainer").mkdir(parents=True)
+    (tmp_path / "repo" / "trainer" / "__init__.py").write_text("")
+    return tmp_path / "repo"
+
+
+@pytest.fixture
+def world(backend, dev, repo):
+    """The spec and what gather_world sees for it."""
+    spec = from_dict({"instance": {"types": ["g5.xlarge", "g4dn.xlarge"]}})
+    return spec, gather_world(backend, spec, env="dev", now=NOW, repo_root=repo)
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(dev, cli, inventory):
+    before = inventory()
+    proc = cli("launch", "--env=dev", "--local", "--dry-run", "--market=on-demand", "--max-runtime=90m")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert inventory() == before
+    out = proc.stdout
+    assert "dry run: nothing was created or changed" in out
+    for expected in (
+        "g5.xlarge on-demand in us-east-1a",
+        "90 min",
+        "user data",
+        "#!/bin/bash",
+        "dev/system-state.json",
+        "user-configs/run-spec.json",
+        "cached-datasets/scripts/bundle-",
+        "Project=Chronos-Training",
+        "RunId=",
+    ):
+        assert expected in out, expected
+
+
+def test_plan_is_pure_and_complete(world):
+    spec, seen = world
+    plan = plan_launch(spec, seen)
+    assert plan == plan_launch(spec, seen)  # same inputs, same plan
+    assert plan.run_id == "20261125-140502" and plan.local
+    assert [(p.instance_type, p.availability_zone) for p in plan.placements][:2] == [
+        ("g5.xlarge", "us-east-1a"),
+        ("g5.xlarge", "us-east-1b"),
+    ]
+    assert plan.placements[-1].instance_type == "g4dn.xlarge"
+    assert plan.spec.model.base == "tiny"  # 'auto' resolved for local mode
+    request = plan.run_instances_request(plan.placements[0])
+    assert request["InstanceMarketOptions"]["MarketType"] == "spot"
+    assert request["LaunchTemplate"]["LaunchTemplateId"] == seen.outputs.launch_template_id
+    tags = {t["Key"]: t["Value"] for t in request["TagSpecifications"][0]["Tags"]}
+    assert (
+        tags["Project"] == "Chronos-Training"
+        and tags["RunId"] == plan.run_id
+        and tags["Environment"] == "dev"
+    )
+    assert {s["ResourceType"] for s in request["TagSpecifications"]} == {"instance", "volume"}
+    assert "cpu" in plan.user_data  # local mode: the instance trains on CPU
+    assert plan.state_doc["status"] == "initialization" and plan.state_doc["instance_id"] is None
+
+
+def test_on_demand_has_no_market_options(world):
+    spec, seen = world
+    on_demand = load_spec(None, env="dev", market="on-demand")
+    plan = plan_launch(on_demand, seen)
+    assert "InstanceMarketOptions" not in plan.run_instances_request(plan.placements[0])
+
+
+def test_plan_refuses_without_data_and_with_a_lock(world):
+    from dataclasses import replace
+
+    spec, seen = world
+    with pytest.raises(ConfigError, match="no training data"):
+        plan_launch(spec, replace(seen, data_files=0))
+    bad_az = from_dict({"instance": {"availability_zones": ["us-east-1z"]}})
+    with pytest.raises(ConfigError, match=r"\$.instance.availability_zones"):
+        plan_launch(bad_az, seen)
+    held = Snapshot(
+        new_state(
+            env="dev", run_id="20261125-130000", market="spot", total_steps=5, now="2026-11-25T13:00:00Z"
+        ),
+        '"etag"',
+    )
+    with pytest.raises(
+        LockHeldError, match="20261125-130000 \\(initialization since 2026-11-25T13:00:00Z\\)"
+    ):
+        plan_launch(spec, replace(seen, active=held))
+
+
+def test_apply_uploads_launches_records_and_skips_unchanged_code(world, backend, repo):
+    spec, seen = world
+    clients = backend.clients()
+    result = apply_launch(plan_launch(spec, seen), clients, clock=lambda: NOW)
+    paths = layout.RunPaths(env="dev", run_id=result.run_id)
+    state = StateStore(clients.s3, seen.outputs.bucket, "dev").read()
+    assert state.doc["instance_id"] == result.instance_id and state.doc["availability_zone"] == "us-east-1a"
+    stored = json.loads(
+        clients.s3.get_object(Bucket=seen.outputs.bucket, Key=paths.user_configs + "run-spec.json")[
+            "Body"
+        ].read()
+    )
+    assert stored["model"]["base"] == "tiny" and stored["model"]["learning_rate"] == 0.001
+    inst = clients.ec2.describe_instances(InstanceIds=[result.instance_id])["Reservations"][0]["Instances"][0]
+    assert inst["InstanceLifecycle"] == "spot"
+    assert {"Key": "RunId", "Value": result.run_id} in inst["Tags"]
+    assert any(k.startswith("cached-datasets/scripts/bundle-") for k in result.uploaded)
+
+    # The next run with the same code does not upload the bundle again.
+    StateStore(clients.s3, seen.outputs.bucket, "dev").release(result.run_id)
+    later = gather_world(backend, spec, env="dev", now=NOW.replace(minute=6), repo_root=repo)
+    assert later.code_exists
+    again = apply_launch(plan_launch(spec, later), clients)
+    assert again.skipped == (f"cached-datasets/scripts/bundle-{seen.code_sha256}.tar.gz",)
+
+
+class _Refusing:
+    """An EC2 client whose RunInstances is refused for some instance types."""
+
+    def __init__(self, ec2, refuse: dict[str, str]) -> None:
+        self.ec2, self.refuse, self.calls = ec2, refuse, []
+
+    def run_instances(self, **kwargs):
+        self.calls.append((kwargs["InstanceType"], kwargs["NetworkInterfaces"][0]["SubnetId"]))
+        code = self.refuse.get(kwargs["InstanceType"])
+        if code:
+            raise ClientError({"Error": {"Code": code, "Message": "no"}}, "RunInstances")
+        return self.ec2.run_instances(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.ec2, name)
+
+
+def test_capacity_errors_fall_back_to_the_next_type_and_az(world, backend):
+    spec, seen = world
+    clients = backend.clients()
+    ec2 = _Refusing(clients.ec2, {"g5.xlarge": "InsufficientInstanceCapacity"})
+    result = apply_launch(plan_launch(spec, seen), Clients(s3=clients.s3, ec2=ec2, sts=clients.sts))
+    assert result.instance_type == "g4dn.xlarge" and len(result.refused) == 3
+    assert all("InsufficientInstanceCapacity" in r for r in result.refused)
+
+
+def test_when_everything_is_refused_the_lock_is_released(world, backend):
+    spec, seen = world
+    clients = backend.clients()
+    ec2 = _Refusing(
+        clients.ec2, {"g5.xlarge": "InsufficientInstanceCapacity", "g4dn.xlarge": "SpotMaxPriceTooLow"}
+    )
+    with pytest.raises(LaunchError, match="no capacity.*the lock was released.*--market=on-demand"):
+        apply_launch(plan_launch(spec, seen), Clients(s3=clients.s3, ec2=ec2, sts=clients.sts))
+    assert StateStore(clients.s3, seen.outputs.bucket, "dev").read() is None
+    denied = _Refusing(clients.ec2, {"g5.xlarge": "UnauthorizedOperation"})
+    with pytest.raises(AccessDeniedError, match="ec2:RunInstances"):
+        apply_launch(plan_launch(spec, seen), Clients(s3=clients.s3, ec2=denied, sts=clients.sts))
+    assert StateStore(clients.s3, seen.outputs.bucket, "dev").read() is None
+
+
+def test_a_lock_taken_between_plan_and_apply_is_refused(world, backend):
+    spec, seen = world
+    clients = backend.clients()
+    plan = plan_launch(spec, seen)
+    apply_launch(plan, clients)
+    with pytest.raises(LockHeldError):
+        apply_launch(plan_launch(spec, seen), clients)

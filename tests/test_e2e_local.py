@@ -1,0 +1,203 @@
+"""Local end to end: the real trainer in a local "instance", driven through ``invoke`` as a user would.
+
+Each test provisions ``dev`` in the session's moto server with the real local
+provisioner, stages the synthetic dataset and runs ``invoke launch / monitor /
+kill / verify / fetch / report --local`` as subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from common import layout
+from common.state_store import StateStore
+from control.backend import LocalBackend
+from control.local_instance import terminate_processes
+from control.localdir import PROJECT_ROOT, LocalDir, read_json, write_json
+from control.localenv import provision, stage_dataset
+from schemas import validate
+
+pytestmark = pytest.mark.slow
+
+INVOKE = str(Path(sys.executable).with_name("invoke"))
+SHORT_RUN = """\
+[instance]
+max_runtime = "20m"
+[model]
+base = "tiny"
+num_steps = {steps}
+batch_size = 16
+checkpoint_interval = {every}
+"""
+
+
+@pytest.fixture
+def world(tmp_path, local_aws, monkeypatch):
+    """``dev`` provisioned in a clean local AWS, a ``.local/`` folder for it, and an ``invoke`` runner."""
+    from trainer.synthetic import generate_dataset
+
+    local_dir = LocalDir(tmp_path / ".local")
+    write_json(local_dir.aws_file, {"endpoint_url": local_aws.endpoint_url, "pid": None})
+    monkeypatch.setenv("CHRONOS_LOCAL_DIR", str(local_dir.root))
+    backend = LocalBackend.open(local_dir)
+    outputs = provision(backend, "dev")
+    data = tmp_path / "data"
+    generate_dataset(data)
+    stage_dataset(backend.clients().s3, outputs["bucket"], data)
+
+    def invoke(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        env = {**os.environ, "CHRONOS_LOCAL_DIR": str(local_dir.root), "COLUMNS": "200"}
+        return subprocess.run(
+            [INVOKE, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def spec(name: str, steps: int, every: int) -> str:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(SHORT_RUN.format(steps=steps, every=every))
+        return str(path)
+
+    yield {
+        "invoke": invoke,
+        "spec": spec,
+        "s3": local_aws.client("s3"),
+        "ec2": local_aws.client("ec2"),
+        "bucket": outputs["bucket"],
+        "local_dir": local_dir,
+        "runs": tmp_path / "runs",
+    }
+    for record in local_dir.instance_records():
+        terminate_processes(record, grace_s=5.0)
+
+
+def _launched(proc: subprocess.CompletedProcess) -> tuple[str, str]:
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    words = proc.stdout.split()
+    run_id = words[words.index("run") + 1]
+    instance_id = words[words.index("on") + 1]
+    layout.parse_run_id(run_id)
+    return run_id, instance_id
+
+
+def _instance_state(ec2, instance_id: str) -> str:
+    return ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"][0]["State"][
+        "Name"
+    ]
+
+
+def _keys(s3, bucket: str, prefix: str) -> list[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def test_launch_monitor_verify_fetch_and_one_run_at_a_time(world):
+    invoke, s3, ec2, bucket = world["invoke"], world["s3"], world["ec2"], world["bucket"]
+    first, instance = _launched(
+        invoke("launch", "--env=dev", "--local", f"--spec={world['spec']('a', 40, 20)}")
+    )
+    assert _instance_state(ec2, instance) in ("pending", "running")
+
+    # A second launch while the first is active is refused with the clear message, creating nothing.
+    instances_before = {
+        i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+    }
+    refused = invoke("launch", "--env=dev", "--local")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"a run is already active in env 'dev': {first} (" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert {
+        i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+    } == instances_before
+
+    watched = invoke("monitor", "--env=dev", "--local", "--follow", "--interval=0.5", "--json")
+    assert watched.returncode == 0, watched.stdout[-3000:] + watched.stderr
+    assert '"outcome": "succeeded"' in watched.stdout
+    assert '"status": "training"' in watched.stdout  # the live view saw the training phase
+
+    verified = invoke("verify", "--env=dev", "--local")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "clean" in verified.stdout
+    assert _instance_state(ec2, instance) == "terminated"
+    assert StateStore(s3, bucket, "dev").read() is None
+
+    fetched = invoke("fetch", first, "--env=dev", "--local", f"--dest={world['runs']}")
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    run_dir = world["runs"] / "dev" / first
+    for rel, kind in (
+        ("logs/training.json", "training"),
+        ("logs/cleanup_status.json", "cleanup-status"),
+        ("model_metadata.json", "model-metadata"),
+        ("_SUCCESS", "sentinel"),
+    ):
+        validate(kind, json.loads((run_dir / rel).read_text()), source=rel)
+    training = json.loads((run_dir / "logs/training.json").read_text())
+    assert training["completion_status"] == "normal" and training["exit_code"] == 0
+    assert {"model_wql", "baseline_wql"} <= set(training["metrics"])
+    assert (run_dir / "models").is_dir() and (run_dir / "evaluation/forecasts.json").exists()
+    assert (run_dir / "user-configs/run-spec.json").exists()
+    assert not (run_dir / "checkpoints").exists()  # large; only with --checkpoints
+
+    reported = invoke("report", first, "--env=dev", "--local", f"--dest={world['runs']}")
+    assert reported.returncode == 0, reported.stdout + reported.stderr
+    for name in ("index.html", "loss.png", "forecasts.png", "phases.png", "cost.png"):
+        assert (run_dir / "report" / name).stat().st_size > 0, name
+
+    # Once the first run has ended, the next launch succeeds.
+    time.sleep(1.0)  # run ids have one-second resolution
+    second, _ = _launched(invoke("launch", "--env=dev", "--local", f"--spec={world['spec']('b', 4, 4)}"))
+    assert second != first
+    done = invoke("monitor", "--env=dev", "--local", "--follow", "--interval=0.5")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    history = invoke("runs", "--env=dev", "--local", "--json")
+    statuses = {r["run_id"]: r["status"] for r in json.loads(history.stdout)}
+    assert statuses == {first: "succeeded", second: "succeeded"}
+
+
+def test_kill_during_training(world):
+    invoke, s3, ec2, bucket = world["invoke"], world["s3"], world["ec2"], world["bucket"]
+    run_id, instance = _launched(
+        invoke("launch", "--env=dev", "--local", f"--spec={world['spec']('long', 100000, 5)}")
+    )
+    store = StateStore(s3, bucket, "dev")
+    paths = layout.RunPaths(env="dev", run_id=run_id)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # wait until it trains and has uploaded a checkpoint
+        snap = store.read()
+        assert snap is not None, "the run ended by itself"
+        if snap.doc["status"] == "training" and any(
+            k.endswith("trainer_state.json") for k in _keys(s3, bucket, paths.checkpoints)
+        ):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("the run did not reach a checkpoint in training")
+
+    killed = invoke("kill", "--env=dev", "--local", "--grace=90")
+    assert killed.returncode == 0, killed.stdout + killed.stderr
+    assert f"killed run {run_id} (was training)" in killed.stdout
+    assert _instance_state(ec2, instance) == "terminated"
+    assert store.read() is None
+
+    assert any(k.endswith("trainer_state.json") for k in _keys(s3, bucket, paths.checkpoints)), (
+        "checkpoint kept"
+    )
+    cleanup = json.loads(s3.get_object(Bucket=bucket, Key=paths.cleanup_status)["Body"].read())
+    validate("cleanup-status", cleanup)
+    training = json.loads(s3.get_object(Bucket=bucket, Key=paths.training_log)["Body"].read())
+    assert training["completion_status"] == "killed"
+
+    status = invoke("monitor", "--env=dev", "--local")
+    assert status.returncode == 3 and "killed" in status.stdout
+    verified = invoke("verify", "--env=dev", "--local")
+    assert verified.returncode == 0 and "clean" in verified.stdout
+
+    again = invoke("kill", "--env=dev", "--local")  # idempotent
+    assert again.returncode == 0 and "nothing to kill" in again.stdout
+    record = read_json(world["local_dir"].instance_file(instance))
+    assert record and record["ended_at"], "the local instance's processes ended"
