@@ -1,0 +1,60 @@
+"""Building the base model: tiny random init, a local folder, or a Hub id (offline here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer.model import ModelLoadError, load_base_model, parse_tiny, tiny_config
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_tiny_model_size_and_config() -> None:
+    model, info = load_base_model("tiny", seed=0)
+    assert info.param_count == 54144 and info.kind == "tiny" and info.d_model == 32
+    assert model.training
+    _, bigger = load_base_model("tiny-64", seed=0)
+    assert bigger.d_model == 64 and bigger.param_count > 3 * info.param_count
+    assert tiny_config(d_model=64).chronos_config["output_patch_size"] == 16
+    assert parse_tiny("tiny") == 32 and parse_tiny("tiny-64") == 64 and parse_tiny("tinyx") is None
+
+
+def test_tiny_weights_depend_only_on_the_seed() -> None:
+    a, _ = load_base_model("tiny", seed=5)
+    b, _ = load_base_model("tiny", seed=5)
+    c, _ = load_base_model("tiny", seed=6)
+    assert _same_weights(a, b)
+    assert not _same_weights(a, c)
+
+
+def test_local_directory_loads_the_saved_model(tmp_path: Path) -> None:
+    from chronos.chronos2 import Chronos2Pipeline
+
+    model, _ = load_base_model("tiny", seed=1)
+    Chronos2Pipeline(model=model).save_pretrained(tmp_path / "saved")
+    loaded, info = load_base_model(str(tmp_path / "saved"), seed=0)
+    assert info.kind == "local" and info.resolved == str((tmp_path / "saved").resolve())
+    assert info.param_count == 54144
+    assert _same_weights(model, loaded)
+
+
+def test_missing_local_directory_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="config.json"):
+        load_base_model(str(tmp_path), seed=0)
+
+
+def test_hub_id_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError, match="amazon/chronos-2"):
+        load_base_model("amazon/chronos-2", seed=0)
+
+
+def test_bad_tiny_size() -> None:
+    with pytest.raises(ModelLoadError, match="multiple of 4"):
+        tiny_config(d_model=30)
