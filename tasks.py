@@ -89,7 +89,7 @@ def launch(c, env="dev", spec=None, instance_type=None, market=None, max_runtime
     """Launch a training run: lock, upload configs and code, start the instance."""
     from control.launch import launch as do_launch
 
-    outcome = do_launch(_backend(local), env=env, spec_path=Path(spec) if spec else None,
+    outcome = do_launch(lambda: _backend(local), env=env, spec_path=Path(spec) if spec else None,
                         instance_type=instance_type, market=market, max_runtime=max_runtime, dry_run=dry_run)
     out = _console()
     plan = outcome.plan.summary()
@@ -370,6 +370,20 @@ def report(c, run_id, env="dev", dest=None, local=False):
         out.print(f"  not shown: {note}", soft_wrap=True)
 
 
+@task(help={"env": ENV_HELP, "dir": "folder of *.whl files the instance installs with pip --no-index",
+            "packed": "a packed Python env (tar.gz) to use instead of the wheelhouse", "local": LOCAL_HELP})
+@edge
+def wheelhouse(c, env="dev", dir=None, packed=None, local=False):  # noqa: A002
+    """Upload the instance's Python packages (wheels or a packed env) to cached-datasets/python-env/."""
+    from control.pyenv import upload_python_env
+
+    r = upload_python_env(_backend(local), env=env, wheels_dir=Path(dir) if dir else None,
+                          packed=Path(packed) if packed else None)
+    out = _console()
+    out.print(f"uploaded {len(r.uploaded)} file(s) to s3://{r.bucket}/cached-datasets/python-env/; "
+              f"{len(r.skipped)} already there")
+
+
 # -------------------------------------------------------------------- demo
 
 
@@ -453,5 +467,5 @@ def env_(c):
 
 
 local_ns = Collection("local", up, down, env_)
-ns = Collection(launch, monitor, kill, verify, runs, logs, fetch, report, demo)
+ns = Collection(launch, monitor, kill, verify, runs, logs, fetch, report, wheelhouse, demo)
 ns.add_collection(local_ns)

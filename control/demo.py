@@ -45,6 +45,12 @@ checkpoint_interval = 500
 """
 
 
+class DemoFailed(UserError):
+    """The demo ran but its run did not succeed or left something behind."""
+
+    exit_code = 1
+
+
 @dataclass(frozen=True, kw_only=True)
 class DemoEvent:
     """One step of the demo: ``kind`` is ``info``, ``launched``, ``view``, ``verified``,
@@ -93,7 +99,7 @@ def run_demo(*, env: str = "dev", steps: int = DEMO_STEPS, local_dir: LocalDir |
     yield DemoEvent(kind="report", message=f"report: {report.index} ({time.monotonic() - t0:.0f} s)",
                     data=report)
     if final.outcome is not Outcome.SUCCEEDED:
-        raise UserError(f"the demo run ended {final.outcome.value}: {final.advice or ''}".rstrip(": "))
+        raise DemoFailed(f"the demo run ended {final.outcome.value}: {final.advice or ''}".rstrip(": "))
     if not checked.final.clean:
-        raise UserError(f"verify found orphans after the demo; clean them with "
+        raise DemoFailed(f"verify found orphans after the demo; clean them with "
                         f"`invoke verify --env={env} --local --fix --yes`")

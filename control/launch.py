@@ -99,6 +99,7 @@ class World:
     prices: Mapping[tuple[str, str], Price]
     user_files: tuple[tuple[str, bytes], ...] = ()
     identity: Mapping[str, str] = field(default_factory=dict)
+    python_env: str = "packed"  # packed | wheelhouse | missing: what the instance boots its Python from
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,6 +122,7 @@ class LaunchPlan:
     state_doc: Mapping[str, Any]
     data_files: int
     data_bytes: int
+    python_env: str = "packed"
 
     @property
     def market(self) -> Market:
@@ -181,6 +183,7 @@ class LaunchPlan:
             "state_key": self.paths.state,
             "outputs_prefix": self.paths.prefix,
             "logs_prefix": self.paths.logs,
+            "python_env": self.python_env,
             "uploads": [{"key": u.key, "bytes": u.size, "skip": u.skip_reason} for u in self.uploads],
         }
 
@@ -262,6 +265,7 @@ def gather_world(backend: Backend, spec: RunSpec, *, env: str, now: datetime,
         exists = _exists(clients.s3, outputs.bucket, code_key)
     with backend.errors("s3:ListBucket", f"s3://{outputs.bucket}/{spec.data.prefix}"):
         files, size = _data_inventory(clients.s3, outputs.bucket, spec.data.prefix)
+        python_env = _python_env(clients.s3, outputs.bucket)
     azs = _azs(spec, outputs)
     prices: dict[tuple[str, str], Price] = {}
     for itype in spec.instance.types:
@@ -271,7 +275,16 @@ def gather_world(backend: Backend, spec: RunSpec, *, env: str, now: datetime,
     return World(env=env, run_id=layout.new_run_id(now), now=now, local=backend.local, device=backend.device,
                  outputs=outputs, active=active, code_bundle=bundle, code_sha256=sha, code_exists=exists,
                  data_files=files, data_bytes=size, prices=prices, user_files=user_files,
-                 identity=identity)
+                 identity=identity, python_env=python_env)
+
+
+def _python_env(s3: Any, bucket: str) -> str:
+    if _exists(s3, bucket, PYTHON_ENV_KEY):
+        return "packed"
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=WHEELHOUSE_PREFIX, MaxKeys=5)
+    if any(o["Key"].endswith(".whl") for o in listed.get("Contents", [])):
+        return "wheelhouse"
+    return "missing"
 
 
 def code_key_for(sha256: str) -> str:
@@ -334,6 +347,11 @@ def plan_launch(spec: RunSpec, world: World) -> LaunchPlan:
     if unknown:
         raise ConfigError(f"run spec: $.instance.availability_zones: {unknown} have no subnet in the stack "
                           f"(it has {sorted(outputs.subnets_by_az)})")
+    if world.python_env == "missing" and not world.local:
+        raise ConfigError(f"no Python environment for the instance: neither "
+                          f"s3://{outputs.bucket}/{PYTHON_ENV_KEY} nor wheels under "
+                          f"s3://{outputs.bucket}/{WHEELHOUSE_PREFIX}; upload them with "
+                          f"`invoke wheelhouse --env={world.env} --dir=DIR` (see README)")
     resolved = spec.resolved(local=world.local)
     placements = tuple(
         Placement(instance_type=t, availability_zone=az, subnet_id=outputs.subnets_by_az[az],
@@ -345,7 +363,8 @@ def plan_launch(spec: RunSpec, world: World) -> LaunchPlan:
     user_data = render_user_data(
         bucket=outputs.bucket, env=world.env, run_id=world.run_id, region=outputs.region,
         max_runtime_minutes=resolved.instance.max_runtime_minutes, code_key=code_key,
-        python_env_key=PYTHON_ENV_KEY, wheelhouse_prefix=WHEELHOUSE_PREFIX, device=world.device,
+        python_env_key=PYTHON_ENV_KEY if world.python_env == "packed" else None,
+        wheelhouse_prefix=WHEELHOUSE_PREFIX, device=world.device,
     )
     spec_json = json.dumps(resolved.to_dict(), indent=2, sort_keys=True).encode()
     uploads = [Upload(key=paths.user_configs + RUN_SPEC_NAME, body=spec_json,
@@ -362,7 +381,7 @@ def plan_launch(spec: RunSpec, world: World) -> LaunchPlan:
         security_group_id=outputs.security_group_id,
         tags=infra_spec.tags(world.env, extra={"RunId": world.run_id}, managed_by=MANAGED_BY),
         user_data=user_data, code_key=code_key, uploads=tuple(uploads), state_doc=state,
-        data_files=world.data_files, data_bytes=world.data_bytes,
+        data_files=world.data_files, data_bytes=world.data_bytes, python_env=world.python_env,
     )
 
 
@@ -472,15 +491,18 @@ def _release_quietly(store: StateStore, run_id: str) -> None:
 # ------------------------------------------------------------ the operation
 
 
-def launch(backend: Backend, *, env: str, spec_path: Path | None = None, instance_type: str | None = None,
-           market: str | None = None, max_runtime: str | None = None, dry_run: bool = False,
-           clock: Clock = utc_now) -> LaunchOutcome:
+def launch(backend: Backend | Callable[[], Backend], *, env: str, spec_path: Path | None = None,
+           instance_type: str | None = None, market: str | None = None, max_runtime: str | None = None,
+           dry_run: bool = False, clock: Clock = utc_now) -> LaunchOutcome:
     """``invoke launch``: validate, plan, and unless ``dry_run`` apply.
 
-    Nothing is created when validation fails: every check happens before the lock.
+    ``backend`` may be a factory: it is called once the arguments and the spec are
+    valid. Nothing is created when validation fails: every check happens before the lock.
     """
     check_env(env)
     spec = load_spec(spec_path, env=env, instance_type=instance_type, market=market, max_runtime=max_runtime)
+    if not isinstance(backend, Backend):
+        backend = backend()
     user_files = ((Path(spec_path).name, Path(spec_path).read_bytes()),) if spec_path else ()
     world = gather_world(backend, spec, env=env, now=clock(), user_files=user_files)
     plan = plan_launch(spec, world)

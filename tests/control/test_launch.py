@@ -181,3 +181,26 @@ def test_a_lock_taken_between_plan_and_apply_is_refused(world, backend):
     apply_launch(plan, clients)
     with pytest.raises(LockHeldError):
         apply_launch(plan_launch(spec, seen), clients)
+
+
+def test_an_aws_launch_needs_a_python_env_for_the_instance(world, cli, tmp_path):
+    from dataclasses import replace
+
+    spec, seen = world
+    aws_world = replace(seen, local=False, device="cuda", python_env="missing")
+    with pytest.raises(ConfigError, match="no Python environment for the instance.*invoke wheelhouse"):
+        plan_launch(spec, aws_world)
+    plan = plan_launch(spec, replace(aws_world, python_env="wheelhouse"))
+    assert plan.summary()["python_env"] == "wheelhouse" and plan.spec.model.base == "amazon/chronos-2"
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "demo_pkg-1.0-py3-none-any.whl").write_bytes(b"not really a wheel")
+    first = cli("wheelhouse", "--env=dev", "--local", f"--dir={wheels}")
+    assert first.returncode == 0 and "uploaded 1 file(s)" in first.stdout
+    second = cli("wheelhouse", "--env=dev", "--local", f"--dir={wheels}")
+    assert (
+        second.returncode == 0
+        and "uploaded 0 file(s)" in second.stdout
+        and "1 already there" in second.stdout
+    )
