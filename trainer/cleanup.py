@@ -7,9 +7,10 @@ next step still runs):
 2. release the state file (delete it if it still belongs to this run);
 3. verification: other instances of this env still alive, available volumes;
 4. cleanup_status.json (``written_by: instance``), recording the poweroff about
-   to happen, then ``trainer.log`` one last time;
-5. ``STATE: TERMINATING`` and the poweroff strategy. If the poweroff fails the
-   instance is still alive, so cleanup_status.json is rewritten to say so.
+   to happen;
+5. ``STATE: TERMINATING``, ``trainer.log`` one last time, and the poweroff strategy.
+   If the poweroff fails the instance is still alive, so cleanup_status.json (and
+   the log) are written again to say so.
 """
 
 from __future__ import annotations
@@ -72,13 +73,14 @@ class Cleanup:
         resource = self.instance_id or "this instance"
         self.actions.append(self._action(resource, f"poweroff ({self.poweroff.name})", "succeeded", None))
         self._write_status(verification, removed is True)
-        self._upload_log()
         state_line("TERMINATING", f"instance {resource} via {self.poweroff.name}")
+        self._upload_log()
         result = self.poweroff(self.instance_id)
-        if not result.succeeded:
+        if not result.succeeded:  # still alive: say so where a user looks
             self.actions[-1] = self._action(resource, f"poweroff ({result.method})", "failed", result.error)
             self._record(f"poweroff failed: {result.error}")
             self._write_status(verification, removed is True)
+            self._upload_log()
         return result
 
     def _to_cleanup(self) -> None:

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import platform
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -245,8 +248,6 @@ def _upload_results(
         ]
     if outputs.forecasts is not None and outputs.forecasts.is_file():
         pairs.append((outputs.forecasts, paths.prefix + FORECASTS_KEY))
-    if outputs.trainer_log is not None and outputs.trainer_log.is_file():
-        pairs.append((outputs.trainer_log, paths.logs + TRAINER_LOG_NAME))
     missing = _missing_checkpoints(transfers, paths, outputs.checkpoints_dir)
     artifacts = _upload(transfers, pairs)
     for folder in missing:
@@ -259,6 +260,8 @@ def _upload_results(
         state_line("UPLOAD_SUCCESS", paths.model_metadata)
     record.add_artifacts(outputs.user_configs + artifacts)
     verified = _verify(transfers, paths, artifacts)
+    if outputs.trainer_log is not None and outputs.trainer_log.is_file():  # a log, not an artifact:
+        _upload(transfers, [(outputs.trainer_log, paths.logs + TRAINER_LOG_NAME)])  # cleanup rewrites it
     return {
         "uploaded": len(artifacts),
         "bytes": sum(a["size"] for a in artifacts),
@@ -345,3 +348,38 @@ def _best_effort_doc(
     record: TrainingLog, status: RunStatus, completion: CompletionStatus, exit_code: int
 ) -> dict[str, Any]:
     return record.document(status=status, completion=CompletionStatus.FAILED, exit_code=exit_code or 1)
+
+
+def software_versions() -> dict[str, str | None]:
+    """Python and library versions (CUDA only when torch is already loaded)."""
+
+    def version(dist: str) -> str | None:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return None
+
+    torch = sys.modules.get("torch")
+    cuda = getattr(getattr(torch, "version", None), "cuda", None) if torch is not None else None
+    return {"python": platform.python_version(), "torch": version("torch"), "cuda": cuda,
+            "chronos": version("chronos-forecasting"), "transformers": version("transformers"),
+            "peft": version("peft")}
+
+
+def model_metadata(*, paths: RunPaths, spec: Any, record: TrainingLog, manifest: dict[str, Any],
+                   base_info: dict[str, Any], device: str) -> dict[str, Any]:
+    """model_metadata.json: what produced the model (schema ``model-metadata``)."""
+    m = spec.model
+    doc = {
+        "schema_version": 1, "run_id": paths.run_id, "env": paths.env, "created_at": iso(utc_now()),
+        "started_at": record.started_at,
+        "base_model": {"id": m.base, "revision": base_info.get("revision"),
+                       "parameters": int(base_info.get("param_count") or 0)},
+        "dataset_manifest": manifest, "git_commit": record.git_commit, "versions": dict(record.software),
+        "hyperparameters": {"prediction_length": m.prediction_length, "context_length": m.context_length,
+                            "num_steps": m.num_steps, "batch_size": m.batch_size,
+                            "learning_rate": m.learning_rate, "finetune_mode": m.finetune_mode.value,
+                            "checkpoint_interval": m.checkpoint_interval, "seed": m.seed, "device": device},
+        "metrics": dict(record.metrics), "phase_durations": record.durations(),
+    }
+    return validate("model-metadata", doc, source="model_metadata.json")

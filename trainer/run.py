@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
-import sys
+import os
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +39,9 @@ from common.errors import ConfigError
 from common.layout import RunPaths
 from common.state_store import IllegalTransitionError, NotHeldError, StateStore
 from common.status import CompletionStatus, ErrorClass, RunStatus
-from common.timeutil import iso, parse_iso, utc_now
+from common.timeutil import parse_iso, utc_now
 from trainer import preflight, sync
+from trainer.bootstrap import build_info
 from trainer.cleanup import Cleanup
 from trainer.errors import (
     CLIENT_CONFIG,
@@ -53,20 +52,17 @@ from trainer.errors import (
     record_for,
     retry_policy,
 )
-from trainer.finalize import Outputs, TrainingLog, finalize
+from trainer.finalize import Outputs, TrainingLog, finalize, model_metadata, software_versions
 from trainer.instance import DEFAULT_ENDPOINT, IMDS, Poweroff, select_poweroff
-from trainer.watcher import Heartbeat, Progress, StopRequest, TrainingChild, Watcher
+from trainer.watcher import Heartbeat, Progress, ProgressEvents, StopRequest, TrainingChild, Watcher
 
 log = logging.getLogger(__name__)
 
-EXIT_CODES = {
-    CompletionStatus.NORMAL: 0,
-    CompletionStatus.FAILED: 1,
-    CompletionStatus.INTERRUPTED: 3,
-    CompletionStatus.KILLED: 4,
-}
+EXIT_CODES = {CompletionStatus.NORMAL: 0, CompletionStatus.FAILED: 1, CompletionStatus.INTERRUPTED: 3,
+              CompletionStatus.KILLED: 4}
 RUN_SPEC_NAME = "run-spec.json"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+CHECKPOINT_FLUSH_S = 90.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,9 +153,8 @@ class Driver:
         self.paths = RunPaths(env=opts.env, run_id=opts.run_id)
         session = boto3.Session(region_name=opts.region)
         self.s3 = deps.s3 or make_client(session, "s3", endpoint_url=opts.endpoint_url, config=CLIENT_CONFIG)
-        self.ec2 = deps.ec2 or make_client(
-            session, "ec2", endpoint_url=opts.endpoint_url, config=CLIENT_CONFIG
-        )
+        self.ec2 = deps.ec2 or make_client(session, "ec2", endpoint_url=opts.endpoint_url,
+                                           config=CLIENT_CONFIG)
         self.errors = ErrorLog(on_record=self._keep_last_error)
         self.retrier = Retrier(retry_policy(opts.retry), errors=self.errors, sleep=deps.sleep)
         self.store = StateStore(self.s3, opts.bucket, opts.env)
@@ -178,16 +173,11 @@ class Driver:
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> int:
-        log.info(
-            "run %s (env %s) on device %s%s",
-            self.opts.run_id,
-            self.opts.env,
-            self.opts.device,
-            " (local mode)" if self.opts.local else "",
-        )
-        self.record.software, self.record.git_commit = software_versions(), git_commit()
-        completion, reason = CompletionStatus.NORMAL, None
-        phase = "identify"
+        """Every phase, then :meth:`finish`; the exit code."""
+        log.info("run %s (env %s) on %s%s", self.opts.run_id, self.opts.env, self.opts.device,
+                 " (local mode)" if self.opts.local else "")
+        self.record.software, self.record.git_commit = software_versions(), build_info().get("git_commit")
+        completion, reason, phase = CompletionStatus.NORMAL, None, "identify"
         try:
             self._identify()
             phase = "run_spec"
@@ -209,214 +199,138 @@ class Driver:
         return self.finish(completion, reason)
 
     def _phases(self) -> list[tuple[str, RunStatus | None, Callable[[dict[str, Any]], None]]]:
-        return [
-            ("preflight", None, self._preflight),
-            ("data_sync", RunStatus.DATA_SYNC, self._data_sync),
-            ("training", RunStatus.TRAINING, self._training),
-            ("evaluation", RunStatus.RESULTS_SYNC, self._evaluation),
-        ]
+        return [("preflight", None, self._preflight), ("data_sync", RunStatus.DATA_SYNC, self._data_sync),
+                ("training", RunStatus.TRAINING, self._training),
+                ("evaluation", RunStatus.RESULTS_SYNC, self._evaluation)]
 
     def _identify(self) -> None:
-        identity = IMDS(self.opts.imds_endpoint).identity()
-        self.instance_id = identity.instance_id
-        self.record.instance = {
-            "instance_id": identity.instance_id,
-            "instance_type": identity.instance_type,
-            "market": identity.market.value,
-            "availability_zone": identity.availability_zone,
-            "gpu": None,
-            "local": self.opts.local,
-        }
-        log.info(
-            "instance %s (%s, %s, %s)",
-            identity.instance_id,
-            identity.instance_type,
-            identity.availability_zone,
-            identity.market.value,
-        )
+        ident = IMDS(self.opts.imds_endpoint).identity()
+        self.instance_id = ident.instance_id
+        self.record.instance = {"instance_id": ident.instance_id, "instance_type": ident.instance_type,
+                                "market": ident.market.value, "availability_zone": ident.availability_zone,
+                                "gpu": None, "local": self.opts.local}
+        log.info("instance %s (%s, %s, %s)", ident.instance_id, ident.instance_type, ident.availability_zone,
+                 ident.market.value)
         try:
-            self._state_call(
-                lambda: self.store.set_instance(
-                    self.opts.run_id,
-                    instance_id=identity.instance_id,
-                    instance_type=identity.instance_type,
-                    availability_zone=identity.availability_zone,
-                    market=identity.market.value,
-                )
-            )
+            self._state_call(lambda: self.store.set_instance(
+                self.opts.run_id, instance_id=ident.instance_id, instance_type=ident.instance_type,
+                availability_zone=ident.availability_zone, market=ident.market.value))
         except NotHeldError as exc:
-            raise TerminalError(
-                f"{exc}: this instance was launched for a run that no longer holds the lock",
-                component="identify",
-            ) from None
+            raise TerminalError(f"{exc}: this instance was launched for a run that no longer holds the lock",
+                                component="identify") from None
 
     def _load_spec(self) -> None:
         key = self.paths.user_configs + RUN_SPEC_NAME
+        where = f"s3://{self.opts.bucket}/{key}"
         try:
             doc = json.loads(self.transfers.get_bytes(key, component="run_spec"))
-            self.spec = runspec.from_dict(doc, source=f"s3://{self.opts.bucket}/{key}").resolved(
-                local=self.opts.local
-            )
+            self.spec = runspec.from_dict(doc, source=where).resolved(local=self.opts.local)
         except TrainerError:
             raise
         except ConfigError as exc:
             raise TerminalError(f"invalid run spec: {exc}", component="run_spec") from None
         except Exception as exc:
-            raise TerminalError(
-                f"cannot read the run spec s3://{self.opts.bucket}/{key}: {exc}", component="run_spec"
-            ) from None
+            raise TerminalError(f"cannot read the run spec {where}: {exc}", component="run_spec") from None
         self.progress.update(total_steps=self.spec.model.num_steps)
 
     # -- phases ---------------------------------------------------------------------------------
     def _preflight(self, details: dict[str, Any]) -> None:
-        def s3_check() -> None:
-            self.retrier.call(
-                lambda: self.s3.list_objects_v2(Bucket=self.opts.bucket, Prefix=self.paths.logs, MaxKeys=1),
-                component="preflight",
-                action="s3:ListBucket",
-                resource=f"s3://{self.opts.bucket}/{self.paths.logs}",
-            )
+        where = f"s3://{self.opts.bucket}/{self.paths.logs}"
 
-        details.update(
-            preflight.run_preflight(device=self.opts.device, workdir=self.opts.work, s3_check=s3_check)
-        )
+        def s3_check() -> None:
+            self.retrier.call(lambda: self.s3.list_objects_v2(Bucket=self.opts.bucket, Prefix=self.paths.logs,
+                                                              MaxKeys=1),
+                              component="preflight", action="s3:ListBucket", resource=where)
+
+        details.update(preflight.run_preflight(device=self.opts.device, workdir=self.opts.work,
+                                               s3_check=s3_check))
         self.record.instance["gpu"] = details.get("gpu")
 
     def _data_sync(self, details: dict[str, Any]) -> None:
-        from trainer import data as data_module
+        from trainer.data import save_inputs
         from trainer.train import CHECKPOINTS_DIRNAME, checkpoint_problem
 
-        assert self.spec is not None
-        self._clear_previous_sentinel()
-        configs = self.transfers.list(self.paths.user_configs, component="data_sync")
-        self.transfers.download(
-            configs, self.opts.work / "user-configs", strip=self.paths.user_configs, component="data_sync"
-        )
-        self.outputs.user_configs = [
-            {
-                "key": o.key,
-                "size": o.size,
-                "sha256": sync.sha256_file(
-                    self.opts.work / "user-configs" / o.key[len(self.paths.user_configs) :]
-                ),
-            }
-            for o in configs
-        ]
-        manifest, files, verified = sync.sync_data(
-            self.transfers, self.spec.data.prefix, self.opts.work / "data"
-        )
+        spec, work = self._spec(), self.opts.work
+        details["previous_attempt"] = sync.clear_previous_sentinel(self.transfers, self.paths.success,
+                                                                   self.paths.failed_upload)
+        self.outputs.user_configs = sync.download_user_configs(self.transfers, self.paths.user_configs,
+                                                               work / "user-configs")
+        manifest, files, verified = sync.sync_data(self.transfers, spec.data.prefix, work / "data")
         self.data.manifest, self.data.files = manifest, files
-        details.update(
-            manifest={"count": manifest.count, "bytes": manifest.total_bytes},
-            verification=verified,
-            user_configs=len(configs),
-        )
-        self.data.dataset = load_dataset(data_module, files, self.spec)
+        details.update(manifest={"count": manifest.count, "bytes": manifest.total_bytes},
+                       verification=verified, user_configs=len(self.outputs.user_configs))
+        self.data.dataset = sync.load_training_data(files, spec)
         details["dataset"] = self.data.dataset.summary()
-        self.data.inputs = data_module.save_inputs(
-            self.data.dataset.train_inputs, self.opts.work / "inputs.npz"
-        )
-        self.data.base_model = self._base_model()
-        step = sync.restore_checkpoint(
-            self.transfers,
-            self.paths.checkpoints,
-            self.opts.work / "train" / CHECKPOINTS_DIRNAME,
-            checkpoint_problem,
-        )
-        details["restored_checkpoint_step"] = step
+        self.data.inputs = save_inputs(self.data.dataset.train_inputs, work / "inputs.npz")
+        self.data.base_model = sync.fetch_base_model(self.transfers, spec.model.base, work / "base-model")
+        details["restored_checkpoint_step"] = sync.restore_checkpoint(
+            self.transfers, self.paths.checkpoints, work / "train" / CHECKPOINTS_DIRNAME, checkpoint_problem)
 
     def _training(self, details: dict[str, Any]) -> None:
-        assert self.spec is not None and self.data.inputs is not None
         uploader = sync.CheckpointUploader(self.transfers, self.paths.checkpoints)
-        events = _EventSink(self.progress, self.record.loss_curve, uploader.submit)
-        config = child_config(
-            self.spec,
-            workdir=self.opts.work,
-            device=self.opts.device,
-            base_model=self.data.base_model,
-            inputs=self.data.inputs,
-            step_delay_s=self.opts.step_delay_s,
-        )
-        self.child = TrainingChild(
-            config=config,
-            config_path=self.opts.work / "train-config.json",
-            progress_path=Path(config["progress_path"]),
-            on_event=events,
-        )
+        events = ProgressEvents(self.progress, self.record.loss_curve, uploader.submit)
+        config = child_config(self._spec(), workdir=self.opts.work, device=self.opts.device,
+                              base_model=self.data.base_model, inputs=self.data.inputs or Path(),
+                              step_delay_s=self.opts.step_delay_s)
+        self.child = TrainingChild(config=config, config_path=self.opts.work / "train-config.json",
+                                   progress_path=Path(config["progress_path"]), on_event=events,
+                                   env=child_env(self.opts.device))
         if self.stop_request is not None:
             self.child.request_stop()
         try:
             code = self.child.run()
         finally:
-            flushed = uploader.close(timeout=300)
-            details["checkpoints_uploaded"] = sorted(uploader.uploaded)
-            self.progress.update(last_checkpoint_step=max(uploader.uploaded, default=None))
-            if not flushed or uploader.failures:
-                self.errors.add(
-                    record_for(
-                        uploader.failures[0]
-                        if uploader.failures
-                        else TrainerError(
-                            "checkpoint uploads did not finish within 300 s", component="training"
-                        ),
-                        component="training",
-                    )
-                )
+            self._flush_checkpoints(uploader, details)
         self.record.resumed_from_step = events.start_step or None
-        result = _read_json(Path(config["result_path"]))
-        details.update(
-            exit_code=code,
-            start_step=events.start_step,
-            final_step=self.progress.step,
-            resumed_from_step=self.record.resumed_from_step,
-        )
-        self._training_outcome(code, result)
+        details.update(exit_code=code, start_step=events.start_step, final_step=self.progress.step,
+                       resumed_from_step=self.record.resumed_from_step)
+        self._training_outcome(code, _read_json(Path(config["result_path"])))
+
+    def _flush_checkpoints(self, uploader: sync.CheckpointUploader, details: dict[str, Any]) -> None:
+        flushed = uploader.close(timeout=CHECKPOINT_FLUSH_S)
+        details["checkpoints_uploaded"] = sorted(uploader.uploaded)
+        self.progress.update(last_checkpoint_step=max(uploader.uploaded, default=None))
+        if uploader.failures or not flushed:
+            problem = uploader.failures[0] if uploader.failures else TrainerError(
+                f"checkpoint uploads did not finish within {CHECKPOINT_FLUSH_S:g} s", component="training")
+            self.errors.add(record_for(problem, component="training"))
 
     def _training_outcome(self, code: int, result: dict[str, Any]) -> None:
         """Map the child's exit code to the run: done, stopped, or a terminal error."""
         if code in (3, -15, 143) and self.stop_request is not None:
             self._check_stop()
-        error = result.get("error") or "see trainer.log"
         if code != 0:
-            kinds = {
-                2: "invalid training config",
-                3: "training stopped without a stop request",
-                4: "invalid training data",
-            }
-            raise TerminalError(
-                f"{kinds.get(code, f'training process failed (exit {code})')}: {error}",
-                component="training",
-                details={"exit_code": code},
-            )
+            kinds = {2: "invalid training config", 3: "training stopped without a stop request",
+                     4: "invalid training data"}
+            raise TerminalError(f"{kinds.get(code, f'training process failed (exit {code})')}: "
+                                f"{result.get('error') or 'see trainer.log'}", component="training",
+                                details={"exit_code": code})
         self.outputs.model_dir = Path(result["final_model_dir"])
         self.outputs.checkpoints_dir = self.opts.work / "train" / "checkpoints"
         self.record.loss_curve[:] = [[int(s), float(v)] for s, v in result.get("losses", [])]
-        self.record.metrics.update(
-            final_loss=self.record.loss_curve[-1][1] if self.record.loss_curve else None,
-            steps_per_s=float(result.get("steps_per_s") or 0.0),
-        )
+        curve = self.record.loss_curve
+        self.record.metrics.update(final_loss=curve[-1][1] if curve else None,
+                                   steps_per_s=float(result.get("steps_per_s") or 0.0))
         self.data.base_info = result.get("base_model") or {}
 
     def _evaluation(self, details: dict[str, Any]) -> None:
         from trainer import evaluate
 
-        assert self.spec is not None and self.outputs.model_dir is not None
-        pipeline = evaluate.load_pipeline(self.outputs.model_dir, self.opts.device)
+        spec, model_dir = self._spec(), self.outputs.model_dir or Path()
+        pipeline = evaluate.load_pipeline(model_dir, self.opts.device)
         metrics = evaluate.evaluate_model(pipeline, self.data.dataset)
         self.record.metrics.update(metrics)
-        doc = evaluate.forecasts(
-            pipeline,
-            self.data.dataset,
-            self.data.files,
-            item_column=self.spec.data.item_id_column,
-            timestamp_column=self.spec.data.timestamp_column,
-        )
+        doc = evaluate.forecasts(pipeline, self.data.dataset, self.data.files,
+                                 item_column=spec.data.item_id_column,
+                                 timestamp_column=spec.data.timestamp_column)
         path = self.opts.work / "evaluation" / "forecasts.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc, indent=1))
         self.outputs.forecasts = path
         details.update(metrics=metrics, forecast_items=len(doc["items"]))
-        self.outputs.model_metadata = self._model_metadata()
+        self.outputs.model_metadata = model_metadata(
+            paths=self.paths, spec=spec, record=self.record, manifest=self.data.manifest.to_dict()
+            if self.data.manifest else {}, base_info=self.data.base_info, device=self.opts.device)
 
     # -- endings --------------------------------------------------------------------------------
     def finish(self, completion: CompletionStatus, reason: str | None) -> int:
@@ -424,56 +338,34 @@ class Driver:
         self._finishing = True
         status = self._final_status(completion, reason)
         exit_code = EXIT_CODES[completion]
-        result = finalize(
-            transfers=self.transfers,
-            paths=self.paths,
-            record=self.record,
-            outputs=self.outputs,
-            status=status,
-            completion=completion,
-            exit_code=exit_code,
-            lock_path=self.opts.work / "finalize.lock",
-        )
+        result = finalize(transfers=self.transfers, paths=self.paths, record=self.record,
+                          outputs=self.outputs, status=status, completion=completion, exit_code=exit_code,
+                          lock_path=self.opts.work / "finalize.lock")
         if not result.succeeded:
             exit_code = exit_code or EXIT_CODES[CompletionStatus.FAILED]
             if status is RunStatus.RESULTS_SYNC:
                 self._final_status(CompletionStatus.FAILED, f"finalize failed: {result.error}")
         if self.watcher is not None:
             self.watcher.stop()
-        poweroff = self.deps.poweroff or select_poweroff(local=self.opts.local, ec2=self.ec2)
-        Cleanup(
-            store=self.store,
-            paths=self.paths,
-            transfers=self.transfers,
-            ec2=self.ec2,
-            instance_id=self.instance_id,
-            poweroff=poweroff,
-            retrier=self.retrier.with_policy(retry_policy(self.opts.retry, max_retries=3)),
-            errors=self.errors,
-            trainer_log=self.outputs.trainer_log,
-        ).run()
+        Cleanup(store=self.store, paths=self.paths, transfers=self.transfers, ec2=self.ec2,
+                instance_id=self.instance_id,
+                poweroff=self.deps.poweroff or select_poweroff(local=self.opts.local, ec2=self.ec2),
+                retrier=self.retrier.with_policy(retry_policy(self.opts.retry, max_retries=3)),
+                errors=self.errors, trainer_log=self.outputs.trainer_log).run()
+        self.transfers.close()
         log.info("run %s ended: %s (exit %d)", self.opts.run_id, completion.value, exit_code)
         return exit_code
 
     def _final_status(self, completion: CompletionStatus, reason: str | None) -> RunStatus:
         """Write the final status (if the state still allows it) and return the status now."""
-        target = {
-            CompletionStatus.FAILED: RunStatus.FAILED,
-            CompletionStatus.INTERRUPTED: RunStatus.INTERRUPTED,
-            CompletionStatus.KILLED: RunStatus.KILLED,
-        }.get(completion)
+        target = {CompletionStatus.FAILED: RunStatus.FAILED, CompletionStatus.KILLED: RunStatus.KILLED,
+                  CompletionStatus.INTERRUPTED: RunStatus.INTERRUPTED}.get(completion)
         if target is None:
             return RunStatus.RESULTS_SYNC
+        error = self.errors.last() if target is RunStatus.FAILED else None
         try:
-            snap = self._state_call(
-                lambda: self.store.transition(
-                    self.opts.run_id,
-                    target,
-                    reason=(reason or target.value)[:500],
-                    error=self.errors.last() if target is RunStatus.FAILED else None,
-                )
-            )
-            return snap.status
+            return self._state_call(lambda: self.store.transition(
+                self.opts.run_id, target, reason=(reason or target.value)[:500], error=error)).status
         except IllegalTransitionError as exc:
             log.info("state is already %s (%s)", exc.current.value, exc)
             return exc.current if exc.current.is_final() else target
@@ -502,9 +394,8 @@ class Driver:
             self._state_call(lambda: self.store.transition(self.opts.run_id, status))
         except IllegalTransitionError as exc:
             if exc.current is RunStatus.KILLED:
-                self.request_stop(
-                    StopRequest(status=RunStatus.KILLED, reason="killed by operator", source="state")
-                )
+                self.request_stop(StopRequest(status=RunStatus.KILLED, reason="killed by operator",
+                                              source="state"))
                 self._check_stop()
             raise TerminalError(f"cannot move to {status.value}: {exc}", component=status.value) from None
         except NotHeldError as exc:
@@ -516,6 +407,7 @@ class Driver:
         return self.retrier.call(fn, component="state", action="s3:PutObject", resource=self.store.location)
 
     def _keep_last_error(self, record: dict[str, Any]) -> None:
+        """Every error record also becomes ``last_error`` in the state (best effort)."""
         if record["error_class"] == ErrorClass.CLEANUP.value or self._finishing:
             return
         try:
@@ -524,218 +416,57 @@ class Driver:
             log.warning("could not record last_error: %s", exc)
 
     def _start_watcher(self) -> None:
-        assert self.spec is not None
-        heartbeat = Heartbeat(
-            self.store, self.opts.run_id, self.progress, interval_s=self.opts.heartbeat_interval_s
-        )
+        heartbeat = Heartbeat(self.store, self.opts.run_id, self.progress,
+                              interval_s=self.opts.heartbeat_interval_s)
         deadline, minutes = self._deadline()
-        self.watcher = Watcher(
-            run_id=self.opts.run_id,
-            imds=IMDS(self.opts.imds_endpoint),
-            store=self.store,
-            on_stop=self.request_stop,
-            deadline=deadline,
-            max_runtime_min=minutes,
-            heartbeat=heartbeat,
-            spot_interval_s=self.opts.spot_interval_s,
-            state_interval_s=self.opts.state_interval_s,
-        ).start()
+        self.watcher = Watcher(run_id=self.opts.run_id, imds=IMDS(self.opts.imds_endpoint), store=self.store,
+                               on_stop=self.request_stop, deadline=deadline, max_runtime_min=minutes,
+                               heartbeat=heartbeat, spot_interval_s=self.opts.spot_interval_s,
+                               state_interval_s=self.opts.state_interval_s).start()
 
     def _deadline(self) -> tuple[float, float]:
         """Monotonic time to stop at: launch + max runtime, less a margin to checkpoint and finalize."""
-        assert self.spec is not None
-        total_s = self.spec.instance.max_runtime_minutes * 60.0
         if self.opts.max_runtime_s is not None:
             return time.monotonic() + self.opts.max_runtime_s, self.opts.max_runtime_s / 60
+        total_s = self._spec().instance.max_runtime_minutes * 60.0
         started = utc_now()
         try:
             snap = self.store.read()
             started = parse_iso(snap.doc["started_at"]) if snap is not None else started
         except Exception as exc:
             log.warning("launch time unknown (%s); counting max runtime from now", exc)
-        margin = min(300.0, 0.1 * total_s)
-        left = total_s - margin - (utc_now() - started).total_seconds()
+        left = total_s - min(300.0, 0.1 * total_s) - (utc_now() - started).total_seconds()
         return time.monotonic() + left, total_s / 60
 
-    # -- helpers --------------------------------------------------------------------------------
-    def _clear_previous_sentinel(self) -> None:
-        """A relaunch resumes an interrupted run: its old sentinel must not make finalize a no-op."""
-        if not self.transfers.exists(self.paths.success, component="data_sync"):
-            return
-        prior = json.loads(self.transfers.get_bytes(self.paths.success, component="data_sync"))
-        if prior.get("completion_status") == CompletionStatus.NORMAL.value:
-            raise TerminalError(
-                f"run {self.opts.run_id} already finished normally ({self.paths.success}); "
-                "launch a new run instead",
-                component="data_sync",
-            )
-        log.info("resuming after a %s attempt: removing its sentinel", prior.get("completion_status"))
-        for key in (self.paths.success, self.paths.failed_upload):
-            self.retrier.call(
-                lambda k=key: self.s3.delete_object(Bucket=self.opts.bucket, Key=k),
-                component="data_sync",
-                action="s3:DeleteObject",
-                resource=f"s3://{self.opts.bucket}/{key}",
-            )
-
-    def _base_model(self) -> str:
-        """The base model as the child takes it; an ``s3://`` prefix is downloaded first."""
-        assert self.spec is not None
-        base = self.spec.model.base
-        if not base.startswith("s3://"):
-            return base
-        bucket, _, prefix = base[5:].partition("/")
-        prefix = prefix.rstrip("/") + "/"
-        other = sync.Transfers(self.s3, bucket, self.retrier)
-        objects = other.list(prefix, component="data_sync")
-        if not objects:
-            raise TerminalError(f"base model {base}: no objects there", component="data_sync")
-        dest = self.opts.work / "base-model"
-        other.download(objects, dest, strip=prefix, component="data_sync")
-        return str(dest)
-
-    def _model_metadata(self) -> dict[str, Any]:
-        assert self.spec is not None and self.data.manifest is not None
-        info = self.data.base_info
-        m = self.spec.model
-        return {
-            "schema_version": 1,
-            "run_id": self.opts.run_id,
-            "env": self.opts.env,
-            "created_at": iso(utc_now()),
-            "started_at": self.record.started_at,
-            "base_model": {
-                "id": m.base,
-                "revision": info.get("revision"),
-                "parameters": int(info.get("param_count") or 0),
-            },
-            "dataset_manifest": self.data.manifest.to_dict(),
-            "git_commit": self.record.git_commit,
-            "versions": self.record.software,
-            "hyperparameters": {
-                "prediction_length": m.prediction_length,
-                "context_length": m.context_length,
-                "num_steps": m.num_steps,
-                "batch_size": m.batch_size,
-                "learning_rate": m.learning_rate,
-                "finetune_mode": m.finetune_mode.value,
-                "checkpoint_interval": m.checkpoint_interval,
-                "seed": m.seed,
-                "device": self.opts.device,
-            },
-            "metrics": {k: v for k, v in self.record.metrics.items()},
-            "phase_durations": self.record.durations(),
-        }
+    def _spec(self) -> runspec.RunSpec:
+        if self.spec is None:
+            raise TerminalError("no run spec loaded", component="run_spec")
+        return self.spec
 
 
-def load_dataset(data_module: Any, files: list[Path], spec: runspec.RunSpec) -> Any:
-    """Validate and load the parquet files; a data error is terminal, naming file and item."""
-    d = spec.data
-    dspec = data_module.DataSpec(
-        prediction_length=spec.model.prediction_length,
-        context_length=int(spec.model.context_length),
-        frequency=d.frequency,
-        item_id_column=d.item_id_column,
-        timestamp_column=d.timestamp_column,
-        target_column=d.target_column,
-        past_covariates=d.past_covariates,
-        known_covariates=d.known_covariates,
-    )
-    try:
-        return data_module.load_dataset(files, dspec)
-    except data_module.DataValidationError as exc:
-        details = {k: str(v) for k, v in (("file", exc.file), ("item", exc.item)) if v is not None}
-        raise TerminalError(f"invalid training data: {exc}", component="data_sync", details=details) from None
-
-
-def software_versions() -> dict[str, str | None]:
-    """Python and library versions (CUDA only when torch is already loaded)."""
-
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    torch = sys.modules.get("torch")
-    cuda = getattr(getattr(torch, "version", None), "cuda", None) if torch is not None else None
-    return {
-        "python": platform.python_version(),
-        "torch": version("torch"),
-        "cuda": cuda,
-        "chronos": version("chronos-forecasting"),
-        "transformers": version("transformers"),
-        "peft": version("peft"),
-    }
-
-
-def git_commit() -> str | None:
-    """The commit the code came from (code bundle's BUILD_INFO.json, else git)."""
-    from trainer.bootstrap import build_info
-
-    return build_info().get("git_commit")
-
-
-class _EventSink:
-    """Turns the child's progress events into progress, loss curve and checkpoint uploads."""
-
-    def __init__(
-        self, progress: Progress, loss_curve: list[Any], on_checkpoint: Callable[[Path, int], None]
-    ) -> None:
-        self.progress, self.loss_curve, self.on_checkpoint = progress, loss_curve, on_checkpoint
-        self.start_step = 0
-        self._t0: tuple[float, int] | None = None
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        if kind == "start":
-            self.start_step = int(event.get("start_step") or 0)
-            self.progress.update(step=self.start_step, total_steps=int(event.get("total") or 0))
-        elif kind == "step":
-            step, total = int(event["step"]), int(event.get("total") or self.progress.total_steps)
-            self._t0 = self._t0 or (float(event.get("ts", time.time())), step)
-            elapsed, done = float(event.get("ts", time.time())) - self._t0[0], step - self._t0[1]
-            eta = (total - step) * elapsed / done if done > 0 else None
-            self.progress.update(step=step, total_steps=total, loss=float(event["loss"]), eta_s=eta)
-            self.loss_curve.append([step, float(event["loss"])])
-        elif kind == "checkpoint":
-            self.on_checkpoint(Path(event["path"]), int(event["step"]))
-        elif kind == "end":
-            log.info("training child ended: %s at step %s", event.get("status"), event.get("step"))
-
-
-def child_config(
-    spec: runspec.RunSpec,
-    *,
-    workdir: Path,
-    device: str,
-    base_model: str,
-    inputs: Path,
-    step_delay_s: float = 0.0,
-) -> dict[str, Any]:
-    """The config document of ``python -m trainer.train`` for this run (resume: newest local checkpoint)."""
+def child_config(spec: runspec.RunSpec, *, workdir: Path, device: str, base_model: str, inputs: Path,
+                 step_delay_s: float = 0.0) -> dict[str, Any]:
+    """The config of ``python -m trainer.train`` for this run (resume: the newest local checkpoint)."""
     m = spec.model
-    train_dir = workdir / "train"
     return {
         "base_model": base_model,
-        "train": {
-            "prediction_length": m.prediction_length,
-            "context_length": int(m.context_length),
-            "num_steps": m.num_steps,
-            "learning_rate": float(m.learning_rate),
-            "output_dir": str(train_dir),
-            "batch_size": m.batch_size,
-            "finetune_mode": m.finetune_mode.value,
-            "checkpoint_interval": m.checkpoint_interval,
-            "seed": m.seed,
-            "device": device,
-            "step_delay_s": step_delay_s,
-        },
-        "inputs": str(inputs),
-        "resume_from": "auto",
-        "progress_path": str(workdir / "progress.jsonl"),
-        "result_path": str(workdir / "result.json"),
+        "train": {"prediction_length": m.prediction_length, "context_length": int(m.context_length),
+                  "num_steps": m.num_steps, "learning_rate": float(m.learning_rate),
+                  "output_dir": str(workdir / "train"), "batch_size": m.batch_size,
+                  "finetune_mode": m.finetune_mode.value, "checkpoint_interval": m.checkpoint_interval,
+                  "seed": m.seed, "device": device, "step_delay_s": step_delay_s},
+        "inputs": str(inputs), "resume_from": "auto",
+        "progress_path": str(workdir / "progress.jsonl"), "result_path": str(workdir / "result.json"),
     }
+
+
+def child_env(device: str) -> dict[str, str]:
+    """On CPU one intra-op thread: the tiny model gains nothing from more, and on a busy
+    2-core machine spinning OpenMP threads made training ~15x slower (measured: 2-5 vs
+    32-41 steps/s). ``OMP_NUM_THREADS`` set by the user wins."""
+    if device != "cpu" or "OMP_NUM_THREADS" in os.environ:
+        return {}
+    return {"OMP_NUM_THREADS": "1"}
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -426,3 +426,71 @@ class CheckpointUploader:
             step = checkpoint_step_of(old.name)
             if step is not None and step < newest and step in self.uploaded:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+# -- the rest of data_sync -------------------------------------------------------------------------
+
+
+def download_user_configs(transfers: Transfers, prefix: str, dest: Path) -> list[Artifact]:
+    """The run's ``user-configs/`` (run spec and user files), as artifact entries."""
+    objects = transfers.list(prefix, component="data_sync")
+    paths = transfers.download(objects, dest, strip=prefix, component="data_sync")
+    pairs = zip(objects, paths, strict=True)
+    return [{"key": o.key, "size": o.size, "sha256": sha256_file(p)} for o, p in pairs]
+
+
+def load_training_data(files: list[Path], spec: Any) -> Any:
+    """Validate and load the parquet files (``trainer.data``) for a run spec.
+
+    Raises:
+        TerminalError: the data module's message, naming the file and item.
+    """
+    from trainer import data
+
+    d, m = spec.data, spec.model
+    dspec = data.DataSpec(prediction_length=m.prediction_length, context_length=int(m.context_length),
+                          frequency=d.frequency, item_id_column=d.item_id_column,
+                          timestamp_column=d.timestamp_column, target_column=d.target_column,
+                          past_covariates=d.past_covariates, known_covariates=d.known_covariates)
+    try:
+        return data.load_dataset(files, dspec)
+    except data.DataValidationError as exc:
+        details = {k: str(v) for k, v in (("file", exc.file), ("item", exc.item)) if v is not None}
+        raise TerminalError(f"invalid training data: {exc}", component="data_sync", details=details) from None
+
+
+def clear_previous_sentinel(transfers: Transfers, success_key: str, failed_key: str) -> str | None:
+    """A relaunch resumes an interrupted run: remove its sentinel so finalize is not a no-op.
+
+    Returns:
+        The previous attempt's completion status, or ``None`` when there was none.
+
+    Raises:
+        TerminalError: the run already finished normally (its outputs are kept).
+    """
+    if not transfers.exists(success_key, component="data_sync"):
+        return None
+    prior = json.loads(transfers.get_bytes(success_key, component="data_sync")).get("completion_status")
+    if prior == "normal":
+        raise TerminalError(f"this run already finished normally ({success_key}); launch a new run instead",
+                            component="data_sync")
+    log.info("resuming after a %s attempt: removing its sentinel", prior)
+    for key in (success_key, failed_key):
+        transfers.retrier.call(lambda k=key: transfers.s3.delete_object(Bucket=transfers.bucket, Key=k),
+                               component="data_sync", action="s3:DeleteObject", resource=transfers.url(key))
+    return str(prior)
+
+
+def fetch_base_model(transfers: Transfers, base: str, dest: Path) -> str:
+    """The base model as ``trainer.model`` takes it: an ``s3://bucket/prefix`` is downloaded first."""
+    if not base.startswith("s3://"):
+        return base
+    bucket, _, prefix = base[5:].partition("/")
+    prefix = prefix.rstrip("/") + "/"
+    other = Transfers(transfers.s3, bucket, transfers.retrier)
+    objects = other.list(prefix, component="data_sync")
+    if not objects:
+        raise TerminalError(f"base model {base}: no objects there", component="data_sync")
+    other.download(objects, dest, strip=prefix, component="data_sync")
+    other.close()
+    return str(dest)

@@ -290,6 +290,7 @@ class TrainingChild:
         config_path: where to write it.
         progress_path: the progress file named in ``config``.
         on_event: called for every progress event (dict), in order.
+        env: extra environment variables of the child.
     """
 
     def __init__(
@@ -301,7 +302,9 @@ class TrainingChild:
         on_event: Callable[[dict[str, Any]], None],
         python: str = sys.executable,
         poll_s: float = 0.2,
+        env: dict[str, str] | None = None,
     ) -> None:
+        self.env = env or {}
         self.config, self.config_path, self.progress_path = config, config_path, progress_path
         self.on_event, self.python, self.poll_s = on_event, python, poll_s
         self.proc: subprocess.Popen[str] | None = None
@@ -314,7 +317,7 @@ class TrainingChild:
         """Start the child, relay its progress until it exits; its exit code."""
         self.config_path.write_text(json.dumps(self.config, indent=2))
         self.progress_path.unlink(missing_ok=True)
-        env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONUNBUFFERED": "1", **self.env}
         with self._lock:
             self.proc = subprocess.Popen(
                 [self.python, "-m", "trainer.train", "--config", str(self.config_path)],
@@ -380,3 +383,38 @@ class TrainingChild:
         child_log = logging.getLogger("trainer.train.child")
         for line in self.proc.stdout:
             child_log.info("%s", line.rstrip())
+
+
+class ProgressEvents:
+    """Turns the child's progress events into heartbeat progress, the loss curve and checkpoint uploads.
+
+    Args:
+        progress: what the heartbeat reports.
+        loss_curve: ``[step, loss]`` pairs, appended to.
+        on_checkpoint: called with ``(folder, step)`` when a checkpoint is complete.
+    """
+
+    def __init__(self, progress: Progress, loss_curve: list[Any],
+                 on_checkpoint: Callable[[Path, int], None]) -> None:
+        self.progress, self.loss_curve, self.on_checkpoint = progress, loss_curve, on_checkpoint
+        self.start_step = 0
+        self._first: tuple[float, int] | None = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "start":
+            self.start_step = int(event.get("start_step") or 0)
+            self.progress.update(step=self.start_step, total_steps=int(event.get("total") or 0))
+        elif kind == "step":
+            step, loss = int(event["step"]), float(event["loss"])
+            total = int(event.get("total") or self.progress.total_steps)
+            now = float(event.get("ts") or time.time())
+            self._first = self._first or (now, step)
+            done = step - self._first[1]
+            eta = (total - step) * (now - self._first[0]) / done if done > 0 else None
+            self.progress.update(step=step, total_steps=total, loss=loss, eta_s=eta)
+            self.loss_curve.append([step, loss])
+        elif kind == "checkpoint":
+            self.on_checkpoint(Path(event["path"]), int(event["step"]))
+        elif kind == "end":
+            log.info("training child ended: %s at step %s", event.get("status"), event.get("step"))

@@ -111,7 +111,8 @@ def test_finalize_uploads_everything_and_writes_the_sentinel_last(
     weights = artifacts[PATHS.models + "model.safetensors"]
     assert weights["sha256"] == hashlib.sha256(b"\x00weights" * 1000).hexdigest() and weights["size"] == 8000
     assert PATHS.checkpoints + "checkpoint-10/trainer_state.json" in artifacts  # not uploaded before: now
-    assert PATHS.prefix + "evaluation/forecasts.json" in artifacts and PATHS.logs + "trainer.log" in artifacts
+    assert PATHS.prefix + "evaluation/forecasts.json" in artifacts
+    assert s3.get_object(Bucket=bucket, Key=PATHS.logs + "trainer.log")["Body"].read().startswith(b"2026")
     lines = [r.message for r in caplog.records if r.message.startswith("STATE:")]
     assert lines[0].startswith("STATE: FINALIZE_START") and lines[-1].startswith("STATE: FINALIZE_SUCCESS")
     assert any(line.startswith("STATE: UPLOAD_SUCCESS") for line in lines)
