@@ -171,32 +171,39 @@ def _view_line(v: Any) -> str:
     return " ".join(parts)
 
 
-def render_views(views: Any, *, as_json: bool, console: Console) -> Any:
-    """Print monitor views (live table on a terminal, lines otherwise); return the last."""
-    last = None
-    if as_json:
-        for v in views:
-            last = v
-            if v.changed or v.outcome.is_final():
-                console.print_json(json.dumps(v.to_dict()))
-        return last
-    if console.is_terminal:
-        from rich.live import Live
+class ViewPrinter:
+    """Shows monitor views: a live table on a terminal, one line per change otherwise."""
 
-        with Live(console=console, refresh_per_second=4, transient=False) as live:
-            for v in views:
-                last = v
-                live.update(_view_table(v))
-    else:
-        for v in views:
-            if v.changed or v.outcome.is_final() or v.advice:
-                console.print(_view_line(v), soft_wrap=True)
-            last = v
-        if last is not None:
-            console.print(_view_table(last))
-    if last is not None and last.advice:
-        console.print(f"[yellow]{last.advice}[/]", soft_wrap=True)
-    return last
+    def __init__(self, console: Console, *, as_json: bool = False) -> None:
+        self.console, self.as_json = console, as_json
+        self.last: Any = None
+        self.live: Any = None
+
+    def show(self, v: Any) -> None:
+        self.last = v
+        if self.as_json:
+            if v.changed or v.outcome.is_final():
+                self.console.print_json(json.dumps(v.to_dict()))
+        elif self.console.is_terminal:
+            if self.live is None:
+                from rich.live import Live
+
+                self.live = Live(console=self.console, refresh_per_second=4)
+                self.live.start()
+            self.live.update(_view_table(v))
+        elif v.changed or v.outcome.is_final() or v.advice:
+            self.console.print(_view_line(v), soft_wrap=True)
+
+    def close(self) -> Any:
+        """Stop the live view, print the final table and advice; return the last view."""
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+        elif self.last is not None and not self.as_json:
+            self.console.print(_view_table(self.last))
+        if self.last is not None and self.last.advice and not self.as_json:
+            self.console.print(f"[yellow]{self.last.advice}[/]", soft_wrap=True)
+        return self.last
 
 
 @task(help={"env": ENV_HELP, "follow": "keep watching until the run ends", "json": JSON_HELP,
@@ -206,8 +213,12 @@ def monitor(c, env="dev", follow=False, json_=False, local=False, interval=2.0):
     """Watch the active run: phase, step, loss, ETA, cost; exit 0 success, non-zero failure."""
     from control.monitor import watch
 
-    last = render_views(watch(_backend(local), env=env, follow=follow, interval_s=float(interval)),
-                        as_json=json_, console=_console())
+    printer = ViewPrinter(_console(), as_json=json_)
+    try:
+        for view in watch(_backend(local), env=env, follow=follow, interval_s=float(interval)):
+            printer.show(view)
+    finally:
+        last = printer.close()
     if last is not None and last.outcome.exit_code:
         raise Exit(code=last.outcome.exit_code)
 
@@ -387,39 +398,38 @@ def wheelhouse(c, env="dev", dir=None, packed=None, local=False):  # noqa: A002
 # -------------------------------------------------------------------- demo
 
 
-@task(help={"steps": "training steps of the demo run", "env": ENV_HELP})
+@task(help={"steps": "training steps of the demo run", "env": ENV_HELP,
+            "dest": "folder that receives {env}/{run_id}/ (default: runs/)"})
 @edge
-def demo(c, steps=0, env="dev"):
+def demo(c, steps=0, env="dev", dest=None):
     """Local demo: local AWS, provision, launch, monitor, verify, fetch, report."""
     from control.demo import DEMO_STEPS, run_demo
-    from control.monitor import MonitorView
 
     out = _console()
-    views: list[MonitorView] = []
-
-    def events() -> Any:
-        for ev in run_demo(env=env, steps=int(steps) or DEMO_STEPS):
+    printer, closed = ViewPrinter(out), False
+    try:
+        for ev in run_demo(env=env, steps=int(steps) or DEMO_STEPS, runs_dir=Path(dest) if dest else None):
             if ev.kind == "view":
-                views.append(ev.data)
-                yield ev.data
-            else:
-                out.print(f"[bold cyan]>[/] {ev.message}", soft_wrap=True)
-                if ev.kind == "verified":
-                    _print_inventory(out, ev.data.final, "verify")
-                if ev.kind == "report":
-                    metrics = ev.data.metrics
-                    if metrics:
-                        out.print(_kv_table("metrics", [(k, f"{v:.4f}") for k, v in sorted(metrics.items())
-                                                        if isinstance(v, int | float)]))
-                    out.print(f"[green]open {ev.data.index} in a browser[/]; the local AWS keeps running "
-                              "for `invoke runs --local` and the aws CLI; stop it with `invoke local.down`",
-                              soft_wrap=True)
-
-    # The monitor views and the other events are interleaved on one stream.
-    stream = events()
-    render_views(stream, as_json=False, console=out)
-    for _ in stream:  # anything left after the run ended
-        pass
+                printer.show(ev.data)
+                continue
+            if printer.last is not None and not closed:
+                printer.close()
+                closed = True
+            out.print(f"[bold cyan]>[/] {ev.message}", soft_wrap=True)
+            if ev.kind == "verified":
+                _print_inventory(out, ev.data.final, "verify")
+            elif ev.kind == "report":
+                m = ev.data.metrics
+                if all(isinstance(m.get(k), int | float) for k in ("model_wql", "baseline_wql")):
+                    verdict = "beats" if m["model_wql"] < m["baseline_wql"] else "does not beat"
+                    out.print(f"the fine-tuned model {verdict} the seasonal-naive baseline: WQL "
+                              f"{m['model_wql']:.4f} vs {m['baseline_wql']:.4f}")
+                out.print(f"[green]open {ev.data.index} in a browser[/]; the local AWS keeps running for "
+                          "`invoke runs --local` and the aws CLI; stop it with `invoke local.down`",
+                          soft_wrap=True)
+    finally:
+        if printer.live is not None:
+            printer.close()
 
 
 # ------------------------------------------------------------------- local

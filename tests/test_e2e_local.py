@@ -201,3 +201,22 @@ def test_kill_during_training(world):
     assert again.returncode == 0 and "nothing to kill" in again.stdout
     record = read_json(world["local_dir"].instance_file(instance))
     assert record and record["ended_at"], "the local instance's processes ended"
+
+
+def test_demo_runs_the_whole_day(world):
+    # A short demo on the test's local AWS: provision and staging are idempotent, the run is real.
+    done = world["invoke"]("demo", "--steps=20", f"--dest={world['runs']}")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    out = done.stdout
+    for expected in (
+        "local AWS already running",
+        "env dev provisioned",
+        "launched run",
+        "verify: clean",
+        "fetched",
+        "seasonal-naive baseline: WQL",
+        "report:",
+    ):
+        assert expected in out, expected
+    reports = list(world["runs"].glob("dev/*/report/index.html"))
+    assert len(reports) == 1 and (reports[0].parent / "forecasts.png").exists()

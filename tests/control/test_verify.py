@@ -36,10 +36,17 @@ def test_planted_orphans_fail_verify_and_fix_removes_them(dev, local_aws, cli, e
     instance = _plant_instance(ec2, dev)
     volume = _plant_volume(ec2)
     untagged = ec2.create_volume(AvailabilityZone="us-east-1a", Size=8)["VolumeId"]
+    spot = ec2.request_spot_instances(
+        InstanceCount=1,
+        LaunchSpecification={"ImageId": "ami-12c6146b", "InstanceType": "g5.xlarge"},
+        TagSpecifications=[
+            {"ResourceType": "spot-instances-request", "Tags": spec.tag_list(spec.tags("dev"))}
+        ],
+    )["SpotInstanceRequests"][0]["SpotInstanceRequestId"]
 
     found = cli("verify", "--env=dev", "--local")
     assert found.returncode == 1, found.stdout + found.stderr
-    assert instance in found.stdout and volume in found.stdout
+    assert instance in found.stdout and volume in found.stdout and spot in found.stdout
     assert untagged not in found.stdout  # only this project's tagged resources are inventoried
     assert "--fix --yes" in found.stdout
 
@@ -52,6 +59,7 @@ def test_planted_orphans_fail_verify_and_fix_removes_them(dev, local_aws, cli, e
     fixed = cli("verify", "--env=dev", "--local", "--fix", "--yes")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert f"terminated {instance}" in fixed.stdout and f"deleted volume {volume}" in fixed.stdout
+    assert f"cancelled spot requests {spot}" in fixed.stdout
     assert "clean" in fixed.stdout
     state = ec2.describe_instances(InstanceIds=[instance])["Reservations"][0]["Instances"][0]["State"]["Name"]
     assert state == "terminated"
