@@ -248,7 +248,6 @@ class Driver:
 
     def _data_sync(self, details: dict[str, Any]) -> None:
         from trainer.data import save_inputs
-        from trainer.train import CHECKPOINTS_DIRNAME, checkpoint_problem
 
         spec, work = self._spec(), self.opts.work
         details["previous_attempt"] = sync.clear_previous_sentinel(self.transfers, self.paths.success,
@@ -264,7 +263,7 @@ class Driver:
         self.data.inputs = save_inputs(self.data.dataset.train_inputs, work / "inputs.npz")
         self.data.base_model = sync.fetch_base_model(self.transfers, spec.model.base, work / "base-model")
         details["restored_checkpoint_step"] = sync.restore_checkpoint(
-            self.transfers, self.paths.checkpoints, work / "train" / CHECKPOINTS_DIRNAME, checkpoint_problem)
+            self.transfers, self.paths.checkpoints, local_checkpoints(work), _checkpoint_problem)
 
     def _training(self, details: dict[str, Any]) -> None:
         uploader = sync.CheckpointUploader(self.transfers, self.paths.checkpoints)
@@ -275,6 +274,7 @@ class Driver:
         self.child = TrainingChild(config=config, config_path=self.opts.work / "train-config.json",
                                    progress_path=Path(config["progress_path"]), on_event=events,
                                    env=child_env(self.opts.device))
+        Path(config["result_path"]).unlink(missing_ok=True)  # never read a previous attempt's result
         if self.stop_request is not None:
             self.child.request_stop()
         try:
@@ -306,7 +306,7 @@ class Driver:
                                 f"{result.get('error') or 'see trainer.log'}", component="training",
                                 details={"exit_code": code})
         self.outputs.model_dir = Path(result["final_model_dir"])
-        self.outputs.checkpoints_dir = self.opts.work / "train" / "checkpoints"
+        self.outputs.checkpoints_dir = local_checkpoints(self.opts.work)
         self.record.loss_curve[:] = [[int(s), float(v)] for s, v in result.get("losses", [])]
         curve = self.record.loss_curve
         self.record.metrics.update(final_loss=curve[-1][1] if curve else None,
@@ -337,6 +337,8 @@ class Driver:
         """Final status, finalize, cleanup and poweroff; the exit code."""
         self._finishing = True
         status = self._final_status(completion, reason)
+        if status is RunStatus.KILLED and completion is CompletionStatus.INTERRUPTED:
+            completion = CompletionStatus.KILLED  # e.g. SIGTERM from a terminate after `invoke kill`
         exit_code = EXIT_CODES[completion]
         result = finalize(transfers=self.transfers, paths=self.paths, record=self.record,
                           outputs=self.outputs, status=status, completion=completion, exit_code=exit_code,
@@ -458,6 +460,19 @@ def child_config(spec: runspec.RunSpec, *, workdir: Path, device: str, base_mode
         "inputs": str(inputs), "resume_from": "auto",
         "progress_path": str(workdir / "progress.jsonl"), "result_path": str(workdir / "result.json"),
     }
+
+
+def local_checkpoints(workdir: Path) -> Path:
+    """Where the child keeps checkpoints: ``TrainConfig(output_dir=workdir/"train").checkpoints_dir``."""
+    return workdir / "train" / "checkpoints"
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    """``trainer.train.checkpoint_problem``, imported only when a checkpoint is there to check
+    (``trainer.train`` imports torch: seconds the parent need not spend before training)."""
+    from trainer.train import checkpoint_problem
+
+    return checkpoint_problem(path)
 
 
 def child_env(device: str) -> dict[str, str]:

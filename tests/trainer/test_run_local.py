@@ -617,3 +617,94 @@ def test_access_denied_on_the_data_is_terminal_and_names_key_and_permission(
         InstanceIds=[staged.instance_id]
     )
     assert state["Reservations"][0]["Instances"][0]["State"]["Name"] in ("shutting-down", "terminated")
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_cli_checkpoints_and_ends_interrupted(local_aws: Any, staged_factory: Callable):
+    """What the OS (or the local instance after a terminate) does: SIGTERM, a grace period, then gone."""
+    import signal
+
+    staged = staged_factory(num_steps=400, checkpoint_interval=400)
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainer",
+        "run",
+        "--bucket",
+        staged.bucket,
+        "--env",
+        ENV,
+        "--run-id",
+        RUN_ID,
+        "--device",
+        "cpu",
+        "--local",
+        "--imds-endpoint",
+        staged.imds.url,
+        "--workdir",
+        str(staged.workdir),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, **local_aws.env()},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    progress = staged.workdir / "progress.jsonl"
+    wait_for(lambda: progress.exists() and '"event": "step"' in progress.read_text(), 240, "a training step")
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 3, stderr[-3000:]
+    training = validate("training", staged.json(PATHS.training_log))
+    assert training["completion_status"] == "interrupted"
+    assert checkpoint_steps(staged) and checkpoint_steps(staged)[-1] < 400
+    assert "SIGTERM" in stderr
+    assert staged.store.read() is None and staged.instance_state() in ("shutting-down", "terminated")
+
+
+def test_invalid_data_is_terminal_and_names_file_and_item(
+    local_aws: Any, bucket: str, tmp_path: Path, imds_factory: Callable
+):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bad = tmp_path / "bad.parquet"
+    stamps = [f"2024-01-01T{h:02d}:00:00" for h in range(24)] * 4
+    stamps[5] = stamps[4]  # a duplicate timestamp in item_000
+    table = pa.table(
+        {
+            "item_id": ["item_000"] * 96,
+            "timestamp": pa.array(stamps).cast(pa.timestamp("s")),
+            "target": [float(v) for v in range(96)],
+            "temperature": [1.0] * 96,
+            "promo": [0.0] * 96,
+        }
+    )
+    pq.write_table(table, bad)
+    staged = stage(
+        local_aws,
+        bucket,
+        [(bad, DATA_PREFIX + "2024/01/bad.parquet")],
+        tmp_path / "work",
+        imds_factory,
+        spec_doc(),
+    )
+    assert run(staged.options(), Deps()) == 1
+    training = validate("training", staged.json(PATHS.training_log))
+    [record] = [e for e in training["errors"] if e["error_class"] == "terminal"]
+    assert record["component"] == "data_sync" and "item_000" in record["message"]
+    assert "bad.parquet" in record["message"] and record["details"]["item"] == "item_000"
+    assert staged.store.read() is None
+
+
+def test_the_driver_and_the_training_child_agree_on_folders(tmp_path: Path):
+    from trainer.run import child_config, local_checkpoints
+    from trainer.train import TrainConfig
+
+    spec = runspec.from_dict(spec_doc()).resolved(local=True)
+    config = child_config(spec, workdir=tmp_path, device="cpu", base_model="tiny", inputs=tmp_path / "i.npz")
+    train = TrainConfig.from_dict(config["train"])
+    assert train.checkpoints_dir == local_checkpoints(tmp_path)
+    assert train.num_steps == spec.model.num_steps and train.learning_rate == spec.model.learning_rate
