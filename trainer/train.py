@@ -9,7 +9,8 @@ uninterrupted run bit for bit (same seed, data, num_steps, batch size, lr, devic
 Layout under ``TrainConfig.output_dir``::
 
     checkpoints/checkpoint-<step>/   full checkpoints (weights or LoRA adapter, optimizer,
-                                     scheduler, RNG states); trainer_state.json written last
+                                     scheduler, RNG states); trainer_state.json written last,
+                                     then base_model.json (what a LoRA adapter applies to)
     model/                           final model: Chronos2Pipeline.from_pretrained(model/)
                                      (LoRA merged into the base), plus training_info.json
 
@@ -44,8 +45,9 @@ Signals: SIGTERM or SIGINT -> checkpoint at the end of the current step, then st
 (exit 3); SIGUSR1 -> checkpoint at the end of the current step and go on.
 
 Exit codes: 0 completed all steps (final model saved); 3 stopped early on request
-after saving a checkpoint; 4 invalid training data; 2 invalid config or arguments;
-1 any other failure.
+after saving a checkpoint; 4 invalid training data (the message names file/item);
+2 invalid config, arguments, inputs file, base model or checkpoint; 1 any other
+failure. On failure the result file holds ``{"status": "failed", "error", "exit_code"}``.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ logger = logging.getLogger(__name__)
 CHECKPOINTS_DIRNAME = "checkpoints"
 FINAL_MODEL_DIRNAME = "model"
 TRAINING_INFO_NAME = "training_info.json"
+BASE_MODEL_INFO_NAME = "base_model.json"
 CHECKPOINT_PREFIX = "checkpoint-"
 TRAINER_STATE_NAME = "trainer_state.json"
 FINETUNE_MODES = ("full", "lora")
@@ -122,6 +125,10 @@ class TrainConfig:
         save_total_limit: keep at most this many checkpoints locally (``None``: all).
         step_delay_s: sleep after each step (throttle for demos and tests; no effect
             on results).
+        cpu_threads: torch intra-op threads while training on CPU (set for the call,
+            restored after). 1 is fastest for small models on small machines and avoids
+            OpenMP spin-wait slowdowns (10x measured) when other processes share the
+            cores; ``None`` keeps torch's default. Ignored on CUDA.
     """
 
     prediction_length: int
@@ -137,6 +144,7 @@ class TrainConfig:
     min_past: int | None = None
     save_total_limit: int | None = None
     step_delay_s: float = 0.0
+    cpu_threads: int | None = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_dir", Path(self.output_dir))
@@ -159,6 +167,8 @@ class TrainConfig:
             raise ValueError("TrainConfig.save_total_limit must be >= 1 or None")
         if self.step_delay_s < 0:
             raise ValueError("TrainConfig.step_delay_s must be >= 0")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError("TrainConfig.cpu_threads must be >= 1 or None")
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -327,9 +337,6 @@ def train(
         trainer.model.ModelLoadError: the base model cannot be loaded.
         ValueError: the inputs are empty or too short for the config.
     """
-    from chronos.chronos2.dataset import Chronos2Dataset, DatasetMode
-    from chronos.chronos2.trainer import Chronos2Trainer
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -337,6 +344,71 @@ def train(
     if resume_from is not None:
         resume_from = Path(resume_from).resolve()
         _check_resumable(resume_from, config)
+    control = _ControlCallback(
+        total=config.num_steps,
+        on_step=on_step,
+        should_checkpoint_now=should_checkpoint_now,
+        should_stop=should_stop,
+        on_checkpoint_saved=on_checkpoint_saved,
+        step_delay_s=config.step_delay_s,
+    )
+    extra = [control, *callbacks]
+    if resume_from is not None:
+        extra.insert(0, _RestoreTorchRngCallback(resume_from))
+    threads = torch.get_num_threads()
+    if config.device == "cpu" and config.cpu_threads is not None:
+        torch.set_num_threads(config.cpu_threads)
+    try:
+        trainer, info, trainable = _build_trainer(model_source, train_inputs, config, extra)
+        control.base_model = {**info.to_dict(), "seed": config.seed}
+        loop_started = time.monotonic()
+        if resume_from is not None and checkpoint_step(resume_from) == config.num_steps:
+            _load_finished_checkpoint(trainer, resume_from)
+        else:
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        loop_s = time.monotonic() - loop_started
+        final_step = int(trainer.state.global_step)
+        interrupted = final_step < config.num_steps
+        final_dir = None if interrupted else _save_final_model(trainer.model, info, config)
+    finally:
+        torch.set_num_threads(threads)
+    start_step = (checkpoint_step(resume_from) or 0) if resume_from else 0
+    result = TrainResult(
+        final_step=final_step,
+        total_steps=config.num_steps,
+        losses=tuple(
+            (int(entry["step"]), float(entry["loss"]))
+            for entry in trainer.state.log_history
+            if "loss" in entry and "step" in entry
+        ),
+        final_model_dir=final_dir,
+        checkpoints=tuple(control.saved),
+        interrupted=interrupted,
+        resumed_from=resume_from,
+        duration_s=time.monotonic() - started,
+        steps_per_s=(final_step - start_step) / loop_s if loop_s > 0 else 0.0,
+        base_model=info,
+        trainable_params=trainable,
+    )
+    logger.info(
+        "training %s at step %d/%d (%.1f steps/s)",
+        "interrupted" if interrupted else "finished", final_step, config.num_steps,
+        result.steps_per_s,
+    )  # fmt: skip
+    return result
+
+
+def _build_trainer(
+    model_source: str,
+    train_inputs: Sequence[dict[str, Any]],
+    config: TrainConfig,
+    callbacks: list[Any],
+) -> tuple[Any, BaseModelInfo, int]:
+    """Seeded model (and LoRA wrapper), training dataset and ``Chronos2Trainer``."""
+    from chronos.chronos2.dataset import Chronos2Dataset, DatasetMode
+    from chronos.chronos2.trainer import Chronos2Trainer
+    from transformers.trainer_callback import PrinterCallback
+
     model, info = load_base_model(model_source, device=config.device, seed=config.seed)
     output_patch_size = int(model.chronos_config.output_patch_size)
     if config.finetune_mode == "lora":
@@ -354,63 +426,30 @@ def train(
         min_past=config.min_past if config.min_past is not None else config.prediction_length,
         mode=DatasetMode.TRAIN,
     )
-    control = _ControlCallback(
-        total=config.num_steps,
-        on_step=on_step,
-        should_checkpoint_now=should_checkpoint_now,
-        should_stop=should_stop,
-        on_checkpoint_saved=on_checkpoint_saved,
-        step_delay_s=config.step_delay_s,
-    )
-    all_callbacks: list[Any] = [control, *callbacks]
-    if resume_from is not None:
-        all_callbacks.insert(0, _RestoreTorchRngCallback(resume_from))
     trainer = Chronos2Trainer(
         model=model,
         args=_training_arguments(config),
         train_dataset=dataset,
-        callbacks=all_callbacks,
+        callbacks=callbacks,
     )
     trainer.pop_callback(PrinterCallback)
-    trainer.pop_callback(ProgressCallback)
     logger.info(
-        "training %s (%s) for %d steps%s; %d trainable parameters",
-        model_source, config.finetune_mode, config.num_steps,
-        f", resuming from {resume_from}" if resume_from else "", trainable,
+        "training %s (%s) for %d steps; %d trainable parameters",
+        info.base, config.finetune_mode, config.num_steps, trainable,
     )  # fmt: skip
-    loop_started = time.monotonic()
-    start_step = (checkpoint_step(resume_from) or 0) if resume_from else 0
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    loop_s = time.monotonic() - loop_started
-    final_step = int(trainer.state.global_step)
-    interrupted = final_step < config.num_steps
-    final_dir = None
-    if not interrupted:
-        final_dir = _save_final_model(trainer.model, info, config, final_step)
-    losses = tuple(
-        (int(entry["step"]), float(entry["loss"]))
-        for entry in trainer.state.log_history
-        if "loss" in entry and "step" in entry
-    )
-    result = TrainResult(
-        final_step=final_step,
-        total_steps=config.num_steps,
-        losses=losses,
-        final_model_dir=final_dir,
-        checkpoints=tuple(control.saved),
-        interrupted=interrupted,
-        resumed_from=resume_from,
-        duration_s=time.monotonic() - started,
-        steps_per_s=(final_step - start_step) / loop_s if loop_s > 0 else 0.0,
-        base_model=info,
-        trainable_params=trainable,
-    )
-    logger.info(
-        "training %s at step %d/%d (%.1f steps/s)",
-        "interrupted" if interrupted else "finished", final_step, config.num_steps,
-        result.steps_per_s,
-    )  # fmt: skip
-    return result
+    return trainer, info, trainable
+
+
+def _load_finished_checkpoint(trainer: Any, checkpoint: Path) -> None:
+    """Take weights and state from the last step's checkpoint without training.
+
+    ``Trainer.train`` would run one step past ``max_steps`` when resumed at the end.
+    """
+    from transformers.trainer_callback import TrainerState
+
+    logger.info("%s is the last step: loading it, no training left", checkpoint)
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE_NAME))
 
 
 def _training_arguments(config: TrainConfig) -> Any:
@@ -470,7 +509,7 @@ def _check_resumable(path: Path, config: TrainConfig) -> None:
         )
 
 
-def _save_final_model(model: Any, info: BaseModelInfo, config: TrainConfig, step: int) -> Path:
+def _save_final_model(model: Any, info: BaseModelInfo, config: TrainConfig) -> Path:
     from chronos.chronos2 import Chronos2Pipeline
 
     if config.finetune_mode == "lora":
@@ -491,7 +530,7 @@ def _save_final_model(model: Any, info: BaseModelInfo, config: TrainConfig, step
         "base_model": info.to_dict(),
         "finetune_mode": config.finetune_mode,
         "lora": LORA_DEFAULTS if config.finetune_mode == "lora" else None,
-        "final_step": step,
+        "final_step": config.num_steps,
         "train_config": config.to_dict(),
     }
     (staging / TRAINING_INFO_NAME).write_text(json.dumps(training_info, indent=2))
@@ -527,6 +566,7 @@ class _ControlCallback(_trainer_callback_base()):  # type: ignore[misc]
         self.on_checkpoint_saved = on_checkpoint_saved
         self.step_delay_s = step_delay_s
         self.saved: list[Path] = []
+        self.base_model: dict[str, Any] | None = None
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         if self.step_delay_s:
@@ -547,6 +587,8 @@ class _ControlCallback(_trainer_callback_base()):  # type: ignore[misc]
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         path = Path(args.output_dir) / f"{CHECKPOINT_PREFIX}{state.global_step}"
+        if self.base_model is not None:
+            (path / BASE_MODEL_INFO_NAME).write_text(json.dumps(self.base_model, indent=2))
         self.saved.append(path)
         logger.info("checkpoint saved: %s", path)
         if self.on_checkpoint_saved is not None:
@@ -640,10 +682,10 @@ def _resolve_resume(value: Any, config: TrainConfig) -> Path | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one training as a child process (see the module docstring). Returns the exit code."""
-    from trainer.data import DataValidationError
-    from trainer.model import ModelLoadError
+    """Run one training as a child process (see the module docstring). Returns the exit code.
 
+    Signal handlers are installed for the call and restored afterwards.
+    """
     parser = argparse.ArgumentParser(prog="python -m trainer.train", description=__doc__.split("\n")[0])
     parser.add_argument("--config", required=True, type=Path, help="training config JSON")
     args = parser.parse_args(argv)
@@ -658,12 +700,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         logger.error("invalid config %s: %s", args.config, exc)
         return EXIT_BAD_CONFIG
+    flags = _Flags()
+    handlers = {
+        signal.SIGTERM: lambda *_: flags.stop.set(),
+        signal.SIGINT: lambda *_: flags.stop.set(),
+        signal.SIGUSR1: lambda *_: flags.checkpoint.set(),
+    }
+    previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
+    try:
+        return _run_child(cfg, config, base_model, flags)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_child(cfg: dict[str, Any], config: TrainConfig, base_model: str, flags: _Flags) -> int:
+    from trainer.data import DataValidationError
+    from trainer.model import ModelLoadError
+
     progress = _ProgressWriter(Path(cfg["progress_path"]) if cfg.get("progress_path") else None)
     result_path = Path(cfg["result_path"]) if cfg.get("result_path") else None
-    flags = _Flags()
-    signal.signal(signal.SIGTERM, lambda *_: flags.stop.set())
-    signal.signal(signal.SIGINT, lambda *_: flags.stop.set())
-    signal.signal(signal.SIGUSR1, lambda *_: flags.checkpoint.set())
     step = 0
     try:
         inputs = _load_child_inputs(cfg, config.prediction_length)
@@ -691,7 +747,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = "interrupted" if result.interrupted else "completed"
     code = EXIT_STOPPED if result.interrupted else EXIT_OK
     if result_path is not None:
-        _write_json(result_path, {"status": status, **result.to_dict()})
+        _write_json(result_path, {"status": status, "exit_code": code, **result.to_dict()})
     progress.write("end", status=status, step=result.final_step, exit_code=code)
     return code
 

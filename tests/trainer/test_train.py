@@ -6,6 +6,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -67,7 +68,8 @@ def _tear(checkpoint: Path, step: int) -> Path:
     """A newer checkpoint folder killed mid-save: weights, no trainer_state.json."""
     torn = checkpoint.parent / f"checkpoint-{step}"
     torn.mkdir()
-    (torn / "model.safetensors").write_bytes((checkpoint / "model.safetensors").read_bytes())
+    for weights in checkpoint.glob("*.safetensors"):
+        (torn / weights.name).write_bytes(weights.read_bytes())
     return torn
 
 
@@ -134,6 +136,28 @@ def test_lora_stop_and_resume_is_exact(inputs, tmp_path: Path) -> None:
     assert resumed.final_step == 40 and not resumed.interrupted
     assert resumed.losses == reference.losses
     _assert_same_weights(reference.final_model_dir, resumed.final_model_dir)
+    # the final model has the adapter merged: it loads without peft or the base
+    assert not (resumed.final_model_dir / "adapter_config.json").exists()
+    from chronos.chronos2 import Chronos2Pipeline
+
+    assert Chronos2Pipeline.from_pretrained(str(resumed.final_model_dir)).model is not None
+    base = json.loads((config.checkpoints_dir / "checkpoint-27" / "base_model.json").read_text())
+    assert base["base"] == "tiny" and base["seed"] == 7
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_resume_from_the_last_checkpoint_only_saves_the_model(
+    mode: str, inputs, tmp_path: Path
+) -> None:
+    config = _config(tmp_path, num_steps=20, finetune_mode=mode)
+    first = train("tiny", inputs, config)
+    saved = _weights(first.final_model_dir)
+    shutil.rmtree(first.final_model_dir)  # killed after the last checkpoint, before the model
+    again = train("tiny", inputs, config, resume_from=config.checkpoints_dir / "checkpoint-20")
+    assert again.final_step == 20 and not again.interrupted and again.checkpoints == ()
+    assert again.losses == first.losses
+    resaved = _weights(again.final_model_dir)
+    assert all(torch.equal(saved[k], resaved[k]) for k in saved)
 
 
 def test_find_latest_skips_torn_folders(inputs, tmp_path: Path, caplog) -> None:
@@ -208,12 +232,14 @@ def _wait_for(proc: subprocess.Popen, progress: Path, done, timeout: float = 120
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_matches_uninterrupted_run(inputs, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_sigkill_then_resume_matches_uninterrupted_run(mode: str, inputs, tmp_path: Path) -> None:
     """Exact resume: same per-step losses and bit-identical final weights."""
-    num_steps = 60
-    reference = train("tiny", inputs, _config(tmp_path / "ref", num_steps=num_steps))
+    num_steps = 40
+    settings = {"num_steps": num_steps, "checkpoint_interval": 10, "finetune_mode": mode}
+    reference = train("tiny", inputs, _config(tmp_path / "ref", **settings))
     inputs_file = save_inputs(inputs, tmp_path / "inputs.npz")
-    cfg = _child_config(tmp_path, inputs_file, num_steps=num_steps, step_delay_s=0.05)
+    cfg = _child_config(tmp_path, inputs_file, step_delay_s=0.05, **settings)
     progress = tmp_path / "progress.jsonl"
 
     proc = _spawn(cfg)
@@ -274,16 +300,42 @@ def test_child_signals_checkpoint_and_stop(inputs, tmp_path: Path) -> None:
     assert checkpoint_problem(Path(result["checkpoints"][-1])) is None
 
 
-@pytest.mark.slow
-def test_child_reports_invalid_data(tmp_path: Path) -> None:
+def test_entry_point_reports_invalid_data_and_config(tmp_path: Path) -> None:
+    from trainer.train import EXIT_BAD_CONFIG, main
+
+    handler = signal.getsignal(signal.SIGTERM)
     bad = tmp_path / "bad.parquet"
     bad.write_text("not parquet")
     cfg = json.loads(_child_config(tmp_path, tmp_path / "unused.npz").read_text())
     del cfg["inputs"]
     cfg["data"] = {"files": [str(bad)], "spec": {"prediction_length": 24}}
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    proc = _spawn(tmp_path / "cfg.json")
-    assert proc.wait(timeout=120) == EXIT_BAD_DATA
+    assert main(["--config", str(tmp_path / "cfg.json")]) == EXIT_BAD_DATA
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "failed" and str(bad) in result["error"]
     assert _events(tmp_path / "progress.jsonl")[-1]["exit_code"] == EXIT_BAD_DATA
+    cfg["train"]["num_steps"] = 0
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg))
+    assert main(["--config", str(tmp_path / "cfg.json")]) == EXIT_BAD_CONFIG
+    assert signal.getsignal(signal.SIGTERM) == handler  # restored
+
+
+@pytest.mark.slow
+def test_tiny_model_beats_seasonal_naive_on_synthetic_data(tmp_path: Path) -> None:
+    from trainer.data import DataSpec
+    from trainer.metrics import evaluate
+    from trainer.synthetic import KNOWN_COVARIATE, PAST_COVARIATE, TINY_TRAINING, generate_dataset
+
+    files = generate_dataset(tmp_path / "data")
+    spec = DataSpec(
+        prediction_length=int(TINY_TRAINING["prediction_length"]),
+        context_length=int(TINY_TRAINING["context_length"]),
+        past_covariates=(PAST_COVARIATE,),
+        known_covariates=(KNOWN_COVARIATE,),
+    )
+    dataset = load_dataset(files, spec)
+    config = TrainConfig(**TINY_TRAINING, output_dir=tmp_path / "out", checkpoint_interval=10_000)
+    result = train("tiny", dataset.train_inputs, config)
+    scores = evaluate(result.final_model_dir, dataset.eval_set)
+    assert scores["model_wql"] < 0.8 * scores["seasonal_naive_wql"], scores
+    assert scores["model_mase"] < scores["seasonal_naive_mase"], scores
