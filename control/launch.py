@@ -392,7 +392,8 @@ StartInstance = Callable[..., None]
 
 def apply_launch(plan: LaunchPlan, clients: Clients, *, start_instance: StartInstance | None = None,
                  clock: Clock = utc_now) -> LaunchResult:
-    """Carry out ``plan``. On any failure after the lock is taken, the lock is released.
+    """Carry out ``plan``. On any failure after the lock is taken, the launch is rolled back:
+    the instance terminated, the run's user-configs deleted and the lock released.
 
     Raises:
         LockHeldError: another launch took the lock first.
@@ -422,7 +423,7 @@ def apply_launch(plan: LaunchPlan, clients: Clients, *, start_instance: StartIns
             clients.ec2.terminate_instances(InstanceIds=[instance_id])
             raise
     except BaseException:
-        _release_quietly(store, plan.run_id)
+        _roll_back(store, plan, clients.s3)
         raise
     log.info("launched run %s on %s (%s, %s)", plan.run_id, instance_id, placement.instance_type,
              placement.availability_zone)
@@ -481,11 +482,16 @@ def _launch_record(plan: LaunchPlan, placement: Placement, instance_id: str, clo
     }
 
 
-def _release_quietly(store: StateStore, run_id: str) -> None:
+def _roll_back(store: StateStore, plan: LaunchPlan, s3: Any) -> None:
+    """Undo a failed launch (the code bundle stays: it is content-addressed and reusable)."""
     try:
-        store.release(run_id)
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=plan.bucket,
+                                                                 Prefix=plan.paths.user_configs):
+            for obj in page.get("Contents", []):
+                s3.delete_object(Bucket=plan.bucket, Key=obj["Key"])
+        store.release(plan.run_id)
     except Exception as exc:  # keep the original error; verify reports a leftover lock
-        log.warning("could not release the lock of run %s: %s", run_id, exc)
+        log.warning("could not roll back the launch of run %s: %s", plan.run_id, exc)
 
 
 # ------------------------------------------------------------ the operation

@@ -117,7 +117,7 @@ def _usable_bucket(s3: Any, bucket: str, env: str) -> None:
     except Exception as exc:
         if not is_access_denied(exc):
             raise
-        log.warning("the local AWS denies object writes under the TLS-only bucket policy "
+        log.info("the local AWS denies object writes under the TLS-only bucket policy "
                     "(it cannot evaluate aws:SecureTransport); removing that policy from %s", bucket)
         s3.delete_bucket_policy(Bucket=bucket)
         s3.put_object(Bucket=bucket, Key=probe, Body=b"")

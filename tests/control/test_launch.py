@@ -168,6 +168,8 @@ def test_when_everything_is_refused_the_lock_is_released(world, backend):
     with pytest.raises(LaunchError, match="no capacity.*the lock was released.*--market=on-demand"):
         apply_launch(plan_launch(spec, seen), Clients(s3=clients.s3, ec2=ec2, sts=clients.sts))
     assert StateStore(clients.s3, seen.outputs.bucket, "dev").read() is None
+    prefix = layout.RunPaths(env="dev", run_id=seen.run_id).prefix
+    assert "Contents" not in clients.s3.list_objects_v2(Bucket=seen.outputs.bucket, Prefix=prefix)
     denied = _Refusing(clients.ec2, {"g5.xlarge": "UnauthorizedOperation"})
     with pytest.raises(AccessDeniedError, match="ec2:RunInstances"):
         apply_launch(plan_launch(spec, seen), Clients(s3=clients.s3, ec2=denied, sts=clients.sts))
