@@ -234,13 +234,22 @@ def _read_file(path: Path, spec: DataSpec) -> _FileData:
     table = pq.read_table(path, columns=list(spec.columns))
     if table.num_rows and table.column(spec.item_id_column).null_count:
         raise DataValidationError(f"{path}: null values in column {spec.item_id_column}", file=path)
-    items = np.asarray(table.column(spec.item_id_column).cast(pa.string()).to_pylist(), dtype=str)
+    items = _item_ids(table.column(spec.item_id_column))
     timestamps = _timestamps(table, spec.timestamp_column, path, items)
     values = {spec.target_column: _numeric(table, spec.target_column, path)}
     for name in spec.covariates:
         values[name] = _covariate(table, name)
     _check_sorted_within_file(path, items, timestamps)
     return _FileData(path=path, items=items, timestamps=timestamps, values=values)
+
+
+def _item_ids(column: pa.ChunkedArray) -> np.ndarray:
+    """Item ids as a numpy string array (dictionary-encoded: no Python object per row)."""
+    encoded = pc.dictionary_encode(column.cast(pa.string())).combine_chunks()
+    names = np.asarray(encoded.dictionary.to_pylist(), dtype=str)
+    if names.size == 0:
+        return names
+    return names[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 def _timestamps(table: pa.Table, column: str, path: Path, items: np.ndarray) -> np.ndarray:
@@ -355,6 +364,8 @@ def _check_regular(
 
     offset = _offset(frequency)
     fixed = getattr(offset, "nanos", None) if isinstance(offset, pd.offsets.Tick) else None
+    if isinstance(offset, pd.offsets.Day):  # a calendar day is 24 h on naive timestamps
+        fixed = int(offset.n) * 86_400 * 10**9
     for code, (start, end) in enumerate(bounds):
         ts = timestamps[start:end]
         if fixed is not None:

@@ -38,8 +38,13 @@ Progress file: JSON lines, appended and flushed one event per line:
 - ``{"event": "checkpoint", "step", "path", "ts"}`` once the checkpoint folder is complete
 - ``{"event": "end", "status", "step", "exit_code", "ts"[, "error"]}``
 
-``ts`` is Unix time in seconds. The result file holds :meth:`TrainResult.to_dict`
-plus ``status`` (or ``status`` and ``error`` on failure).
+``ts`` is Unix time in seconds. ``status`` is ``completed``, ``interrupted`` or
+``failed``. The result file (written atomically at exit) holds
+:meth:`TrainResult.to_dict` plus ``status`` and ``exit_code``. A SIGKILLed child
+writes no ``end`` event and no result: resume with ``"resume_from": "auto"``.
+Determinism: bit-exact resume holds on CPU (same ``cpu_threads``); on CUDA
+(bf16/tf32 kernels) a resume continues from the same state but is not promised
+to be bit-identical.
 
 Signals: SIGTERM or SIGINT -> checkpoint at the end of the current step, then stop
 (exit 3); SIGUSR1 -> checkpoint at the end of the current step and go on.
@@ -47,7 +52,8 @@ Signals: SIGTERM or SIGINT -> checkpoint at the end of the current step, then st
 Exit codes: 0 completed all steps (final model saved); 3 stopped early on request
 after saving a checkpoint; 4 invalid training data (the message names file/item);
 2 invalid config, arguments, inputs file, base model or checkpoint; 1 any other
-failure. On failure the result file holds ``{"status": "failed", "error", "exit_code"}``.
+failure. On failure the result file holds ``{"status": "failed", "error", "exit_code"}``
+(not for exit 2 from an unreadable config: nothing says where to write then).
 """
 
 from __future__ import annotations

@@ -179,3 +179,11 @@ def test_inputs_round_trip_through_npz(small_files, small_spec, tmp_path: Path) 
         assert b["future_covariates"] == {"promo": None}
     with pytest.raises(DataValidationError):
         load_inputs(tmp_path / "missing.npz")
+
+
+def test_daily_data(tmp_path: Path) -> None:
+    from trainer.synthetic import generate_dataset
+
+    files = generate_dataset(tmp_path, n_items=2, length=60, freq="D", with_covariates=False)
+    assert load_dataset(files, DataSpec(prediction_length=7, frequency="D")).frequency == "D"
+    assert "2D" in str(_error(files, DataSpec(prediction_length=7, frequency="2D")))
