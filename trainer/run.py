@@ -266,7 +266,9 @@ class Driver:
             self.transfers, self.paths.checkpoints, local_checkpoints(work), _checkpoint_problem)
 
     def _training(self, details: dict[str, Any]) -> None:
-        uploader = sync.CheckpointUploader(self.transfers, self.paths.checkpoints)
+        uploader = sync.CheckpointUploader(  # the heartbeat reports the newest checkpoint safe in S3
+            self.transfers, self.paths.checkpoints,
+            on_uploaded=lambda step, _: self.progress.update(last_checkpoint_step=step))
         events = ProgressEvents(self.progress, self.record.loss_curve, uploader.submit)
         config = child_config(self._spec(), workdir=self.opts.work, device=self.opts.device,
                               base_model=self.data.base_model, inputs=self.data.inputs or Path(),
@@ -284,6 +286,9 @@ class Driver:
         self.record.resumed_from_step = events.start_step or None
         details.update(exit_code=code, start_step=events.start_step, final_step=self.progress.step,
                        resumed_from_step=self.record.resumed_from_step)
+        if self.stop_request is not None:
+            details["stop"] = {"status": self.stop_request.status.value, "reason": self.stop_request.reason,
+                               "source": self.stop_request.source}
         self._training_outcome(code, _read_json(Path(config["result_path"])))
 
     def _flush_checkpoints(self, uploader: sync.CheckpointUploader, details: dict[str, Any]) -> None:

@@ -425,6 +425,8 @@ def test_spot_notice_checkpoints_within_seconds_and_a_relaunch_resumes_at_that_s
     training = validate("training", staged.json(PATHS.training_log))
     assert training["completion_status"] == "interrupted" and training["status"] == "interrupted"
     assert {p["name"]: p["status"] for p in training["phases"]}["training"] == "interrupted"
+    stop = {p["name"]: p["details"] for p in training["phases"]}["training"]["stop"]
+    assert stop["source"] == "spot" and stop["reason"].startswith("spot interruption notice: terminate at")
     assert validate("sentinel", staged.json(PATHS.success))["completion_status"] == "interrupted"
     assert staged.store.read() is None and staged.instance_state() in ("shutting-down", "terminated")
 
