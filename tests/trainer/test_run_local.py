@@ -710,3 +710,21 @@ def test_the_driver_and_the_training_child_agree_on_folders(tmp_path: Path):
     train = TrainConfig.from_dict(config["train"])
     assert train.checkpoints_dir == local_checkpoints(tmp_path)
     assert train.num_steps == spec.model.num_steps and train.learning_rate == spec.model.learning_rate
+
+
+def test_max_runtime_counts_from_launch_and_keeps_a_margin_to_finalize(local_aws: Any, bucket: str):
+    from datetime import timedelta
+
+    from trainer.run import Driver
+
+    s3 = local_aws.client("s3")
+    store = StateStore(s3, bucket, ENV)
+    launched = utc_now() - timedelta(minutes=10)
+    store.acquire(new_state(env=ENV, run_id=RUN_ID, market="spot", total_steps=1, now=iso(launched)))
+    driver = Driver(
+        RunOptions(bucket=bucket, env=ENV, run_id=RUN_ID, endpoint_url=local_aws.endpoint_url), Deps(s3=s3)
+    )
+    driver.spec = runspec.from_dict(spec_doc()).resolved(local=True)  # max_runtime 60 min
+    deadline, minutes = driver._deadline()
+    left = deadline - time.monotonic()
+    assert minutes == 60 and abs(left - (3600 - 300 - 600)) < 5  # 60 min - 5 min margin - 10 min gone
