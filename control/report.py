@@ -78,7 +78,8 @@ def write_report(run_dir: Path) -> ReportResult:
     add("loss.png", "Training loss", _plot_loss, training.get("loss_curve") or [])
     add("forecasts.png", "Forecasts on held-out series", _plot_forecasts, forecasts)
     add("phases.png", "Phase timeline", _plot_phases, training.get("phases") or [])
-    add("cost.png", "Cost by phase", _plot_cost, training.get("phases") or [], price)
+    add("cost.png", "Cost by phase", _plot_cost, training.get("phases") or [], price,
+        bool(record.get("local")))
     page = _page(run_id, training, metadata, record, sections, notes)
     index = out / "index.html"
     index.write_text(page, "utf-8")
@@ -212,7 +213,8 @@ def _plot_phases(path: Path, phases: list[dict[str, Any]]) -> bool | str:
     return True
 
 
-def _plot_cost(path: Path, phases: list[dict[str, Any]], price: float | None) -> bool | str:
+def _plot_cost(path: Path, phases: list[dict[str, Any]], price: float | None,
+               local: bool = False) -> bool | str:
     spans = _phase_spans(phases)
     if price is None:
         return "no price recorded for this run (launch-record.json missing)"
@@ -225,9 +227,10 @@ def _plot_cost(path: Path, phases: list[dict[str, Any]], price: float | None) ->
     fig, ax = plt.subplots(figsize=(8, 3))
     ax.bar(names, costs, color="tab:purple")
     for i, c in enumerate(costs):
-        ax.text(i, c, f"${c:.4f}", ha="center", va="bottom", fontsize=8)
+        ax.text(i, c, f"\\${c:.4f}", ha="center", va="bottom", fontsize=8)  # \$: no mathtext
     ax.set_ylabel("USD")
-    ax.set_title(f"at ${price:.3f}/h, total ${sum(costs):.4f}", fontsize=9)
+    note = " (list price of the instance type; a local run costs nothing)" if local else ""
+    ax.set_title(f"at \\${price:.3f}/h, total \\${sum(costs):.4f}{note}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
