@@ -218,7 +218,8 @@ def view_of_ended(run: RunSummary, *, changed: bool = True) -> MonitorView:
         advice = (run.problem or f"the run failed: {run.last_error or 'see its log'}") + (
             f"; read `invoke logs {run.run_id} --env={run.env}`")
     elif outcome is Outcome.INTERRUPTED:
-        advice = f"spot capacity was reclaimed; launch again to resume: `invoke launch --env={run.env}`"
+        advice = (f"spot capacity was reclaimed; the last checkpoint is kept under the run's checkpoints/; "
+                  f"start a new run with `invoke launch --env={run.env}` (or --market=on-demand)")
     total = run.metrics.get("steps") if run.metrics else None
     return MonitorView(
         env=run.env, outcome=outcome, run_id=run.run_id, status=run.status, elapsed_s=run.duration_s,
