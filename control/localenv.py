@@ -96,32 +96,8 @@ def provision(backend: LocalBackend, env: str) -> dict[str, Any]:
 
     outputs = provision_local(backend.session, env=env, endpoint_url=backend.endpoint_url,
                               region=backend.region)
-    _usable_bucket(backend.clients().s3, outputs["bucket"], env)
     write_json(backend.local_dir.stack_file(env), dict(outputs))
     return dict(outputs)
-
-
-def _usable_bucket(s3: Any, bucket: str, env: str) -> None:
-    """Make sure object writes work in the emulator.
-
-    moto evaluates bucket policies without request context: the TLS-only policy's
-    ``Deny ... Bool aws:SecureTransport=false`` then denies every object call, over
-    HTTP or HTTPS alike. When a probe write is refused, the policy is removed from the
-    local bucket (on AWS the same policy works as intended).
-    """
-    from common.aws import is_access_denied
-
-    probe = f"{env}/.local-probe"
-    try:
-        s3.put_object(Bucket=bucket, Key=probe, Body=b"")
-    except Exception as exc:
-        if not is_access_denied(exc):
-            raise
-        log.info("the local AWS denies object writes under the TLS-only bucket policy "
-                    "(it cannot evaluate aws:SecureTransport); removing that policy from %s", bucket)
-        s3.delete_bucket_policy(Bucket=bucket)
-        s3.put_object(Bucket=bucket, Key=probe, Body=b"")
-    s3.delete_object(Bucket=bucket, Key=probe)
 
 
 def stage_dataset(s3: Any, bucket: str, data_dir: Path, *, prefix: str = layout.TRAINING_DATA) -> Staged:
