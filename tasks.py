@@ -80,17 +80,20 @@ def _kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
     "market": "spot or on-demand (overrides the spec)",
     "max-runtime": "hard limit like 90m, 12h, 1h30m (overrides the spec)",
     "dry-run": "print the full plan and change nothing",
+    "resume": "relaunch this interrupted/killed run (RUN_ID) with its own spec; training resumes "
+              "from its newest checkpoint",
     "local": LOCAL_HELP,
     "json": JSON_HELP,
 })
 @edge
 def launch(c, env="dev", spec=None, instance_type=None, market=None, max_runtime=None, dry_run=False,
-           local=False, json_=False):
+           resume=None, local=False, json_=False):
     """Launch a training run: lock, upload configs and code, start the instance."""
     from control.launch import launch as do_launch
 
     outcome = do_launch(lambda: _backend(local), env=env, spec_path=Path(spec) if spec else None,
-                        instance_type=instance_type, market=market, max_runtime=max_runtime, dry_run=dry_run)
+                        instance_type=instance_type, market=market, max_runtime=max_runtime, dry_run=dry_run,
+                        resume=resume)
     out = _console()
     plan = outcome.plan.summary()
     if json_:

@@ -100,6 +100,7 @@ class World:
     user_files: tuple[tuple[str, bytes], ...] = ()
     identity: Mapping[str, str] = field(default_factory=dict)
     python_env: str = "packed"  # packed | wheelhouse | missing: what the instance boots its Python from
+    resume: bool = False  # run_id is an existing run's, relaunched
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,6 +124,7 @@ class LaunchPlan:
     data_files: int
     data_bytes: int
     python_env: str = "packed"
+    resume: bool = False  # relaunch of an existing run: its user-configs belong to the first attempt
 
     @property
     def market(self) -> Market:
@@ -228,6 +230,13 @@ def load_spec(path: Path | None, *, env: str, instance_type: str | None = None,
         if "env" in raw and raw["env"] != env:
             raise ConfigError(f"{path}: $.env: the spec is for env {raw['env']!r} but --env={env}; "
                               "drop one of them")
+    return _with_overrides(spec, env=env, source=str(path or "run spec"), instance_type=instance_type,
+                           market=market, max_runtime=max_runtime)
+
+
+def _with_overrides(spec: RunSpec, *, env: str, source: str, instance_type: str | None,
+                    market: str | None, max_runtime: str | None) -> RunSpec:
+    """``spec`` with the command line's instance overrides (the model settings never change here)."""
     overrides: dict[str, Any] = {}
     if instance_type:
         overrides["types"] = [instance_type]
@@ -238,14 +247,49 @@ def load_spec(path: Path | None, *, env: str, instance_type: str | None = None,
     doc = spec.to_dict()
     doc["env"] = env
     doc["instance"].update(overrides)
-    return runspec.from_dict(doc, source="command line" if overrides else str(path or "run spec"))
+    return runspec.from_dict(doc, source="command line" if overrides else source)
+
+
+def resume_spec(backend: Backend, *, env: str, run_id: str, instance_type: str | None = None,
+                market: str | None = None, max_runtime: str | None = None) -> RunSpec:
+    """The stored spec of run ``run_id``, to relaunch it under the same id.
+
+    The model settings are the first attempt's, unchanged (a resumed schedule
+    must keep num_steps, batch size and learning rate); only the instance part
+    may be overridden.
+
+    Raises:
+        ConfigError: unknown run, no stored spec, or a run that already finished normally.
+    """
+    from control.s3io import DocumentError, get_json
+
+    outputs = backend.stack_outputs(env)
+    s3 = backend.clients().s3
+    paths = layout.RunPaths(env=env, run_id=run_id)
+    key = paths.user_configs + RUN_SPEC_NAME
+    try:
+        with backend.errors("s3:GetObject", f"s3://{outputs.bucket}/{key}"):
+            doc = get_json(s3, outputs.bucket, key, "run-spec")
+            sentinel = get_json(s3, outputs.bucket, paths.success, "sentinel")
+    except DocumentError as exc:
+        raise ConfigError(f"cannot resume run {run_id}: {exc}") from None
+    if doc is None:
+        raise ConfigError(f"cannot resume run {run_id}: s3://{outputs.bucket}/{key} does not exist; "
+                          f"list the runs with `invoke runs --env={env}`")
+    if sentinel is not None and sentinel["completion_status"] == "normal":
+        raise ConfigError(f"run {run_id} already finished normally; start a new run with "
+                          f"`invoke launch --env={env}`")
+    spec = runspec.from_dict(doc, source=key)
+    return _with_overrides(spec, env=env, source=key, instance_type=instance_type, market=market,
+                           max_runtime=max_runtime)
 
 
 # ------------------------------------------------------------ examine (I/O)
 
 
 def gather_world(backend: Backend, spec: RunSpec, *, env: str, now: datetime,
-                 user_files: tuple[tuple[str, bytes], ...] = (), repo_root: Path = PROJECT_ROOT) -> World:
+                 user_files: tuple[tuple[str, bytes], ...] = (), repo_root: Path = PROJECT_ROOT,
+                 run_id: str | None = None) -> World:
     """Read everything :func:`plan_launch` needs. Writes nothing.
 
     Raises:
@@ -272,7 +316,8 @@ def gather_world(backend: Backend, spec: RunSpec, *, env: str, now: datetime,
         for az in azs:
             prices[(itype, az)] = launch_price(clients.ec2, itype, az, spec.instance.market.value,
                                                local=backend.local)
-    return World(env=env, run_id=layout.new_run_id(now), now=now, local=backend.local, device=backend.device,
+    return World(env=env, run_id=run_id or layout.new_run_id(now), resume=run_id is not None, now=now,
+                 local=backend.local, device=backend.device,
                  outputs=outputs, active=active, code_bundle=bundle, code_sha256=sha, code_exists=exists,
                  data_files=files, data_bytes=size, prices=prices, user_files=user_files,
                  identity=identity, python_env=python_env)
@@ -382,6 +427,7 @@ def plan_launch(spec: RunSpec, world: World) -> LaunchPlan:
         tags=infra_spec.tags(world.env, extra={"RunId": world.run_id}, managed_by=MANAGED_BY),
         user_data=user_data, code_key=code_key, uploads=tuple(uploads), state_doc=state,
         data_files=world.data_files, data_bytes=world.data_bytes, python_env=world.python_env,
+        resume=world.resume,
     )
 
 
@@ -483,9 +529,12 @@ def _launch_record(plan: LaunchPlan, placement: Placement, instance_id: str, clo
 
 
 def _roll_back(store: StateStore, plan: LaunchPlan, s3: Any) -> None:
-    """Undo a failed launch (the code bundle stays: it is content-addressed and reusable)."""
+    """Undo a failed launch (the code bundle stays: it is content-addressed and reusable).
+
+    A failed relaunch keeps the run's user-configs: they belong to its first attempt.
+    """
     try:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=plan.bucket,
+        for page in () if plan.resume else s3.get_paginator("list_objects_v2").paginate(Bucket=plan.bucket,
                                                                  Prefix=plan.paths.user_configs):
             for obj in page.get("Contents", []):
                 s3.delete_object(Bucket=plan.bucket, Key=obj["Key"])
@@ -499,18 +548,33 @@ def _roll_back(store: StateStore, plan: LaunchPlan, s3: Any) -> None:
 
 def launch(backend: Backend | Callable[[], Backend], *, env: str, spec_path: Path | None = None,
            instance_type: str | None = None, market: str | None = None, max_runtime: str | None = None,
-           dry_run: bool = False, clock: Clock = utc_now) -> LaunchOutcome:
+           dry_run: bool = False, resume: str | None = None, clock: Clock = utc_now) -> LaunchOutcome:
     """``invoke launch``: validate, plan, and unless ``dry_run`` apply.
 
     ``backend`` may be a factory: it is called once the arguments and the spec are
     valid. Nothing is created when validation fails: every check happens before the lock.
+    ``resume``: relaunch that run under its own id with its stored spec; the trainer
+    resumes from its newest complete checkpoint.
     """
     check_env(env)
-    spec = load_spec(spec_path, env=env, instance_type=instance_type, market=market, max_runtime=max_runtime)
+    if resume and spec_path:
+        raise ConfigError("--resume reuses the run's own spec; drop --spec "
+                          "(--instance-type, --market and --max-runtime may still change)")
+    if resume:
+        try:
+            layout.parse_run_id(resume)
+        except layout.LayoutError as exc:
+            raise ConfigError(f"--resume: {exc}") from None
+    else:
+        spec = load_spec(spec_path, env=env, instance_type=instance_type, market=market,
+                         max_runtime=max_runtime)
     if not isinstance(backend, Backend):
         backend = backend()
+    if resume:
+        spec = resume_spec(backend, env=env, run_id=resume, instance_type=instance_type, market=market,
+                           max_runtime=max_runtime)
     user_files = ((Path(spec_path).name, Path(spec_path).read_bytes()),) if spec_path else ()
-    world = gather_world(backend, spec, env=env, now=clock(), user_files=user_files)
+    world = gather_world(backend, spec, env=env, now=clock(), user_files=user_files, run_id=resume)
     plan = plan_launch(spec, world)
     if dry_run:
         return LaunchOutcome(plan=plan, result=None)

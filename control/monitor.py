@@ -219,7 +219,8 @@ def view_of_ended(run: RunSummary, *, changed: bool = True) -> MonitorView:
             f"; read `invoke logs {run.run_id} --env={run.env}`")
     elif outcome is Outcome.INTERRUPTED:
         advice = (f"spot capacity was reclaimed; the last checkpoint is kept under the run's checkpoints/; "
-                  f"start a new run with `invoke launch --env={run.env}` (or --market=on-demand)")
+                  f"resume it with `invoke launch --env={run.env} --resume={run.run_id}` "
+                  "(add --market=on-demand to avoid another interruption)")
     total = run.metrics.get("steps") if run.metrics else None
     return MonitorView(
         env=run.env, outcome=outcome, run_id=run.run_id, status=run.status, elapsed_s=run.duration_s,
