@@ -23,6 +23,7 @@ os.environ.update(
 )
 
 import logging  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
 
 from localaws import moto as local_moto  # noqa: E402
 
@@ -57,3 +58,22 @@ def bucket(s3) -> str:
     """An empty training bucket in the local AWS."""
     s3.create_bucket(Bucket=TEST_BUCKET)
     return TEST_BUCKET
+
+
+class FakeClock:
+    """An aware UTC clock that moves only when a test ticks it."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 25, 14, 5, 2, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def tick(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """2026-11-25T14:05:02Z until ticked."""
+    return FakeClock()
