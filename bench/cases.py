@@ -89,10 +89,46 @@ def monitor_poll(rounds: int = 5) -> Result:
         aws.stop()
 
 
+def training_threads(rounds: int = 3, steps: int = 150) -> Result:
+    """The trainer's CPU default (one torch thread) against torch's default thread count."""
+    import torch
+
+    from trainer.data import DataSpec, load_dataset
+    from trainer.synthetic import TINY_TRAINING, generate_dataset
+    from trainer.train import TrainConfig, train
+
+    with TemporaryDirectory() as tmp:
+        files = generate_dataset(Path(tmp) / "data", seed=0)
+        spec = DataSpec(prediction_length=int(TINY_TRAINING["prediction_length"]),
+                        context_length=int(TINY_TRAINING["context_length"]), frequency="h")
+        inputs = load_dataset(files, spec).train_inputs
+        threads = torch.get_num_threads()
+        res = Result(
+            name="training-cpu-threads",
+            what=f"tiny Chronos-2, {steps} steps, batch {TINY_TRAINING['batch_size']}, CPU",
+            baseline=f"torch default ({threads} threads)", candidate="1 thread (trainer default)",
+            unit="s",
+            notes="local mode pins the training child to one CPU thread: with two OpenMP threads on two "
+                  "busy cores the threads spin-wait (measured up to 10x slower while another process runs).",
+        )
+        for i in range(rounds):
+            for values, n in ((res.baseline_values, None), (res.candidate_values, 1)):
+                cfg = TrainConfig(
+                    prediction_length=spec.prediction_length, context_length=spec.context_length,
+                    num_steps=steps, batch_size=int(TINY_TRAINING["batch_size"]),
+                    learning_rate=float(TINY_TRAINING["learning_rate"]), checkpoint_interval=steps,
+                    output_dir=Path(tmp) / f"run-{i}-{n}", cpu_threads=n, seed=i,
+                )
+                result = train("tiny", inputs, cfg)
+                values.append(result.duration_s)
+        return res
+
+
 ALL: list[tuple[str, Callable[..., Result]]] = [
     ("s3-download-small-files", s3_download_many),
     ("s3-download-large-files", lambda rounds: s3_download_many(rounds, n=8, size=32 * 1024 * 1024)),
     ("monitor-poll", monitor_poll),
+    ("training-cpu-threads", training_threads),
 ]
 
 
