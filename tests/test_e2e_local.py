@@ -213,3 +213,48 @@ def test_kill_during_training(world):
     assert again.returncode == 0 and "nothing to kill" in again.stdout
     record = read_json(world["local_dir"].instance_file(instance))
     assert record and record["ended_at"], "the local instance's processes ended"
+
+
+def test_spot_interruption_then_launch_resume_finishes_the_same_run(world):
+    """A spot notice mid-training ends the run `interrupted`; `launch --resume` finishes it."""
+    import requests
+
+    invoke, s3, bucket = world["invoke"], world["s3"], world["bucket"]
+    steps = 600
+    run_id, instance = _launched(
+        invoke("launch", "--env=dev", "--local", f"--spec={world['spec']('spot', steps, 20)}")
+    )
+    paths = layout.RunPaths(env="dev", run_id=run_id)
+    store = StateStore(s3, bucket, "dev")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # a checkpoint in S3, then the two-minute notice
+        record = read_json(world["local_dir"].instance_file(instance)) or {}
+        if record.get("imds_url") and any(
+            k.endswith("trainer_state.json") for k in _keys(s3, bucket, paths.checkpoints)
+        ):
+            requests.post(record["imds_url"] + "/_fake/spot-notice", timeout=5)
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail("the run did not reach a checkpoint")
+    while time.monotonic() < deadline and store.read() is not None:
+        time.sleep(0.5)
+    first = json.loads(s3.get_object(Bucket=bucket, Key=paths.training_log)["Body"].read())
+    assert first["completion_status"] == "interrupted"
+    stopped_at = first["loss_curve"][-1][0]
+    assert stopped_at < steps
+    status = invoke("monitor", "--env=dev", "--local")
+    assert status.returncode == 4 and f"--resume={run_id}" in status.stdout, status.stdout
+
+    resumed = invoke("launch", "--env=dev", "--local", f"--resume={run_id}", "--market=on-demand")
+    assert _launched(resumed)[0] == run_id
+    done = invoke("monitor", "--env=dev", "--local", "--follow", timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    body = s3.get_object(Bucket=bucket, Key=paths.training_log)["Body"].read()
+    final = validate("training", json.loads(body))
+    assert final["completion_status"] == "normal"
+    assert 0 < final["resumed_from_step"] <= stopped_at
+    assert final["loss_curve"][-1][0] == steps
+    sentinel = json.loads(s3.get_object(Bucket=bucket, Key=paths.success)["Body"].read())
+    assert sentinel["completion_status"] == "normal"
+    assert invoke("verify", "--env=dev", "--local").returncode == 0
