@@ -329,6 +329,13 @@ def test_happy_path_every_phase_succeeds_and_model_beats_seasonal_naive(
     print(f"\nhappy path: {elapsed:.1f} s; metrics {metrics}")
 
 
+def _trainer_cli(staged: Any, *, device: str) -> list[str]:
+    """``python -m trainer run`` for the staged run, as the local instance starts it."""
+    return [sys.executable, "-m", "trainer", "run", "--bucket", staged.bucket, "--env", ENV,
+            "--run-id", RUN_ID, "--region", "us-east-1", "--device", device, "--local",
+            "--imds-endpoint", staged.imds.url, "--workdir", str(staged.workdir)]
+
+
 # -- failures and stops ------------------------------------------------------------------------------
 
 
@@ -336,27 +343,7 @@ def test_gpu_preflight_on_this_cpu_machine_fails_uploads_logs_and_terminates(
     local_aws: Any, staged_factory: Callable
 ):
     staged = staged_factory()
-    cmd = [
-        sys.executable,
-        "-m",
-        "trainer",
-        "run",
-        "--bucket",
-        staged.bucket,
-        "--env",
-        ENV,
-        "--run-id",
-        RUN_ID,
-        "--region",
-        "us-east-1",
-        "--device",
-        "cuda",
-        "--local",
-        "--imds-endpoint",
-        staged.imds.url,
-        "--workdir",
-        str(staged.workdir),
-    ]
+    cmd = _trainer_cli(staged, device="cuda")
     done = subprocess.run(
         cmd, cwd=ROOT, env={**os.environ, **local_aws.env()}, capture_output=True, text=True, timeout=300
     )
@@ -627,25 +614,7 @@ def test_sigterm_to_the_cli_checkpoints_and_ends_interrupted(local_aws: Any, sta
     import signal
 
     staged = staged_factory(num_steps=400, checkpoint_interval=400)
-    cmd = [
-        sys.executable,
-        "-m",
-        "trainer",
-        "run",
-        "--bucket",
-        staged.bucket,
-        "--env",
-        ENV,
-        "--run-id",
-        RUN_ID,
-        "--device",
-        "cpu",
-        "--local",
-        "--imds-endpoint",
-        staged.imds.url,
-        "--workdir",
-        str(staged.workdir),
-    ]
+    cmd = _trainer_cli(staged, device="cpu")
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
