@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from common import layout
+from schemas import schema_enum
 
 PROJECT_TAG = "Chronos-Training"
 DEFAULT_COST_CENTER = "ml-research"
@@ -42,16 +43,16 @@ LOG_EXPIRY_DAYS = 14
 RUN_OUTPUT_IA_DAYS = 30  # S3's minimum age for a transition to STANDARD_IA
 RUN_OUTPUT_EXPIRY_DAYS = 60
 ABORT_MULTIPART_DAYS = 1
+# Content-addressed code bundles are re-uploaded by the launch when missing (or close to
+# expiry), so old ones can go.
+CODE_BUNDLE_EXPIRY_DAYS = 30
 
 ENV_PATTERN = re.compile(r"[a-z][a-z0-9-]{1,15}")  # used with fullmatch: no trailing newline
 
 GPU_INSTANCE_FAMILIES: tuple[str, ...] = ("g4dn", "g5")
-GPU_INSTANCE_TYPES: frozenset[str] = frozenset(
-    [f"g4dn.{s}" for s in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge")]
-    + ["g4dn.metal"]
-    + [f"g5.{s}" for s in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge")]
-    + ["g5.48xlarge"]
-)
+# The one list of instance types: the schema's ``$defs/instance_type`` enum, which the run
+# spec validates against, so a type the product refuses can never pass the spec.
+GPU_INSTANCE_TYPES: frozenset[str] = frozenset(schema_enum("instance_type"))
 DEFAULT_INSTANCE_TYPE = "g5.xlarge"
 
 
@@ -190,8 +191,10 @@ def lifecycle_rules(env: str) -> list[dict[str, Any]]:
     - ``{env}/logs/`` expire after 14 days;
     - run outputs (``{env}/YYYY/...``, see :func:`run_outputs_prefix`) move to
       STANDARD_IA at 30 days and expire at 60;
+    - code bundles (``cached-datasets/scripts/``) expire after 30 days (a launch
+      re-uploads a missing one);
     - incomplete multipart uploads anywhere are aborted after 1 day;
-    - ``cached-datasets/`` and ``{env}/system-state.json`` match no expiring rule.
+    - the rest of ``cached-datasets/`` and ``{env}/system-state.json`` match no expiring rule.
     """
     return [
         {
@@ -205,6 +208,12 @@ def lifecycle_rules(env: str) -> list[dict[str, Any]]:
             "Status": "Enabled",
             "Filter": {"Prefix": logs_prefix(env)},
             "Expiration": {"Days": LOG_EXPIRY_DAYS},
+        },
+        {
+            "ID": "expire-code-bundles",
+            "Status": "Enabled",
+            "Filter": {"Prefix": layout.CODE_PREFIX},
+            "Expiration": {"Days": CODE_BUNDLE_EXPIRY_DAYS},
         },
         {
             "ID": "run-outputs-ia-then-expire",
@@ -331,12 +340,27 @@ def network_interface_override(subnet_id: str, security_group_id: str) -> list[d
 
 # ---------------------------------------------------------- launch template
 
+# Resource types the launch template tags: only those EVERY launch creates. AWS fails a
+# launch whose template tags a type the launch does not create ("If the instance does not
+# include the resource type that you specify, the instance launch fails", EC2 API Reference,
+# LaunchTemplateTagSpecificationRequest), so the spot request is tagged by the RunInstances
+# call itself, and only for spot (:func:`launch_tagged_types`).
 LAUNCH_TEMPLATE_TAGGED_TYPES: tuple[str, ...] = (
     "instance",
     "volume",
     "network-interface",
-    "spot-instances-request",
 )
+SPOT_REQUEST_TYPE = "spot-instances-request"
+
+
+def launch_tagged_types(market: str) -> tuple[str, ...]:
+    """Resource types a RunInstances call of ``market`` tags in its own TagSpecifications."""
+    return ("instance", "volume", *((SPOT_REQUEST_TYPE,) if market == "spot" else ()))
+
+
+def launch_created_types(market: str) -> frozenset[str]:
+    """Resource types one launch of this project creates (so the ones it may tag)."""
+    return frozenset({"instance", "volume", "network-interface", *launch_tagged_types(market)})
 
 
 def launch_template_data(
@@ -516,7 +540,8 @@ def instance_role_policy(
       with the target's ``${ec2:InstanceID}``. If AWS cannot resolve the variable
       the statement matches nothing and the OS shutdown (behaviour terminate)
       still ends the instance;
-    - DescribeInstances and DescribeTags (these take no resource ARN).
+    - DescribeInstances, DescribeTags and DescribeVolumes (these take no resource
+      ARN; cleanup checks for instances and volumes left behind).
     """
     env = validate_env(env)
     return _policy(
@@ -547,7 +572,11 @@ def instance_role_policy(
                 "StringLike": {"aws:userid": "*:${ec2:InstanceID}"},
             },
         ),
-        _allow("DescribeInstances", ["ec2:DescribeInstances", "ec2:DescribeTags"], "*"),
+        _allow(
+            "DescribeInstancesAndVolumes",
+            ["ec2:DescribeInstances", "ec2:DescribeTags", "ec2:DescribeVolumes"],
+            "*",
+        ),
     )
 
 
@@ -567,6 +596,9 @@ OPERATOR_DESCRIBE_ACTIONS: tuple[str, ...] = (
     "ec2:DescribeTags",
     "ec2:DescribeVolumes",
     "pricing:GetProducts",
+    # invoke doctor: G-family quotas and the decoded reason of a refused DryRun
+    "servicequotas:GetServiceQuota",
+    "sts:DecodeAuthorizationMessage",
 )
 BUCKET_SETTINGS_READ_ACTIONS: tuple[str, ...] = (
     "s3:GetBucketOwnershipControls",
@@ -605,14 +637,40 @@ def _run_instances_statement(
     )
 
 
+def _spot_request_statement(env: str, region: str, account_id: str) -> dict[str, Any]:
+    """RunInstances on the spot request a spot launch creates.
+
+    A spot RunInstances also authorizes the ``spot-instances-request`` resource (EC2 User
+    Guide, "Tag Spot Instance requests"), and that resource carries none of the keys the
+    launch-template statement tests (ec2:LaunchTemplate, ec2:Vpc, ec2:InstanceType: only
+    aws:RequestTag/*, aws:ResourceTag/*, aws:TagKeys, ec2:Region, ec2:ResourceTag/* per
+    AWS's Service Authorization Reference). A non-IfExists condition on a missing key never
+    matches, so it needs its own statement: conditioned on the tags the launch puts on the
+    request (:func:`launch_tagged_types`).
+    """
+    return _allow(
+        "RunSpotRequestsTaggedForThisEnv",
+        ["ec2:RunInstances"],
+        _ec2_arn(region, account_id, SPOT_REQUEST_TYPE),
+        {
+            "StringEquals": {
+                "aws:RequestTag/Project": PROJECT_TAG,
+                "aws:RequestTag/Environment": env,
+                "ec2:Region": region,
+            }
+        },
+    )
+
+
 def _operator_ec2_statements(
     env: str, region: str, account_id: str, launch_template_arn: str, vpc_arn: str
 ) -> list[dict[str, Any]]:
     tagged = {"StringEquals": _project_env_tags(env)}
     arn = lambda kind: _ec2_arn(region, account_id, kind)  # noqa: E731
-    launched = ["instance", "volume", "network-interface", "spot-instances-request"]
+    launched = sorted(launch_created_types("spot"))
     return [
         _run_instances_statement(region, account_id, launch_template_arn, vpc_arn),
+        _spot_request_statement(env, region, account_id),
         _allow(
             "TagOnlyAtLaunch",
             ["ec2:CreateTags"],
@@ -646,15 +704,17 @@ def operator_policy(
     account_id: str,
     vpc_arn: str,
     ami_parameter: str = DLAMI_SSM_PARAMETER,
+    debug_role_arn: str | None = None,
 ) -> dict[str, Any]:
     """Policy for the person or CI that runs ``invoke`` (attach to a user or group).
 
     Launch only from the launch template (GPU types g4dn/g5, this VPC), pass only
     the instance role (to EC2), tag only at launch, terminate/inspect and clean
     up only instances, volumes and spot requests tagged with this project and
-    env, describe and read prices, read/write the bucket and read its settings,
-    read the DLAMI parameter, and create the EC2 Spot service-linked role the
-    first time a spot instance is requested.
+    env, describe and read prices and quotas, read and write only ``{env}/*`` and
+    ``cached-datasets/*`` in the bucket and read its settings, read the DLAMI
+    parameter and the instance profile, and create the EC2 Spot service-linked role
+    the first time a spot instance is requested.
     """
     env = validate_env(env)
     return _policy(
@@ -676,10 +736,15 @@ def operator_policy(
             ["ssm:GetParameter", "ssm:GetParameters"],
             ssm_parameter_arn(region, ami_parameter),
         ),
+        _allow(
+            "ReadTheInstanceProfile",
+            ["iam:GetInstanceProfile"],
+            f"arn:aws:iam::{account_id}:instance-profile/{resource_name(env, 'instance')}",
+        ),
         _allow("ListBucket", ["s3:ListBucket", "s3:GetBucketLocation"], bucket_arn_),
         _allow("ReadBucketSettings", list(BUCKET_SETTINGS_READ_ACTIONS), bucket_arn_),
         _allow(
-            "ReadWriteObjects",
+            "ReadWriteOwnEnvAndCachedDatasets",
             [
                 "s3:GetObject",
                 "s3:PutObject",
@@ -687,8 +752,9 @@ def operator_policy(
                 "s3:AbortMultipartUpload",
                 "s3:ListMultipartUploadParts",
             ],
-            f"{bucket_arn_}/*",
+            [f"{bucket_arn_}/{env_prefix(env)}*", f"{bucket_arn_}/{CACHED_DATASETS_PREFIX}*"],
         ),
+        *debug_operator_statements(env, debug_role_arn, region=region, account_id=account_id),
     )
 
 
@@ -719,6 +785,7 @@ ZERO_IDLE_RESOURCE_TYPES: frozenset[str] = frozenset(
         "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration",
         "aws:iam/role:Role",
         "aws:iam/rolePolicy:RolePolicy",
+        "aws:iam/rolePolicyAttachment:RolePolicyAttachment",  # debug role: attaching bills nothing
         "aws:iam/instanceProfile:InstanceProfile",
         "aws:iam/policy:Policy",
         "aws:budgets/budget:Budget",
@@ -743,3 +810,92 @@ def idle_cost_violations(resources: Iterable[tuple[str, Mapping[str, Any]]]) -> 
             if kind != "Gateway":
                 violations.append(f"{type_token} of type {kind!r} bills hourly")
     return violations
+
+
+# ------------------------------------------------------------------- debug
+#
+# Opt-in debug sessions (stack config ``debug_profile``, off by default): a second role and
+# instance profile, ``chronos-{env}-instance-debug``, with the instance role's own inline
+# policy plus AWS's managed AmazonSSMManagedInstanceCore, so an operator can open an AWS
+# Systems Manager Session Manager shell on a run launched with ``debug = true``. Both exist
+# before any launch, so a launch changes no IAM.
+#
+# Nothing here opens a port. Session Manager needs (Systems Manager User Guide, "Session
+# Manager prerequisites" and "Reference: ec2messages, ssmmessages, and other API
+# operations"): SSM Agent on the instance (the PyTorch DLAMIs ship it: their release notes
+# list ``ssm_agent_version``), the agent's OUTBOUND HTTPS to ssm.{region}, ssmmessages.{region}
+# and ec2messages.{region}.amazonaws.com, and the instance profile's permissions. The agent
+# dials out, so no inbound rule is needed: :func:`security_group_egress` already allows TCP 443
+# out to 0.0.0.0/0 and every subnet routes 0.0.0.0/0 to the internet gateway with a public IP,
+# so the endpoints are reached without interface VPC endpoints (those bill by the hour).
+
+SSM_MANAGED_INSTANCE_CORE_ARN = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+DEBUG_ROLE_KIND = "instance-debug"
+# The document ``aws ssm start-session`` uses when no --document-name is given; StartSession
+# authorizes it as well as the instance ("Start a default shell session by specifying the
+# default session document in IAM policies", Systems Manager User Guide).
+SESSION_DEFAULT_DOCUMENT = "SSM-SessionManagerRunShell"
+
+
+def debug_role_name(env: str) -> str:
+    """Name of the debug role and of its instance profile: ``chronos-{env}-instance-debug``."""
+    return resource_name(env, DEBUG_ROLE_KIND)
+
+
+def debug_role_policy(
+    env: str, bucket_arn_: str, *, region: str = "*", account_id: str = "*"
+) -> dict[str, Any]:
+    """Inline policy of the debug role: exactly the instance role's (one source)."""
+    return instance_role_policy(env, bucket_arn_, region=region, account_id=account_id)
+
+
+def debug_managed_policy_arns() -> tuple[str, ...]:
+    """Managed policies attached to the debug role only: Session Manager's instance side."""
+    return (SSM_MANAGED_INSTANCE_CORE_ARN,)
+
+
+def debug_operator_statements(
+    env: str, debug_role_arn: str | None, *, region: str, account_id: str
+) -> list[dict[str, Any]]:
+    """Statements the operator policy gains when the stack has a debug profile (else none).
+
+    - pass the debug role to EC2 (a ``debug = true`` launch names its profile);
+    - start a session only on instances tagged Project/Environment of this env, with the
+      default session document;
+    - resume and terminate only sessions the caller started: Session Manager names a
+      session ``<user name>-<random>`` (Systems Manager User Guide, "Additional sample IAM
+      policies for Session Manager", example 4). Federated callers (SSO, assumed roles) need
+      ``${aws:userid}`` there instead.
+    """
+    if debug_role_arn is None:
+        return []
+    env = validate_env(env)
+    tagged = {
+        "ssm:resourceTag/Project": PROJECT_TAG,
+        "ssm:resourceTag/Environment": env,
+    }
+    return [
+        _allow(
+            "PassTheDebugRole",
+            ["iam:PassRole"],
+            debug_role_arn,
+            {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+        ),
+        _allow(
+            "DebugSessionsOnTaggedInstances",
+            ["ssm:StartSession"],
+            _ec2_arn(region, account_id, "instance"),
+            {"StringEquals": tagged},
+        ),
+        _allow(
+            "DebugSessionsWithTheDefaultDocument",
+            ["ssm:StartSession"],
+            f"arn:aws:ssm:{region}:{account_id}:document/{SESSION_DEFAULT_DOCUMENT}",
+            {"BoolIfExists": {"ssm:SessionDocumentAccessCheck": "true"}},
+        ),
+        _allow(
+            "DebugOwnSessionsOnly",
+            ["ssm:ResumeSession", "ssm:TerminateSession"],
+            "arn:aws:ssm:*:*:session/${aws:username}-*",
+        ),
+    ]

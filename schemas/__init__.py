@@ -79,6 +79,21 @@ def schema_for(kind: str) -> dict[str, Any]:
     return copy.deepcopy(_schema(kind))
 
 
+def schema_enum(name: str) -> tuple[Any, ...]:
+    """The values of the shared definition ``defs.schema.json#/$defs/{name}`` (an ``enum``).
+
+    Lists that code and schemas both need (instance types, markets...) live in the
+    schema once and are read from here.
+
+    Raises:
+        KeyError: no such definition, or it is not an enum.
+    """
+    definition = _schema("defs")["$defs"].get(name)
+    if not isinstance(definition, dict) or "enum" not in definition:
+        raise KeyError(f"defs.schema.json has no enum definition {name!r}")
+    return tuple(definition["enum"])
+
+
 def json_path(parts: Any) -> str:
     """``$.a[0].b`` from a jsonschema ``absolute_path``."""
     out = "$"

@@ -212,3 +212,26 @@ def test_network_interface_override_keeps_the_security_group_and_public_ip() -> 
         "AssociatePublicIpAddress": True,
         "DeleteOnTermination": True,
     }
+
+
+def test_the_schema_admits_exactly_the_instance_types_the_product_launches() -> None:
+    """One list: the run spec used to admit g5.metal and g4dn.24xlarge, refused later."""
+    from common.runspec import from_dict
+    from common.errors import ConfigError
+
+    for itype in sorted(spec.GPU_INSTANCE_TYPES):
+        assert from_dict({"instance": {"types": [itype]}}).instance.types == (itype,)
+    for bad in ("g5.metal", "g4dn.24xlarge", "g4dn.48xlarge", "p4d.24xlarge", "g5.xlarge "):
+        with pytest.raises(ConfigError, match=r"\$\.instance\.types\[0\]"):
+            from_dict({"instance": {"types": [bad]}})
+
+
+def test_code_bundles_expire_and_nothing_else_in_cached_datasets_does() -> None:
+    rules = {r["ID"]: r for r in spec.lifecycle_rules("dev")}
+    bundles = rules["expire-code-bundles"]
+    assert bundles["Filter"] == {"Prefix": "cached-datasets/scripts/"}
+    assert bundles["Expiration"] == {"Days": spec.CODE_BUNDLE_EXPIRY_DAYS}
+    expiring = [r["Filter"]["Prefix"] for r in rules.values() if "Expiration" in r]
+    for kept in ("cached-datasets/training-data/x.parquet", "cached-datasets/python-env/chronos-env.tar.gz",
+                 "dev/system-state.json"):
+        assert not any(kept.startswith(prefix) for prefix in expiring), kept
