@@ -208,7 +208,8 @@ def test_operator_cannot_touch_iam_beyond_pass_role_and_the_spot_service_role() 
     assert iam_actions == {"iam:PassRole", "iam:CreateServiceLinkedRole", "iam:GetInstanceProfile"}
     profile = f"arn:aws:iam::{ACCOUNT}:instance-profile/chronos-dev-instance"
     assert allowed(OPERATOR, Request("iam:GetInstanceProfile", profile))
-    assert not allowed(OPERATOR, Request("iam:GetInstanceProfile", f"arn:aws:iam::{ACCOUNT}:instance-profile/x"))
+    other = f"arn:aws:iam::{ACCOUNT}:instance-profile/x"
+    assert not allowed(OPERATOR, Request("iam:GetInstanceProfile", other))
     spot_role = f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/spot.amazonaws.com/AWSServiceRoleForEC2Spot"
     spot = {"iam:AWSServiceName": "spot.amazonaws.com"}
     assert allowed(OPERATOR, Request("iam:CreateServiceLinkedRole", spot_role, spot))
@@ -319,7 +320,9 @@ def _spot_statement_mismatch(finding: tuple) -> bool:
     return issue == "RESOURCE_MISMATCH" and all(d.get("action") == "ec2:RunInstances" for d in detail)
 
 
-def test_parliament_sees_the_spot_statement_alone_and_nothing_else(parliament_module: types.ModuleType) -> None:
+def test_parliament_sees_the_spot_statement_alone_and_nothing_else(
+    parliament_module: types.ModuleType,
+) -> None:
     """The false positive filtered above comes from the spot statement and only from it."""
     without = {**OPERATOR, "Statement": [s for s in OPERATOR["Statement"]
                                          if s["Sid"] != "RunSpotRequestsTaggedForThisEnv"]}

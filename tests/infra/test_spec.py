@@ -216,8 +216,8 @@ def test_network_interface_override_keeps_the_security_group_and_public_ip() -> 
 
 def test_the_schema_admits_exactly_the_instance_types_the_product_launches() -> None:
     """One list: the run spec used to admit g5.metal and g4dn.24xlarge, refused later."""
-    from common.runspec import from_dict
     from common.errors import ConfigError
+    from common.runspec import from_dict
 
     for itype in sorted(spec.GPU_INSTANCE_TYPES):
         assert from_dict({"instance": {"types": [itype]}}).instance.types == (itype,)
