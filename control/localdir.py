@@ -4,6 +4,7 @@
 
     .local/aws.json                      endpoint and pid of the background moto server
     .local/aws.log                       its log
+    .local/identities.json               local IAM users and keys (mode 0600), see localaws.identities
     .local/stacks/{env}.json             outputs of the local provisioner (same shape as
                                          ``pulumi stack output --json``)
     .local/data/synthetic/               the generated synthetic parquet dataset
@@ -43,6 +44,10 @@ class LocalDir:
     @property
     def aws_log(self) -> Path:
         return self.root / "aws.log"
+
+    @property
+    def identities_file(self) -> Path:
+        return self.root / "identities.json"
 
     def stack_file(self, env: str) -> Path:
         return self.root / "stacks" / f"{env}.json"
