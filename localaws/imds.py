@@ -9,6 +9,11 @@ What it serves (like EC2's instance metadata service, v2 only):
 - ``meta-data/spot/instance-action``: 404 until a notice is set, then
   ``{"action": "terminate", "time": "..."}``
 - ``meta-data/events/recommendations/rebalance``: 404 until set
+- ``meta-data/iam/info``, ``meta-data/iam/security-credentials/`` (the role name) and
+  ``meta-data/iam/security-credentials/<role>`` (the role's temporary credentials, the
+  JSON EC2 serves) when a role and a credentials provider are given: the provider is
+  called again before the credentials expire, so SDKs that refresh (botocore's
+  ``InstanceMetadataFetcher``) always get live ones
 
 Notices are set in-process (:meth:`FakeIMDS.set_spot_notice`) or, for a
 server in another process, with ``POST /_fake/spot-notice`` and
@@ -20,13 +25,19 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
-from common.timeutil import iso, utc_now
+from common.timeutil import iso, parse_iso, utc_now
 
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
+CREDENTIALS_PATH = "iam/security-credentials/"
+# botocore refreshes instance credentials 10-15 min before they expire; renew earlier than that.
+REFRESH_MARGIN_S = 20 * 60
+CredentialsProvider = Callable[[], Mapping[str, Any]]
 
 
 class FakeIMDS:
@@ -34,11 +45,20 @@ class FakeIMDS:
 
     Args:
         instance_id, instance_type, availability_zone, lifecycle: what it reports.
+        role_name: the instance profile's role (``None``: no ``iam/`` metadata, as
+            for an instance launched without a profile).
+        credentials: returns the role's credentials in the IMDS shape (``AccessKeyId``,
+            ``SecretAccessKey``, ``Token``, ``Expiration`` ...); called on first use and
+            again when less than ``refresh_margin_s`` of them is left.
+        instance_profile_arn, instance_profile_id: what ``iam/info`` reports.
         port: 0 picks a free one.
     """
 
     def __init__(self, *, instance_id: str, instance_type: str = "g5.xlarge",
-                 availability_zone: str = "us-east-1a", lifecycle: str = "spot", port: int = 0) -> None:
+                 availability_zone: str = "us-east-1a", lifecycle: str = "spot", port: int = 0,
+                 role_name: str | None = None, credentials: CredentialsProvider | None = None,
+                 instance_profile_arn: str = "", instance_profile_id: str = "AIPAEXAMPLELOCAL0001",
+                 refresh_margin_s: float = REFRESH_MARGIN_S) -> None:
         self.values = {
             "instance-id": instance_id,
             "instance-type": instance_type,
@@ -49,7 +69,15 @@ class FakeIMDS:
         self.rebalance: dict[str, str] | None = None
         self.tokens: set[str] = set()
         self.requests_without_token = 0
+        self.role_name = role_name
+        self.credentials_provider = credentials
+        self.instance_profile_arn = instance_profile_arn
+        self.instance_profile_id = instance_profile_id
+        self.refresh_margin_s = refresh_margin_s
+        self.credentials_served = 0
+        self._credentials: dict[str, Any] | None = None
         self._lock = threading.Lock()
+        self._credentials_lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -82,11 +110,38 @@ class FakeIMDS:
             self.spot_action = None
             self.rebalance = None
 
+    def credentials(self) -> dict[str, Any] | None:
+        """The role's current credentials (renewed through the provider when close to expiry)."""
+        if self.credentials_provider is None or self.role_name is None:
+            return None
+        with self._credentials_lock:
+            current = self._credentials
+            if current is None or _seconds_left(current) < self.refresh_margin_s:
+                current = dict(self.credentials_provider())
+                self._credentials = current
+            self.credentials_served += 1
+            return current
+
+    def iam_info(self) -> dict[str, str] | None:
+        """``meta-data/iam/info``: the instance profile."""
+        if self.role_name is None:
+            return None
+        return {"Code": "Success", "LastUpdated": iso(utc_now()),
+                "InstanceProfileArn": self.instance_profile_arn,
+                "InstanceProfileId": self.instance_profile_id}
+
     def __enter__(self) -> FakeIMDS:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _seconds_left(credentials: Mapping[str, Any]) -> float:
+    try:
+        return (parse_iso(str(credentials["Expiration"])) - utc_now()).total_seconds()
+    except (KeyError, ValueError):
+        return 0.0
 
 
 def _handler(imds: FakeIMDS) -> type[BaseHTTPRequestHandler]:
@@ -126,9 +181,30 @@ def _handler(imds: FakeIMDS) -> type[BaseHTTPRequestHandler]:
                 if item == "events/recommendations/rebalance":
                     return self._json(imds.rebalance)
                 value = imds.values.get(item)
+            if item == "iam" or item.startswith("iam/"):
+                return self._iam(item)
             return self._send(200, value) if value is not None else self._send(404, "not found")
 
-        def _json(self, value: dict[str, str] | None) -> None:
+        def _iam(self, item: str) -> None:
+            if imds.role_name is None:
+                return self._send(404, "not found")
+            if item in ("iam/", "iam"):
+                return self._send(200, "info\nsecurity-credentials/")
+            if item == "iam/info":
+                return self._json(imds.iam_info())
+            if item in (CREDENTIALS_PATH, CREDENTIALS_PATH.rstrip("/")):
+                return self._send(200, imds.role_name)
+            if item == CREDENTIALS_PATH + imds.role_name:
+                try:
+                    creds = imds.credentials()
+                except Exception as exc:  # what EC2 answers when it cannot get the role's keys
+                    body = {"Code": "AssumeRoleUnauthorizedAccess", "Message": str(exc),
+                            "LastUpdated": iso(utc_now())}
+                    return self._send(200, json.dumps(body), "application/json")
+                return self._json(creds)
+            return self._send(404, "not found")
+
+        def _json(self, value: Mapping[str, Any] | None) -> None:
             if value is None:
                 return self._send(404, "not found")
             return self._send(200, json.dumps(value), "application/json")
