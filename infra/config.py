@@ -23,10 +23,13 @@ CONFIG_KEYS: tuple[str, ...] = (
     "max_azs",
     "budget_email",
     "budget_monthly_usd",
+    "debug_profile",
 )
 DEFAULT_BUDGET_USD = 100.0
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _AMI_RE = re.compile(r"^ami-[0-9a-f]{8,17}$")
+_TRUE = frozenset({"true", "yes", "1"})
+_FALSE = frozenset({"false", "no", "0"})
 
 
 class ConfigError(ValueError):
@@ -45,6 +48,7 @@ class StackConfig:
     max_azs: int | None = None
     budget_email: str | None = None
     budget_monthly_usd: float = DEFAULT_BUDGET_USD
+    debug_profile: bool = False  # a second instance profile with Session Manager access
 
     @property
     def budget_enabled(self) -> bool:
@@ -83,6 +87,16 @@ def _parse_max_azs(raw: str | None) -> int | None:
     return value
 
 
+def _parse_flag(key: str, raw: str | None) -> bool:
+    if raw is None:
+        return False
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise ConfigError(f"{key} must be true or false, got {raw!r}")
+
+
 def _check_optional_formats(ami_id: str | None, email: str | None) -> None:
     if ami_id is not None and not _AMI_RE.fullmatch(ami_id):
         raise ConfigError(f"ami_id must look like ami-0123456789abcdef0, got {ami_id!r}")
@@ -99,7 +113,8 @@ def parse_config(raw: Mapping[str, str | None], *, default_env: str | None = Non
 
     Raises:
         ConfigError: unknown key, bad env name, instance type outside g4dn/g5,
-            budget not a positive number, malformed AMI id or email.
+            budget not a positive number, malformed AMI id or email, a
+            ``debug_profile`` that is not true or false.
     """
     unknown = sorted(set(raw) - set(CONFIG_KEYS))
     if unknown:
@@ -121,6 +136,7 @@ def parse_config(raw: Mapping[str, str | None], *, default_env: str | None = Non
         max_azs=_parse_max_azs(values.get("max_azs")),
         budget_email=budget_email,
         budget_monthly_usd=_parse_budget(values.get("budget_monthly_usd")),
+        debug_profile=_parse_flag("debug_profile", values.get("debug_profile")),
     )
 
 

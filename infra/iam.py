@@ -59,6 +59,54 @@ class InstanceIdentity(pulumi.ComponentResource):
         self.register_outputs({"role_arn": self.role_arn, "instance_profile_arn": self.instance_profile_arn})
 
 
+class DebugInstanceIdentity(pulumi.ComponentResource):
+    """The opt-in debug role and profile ``chronos-{env}-instance-debug``.
+
+    The instance role's own inline policy (:func:`infra.spec.debug_role_policy`) plus AWS's
+    AmazonSSMManagedInstanceCore, so Session Manager can open a shell on an instance
+    launched with it. The SSM agent dials out over HTTPS (the security group allows 443 out
+    and the subnets route to the internet gateway): nothing opens a port. Created only when
+    the stack config sets ``debug_profile``, so a launch never changes IAM.
+    """
+
+    def __init__(
+        self, name: str, args: InstanceIdentityArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(f"{spec.COMPONENT_TYPE_PREFIX}DebugInstanceIdentity", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        role_name = spec.debug_role_name(args.env)
+        self.role = aws.iam.Role(
+            f"{name}-role",
+            name=role_name,
+            description=f"Chronos training instances of env {args.env}, with Session Manager access",
+            assume_role_policy=json.dumps(spec.instance_trust_policy()),
+            tags=dict(args.tags),
+            opts=child,
+        )
+        self.role_policy = aws.iam.RolePolicy(
+            f"{name}-policy",
+            name=f"{role_name}-least-privilege",
+            role=self.role.id,
+            policy=pulumi.Output.from_input(args.bucket_arn).apply(
+                lambda arn: json.dumps(
+                    spec.debug_role_policy(args.env, arn, region=args.region, account_id=args.account_id)
+                )
+            ),
+            opts=child,
+        )
+        self.attachments = [
+            aws.iam.RolePolicyAttachment(f"{name}-{arn.rsplit('/', 1)[1]}", role=self.role.name,
+                                         policy_arn=arn, opts=child)
+            for arn in spec.debug_managed_policy_arns()
+        ]
+        self.instance_profile = aws.iam.InstanceProfile(
+            f"{name}-profile", name=role_name, role=self.role.name, tags=dict(args.tags), opts=child
+        )
+        self.role_arn: pulumi.Output[str] = self.role.arn
+        self.instance_profile_arn: pulumi.Output[str] = self.instance_profile.arn
+        self.register_outputs({"role_arn": self.role_arn, "instance_profile_arn": self.instance_profile_arn})
+
+
 @dataclass(frozen=True, kw_only=True)
 class OperatorAccessArgs:
     """Inputs of :class:`OperatorAccess`."""
@@ -72,6 +120,7 @@ class OperatorAccessArgs:
     account_id: str
     ami_parameter: str
     tags: Mapping[str, str]
+    debug_role_arn: pulumi.Input[str] | None = None  # the debug role, when the stack has one
 
 
 class OperatorAccess(pulumi.ComponentResource):
@@ -86,7 +135,7 @@ class OperatorAccess(pulumi.ComponentResource):
     ) -> None:
         super().__init__(f"{spec.COMPONENT_TYPE_PREFIX}OperatorAccess", name, None, opts)
         document = pulumi.Output.all(
-            args.bucket_arn, args.launch_template_arn, args.role_arn, args.vpc_arn
+            args.bucket_arn, args.launch_template_arn, args.role_arn, args.vpc_arn, args.debug_role_arn
         ).apply(
             lambda v: json.dumps(
                 spec.operator_policy(
@@ -98,6 +147,7 @@ class OperatorAccess(pulumi.ComponentResource):
                     region=args.region,
                     account_id=args.account_id,
                     ami_parameter=args.ami_parameter,
+                    debug_role_arn=v[4],
                 )
             )
         )

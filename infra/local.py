@@ -48,6 +48,7 @@ def provision(
     local_principal_arn: str | None = None,
     tls_only_policy: bool = False,
     outputs_path: Path | None = None,
+    debug_profile: bool = False,
 ) -> dict[str, Any]:
     """Create (or find) every stack resource in the local AWS; return the outputs.
 
@@ -66,6 +67,8 @@ def provision(
         tls_only_policy: also attach the TLS-only bucket policy (makes every
             object request over plain HTTP, i.e. every local one, fail).
         outputs_path: also write the outputs there as JSON.
+        debug_profile: also create the debug role and profile (stack config
+            ``debug_profile``); when off, a debug role left from before is removed.
 
     Returns:
         The ``pulumi stack output --json`` mapping (:class:`StackOutputs` keys).
@@ -87,6 +90,7 @@ def provision(
 
     bucket = _ensure_bucket(ctx, tls_only_policy)
     role_arn, profile_arn = _ensure_instance_identity(ctx, bucket, local_principal_arn)
+    debug_arns = _ensure_debug_identity(ctx, bucket, local_principal_arn, wanted=debug_profile)
     vpc_id = local_network.ensure_vpc(ctx)
     subnets = local_network.ensure_subnets(ctx, vpc_id, max_azs)
     route_table_id = local_network.ensure_public_routes(ctx, vpc_id, list(subnets.values()))
@@ -96,7 +100,7 @@ def provision(
     lt_id = _ensure_launch_template(ctx, image, instance_type, profile_arn, sg_id)
     lt_arn = f"arn:aws:ec2:{region}:{account_id}:launch-template/{lt_id}"
     vpc_arn = f"arn:aws:ec2:{region}:{account_id}:vpc/{vpc_id}"
-    operator_arn = _ensure_operator_policy(ctx, bucket, lt_arn, role_arn, vpc_arn)
+    operator_arn = _ensure_operator_policy(ctx, bucket, lt_arn, role_arn, vpc_arn, debug_arns[0])
     outputs = StackOutputs(
         bucket=bucket,
         region=region,
@@ -108,6 +112,8 @@ def provision(
         instance_profile_arn=profile_arn,
         instance_role_arn=role_arn,
         operator_policy_arn=operator_arn,
+        debug_role_arn=debug_arns[0],
+        debug_instance_profile_arn=debug_arns[1],
     )
     if outputs_path is not None:
         write_outputs_file(outputs, outputs_path)
@@ -203,10 +209,10 @@ def _ensure_bucket_policy(ctx: LocalContext, name: str) -> None:
 
 
 def _ensure_instance_identity(
-    ctx: LocalContext, bucket: str, local_principal_arn: str | None
+    ctx: LocalContext, bucket: str, local_principal_arn: str | None, kind: str = "instance"
 ) -> tuple[str, str]:
     """Role, its inline policy and the instance profile; returns their ARNs."""
-    name = ctx.name("instance")
+    name = ctx.name(kind)
     trust = spec.instance_trust_policy(local_principal_arn)
     try:
         role = ctx.iam.get_role(RoleName=name)["Role"]
@@ -262,8 +268,66 @@ def _ensure_instance_profile(ctx: LocalContext, name: str) -> str:
     return profile["Arn"]
 
 
+def _ensure_debug_identity(
+    ctx: LocalContext, bucket: str, local_principal_arn: str | None, *, wanted: bool
+) -> tuple[str | None, str | None]:
+    """The debug role and profile (:func:`spec.debug_role_name`) when wanted, else removed.
+
+    The inline policy is the instance role's (:func:`spec.debug_role_policy` is that
+    document). The local AWS loads AWS managed policies only on request
+    (``MOTO_IAM_LOAD_MANAGED_POLICIES``); without them the attachment is skipped and
+    logged: no Session Manager exists locally, so nothing could use it.
+    """
+    if not wanted:
+        _remove_debug_identity(ctx)
+        return None, None
+    role_arn, profile_arn = _ensure_instance_identity(ctx, bucket, local_principal_arn, spec.DEBUG_ROLE_KIND)
+    name = spec.debug_role_name(ctx.env)
+    listed = ctx.iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]
+    attached = {p["PolicyArn"] for p in listed}
+    for arn in spec.debug_managed_policy_arns():
+        if arn in attached:
+            continue
+        try:
+            ctx.iam.attach_role_policy(RoleName=name, PolicyArn=arn)
+            log.info("attached %s to role %s", arn, name)
+        except ClientError as exc:
+            if not is_error(exc, "NoSuchEntity"):
+                raise
+            log.info("the local AWS has no %s; role %s goes without it", arn, name)
+    return role_arn, profile_arn
+
+
+def _remove_debug_identity(ctx: LocalContext) -> None:
+    """What ``pulumi up`` does once ``debug_profile`` is off again: the debug role goes."""
+    name = spec.debug_role_name(ctx.env)
+    try:
+        ctx.iam.get_role(RoleName=name)
+    except ClientError as exc:
+        if is_error(exc, "NoSuchEntity"):
+            return
+        raise
+    try:
+        ctx.iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=name)
+        ctx.iam.delete_instance_profile(InstanceProfileName=name)
+    except ClientError as exc:
+        if not is_error(exc, "NoSuchEntity"):
+            raise
+    for attached in ctx.iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]:
+        ctx.iam.detach_role_policy(RoleName=name, PolicyArn=attached["PolicyArn"])
+    for policy in ctx.iam.list_role_policies(RoleName=name)["PolicyNames"]:
+        ctx.iam.delete_role_policy(RoleName=name, PolicyName=policy)
+    ctx.iam.delete_role(RoleName=name)
+    log.info("removed debug role and instance profile %s", name)
+
+
 def _ensure_operator_policy(
-    ctx: LocalContext, bucket: str, launch_template_arn: str, role_arn: str, vpc_arn: str
+    ctx: LocalContext,
+    bucket: str,
+    launch_template_arn: str,
+    role_arn: str,
+    vpc_arn: str,
+    debug_role_arn: str | None = None,
 ) -> str:
     name = ctx.name("operator")
     arn = f"arn:aws:iam::{ctx.account_id}:policy/{name}"
@@ -275,6 +339,7 @@ def _ensure_operator_policy(
         region=ctx.region,
         account_id=ctx.account_id,
         vpc_arn=vpc_arn,
+        debug_role_arn=debug_role_arn,
     )
     try:
         version = ctx.iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]

@@ -35,15 +35,27 @@ class StackOutputs:
     instance_profile_arn: str
     instance_role_arn: str
     operator_policy_arn: str
+    # Only when the stack config enables ``debug_profile`` (Session Manager debug sessions).
+    debug_instance_profile_arn: str | None = None
+    debug_role_arn: str | None = None
+
+    @property
+    def has_debug_profile(self) -> bool:
+        """Whether runs may launch with ``debug = true``."""
+        return self.debug_instance_profile_arn is not None
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready mapping (the ``pulumi stack output --json`` shape)."""
+        """The JSON-ready mapping (the ``pulumi stack output --json`` shape; absent
+        optional outputs are left out, as Pulumi leaves out outputs it does not export)."""
         data = asdict(self)
         data["subnets_by_az"] = dict(sorted(self.subnets_by_az.items()))
-        return data
+        return {k: v for k, v in data.items() if not (k in DEBUG_OUTPUT_KEYS and v is None)}
 
 
-OUTPUT_KEYS: tuple[str, ...] = tuple(f.name for f in fields(StackOutputs))
+DEBUG_OUTPUT_KEYS: tuple[str, ...] = ("debug_instance_profile_arn", "debug_role_arn")
+OUTPUT_KEYS: tuple[str, ...] = tuple(
+    f.name for f in fields(StackOutputs) if f.name not in DEBUG_OUTPUT_KEYS
+)  # always present
 
 
 def _require_str(mapping: Mapping[str, Any], key: str) -> str:
@@ -84,11 +96,23 @@ def read_outputs(mapping: Mapping[str, Any]) -> StackOutputs:
         key: _require_str(mapping, key) for key in OUTPUT_KEYS if key != "subnets_by_az"
     }
     values["subnets_by_az"] = _require_subnets(mapping)
+    values.update(_debug_outputs(mapping))
     try:
         spec.validate_env(values["env"])
     except spec.SpecError as exc:
         raise OutputsError(f"stack output 'env': {exc}") from None
     return StackOutputs(**values)
+
+
+def _debug_outputs(mapping: Mapping[str, Any]) -> dict[str, str]:
+    """The optional debug outputs: both or neither."""
+    present = [key for key in DEBUG_OUTPUT_KEYS if mapping.get(key) is not None]
+    if not present:
+        return {}
+    if len(present) != len(DEBUG_OUTPUT_KEYS):
+        missing = sorted(set(DEBUG_OUTPUT_KEYS) - set(present))
+        raise OutputsError(f"stack outputs have {present} but not {missing}: run `pulumi up` again")
+    return {key: _require_str(mapping, key) for key in DEBUG_OUTPUT_KEYS}
 
 
 def read_outputs_json(text: str) -> StackOutputs:

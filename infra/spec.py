@@ -891,7 +891,6 @@ def debug_operator_statements(
             "DebugSessionsWithTheDefaultDocument",
             ["ssm:StartSession"],
             f"arn:aws:ssm:{region}:{account_id}:document/{SESSION_DEFAULT_DOCUMENT}",
-            {"BoolIfExists": {"ssm:SessionDocumentAccessCheck": "true"}},
         ),
         _allow(
             "DebugOwnSessionsOnly",

@@ -10,7 +10,13 @@ from infra import spec
 from infra.budget import Budget, BudgetArgs
 from infra.compute import Compute, ComputeArgs
 from infra.config import StackConfig
-from infra.iam import InstanceIdentity, InstanceIdentityArgs, OperatorAccess, OperatorAccessArgs
+from infra.iam import (
+    DebugInstanceIdentity,
+    InstanceIdentity,
+    InstanceIdentityArgs,
+    OperatorAccess,
+    OperatorAccessArgs,
+)
 from infra.network import Network, NetworkArgs
 from infra.storage import Storage, StorageArgs
 
@@ -26,7 +32,8 @@ def _availability_zones(limit: int | None) -> list[str]:
 def build_stack(cfg: StackConfig) -> dict[str, Any]:
     """Declare every resource of the stack; return the outputs to export.
 
-    The keys are :data:`infra.outputs.OUTPUT_KEYS`.
+    The keys are :data:`infra.outputs.OUTPUT_KEYS`, plus
+    :data:`infra.outputs.DEBUG_OUTPUT_KEYS` when ``cfg.debug_profile`` is on.
     """
     account_id = aws.get_caller_identity().account_id
     region = aws.get_region().region
@@ -46,16 +53,11 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             env=cfg.env, bucket_name=spec.bucket_name(cfg.env, account_id, region), tags=resource_tags
         ),
     )
-    identity = InstanceIdentity(
-        "instance",
-        InstanceIdentityArgs(
-            env=cfg.env,
-            bucket_arn=storage.bucket_arn,
-            region=region,
-            account_id=account_id,
-            tags=resource_tags,
-        ),
+    identity_args = InstanceIdentityArgs(
+        env=cfg.env, bucket_arn=storage.bucket_arn, region=region, account_id=account_id, tags=resource_tags
     )
+    identity = InstanceIdentity("instance", identity_args)
+    debug = DebugInstanceIdentity("instance-debug", identity_args) if cfg.debug_profile else None
     compute = Compute(
         "compute",
         ComputeArgs(
@@ -80,6 +82,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             account_id=account_id,
             ami_parameter=cfg.ami_ssm_parameter,
             tags=resource_tags,
+            debug_role_arn=debug.role_arn if debug else None,
         ),
     )
     if cfg.budget_email is not None:
@@ -92,7 +95,13 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
                 tags=resource_tags,
             ),
         )
+    debug_outputs = (
+        {"debug_instance_profile_arn": debug.instance_profile_arn, "debug_role_arn": debug.role_arn}
+        if debug
+        else {}
+    )
     return {
+        **debug_outputs,
         "bucket": storage.bucket_name,
         "region": region,
         "env": cfg.env,

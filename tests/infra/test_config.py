@@ -28,12 +28,14 @@ def test_every_key_is_parsed() -> None:
         "max_azs": "3",
         "budget_email": "ops@example.com",
         "budget_monthly_usd": "250.5",
+        "debug_profile": "true",
     }
     assert set(raw) == set(CONFIG_KEYS)
     cfg = parse_config(raw, default_env="dev")
     assert (cfg.env, cfg.instance_type, cfg.max_azs) == ("prod", "g4dn.2xlarge", 3)
     assert (cfg.budget_email, cfg.budget_monthly_usd) == ("ops@example.com", 250.5)
     assert cfg.budget_enabled
+    assert cfg.debug_profile
 
 
 def test_config_is_frozen() -> None:
@@ -55,6 +57,8 @@ def test_config_is_frozen() -> None:
         ({"env": "dev", "ami_id": "ubuntu"}, "ami_id"),
         ({"env": "dev", "budget_email": "not-an-email"}, "budget_email"),
         ({"env": "dev", "region": "us-east-1"}, "unknown config key"),
+        ({"env": "dev", "debug_profile": "sometimes"}, "debug_profile must be true or false"),
+        ({"env": "dev", "debugProfile": "true"}, "unknown config key"),
     ],
 )
 def test_invalid_values_fail_with_one_line_naming_the_problem(raw: dict, message: str) -> None:
@@ -68,3 +72,11 @@ def test_blank_values_mean_default() -> None:
     cfg = parse_config({"env": "dev", "instance_type": " ", "budget_email": ""})
     assert cfg.instance_type == spec.DEFAULT_INSTANCE_TYPE
     assert cfg.budget_email is None
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(None, False), ("", False), ("true", True), ("True", True),
+                                               ("yes", True), ("1", True), ("false", False), ("no", False)])
+def test_debug_profile_is_off_unless_set_true(raw: str | None, expected: bool) -> None:
+    cfg = parse_config({"env": "dev", "debug_profile": raw})
+    assert cfg.debug_profile is expected
+    assert parse_config({}, default_env="dev").debug_profile is False
