@@ -82,18 +82,19 @@ def _kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
     "dry-run": "print the full plan and change nothing",
     "resume": "relaunch this interrupted/killed run (RUN_ID) with its own spec; training resumes "
               "from its newest checkpoint",
+    "skip-doctor": "do not run `invoke doctor`'s checks before creating anything",
     "local": LOCAL_HELP,
     "json": JSON_HELP,
 })
 @edge
 def launch(c, env="dev", spec=None, instance_type=None, market=None, max_runtime=None, dry_run=False,
-           resume=None, local=False, json_=False):
+           resume=None, skip_doctor=False, local=False, json_=False):
     """Launch a training run: lock, upload configs and code, start the instance."""
     from control.launch import launch as do_launch
 
     outcome = do_launch(lambda: _backend(local), env=env, spec_path=Path(spec) if spec else None,
                         instance_type=instance_type, market=market, max_runtime=max_runtime, dry_run=dry_run,
-                        resume=resume)
+                        resume=resume, skip_doctor=skip_doctor)
     out = _console()
     plan = outcome.plan.summary()
     if json_:
@@ -136,6 +137,36 @@ def _plan_table(plan: dict[str, Any]) -> Table:
         ("logs", f"s3://{plan['bucket']}/{plan['logs_prefix']}"),
         ("tags", ", ".join(f"{k}={v}" for k, v in sorted(plan["tags"].items()))),
     ])
+
+
+# ------------------------------------------------------------------ doctor
+
+_STATUS_STYLE = {"ok": "green", "fail": "red", "warn": "yellow", "unknown": "cyan"}
+
+
+@task(help={"env": ENV_HELP, "spec": "run spec TOML file whose instance types, market and data to check",
+            "local": LOCAL_HELP, "json": JSON_HELP})
+@edge
+def doctor(c, env="dev", spec=None, local=False, json_=False):
+    """Check an env before a launch: credentials, stack, bucket, AMI, IAM, quotas, data; exit 1 on failure."""
+    from control.doctor import doctor as do_doctor
+
+    report = do_doctor(lambda: _backend(local), env=env, spec_path=Path(spec) if spec else None)
+    out = _console()
+    if json_:
+        out.print_json(json.dumps(report.to_dict()))
+    else:
+        table = Table("check", "status", "detail", "fix", title=f"doctor: env {env} "
+                      f"({'local' if report.local else 'AWS'})", title_justify="left")
+        for check in report.checks:
+            style = _STATUS_STYLE[check.status.value]
+            table.add_row(check.name, f"[{style}]{check.status.value}[/]", check.detail, check.fix or "")
+        out.print(table)
+        failed = ", ".join(x.name for x in report.failed)
+        out.print(f"[red]{len(report.failed)} check(s) failed[/]: {failed}" if failed
+                  else "[green]ready to launch[/] (warn and unknown do not stop a launch)", soft_wrap=True)
+    if report.exit_code:
+        raise Exit(code=report.exit_code)
 
 
 # ----------------------------------------------------------------- monitor
@@ -324,14 +355,26 @@ def runs(c, env="dev", limit=20, local=False, json_=False):
 
 
 @task(help={"run-id": "run id YYYYMMDD-HHMMSS, or 'latest'", "env": ENV_HELP,
-            "tail": "only the last N lines of the trainer log (0: all)", "local": LOCAL_HELP})
+            "tail": "only the last N lines of the trainer log (0: all)",
+            "console": "the instance's console output (EC2 GetConsoleOutput) while it lives",
+            "local": LOCAL_HELP})
 @edge
-def logs(c, run_id, env="dev", tail=0, local=False):
-    """Show a run's log: phases, errors and trainer.log."""
+def logs(c, run_id, env="dev", tail=0, console=False, local=False):
+    """Show a run's log: phases, errors and trainer.log; --console: the live instance's console."""
+    out = _console()
+    if console:
+        from control.console import console_output
+
+        con = console_output(_backend(local), env=env, run_id=run_id, tail=int(tail) or None)
+        if con.text:
+            out.print(f"--- console of {con.instance_id} ({con.state}): {con.source}", style="bold")
+            out.print(con.text, markup=False, soft_wrap=True, highlight=False)
+        if con.problem:
+            out.print(f"[yellow]{con.problem}[/]", soft_wrap=True)
+        return
     from control.fetch import read_logs
 
     r = read_logs(_backend(local), env=env, run_id=run_id, tail=int(tail) or None)
-    out = _console()
     if r.training:
         t = r.training
         phases = Table("phase", "status", "started", "duration", title=f"run {r.run_id}: "
@@ -480,5 +523,5 @@ def env_(c):
 
 
 local_ns = Collection("local", up, down, env_)
-ns = Collection(launch, monitor, kill, verify, runs, logs, fetch, report, wheelhouse, demo)
+ns = Collection(launch, doctor, monitor, kill, verify, runs, logs, fetch, report, wheelhouse, demo)
 ns.add_collection(local_ns)

@@ -548,13 +548,19 @@ def _roll_back(store: StateStore, plan: LaunchPlan, s3: Any) -> None:
 
 def launch(backend: Backend | Callable[[], Backend], *, env: str, spec_path: Path | None = None,
            instance_type: str | None = None, market: str | None = None, max_runtime: str | None = None,
-           dry_run: bool = False, resume: str | None = None, clock: Clock = utc_now) -> LaunchOutcome:
-    """``invoke launch``: validate, plan, and unless ``dry_run`` apply.
+           dry_run: bool = False, resume: str | None = None, skip_doctor: bool = False,
+           clock: Clock = utc_now) -> LaunchOutcome:
+    """``invoke launch``: validate, plan, run the doctor, and unless ``dry_run`` apply.
 
     ``backend`` may be a factory: it is called once the arguments and the spec are
     valid. Nothing is created when validation fails: every check happens before the lock.
     ``resume``: relaunch that run under its own id with its stored spec; the trainer
-    resumes from its newest complete checkpoint.
+    resumes from its newest complete checkpoint. The doctor (:mod:`control.doctor`)
+    runs on the plan, after everything has been read and before anything is created;
+    ``skip_doctor`` skips it (a dry run never runs it: it creates nothing).
+
+    Raises:
+        DoctorFailedError: a doctor check failed; nothing was created.
     """
     check_env(env)
     if resume and spec_path:
@@ -578,6 +584,13 @@ def launch(backend: Backend | Callable[[], Backend], *, env: str, spec_path: Pat
     plan = plan_launch(spec, world)
     if dry_run:
         return LaunchOutcome(plan=plan, result=None)
+    if not skip_doctor:
+        from control.doctor import DoctorFailedError, run_doctor
+
+        report = run_doctor(backend, env, spec, plan=plan, outputs=world.outputs, identity=world.identity,
+                            clock=clock)
+        if not report.ok:
+            raise DoctorFailedError(report)
     with backend.errors("launch", f"s3://{plan.bucket}"):
         result = apply_launch(plan, backend.clients(), start_instance=backend.start_instance, clock=clock)
     return LaunchOutcome(plan=plan, result=result)
