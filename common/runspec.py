@@ -20,6 +20,7 @@ from schemas import SchemaValidationError, validate, with_defaults
 
 PRETRAINED_DEFAULT = "amazon/chronos-2"
 TINY = "tiny"
+DEBUG_KEEP_ON_FAILURE_MINUTES = 30
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,6 +30,8 @@ class InstanceSpec:
     max_runtime_minutes: int
     availability_zones: tuple[str, ...]
     root_volume_gb: int
+    debug: bool = False  # launch with the debug instance profile (Session Manager)
+    keep_on_failure_minutes: int = 0  # a failed instance stays up this long before poweroff
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,7 +83,28 @@ class RunSpec:
         doc = dataclasses.asdict(self)
         inst = doc["instance"]
         inst["max_runtime"] = inst.pop("max_runtime_minutes")
+        keep = inst.pop("keep_on_failure_minutes")
+        if keep != default_keep_on_failure(self.instance.debug, self.instance.max_runtime_minutes):
+            inst["keep_on_failure"] = keep  # the default follows debug and max_runtime
         return _plain(doc)
+
+
+def default_keep_on_failure(debug: bool, max_runtime_minutes: int) -> int:
+    """Minutes a failed instance stays up when the spec does not say: 30 with ``debug``
+    (at most ``max_runtime - 1``), else 0."""
+    return max(0, min(DEBUG_KEEP_ON_FAILURE_MINUTES, max_runtime_minutes - 1)) if debug else 0
+
+
+def _keep_on_failure(inst: dict[str, Any], max_runtime: int, source: str) -> int:
+    """``instance.keep_on_failure`` in minutes, checked to end before the max runtime."""
+    raw = inst.get("keep_on_failure")
+    if raw is None:
+        return default_keep_on_failure(inst["debug"], max_runtime)
+    keep = parse_duration_minutes(raw)
+    if keep >= max_runtime:
+        raise ConfigError(f"{source}: $.instance.keep_on_failure: {keep} min must be less than max_runtime "
+                          f"({max_runtime} min): the dead-man switch powers the instance off at max_runtime")
+    return keep
 
 
 def _plain(value: Any) -> Any:
@@ -97,7 +121,8 @@ def from_dict(doc: dict[str, Any], *, source: str = "run spec") -> RunSpec:
     """Validate ``doc``, fill defaults, and build the spec.
 
     Raises:
-        ConfigError: naming the JSON path of the first problem.
+        ConfigError: naming the JSON path of the first problem (also a
+            ``keep_on_failure`` that would not end before ``max_runtime``).
     """
     try:
         validate("run-spec", doc, source=source)
@@ -110,14 +135,17 @@ def from_dict(doc: dict[str, Any], *, source: str = "run spec") -> RunSpec:
     overlap = set(data["past_covariates"]) & set(data["known_covariates"])
     if overlap:
         raise ConfigError(f"{source}: $.data: {sorted(overlap)} listed as both past and known covariates")
+    max_runtime = parse_duration_minutes(inst["max_runtime"])
     return RunSpec(
         env=full["env"],
         instance=InstanceSpec(
             types=tuple(inst["types"]),
             market=Market(inst["market"]),
-            max_runtime_minutes=parse_duration_minutes(inst["max_runtime"]),
+            max_runtime_minutes=max_runtime,
             availability_zones=tuple(inst["availability_zones"]),
             root_volume_gb=inst["root_volume_gb"],
+            debug=inst["debug"],
+            keep_on_failure_minutes=_keep_on_failure(inst, max_runtime, source),
         ),
         data=DataSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}),
         model=ModelSpec(**{**model, "finetune_mode": FinetuneMode(model["finetune_mode"])}),
