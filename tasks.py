@@ -38,10 +38,24 @@ def edge(fn: Callable[..., Any]) -> Callable[..., Any]:
         except UserError as exc:
             _console(stderr=True).print(f"error: {exc}", style="red", soft_wrap=True, markup=False)
             raise Exit(code=exc.exit_code) from None
+        except Exception as exc:  # a botocore configuration/credential error outside an aws_errors block
+            mapped = _aws_user_error(exc)
+            if mapped is None:
+                raise
+            _console(stderr=True).print(f"error: {mapped}", style="red", soft_wrap=True, markup=False)
+            raise Exit(code=mapped.exit_code) from None
         except KeyboardInterrupt:
             _console(stderr=True).print("interrupted", style="yellow")
             raise Exit(code=130) from None
     return wrapper
+
+
+def _aws_user_error(exc: Exception) -> Any:
+    if not type(exc).__module__.startswith("botocore"):
+        return None
+    from control.backend import user_error
+
+    return user_error(exc, "this command")
 
 
 def _backend(local: bool) -> Any:

@@ -45,8 +45,8 @@ OUTPUTS_FILE_VAR = "CHRONOS_STACK_OUTPUTS"
 LOCAL_VAR = "CHRONOS_LOCAL"
 LOCAL_ACCESS_KEY = "testing"
 LOCAL_REGION = "us-east-1"
-_BAD_CREDENTIAL_CODES = {"InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken",
-                         "InvalidAccessKeyId", "UnrecognizedClientException", "AuthFailure"}
+_BAD_CREDENTIAL_CODES = {"InvalidClientTokenId", "SignatureDoesNotMatch", "InvalidAccessKeyId",
+                         "UnrecognizedClientException", "AuthFailure"}
 
 
 class LocalAWSDownError(UserError):
@@ -79,23 +79,117 @@ def check_env(env: str) -> str:
         raise ConfigError(f"unknown env: {exc}") from None
 
 
+_EXPIRED_CODES = {"ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"}
+_SSO_ERRORS = (botocore.exceptions.SSOError, botocore.exceptions.TokenRetrievalError)
+_UNREACHABLE_ERRORS = (botocore.exceptions.ConnectionError, botocore.exceptions.ReadTimeoutError,
+                       botocore.exceptions.ConnectionClosedError)
+_CONFIG_ERRORS = (botocore.exceptions.InvalidConfigError, botocore.exceptions.ConfigParseError,
+                  botocore.exceptions.ConfigNotFound, botocore.exceptions.InvalidRegionError,
+                  botocore.exceptions.UnknownEndpointError)
+
+
+def env_region() -> str | None:
+    """The region from ``AWS_REGION`` when botocore's own ``AWS_DEFAULT_REGION`` is unset.
+
+    botocore (1.44) reads only ``AWS_DEFAULT_REGION`` and the profile's ``region``;
+    every other AWS SDK and the AWS CLI v2 read ``AWS_REGION`` first (AWS SDKs and
+    Tools Reference Guide, "AWS Region":
+    https://docs.aws.amazon.com/sdkref/latest/guide/feature-region.html), so users set it.
+    """
+    if os.environ.get("AWS_DEFAULT_REGION"):
+        return None
+    return os.environ.get("AWS_REGION") or None
+
+
+def _profile_flag(profile: str | None) -> str:
+    profile = profile or os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE")
+    return f" --profile {profile}" if profile and profile != "default" else ""
+
+
+def _unreachable(exc: BaseException, action: str) -> UserError:
+    url = getattr(exc, "kwargs", {}).get("endpoint_url") or "its endpoint"
+    override = os.environ.get("AWS_ENDPOINT_URL")
+    if override:
+        fix = (f"AWS_ENDPOINT_URL is set to {override}: unset it to use AWS's own endpoints, "
+               "or start the service it points at")
+    else:
+        fix = "check your network or proxy, and that the region is right (AWS_REGION or the profile's region)"
+    return UserError(f"cannot reach AWS at {url} for {action} ({type(exc).__name__}); {fix}")
+
+
+def user_error(exc: BaseException, action: str, *, profile: str | None = None) -> UserError | None:
+    """The one-line :class:`UserError` for a botocore configuration or credential error.
+
+    Args:
+        exc: what botocore raised.
+        action: the API action or step it happened in (named in the message).
+        profile: the AWS profile in use, named in ``aws sso login --profile ...``.
+
+    Returns:
+        The error to raise instead, or ``None`` for anything a user cannot fix this way.
+    """
+    e = botocore.exceptions
+    if isinstance(exc, e.NoCredentialsError):
+        return NoCredentialsError()
+    if isinstance(exc, e.NoRegionError):
+        return UserError("no AWS region configured; set AWS_REGION to the region of your stack "
+                         "(e.g. `export AWS_REGION=us-east-1`) or run `aws configure set region REGION`")
+    if isinstance(exc, e.ProfileNotFound):
+        name = exc.kwargs.get("profile", "?")
+        return UserError(f"AWS profile {name!r} is not in ~/.aws/config or ~/.aws/credentials; list the "
+                         "profiles with `aws configure list-profiles` and fix AWS_PROFILE (or unset it)")
+    if isinstance(exc, _SSO_ERRORS):
+        return UserError(f"the AWS SSO login of this profile has expired or was never made; run "
+                         f"`aws sso login{_profile_flag(profile)}` and try again")
+    if isinstance(exc, e.PartialCredentialsError):
+        provider, missing = exc.kwargs.get("provider", "?"), exc.kwargs.get("cred_var", "?")
+        fix = ("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or unset them and use AWS_PROFILE"
+               if provider == "env"
+               else "complete that profile with `aws configure` or pick another AWS_PROFILE")
+        return UserError(f"incomplete AWS credentials in {provider}: {missing} is missing; {fix}")
+    if isinstance(exc, e.CredentialRetrievalError):
+        return UserError(f"AWS credentials could not be obtained from {exc.kwargs.get('provider', '?')} "
+                         f"({exc.kwargs.get('error_msg', exc)}); fix that credential source in "
+                         "~/.aws/config or pick another AWS_PROFILE")
+    if isinstance(exc, _CONFIG_ERRORS):
+        return UserError(f"the AWS configuration is invalid ({exc}); fix ~/.aws/config (or the file "
+                         "AWS_CONFIG_FILE names) or pick another AWS_PROFILE")
+    if isinstance(exc, _UNREACHABLE_ERRORS):
+        return _unreachable(exc, action)
+    code = error_code(exc)
+    if code in _EXPIRED_CODES:
+        return UserError(f"these AWS credentials have expired ({code} on {action}); refresh them "
+                         f"(`aws sso login{_profile_flag(profile)}`, or a new session token) and try again")
+    if code in _BAD_CREDENTIAL_CODES:
+        return UserError(f"AWS rejected these credentials ({code}) on {action}; refresh them "
+                         "(`aws sso login`, `aws configure`) or pick another AWS_PROFILE")
+    return None
+
+
 @contextmanager
-def aws_errors(action: str, resource: str, *, local_endpoint: str | None = None) -> Iterator[None]:
-    """Turn AWS failures a user can fix into one-line :class:`UserError` s."""
+def aws_errors(action: str, resource: str, *, local_endpoint: str | None = None,
+               profile: str | None = None) -> Iterator[None]:
+    """Turn AWS failures a user can fix into one-line :class:`UserError` s.
+
+    Args:
+        action: the API action or step, named in the message.
+        resource: what it touched, named when access is denied.
+        local_endpoint: the local AWS endpoint (local mode): unreachable means it is not running.
+        profile: the AWS profile in use.
+
+    Raises:
+        UserError: configuration, credential or network problems, with the fix.
+        AccessDeniedError: a permission is missing.
+    """
     try:
         yield
-    except botocore.exceptions.NoCredentialsError:
-        raise NoCredentialsError() from None
-    except botocore.exceptions.EndpointConnectionError as exc:
-        if local_endpoint:
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        if local_endpoint and isinstance(exc, _UNREACHABLE_ERRORS):
             raise LocalAWSDownError(f"{local_endpoint} does not answer") from None
-        raise UserError(f"cannot reach AWS for {action}: {exc}; check your network and region") from None
-    except botocore.exceptions.ClientError as exc:
-        if error_code(exc) in _BAD_CREDENTIAL_CODES:
-            raise UserError(f"AWS rejected these credentials ({error_code(exc)}) on {action}; "
-                            "refresh them (`aws sso login`, `aws configure`) or pick another AWS_PROFILE"
-                            ) from None
-        if is_access_denied(exc):
+        mapped = user_error(exc, action, profile=profile)
+        if mapped is not None:
+            raise mapped from None
+        if isinstance(exc, botocore.exceptions.ClientError) and is_access_denied(exc):
             raise AccessDeniedError(action=action, resource=resource) from None
         raise
 
@@ -126,7 +220,8 @@ class Backend(ABC):
 
     def errors(self, action: str, resource: str = "*") -> Any:
         """Context manager mapping AWS errors to user errors for this backend."""
-        return aws_errors(action, resource, local_endpoint=self.endpoint_url if self.local else None)
+        return aws_errors(action, resource, local_endpoint=self.endpoint_url if self.local else None,
+                          profile=_session_profile(self._session))
 
     def check_credentials(self) -> dict[str, str]:
         """``sts get-caller-identity``: who these credentials are.
@@ -150,6 +245,13 @@ class Backend(ABC):
         """Start what stands for the instance (nothing on AWS: it boots by itself)."""
 
 
+def _session_profile(session: boto3.Session) -> str | None:
+    try:
+        return session.profile_name
+    except botocore.exceptions.BotoCoreError:
+        return None
+
+
 def _outputs_from_mapping(mapping: Any, env: str, source: str, how_to_fix: str) -> StackOutputs:
     try:
         outputs = read_outputs(mapping)
@@ -162,12 +264,23 @@ def _outputs_from_mapping(mapping: Any, env: str, source: str, how_to_fix: str) 
 
 
 class AwsBackend(Backend):
-    """Real AWS through boto3's default credential chain."""
+    """Real AWS through boto3's default credential chain.
+
+    The region is, in order: ``region``, ``AWS_DEFAULT_REGION``, ``AWS_REGION``, the
+    profile's ``region``; the stack outputs' region replaces it once they are read.
+    Configuration and credential errors become one-line :class:`UserError` s.
+    """
 
     name, local, device = "aws", False, "cuda"
 
     def __init__(self, *, session: boto3.Session | None = None, region: str | None = None) -> None:
-        super().__init__(session=session or boto3.Session(region_name=region))
+        with aws_errors("reading the AWS configuration", "*"):
+            # boto3.Session resolves AWS_PROFILE at once: ProfileNotFound is raised here
+            super().__init__(session=session or boto3.Session(region_name=region or env_region()))
+
+    def clients(self) -> Clients:
+        with self.errors("creating AWS clients"):
+            return super().clients()
 
     def stack_outputs(self, env: str) -> StackOutputs:
         check_env(env)
@@ -184,8 +297,9 @@ class AwsBackend(Backend):
         else:
             outputs = _outputs_from_mapping(self._pulumi_outputs(env), env, f"stack {env}", fix)
         if self._session.region_name != outputs.region:
-            self._session = boto3.Session(profile_name=self._session.profile_name,
-                                          region_name=outputs.region)
+            with self.errors("reading the AWS configuration"):
+                self._session = boto3.Session(profile_name=self._session.profile_name,
+                                              region_name=outputs.region)
             self._clients = None
         return outputs
 

@@ -181,3 +181,227 @@ def test_local_mode_without_local_aws(cli, error_line, local_dir):
     proc = cli("monitor", "--env=dev", "--local")
     assert proc.returncode == 2
     assert "local AWS is not running" in error_line(proc) and "invoke local.up" in error_line(proc)
+
+
+# ---------------------------------------------------------------- AWS configuration and credentials
+# Each case runs the AWS backend (no --local) as a new user would, with environment variables that
+# provoke one botocore configuration or credential error. Network only to 127.0.0.1.
+
+_AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+             "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "CHRONOS_LOCAL")
+_KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+
+@pytest.fixture
+def aws_runs(cli, local_aws, tmp_path):
+    """``invoke runs --env=dev`` on the AWS backend with only the AWS variables a test gives."""
+    home = tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    config = home / ".aws" / "config"
+    config.write_text("")
+
+    def run(env: dict[str, str], *, endpoint: str | None = None, outputs: str | None = None):
+        full = {
+            "HOME": str(home),
+            "AWS_CONFIG_FILE": str(config),
+            "AWS_SHARED_CREDENTIALS_FILE": str(home / ".aws" / "credentials"),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_ENDPOINT_URL": endpoint or local_aws.endpoint_url,
+            "CHRONOS_STACK_OUTPUTS": outputs or str(tmp_path / "{env}.json"),
+            **env,
+        }
+        return cli("runs", "--env=dev", env=full, drop=tuple(v for v in _AWS_VARS if v not in full),
+                   timeout=120)
+
+    run.home, run.config = home, config
+    return run
+
+
+def test_no_region_configured(aws_runs, error_line):
+    proc = aws_runs(_KEYS)
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert line.startswith("error: no AWS region configured") and "AWS_REGION" in line, line
+
+
+def test_aws_region_alone_is_enough(aws_runs, local_aws, tmp_path):
+    bucket = "chronos-training-dev-123456789012-us-east-1"
+    local_aws.client("s3").create_bucket(Bucket=bucket)
+    outputs = tmp_path / "dev.json"
+    write_json(outputs, {
+        "bucket": bucket, "region": "us-east-1", "env": "dev", "account_id": "123456789012",
+        "subnets_by_az": {"us-east-1a": "subnet-1"}, "security_group_id": "sg-1",
+        "launch_template_id": "lt-1",
+        "instance_profile_arn": "arn:aws:iam::123456789012:instance-profile/chronos-dev-instance",
+        "instance_role_arn": "arn:aws:iam::123456789012:role/chronos-dev-instance",
+        "operator_policy_arn": "arn:aws:iam::123456789012:policy/chronos-dev-operator",
+    })
+    proc = aws_runs({**_KEYS, "AWS_REGION": "us-east-1"}, outputs=str(outputs))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "no runs yet" in proc.stdout
+
+
+def test_aws_region_is_read_when_aws_default_region_is_unset(monkeypatch):
+    from control.backend import AwsBackend
+
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    assert AwsBackend().session.region_name == "eu-west-1"
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")  # botocore's own variable keeps precedence
+    assert AwsBackend().session.region_name == "us-west-2"
+    assert AwsBackend(region="ap-south-1").session.region_name == "ap-south-1"
+
+
+def test_mistyped_profile(aws_runs, error_line):
+    proc = aws_runs({"AWS_PROFILE": "dve", "AWS_REGION": "us-east-1"})
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert "AWS profile 'dve'" in line and "aws configure list-profiles" in line, line
+
+
+_SSO_PROFILE = """[profile work]
+sso_start_url = https://example.awsapps.com/start
+sso_region = us-east-1
+sso_account_id = 123456789012
+sso_role_name = Admin
+region = us-east-1
+"""
+
+_SSO_SESSION_PROFILE = """[profile work]
+sso_session = corp
+sso_account_id = 123456789012
+sso_role_name = Admin
+region = us-east-1
+
+[sso-session corp]
+sso_start_url = https://example.awsapps.com/start
+sso_region = us-east-1
+"""
+
+
+def _sso_cache(home, key: str, token: dict) -> None:
+    import hashlib
+
+    cache = home / ".aws" / "sso" / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / f"{hashlib.sha1(key.encode()).hexdigest()}.json").write_text(json.dumps(token))
+
+
+@pytest.mark.parametrize("case", ["never-logged-in", "expired-legacy", "expired-sso-session"])
+def test_sso_login_missing_or_expired(aws_runs, error_line, case):
+    expired = {"accessToken": "x", "expiresAt": "2020-01-01T00:00:00Z", "region": "us-east-1",
+               "startUrl": "https://example.awsapps.com/start"}
+    if case == "expired-sso-session":
+        aws_runs.config.write_text(_SSO_SESSION_PROFILE)
+        _sso_cache(aws_runs.home, "corp", expired)
+    else:
+        aws_runs.config.write_text(_SSO_PROFILE)
+        if case == "expired-legacy":
+            _sso_cache(aws_runs.home, "https://example.awsapps.com/start", expired)
+    proc = aws_runs({"AWS_PROFILE": "work"})
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert "aws sso login --profile work" in line, line
+
+
+def test_partial_credentials(aws_runs, error_line):
+    proc = aws_runs({"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_REGION": "us-east-1"})
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert "AWS_SECRET_ACCESS_KEY" in line and "incomplete AWS credentials" in line, line
+
+
+def test_unreachable_endpoint(aws_runs, error_line):
+    from localaws.moto import free_port
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    proc = aws_runs({**_KEYS, "AWS_REGION": "us-east-1"}, endpoint=closed)
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert f"cannot reach AWS at {closed}" in line and "AWS_ENDPOINT_URL" in line, line
+
+
+def test_invalid_keys(aws_runs, error_line, local_aws):
+    requests.post(f"{local_aws.endpoint_url}/moto-api/reset-auth", data=b"0", timeout=10)
+    try:
+        proc = aws_runs({"AWS_ACCESS_KEY_ID": "AKIANOSUCHKEY0000000", "AWS_SECRET_ACCESS_KEY": "x",
+                         "AWS_REGION": "us-east-1"})
+    finally:
+        requests.post(f"{local_aws.endpoint_url}/moto-api/reset-auth", data=b"inf", timeout=10)
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert "AWS rejected these credentials (InvalidClientTokenId)" in line, line
+
+
+def _client_error(code: str, status: int = 403):
+    from botocore.exceptions import ClientError
+
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "GetCallerIdentity",
+    )
+
+
+def _botocore_errors():
+    from botocore import exceptions as e
+
+    return [
+        (e.NoRegionError(), "no AWS region configured"),
+        (e.ProfileNotFound(profile="dve"), "AWS profile 'dve'"),
+        (e.SSOTokenLoadError(error_msg="Token for x does not exist"), "aws sso login"),
+        (e.UnauthorizedSSOTokenError(), "aws sso login"),
+        (e.TokenRetrievalError(provider="sso", error_msg="Token has expired and refresh failed"),
+         "aws sso login"),
+        (e.PartialCredentialsError(provider="env", cred_var="AWS_SECRET_ACCESS_KEY"),
+         "AWS_SECRET_ACCESS_KEY"),
+        (e.CredentialRetrievalError(provider="custom-process", error_msg="exit 1"), "custom-process"),
+        (e.EndpointConnectionError(endpoint_url="https://sts.amazonaws.com/"), "cannot reach AWS"),
+        (e.ConnectTimeoutError(endpoint_url="https://sts.amazonaws.com/"), "cannot reach AWS"),
+        (e.ReadTimeoutError(endpoint_url="https://sts.amazonaws.com/"), "cannot reach AWS"),
+        (e.InvalidConfigError(error_msg="bad profile"), "AWS configuration"),
+        (e.NoCredentialsError(), "no AWS credentials found"),
+        (_client_error("ExpiredToken"), "expired"),
+        (_client_error("InvalidClientTokenId"), "AWS rejected these credentials"),
+        (_client_error("SignatureDoesNotMatch"), "AWS rejected these credentials"),
+    ]
+
+
+def test_every_botocore_configuration_and_credential_error_is_one_line():
+    from common.errors import UserError
+    from control.backend import aws_errors
+
+    for exc, expected in _botocore_errors():
+        with pytest.raises(UserError) as info, aws_errors("sts:GetCallerIdentity", "*"):
+            raise exc
+        message = str(info.value)
+        assert expected in message and "\n" not in message, (type(exc).__name__, message)
+
+
+def test_a_botocore_error_outside_an_aws_errors_block_is_still_one_line(capsys):
+    """The invoke edge maps what escapes the backend (e.g. an SSO token expiring mid-command)."""
+    import importlib.util
+
+    from botocore.exceptions import ProfileNotFound, UnauthorizedSSOTokenError
+    from invoke import Exit
+
+    from control.localdir import PROJECT_ROOT
+
+    spec = importlib.util.spec_from_file_location("chronos_tasks", PROJECT_ROOT / "tasks.py")
+    tasks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tasks)
+    for exc, expected in ((ProfileNotFound(profile="dve"), "AWS profile 'dve'"),
+                          (UnauthorizedSSOTokenError(), "aws sso login")):
+        def fail(exc=exc):
+            raise exc
+
+        with pytest.raises(Exit) as info:
+            tasks.edge(fail)()
+        assert info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and expected in err and "\n" not in err, err
+
+    def bug():
+        raise ValueError("a bug, not a user error")
+
+    with pytest.raises(ValueError):  # anything else still surfaces as itself
+        tasks.edge(bug)()
