@@ -6,7 +6,8 @@
   re-reads and re-applies the mutation, so a decision is always taken on the
   newest document and nothing is overwritten blindly.
 - transitions are checked against :class:`common.status.RunStatus`.
-- release: delete the file, only if it still belongs to the run.
+- release: ``DeleteObject(IfMatch=etag)``, only if it still belongs to the run;
+  a 412 re-reads, so a newer document (or another run's lock) is never deleted.
 
 Every document is validated against the ``system-state`` schema before it is
 written and after it is read; a bad one raises :class:`CorruptStateError`.
@@ -277,15 +278,40 @@ class StateStore:
         return self.update(run_id, mutate)
 
     def release(self, run_id: str) -> bool:
-        """Delete the state file if it still belongs to ``run_id``; ``False`` if it was not there."""
-        snap = self.read()
-        if snap is None:
-            return False
-        if snap.run_id != run_id:
-            raise NotHeldError(f"{self.location} belongs to run {snap.run_id}, not {run_id}")
-        self.s3.delete_object(Bucket=self.bucket, Key=self.key)
-        log.info("released %s (run %s)", self.location, run_id)
-        return True
+        """Delete the state file if it still belongs to ``run_id``; ``False`` if it was not there.
+
+        The delete carries ``IfMatch`` with the ETag the ownership check read, so a
+        document written meanwhile (a heartbeat, ``kill``, or another run's lock) is
+        never deleted blindly: S3 answers 412 (409 on a concurrent write), the file is
+        read again and the decision taken on the newest document. S3 conditional
+        deletes: https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-deletes.html
+        (If-Match with an ETag also needs ``s3:GetObject`` on the key).
+
+        Raises:
+            NotHeldError: the file belongs to another run.
+            ConflictError: conflicts persisted past ``max_conflicts``.
+            AccessDeniedError: the credentials may not delete it.
+        """
+        for attempt in range(self.max_conflicts + 1):
+            snap = self.read()
+            if snap is None:
+                return False
+            if snap.run_id != run_id:
+                raise NotHeldError(f"{self.location} belongs to run {snap.run_id}, not {run_id}")
+            try:
+                self.s3.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=snap.etag)
+            except Exception as exc:
+                if http_status(exc) in (409, 412):
+                    log.info("state delete conflict (%s), re-reading (attempt %d)",
+                             error_code(exc) or http_status(exc), attempt + 1)
+                    continue
+                if is_not_found(exc):  # removed meanwhile (If-Match on a missing key: 404)
+                    return False
+                self._raise_denied(exc, "s3:DeleteObject")
+                raise
+            log.info("released %s (run %s)", self.location, run_id)
+            return True
+        raise ConflictError(f"{self.location}: {self.max_conflicts} conflicting deletes in a row")
 
     def force_clear(self) -> bool:
         """Delete the state file whatever it holds (for `verify --fix`); ``False`` if absent."""

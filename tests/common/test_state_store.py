@@ -232,3 +232,58 @@ def test_403_without_list_permission_is_access_denied(s3, bucket):
     store = StateStore(_PrefixScopedS3(s3, list_allowed=False), bucket, "dev")
     with pytest.raises(AccessDeniedError, match=r"s3:GetObject on s3://.*/dev/system-state.json"):
         store.read()
+
+
+def _on_delete(s3, action):
+    """Run ``action(request)`` once, just before the next DeleteObject request is sent.
+
+    Returns the list of the ``If-Match`` headers of every DeleteObject request sent.
+    """
+    calls = []
+
+    def hook(params, **_):
+        calls.append(params["headers"].get("If-Match"))
+        if len(calls) == 1:
+            action(params)
+
+    s3.meta.events.register("before-call.s3.DeleteObject", hook)
+    return calls
+
+
+def test_release_is_a_conditional_delete_on_the_etag_it_read(store, s3):
+    snap = store.acquire(_doc())
+    sent = _on_delete(s3, lambda params: None)
+    assert store.release(snap.run_id) is True
+    assert sent == [snap.etag]  # If-Match: the ETag the ownership check read
+    assert store.read() is None
+
+
+def test_release_after_a_concurrent_write_of_the_same_run_rereads_and_deletes(store, s3, bucket, clock):
+    snap = store.acquire(_doc(clock=clock))
+    other = StateStore(s3, bucket, "dev", clock=clock)
+    clock.tick(5)
+    beats = []
+    sent = _on_delete(s3, lambda params: beats.append(other.heartbeat(snap.run_id)))
+    assert store.release(snap.run_id) is True
+    assert sent == [snap.etag, beats[0].etag]  # 412, re-read, the new ETag
+    assert store.read() is None
+
+
+def test_release_never_deletes_a_lock_another_run_took_meanwhile(store, s3, bucket, clock):
+    snap = store.acquire(_doc(clock=clock))
+    other = StateStore(s3, bucket, "dev", clock=clock)
+
+    def replaced(params):  # the lock is released and taken by the next run between read and delete
+        s3.delete_object(Bucket=bucket, Key=store.key)
+        other.acquire(_doc(run_id="20261125-150000", clock=clock))
+
+    _on_delete(s3, replaced)
+    with pytest.raises(NotHeldError, match="20261125-150000"):
+        store.release(snap.run_id)
+    assert store.read().run_id == "20261125-150000"
+
+
+def test_release_when_the_lock_vanished_meanwhile_is_false(store, s3, bucket):
+    snap = store.acquire(_doc())
+    _on_delete(s3, lambda params: StateStore(s3, bucket, "dev").force_clear())
+    assert store.release(snap.run_id) is False
