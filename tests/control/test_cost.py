@@ -55,3 +55,67 @@ def test_spot_price_from_history_else_the_list_price():
         launch_price(_Ec2(history), "g5.xlarge", "us-east-1a", "spot", local=True).source == "on-demand-table"
     )
     assert Price(usd_per_hour=1.2, source="x").cost(1800) == 0.6
+
+
+def _stubbed_ec2():
+    import boto3
+    from botocore.stub import Stubber
+
+    session = boto3.Session(aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1")
+    ec2 = session.client("ec2")
+    return ec2, Stubber(ec2)
+
+
+def test_spot_price_asks_for_the_price_in_effect_now_and_takes_the_newest_point():
+    from control.cost import spot_price
+
+    now = datetime(2026, 11, 25, 14, 5, 2, tzinfo=UTC)
+    ec2, stub = _stubbed_ec2()
+    points = [  # AWS returns the last change before StartTime too: that is the price in effect now
+        {"AvailabilityZone": "us-east-1a", "InstanceType": "g5.xlarge", "ProductDescription": "Linux/UNIX",
+         "SpotPrice": "0.52", "Timestamp": datetime(2026, 11, 20, 3, tzinfo=UTC)},
+        {"AvailabilityZone": "us-east-1a", "InstanceType": "g5.xlarge", "ProductDescription": "Linux/UNIX",
+         "SpotPrice": "0.41", "Timestamp": datetime(2026, 11, 25, 9, tzinfo=UTC)},
+        {"AvailabilityZone": "us-east-1b", "InstanceType": "g5.xlarge", "ProductDescription": "Linux/UNIX",
+         "SpotPrice": "0.30", "Timestamp": datetime(2026, 11, 25, 13, tzinfo=UTC)},
+    ]
+    stub.add_response(
+        "describe_spot_price_history",
+        {"SpotPriceHistory": points},
+        {"InstanceTypes": ["g5.xlarge"], "ProductDescriptions": ["Linux/UNIX"],
+         "AvailabilityZone": "us-east-1a", "StartTime": now, "MaxResults": 20},
+    )
+    with stub:
+        price = spot_price(ec2, "g5.xlarge", "us-east-1a", now=now)
+    stub.assert_no_pending_responses()
+    assert price == Price(usd_per_hour=0.41, source="spot-history")
+
+
+def test_launch_price_passes_its_clock_as_start_time():
+    now = datetime(2026, 11, 25, 14, 5, 2, tzinfo=UTC)
+    ec2, stub = _stubbed_ec2()
+    stub.add_response(
+        "describe_spot_price_history",
+        {"SpotPriceHistory": [{"AvailabilityZone": "us-east-1a", "SpotPrice": "0.40",
+                               "Timestamp": datetime(2026, 11, 25, 14, tzinfo=UTC)}]},
+        {"InstanceTypes": ["g5.xlarge"], "ProductDescriptions": ["Linux/UNIX"],
+         "AvailabilityZone": "us-east-1a", "StartTime": now, "MaxResults": 20},
+    )
+    with stub:
+        price = launch_price(ec2, "g5.xlarge", "us-east-1a", "spot", local=False, clock=lambda: now)
+    stub.assert_no_pending_responses()
+    assert price.usd_per_hour == 0.40
+
+
+def test_newest_point_per_availability_zone():
+    from control.cost import newest_per_az
+
+    t = datetime(2026, 11, 25, tzinfo=UTC)
+    history = [
+        {"AvailabilityZone": "us-east-1a", "SpotPrice": "0.50", "Timestamp": t.replace(hour=1)},
+        {"AvailabilityZone": "us-east-1b", "SpotPrice": "0.31", "Timestamp": t.replace(hour=2)},
+        {"AvailabilityZone": "us-east-1a", "SpotPrice": "0.45", "Timestamp": t.replace(hour=3)},
+        {"AvailabilityZone": "us-east-1b", "SpotPrice": "0.33", "Timestamp": t.replace(hour=1)},
+    ]
+    assert {az: p["SpotPrice"] for az, p in newest_per_az(history).items()} == {
+        "us-east-1a": "0.45", "us-east-1b": "0.31"}
