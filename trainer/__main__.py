@@ -41,7 +41,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--local",
         action="store_true",
-        help="local mode: power off by terminating the moto instance through the EC2 API",
+        help="local mode: base model 'auto' is the tiny one; outside a local instance, power off "
+        "through the EC2 API",
     )
     r.add_argument("--workdir", type=Path, default=None, help="local work directory (default: under TMPDIR)")
     return p

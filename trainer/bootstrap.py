@@ -32,6 +32,10 @@ BUNDLE_FILES = ("pyproject.toml", "infra/__init__.py", "infra/spec.py")
 _PLACEHOLDER = re.compile(r"@@([A-Z_]+)@@")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 DEVICES = ("cuda", "cpu")
+# "User data is limited to 16 KB, in raw form, before it is base64-encoded" (EC2 User Guide,
+# "Work with instance user data": https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/instancedata-add-user-data.html).
+# moto accepts more, so the limit is checked here.
+USER_DATA_LIMIT_BYTES = 16 * 1024
 
 
 def render_user_data(
@@ -45,6 +49,7 @@ def render_user_data(
     python_env_key: str | None,
     wheelhouse_prefix: str,
     device: str = "cuda",
+    local: bool = False,
     extra_env: dict[str, str] | None = None,
 ) -> str:
     """The bash user data for one run.
@@ -56,11 +61,14 @@ def render_user_data(
         python_env_key: key of a packed Python env tar.gz, or ``None`` to use the
             AMI's Python plus ``pip install --no-index`` from ``wheelhouse_prefix``.
         wheelhouse_prefix: prefix of the wheels for that fallback.
-        device: ``cuda`` (``cpu`` only for tests of the script).
+        device: ``cuda`` (``cpu`` in local mode).
+        local: local mode: the trainer runs with ``--local`` (the base model ``auto``
+            resolves to the tiny one); empty on AWS.
         extra_env: more exported variables (names ``[A-Z_][A-Z0-9_]*``).
 
     Raises:
-        ValueError: a bad run id/env, runtime, device or variable name.
+        ValueError: a bad run id/env, runtime, device or variable name, or user data
+            over EC2's 16 KB limit.
     """
     paths = RunPaths(env=env, run_id=run_id)
     if not isinstance(max_runtime_minutes, int) or max_runtime_minutes < 1:
@@ -77,6 +85,7 @@ def render_user_data(
         "PYTHON_ENV_KEY": python_env_key or "",
         "WHEELHOUSE_PREFIX": wheelhouse_prefix,
         "DEVICE": device,
+        "LOCAL_MODE": "1" if local else "",
         "BOOTSTRAP_LOG_KEY": paths.bootstrap_log,
     }
     quoted = {k: shlex.quote(v) for k, v in values.items()}
@@ -84,6 +93,10 @@ def render_user_data(
     text = _PLACEHOLDER.sub(lambda m: quoted[m.group(1)], template())
     if "@@" in text:
         raise ValueError("user data template has a placeholder render_user_data does not fill")
+    size = len(text.encode("utf-8"))
+    if size > USER_DATA_LIMIT_BYTES:
+        raise ValueError(f"user data is {size} bytes, over EC2's limit of {USER_DATA_LIMIT_BYTES} "
+                         "(16 KB before base64): shorten the values or the extra environment")
     return text
 
 

@@ -3,19 +3,22 @@
 - :class:`IMDS` speaks IMDSv2 only: a session token from ``PUT /latest/api/token``,
   then every ``GET`` carries it; a 401 (expired token) fetches a new one once.
 - Poweroff strategies, in :data:`POWEROFF_STRATEGIES` keyed by name:
-  ``shutdown`` (on AWS: ``sudo shutdown -h now``, which the launch template's
+  ``shutdown`` (``sudo shutdown -h now``, which the launch template's
   ``InstanceInitiatedShutdownBehavior=terminate`` turns into a terminate; falls
   back to ``ec2:TerminateInstances`` on itself when the command fails) and
-  ``api`` (local mode: terminate the moto instance through the EC2 API).
-  :func:`select_poweroff` picks one from the ``--local`` flag; tests inject their own.
+  ``api`` (``ec2:TerminateInstances`` only). :func:`select_poweroff` picks
+  ``shutdown`` in both modes: a local instance has a ``shutdown`` of its own whose
+  power-off terminates the moto instance (``control.local_instance``); only a local-mode
+  trainer run outside a local instance uses ``api``. Tests inject their own.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,6 +29,7 @@ from common.status import Market
 log = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "http://169.254.169.254"
+LOCAL_ROOT_VAR = "CHRONOS_ROOT"  # set by a local instance (control.local_instance), never on AWS
 TOKEN_TTL_S = 21600
 
 
@@ -162,7 +166,7 @@ Runner = Callable[..., subprocess.CompletedProcess[str]]
 
 
 class ApiTerminate:
-    """``ec2:TerminateInstances`` on itself (local mode; fallback on AWS)."""
+    """``ec2:TerminateInstances`` on itself (the fallback of ``shutdown``)."""
 
     name = "api"
 
@@ -219,6 +223,13 @@ POWEROFF_STRATEGIES: dict[str, Callable[..., Poweroff]] = {
 }
 
 
-def select_poweroff(*, local: bool, ec2: Any) -> Poweroff:
-    """``api`` in local mode (the moto instance), ``shutdown`` on AWS."""
-    return POWEROFF_STRATEGIES["api" if local else "shutdown"](ec2)
+def select_poweroff(*, local: bool, ec2: Any, environ: Mapping[str, str] | None = None) -> Poweroff:
+    """``shutdown`` on AWS and on a local instance (its ``shutdown`` shim), ``api`` otherwise.
+
+    A local-mode trainer started outside a local instance (no ``CHRONOS_ROOT``, e.g. a
+    test running ``python -m trainer run --local`` directly) must never run the
+    developer machine's own ``shutdown``: it terminates its moto instance through the API.
+    """
+    environ = os.environ if environ is None else environ
+    on_local_instance = bool(environ.get(LOCAL_ROOT_VAR))
+    return POWEROFF_STRATEGIES["shutdown" if not local or on_local_instance else "api"](ec2)

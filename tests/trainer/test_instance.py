@@ -113,7 +113,10 @@ def test_a_poweroff_that_cannot_happen_says_why():
     assert not result.succeeded and "instance id unknown" in (result.error or "")
 
 
-def test_the_local_flag_selects_the_api_strategy():
-    assert select_poweroff(local=True, ec2=object()).name == "api"
-    assert select_poweroff(local=False, ec2=object()).name == "shutdown"
+def test_shutdown_in_both_modes_api_only_outside_a_local_instance():
+    assert select_poweroff(local=False, ec2=object(), environ={}).name == "shutdown"
+    on_instance = {"CHRONOS_ROOT": "/tmp/i-1/root"}
+    assert select_poweroff(local=True, ec2=object(), environ=on_instance).name == "shutdown"
+    # a local trainer started by a test, not by a local instance: never this machine's shutdown
+    assert select_poweroff(local=True, ec2=object(), environ={}).name == "api"
     assert set(POWEROFF_STRATEGIES) == {"api", "shutdown"}
