@@ -455,6 +455,26 @@ def wheelhouse(c, env="dev", dir=None, packed=None, local=False):  # noqa: A002
               f"{len(r.skipped)} already there")
 
 
+@task(help={"run-id": "run id YYYYMMDD-HHMMSS, or 'latest'", "env": ENV_HELP,
+            "start": "start the session here (needs the AWS CLI and the Session Manager plugin)",
+            "local": LOCAL_HELP})
+@edge
+def debug(c, run_id, env="dev", start=False, local=False):
+    """A shell on a debug run's instance through Session Manager: no SSH, no open port."""
+    from control.debug import find_target, start_session
+
+    target = find_target(_backend(local), env=env, run_id=run_id)
+    if start:
+        code = start_session(target)
+        if code:
+            raise Exit(code=code)
+        return
+    out = _console()
+    out.print(f"run {target.run_id}: instance {target.instance_id} is {target.state} with the debug profile; "
+              "connect with:", soft_wrap=True)
+    out.print(target.command_line, markup=False, soft_wrap=True)
+
+
 # -------------------------------------------------------------------- demo
 
 
@@ -537,5 +557,6 @@ def env_(c):
 
 
 local_ns = Collection("local", up, down, env_)
-ns = Collection(launch, doctor, monitor, kill, verify, runs, logs, fetch, report, wheelhouse, demo)
+ns = Collection(launch, doctor, monitor, kill, verify, runs, logs, fetch, report, wheelhouse, demo,
+                debug)
 ns.add_collection(local_ns)

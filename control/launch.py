@@ -32,6 +32,7 @@ from common.status import Market
 from common.timeutil import Clock, iso, utc_now
 from control.backend import Backend, Clients, check_env
 from control.cost import Price, launch_price
+from control.debug import debug_launch_profile
 from control.localdir import PROJECT_ROOT
 from infra import spec as infra_spec
 from infra.outputs import StackOutputs
@@ -125,6 +126,7 @@ class LaunchPlan:
     data_bytes: int
     python_env: str = "packed"
     resume: bool = False  # relaunch of an existing run: its user-configs belong to the first attempt
+    debug_instance_profile_arn: str | None = None  # run spec debug = true (control.debug)
 
     @property
     def market(self) -> Market:
@@ -153,6 +155,8 @@ class LaunchPlan:
                 "MarketType": "spot",
                 "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"},
             }
+        if self.debug_instance_profile_arn:  # Session Manager's profile, created by the stack beforehand
+            request["IamInstanceProfile"] = {"Arn": self.debug_instance_profile_arn}
         return request
 
     def summary(self) -> dict[str, Any]:
@@ -428,6 +432,7 @@ def plan_launch(spec: RunSpec, world: World) -> LaunchPlan:
         user_data=user_data, code_key=code_key, uploads=tuple(uploads), state_doc=state,
         data_files=world.data_files, data_bytes=world.data_bytes, python_env=world.python_env,
         resume=world.resume,
+        debug_instance_profile_arn=debug_launch_profile(resolved, outputs),
     )
 
 

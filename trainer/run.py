@@ -40,7 +40,7 @@ from common.layout import RunPaths
 from common.state_store import IllegalTransitionError, NotHeldError, StateStore
 from common.status import CompletionStatus, ErrorClass, RunStatus
 from common.timeutil import parse_iso, utc_now
-from trainer import preflight, sync
+from trainer import keep, preflight, sync
 from trainer.bootstrap import build_info
 from trainer.cleanup import Cleanup
 from trainer.errors import (
@@ -356,7 +356,11 @@ class Driver:
             self.watcher.stop()
         Cleanup(store=self.store, paths=self.paths, transfers=self.transfers, ec2=self.ec2,
                 instance_id=self.instance_id,
-                poweroff=self.deps.poweroff or select_poweroff(local=self.opts.local, ec2=self.ec2),
+                poweroff=keep.for_run(  # a failed run with keep_on_failure stays up for debugging first
+                    self.deps.poweroff or select_poweroff(local=self.opts.local, ec2=self.ec2),
+                    spec=self.spec, completion=completion, store=self.store, ec2=self.ec2,
+                    run_id=self.opts.run_id, env=self.opts.env, region=self.opts.region,
+                    until=self.watcher.deadline if self.watcher else None, local=self.opts.local),
                 retrier=self.retrier.with_policy(retry_policy(self.opts.retry, max_retries=3)),
                 errors=self.errors, trainer_log=self.outputs.trainer_log).run()
         self.transfers.close()
