@@ -545,14 +545,14 @@ def down(c):
     out.print(f"local AWS at {r.endpoint_url} stopped" if r.server_stopped else "local AWS was not running")
 
 
-@task(name="env")
+@task(name="env", help={"env": "env whose operator keys to export"})
 @edge
-def env_(c):
-    """Print `export ...` lines for the local AWS (use: eval "$(invoke local.env)")."""
+def env_(c, env="dev"):
+    """Print `export ...` lines for the local AWS, as the env's operator (use: eval "$(invoke local.env)")."""
     from control.localenv import exports
 
     out = _console()
-    for key, value in exports().items():
+    for key, value in exports(env=env).items():
         out.print(f"export {key}={value}", markup=False)
 
 

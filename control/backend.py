@@ -11,7 +11,11 @@ supervisor subprocess); on AWS the instance boots from its user data.
   ``pulumi stack output --json --stack {env}`` or the JSON file named by
   ``CHRONOS_STACK_OUTPUTS`` (``{env}`` in the path is replaced).
 - local: the endpoint from ``.local/aws.json`` (``invoke local.up``), outputs from
-  ``.local/stacks/{env}.json`` (written by the local provisioner).
+  ``.local/stacks/{env}.json`` (written by the local provisioner), and the
+  credentials of the env's operator IAM user from ``.local/identities.json``
+  (:mod:`localaws.identities`): moto enforces IAM there, so the control plane works
+  under the operator policy only, as on AWS. Without that record (IAM
+  enforcement off), the default credential chain as on AWS.
 """
 
 from __future__ import annotations
@@ -327,7 +331,13 @@ class AwsBackend(Backend):
 
 
 class LocalBackend(Backend):
-    """moto on 127.0.0.1, with a supervisor subprocess per instance."""
+    """moto on 127.0.0.1, with a supervisor subprocess per instance.
+
+    Credentials follow the env, as :class:`AwsBackend`'s region does: the first
+    :meth:`stack_outputs` (or :meth:`select_env`) switches the session to that env's
+    operator keys. A :meth:`check_credentials` made before the env is known runs
+    then, as the operator; the dict it returned is filled in at that moment.
+    """
 
     name, local, device = "local", True, "cpu"
 
@@ -339,13 +349,20 @@ class LocalBackend(Backend):
         super().__init__(session=session, endpoint_url=endpoint_url)
         self.local_dir = local_dir
         self.region = region
+        self.env: str | None = None
+        self._pending_identity: dict[str, str] | None = None
 
     @classmethod
-    def open(cls, local_dir: LocalDir | None = None) -> LocalBackend:
+    def open(cls, local_dir: LocalDir | None = None, *, env: str | None = None) -> LocalBackend:
         """The backend of the running local AWS.
+
+        Args:
+            local_dir: the local-mode folder (default: ``$CHRONOS_LOCAL_DIR`` or ``.local``).
+            env: sign as this env's operator from the start (see :meth:`select_env`).
 
         Raises:
             LocalAWSDownError: nothing recorded in ``.local/aws.json`` or it does not answer.
+            ConfigError: ``env`` has no local identities.
         """
         local_dir = local_dir or LocalDir.default()
         record = read_json(local_dir.aws_file)
@@ -355,11 +372,56 @@ class LocalBackend(Backend):
 
         if not moto.attach(record["endpoint_url"]).is_up():
             raise LocalAWSDownError(f"{record['endpoint_url']} does not answer")
-        return cls(endpoint_url=record["endpoint_url"], local_dir=local_dir,
-                   region=record.get("region") or LOCAL_REGION)
+        backend = cls(endpoint_url=record["endpoint_url"], local_dir=local_dir,
+                      region=record.get("region") or LOCAL_REGION)
+        if env is not None:
+            backend.select_env(env)
+        return backend
+
+    def _identities(self) -> Any:
+        from localaws import identities
+
+        try:
+            return identities.load(self.local_dir.identities_file)
+        except identities.IdentitiesError as exc:
+            raise ConfigError(f"local identities are unreadable ({exc}); recreate them with "
+                              "`invoke local.down` then `invoke local.up`") from None
+
+    def select_env(self, env: str) -> None:
+        """Sign every later call with ``env``'s operator keys (no record: keep the default chain).
+
+        Raises:
+            ConfigError: identities are recorded, but none for ``env``.
+        """
+        check_env(env)
+        if env == self.env:
+            return
+        record = self._identities()
+        if record is not None:
+            ids = record.envs.get(env)
+            if ids is None:
+                raise ConfigError(f"env {env!r} has no local identities (local AWS enforces IAM); "
+                                  f"run `invoke local.up --env={env}`")
+            self._session = ids.operator.session(self.region)
+            self._clients = None
+        self.env = env
+        if self._pending_identity is not None:
+            pending, self._pending_identity = self._pending_identity, None
+            pending.update(super().check_credentials())
+
+    def check_credentials(self) -> dict[str, str]:
+        """``sts get-caller-identity`` as the env's operator (deferred until the env is known).
+
+        Raises:
+            NoCredentialsError: none found. AccessDeniedError: refused.
+        """
+        if self.env is None and self._identities() is not None:
+            self._pending_identity = {}
+            return self._pending_identity
+        return super().check_credentials()
 
     def credentials_env(self) -> dict[str, str]:
-        """Environment variables that point SDKs and CLIs at the local AWS."""
+        """Environment variables that point SDKs and CLIs at the local AWS (the current keys)."""
         creds = self._session.get_credentials().get_frozen_credentials()
         env = {
             "AWS_ENDPOINT_URL": self.endpoint_url or "",
@@ -381,7 +443,9 @@ class LocalBackend(Backend):
             known = ", ".join(self.local_dir.known_envs()) or "none"
             raise ConfigError(f"unknown env {env!r}: it is not provisioned in local mode "
                               f"(provisioned: {known}); {fix}")
-        return _outputs_from_mapping(doc, env, str(file), fix)
+        outputs = _outputs_from_mapping(doc, env, str(file), fix)
+        self.select_env(env)
+        return outputs
 
     def start_instance(self, *, instance_id: str, run: dict[str, Any]) -> None:
         """Spawn the detached supervisor that runs the trainer for ``instance_id``."""

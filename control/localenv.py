@@ -2,9 +2,11 @@
 
 ``invoke local.up`` = :func:`up`: a background ``python -m localaws serve`` on
 127.0.0.1 (reused when already running), the local provisioner of
-:mod:`infra.local` for the env (idempotent), and the synthetic dataset under
-``cached-datasets/training-data/``. :func:`exports` gives the variables that point
-the AWS CLI and SDKs at it.
+:mod:`infra.local` for the env and its IAM users (:mod:`localaws.identities`;
+both idempotent), moto's IAM enforcement switched on, and the synthetic dataset
+under ``cached-datasets/training-data/`` (uploaded as the env's operator).
+:func:`exports` gives the variables that point the AWS CLI and SDKs at it, with
+the operator's keys.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from common import layout
-from common.errors import UserError
+from common.errors import ConfigError, UserError
 from control.backend import LOCAL_VAR, LocalAWSDownError, LocalBackend, check_env
 from control.localdir import PROJECT_ROOT, LocalDir, pid_alive, read_json, write_json
 
@@ -91,12 +93,38 @@ def start_server(local_dir: LocalDir, *, port: int = 0) -> tuple[str, int | None
 
 
 def provision(backend: LocalBackend, env: str) -> dict[str, Any]:
-    """Run the local provisioner for ``env`` (idempotent) and record its outputs."""
-    from infra.local import provision as provision_local
+    """Provision ``env`` and its identities (idempotent), switch IAM enforcement on.
 
-    outputs = provision_local(backend.session, env=env, endpoint_url=backend.endpoint_url,
-                              region=backend.region)
+    Order: the admin (enforcement off while it is created; an existing admin's
+    keys work either way, so a second env is added to an enforcing server), the
+    provisioner with the admin's keys and the env's instance-host user in the
+    instance role's trust policy, the operator user, then enforcement on. The
+    outputs go to ``.local/stacks/{env}.json`` and ``backend`` signs as the env's
+    operator from then on: the admin's keys serve only this provisioning.
+
+    Raises:
+        ConfigError: unreadable ``.local/identities.json``.
+    """
+    from infra.local import provision as provision_local
+    from localaws import identities, moto
+
+    aws = moto.attach(backend.endpoint_url or "")
+
+    def provision_with(principal_arn: str) -> dict[str, Any]:
+        return provision_local(aws.session(), env=env, endpoint_url=backend.endpoint_url,
+                               region=backend.region, local_principal_arn=principal_arn)
+
+    try:
+        _, outputs = identities.ensure_identities(aws, backend.local_dir.identities_file, env=env,
+                                                  provision=provision_with)
+    except identities.IdentitiesError as exc:
+        raise ConfigError(f"cannot set up the local identities ({exc}); restart the local AWS with "
+                          f"`invoke local.down` then `invoke local.up --env={env}`") from None
+    finally:
+        if aws.admin is not None:  # never leave the server open to anyone
+            aws.enforce_iam()
     write_json(backend.local_dir.stack_file(env), dict(outputs))
+    backend.stack_outputs(env)
     return dict(outputs)
 
 
@@ -130,16 +158,19 @@ def up(*, env: str = "dev", port: int = 0, local_dir: LocalDir | None = None) ->
     outputs = provision(backend, env)
     staged = stage_dataset(backend.clients().s3, outputs["bucket"], local_dir.data_dir)
     return LocalUp(endpoint_url=endpoint, pid=pid, started=started, env=env, bucket=outputs["bucket"],
-                   staged=staged, exports=exports(local_dir))
+                   staged=staged, exports=exports(local_dir, env=env))
 
 
-def exports(local_dir: LocalDir | None = None) -> dict[str, str]:
-    """Variables that point the AWS CLI, SDKs and ``invoke`` at the local AWS.
+def exports(local_dir: LocalDir | None = None, *, env: str = "dev") -> dict[str, str]:
+    """Variables that point the AWS CLI, SDKs and ``invoke`` at the local AWS, as ``env``'s operator.
+
+    Without local identities (IAM enforcement off) the keys are the default chain's.
 
     Raises:
         LocalAWSDownError: it is not running.
+        ConfigError: identities are recorded, but none for ``env``.
     """
-    backend = LocalBackend.open(local_dir)
+    backend = LocalBackend.open(local_dir, env=env)
     return {**backend.credentials_env(), LOCAL_VAR: "1"}
 
 
@@ -162,6 +193,7 @@ def down(*, local_dir: LocalDir | None = None) -> LocalDown:
             os.kill(pid, signal.SIGKILL)
         server_stopped = True
     local_dir.aws_file.unlink(missing_ok=True)
+    local_dir.identities_file.unlink(missing_ok=True)  # its users and keys lived in the server
     stacks = local_dir.root / "stacks"
     if stacks.is_dir():  # the emulator's state died with it
         for f in stacks.glob("*.json"):
