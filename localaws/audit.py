@@ -117,8 +117,13 @@ def _attach(client: Any) -> None:
         if found:
             entry["access_key_id"] = found.group(1)
 
-    def on_done(context: dict, parsed: Mapping[str, Any] | None = None, http_response: Any = None,
-                exception: BaseException | None = None, **_: Any) -> None:  # fmt: skip
+    def on_done(
+        context: dict,
+        parsed: Mapping[str, Any] | None = None,
+        http_response: Any = None,
+        exception: BaseException | None = None,
+        **_: Any,
+    ) -> None:
         entry = context.pop(_CONTEXT_KEY, None)
         path = _state["path"]
         if entry is None or path is None:
@@ -129,11 +134,16 @@ def _attach(client: Any) -> None:
         elif http_response is not None and http_response.status_code >= 300:
             error = (parsed or {}).get("Error", {}).get("Code") or str(http_response.status_code)
         record = {
-            "kind": "call", "ts": _now(), "pid": os.getpid(), "service": service,
-            "operation": entry["operation"], "region": client.meta.region_name,
+            "kind": "call",
+            "ts": _now(),
+            "pid": os.getpid(),
+            "service": service,
+            "operation": entry["operation"],
+            "region": client.meta.region_name,
             "access_key_id": entry.get("access_key_id") or _signing_key(client),
-            "params": entry["params"], "error": error,
-        }  # fmt: skip
+            "params": entry["params"],
+            "error": error,
+        }
         try:
             _append(path, record)
         except OSError as exc:
@@ -216,8 +226,17 @@ def record_credentials(
     target = path or _state["path"] or os.environ.get(ENV_VAR)
     if not target:
         return False
-    _append(Path(target), {"kind": "credentials", "ts": _now(), "access_key_id": access_key_id,
-                           "role_arn": role_arn, "role_id": role_id, "session_name": session_name})  # fmt: skip
+    _append(
+        Path(target),
+        {
+            "kind": "credentials",
+            "ts": _now(),
+            "access_key_id": access_key_id,
+            "role_arn": role_arn,
+            "role_id": role_id,
+            "session_name": session_name,
+        },
+    )
     return True
 
 

@@ -82,6 +82,7 @@ class AuditReport:
     findings: list[Finding] = field(default_factory=list)
     skipped_admin_calls: int = 0
     unknown_key_calls: int = 0
+    moto_denied_aws_allows: list[str] = field(default_factory=list)  # moto stricter than AWS: not findings
 
     @property
     def ok(self) -> bool:
@@ -92,9 +93,17 @@ class AuditReport:
         """One paragraph, then one line per finding."""
         audited = sum(self.calls_by_principal.values())
         who = ", ".join(f"{n} {c}" for n, c in sorted(self.calls_by_principal.items())) or "none"
-        head = (f"IAM audit: {audited} calls evaluated against their callers' policies ({who}); "
-                f"{self.skipped_admin_calls} admin calls not audited; {len(self.findings)} findings.")  # fmt: skip
-        return "\n".join([head, *(f"  - {f.line()}" for f in self.findings)])
+        head = (
+            f"IAM audit: {audited} calls evaluated against their callers' policies ({who}); "
+            f"{self.skipped_admin_calls} admin calls not audited; {len(self.findings)} findings."
+        )
+        lines = [head, *(f"  - {f.line()}" for f in self.findings)]
+        if self.moto_denied_aws_allows:
+            lines.append(
+                f"  moto refused {len(self.moto_denied_aws_allows)} calls AWS would allow: "
+                + ", ".join(self.moto_denied_aws_allows)
+            )
+        return "\n".join(lines)
 
 
 # ------------------------------------------------------------ principals
@@ -250,18 +259,30 @@ def audit_run(
         principal = known.get(call.access_key_id or "")
         if principal is None:
             report.unknown_key_calls += 1
-            report.findings.append(Finding(call.label(), f"key {call.access_key_id}", "?", "?",
-                                           "no principal owns this access key", call.error))  # fmt: skip
+            report.findings.append(
+                Finding(
+                    call.label(),
+                    f"key {call.access_key_id}",
+                    "?",
+                    "?",
+                    "no principal owns this access key",
+                    call.error,
+                )
+            )
             continue
         counts[principal.name] += 1
-        report.findings += _evaluate_call(call, principal, facts)
+        found = _evaluate_call(call, principal, facts)
+        report.findings += found
+        if not found and call.error in _DENIED_CODES:
+            report.moto_denied_aws_allows.append(call.label())
     report.calls_by_principal = dict(counts)
     log.info("%s", report.summary())
     return report
 
 
-def principal_for_role(admin_session: boto3.Session, endpoint_url: str | None, role_name: str,
-                       session_name: str) -> Principal:  # fmt: skip
+def principal_for_role(
+    admin_session: boto3.Session, endpoint_url: str | None, role_name: str, session_name: str
+) -> Principal:
     """A :class:`Principal` for a session of ``role_name`` (for a ``principals`` override)."""
     iam = admin_session.client("iam", region_name=admin_session.region_name, endpoint_url=endpoint_url)
     try:

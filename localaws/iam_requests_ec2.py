@@ -28,9 +28,17 @@ from localaws.iam_requests import (
     resource_types,
 )
 
-_ID_PREFIX_TYPES = {"i-": "instance", "vol-": "volume", "sir-": "spot-instances-request",
-                    "eni-": "network-interface", "subnet-": "subnet", "sg-": "security-group",
-                    "lt-": "launch-template", "ami-": "image", "vpc-": "vpc"}  # fmt: skip
+_ID_PREFIX_TYPES = {
+    "i-": "instance",
+    "vol-": "volume",
+    "sir-": "spot-instances-request",
+    "eni-": "network-interface",
+    "subnet-": "subnet",
+    "sg-": "security-group",
+    "lt-": "launch-template",
+    "ami-": "image",
+    "vpc-": "vpc",
+}
 
 
 def _arn(call: Call, caller: Caller, kind: str, ident: str) -> str:
@@ -80,17 +88,25 @@ def _existing(call: Call, caller: Caller, action: str, ident: str, facts: Facts)
     if kind == "instance":
         ctx, notes = _instance_context(call, caller, ident, facts)
     else:
-        lookup = {"volume": facts.volume, "spot-instances-request": facts.spot_request,
-                  "subnet": facts.subnet, "security-group": facts.security_group}.get(kind)  # fmt: skip
+        lookup = {
+            "volume": facts.volume,
+            "spot-instances-request": facts.spot_request,
+            "subnet": facts.subnet,
+            "security-group": facts.security_group,
+        }.get(kind)
         found = lookup(ident) if lookup else None
         if found is None:
             notes = (f"{kind} {ident} unknown to the local AWS: no tags",)
         else:
             ctx |= resource_tag_context(tag_map(found.get("Tags")))
             if kind == "volume":
-                ctx |= {"ec2:VolumeID": ident, "ec2:VolumeType": found.get("VolumeType"),
-                        "ec2:VolumeSize": _str(found.get("Size")), "ec2:Encrypted": _bool(found.get("Encrypted")),
-                        "ec2:AvailabilityZone": found.get("AvailabilityZone")}  # fmt: skip
+                ctx |= {
+                    "ec2:VolumeID": ident,
+                    "ec2:VolumeType": found.get("VolumeType"),
+                    "ec2:VolumeSize": _str(found.get("Size")),
+                    "ec2:Encrypted": _bool(found.get("Encrypted")),
+                    "ec2:AvailabilityZone": found.get("AvailabilityZone"),
+                }
     return make_request(call, caller, action, kind, _arn(call, caller, kind, ident), ctx, notes)
 
 
@@ -120,7 +136,8 @@ def _effective(call: Call, facts: Facts) -> dict[str, Any]:
     nic0 = next((n for n in nics if n.get("DeviceIndex", 0) == 0), {})
     market = (p.get("InstanceMarketOptions") or lt.get("InstanceMarketOptions") or {}).get("MarketType")
     return {
-        "lt_id": lt_id, "lt_tags": lt_tags,
+        "lt_id": lt_id,
+        "lt_tags": lt_tags,
         "image": p.get("ImageId") or lt.get("ImageId"),
         "type": p.get("InstanceType") or lt.get("InstanceType"),
         "subnet": nic0.get("SubnetId") or p.get("SubnetId") or lt.get("SubnetId"),
@@ -132,57 +149,115 @@ def _effective(call: Call, facts: Facts) -> dict[str, Any]:
         "metadata": p.get("MetadataOptions") or lt.get("MetadataOptions") or {},
         "bdm": p.get("BlockDeviceMappings") or lt.get("BlockDeviceMappings") or [],
         "tags": _launch_tags(lt.get("TagSpecifications", []), p.get("TagSpecifications", [])),
-    }  # fmt: skip
+    }
 
 
-def _created(call: Call, caller: Caller, launch: Mapping[str, Any], base: Mapping[str, Any],
-             subnet_ctx: Mapping[str, Any]) -> list[AuthRequest]:  # fmt: skip
+def _created(
+    call: Call,
+    caller: Caller,
+    launch: Mapping[str, Any],
+    base: Mapping[str, Any],
+    subnet_ctx: Mapping[str, Any],
+) -> list[AuthRequest]:
     """Requests on the resources the launch creates (ARNs end in ``/*``: they have no id yet)."""
     action, md = "ec2:RunInstances", launch["metadata"]
     ebs = next((m["Ebs"] for m in launch["bdm"] if "Ebs" in m), {})
     per_kind: dict[str, dict[str, Any]] = {
-        "instance": {"ec2:InstanceType": launch["type"], "ec2:InstanceMarketType": launch["market"],
-                     "ec2:InstanceProfile": launch["profile_arn"], "ec2:RootDeviceType": "ebs",
-                     "ec2:Tenancy": "default", "ec2:MetadataHttpTokens": md.get("HttpTokens"),
-                     "ec2:MetadataHttpEndpoint": md.get("HttpEndpoint"),
-                     "ec2:MetadataHttpPutResponseHopLimit": _str(md.get("HttpPutResponseHopLimit"))},
-        "volume": {"ec2:VolumeSize": _str(ebs.get("VolumeSize")), "ec2:VolumeType": ebs.get("VolumeType"),
-                   "ec2:Encrypted": _bool(ebs.get("Encrypted"))},
-        "network-interface": {"ec2:Subnet": subnet_ctx.get("subnet_arn"), "ec2:Vpc": subnet_ctx.get("vpc_arn"),
-                              "ec2:AssociatePublicIpAddress": _bool(launch["public_ip"])},
-    }  # fmt: skip
+        "instance": {
+            "ec2:InstanceType": launch["type"],
+            "ec2:InstanceMarketType": launch["market"],
+            "ec2:InstanceProfile": launch["profile_arn"],
+            "ec2:RootDeviceType": "ebs",
+            "ec2:Tenancy": "default",
+            "ec2:MetadataHttpTokens": md.get("HttpTokens"),
+            "ec2:MetadataHttpEndpoint": md.get("HttpEndpoint"),
+            "ec2:MetadataHttpPutResponseHopLimit": _str(md.get("HttpPutResponseHopLimit")),
+        },
+        "volume": {
+            "ec2:VolumeSize": _str(ebs.get("VolumeSize")),
+            "ec2:VolumeType": ebs.get("VolumeType"),
+            "ec2:Encrypted": _bool(ebs.get("Encrypted")),
+        },
+        "network-interface": {
+            "ec2:Subnet": subnet_ctx.get("subnet_arn"),
+            "ec2:Vpc": subnet_ctx.get("vpc_arn"),
+            "ec2:AssociatePublicIpAddress": _bool(launch["public_ip"]),
+        },
+    }
     if launch["market"] == "spot":
         per_kind["spot-instances-request"] = {}
     out = []
     for kind, extra in per_kind.items():
-        ctx = {**base, "ec2:AvailabilityZone": subnet_ctx.get("az"), **extra,
-               **request_tag_context(launch["tags"].get(kind, {}))}  # fmt: skip
+        ctx = {
+            **base,
+            "ec2:AvailabilityZone": subnet_ctx.get("az"),
+            **extra,
+            **request_tag_context(launch["tags"].get(kind, {})),
+        }
         out.append(make_request(call, caller, action, kind, _arn(call, caller, kind, "*"), ctx))
     return out
 
 
-def _used(call: Call, caller: Caller, launch: Mapping[str, Any], base: Mapping[str, Any],
-          subnet_ctx: Mapping[str, Any], facts: Facts) -> list[AuthRequest]:  # fmt: skip
+def _used(
+    call: Call,
+    caller: Caller,
+    launch: Mapping[str, Any],
+    base: Mapping[str, Any],
+    subnet_ctx: Mapping[str, Any],
+    facts: Facts,
+) -> list[AuthRequest]:
     """Requests on the existing resources the launch uses."""
     action, out = "ec2:RunInstances", []
     if launch["subnet"]:
-        ctx = {**base, "ec2:Vpc": subnet_ctx.get("vpc_arn"), "ec2:SubnetID": launch["subnet"],
-               "ec2:AvailabilityZone": subnet_ctx.get("az"), **subnet_ctx.get("tags", {})}  # fmt: skip
-        out.append(make_request(call, caller, action, "subnet", _arn(call, caller, "subnet", launch["subnet"]),
-                                ctx, subnet_ctx.get("notes", ())))  # fmt: skip
+        ctx = {
+            **base,
+            "ec2:Vpc": subnet_ctx.get("vpc_arn"),
+            "ec2:SubnetID": launch["subnet"],
+            "ec2:AvailabilityZone": subnet_ctx.get("az"),
+            **subnet_ctx.get("tags", {}),
+        }
+        out.append(
+            make_request(
+                call,
+                caller,
+                action,
+                "subnet",
+                _arn(call, caller, "subnet", launch["subnet"]),
+                ctx,
+                subnet_ctx.get("notes", ()),
+            )
+        )
     for group in launch["groups"]:
         found = facts.security_group(group) or {}
         vpc = found.get("VpcId")
-        ctx = {**base, "ec2:SecurityGroupID": group, **resource_tag_context(tag_map(found.get("Tags"))),
-               "ec2:Vpc": _arn(call, caller, "vpc", vpc) if vpc else None}  # fmt: skip
-        out.append(make_request(call, caller, action, "security-group", _arn(call, caller, "security-group", group),
-                                ctx, () if found else (f"security group {group} unknown to the local AWS",)))  # fmt: skip
+        ctx = {
+            **base,
+            "ec2:SecurityGroupID": group,
+            **resource_tag_context(tag_map(found.get("Tags"))),
+            "ec2:Vpc": _arn(call, caller, "vpc", vpc) if vpc else None,
+        }
+        out.append(
+            make_request(
+                call,
+                caller,
+                action,
+                "security-group",
+                _arn(call, caller, "security-group", group),
+                ctx,
+                () if found else (f"security group {group} unknown to the local AWS",),
+            )
+        )
     if launch["image"]:
         found = facts.image(launch["image"]) or {}
-        ctx = {**base, "ec2:ImageID": launch["image"], "ec2:ImageType": "machine",
-               "ec2:Owner": found.get("ImageOwnerAlias") or found.get("OwnerId"),
-               "ec2:Public": _bool(found.get("Public")), "ec2:RootDeviceType": found.get("RootDeviceType"),
-               **resource_tag_context(tag_map(found.get("Tags")))}  # fmt: skip
+        ctx = {
+            **base,
+            "ec2:ImageID": launch["image"],
+            "ec2:ImageType": "machine",
+            "ec2:Owner": found.get("ImageOwnerAlias") or found.get("OwnerId"),
+            "ec2:Public": _bool(found.get("Public")),
+            "ec2:RootDeviceType": found.get("RootDeviceType"),
+            **resource_tag_context(tag_map(found.get("Tags"))),
+        }
         out.append(
             make_request(call, caller, action, "image", _arn(call, caller, "image", launch["image"]), ctx)
         )
@@ -198,8 +273,9 @@ def _used(call: Call, caller: Caller, launch: Mapping[str, Any], base: Mapping[s
     return out
 
 
-def _implied(call: Call, caller: Caller, launch: Mapping[str, Any], created: set[str],
-             facts: Facts) -> list[AuthRequest]:  # fmt: skip
+def _implied(
+    call: Call, caller: Caller, launch: Mapping[str, Any], created: set[str], facts: Facts
+) -> list[AuthRequest]:
     """iam:PassRole of the profile's role and ec2:CreateTags for each tagged created type."""
     out = []
     profile = launch["profile"].get("Arn") or launch["profile"].get("Name")
@@ -221,8 +297,10 @@ def _subnet_context(call: Call, caller: Caller, subnet_id: str | None, facts: Fa
         return {"notes": ("launch names no subnet: the default VPC's is not modelled",)}
     found = facts.subnet(subnet_id)
     if found is None:
-        return {"subnet_arn": _arn(call, caller, "subnet", subnet_id),
-                "notes": (f"subnet {subnet_id} unknown to the local AWS",)}  # fmt: skip
+        return {
+            "subnet_arn": _arn(call, caller, "subnet", subnet_id),
+            "notes": (f"subnet {subnet_id} unknown to the local AWS",),
+        }
     return {
         "subnet_arn": _arn(call, caller, "subnet", subnet_id),
         "vpc_arn": _arn(call, caller, "vpc", found["VpcId"]),
@@ -242,18 +320,26 @@ def run_instances(call: Call, caller: Caller, facts: Facts) -> list[AuthRequest]
     subnet_ctx = _subnet_context(call, caller, launch["subnet"], facts)
     created = _created(call, caller, launch, base, subnet_ctx)
     kinds = {r.request.resource.split(":", 5)[5].split("/")[0] for r in created}
-    return [*created, *_used(call, caller, launch, base, subnet_ctx, facts),
-            *_implied(call, caller, launch, kinds, facts)]  # fmt: skip
+    return [
+        *created,
+        *_used(call, caller, launch, base, subnet_ctx, facts),
+        *_implied(call, caller, launch, kinds, facts),
+    ]
 
 
 # -------------------------------------------------------------- dispatch
 
 _PER_ID = {
-    "TerminateInstances": "InstanceIds", "StopInstances": "InstanceIds", "StartInstances": "InstanceIds",
-    "RebootInstances": "InstanceIds", "GetConsoleOutput": "InstanceId",
-    "DescribeInstanceAttribute": "InstanceId", "ModifyInstanceAttribute": "InstanceId",
-    "DeleteVolume": "VolumeId", "CancelSpotInstanceRequests": "SpotInstanceRequestIds",
-}  # fmt: skip
+    "TerminateInstances": "InstanceIds",
+    "StopInstances": "InstanceIds",
+    "StartInstances": "InstanceIds",
+    "RebootInstances": "InstanceIds",
+    "GetConsoleOutput": "InstanceId",
+    "DescribeInstanceAttribute": "InstanceId",
+    "ModifyInstanceAttribute": "InstanceId",
+    "DeleteVolume": "VolumeId",
+    "CancelSpotInstanceRequests": "SpotInstanceRequestIds",
+}
 
 
 def requests(call: Call, caller: Caller, facts: Facts) -> list[AuthRequest]:
@@ -273,8 +359,17 @@ def requests(call: Call, caller: Caller, facts: Facts) -> list[AuthRequest]:
         out = []
         for ident in call.params.get("Resources", []):
             req = _existing(call, caller, action, ident, facts)
-            out.append(make_request(call, caller, action, _kind_of(req), req.request.resource,
-                                    {**req.request.context, **request_tag_context(tags)}, req.notes))  # fmt: skip
+            out.append(
+                make_request(
+                    call,
+                    caller,
+                    action,
+                    _kind_of(req),
+                    req.request.resource,
+                    {**req.request.context, **request_tag_context(tags)},
+                    req.notes,
+                )
+            )
         return out
     if not resource_types(action):
         return [make_request(call, caller, action, None, "*", {"ec2:Region": call.region})]

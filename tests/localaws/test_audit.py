@@ -17,7 +17,10 @@ from localaws import audit
 
 BUCKET = "chronos-training-dev-123456789012-us-east-1"
 # The AWS CLI in a process that loads the recorder first, as the local instance's Python does.
-CLI = "import sys; from localaws import audit; audit.install_from_env(); from awscli.clidriver import main; sys.exit(main())"
+CLI = (
+    "import sys; from localaws import audit; audit.install_from_env(); "
+    "from awscli.clidriver import main; sys.exit(main())"
+)
 
 
 @pytest.fixture
@@ -41,10 +44,17 @@ def test_boto3_calls_are_recorded_once_each_without_bodies(local_aws, log_path: 
         s3.put_object(Bucket=BUCKET, Key="dev/system-state.json", Body=b"{}", IfNoneMatch="*")
     calls = _calls(log_path)
     assert [(c["operation"], c["error"]) for c in calls] == [
-        ("CreateBucket", None), ("PutObject", None), ("PutObject", "PreconditionFailed")]  # fmt: skip
+        ("CreateBucket", None),
+        ("PutObject", None),
+        ("PutObject", "PreconditionFailed"),
+    ]
     put = calls[1]
-    assert put["params"] == {"Bucket": BUCKET, "Key": "dev/system-state.json", "Body": "<dropped>",
-                             "IfNoneMatch": "*"}  # fmt: skip
+    assert put["params"] == {
+        "Bucket": BUCKET,
+        "Key": "dev/system-state.json",
+        "Body": "<dropped>",
+        "IfNoneMatch": "*",
+    }
     assert (put["service"], put["region"], put["pid"]) == ("s3", "us-east-1", os.getpid())
     assert put["access_key_id"] == local_aws.session().get_credentials().access_key
     assert put["ts"].endswith("Z")
@@ -64,11 +74,20 @@ def test_clients_made_before_install_or_after_uninstall_record_nothing(local_aws
 
 
 def test_secrets_and_user_data_are_dropped() -> None:
-    params = {"UserData": "IyEvYmlu", "SSECustomerKey": "k", "Nested": [{"SecretAccessKey": "s", "Name": "x"}],
-              "Payload": b"123", "When": None}  # fmt: skip
-    assert audit.sanitize(params) == {"UserData": "<dropped>", "SSECustomerKey": "<dropped>",
-                                      "Nested": [{"SecretAccessKey": "<dropped>", "Name": "x"}],
-                                      "Payload": "<3 bytes>", "When": None}  # fmt: skip
+    params = {
+        "UserData": "IyEvYmlu",
+        "SSECustomerKey": "k",
+        "Nested": [{"SecretAccessKey": "s", "Name": "x"}],
+        "Payload": b"123",
+        "When": None,
+    }
+    assert audit.sanitize(params) == {
+        "UserData": "<dropped>",
+        "SSECustomerKey": "<dropped>",
+        "Nested": [{"SecretAccessKey": "<dropped>", "Name": "x"}],
+        "Payload": "<3 bytes>",
+        "When": None,
+    }
 
 
 def test_threads_share_the_log_line_by_line(local_aws, log_path: Path) -> None:
@@ -84,8 +103,13 @@ def test_the_aws_cli_records_through_the_same_hook(local_aws, tmp_path: Path) ->
     path = tmp_path / "cli.jsonl"
     local_aws.client("s3").create_bucket(Bucket=BUCKET)
     env = {**os.environ, **local_aws.env(), audit.ENV_VAR: str(path)}
-    done = subprocess.run([sys.executable, "-c", CLI, "s3", "ls", f"s3://{BUCKET}/dev/"], env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", CLI, "s3", "ls", f"s3://{BUCKET}/dev/"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode in (0, 1), done.stderr  # 1: nothing listed
     (listed,) = _calls(path)
     assert (listed["operation"], listed["params"]["Prefix"]) == ("ListObjectsV2", "dev/")
@@ -95,12 +119,15 @@ def test_the_aws_cli_records_through_the_same_hook(local_aws, tmp_path: Path) ->
 def test_install_from_env_and_record_credentials(tmp_path: Path) -> None:
     path = tmp_path / "creds.jsonl"
     assert not audit.install_from_env({})
-    assert not audit.record_credentials(access_key_id="ASIA1", role_arn="r", role_id="AROA1", session_name="i-1")
+    assert not audit.record_credentials(
+        access_key_id="ASIA1", role_arn="r", role_id="AROA1", session_name="i-1"
+    )
     assert audit.install_from_env({audit.ENV_VAR: str(path)})
     try:
         assert audit.installed_path() == path
-        assert audit.record_credentials(access_key_id="ASIA1", role_arn="arn:aws:iam::1:role/r",
-                                        role_id="AROA1", session_name="i-1")  # fmt: skip
+        assert audit.record_credentials(
+            access_key_id="ASIA1", role_arn="arn:aws:iam::1:role/r", role_id="AROA1", session_name="i-1"
+        )
     finally:
         audit.uninstall()
     (line,) = (json.loads(x) for x in path.read_text().splitlines())

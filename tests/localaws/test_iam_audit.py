@@ -36,23 +36,31 @@ class World:
     def operator(self, service: str) -> Any:
         keys = self.env_ids.operator
         if "operator" not in self._sessions:
-            self._sessions["operator"] = boto3.Session(keys.access_key_id, keys.secret_access_key,
-                                                       region_name=self.aws.region)  # fmt: skip
+            self._sessions["operator"] = boto3.Session(
+                keys.access_key_id, keys.secret_access_key, region_name=self.aws.region
+            )
         return self.aws.client(service, self._sessions["operator"])  # made after install: recorded
 
     def instance(self, instance_id: str, service: str) -> Any:
-        """A client with the instance role's credentials of ``instance_id`` (recorded as the supervisor does)."""
+        """A client with the instance role credentials of ``instance_id`` (recorded, as by the supervisor)."""
         if instance_id not in self._sessions:
             self._sessions[instance_id] = self._assume(instance_id)
         return self.aws.client(service, self._sessions[instance_id])
 
     def _assume(self, instance_id: str) -> boto3.Session:
-        creds = identities.assume_instance_role(self.aws.endpoint_url, self.aws.region, self.env_ids, instance_id)
+        creds = identities.assume_instance_role(
+            self.aws.endpoint_url, self.aws.region, self.env_ids, instance_id
+        )
         role = self.aws.client("iam").get_role(RoleName=self.env_ids.instance_role_name)["Role"]
-        audit.record_credentials(access_key_id=creds["AccessKeyId"], role_arn=role["Arn"],
-                                 role_id=role["RoleId"], session_name=instance_id)  # fmt: skip
-        return boto3.Session(creds["AccessKeyId"], creds["SecretAccessKey"], creds["Token"],
-                             region_name=self.aws.region)  # fmt: skip
+        audit.record_credentials(
+            access_key_id=creds["AccessKeyId"],
+            role_arn=role["Arn"],
+            role_id=role["RoleId"],
+            session_name=instance_id,
+        )
+        return boto3.Session(
+            creds["AccessKeyId"], creds["SecretAccessKey"], creds["Token"], region_name=self.aws.region
+        )
 
     def launch(self, *, spot: bool) -> str:
         """RunInstances as the control plane's launch plan builds it; returns the instance id."""
@@ -60,13 +68,19 @@ class World:
         kinds = ["instance", "volume", *(["spot-instances-request"] if spot else [])]
         subnet = sorted(self.outputs["subnets_by_az"].values())[0]
         request: dict[str, Any] = {
-            "MinCount": 1, "MaxCount": 1, "InstanceType": "g5.xlarge", "UserData": "#!/bin/bash\n",
+            "MinCount": 1,
+            "MaxCount": 1,
+            "InstanceType": "g5.xlarge",
+            "UserData": "#!/bin/bash\n",
             "LaunchTemplate": {"LaunchTemplateId": self.outputs["launch_template_id"], "Version": "$Latest"},
             "NetworkInterfaces": spec.network_interface_override(subnet, self.outputs["security_group_id"]),
             "TagSpecifications": [{"ResourceType": k, "Tags": tags} for k in kinds],
-        }  # fmt: skip
+        }
         if spot:
-            request["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {"SpotInstanceType": "one-time"}}
+            request["InstanceMarketOptions"] = {
+                "MarketType": "spot",
+                "SpotOptions": {"SpotInstanceType": "one-time"},
+            }
         return self.operator("ec2").run_instances(**request)["Instances"][0]["InstanceId"]
 
     def audit(self) -> Any:
@@ -79,8 +93,12 @@ def stack(moto_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
     moto_server.reset()
 
     def provision(host_arn: str) -> dict[str, Any]:
-        return local.provision(moto_server.session(), env=ENV, endpoint_url=moto_server.endpoint_url,
-                               local_principal_arn=host_arn)  # fmt: skip
+        return local.provision(
+            moto_server.session(),
+            env=ENV,
+            endpoint_url=moto_server.endpoint_url,
+            local_principal_arn=host_arn,
+        )
 
     path = tmp_path_factory.mktemp("identities") / "identities.json"
     record, outputs = identities.ensure_identities(moto_server, path, env=ENV, provision=provision)
@@ -148,15 +166,20 @@ def test_a_call_aws_would_deny_is_a_finding_although_moto_allowed_it(world: Worl
 def _without_statement(world: World, sid: str) -> str:
     """Make the operator policy's default version one lacking statement ``sid``; returns the old version."""
     iam = world.aws.client("iam")
-    arn = next(p["PolicyArn"] for p in iam.list_attached_user_policies(
-        UserName=identities.user_name(ENV, "operator"))["AttachedPolicies"])  # fmt: skip
+    arn = next(
+        p["PolicyArn"]
+        for p in iam.list_attached_user_policies(UserName=identities.user_name(ENV, "operator"))[
+            "AttachedPolicies"
+        ]
+    )
     version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
     document = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
     document = json.loads(document) if isinstance(document, str) else document
     kept = [s for s in document["Statement"] if s.get("Sid") != sid]
     assert len(kept) == len(document["Statement"]) - 1, f"no statement {sid}"
-    iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps({**document, "Statement": kept}),
-                              SetAsDefault=True)  # fmt: skip
+    iam.create_policy_version(
+        PolicyArn=arn, PolicyDocument=json.dumps({**document, "Statement": kept}), SetAsDefault=True
+    )
     return version
 
 
@@ -169,16 +192,23 @@ def _restore(world: World, version: str) -> None:
 def test_removing_a_needed_statement_makes_the_finding_appear(world: World) -> None:
     world.launch(spot=True)
     assert world.audit().ok
-    spot_statement = next(s["Sid"] for s in _operator_statements(world) if s.get("Resource") ==
-                          f"arn:aws:ec2:{world.aws.region}:{world.outputs['account_id']}:spot-instances-request/*"
-                          and "ec2:RunInstances" in s["Action"])  # fmt: skip
+    spot_statement = next(
+        s["Sid"]
+        for s in _operator_statements(world)
+        if s.get("Resource")
+        == f"arn:aws:ec2:{world.aws.region}:{world.outputs['account_id']}:spot-instances-request/*"
+        and "ec2:RunInstances" in s["Action"]
+    )
     old = _without_statement(world, spot_statement)
     try:
         (finding,) = world.audit().findings
     finally:
         _restore(world, old)
     assert finding.action == "ec2:RunInstances" and finding.resource.endswith("spot-instances-request/*")
-    assert finding.why.startswith("RunInstancesOnlyFromLaunchTemplate: condition") or "no statement" in finding.why
+    assert (
+        finding.why.startswith("RunInstancesOnlyFromLaunchTemplate: condition")
+        or "no statement" in finding.why
+    )
 
 
 def _operator_statements(world: World) -> list[dict[str, Any]]:

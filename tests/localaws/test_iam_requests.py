@@ -20,9 +20,15 @@ PROFILE_ARN = f"arn:aws:iam::{ACCOUNT}:instance-profile/chronos-dev-instance"
 BUCKET_ARN = "arn:aws:s3:::chronos-training-dev-123456789012-us-east-1"
 TAGS = spec.tags("dev", managed_by=spec.MANAGED_BY_LOCAL)
 SELF_ID, OTHER_ID = "i-0aaaaaaaaaaaaaaaa", "i-0bbbbbbbbbbbbbbbb"
-OPERATOR = Caller(f"arn:aws:iam::{ACCOUNT}:user/op", f"arn:aws:iam::{ACCOUNT}:user/op", "AIDAOP", ACCOUNT, "op")
-INSTANCE_ROLE = Caller(f"arn:aws:sts::{ACCOUNT}:assumed-role/chronos-dev-instance/{SELF_ID}", ROLE_ARN,
-                       f"AROAROLEID:{SELF_ID}", ACCOUNT)  # fmt: skip
+OPERATOR = Caller(
+    f"arn:aws:iam::{ACCOUNT}:user/op", f"arn:aws:iam::{ACCOUNT}:user/op", "AIDAOP", ACCOUNT, "op"
+)
+INSTANCE_ROLE = Caller(
+    f"arn:aws:sts::{ACCOUNT}:assumed-role/chronos-dev-instance/{SELF_ID}",
+    ROLE_ARN,
+    f"AROAROLEID:{SELF_ID}",
+    ACCOUNT,
+)
 
 
 class FakeFacts:
@@ -30,10 +36,16 @@ class FakeFacts:
 
     def __init__(self) -> None:
         tagged = {"Tags": spec.tag_list(TAGS)}
-        self.instances = {i: {"InstanceId": i, "InstanceType": "g5.xlarge", **tagged} for i in (SELF_ID, OTHER_ID)}
-        self.lt_data = spec.launch_template_data(image_id=AMI, instance_type="g5.xlarge",
-                                                 instance_profile_arn=PROFILE_ARN, security_group_id=SG,
-                                                 resource_tags=TAGS)  # fmt: skip
+        self.instances = {
+            i: {"InstanceId": i, "InstanceType": "g5.xlarge", **tagged} for i in (SELF_ID, OTHER_ID)
+        }
+        self.lt_data = spec.launch_template_data(
+            image_id=AMI,
+            instance_type="g5.xlarge",
+            instance_profile_arn=PROFILE_ARN,
+            security_group_id=SG,
+            resource_tags=TAGS,
+        )
 
     def instance(self, instance_id: str) -> dict[str, Any] | None:
         return self.instances.get(instance_id)
@@ -66,11 +78,13 @@ class FakeFacts:
 def _run_instances(*, spot: bool) -> Call:
     tags = spec.tag_list(TAGS)
     params: dict[str, Any] = {
-        "MinCount": 1, "MaxCount": 1, "InstanceType": "g5.xlarge",
+        "MinCount": 1,
+        "MaxCount": 1,
+        "InstanceType": "g5.xlarge",
         "LaunchTemplate": {"LaunchTemplateId": LT_ID, "Version": "$Latest"},
         "NetworkInterfaces": spec.network_interface_override(SUBNET, SG),
         "TagSpecifications": [{"ResourceType": k, "Tags": tags} for k in ("instance", "volume")],
-    }  # fmt: skip
+    }
     if spot:
         params["InstanceMarketOptions"] = {"MarketType": "spot"}
         params["TagSpecifications"].append({"ResourceType": "spot-instances-request", "Tags": tags})
@@ -78,14 +92,23 @@ def _run_instances(*, spot: bool) -> Call:
 
 
 def _by_kind(requests: list[AuthRequest], action: str = "ec2:RunInstances") -> dict[str, AuthRequest]:
-    return {r.request.resource.split(":", 5)[5].split("/")[0]: r for r in requests if r.request.action == action}
+    return {
+        r.request.resource.split(":", 5)[5].split("/")[0]: r for r in requests if r.request.action == action
+    }
 
 
 def test_on_demand_launch_touches_each_resource_and_no_spot_request() -> None:
     requests = requests_for(_run_instances(spot=False), OPERATOR, FakeFacts())
     kinds = _by_kind(requests)
-    assert set(kinds) == {"instance", "volume", "network-interface", "subnet", "security-group", "image",
-                          "launch-template"}  # fmt: skip
+    assert set(kinds) == {
+        "instance",
+        "volume",
+        "network-interface",
+        "subnet",
+        "security-group",
+        "image",
+        "launch-template",
+    }
     instance = kinds["instance"].request.context
     assert instance["ec2:LaunchTemplate"] == LT_ARN and instance["ec2:InstanceType"] == "g5.xlarge"
     assert instance["ec2:InstanceMarketType"] == "on-demand"
@@ -93,7 +116,9 @@ def test_on_demand_launch_touches_each_resource_and_no_spot_request() -> None:
     assert kinds["subnet"].request.context["ec2:Vpc"] == VPC_ARN
     assert kinds["image"].request.resource == f"arn:aws:ec2:{REGION}::image/{AMI}"
     passed = [r.request for r in requests if r.request.action == "iam:PassRole"]
-    assert [(p.resource, p.context["iam:PassedToService"]) for p in passed] == [(ROLE_ARN, "ec2.amazonaws.com")]
+    assert [(p.resource, p.context["iam:PassedToService"]) for p in passed] == [
+        (ROLE_ARN, "ec2.amazonaws.com")
+    ]
     tagged = _by_kind(requests, "ec2:CreateTags")
     assert set(tagged) == {"instance", "volume", "network-interface"}  # the template tags the interface
     assert all(t.request.context["ec2:CreateAction"] == "RunInstances" for t in tagged.values())
@@ -112,27 +137,57 @@ def _launch_statements(*, with_spot_statement: bool) -> dict[str, Any]:
     """The operator's launch statements as defect 1's fix shapes them (spot request on its own)."""
     arn = lambda kind: f"arn:aws:ec2:{REGION}:{ACCOUNT}:{kind}/*"  # noqa: E731
     statements = [
-        {"Sid": "RunFromTemplate", "Effect": "Allow", "Action": "ec2:RunInstances",
-         "Resource": [*(arn(k) for k in ("instance", "volume", "network-interface", "subnet", "security-group")),
-                      f"arn:aws:ec2:{REGION}::image/*", LT_ARN],
-         "Condition": {"ArnLike": {"ec2:LaunchTemplate": LT_ARN},
-                       "StringLikeIfExists": {"ec2:InstanceType": ["g5.*", "g4dn.*"]},
-                       "ArnEqualsIfExists": {"ec2:Vpc": VPC_ARN}}},
-        {"Sid": "PassRole", "Effect": "Allow", "Action": "iam:PassRole", "Resource": ROLE_ARN,
-         "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
-        {"Sid": "TagAtLaunch", "Effect": "Allow", "Action": "ec2:CreateTags",
-         "Resource": [arn(k) for k in ("instance", "volume", "network-interface", "spot-instances-request")],
-         "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}},
-    ]  # fmt: skip
+        {
+            "Sid": "RunFromTemplate",
+            "Effect": "Allow",
+            "Action": "ec2:RunInstances",
+            "Resource": [
+                *(arn(k) for k in ("instance", "volume", "network-interface", "subnet", "security-group")),
+                f"arn:aws:ec2:{REGION}::image/*",
+                LT_ARN,
+            ],
+            "Condition": {
+                "ArnLike": {"ec2:LaunchTemplate": LT_ARN},
+                "StringLikeIfExists": {"ec2:InstanceType": ["g5.*", "g4dn.*"]},
+                "ArnEqualsIfExists": {"ec2:Vpc": VPC_ARN},
+            },
+        },
+        {
+            "Sid": "PassRole",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": ROLE_ARN,
+            "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+        },
+        {
+            "Sid": "TagAtLaunch",
+            "Effect": "Allow",
+            "Action": "ec2:CreateTags",
+            "Resource": [
+                arn(k) for k in ("instance", "volume", "network-interface", "spot-instances-request")
+            ],
+            "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}},
+        },
+    ]
     if with_spot_statement:
-        statements.append({"Sid": "RequestSpot", "Effect": "Allow", "Action": "ec2:RunInstances",
-                           "Resource": arn("spot-instances-request"),
-                           "Condition": {"StringEquals": {"aws:RequestTag/Project": spec.PROJECT_TAG}}})  # fmt: skip
+        statements.append(
+            {
+                "Sid": "RequestSpot",
+                "Effect": "Allow",
+                "Action": "ec2:RunInstances",
+                "Resource": arn("spot-instances-request"),
+                "Condition": {"StringEquals": {"aws:RequestTag/Project": spec.PROJECT_TAG}},
+            }
+        )
     return {"Version": "2012-10-17", "Statement": statements}
 
 
 def _denied(policy: Mapping[str, Any], requests: list[AuthRequest]) -> list[str]:
-    return [f"{r.request.action} {r.request.resource}" for r in requests if not evaluate([policy], r.request).allowed]
+    return [
+        f"{r.request.action} {r.request.resource}"
+        for r in requests
+        if not evaluate([policy], r.request).allowed
+    ]
 
 
 def test_spot_needs_its_own_statement_the_launch_template_condition_cannot_match_it() -> None:
@@ -146,8 +201,9 @@ def test_spot_needs_its_own_statement_the_launch_template_condition_cannot_match
 
 
 def _operator_policy() -> dict[str, Any]:
-    return spec.operator_policy("dev", BUCKET_ARN, LT_ARN, ROLE_ARN, region=REGION, account_id=ACCOUNT,
-                                vpc_arn=VPC_ARN)  # fmt: skip
+    return spec.operator_policy(
+        "dev", BUCKET_ARN, LT_ARN, ROLE_ARN, region=REGION, account_id=ACCOUNT, vpc_arn=VPC_ARN
+    )
 
 
 def test_the_projects_operator_policy_allows_an_on_demand_launch() -> None:
@@ -160,8 +216,9 @@ def test_the_projects_operator_policy_allows_a_spot_launch() -> None:
 
 
 def _terminate(instance_id: str) -> list[AuthRequest]:
-    return requests_for(Call("ec2", "TerminateInstances", REGION, {"InstanceIds": [instance_id]}),
-                        INSTANCE_ROLE, FakeFacts())  # fmt: skip
+    return requests_for(
+        Call("ec2", "TerminateInstances", REGION, {"InstanceIds": [instance_id]}), INSTANCE_ROLE, FakeFacts()
+    )
 
 
 def test_instance_terminating_itself_vs_another_instance() -> None:
@@ -189,10 +246,15 @@ def test_s3_calls_map_to_their_actions_and_list_carries_the_prefix() -> None:
     assert (action, resource, context["s3:prefix"]) == ("s3:ListBucket", "arn:aws:s3:::b", "dev/")
     assert "s3:prefix" not in only("ListObjectsV2")[2]
     assert only("PutObject", Key="k", IfNoneMatch="*")[2]["s3:if-none-match"] == "*"
-    copy = requests_for(Call("s3", "CopyObject", REGION, {"Bucket": "b", "Key": "new", "CopySource": "src/old"}),
-                        OPERATOR, FakeFacts())  # fmt: skip
+    copy = requests_for(
+        Call("s3", "CopyObject", REGION, {"Bucket": "b", "Key": "new", "CopySource": "src/old"}),
+        OPERATOR,
+        FakeFacts(),
+    )
     assert [(r.request.action, r.request.resource) for r in copy] == [
-        ("s3:PutObject", "arn:aws:s3:::b/new"), ("s3:GetObject", "arn:aws:s3:::src/old")]  # fmt: skip
+        ("s3:PutObject", "arn:aws:s3:::b/new"),
+        ("s3:GetObject", "arn:aws:s3:::src/old"),
+    ]
 
 
 def test_calls_needing_no_permission_and_calls_on_no_resource() -> None:
@@ -201,8 +263,9 @@ def test_calls_needing_no_permission_and_calls_on_no_resource() -> None:
     assert (describe.request.resource, describe.request.context["ec2:Region"]) == ("*", REGION)
     (prices,) = requests_for(Call("pricing", "GetProducts", REGION, {}), OPERATOR, FakeFacts())
     assert prices.request.action == "pricing:GetProducts"
-    (param,) = requests_for(Call("ssm", "GetParameter", REGION, {"Name": spec.DLAMI_SSM_PARAMETER}), OPERATOR,
-                            FakeFacts())  # fmt: skip
+    (param,) = requests_for(
+        Call("ssm", "GetParameter", REGION, {"Name": spec.DLAMI_SSM_PARAMETER}), OPERATOR, FakeFacts()
+    )
     assert param.request.resource == f"arn:aws:ssm:{REGION}::parameter{spec.DLAMI_SSM_PARAMETER}"
     assert evaluate([_operator_policy()], param.request).allowed
 
