@@ -164,7 +164,7 @@ class Killer:
 
     def _write_cleanup_status(self, paths: layout.RunPaths, run_id: str, instance_id: str | None, *,
                               terminated: bool, cleared: bool) -> None:
-        from control.verify import count_billing
+        from control.verify import billing_verification
 
         now = iso(self.clock())
         actions: list[dict[str, Any]] = []
@@ -175,11 +175,11 @@ class Killer:
         actions.append({"resource": self.store.location, "action": "delete",
                         "status": "succeeded" if cleared else "skipped", "at": now,
                         "error": None if cleared else "already removed"})
-        instances, volumes = count_billing(self.clients.ec2, self.env)
+        checked = billing_verification(self.clients.ec2, self.env, checked_at=now)
         doc = {
             "schema_version": 1, "run_id": run_id, "instance_id": instance_id, "written_by": "control",
             "actions": actions,
-            "verification": {"instances_running": instances, "volumes_available": volumes, "checked_at": now},
+            "verification": checked,
             "state_file_removed": self.store.read() is None, "completed_at": now,
         }
         validate("cleanup-status", doc, source=paths.cleanup_status)

@@ -23,10 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from common import layout
 from common.errors import ConfigError, CorruptStateError
 from common.state_store import Snapshot, StateStore
 from common.timeutil import Clock, iso, parse_iso, utc_now
+from common.verification import count_or_unknown, verification
 from control.backend import Backend, Clients, check_env
 from control.localdir import LocalDir, pid_alive
 from control.s3io import get_json
@@ -126,9 +129,20 @@ def open_spot_requests(ec2: Any, env: str) -> list[dict[str, Any]]:
     return list(ec2.describe_spot_instance_requests(Filters=filters).get("SpotInstanceRequests", []))
 
 
-def count_billing(ec2: Any, env: str) -> tuple[int, int]:
-    """(instances in a billing state, available volumes) tagged for ``env``."""
-    return len(billing_instances(ec2, env)), len(available_volumes(ec2, env))
+def billing_verification(ec2: Any, env: str, *, checked_at: str) -> dict[str, Any]:
+    """The cleanup-status ``verification`` for ``env``: instances in a billing state, available volumes.
+
+    A count AWS would not answer (access denied, unreachable) is ``None`` with the
+    reason under ``unknown``, never 0.
+    """
+    aws_errors = (ClientError, BotoCoreError)
+    return verification(
+        checked_at=checked_at,
+        instances_running=count_or_unknown("ec2:DescribeInstances",
+                                           lambda: len(billing_instances(ec2, env)), aws_errors),
+        volumes_available=count_or_unknown("ec2:DescribeVolumes",
+                                           lambda: len(available_volumes(ec2, env)), aws_errors),
+    )
 
 
 def _tag(resource: dict[str, Any], key: str) -> str | None:
@@ -275,15 +289,14 @@ class Inspector:
         if get_json(self.clients.s3, self.bucket, paths.cleanup_status) is not None:
             return
         now = iso(self.clock())
-        instances, volumes = count_billing(self.clients.ec2, self.env)
+        checked = billing_verification(self.clients.ec2, self.env, checked_at=now)
         actions = [{"resource": i, "action": "terminate", "status": "succeeded", "at": now, "error": None}
                    for i in terminated]
         actions.append({"resource": self.store.location, "action": "delete", "status": "succeeded",
                         "at": now, "error": None})
         doc = {"schema_version": 1, "run_id": run_id, "instance_id": terminated[0] if terminated else None,
                "written_by": "control", "actions": actions,
-               "verification": {"instances_running": instances, "volumes_available": volumes,
-                                "checked_at": now},
+               "verification": checked,
                "state_file_removed": True, "completed_at": now}
         validate("cleanup-status", doc, source=paths.cleanup_status)
         self.clients.s3.put_object(Bucket=self.bucket, Key=paths.cleanup_status,

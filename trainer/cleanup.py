@@ -5,7 +5,8 @@ next step still runs):
 
 1. state -> ``cleanup`` (legal from every final status and from results_sync);
 2. release the state file (delete it if it still belongs to this run);
-3. verification: other instances of this env still alive, available volumes;
+3. verification: other instances of this env still alive, available volumes
+   (a count that could not be made is recorded as unknown with its reason, never 0);
 4. cleanup_status.json (``written_by: instance``), recording the poweroff about
    to happen;
 5. ``STATE: TERMINATING``, ``trainer.log`` one last time, and the poweroff strategy.
@@ -25,6 +26,7 @@ from common.layout import RunPaths
 from common.state_store import IllegalTransitionError, NotHeldError, StateStore
 from common.status import ErrorClass, RunStatus
 from common.timeutil import Clock, iso, utc_now
+from common.verification import Count, verification
 from schemas import validate
 from trainer.errors import ErrorLog, NoRetry, Retrier, error_record
 from trainer.finalize import TRAINER_LOG_NAME, state_line
@@ -111,20 +113,27 @@ class Cleanup:
         return True
 
     def verify(self) -> dict[str, Any]:
-        """Instances of this env still alive (not counting itself) and available volumes."""
+        """Instances of this env still alive (not counting itself) and available volumes.
+
+        A count that could not be made is ``None`` with its reason under ``unknown``.
+        """
         from infra.spec import PROJECT_TAG
 
         filters = [
             {"Name": "tag:Project", "Values": [PROJECT_TAG]},
             {"Name": "tag:Environment", "Values": [self.paths.env]},
         ]
-        running = self._step("ec2:instances", "verify", lambda: self._count_instances(filters)) or 0
-        volumes = self._step("ec2:volumes", "verify", lambda: self._count_volumes(filters)) or 0
-        return {
-            "instances_running": int(running),
-            "volumes_available": int(volumes),
-            "checked_at": iso(self.clock()),
-        }
+        return verification(
+            checked_at=iso(self.clock()),
+            instances_running=self._check("ec2:instances", "ec2:DescribeInstances",
+                                          lambda: self._count_instances(filters)),
+            volumes_available=self._check("ec2:volumes", "ec2:DescribeVolumes",
+                                          lambda: self._count_volumes(filters)),
+        )
+
+    def _check(self, resource: str, api_action: str, fn: Callable[[], int]) -> Count:
+        value, error = self._attempt(resource, "verify", fn)
+        return Count.unknown(api_action, error) if error is not None else Count(int(value))
 
     def _count_instances(self, filters: list[dict[str, Any]]) -> int:
         flt = [*filters, {"Name": "instance-state-name", "Values": ALIVE_STATES}]
@@ -182,18 +191,23 @@ class Cleanup:
             log.warning("trainer.log not uploaded: %s", exc)
 
     def _step(self, resource: str, action: str, fn: Callable[[], Any]) -> Any:
+        """``fn()``, recorded as an action; ``None`` when it was skipped or failed."""
+        return self._attempt(resource, action, fn)[0]
+
+    def _attempt(self, resource: str, action: str, fn: Callable[[], Any]) -> tuple[Any, str | None]:
+        """``(fn(), None)``, or ``(None, why)`` when it was skipped or failed (recorded either way)."""
         try:
             value = fn()
         except _Skip as skip:
             log.info("cleanup %s %s skipped: %s", action, resource, skip)
             self.actions.append(self._action(resource, action, "skipped", str(skip)))
-            return None
+            return None, f"skipped: {skip}"
         except Exception as exc:
             self._record(f"{action} {resource} failed: {exc}")
             self.actions.append(self._action(resource, action, "failed", str(exc)[:500]))
-            return None
+            return None, str(exc)
         self.actions.append(self._action(resource, action, "succeeded", None))
-        return value
+        return value, None
 
     def _action(self, resource: str, action: str, status: str, error: str | None) -> dict[str, Any]:
         return {

@@ -53,3 +53,37 @@ def test_kill_terminates_an_unresponsive_instance_and_cleans_up(dev, local_aws, 
 
     again = cli("kill", "--env=dev", "--local")
     assert again.returncode == 0 and "nothing to kill" in again.stdout
+
+
+def test_control_cleanup_status_records_a_denied_check_as_unknown(local_aws, bucket):
+    from botocore.exceptions import ClientError
+
+    from control.backend import Clients
+    from control.kill import Killer
+
+    class NoDescribeVolumes:
+        def __init__(self, real):
+            self._real = real
+
+        def get_paginator(self, name):
+            if name == "describe_volumes":
+                raise ClientError({"Error": {"Code": "UnauthorizedOperation", "Message": "not authorized"},
+                                   "ResponseMetadata": {"HTTPStatusCode": 403}}, "DescribeVolumes")
+            return self._real.get_paginator(name)
+
+        def __getattr__(self, name):
+            return getattr(self._real, name)
+
+    s3 = local_aws.client("s3")
+    store = StateStore(s3, bucket, "dev")
+    now = iso(datetime.now(UTC))
+    store.acquire(new_state(env="dev", run_id=RUN_ID, market="spot", total_steps=10, now=now))
+    clients = Clients(s3=s3, ec2=NoDescribeVolumes(local_aws.client("ec2")), sts=None)
+    result = Killer(clients, bucket, "dev", sleep=lambda s: None).kill(grace_s=0, reason="test")
+    assert result.cleanup_written_by == "control" and store.read() is None
+    key = layout.RunPaths(env="dev", run_id=RUN_ID).cleanup_status
+    doc = validate("cleanup-status", json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+    assert doc["verification"]["instances_running"] == 0
+    assert doc["verification"]["volumes_available"] is None
+    assert "ec2:DescribeVolumes" in doc["verification"]["unknown"]["volumes_available"]
+    assert "UnauthorizedOperation" in doc["verification"]["unknown"]["volumes_available"]

@@ -122,3 +122,21 @@ def test_old_heartbeat_on_a_running_instance_is_a_stuck_run(dev, local_aws):
     assert {f.kind for f in later.orphans} == {"instance", "state-file"}
     fresh = Inspector(clients, dev["bucket"], "dev", clock=lambda: start + timedelta(seconds=30)).inventory()
     assert fresh.clean
+
+
+def test_billing_verification_says_unknown_instead_of_zero(local_aws):
+    from botocore.exceptions import EndpointConnectionError
+
+    from control.verify import billing_verification
+
+    class Unreachable:
+        def get_paginator(self, name):
+            raise EndpointConnectionError(endpoint_url="https://ec2.us-east-1.amazonaws.com/")
+
+    doc = billing_verification(Unreachable(), "dev", checked_at="2026-11-25T14:31:10Z")
+    assert doc["instances_running"] is None and doc["volumes_available"] is None
+    assert "ec2:DescribeInstances" in doc["unknown"]["instances_running"]
+    assert "ec2:DescribeVolumes" in doc["unknown"]["volumes_available"]
+    _plant_volume(local_aws.client("ec2"))
+    checked = billing_verification(local_aws.client("ec2"), "dev", checked_at="2026-11-25T14:31:10Z")
+    assert checked == {"instances_running": 0, "volumes_available": 1, "checked_at": "2026-11-25T14:31:10Z"}

@@ -105,3 +105,58 @@ def test_a_failed_poweroff_is_recorded_as_a_cleanup_error(local_aws: Any, bucket
     doc = status_doc(local_aws.client("s3"), bucket)
     assert doc["actions"][-1]["status"] == "failed" and doc["actions"][-1]["error"] == "no sudo"
     assert errors.records()[-1]["error_class"] == "cleanup"
+
+
+class _Denied:
+    """The EC2 client of an instance role that lacks some Describe permissions."""
+
+    def __init__(self, real: Any, denied: set[str]) -> None:
+        self._real, self._denied = real, denied
+
+    def _deny(self, operation: str) -> Any:
+        from botocore.exceptions import ClientError
+
+        raise ClientError(
+            {"Error": {"Code": "UnauthorizedOperation", "Message": "You are not authorized to perform this "
+                       "operation."}, "ResponseMetadata": {"HTTPStatusCode": 403}},
+            operation,
+        )
+
+    def describe_volumes(self, **kwargs: Any) -> Any:
+        if "DescribeVolumes" in self._denied:
+            self._deny("DescribeVolumes")
+        return self._real.describe_volumes(**kwargs)
+
+    def get_paginator(self, name: str) -> Any:
+        if name == "describe_instances" and "DescribeInstances" in self._denied:
+            self._deny("DescribeInstances")
+        return self._real.get_paginator(name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+def test_a_check_that_could_not_be_made_is_unknown_with_its_reason_never_zero(
+    local_aws: Any, bucket: str, tmp_path: Path
+):
+    cleanup, store, _, errors = make(local_aws, bucket, tmp_path)
+    cleanup.ec2 = _Denied(cleanup.ec2, {"DescribeVolumes"})
+    assert cleanup.run().succeeded  # a failed check does not stop cleanup
+    assert store.read() is None
+    verification = status_doc(local_aws.client("s3"), bucket)["verification"]
+    assert verification["instances_running"] == 0  # this one was checked
+    assert verification["volumes_available"] is None
+    reason = verification["unknown"]["volumes_available"]
+    assert "ec2:DescribeVolumes" in reason and "access denied" in reason
+    assert set(verification["unknown"]) == {"volumes_available"}
+    assert any("ec2:volumes" in r["message"] for r in errors.records() if r["error_class"] == "cleanup")
+
+
+def test_every_check_can_be_unknown(local_aws: Any, bucket: str, tmp_path: Path):
+    cleanup, _, _, _ = make(local_aws, bucket, tmp_path)
+    cleanup.ec2 = _Denied(cleanup.ec2, {"DescribeVolumes", "DescribeInstances"})
+    cleanup.poweroff = ApiTerminate(local_aws.client("ec2"))
+    assert cleanup.run().succeeded
+    verification = status_doc(local_aws.client("s3"), bucket)["verification"]
+    assert verification["instances_running"] is None and verification["volumes_available"] is None
+    assert "ec2:DescribeInstances" in verification["unknown"]["instances_running"]
