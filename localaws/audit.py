@@ -14,22 +14,24 @@ The supervisor of a local instance adds one ``{"kind": "credentials", ...}`` lin
 per assumed-role key (:func:`record_credentials`) so the audit knows whose key it is.
 
 Clients created before :func:`install` are not recorded: install first (the
-local instance's Python runs :func:`install_from_env` at start-up).
+local instance's Python runs :func:`install_from_env` at start-up). Installing
+does not import botocore (about half a second): a process that has not imported
+it yet is patched by an import hook when it does.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import json
 import logging
 import os
 import re
+import sys
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import botocore.session
 
 log = logging.getLogger(__name__)
 
@@ -156,27 +158,72 @@ def _attach(client: Any) -> None:
     events.register("after-call-error", on_done, unique_id=f"{uid}-error")
 
 
+def _patch(session_class: Any) -> None:
+    """Wrap ``Session.create_client`` so each new client records its calls (once per class)."""
+    if _state["original"] is not None:
+        return
+    original = session_class.create_client
+    _state["original"] = (session_class, original)
+
+    def create_client(self: Any, *args: Any, **kwargs: Any) -> Any:
+        client = original(self, *args, **kwargs)
+        _attach(client)
+        return client
+
+    session_class.create_client = create_client
+
+
+class _Loader(importlib.abc.Loader):
+    """Runs the real loader of ``botocore.session``, then patches the module."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        with _lock:
+            _patch(module.Session)
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Patches botocore when it is first imported: importing it costs ~0.5 s, so start-up never does."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != "botocore.session":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None:
+                spec.loader = _Loader(spec.loader)
+                return spec
+        return None
+
+
+_finder = _PatchOnImport()
+
+
 def install(path: str | os.PathLike[str]) -> None:
     """Record every API call of every botocore client created from now on to ``path``.
 
-    Installing again only changes the path: each call is recorded once.
+    If botocore is not imported yet, it is patched when it is (so a process that
+    never uses AWS pays nothing). Installing again only changes the path: each
+    call is recorded once.
 
     Args:
-        path: the audit log (JSON lines, created if missing).
+        path: the audit log (JSON lines, created if missing; relative to the current directory).
     """
     with _lock:
-        _state["path"] = Path(path)
-        if _state["original"] is not None:
-            return
-        original = botocore.session.Session.create_client
-        _state["original"] = original
-
-        def create_client(self: Any, *args: Any, **kwargs: Any) -> Any:
-            client = original(self, *args, **kwargs)
-            _attach(client)
-            return client
-
-        botocore.session.Session.create_client = create_client  # type: ignore[method-assign]
+        _state["path"] = Path(path).absolute()
+        loaded = sys.modules.get("botocore.session")
+        if loaded is not None:
+            _patch(loaded.Session)
+        elif _finder not in sys.meta_path:
+            sys.meta_path.insert(0, _finder)
     log.debug("IAM audit recording to %s", path)
 
 
@@ -184,8 +231,11 @@ def uninstall() -> None:
     """Stop recording (clients created meanwhile keep their handlers, which then write nothing)."""
     with _lock:
         _state["path"] = None
+        if _finder in sys.meta_path:
+            sys.meta_path.remove(_finder)
         if _state["original"] is not None:
-            botocore.session.Session.create_client = _state["original"]  # type: ignore[method-assign]
+            session_class, original = _state["original"]
+            session_class.create_client = original
             _state["original"] = None
 
 

@@ -132,3 +132,24 @@ def test_install_from_env_and_record_credentials(tmp_path: Path) -> None:
         audit.uninstall()
     (line,) = (json.loads(x) for x in path.read_text().splitlines())
     assert line["kind"] == "credentials" and line["session_name"] == "i-1" and line["role_id"] == "AROA1"
+
+
+def test_install_before_botocore_is_imported_imports_nothing_and_still_records(
+    local_aws, tmp_path: Path
+) -> None:
+    path = tmp_path / "lazy.jsonl"
+    code = (
+        "import sys; from localaws import audit; audit.install_from_env(); "
+        "assert 'botocore.session' not in sys.modules, 'install imported botocore'; "
+        "import boto3; boto3.client('s3', endpoint_url=sys.argv[1]).list_buckets()"
+    )
+    env = {**os.environ, **local_aws.env(), audit.ENV_VAR: str(path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code, local_aws.endpoint_url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert [c["operation"] for c in _calls(path)] == ["ListBuckets"]
