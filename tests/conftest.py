@@ -42,7 +42,12 @@ def moto_server():
 
 @pytest.fixture
 def local_aws(moto_server):
-    """A clean local AWS: every resource of the previous test is gone."""
+    """A clean local AWS: every resource of the previous test is gone, IAM enforcement off.
+
+    Tests that provision an env through ``control.localenv.provision`` switch moto's IAM
+    enforcement on; the default session signs with the admin's keys from then on.
+    Teardown switches enforcement off and forgets the admin (both are process-wide).
+    """
     moto_server.reset()
     yield moto_server
     moto_server.reset()

@@ -47,7 +47,13 @@ def backend(local_dir) -> LocalBackend:
 
 @pytest.fixture
 def dev(backend, dataset_dir) -> dict:
-    """``dev`` provisioned in the local AWS (the real local provisioner) with the dataset staged."""
+    """``dev`` provisioned in the local AWS (the real local provisioner) with the dataset staged.
+
+    As ``invoke local.up``: the env's identities in ``.local/identities.json``, moto's IAM
+    enforcement ON, ``backend`` (and every ``invoke`` the test runs) signing as the env's
+    operator; ``local_aws``'s default session signs as the admin. ``local_aws``'s teardown
+    switches enforcement off and forgets everything (the switch is process-wide).
+    """
     outputs = provision(backend, "dev")
     stage_dataset(backend.clients().s3, outputs["bucket"], dataset_dir)
     return outputs
@@ -55,7 +61,7 @@ def dev(backend, dataset_dir) -> dict:
 
 @pytest.fixture
 def inventory(local_aws) -> Callable[[], dict]:
-    """Everything that exists in the local AWS: object keys and ETags, instances, volumes."""
+    """Everything that exists in the local AWS: object keys and ETags, instances, volumes (as the admin)."""
 
     def take() -> dict:
         s3, ec2 = local_aws.client("s3"), local_aws.client("ec2")
