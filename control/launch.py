@@ -33,6 +33,13 @@ from common.timeutil import Clock, iso, utc_now
 from control.backend import Backend, Clients, check_env
 from control.cost import Price, launch_price
 from control.debug import debug_launch_profile
+from control.launch_rules import (
+    QUOTA_CODES,
+    TemplateFacts,
+    launch_problems,
+    quota_message,
+    root_volume_mapping,
+)
 from control.localdir import PROJECT_ROOT
 from infra import spec as infra_spec
 from infra.outputs import StackOutputs
@@ -44,17 +51,26 @@ LAUNCH_RECORD_NAME = "launch-record.json"
 PYTHON_ENV_KEY = layout.ENV_PREFIX_DIR + "chronos-env.tar.gz"
 WHEELHOUSE_PREFIX = layout.ENV_PREFIX_DIR + "wheelhouse/"
 MANAGED_BY = "chronos-invoke"
+TEMPLATE_VERSION = "$Latest"  # the version every launch names, and the one gather_world reads
+# Capacity: try the next type/AZ. Quotas (launch_rules.QUOTA_CODES) are not capacity: every
+# other placement would be refused the same way, so the launch stops and names the quota.
 CAPACITY_CODES = frozenset({
-    "InsufficientInstanceCapacity", "InsufficientCapacity", "InstanceLimitExceeded", "VcpuLimitExceeded",
-    "SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded", "Unsupported", "InsufficientFreeAddressesInSubnet",
-    "UnfulfillableCapacity",
+    "InsufficientInstanceCapacity", "InsufficientCapacity", "SpotMaxPriceTooLow", "Unsupported",
+    "InsufficientFreeAddressesInSubnet", "UnfulfillableCapacity",
 })
+# A code bundle this close to its lifecycle expiry is uploaded again, so it cannot expire
+# between the launch and the instance's download.
+BUNDLE_REFRESH_MARGIN_DAYS = 2
 
 
 class LaunchError(UserError):
     """Every instance type and AZ of the spec was refused; the lock was released."""
 
     exit_code = 1
+
+
+class QuotaError(UserError):
+    """A vCPU quota refused the launch: raise it (the message names it); the lock was released."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +118,8 @@ class World:
     identity: Mapping[str, str] = field(default_factory=dict)
     python_env: str = "packed"  # packed | wheelhouse | missing: what the instance boots its Python from
     resume: bool = False  # run_id is an existing run's, relaunched
+    template: TemplateFacts | None = None  # the launch template version and its AMI
+    code_age_days: float | None = None  # age of the existing code bundle
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,6 +144,9 @@ class LaunchPlan:
     data_bytes: int
     python_env: str = "packed"
     resume: bool = False  # relaunch of an existing run: its user-configs belong to the first attempt
+    root_device: str = infra_spec.ROOT_DEVICE_NAME  # the AMI's root device: the mapping that sizes the root
+    image_id: str | None = None
+    image_name: str | None = None
     debug_instance_profile_arn: str | None = None  # run spec debug = true (control.debug)
 
     @property
@@ -142,13 +163,15 @@ class LaunchPlan:
         request: dict[str, Any] = {
             "MinCount": 1,
             "MaxCount": 1,
-            "LaunchTemplate": {"LaunchTemplateId": self.launch_template_id, "Version": "$Latest"},
+            "LaunchTemplate": {"LaunchTemplateId": self.launch_template_id, "Version": TEMPLATE_VERSION},
             "InstanceType": placement.instance_type,
             "UserData": self.user_data,
             "NetworkInterfaces": infra_spec.network_interface_override(placement.subnet_id,
                                                                       self.security_group_id),
+            "BlockDeviceMappings": root_volume_mapping(self.root_device, self.spec.instance.root_volume_gb),
+            # The spot request only for spot: tagging a type the launch does not create fails it.
             "TagSpecifications": [{"ResourceType": kind, "Tags": tag_list}
-                                  for kind in ("instance", "volume")],
+                                  for kind in infra_spec.launch_tagged_types(self.market.value)],
         }
         if self.market is Market.SPOT:
             request["InstanceMarketOptions"] = {
@@ -179,6 +202,8 @@ class LaunchPlan:
             "max_cost": first.price.cost(self.spec.instance.max_runtime_minutes * 60),
             "fallbacks": [f"{p.instance_type}/{p.availability_zone}" for p in self.placements[1:]],
             "launch_template_id": self.launch_template_id,
+            "image": {"id": self.image_id, "name": self.image_name, "root_device": self.root_device,
+                      "root_volume_gb": self.spec.instance.root_volume_gb},
             "tags": dict(self.tags),
             "user_data": {"bytes": len(self.user_data.encode()), "lines": len(lines),
                           "first_line": lines[0] if lines else ""},
@@ -310,7 +335,8 @@ def gather_world(backend: Backend, spec: RunSpec, *, env: str, now: datetime,
     bundle, sha = build_code_bundle(repo_root)
     code_key = code_key_for(sha)
     with backend.errors("s3:GetObject", f"s3://{outputs.bucket}/{code_key}"):
-        exists = _exists(clients.s3, outputs.bucket, code_key)
+        code_age = _age_days(clients.s3, outputs.bucket, code_key, now)
+    template = read_template(backend, outputs)
     with backend.errors("s3:ListBucket", f"s3://{outputs.bucket}/{spec.data.prefix}"):
         files, size = _data_inventory(clients.s3, outputs.bucket, spec.data.prefix)
         python_env = _python_env(clients.s3, outputs.bucket)
@@ -322,9 +348,56 @@ def gather_world(backend: Backend, spec: RunSpec, *, env: str, now: datetime,
                                                local=backend.local)
     return World(env=env, run_id=run_id or layout.new_run_id(now), resume=run_id is not None, now=now,
                  local=backend.local, device=backend.device,
-                 outputs=outputs, active=active, code_bundle=bundle, code_sha256=sha, code_exists=exists,
+                 outputs=outputs, active=active, code_bundle=bundle, code_sha256=sha,
+                 code_exists=code_age is not None, code_age_days=code_age,
                  data_files=files, data_bytes=size, prices=prices, user_files=user_files,
-                 identity=identity, python_env=python_env)
+                 identity=identity, python_env=python_env, template=template)
+
+
+def read_template(backend: Backend, outputs: StackOutputs) -> TemplateFacts:
+    """The launch template version a launch uses, and its AMI's name and root device.
+
+    Raises:
+        ConfigError: the template or its AMI does not exist (the stack is out of date).
+        AccessDeniedError: the operator may not describe them.
+    """
+    from botocore.exceptions import ClientError
+
+    ec2 = backend.clients().ec2
+    lt = outputs.launch_template_id
+    fix = f"run `pulumi up --stack {outputs.env}`" if not backend.local else \
+        f"run `invoke local.up --env={outputs.env}`"
+    try:
+        with backend.errors("ec2:DescribeLaunchTemplateVersions", f"launch template {lt}"):
+            version = ec2.describe_launch_template_versions(
+                LaunchTemplateId=lt, Versions=[TEMPLATE_VERSION])["LaunchTemplateVersions"][0]
+        data = version["LaunchTemplateData"]
+        image_id = str(data.get("ImageId", ""))
+        with backend.errors("ec2:DescribeImages", f"image {image_id}"):
+            images = ec2.describe_images(ImageIds=[image_id])["Images"] if image_id else []
+    except ClientError as exc:
+        raise ConfigError(f"cannot read launch template {lt} or its AMI ({error_code(exc)}); {fix}") from None
+    if not images:
+        raise ConfigError(f"the launch template's AMI {image_id or '(none)'} does not exist in "
+                          f"{outputs.region}; {fix} (pin a current one with `ami_id` in the stack config)")
+    image = images[0]
+    return TemplateFacts(version=str(version.get("VersionNumber", TEMPLATE_VERSION)), data=data,
+                         image_id=image_id, image_name=image.get("Name"),
+                         root_device=image.get("RootDeviceName"))
+
+
+def _age_days(s3: Any, bucket: str, key: str, now: datetime) -> float | None:
+    """Days since ``key`` was last written; ``None`` when it does not exist."""
+    from common.aws import is_not_found
+
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        if is_not_found(exc):
+            return None
+        raise
+    modified = head.get("LastModified")
+    return (now - modified).total_seconds() / 86400 if modified else 0.0
 
 
 def _python_env(s3: Any, bucket: str) -> str:
@@ -413,18 +486,19 @@ def plan_launch(spec: RunSpec, world: World) -> LaunchPlan:
         bucket=outputs.bucket, env=world.env, run_id=world.run_id, region=outputs.region,
         max_runtime_minutes=resolved.instance.max_runtime_minutes, code_key=code_key,
         python_env_key=PYTHON_ENV_KEY if world.python_env == "packed" else None,
-        wheelhouse_prefix=WHEELHOUSE_PREFIX, device=world.device,
+        wheelhouse_prefix=WHEELHOUSE_PREFIX, device=world.device, local=world.local,
     )
     spec_json = json.dumps(resolved.to_dict(), indent=2, sort_keys=True).encode()
     uploads = [Upload(key=paths.user_configs + RUN_SPEC_NAME, body=spec_json,
                       content_type="application/json")]
     uploads += [Upload(key=paths.user_configs + name, body=body) for name, body in world.user_files]
     uploads.append(Upload(key=code_key, body=world.code_bundle, content_type="application/gzip",
-                          skip_reason="unchanged code is already uploaded" if world.code_exists else None))
+                          skip_reason=_code_skip_reason(world)))
     state = new_state(env=world.env, run_id=world.run_id, market=resolved.instance.market,
                       total_steps=resolved.model.num_steps, now=iso(world.now), local=world.local,
                       price_per_hour=placements[0].price.usd_per_hour)
-    return LaunchPlan(
+    template = world.template
+    plan = LaunchPlan(
         env=world.env, run_id=world.run_id, local=world.local, bucket=outputs.bucket, region=outputs.region,
         spec=resolved, placements=placements, launch_template_id=outputs.launch_template_id,
         security_group_id=outputs.security_group_id,
@@ -432,8 +506,27 @@ def plan_launch(spec: RunSpec, world: World) -> LaunchPlan:
         user_data=user_data, code_key=code_key, uploads=tuple(uploads), state_doc=state,
         data_files=world.data_files, data_bytes=world.data_bytes, python_env=world.python_env,
         resume=world.resume,
+        root_device=(template.root_device if template else None) or infra_spec.ROOT_DEVICE_NAME,
+        image_id=template.image_id if template else None,
+        image_name=template.image_name if template else None,
         debug_instance_profile_arn=debug_launch_profile(resolved, outputs),
     )
+    if template is not None:
+        problems = launch_problems(template, plan.run_instances_request(placements[0]), plan.market)
+        if problems:
+            raise ConfigError(f"AWS would refuse this launch: {'; '.join(problems)}; fix the launch template "
+                              f"(`pulumi up --stack {world.env}`) or the run spec")
+    return plan
+
+
+def _code_skip_reason(world: World) -> str | None:
+    """Why the code bundle is not uploaded, or ``None`` to upload it (missing, or close to expiry)."""
+    if not world.code_exists:
+        return None
+    keep_until = infra_spec.CODE_BUNDLE_EXPIRY_DAYS - BUNDLE_REFRESH_MARGIN_DAYS
+    if world.code_age_days is not None and world.code_age_days >= keep_until:
+        return None
+    return "unchanged code is already uploaded"
 
 
 # --------------------------------------------------------------- act (I/O)
@@ -488,7 +581,7 @@ def apply_launch(plan: LaunchPlan, clients: Clients, *, start_instance: StartIns
 def _upload(plan: LaunchPlan, s3: Any) -> tuple[list[str], list[str]]:
     uploaded, skipped = [], []
     for up in plan.uploads:
-        if up.skip_reason is not None or (up.key == plan.code_key and _exists(s3, plan.bucket, up.key)):
+        if up.skip_reason is not None:
             skipped.append(up.key)
             continue
         try:
@@ -509,6 +602,8 @@ def _run_instance(plan: LaunchPlan, ec2: Any) -> tuple[Placement, str, list[str]
             resp = ec2.run_instances(**plan.run_instances_request(placement))
         except Exception as exc:
             code = error_code(exc)
+            if code in QUOTA_CODES:
+                raise QuotaError(quota_message(code, plan.market, plan.region, None)) from None
             if code in CAPACITY_CODES:
                 log.info("%s in %s refused: %s", placement.instance_type, placement.availability_zone, code)
                 refused.append(f"{placement.instance_type}/{placement.availability_zone}: {code}")
@@ -530,6 +625,9 @@ def _launch_record(plan: LaunchPlan, placement: Placement, instance_id: str, clo
         "market": plan.market.value, "price_per_hour": placement.price.usd_per_hour,
         "price_source": placement.price.source, "launched_at": iso(clock()), "local": plan.local,
         "code_key": plan.code_key, "max_runtime_minutes": plan.spec.instance.max_runtime_minutes,
+        # the AMI resolves afresh at every `pulumi up`: record what this run booted
+        "image_id": plan.image_id, "image_name": plan.image_name,
+        "root_volume_gb": plan.spec.instance.root_volume_gb,
     }
 
 

@@ -44,7 +44,9 @@ class TemplateFacts:
 
     @property
     def tagged_types(self) -> set[str]:
-        return {s["ResourceType"] for s in self.data.get("TagSpecifications", [])}
+        """Resource types the template tags at launch (moto also copies the template's own
+        ``launch-template`` tags into its data, which AWS does not: they are not launch tags)."""
+        return {s["ResourceType"] for s in self.data.get("TagSpecifications", [])} - {"launch-template"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,11 +101,14 @@ def launch_problems(template: TemplateFacts, request: Mapping[str, Any], market:
     for kind in sorted(tagged - created):
         problems.append(f"it tags a {kind!r} that a {market.value} launch does not create "
                         "(AWS fails the launch: LaunchTemplateTagSpecificationRequest)")
-    mappings = request.get("BlockDeviceMappings") or template.data.get("BlockDeviceMappings") or []
+    # Both the template's and the request's mappings count: whether AWS replaces the template's
+    # list or merges it by device name, a name other than the root device adds a volume.
+    names = _device_names(template.data.get("BlockDeviceMappings") or [])
+    names += _device_names(request.get("BlockDeviceMappings") or [])
     if template.root_device is None:
         problems.append(f"the AMI {template.image_id} has no root device name (is it an EBS-backed image?)")
     else:
-        for name in _device_names(mappings):
+        for name in sorted(set(names)):
             if name != template.root_device:
                 problems.append(f"block device {name} is not the AMI's root device {template.root_device}: "
                                 "it would attach an extra empty volume and leave the root at the AMI's size")

@@ -152,7 +152,11 @@ def read_stack_config() -> StackConfig:
 
     project = pulumi.get_project()
     namespace = f"{project}:"
-    present = {k[len(namespace) :] for k in runtime_config.CONFIG.get() if k.startswith(namespace)}
+    # The CLI hands the program its config in the PULUMI_CONFIG environment variable
+    # (runtime.config.get_config_env); mocks and tests set the CONFIG context variable.
+    # pulumi.Config reads both, so the typo check must see both.
+    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    present = {k[len(namespace) :] for k in keys if k.startswith(namespace)}
     config = pulumi.Config()
     raw: dict[str, str | None] = {key: config.get(key) for key in CONFIG_KEYS}
     raw.update({key: "" for key in present - set(CONFIG_KEYS)})

@@ -31,7 +31,7 @@ from infra.outputs import StackOutputs, write_outputs_file
 
 log = logging.getLogger(__name__)
 
-LOCAL_AMI_ID = "ami-0c0ffee0c0ffee0c0"  # moto accepts any id; there is no DLAMI locally
+LOCAL_AMI_NAME = "Deep Learning OSS Nvidia Driver AMI GPU PyTorch (Ubuntu 24.04) local stand-in"
 LOCAL_MAX_AZS = 3
 
 
@@ -60,7 +60,7 @@ def provision(
         cost_center: CostCenter tag.
         instance_type: launch template's default type (g4dn.* or g5.*).
         ami_id: image of the launch template; default: the DLAMI SSM parameter
-            if the local AWS has it, else :data:`LOCAL_AMI_ID`.
+            if the local AWS has it, else a registered stand-in (:data:`LOCAL_AMI_NAME`).
         max_azs: at most this many AZs get a subnet (at least 2).
         local_principal_arn: a principal allowed to assume the instance role
             (local stand-in instance), see :func:`spec.instance_trust_policy`.
@@ -371,12 +371,31 @@ def _prune_policy_versions(ctx: LocalContext, arn: str) -> None:
 
 
 def _local_ami(ctx: LocalContext) -> str:
+    """The DLAMI parameter's image if the local AWS has both, else a registered stand-in.
+
+    The stand-in is a real image in the local AWS (not just an id moto happens to
+    accept), with the DLAMI's root device name, so a launch can be checked against its
+    AMI exactly as on AWS (DescribeImages: name, root device).
+    """
     try:
-        return ctx.ssm.get_parameter(Name=spec.DLAMI_SSM_PARAMETER)["Parameter"]["Value"]
+        image_id = ctx.ssm.get_parameter(Name=spec.DLAMI_SSM_PARAMETER)["Parameter"]["Value"]
+        if ctx.ec2.describe_images(ImageIds=[image_id])["Images"]:
+            return str(image_id)
     except ClientError as exc:
-        if not is_error(exc, "ParameterNotFound"):
+        if not is_error(exc, "ParameterNotFound", "InvalidAMIID.NotFound", "InvalidAMIID.Malformed"):
             raise
-        return LOCAL_AMI_ID
+    found = ctx.ec2.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [LOCAL_AMI_NAME]}])
+    if found["Images"]:
+        return str(found["Images"][0]["ImageId"])
+    image_id = ctx.ec2.register_image(
+        Name=LOCAL_AMI_NAME, Description="local stand-in for the AWS Deep Learning AMI (PyTorch)",
+        Architecture="x86_64", VirtualizationType="hvm", RootDeviceName=spec.ROOT_DEVICE_NAME,
+        BlockDeviceMappings=[
+            {"DeviceName": spec.ROOT_DEVICE_NAME, "Ebs": {"VolumeSize": 75, "VolumeType": "gp3"}}
+        ],
+    )["ImageId"]
+    log.info("registered the local stand-in AMI %s", image_id)
+    return str(image_id)
 
 
 def _comparable(data: Mapping[str, Any]) -> dict[str, Any]:

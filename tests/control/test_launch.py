@@ -74,7 +74,9 @@ def test_plan_is_pure_and_complete(world):
         and tags["RunId"] == plan.run_id
         and tags["Environment"] == "dev"
     )
-    assert {s["ResourceType"] for s in request["TagSpecifications"]} == {"instance", "volume"}
+    # spot: the request tags the spot request it creates (the template may not: on-demand has none)
+    assert {s["ResourceType"] for s in request["TagSpecifications"]} == {
+        "instance", "volume", "spot-instances-request"}
     assert "cpu" in plan.user_data  # local mode: the instance trains on CPU
     assert plan.state_doc["status"] == "initialization" and plan.state_doc["instance_id"] is None
 
@@ -83,7 +85,78 @@ def test_on_demand_has_no_market_options(world):
     spec, seen = world
     on_demand = load_spec(None, env="dev", market="on-demand")
     plan = plan_launch(on_demand, seen)
-    assert "InstanceMarketOptions" not in plan.run_instances_request(plan.placements[0])
+    request = plan.run_instances_request(plan.placements[0])
+    assert "InstanceMarketOptions" not in request
+    # Defect: tagging a spot request an on-demand launch does not create fails the launch on AWS.
+    tagged = {s["ResourceType"] for s in request["TagSpecifications"]} | seen.template.tagged_types
+    assert "spot-instances-request" not in tagged
+
+
+def test_root_volume_gb_is_applied_on_the_amis_root_device(world):
+    """Defect: instance.root_volume_gb was validated and suggested, and never applied."""
+    spec, seen = world
+    big = from_dict({"instance": {"root_volume_gb": 400}})
+    plan = plan_launch(big, seen)
+    (mapping,) = plan.run_instances_request(plan.placements[0])["BlockDeviceMappings"]
+    assert mapping["DeviceName"] == seen.template.root_device == "/dev/sda1"
+    assert mapping["Ebs"] == {"VolumeSize": 400, "VolumeType": "gp3", "Encrypted": True,
+                              "DeleteOnTermination": True}
+    assert plan.summary()["image"]["root_volume_gb"] == 400
+
+
+def test_a_launch_aws_would_refuse_is_stopped_before_anything_is_created(world):
+    from dataclasses import replace
+
+    spec, seen = world
+    other_root = replace(seen, template=replace(seen.template, root_device="/dev/xvda"))
+    with pytest.raises(ConfigError, match="AWS would refuse this launch: block device /dev/sda1"):
+        plan_launch(spec, other_root)
+
+
+def test_quota_errors_stop_the_launch_and_name_the_quota(world, backend):
+    """Defect: VcpuLimitExceeded and friends were taken for 'no capacity' and every AZ was tried."""
+    from control.launch import QuotaError
+
+    spec, seen = world
+    clients = backend.clients()
+    for code in ("MaxSpotInstanceCountExceeded", "VcpuLimitExceeded"):
+        ec2 = _Refusing(clients.ec2, {"g5.xlarge": code})
+        with pytest.raises(QuotaError, match=f"quota \\({code}\\).*All G and VT Spot Instance Requests"):
+            apply_launch(plan_launch(spec, seen), Clients(s3=clients.s3, ec2=ec2, sts=clients.sts))
+        assert len(ec2.calls) == 1  # no other type or AZ tried: they count against the same quota
+        assert StateStore(clients.s3, seen.outputs.bucket, "dev").read() is None
+    on_demand = load_spec(None, env="dev", market="on-demand")
+    ec2 = _Refusing(clients.ec2, {"g5.xlarge": "InstanceLimitExceeded"})
+    with pytest.raises(QuotaError, match="Running On-Demand G and VT instances.*L-DB2E81BA"):
+        apply_launch(plan_launch(on_demand, seen), Clients(s3=clients.s3, ec2=ec2, sts=clients.sts))
+
+
+def test_the_launch_record_names_the_ami(world, backend):
+    """The AMI resolves afresh at every `pulumi up`: a run records the one it booted."""
+    spec, seen = world
+    clients = backend.clients()
+    result = apply_launch(plan_launch(spec, seen), clients, clock=lambda: NOW)
+    key = layout.RunPaths(env="dev", run_id=result.run_id).user_configs + "launch-record.json"
+    record = json.loads(clients.s3.get_object(Bucket=seen.outputs.bucket, Key=key)["Body"].read())
+    image = clients.ec2.describe_images(ImageIds=[record["image_id"]])["Images"][0]
+    assert record["image_name"] == image["Name"] and record["root_volume_gb"] == 100
+
+
+def test_a_code_bundle_close_to_expiry_is_uploaded_again(world):
+    from dataclasses import replace
+
+    from infra.spec import CODE_BUNDLE_EXPIRY_DAYS
+
+    spec, seen = world
+    code_key = f"cached-datasets/scripts/bundle-{seen.code_sha256}.tar.gz"
+
+    def upload_of(age_days):
+        plan = plan_launch(spec, replace(seen, code_exists=True, code_age_days=age_days))
+        (up,) = [u for u in plan.uploads if u.key == code_key]
+        return up.skip_reason
+
+    assert upload_of(1.0) == "unchanged code is already uploaded"
+    assert upload_of(CODE_BUNDLE_EXPIRY_DAYS - 1.0) is None
 
 
 def test_plan_refuses_without_data_and_with_a_lock(world):

@@ -73,3 +73,24 @@ def test_invalid_config_stops_with_one_line(
     text = str(raised.value)
     assert message in text
     assert "\n" not in text
+
+
+def test_a_typo_passed_the_way_the_cli_passes_config_is_caught(
+    stack_config: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect: the CLI hands config over in PULUMI_CONFIG, which the typo check never read."""
+    import json
+
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({f"{PROJECT}:instanceType": "g5.xlarge"}))
+    with pytest.raises(pulumi.RunError) as raised:
+        run_main(stack_config, monkeypatch)
+    assert "unknown config key(s) ['instanceType']" in str(raised.value)
+
+
+def test_valid_config_from_pulumi_config_is_read(
+    stack_config: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({f"{PROJECT}:env": "staging"}))
+    assert run_main(stack_config, monkeypatch)["env"] == "staging"
