@@ -220,7 +220,10 @@ def configured_region(backend: Backend) -> str | None:
     if backend.local:
         return str(getattr(backend, "region", "") or backend.session.region_name or "") or None
     try:
-        return boto3.Session(profile_name=backend.session.profile_name).region_name
+        profile = backend.session.profile_name
+        # "default" is what botocore reports when no profile is named; naming it raises
+        # ProfileNotFound when no config file defines it (credentials from the environment).
+        return boto3.Session(profile_name=None if profile == "default" else profile).region_name
     except botocore.exceptions.BotoCoreError:
         return None
 
@@ -788,6 +791,27 @@ def _skipped(names: Iterable[str], why: str) -> list[Check]:
     return [unknown(n, f"not checked: {why}") for n in names]
 
 
+def _guard(fn: Callable[..., Any], *args: Any, name: str = "", default: Any = None) -> Any:
+    """``fn(*args)``; a configuration, credential or network error becomes a failed check.
+
+    With ``default`` (a read, not a check) that value is returned instead.
+    """
+    from control.backend import user_error
+
+    try:
+        return fn(*args)
+    except (UserError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        if default is not None:
+            log.info("doctor read failed: %s", exc)
+            return default
+        mapped = exc if isinstance(exc, UserError) else user_error(exc, name)
+        if mapped is None:
+            if isinstance(exc, botocore.exceptions.ClientError):
+                return [fail(name, f"AWS refused: {_aws_error(exc)}", "fix what the message names")]
+            raise
+        return [fail(name, *_split(str(mapped)))]
+
+
 def run_doctor(backend: Backend, env: str, spec: RunSpec, *, plan: Any = None,
                outputs: StackOutputs | None = None, identity: Mapping[str, str] | None = None,
                clients: DoctorClients | None = None, clock: Clock = utc_now) -> DoctorReport:
@@ -832,24 +856,28 @@ def run_doctor(backend: Backend, env: str, spec: RunSpec, *, plan: Any = None,
         checks[0] = _identity_check(identity)
     c = clients or doctor_clients(backend)
     checks.append(check_region(configured, c.ec2.meta.region_name, outputs, local=local))
-    template, template_error = read_launch_template(c.ec2, outputs.launch_template_id)
-    checks.append(check_stack_outputs(outputs, identity, template, template_error))
-    bucket = check_bucket(c.s3, outputs)
+    template, template_error = _guard(read_launch_template, c.ec2, outputs.launch_template_id,
+                                      default=(None, "could not be read"))
+    checks += _guard(lambda: [check_stack_outputs(outputs, identity, template, template_error)],
+                     name="stack outputs")
+    bucket = _guard(lambda: [check_bucket(c.s3, outputs)], name="bucket")[0]
     checks.append(bucket)
-    if bucket.status.is_failure():
-        checks += _skipped(["bucket settings"], "bucket not reachable")
-    else:
-        checks.append(check_bucket_settings(c.s3, outputs, local=local))
-    checks.append(check_ami(c.ec2, template, outputs, local=local))
-    checks.append(check_instance_profile(c.iam, template, outputs))
-    checks += check_run_instances(backend, c, spec, outputs, plan, clock=clock)
-    checks += check_quotas(c.ec2, c.quotas, spec, outputs.region, local=local)
-    checks.append(check_offerings(c.ec2, spec, outputs))
-    if bucket.status.is_failure():
-        checks += _skipped(["python env", "training data"], "bucket not reachable")
-    else:
-        checks.append(check_python_env(c.s3, outputs, local=local))
-        checks.append(check_training_data(c.s3, outputs, spec))
+    reachable = not bucket.status.is_failure()
+    steps: list[tuple[str, Callable[[], list[Check]]]] = [
+        ("bucket settings", lambda: [check_bucket_settings(c.s3, outputs, local=local)] if reachable
+         else _skipped(["bucket settings"], "bucket not reachable")),
+        ("ami", lambda: [check_ami(c.ec2, template, outputs, local=local)]),
+        ("instance profile", lambda: [check_instance_profile(c.iam, template, outputs)]),
+        ("run-instances", lambda: check_run_instances(backend, c, spec, outputs, plan, clock=clock)),
+        ("quotas", lambda: check_quotas(c.ec2, c.quotas, spec, outputs.region, local=local)),
+        ("offerings", lambda: [check_offerings(c.ec2, spec, outputs)]),
+        ("python env", lambda: [check_python_env(c.s3, outputs, local=local)] if reachable
+         else _skipped(["python env"], "bucket not reachable")),
+        ("training data", lambda: [check_training_data(c.s3, outputs, spec)] if reachable
+         else _skipped(["training data"], "bucket not reachable")),
+    ]
+    for name, step in steps:
+        checks += _guard(step, name=name)
     report = DoctorReport(env=env, local=local, checks=tuple(checks))
     log.info("doctor for env %s: %d checks, failed: %s", env, len(checks),
              ", ".join(x.name for x in report.failed) or "none")
