@@ -345,7 +345,7 @@ def gather_world(backend: Backend, spec: RunSpec, *, env: str, now: datetime,
     for itype in spec.instance.types:
         for az in azs:
             prices[(itype, az)] = launch_price(clients.ec2, itype, az, spec.instance.market.value,
-                                               local=backend.local)
+                                               local=backend.local, clock=lambda: now)
     return World(env=env, run_id=run_id or layout.new_run_id(now), resume=run_id is not None, now=now,
                  local=backend.local, device=backend.device,
                  outputs=outputs, active=active, code_bundle=bundle, code_sha256=sha,
