@@ -372,7 +372,7 @@ class Supervisor:
         profile = self.env_ids.instance_profile_name if self.env_ids else ""
         account = self.identities.account if self.identities else "123456789012"
         self.imds = FakeIMDS(instance_id=args.instance_id, instance_type=args.instance_type,
-                             availability_zone=args.availability_zone,
+                             availability_zone=args.availability_zone, image_id=self._image_id(),
                              lifecycle="spot" if args.market == "spot" else "on-demand",
                              role_name=role, credentials=self._instance_credentials if role else None,
                              instance_profile_arn=f"arn:aws:iam::{account}:instance-profile/{profile}")
@@ -380,6 +380,15 @@ class Supervisor:
         self.stop_requested = threading.Event()
         self.wake = threading.Event()
         self.child: subprocess.Popen[bytes] | None = None
+
+    def _image_id(self) -> str:
+        """The AMI the moto instance was launched from (IMDS ``ami-id``)."""
+        try:
+            resp = self.ec2.describe_instances(InstanceIds=[self.args.instance_id])
+            return str(resp["Reservations"][0]["Instances"][0]["ImageId"])
+        except Exception as exc:  # the record says unknown rather than failing the boot
+            log.info("image id of %s unknown: %s", self.args.instance_id, exc)
+            return ""
 
     # -- identities -------------------------------------------------------------------------------
     def _load_identities(self, path: Path | None) -> Any:

@@ -44,7 +44,7 @@ class FakeIMDS:
     """The server and its switchable notices.
 
     Args:
-        instance_id, instance_type, availability_zone, lifecycle: what it reports.
+        instance_id, instance_type, availability_zone, lifecycle, image_id: what it reports.
         role_name: the instance profile's role (``None``: no ``iam/`` metadata, as
             for an instance launched without a profile).
         credentials: returns the role's credentials in the IMDS shape (``AccessKeyId``,
@@ -58,9 +58,10 @@ class FakeIMDS:
                  availability_zone: str = "us-east-1a", lifecycle: str = "spot", port: int = 0,
                  role_name: str | None = None, credentials: CredentialsProvider | None = None,
                  instance_profile_arn: str = "", instance_profile_id: str = "AIPAEXAMPLELOCAL0001",
-                 refresh_margin_s: float = REFRESH_MARGIN_S) -> None:
+                 refresh_margin_s: float = REFRESH_MARGIN_S, image_id: str = "ami-0123456789abcdef0") -> None:
         self.values = {
             "instance-id": instance_id,
+            "ami-id": image_id,
             "instance-type": instance_type,
             "placement/availability-zone": availability_zone,
             "instance-life-cycle": lifecycle,

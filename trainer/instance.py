@@ -45,6 +45,7 @@ class InstanceIdentity:
     instance_type: str
     availability_zone: str
     market: Market
+    image_id: str | None = None  # the AMI (it resolves afresh at every `pulumi up`)
 
 
 class IMDS:
@@ -121,6 +122,7 @@ class IMDS:
             instance_type=str(values["instance-type"]),
             availability_zone=str(values["placement/availability-zone"]),
             market=Market.SPOT if lifecycle == "spot" else Market.ON_DEMAND,
+            image_id=self.get("ami-id") or None,
         )
 
     def spot_action(self) -> dict[str, Any] | None:

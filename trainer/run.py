@@ -208,7 +208,7 @@ class Driver:
         self.instance_id = ident.instance_id
         self.record.instance = {"instance_id": ident.instance_id, "instance_type": ident.instance_type,
                                 "market": ident.market.value, "availability_zone": ident.availability_zone,
-                                "gpu": None, "local": self.opts.local}
+                                "image_id": ident.image_id, "gpu": None, "local": self.opts.local}
         log.info("instance %s (%s, %s, %s)", ident.instance_id, ident.instance_type, ident.availability_zone,
                  ident.market.value)
         try:

@@ -268,6 +268,7 @@ def test_happy_path_every_phase_succeeds_and_model_beats_seasonal_naive(
     assert [s for s, _ in training["loss_curve"]] == list(range(1, steps + 1))
     assert training["resumed_from_step"] is None
     assert training["instance"]["instance_id"] == staged.instance_id and training["instance"]["local"] is True
+    assert training["instance"]["image_id"] == "ami-0123456789abcdef0"  # IMDS ami-id: the AMI it booted
 
     # every artifact is there and schema-valid; sha256 in training.json matches S3
     keys = staged.objects()
