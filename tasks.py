@@ -498,6 +498,9 @@ def demo(c, steps=0, env="dev", dest=None):
             out.print(f"[bold cyan]>[/] {ev.message}", soft_wrap=True)
             if ev.kind == "verified":
                 _print_inventory(out, ev.data.final, "verify")
+            elif ev.kind == "audit":
+                for line in ev.data.summary().splitlines()[1:]:
+                    out.print(f"  {line}", soft_wrap=True, markup=False)
             elif ev.kind == "report":
                 m = ev.data.metrics
                 if all(isinstance(m.get(k), int | float) for k in ("model_wql", "baseline_wql")):

@@ -2,7 +2,9 @@
 
 Starts (or reuses) the local AWS, provisions ``dev``, stages the synthetic
 dataset, launches a run with :data:`DEMO_SPEC`, follows it to the end, verifies
-that nothing is left, fetches the artifacts and writes the report. It is a
+that nothing is left, audits every AWS call both sides made against their IAM
+policies as AWS would evaluate them (:mod:`control.local_audit`), fetches the
+artifacts and writes the report. It is a
 generator of :class:`DemoEvent` so the edge can render each step as it happens.
 """
 
@@ -16,7 +18,7 @@ from typing import Any
 
 from common.errors import UserError
 from common.timeutil import Clock, utc_now
-from control import localenv
+from control import local_audit, localenv
 from control.backend import LocalBackend
 from control.fetch import fetch_run
 from control.kill import kill_run
@@ -67,6 +69,7 @@ def run_demo(*, env: str = "dev", steps: int = DEMO_STEPS, local_dir: LocalDir |
     """Run the demo, yielding events. Raises :class:`UserError` if the run does not succeed."""
     local_dir = local_dir or LocalDir.default()
     t0 = time.monotonic()
+    calls = local_audit.start(local_dir.root / "audit" / f"demo-{clock():%Y%m%d-%H%M%S}.jsonl")
     up = localenv.up(env=env, local_dir=local_dir)
     how = "started" if up.started else "already running"
     yield DemoEvent(kind="info", message=f"local AWS {how} at {up.endpoint_url}", data=up)
@@ -92,6 +95,8 @@ def run_demo(*, env: str = "dev", steps: int = DEMO_STEPS, local_dir: LocalDir |
     checked = verify(backend, env=env, clock=clock)
     yield DemoEvent(kind="verified", message="verify: clean" if checked.final.clean else "verify: orphans",
                     data=checked)
+    audited = local_audit.audit(local_dir, calls)
+    yield DemoEvent(kind="audit", message=audited.summary().splitlines()[0], data=audited)
     fetched = fetch_run(backend, env=env, run_id=result.run_id, dest_root=runs_dir)
     yield DemoEvent(kind="fetched", message=f"fetched {len(fetched.files)} files to {fetched.dest}",
                     data=fetched)
@@ -103,3 +108,7 @@ def run_demo(*, env: str = "dev", steps: int = DEMO_STEPS, local_dir: LocalDir |
     if not checked.final.clean:
         raise DemoFailed(f"verify found orphans after the demo; clean them with "
                         f"`invoke verify --env={env} --local --fix --yes`")
+    if not audited.ok:
+        first = audited.findings[0].line()
+        raise DemoFailed(f"AWS would refuse {len(audited.findings)} call(s) of the demo run, first: {first}; "
+                         f"all of them in {calls}")

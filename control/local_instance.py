@@ -430,7 +430,11 @@ class Supervisor:
                                      self.args.instance_id)
         log.info("instance role credentials %s (until %s)", creds["AccessKeyId"], creds["Expiration"])
         if self.audit_log:
-            self._audit_credentials(creds)
+            try:
+                self._audit_credentials(creds)
+            except Exception as exc:  # never costs the instance its credentials; the audit then
+                # finds calls signed by a key no principal owns, so it fails closed
+                log.warning("could not record instance credentials in the IAM audit log: %s", exc)
         return creds
 
     def _audit_credentials(self, creds: Mapping[str, Any]) -> None:

@@ -55,6 +55,7 @@ def _append(path: Path, record: Mapping[str, Any]) -> None:
     """One ``write`` of one line on an ``O_APPEND`` descriptor: safe across processes and threads."""
     line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
     with _lock:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, line)

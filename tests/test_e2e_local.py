@@ -2,7 +2,10 @@
 
 Each test provisions ``dev`` in the session's moto server with the real local
 provisioner, stages the synthetic dataset and runs ``invoke launch / monitor /
-kill / verify / fetch / report --local`` as subprocesses.
+kill / verify / fetch / report --local`` as subprocesses. IAM is enforced (the
+control plane signs as the operator, the instance as its role) and every AWS call
+of both sides is recorded and audited against the caller's policies as AWS would
+evaluate them: each test ends by proving AWS would have refused none.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pytest
 
 from common import layout
 from common.state_store import StateStore
+from control import local_audit
 from control.backend import LocalBackend
 from control.local_instance import terminate_processes
 from control.localdir import PROJECT_ROOT, LocalDir, read_json, write_json
@@ -52,8 +56,11 @@ def world(tmp_path, local_aws, monkeypatch):
     generate_dataset(data)
     stage_dataset(backend.clients().s3, outputs["bucket"], data)
 
+    calls = tmp_path / "audit" / "calls.jsonl"
+
     def invoke(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        env = {**os.environ, "CHRONOS_LOCAL_DIR": str(local_dir.root), "COLUMNS": "200"}
+        env = {**os.environ, "CHRONOS_LOCAL_DIR": str(local_dir.root), "COLUMNS": "200",
+               local_audit.ENV_VAR: str(calls)}
         return subprocess.run(
             [INVOKE, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout
         )
@@ -70,7 +77,9 @@ def world(tmp_path, local_aws, monkeypatch):
         "ec2": local_aws.client("ec2"),
         "bucket": outputs["bucket"],
         "local_dir": local_dir,
+        "local_aws": local_aws,
         "runs": tmp_path / "runs",
+        "audit": lambda: local_audit.audit(local_dir, calls),
     }
     for record in local_dir.instance_records():
         terminate_processes(record, grace_s=5.0)
@@ -83,6 +92,16 @@ def _launched(proc: subprocess.CompletedProcess) -> tuple[str, str]:
     instance_id = words[words.index("on") + 1]
     layout.parse_run_id(run_id)
     return run_id, instance_id
+
+
+def _aws_would_allow_every_call(world) -> object:
+    """The run's audit: both sides made calls, and AWS would have refused none of them."""
+    report = world["audit"]()
+    assert report.ok, report.summary()
+    principals = set(report.calls_by_principal)
+    assert any(p.startswith("user/chronos-dev-operator") for p in principals), principals
+    assert any(p.startswith("assumed-role/chronos-dev-instance/") for p in principals), principals
+    return report
 
 
 def _instance_state(ec2, instance_id: str) -> str:
@@ -169,6 +188,8 @@ def test_launch_monitor_verify_fetch_then_the_next_launch_and_demo(world):
     history = invoke("runs", "--env=dev", "--local", "--json")
     statuses = {r["run_id"]: r["status"] for r in json.loads(history.stdout)}
     assert statuses == {first: "succeeded", second: "succeeded"}
+    assert "IAM audit:" in demo.stdout and " 0 findings." in demo.stdout
+    _aws_would_allow_every_call(world)
 
 
 def test_kill_during_training(world):
@@ -213,6 +234,7 @@ def test_kill_during_training(world):
     assert again.returncode == 0 and "nothing to kill" in again.stdout
     record = read_json(world["local_dir"].instance_file(instance))
     assert record and record["ended_at"], "the local instance's processes ended"
+    _aws_would_allow_every_call(world)
 
 
 def test_spot_interruption_then_launch_resume_finishes_the_same_run(world):
@@ -258,3 +280,32 @@ def test_spot_interruption_then_launch_resume_finishes_the_same_run(world):
     sentinel = json.loads(s3.get_object(Bucket=bucket, Key=paths.success)["Body"].read())
     assert sentinel["completion_status"] == "normal"
     assert invoke("verify", "--env=dev", "--local").returncode == 0
+
+    # Spot first, on-demand after: the audit covers both markets' RunInstances...
+    report = _aws_would_allow_every_call(world)
+    assert report.calls_by_principal
+    # ...and it would have caught the spot defect: without the spot-request statement, AWS
+    # refuses the first launch's RunInstances on its spot-instances-request.
+    _without_statement(world["local_aws"], "chronos-dev-operator", "RunSpotRequestsTaggedForThisEnv")
+    broken = world["audit"]()
+    assert not broken.ok
+    assert any(f.action == "ec2:RunInstances" and "spot-instances-request" in f.resource
+               for f in broken.findings), broken.summary()
+
+
+def _without_statement(aws, user: str, sid: str) -> None:
+    """Make ``sid`` vanish from the operator policy attached to ``user`` (a new default version)."""
+    iam = aws.client("iam")
+    (attached,) = [p for p in iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]
+                   if "operator" in p["PolicyName"]]
+    arn = attached["PolicyArn"]
+    version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+    doc = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
+    doc = json.loads(doc) if isinstance(doc, str) else doc
+    kept = [s for s in doc["Statement"] if s.get("Sid") != sid]
+    assert len(kept) == len(doc["Statement"]) - 1, f"{sid} not in the operator policy"
+    for old in iam.list_policy_versions(PolicyArn=arn)["Versions"]:
+        if not old["IsDefaultVersion"]:
+            iam.delete_policy_version(PolicyArn=arn, VersionId=old["VersionId"])
+    iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps({**doc, "Statement": kept}),
+                              SetAsDefault=True)

@@ -1,0 +1,56 @@
+"""Local mode's IAM call audit, switched on for a whole run: record, then judge.
+
+moto enforces neither IAM conditions nor EC2 resource ARNs, so a local run also
+records every AWS call of both sides (``CHRONOS_IAM_AUDIT_LOG``: the control plane
+installs the recorder in :class:`~control.backend.LocalBackend`, the local instance's
+Python at start-up) and :func:`audit` evaluates each against the exact policies of its
+caller (:func:`localaws.iam_audit.audit_run`). ``make demo`` and the end-to-end tests
+fail on any call AWS would refuse.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from control.localdir import LocalDir, read_json
+from localaws import audit as recorder
+
+ENV_VAR = recorder.ENV_VAR
+
+
+class AuditUnavailableError(RuntimeError):
+    """The audit cannot run: no identities (IAM enforcement off) or no endpoint."""
+
+
+def start(path: Path) -> Path:
+    """Record this process's calls, and its children's (they inherit the variable), to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.environ[ENV_VAR] = str(path)
+    recorder.install(path)
+    return path
+
+
+def install_from_env() -> bool:
+    """The recorder for this process when ``CHRONOS_IAM_AUDIT_LOG`` is set (local mode only)."""
+    return recorder.install_from_env()
+
+
+def audit(local_dir: LocalDir, log_path: Path) -> Any:
+    """Evaluate every call recorded in ``log_path`` (an :class:`~localaws.iam_audit.AuditReport`).
+
+    Raises:
+        AuditUnavailableError: no identities record or no local AWS endpoint.
+    """
+    from localaws import identities
+    from localaws.iam_audit import audit_run
+
+    ids = identities.load(local_dir.identities_file)
+    record = read_json(local_dir.aws_file) or {}
+    endpoint = record.get("endpoint_url")
+    if ids is None or not endpoint:
+        raise AuditUnavailableError(f"no local identities in {local_dir.identities_file} (IAM enforcement "
+                                    "off): nothing to audit against")
+    region = record.get("region") or "us-east-1"
+    return audit_run(log_path, admin_session=ids.admin.session(region), endpoint_url=endpoint)
