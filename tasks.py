@@ -518,19 +518,22 @@ def demo(c, steps=0, env="dev", dest=None):
 # ------------------------------------------------------------------- local
 
 
-@task(help={"env": "env to provision in the local AWS", "port": "TCP port on 127.0.0.1 (0: any free one)"})
+@task(help={"env": "env to provision in the local AWS", "port": "TCP port on 127.0.0.1 (0: any free one)",
+            "debug-profile": "also create the debug instance profile (stack config debug_profile)"})
 @edge
-def up(c, env="dev", port=0):
+def up(c, env="dev", port=0, debug_profile=False):
     """Start local AWS (moto) in the background, provision an env, stage the synthetic data."""
     from control.localenv import up as local_up
 
-    r = local_up(env=env, port=int(port))
+    r = local_up(env=env, port=int(port), debug_profile=bool(debug_profile))
     out = _console()
     out.print(f"local AWS {'started' if r.started else 'already running'} at {r.endpoint_url}"
               + (f" (pid {r.pid})" if r.pid else ""))
     out.print(f"env {r.env}: bucket s3://{r.bucket}; dataset: {r.staged.files} files under "
               f"{r.staged.prefix} ({r.staged.uploaded} uploaded now)")
-    out.print("# point the aws CLI and invoke at it:  eval \"$(invoke local.env)\"")
+    which = "" if r.env == "dev" else f" --env={r.env}"
+    out.print(f"# point the aws CLI and invoke at it, as the env's operator:  "
+              f"eval \"$(invoke local.env{which})\"")
     for key, value in r.exports.items():
         out.print(f"export {key}={value}", markup=False)
 

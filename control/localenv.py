@@ -92,7 +92,7 @@ def start_server(local_dir: LocalDir, *, port: int = 0) -> tuple[str, int | None
     raise UserError(f"local AWS did not start within {START_TIMEOUT_S:.0f} s; see {local_dir.aws_log}")
 
 
-def provision(backend: LocalBackend, env: str) -> dict[str, Any]:
+def provision(backend: LocalBackend, env: str, *, debug_profile: bool = False) -> dict[str, Any]:
     """Provision ``env`` and its identities (idempotent), switch IAM enforcement on.
 
     Order: the admin (enforcement off while it is created; an existing admin's
@@ -101,6 +101,7 @@ def provision(backend: LocalBackend, env: str) -> dict[str, Any]:
     instance role's trust policy, the operator user, then enforcement on. The
     outputs go to ``.local/stacks/{env}.json`` and ``backend`` signs as the env's
     operator from then on: the admin's keys serve only this provisioning.
+    ``debug_profile`` mirrors the stack config of that name (the debug instance profile).
 
     Raises:
         ConfigError: unreadable ``.local/identities.json``.
@@ -112,7 +113,8 @@ def provision(backend: LocalBackend, env: str) -> dict[str, Any]:
 
     def provision_with(principal_arn: str) -> dict[str, Any]:
         return provision_local(aws.session(), env=env, endpoint_url=backend.endpoint_url,
-                               region=backend.region, local_principal_arn=principal_arn)
+                               region=backend.region, local_principal_arn=principal_arn,
+                               debug_profile=debug_profile)
 
     try:
         _, outputs = identities.ensure_identities(aws, backend.local_dir.identities_file, env=env,
@@ -149,13 +151,14 @@ def stage_dataset(s3: Any, bucket: str, data_dir: Path, *, prefix: str = layout.
     return Staged(prefix=prefix, files=len(files), bytes=total, uploaded=uploaded)
 
 
-def up(*, env: str = "dev", port: int = 0, local_dir: LocalDir | None = None) -> LocalUp:
+def up(*, env: str = "dev", port: int = 0, local_dir: LocalDir | None = None,
+       debug_profile: bool = False) -> LocalUp:
     """``invoke local.up``: local AWS running, ``env`` provisioned, dataset staged."""
     check_env(env)
     local_dir = local_dir or LocalDir.default()
     endpoint, pid, started = start_server(local_dir, port=port)
     backend = LocalBackend.open(local_dir)
-    outputs = provision(backend, env)
+    outputs = provision(backend, env, debug_profile=debug_profile)
     staged = stage_dataset(backend.clients().s3, outputs["bucket"], local_dir.data_dir)
     return LocalUp(endpoint_url=endpoint, pid=pid, started=started, env=env, bucket=outputs["bucket"],
                    staged=staged, exports=exports(local_dir, env=env))

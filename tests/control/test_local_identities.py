@@ -86,3 +86,14 @@ def test_without_a_record_the_default_chain_is_used(local_dir) -> None:
     backend = LocalBackend.open(local_dir, env="dev")
     assert backend.credentials_env()["AWS_ACCESS_KEY_ID"] == "testing"
     assert backend.check_credentials()["account"] == "123456789012"
+
+
+def test_local_up_with_the_debug_profile_provisions_it_under_enforcement(local_dir) -> None:
+    """`invoke local.up --debug-profile` mirrors the stack flag: a debug spec can launch locally."""
+    from control.backend import LocalBackend
+    from control.localenv import provision
+
+    backend = LocalBackend.open(local_dir)
+    outputs = provision(backend, "dev", debug_profile=True)
+    assert outputs["debug_instance_profile_arn"].endswith(":instance-profile/chronos-dev-instance-debug")
+    assert backend.check_credentials()["arn"].endswith(":user/chronos-dev-operator")
