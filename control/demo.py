@@ -69,8 +69,10 @@ def run_demo(*, env: str = "dev", steps: int = DEMO_STEPS, local_dir: LocalDir |
     """Run the demo, yielding events. Raises :class:`UserError` if the run does not succeed."""
     local_dir = local_dir or LocalDir.default()
     t0 = time.monotonic()
-    calls = local_audit.start(local_dir.root / "audit" / f"demo-{clock():%Y%m%d-%H%M%S}.jsonl")
     up = localenv.up(env=env, local_dir=local_dir)
+    # From here on every call is the run's (provisioning stands for `pulumi up`, made with the
+    # local AWS's own admin): the operator's and the instance's, audited at the end.
+    calls = local_audit.start(local_dir.root / "audit" / f"demo-{clock():%Y%m%d-%H%M%S}.jsonl")
     how = "started" if up.started else "already running"
     yield DemoEvent(kind="info", message=f"local AWS {how} at {up.endpoint_url}", data=up)
     yield DemoEvent(kind="info", message=(f"env {env} provisioned: s3://{up.bucket}; dataset "

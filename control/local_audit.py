@@ -43,7 +43,7 @@ def audit(local_dir: LocalDir, log_path: Path) -> Any:
     Raises:
         AuditUnavailableError: no identities record or no local AWS endpoint.
     """
-    from localaws import identities
+    from localaws import identities, moto
     from localaws.iam_audit import audit_run
 
     ids = identities.load(local_dir.identities_file)
@@ -53,4 +53,5 @@ def audit(local_dir: LocalDir, log_path: Path) -> Any:
         raise AuditUnavailableError(f"no local identities in {local_dir.identities_file} (IAM enforcement "
                                     "off): nothing to audit against")
     region = record.get("region") or "us-east-1"
-    return audit_run(log_path, admin_session=ids.admin.session(region), endpoint_url=endpoint)
+    return audit_run(log_path, admin_session=ids.admin.session(region), endpoint_url=endpoint,
+                     unaudited_keys=(moto.ACCESS_KEY,))

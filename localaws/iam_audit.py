@@ -18,7 +18,7 @@ import logging
 import os
 import urllib.parse
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,13 +29,9 @@ from localaws.audit import read_log
 from localaws.iam_eval import UnsupportedPolicy, evaluate
 from localaws.iam_facts import MotoFacts
 from localaws.iam_requests import Call, Caller, NotModelled, requests_for
+from localaws.identities import MOTO_ONLY_POLICY_NAME
 
 log = logging.getLogger(__name__)
-
-try:
-    from localaws.identities import MOTO_ONLY_POLICY_NAME
-except ImportError:  # the identities module may not exist in every checkout yet
-    MOTO_ONLY_POLICY_NAME = "moto-only-ec2-allowance"
 
 _DENIED_CODES = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403", "Forbidden"}
 
@@ -225,6 +221,7 @@ def audit_run(
     admin_session: boto3.Session,
     endpoint_url: str | None,
     principals: Mapping[str, Principal] | None = None,
+    unaudited_keys: Collection[str] = (),
 ) -> AuditReport:
     """Evaluate every call of an audit log as AWS would.
 
@@ -233,6 +230,8 @@ def audit_run(
         admin_session: reads IAM and resource facts; calls signed with its key are not audited.
         endpoint_url: the local AWS endpoint.
         principals: access key -> :class:`Principal`, overriding the lookup (tests).
+        unaudited_keys: more keys that stand for the emulator's own root, like the admin's
+            (the local AWS's bootstrap keys, which create the admin before enforcement).
 
     Returns:
         The :class:`AuditReport`; calls by an access key no principal owns are findings.
@@ -242,10 +241,10 @@ def audit_run(
     """
     records = read_log(log_path)
     calls = [Call.from_record(r) for r in records if r.get("kind", "call") == "call"]
-    admin_key = _access_key(admin_session)
+    admin_keys = {_access_key(admin_session), *unaudited_keys}
     region = admin_session.region_name or "us-east-1"
     iam = admin_session.client("iam", region_name=region, endpoint_url=endpoint_url)
-    keys = {c.access_key_id for c in calls if c.access_key_id and c.access_key_id != admin_key}
+    keys = {c.access_key_id for c in calls if c.access_key_id and c.access_key_id not in admin_keys}
     known: dict[str, Principal] = _role_principals(
         iam, [r for r in records if r.get("kind") == "credentials"]
     )
@@ -253,7 +252,7 @@ def audit_run(
     known |= dict(principals or {})
     report, counts, facts = AuditReport(), Counter[str](), MotoFacts(admin_session, endpoint_url, region)
     for call in calls:
-        if call.access_key_id == admin_key:
+        if call.access_key_id in admin_keys:
             report.skipped_admin_calls += 1
             continue
         principal = known.get(call.access_key_id or "")
