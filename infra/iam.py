@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pulumi
@@ -23,43 +23,59 @@ class InstanceIdentityArgs:
     tags: Mapping[str, str]
 
 
-class InstanceIdentity(pulumi.ComponentResource):
-    """Role (EC2 trust only), its inline least-privilege policy, instance profile."""
+class _RoleWithProfile(pulumi.ComponentResource):
+    """A role EC2 may assume, its inline least-privilege policy and its instance profile."""
 
     def __init__(
-        self, name: str, args: InstanceIdentityArgs, opts: pulumi.ResourceOptions | None = None
+        self,
+        kind: str,
+        name: str,
+        args: InstanceIdentityArgs,
+        *,
+        role_name: str,
+        description: str,
+        policy: Callable[..., dict],
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__(f"{spec.COMPONENT_TYPE_PREFIX}InstanceIdentity", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        role_name = spec.resource_name(args.env, "instance")
+        super().__init__(f"{spec.COMPONENT_TYPE_PREFIX}{kind}", name, None, opts)
+        self.child = pulumi.ResourceOptions(parent=self)
         self.role = aws.iam.Role(
             f"{name}-role",
             name=role_name,
-            description=f"Chronos training instances of env {args.env}",
+            description=description,
             assume_role_policy=json.dumps(spec.instance_trust_policy()),
             tags=dict(args.tags),
-            opts=child,
+            opts=self.child,
         )
         self.role_policy = aws.iam.RolePolicy(
             f"{name}-policy",
             name=f"{role_name}-least-privilege",
             role=self.role.id,
             policy=pulumi.Output.from_input(args.bucket_arn).apply(
-                lambda arn: json.dumps(
-                    spec.instance_role_policy(args.env, arn, region=args.region, account_id=args.account_id)
-                )
+                lambda arn: json.dumps(policy(args.env, arn, region=args.region, account_id=args.account_id))
             ),
-            opts=child,
+            opts=self.child,
         )
         self.instance_profile = aws.iam.InstanceProfile(
-            f"{name}-profile", name=role_name, role=self.role.name, tags=dict(args.tags), opts=child
+            f"{name}-profile", name=role_name, role=self.role.name, tags=dict(args.tags), opts=self.child
         )
         self.role_arn: pulumi.Output[str] = self.role.arn
         self.instance_profile_arn: pulumi.Output[str] = self.instance_profile.arn
+
+
+class InstanceIdentity(_RoleWithProfile):
+    """Role (EC2 trust only), its inline least-privilege policy, instance profile."""
+
+    def __init__(
+        self, name: str, args: InstanceIdentityArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("InstanceIdentity", name, args, role_name=spec.resource_name(args.env, "instance"),
+                         description=f"Chronos training instances of env {args.env}",
+                         policy=spec.instance_role_policy, opts=opts)
         self.register_outputs({"role_arn": self.role_arn, "instance_profile_arn": self.instance_profile_arn})
 
 
-class DebugInstanceIdentity(pulumi.ComponentResource):
+class DebugInstanceIdentity(_RoleWithProfile):
     """The opt-in debug role and profile ``chronos-{env}-instance-debug``.
 
     The instance role's own inline policy (:func:`infra.spec.debug_role_policy`) plus AWS's
@@ -72,38 +88,15 @@ class DebugInstanceIdentity(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: InstanceIdentityArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__(f"{spec.COMPONENT_TYPE_PREFIX}DebugInstanceIdentity", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
-        role_name = spec.debug_role_name(args.env)
-        self.role = aws.iam.Role(
-            f"{name}-role",
-            name=role_name,
+        super().__init__(
+            "DebugInstanceIdentity", name, args, role_name=spec.debug_role_name(args.env),
             description=f"Chronos training instances of env {args.env}, with Session Manager access",
-            assume_role_policy=json.dumps(spec.instance_trust_policy()),
-            tags=dict(args.tags),
-            opts=child,
-        )
-        self.role_policy = aws.iam.RolePolicy(
-            f"{name}-policy",
-            name=f"{role_name}-least-privilege",
-            role=self.role.id,
-            policy=pulumi.Output.from_input(args.bucket_arn).apply(
-                lambda arn: json.dumps(
-                    spec.debug_role_policy(args.env, arn, region=args.region, account_id=args.account_id)
-                )
-            ),
-            opts=child,
-        )
+            policy=spec.debug_role_policy, opts=opts)
         self.attachments = [
             aws.iam.RolePolicyAttachment(f"{name}-{arn.rsplit('/', 1)[1]}", role=self.role.name,
-                                         policy_arn=arn, opts=child)
+                                         policy_arn=arn, opts=self.child)
             for arn in spec.debug_managed_policy_arns()
         ]
-        self.instance_profile = aws.iam.InstanceProfile(
-            f"{name}-profile", name=role_name, role=self.role.name, tags=dict(args.tags), opts=child
-        )
-        self.role_arn: pulumi.Output[str] = self.role.arn
-        self.instance_profile_arn: pulumi.Output[str] = self.instance_profile.arn
         self.register_outputs({"role_arn": self.role_arn, "instance_profile_arn": self.instance_profile_arn})
 
 
