@@ -18,6 +18,7 @@ from common import layout
 from common.errors import ConfigError
 from common.runspec import from_dict
 from control import doctor as doc
+from control import parquet_footer
 from control.backend import AwsBackend
 from control.doctor import DoctorFailedError, Status, run_doctor
 from control.launch import launch
@@ -110,7 +111,7 @@ def test_footer_only_reads(backend, dev, local_aws):
         }
     )
     body = _parquet(table)
-    assert len(body) > 4 * doc.FOOTER_READ_BYTES
+    assert len(body) > 4 * parquet_footer.FOOTER_READ_BYTES
     s3 = local_aws.client("s3")
     s3.put_object(Bucket=dev["bucket"], Key="cached-datasets/big.parquet", Body=body)
     ranges = []
@@ -120,10 +121,12 @@ def test_footer_only_reads(backend, dev, local_aws):
             ranges.append(kw["Range"])
             return s3.get_object(**kw)
 
-    schema = doc.read_footer_schema(Counting(), dev["bucket"], "cached-datasets/big.parquet", len(body))
+    schema = parquet_footer.read_footer_schema(Counting(), dev["bucket"], "cached-datasets/big.parquet",
+                                               len(body))
     assert schema.names == ["item_id", "timestamp", "target"]
-    assert len(ranges) == 1 and ranges[0] == f"bytes={len(body) - doc.FOOTER_READ_BYTES}-{len(body) - 1}"
-    assert doc.schema_problems(schema, SPEC.data) == []
+    tail = parquet_footer.FOOTER_READ_BYTES
+    assert len(ranges) == 1 and ranges[0] == f"bytes={len(body) - tail}-{len(body) - 1}"
+    assert parquet_footer.schema_problems(schema, SPEC.data) == []
 
 
 def test_bucket_with_a_setting_changed(backend, dev, local_aws):
