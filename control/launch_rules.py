@@ -102,8 +102,10 @@ def launch_problems(template: TemplateFacts, request: Mapping[str, Any], market:
     for kind in sorted(tagged - created):
         problems.append(f"it tags a {kind!r} that a {market.value} launch does not create "
                         "(AWS fails the launch: LaunchTemplateTagSpecificationRequest)")
-    # Both the template's and the request's mappings count: whether AWS replaces the template's
-    # list or merges it by device name, a name other than the root device adds a volume.
+    # Both the template's and the request's mappings count. AWS merges them by device name (EC2
+    # API Reference, FleetBlockDeviceMappingRequest: "To override a block device mapping specified
+    # in the launch template: specify the exact same DeviceName"; another name adds a mapping), so
+    # a name other than the AMI's root device adds a volume, whichever list it is in.
     names = _device_names(template.data.get("BlockDeviceMappings") or [])
     names += _device_names(request.get("BlockDeviceMappings") or [])
     if template.root_device is None:
