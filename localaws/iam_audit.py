@@ -5,7 +5,7 @@ every call in the audit log (:mod:`localaws.audit`) is mapped to its principal
 (an IAM user by its access key, or an assumed-role session by the log's
 ``credentials`` lines), that principal's policy documents are read back from the
 local IAM (attached managed policies' default versions, inline policies, group
-policies; the moto-only EC2 allowance is ignored), the call becomes the requests
+policies; the moto-only allowance is ignored), the call becomes the requests
 AWS would evaluate (:mod:`localaws.iam_requests`), and each is evaluated
 (:mod:`localaws.iam_eval`). Whatever AWS would deny, and whatever the mapping
 does not model, is a :class:`Finding`.

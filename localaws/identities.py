@@ -9,7 +9,7 @@ Three kinds of principal exist, recorded in ``.local/identities.json`` (mode 060
   supervisor (the "hypervisor") and test inventories;
 - per env, ``operator`` (``chronos-{env}-operator``): only the env's operator
   managed policy (``infra.spec.operator_policy``, created by the provisioner) and
-  the moto-only EC2 allowance; the control plane signs with its keys;
+  the moto-only allowance; the control plane signs with its keys;
 - per env, ``instance_host`` (``chronos-{env}-instance-host``): named with
   ``ec2.amazonaws.com`` in the instance role's trust policy and allowed only
   ``sts:AssumeRole`` on that role; :func:`assume_instance_role` gives the local
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MOTO_ONLY_POLICY_NAME = "moto-only-ec2-allowance"
+MOTO_ONLY_POLICY_NAME = "moto-only-allowance"
 ADMIN_USER = "chronos-local-admin"
 ADMIN_POLICY_NAME = "everything"
 HOST_POLICY_NAME = "assume-the-instance-role"
@@ -238,11 +238,15 @@ def user_name(env: str, kind: str) -> str:
     return spec.resource_name(env, kind)
 
 
-def moto_only_ec2_policy(documents: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+def moto_only_allowance(documents: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The moto-only allowance for a principal with these policy documents.
 
-    Exactly the ``ec2:`` actions the documents' Allow statements name, on
-    ``"*"``; ``None`` when they name none.
+    moto authorizes S3 actions against their object or bucket ARN, and every other
+    action (EC2, IAM, SSM...) against ``"*"`` only (``moto/core/authorization.py``:
+    ``_authenticate_and_authorize_normal_action(resource="*")``), so a statement scoped
+    to an ARN denies there. This allowance is exactly the non-S3 actions the documents'
+    Allow statements scope to something other than ``"*"``, on ``"*"``; ``None`` when
+    there are none. The IAM audit ignores it and proves the real statements.
     """
     actions: set[str] = set()
     for doc in documents:
@@ -250,14 +254,16 @@ def moto_only_ec2_policy(documents: Iterable[Mapping[str, Any]]) -> dict[str, An
         for statement in [statements] if isinstance(statements, Mapping) else statements:
             if statement.get("Effect") != "Allow":
                 continue
+            if statement.get("Resource") == "*":
+                continue  # moto already evaluates it as AWS does (conditions aside)
             named = statement.get("Action", [])
             for action in [named] if isinstance(named, str) else named:
-                if action.lower().startswith("ec2:"):
+                if not action.lower().startswith("s3:"):
                     actions.add(action)
     if not actions:
         return None
     return {"Version": "2012-10-17",
-            "Statement": [{"Sid": "MotoChecksEc2OnStarOnly", "Effect": "Allow",
+            "Statement": [{"Sid": "MotoChecksNonS3ActionsOnStarOnly", "Effect": "Allow",
                            "Action": sorted(actions), "Resource": "*"}]}
 
 
@@ -395,7 +401,7 @@ def ensure_identities(aws: LocalAWS, path: Path, *, env: str,
     must be created), the instance-host user (a trust policy may only name a
     principal that exists), ``provision(instance_host_arn)`` with the admin's
     keys on ``aws``, then the operator user (the env's operator managed policy,
-    found by name) and the moto-only EC2 allowances. Keys that still work are
+    found by name) and the moto-only allowances. Keys that still work are
     kept, so a second run changes nothing. Enforcement is left as it was (the
     caller switches it on with ``aws.enforce_iam()``).
 
@@ -426,7 +432,7 @@ def ensure_identities(aws: LocalAWS, path: Path, *, env: str,
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}],
     })
-    role_allowance = moto_only_ec2_policy(_role_documents(iam, role_name))
+    role_allowance = moto_only_allowance(_role_documents(iam, role_name))
     _ensure_role_policy(iam, role_name, MOTO_ONLY_POLICY_NAME, role_allowance)
 
     operator_arn = _ensure_user(iam, operator_name)
@@ -436,7 +442,7 @@ def ensure_identities(aws: LocalAWS, path: Path, *, env: str,
     if policy_arn not in attached:
         iam.attach_user_policy(UserName=operator_name, PolicyArn=policy_arn)
         log.info("attached %s to IAM user %s", policy_arn, operator_name)
-    allowance = moto_only_ec2_policy([_managed_document(iam, policy_arn)])
+    allowance = moto_only_allowance([_managed_document(iam, policy_arn)])
     if allowance is not None:
         _ensure_user_policy(iam, operator_name, MOTO_ONLY_POLICY_NAME, allowance)
     operator = _ensure_key(iam, operator_name, operator_arn, stored.operator if stored else None)
@@ -451,4 +457,4 @@ def ensure_identities(aws: LocalAWS, path: Path, *, env: str,
 
 __all__ = ["ADMIN_USER", "MOTO_ONLY_POLICY_NAME", "EnvIdentities", "Identities", "IdentitiesError", "Keys",
            "assume_instance_role", "ensure_admin", "ensure_identities", "from_dict", "load",
-           "moto_only_ec2_policy", "user_name", "write"]
+           "moto_only_allowance", "user_name", "write"]

@@ -64,6 +64,8 @@ def test_the_provisioned_local_env_passes_or_is_honestly_unknown(backend, dev):
     quota = checks["quota All G and VT Spot Instance Requests"]
     assert quota.status is Status.UNKNOWN and ("moto" in quota.detail or "not permitted" in quota.detail)
     assert checks["credentials"].detail.startswith("arn:aws:iam::")
+    # granted by the operator policy (and, locally, by the moto-only allowance of ARN-scoped actions)
+    assert checks["instance profile"].status is Status.OK, checks["instance profile"]
     for t in ("g5.xlarge", "g4dn.xlarge"):
         dry = [c for n, c in checks.items() if n.startswith(f"run-instances {t} spot")]
         assert dry and dry[0].status is Status.OK and "DryRunOperation" in dry[0].detail

@@ -1,7 +1,7 @@
 """The IAM call audit over real calls against the local AWS, with the project's own policies.
 
 The stack comes from ``infra.local.provision`` and the principals from
-``localaws.identities``; moto enforces IAM (with the moto-only EC2 allowance),
+``localaws.identities``; moto enforces IAM (with the moto-only allowance),
 and the audit proves what moto cannot: conditions and EC2 resource ARNs.
 """
 
