@@ -42,7 +42,7 @@ from common.runspec import RunSpec
 from common.status import Market
 from common.timeutil import Clock, utc_now
 from control.backend import Backend, check_env
-from control.launch_rules import Quota, quota_for
+from control.launch_rules import TEMPLATE_VERSION, Quota, quota_for
 from control.parquet_footer import read_footer_schema, schema_problems
 from infra import spec as infra_spec
 from infra.outputs import StackOutputs
@@ -274,9 +274,10 @@ def check_stack_outputs(outputs: StackOutputs, identity: Mapping[str, str],
 
 
 def read_launch_template(ec2: Any, template_id: str) -> tuple[dict[str, Any] | None, str | None]:
-    """The ``$Latest`` version's data (the version a launch uses), or why it cannot be read."""
+    """The data of the version a launch uses (``TEMPLATE_VERSION``), or why it cannot be read."""
     try:
-        versions = ec2.describe_launch_template_versions(LaunchTemplateId=template_id, Versions=["$Latest"])
+        versions = ec2.describe_launch_template_versions(LaunchTemplateId=template_id,
+                                                         Versions=[TEMPLATE_VERSION])
     except botocore.exceptions.ClientError as exc:
         return None, _aws_error(exc)
     items = versions.get("LaunchTemplateVersions", [])

@@ -35,6 +35,7 @@ from control.cost import Price, launch_price
 from control.debug import debug_launch_profile
 from control.launch_rules import (
     QUOTA_CODES,
+    TEMPLATE_VERSION,
     TemplateFacts,
     launch_problems,
     quota_message,
@@ -51,7 +52,6 @@ LAUNCH_RECORD_NAME = "launch-record.json"
 PYTHON_ENV_KEY = layout.ENV_PREFIX_DIR + "chronos-env.tar.gz"
 WHEELHOUSE_PREFIX = layout.ENV_PREFIX_DIR + "wheelhouse/"
 MANAGED_BY = "chronos-invoke"
-TEMPLATE_VERSION = "$Latest"  # the version every launch names, and the one gather_world reads
 # Capacity: try the next type/AZ. Quotas (launch_rules.QUOTA_CODES) are not capacity: every
 # other placement would be refused the same way, so the launch stops and names the quota.
 CAPACITY_CODES = frozenset({
@@ -388,14 +388,9 @@ def read_template(backend: Backend, outputs: StackOutputs) -> TemplateFacts:
 
 def _age_days(s3: Any, bucket: str, key: str, now: datetime) -> float | None:
     """Days since ``key`` was last written; ``None`` when it does not exist."""
-    from common.aws import is_not_found
-
-    try:
-        head = s3.head_object(Bucket=bucket, Key=key)
-    except Exception as exc:
-        if is_not_found(exc):
-            return None
-        raise
+    head = _head(s3, bucket, key)
+    if head is None:
+        return None
     modified = head.get("LastModified")
     return (now - modified).total_seconds() / 86400 if modified else 0.0
 
@@ -414,16 +409,20 @@ def code_key_for(sha256: str) -> str:
     return f"{layout.CODE_PREFIX}bundle-{sha256}.tar.gz"
 
 
-def _exists(s3: Any, bucket: str, key: str) -> bool:
+def _head(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
+    """``HeadObject`` of ``key``; ``None`` when it does not exist."""
     from common.aws import is_not_found
 
     try:
-        s3.head_object(Bucket=bucket, Key=key)
+        return dict(s3.head_object(Bucket=bucket, Key=key))
     except Exception as exc:
         if is_not_found(exc):
-            return False
+            return None
         raise
-    return True
+
+
+def _exists(s3: Any, bucket: str, key: str) -> bool:
+    return _head(s3, bucket, key) is not None
 
 
 def _data_inventory(s3: Any, bucket: str, prefix: str) -> tuple[int, int]:

@@ -28,6 +28,7 @@ from common.status import Market
 from infra import spec as infra_spec
 
 USER_DATA_LIMIT_BYTES = 16 * 1024
+TEMPLATE_VERSION = "$Latest"  # the version every launch names, and the one read before it (launch, doctor)
 QUOTA_CODES = frozenset({"VcpuLimitExceeded", "MaxSpotInstanceCountExceeded", "InstanceLimitExceeded"})
 
 
