@@ -133,3 +133,19 @@ def enforcing_aws() -> Iterator[EnforcingAWS]:
         requests.post(f"{endpoint}/moto-api/reset-auth", data=b"inf", timeout=10)
         requests.post(f"{endpoint}/moto-api/reset", timeout=10)
         server.stop()
+
+
+@pytest.fixture
+def registered(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
+    """What each ComponentResource passes to ``register_outputs``, by class name, as the test declares."""
+    import pulumi
+
+    seen: dict[str, dict[str, Any]] = {}
+    original = pulumi.ComponentResource.register_outputs
+
+    def spy(self: pulumi.ComponentResource, outputs: dict[str, Any]) -> None:
+        seen[type(self).__name__] = outputs
+        original(self, outputs)
+
+    monkeypatch.setattr(pulumi.ComponentResource, "register_outputs", spy)
+    return seen

@@ -132,15 +132,7 @@ def test_on_the_stack_is_still_zero_idle(debug: DeclaredStack) -> None:
     assert ATTACHMENT in spec.ZERO_IDLE_RESOURCE_TYPES
 
 
-def test_on_the_debug_component_registers_its_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
-    registered: dict[str, dict[str, Any]] = {}
-    original = pulumi.ComponentResource.register_outputs
-
-    def spy(self: pulumi.ComponentResource, outputs: dict[str, Any]) -> None:
-        registered[type(self).__name__] = outputs
-        original(self, outputs)
-
-    monkeypatch.setattr(pulumi.ComponentResource, "register_outputs", spy)
+def test_on_the_debug_component_registers_its_outputs(registered: dict[str, dict[str, Any]]) -> None:
     declare(debug_profile=True)
     assert set(registered["DebugInstanceIdentity"]) == {"role_arn", "instance_profile_arn"}
 
