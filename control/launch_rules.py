@@ -45,9 +45,8 @@ class TemplateFacts:
 
     @property
     def tagged_types(self) -> set[str]:
-        """Resource types the template tags at launch (moto also copies the template's own
-        ``launch-template`` tags into its data, which AWS does not: they are not launch tags)."""
-        return {s["ResourceType"] for s in self.data.get("TagSpecifications", [])} - {"launch-template"}
+        """Resource types the template tags at launch."""
+        return {s["ResourceType"] for s in infra_spec.launch_time_tag_specs(self.data)}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -400,8 +400,7 @@ def _local_ami(ctx: LocalContext) -> str:
 
 def _comparable(data: Mapping[str, Any]) -> dict[str, Any]:
     """Launch-template data without the template's own tags (moto copies them in)."""
-    specs = [s for s in data.get("TagSpecifications", []) if s["ResourceType"] != "launch-template"]
-    return {**data, "TagSpecifications": specs}
+    return {**data, "TagSpecifications": spec.launch_time_tag_specs(data)}
 
 
 def _ensure_launch_template(

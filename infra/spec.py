@@ -358,6 +358,15 @@ def launch_tagged_types(market: str) -> tuple[str, ...]:
     return ("instance", "volume", *((SPOT_REQUEST_TYPE,) if market == "spot" else ()))
 
 
+def launch_time_tag_specs(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The TagSpecifications of launch-template data that tag resources at launch.
+
+    moto also copies the template's own ``launch-template`` tags into its data (AWS does
+    not): they tag the template, not what a launch creates.
+    """
+    return [dict(s) for s in data.get("TagSpecifications", []) if s["ResourceType"] != "launch-template"]
+
+
 def launch_created_types(market: str) -> frozenset[str]:
     """Resource types one launch of this project creates (so the ones it may tag)."""
     return frozenset({"instance", "volume", "network-interface", *launch_tagged_types(market)})
