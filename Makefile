@@ -34,6 +34,7 @@ bench: venv
 	$(BIN)/python -m bench
 
 lint: venv
+	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
 clean:

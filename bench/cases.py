@@ -37,25 +37,36 @@ def s3_download_many(rounds: int = 5, n: int = 64, size: int = 256 * 1024) -> Re
         res = Result(
             name=f"s3-download-{n}x{size // 1024}KiB",
             what=f"download {n} x {size // 1024} KiB from moto (127.0.0.1)",
-            baseline="sequential get_object", candidate="boto3 transfer manager, 8 threads",
+            baseline="sequential get_object",
+            candidate="boto3 transfer manager, 8 threads",
             unit="s",
             notes="moto is one Python server process on 2 cores and serves these requests about one at a "
-                  "time, so here threads only add overhead; this run cannot show the gain of parallel "
-                  "requests on S3, which serves them concurrently.",
+            "time, so here threads only add overhead; this run cannot show the gain of parallel "
+            "requests on S3, which serves them concurrently.",
         )
         cfg = TransferConfig(max_concurrency=8)
         for _ in range(rounds):
             with TemporaryDirectory() as tmp:
+
                 def sequential(t=tmp) -> None:
                     for k in keys:
                         body = s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()
                         Path(t, k.replace("/", "_")).write_bytes(body)
+
                 res.baseline_values.append(_timed(sequential))
             with TemporaryDirectory() as tmp:
+
                 def parallel(t=tmp) -> None:
                     with ThreadPoolExecutor(8) as pool:
-                        list(pool.map(lambda k: s3.download_file(BUCKET, k, str(Path(t, k.replace("/", "_"))),
-                                                                 Config=cfg), keys))
+                        list(
+                            pool.map(
+                                lambda k: s3.download_file(
+                                    BUCKET, k, str(Path(t, k.replace("/", "_"))), Config=cfg
+                                ),
+                                keys,
+                            )
+                        )
+
                 res.candidate_values.append(_timed(parallel))
         return res
     finally:
@@ -69,8 +80,9 @@ def monitor_poll(rounds: int = 5) -> Result:
         s3 = aws.client("s3")
         s3.create_bucket(Bucket=BUCKET)
         store = StateStore(s3, BUCKET, "dev")
-        doc = new_state(env="dev", run_id="20261125-140502", market="spot", total_steps=1000,
-                        now="2026-11-25T14:05:02Z")
+        doc = new_state(
+            env="dev", run_id="20261125-140502", market="spot", total_steps=1000, now="2026-11-25T14:05:02Z"
+        )
         doc["history"] += [{"status": "initialization", "at": "2026-11-25T14:05:02Z"}] * 40
         snap = store.acquire(doc)
         polls = 50
@@ -78,14 +90,16 @@ def monitor_poll(rounds: int = 5) -> Result:
         res = Result(
             name="monitor-poll",
             what=f"{polls} polls of an unchanged {size / 1024:.1f} KiB state file",
-            baseline="full GET + parse + validate", candidate="conditional GET (If-None-Match)",
+            baseline="full GET + parse + validate",
+            candidate="conditional GET (If-None-Match)",
             unit="s",
             notes=f"the conditional GET transfers 0 body bytes per unchanged poll (full GET: {size} B).",
         )
         for _ in range(rounds):
             res.baseline_values.append(_timed(lambda: [store.read() for _ in range(polls)]))
             res.candidate_values.append(
-                _timed(lambda: [store.read_if_changed(snap.etag) for _ in range(polls)]))
+                _timed(lambda: [store.read_if_changed(snap.etag) for _ in range(polls)])
+            )
         return res
     finally:
         aws.stop()
@@ -108,29 +122,40 @@ def training_threads(rounds: int = 3, steps: int = 150, contended: bool = False)
 
     with TemporaryDirectory() as tmp:
         files = generate_dataset(Path(tmp) / "data", seed=0)
-        spec = DataSpec(prediction_length=int(TINY_TRAINING["prediction_length"]),
-                        context_length=int(TINY_TRAINING["context_length"]), frequency="h")
+        spec = DataSpec(
+            prediction_length=int(TINY_TRAINING["prediction_length"]),
+            context_length=int(TINY_TRAINING["context_length"]),
+            frequency="h",
+        )
         inputs = load_dataset(files, spec).train_inputs
         threads = torch.get_num_threads()
         res = Result(
             name="training-cpu-threads" + ("-contended" if contended else ""),
             what=f"tiny Chronos-2, {steps} steps, batch {TINY_TRAINING['batch_size']}, CPU"
-                 + (", one core kept busy by another process" if contended else ", idle machine"),
-            baseline=f"torch default ({threads} threads)", candidate="1 thread (trainer default)",
+            + (", one core kept busy by another process" if contended else ", idle machine"),
+            baseline=f"torch default ({threads} threads)",
+            candidate="1 thread (trainer default)",
             unit="s",
             notes="local mode pins the training child to one CPU thread: on an idle machine two threads "
-                  "gain nothing for this tiny model, and when another process holds a core the second "
-                  "OpenMP thread spin-waits for it." if contended else "",
+            "gain nothing for this tiny model, and when another process holds a core the second "
+            "OpenMP thread spin-waits for it."
+            if contended
+            else "",
         )
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if contended else None
         try:
             for i in range(rounds):
                 for values, n in ((res.baseline_values, None), (res.candidate_values, 1)):
                     cfg = TrainConfig(
-                        prediction_length=spec.prediction_length, context_length=spec.context_length,
-                        num_steps=steps, batch_size=int(TINY_TRAINING["batch_size"]),
-                        learning_rate=float(TINY_TRAINING["learning_rate"]), checkpoint_interval=steps,
-                        output_dir=Path(tmp) / f"run-{i}-{n}", cpu_threads=n, seed=i,
+                        prediction_length=spec.prediction_length,
+                        context_length=spec.context_length,
+                        num_steps=steps,
+                        batch_size=int(TINY_TRAINING["batch_size"]),
+                        learning_rate=float(TINY_TRAINING["learning_rate"]),
+                        checkpoint_interval=steps,
+                        output_dir=Path(tmp) / f"run-{i}-{n}",
+                        cpu_threads=n,
+                        seed=i,
                     )
                     values.append(train("tiny", inputs, cfg).duration_s)
         finally:

@@ -32,8 +32,10 @@ class Result:
         return self.baseline_median / self.candidate_median if self.candidate_median else float("inf")
 
     def summary(self) -> str:
-        return (f"  {self.baseline}: {self.baseline_median:.4g} {self.unit} | "
-                f"{self.candidate}: {self.candidate_median:.4g} {self.unit} | ratio {self.ratio:.2f}x")
+        return (
+            f"  {self.baseline}: {self.baseline_median:.4g} {self.unit} | "
+            f"{self.candidate}: {self.candidate_median:.4g} {self.unit} | ratio {self.ratio:.2f}x"
+        )
 
 
 def render(results: list[Result], header: str, extra: list[str] | None = None) -> str:

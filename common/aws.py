@@ -27,8 +27,9 @@ DENIED_CODES = frozenset(
 )
 
 
-def client(session: boto3.Session, service: str, *, endpoint_url: str | None = None,
-           config: Config | None = None) -> Any:
+def client(
+    session: boto3.Session, service: str, *, endpoint_url: str | None = None, config: Config | None = None
+) -> Any:
     """A client for ``service`` with the project's retry policy."""
     cfg = RETRY_CONFIG.merge(config) if config else RETRY_CONFIG
     kwargs: dict[str, Any] = {"config": cfg}

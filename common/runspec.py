@@ -102,8 +102,10 @@ def _keep_on_failure(inst: dict[str, Any], max_runtime: int, source: str) -> int
         return default_keep_on_failure(inst["debug"], max_runtime)
     keep = parse_duration_minutes(raw)
     if keep >= max_runtime:
-        raise ConfigError(f"{source}: $.instance.keep_on_failure: {keep} min must be less than max_runtime "
-                          f"({max_runtime} min): the dead-man switch powers the instance off at max_runtime")
+        raise ConfigError(
+            f"{source}: $.instance.keep_on_failure: {keep} min must be less than max_runtime "
+            f"({max_runtime} min): the dead-man switch powers the instance off at max_runtime"
+        )
     return keep
 
 

@@ -67,8 +67,16 @@ class Snapshot:
         return str(self.doc["run_id"])
 
 
-def new_state(*, env: str, run_id: str, market: Market | str, total_steps: int, now: str,
-              local: bool = False, price_per_hour: float | None = None) -> Doc:
+def new_state(
+    *,
+    env: str,
+    run_id: str,
+    market: Market | str,
+    total_steps: int,
+    now: str,
+    local: bool = False,
+    price_per_hour: float | None = None,
+) -> Doc:
     """The first document of a run: status ``initialization``, no instance yet."""
     return {
         "schema_version": 1,
@@ -101,8 +109,9 @@ class StateStore:
         max_conflicts: how many times a conflicting write is re-read and retried.
     """
 
-    def __init__(self, s3: Any, bucket: str, env: str, *, clock: Clock = utc_now,
-                 max_conflicts: int = 8) -> None:
+    def __init__(
+        self, s3: Any, bucket: str, env: str, *, clock: Clock = utc_now, max_conflicts: int = 8
+    ) -> None:
         self.s3, self.bucket, self.env = s3, bucket, env
         self.key = layout.state_key(env)
         self.clock, self.max_conflicts = clock, max_conflicts
@@ -152,13 +161,13 @@ class StateStore:
         try:
             doc = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CorruptStateError(location=self.location, env=self.env,
-                                    reason=f"not JSON: {exc}") from None
+            raise CorruptStateError(location=self.location, env=self.env, reason=f"not JSON: {exc}") from None
         try:
             return validate("system-state", doc)
         except SchemaValidationError as exc:
-            raise CorruptStateError(location=self.location, env=self.env,
-                                    reason=f"at {exc.path}: {exc.reason}") from None
+            raise CorruptStateError(
+                location=self.location, env=self.env, reason=f"at {exc.path}: {exc.reason}"
+            ) from None
 
     # -- writing -------------------------------------------------------------
     def acquire(self, doc: Doc) -> Snapshot:
@@ -175,8 +184,9 @@ class StateStore:
                 held = self.read()
                 if held is None:  # released between our put and read: try once more
                     return self.acquire(doc)
-                raise LockHeldError(env=self.env, run_id=held.run_id, status=held.doc["status"],
-                                    since=held.doc["started_at"]) from None
+                raise LockHeldError(
+                    env=self.env, run_id=held.run_id, status=held.doc["status"], since=held.doc["started_at"]
+                ) from None
             raise
         log.info("acquired %s for run %s", self.location, doc["run_id"])
         return Snapshot(copy.deepcopy(doc), etag)
@@ -209,8 +219,11 @@ class StateStore:
                 return Snapshot(doc, self._put(doc, IfMatch=snap.etag))
             except Exception as exc:
                 if http_status(exc) in (409, 412):
-                    log.info("state write conflict (%s), re-reading (attempt %d)",
-                             error_code(exc) or http_status(exc), attempt + 1)
+                    log.info(
+                        "state write conflict (%s), re-reading (attempt %d)",
+                        error_code(exc) or http_status(exc),
+                        attempt + 1,
+                    )
                     snap = None
                     continue
                 if is_not_found(exc):
@@ -218,13 +231,21 @@ class StateStore:
                 raise
         raise ConflictError(f"{self.location}: {self.max_conflicts} conflicting writes in a row")
 
-    def transition(self, run_id: str, new: RunStatus, *, reason: str | None = None,
-                   error: Doc | None = None, snapshot: Snapshot | None = None) -> Snapshot:
+    def transition(
+        self,
+        run_id: str,
+        new: RunStatus,
+        *,
+        reason: str | None = None,
+        error: Doc | None = None,
+        snapshot: Snapshot | None = None,
+    ) -> Snapshot:
         """Move the run to ``new`` if the state machine allows it from the newest status.
 
         Raises:
             IllegalTransitionError: e.g. the run was killed meanwhile.
         """
+
         def mutate(doc: Doc) -> None:
             current = RunStatus(doc["status"])
             if not current.can_become(new):
@@ -241,9 +262,11 @@ class StateStore:
 
         return self.update(run_id, mutate, snapshot=snapshot)
 
-    def heartbeat(self, run_id: str, *, progress: Doc | None = None,
-                  snapshot: Snapshot | None = None) -> Snapshot:
+    def heartbeat(
+        self, run_id: str, *, progress: Doc | None = None, snapshot: Snapshot | None = None
+    ) -> Snapshot:
         """Refresh ``heartbeat_at`` (and progress) without touching the status."""
+
         def mutate(doc: Doc) -> None:
             doc["heartbeat_at"] = iso(self.clock())
             if progress:
@@ -265,6 +288,7 @@ class StateStore:
 
     def request_kill(self, run_id: str, *, reason: str = "killed by operator") -> Snapshot:
         """Set ``killed`` (idempotent: an already final run is left as it is)."""
+
         def mutate(doc: Doc) -> Doc:
             status = RunStatus(doc["status"])
             if status.is_final():
@@ -302,8 +326,11 @@ class StateStore:
                 self.s3.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=snap.etag)
             except Exception as exc:
                 if http_status(exc) in (409, 412):
-                    log.info("state delete conflict (%s), re-reading (attempt %d)",
-                             error_code(exc) or http_status(exc), attempt + 1)
+                    log.info(
+                        "state delete conflict (%s), re-reading (attempt %d)",
+                        error_code(exc) or http_status(exc),
+                        attempt + 1,
+                    )
                     continue
                 if is_not_found(exc):  # removed meanwhile (If-Match on a missing key: 404)
                     return False
@@ -328,8 +355,9 @@ class StateStore:
     def _put(self, doc: Doc, **condition: str) -> str:
         body = json.dumps(doc, indent=2, sort_keys=True).encode()
         try:
-            resp = self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=body,
-                                      ContentType="application/json", **condition)
+            resp = self.s3.put_object(
+                Bucket=self.bucket, Key=self.key, Body=body, ContentType="application/json", **condition
+            )
         except Exception as exc:
             self._raise_denied(exc, "s3:PutObject")
             raise

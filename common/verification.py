@@ -39,8 +39,9 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def count_or_unknown(api_action: str, fn: Callable[[], int],
-                     errors: tuple[type[BaseException], ...] = (Exception,)) -> Count:
+def count_or_unknown(
+    api_action: str, fn: Callable[[], int], errors: tuple[type[BaseException], ...] = (Exception,)
+) -> Count:
     """``Count(fn())``, or :meth:`Count.unknown` when ``fn`` raises one of ``errors``."""
     try:
         return Count(int(fn()))

@@ -49,8 +49,13 @@ OUTPUTS_FILE_VAR = "CHRONOS_STACK_OUTPUTS"
 LOCAL_VAR = "CHRONOS_LOCAL"
 LOCAL_ACCESS_KEY = "testing"
 LOCAL_REGION = "us-east-1"
-_BAD_CREDENTIAL_CODES = {"InvalidClientTokenId", "SignatureDoesNotMatch", "InvalidAccessKeyId",
-                         "UnrecognizedClientException", "AuthFailure"}
+_BAD_CREDENTIAL_CODES = {
+    "InvalidClientTokenId",
+    "SignatureDoesNotMatch",
+    "InvalidAccessKeyId",
+    "UnrecognizedClientException",
+    "AuthFailure",
+}
 
 
 class LocalAWSDownError(UserError):
@@ -58,8 +63,9 @@ class LocalAWSDownError(UserError):
 
     def __init__(self, detail: str = "") -> None:
         extra = f" ({detail})" if detail else ""
-        super().__init__(f"local AWS is not running{extra}; start it with `invoke local.up` "
-                         "(or run `make demo`)")
+        super().__init__(
+            f"local AWS is not running{extra}; start it with `invoke local.up` (or run `make demo`)"
+        )
 
 
 @dataclass(frozen=True)
@@ -85,11 +91,18 @@ def check_env(env: str) -> str:
 
 _EXPIRED_CODES = {"ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"}
 _SSO_ERRORS = (botocore.exceptions.SSOError, botocore.exceptions.TokenRetrievalError)
-_UNREACHABLE_ERRORS = (botocore.exceptions.ConnectionError, botocore.exceptions.ReadTimeoutError,
-                       botocore.exceptions.ConnectionClosedError)
-_CONFIG_ERRORS = (botocore.exceptions.InvalidConfigError, botocore.exceptions.ConfigParseError,
-                  botocore.exceptions.ConfigNotFound, botocore.exceptions.InvalidRegionError,
-                  botocore.exceptions.UnknownEndpointError)
+_UNREACHABLE_ERRORS = (
+    botocore.exceptions.ConnectionError,
+    botocore.exceptions.ReadTimeoutError,
+    botocore.exceptions.ConnectionClosedError,
+)
+_CONFIG_ERRORS = (
+    botocore.exceptions.InvalidConfigError,
+    botocore.exceptions.ConfigParseError,
+    botocore.exceptions.ConfigNotFound,
+    botocore.exceptions.InvalidRegionError,
+    botocore.exceptions.UnknownEndpointError,
+)
 
 
 def env_region() -> str | None:
@@ -114,8 +127,10 @@ def _unreachable(exc: BaseException, action: str) -> UserError:
     url = getattr(exc, "kwargs", {}).get("endpoint_url") or "its endpoint"
     override = os.environ.get("AWS_ENDPOINT_URL")
     if override:
-        fix = (f"AWS_ENDPOINT_URL is set to {override}: unset it to use AWS's own endpoints, "
-               "or start the service it points at")
+        fix = (
+            f"AWS_ENDPOINT_URL is set to {override}: unset it to use AWS's own endpoints, "
+            "or start the service it points at"
+        )
     else:
         fix = "check your network or proxy, and that the region is right (AWS_REGION or the profile's region)"
     return UserError(f"cannot reach AWS at {url} for {action} ({type(exc).__name__}); {fix}")
@@ -136,43 +151,60 @@ def user_error(exc: BaseException, action: str, *, profile: str | None = None) -
     if isinstance(exc, e.NoCredentialsError):
         return NoCredentialsError()
     if isinstance(exc, e.NoRegionError):
-        return UserError("no AWS region configured; set AWS_REGION to the region of your stack "
-                         "(e.g. `export AWS_REGION=us-east-1`) or run `aws configure set region REGION`")
+        return UserError(
+            "no AWS region configured; set AWS_REGION to the region of your stack "
+            "(e.g. `export AWS_REGION=us-east-1`) or run `aws configure set region REGION`"
+        )
     if isinstance(exc, e.ProfileNotFound):
         name = exc.kwargs.get("profile", "?")
-        return UserError(f"AWS profile {name!r} is not in ~/.aws/config or ~/.aws/credentials; list the "
-                         "profiles with `aws configure list-profiles` and fix AWS_PROFILE (or unset it)")
+        return UserError(
+            f"AWS profile {name!r} is not in ~/.aws/config or ~/.aws/credentials; list the "
+            "profiles with `aws configure list-profiles` and fix AWS_PROFILE (or unset it)"
+        )
     if isinstance(exc, _SSO_ERRORS):
-        return UserError(f"the AWS SSO login of this profile has expired or was never made; run "
-                         f"`aws sso login{_profile_flag(profile)}` and try again")
+        return UserError(
+            f"the AWS SSO login of this profile has expired or was never made; run "
+            f"`aws sso login{_profile_flag(profile)}` and try again"
+        )
     if isinstance(exc, e.PartialCredentialsError):
         provider, missing = exc.kwargs.get("provider", "?"), exc.kwargs.get("cred_var", "?")
-        fix = ("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or unset them and use AWS_PROFILE"
-               if provider == "env"
-               else "complete that profile with `aws configure` or pick another AWS_PROFILE")
+        fix = (
+            "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or unset them and use AWS_PROFILE"
+            if provider == "env"
+            else "complete that profile with `aws configure` or pick another AWS_PROFILE"
+        )
         return UserError(f"incomplete AWS credentials in {provider}: {missing} is missing; {fix}")
     if isinstance(exc, e.CredentialRetrievalError):
-        return UserError(f"AWS credentials could not be obtained from {exc.kwargs.get('provider', '?')} "
-                         f"({exc.kwargs.get('error_msg', exc)}); fix that credential source in "
-                         "~/.aws/config or pick another AWS_PROFILE")
+        return UserError(
+            f"AWS credentials could not be obtained from {exc.kwargs.get('provider', '?')} "
+            f"({exc.kwargs.get('error_msg', exc)}); fix that credential source in "
+            "~/.aws/config or pick another AWS_PROFILE"
+        )
     if isinstance(exc, _CONFIG_ERRORS):
-        return UserError(f"the AWS configuration is invalid ({exc}); fix ~/.aws/config (or the file "
-                         "AWS_CONFIG_FILE names) or pick another AWS_PROFILE")
+        return UserError(
+            f"the AWS configuration is invalid ({exc}); fix ~/.aws/config (or the file "
+            "AWS_CONFIG_FILE names) or pick another AWS_PROFILE"
+        )
     if isinstance(exc, _UNREACHABLE_ERRORS):
         return _unreachable(exc, action)
     code = error_code(exc)
     if code in _EXPIRED_CODES:
-        return UserError(f"these AWS credentials have expired ({code} on {action}); refresh them "
-                         f"(`aws sso login{_profile_flag(profile)}`, or a new session token) and try again")
+        return UserError(
+            f"these AWS credentials have expired ({code} on {action}); refresh them "
+            f"(`aws sso login{_profile_flag(profile)}`, or a new session token) and try again"
+        )
     if code in _BAD_CREDENTIAL_CODES:
-        return UserError(f"AWS rejected these credentials ({code}) on {action}; refresh them "
-                         "(`aws sso login`, `aws configure`) or pick another AWS_PROFILE")
+        return UserError(
+            f"AWS rejected these credentials ({code}) on {action}; refresh them "
+            "(`aws sso login`, `aws configure`) or pick another AWS_PROFILE"
+        )
     return None
 
 
 @contextmanager
-def aws_errors(action: str, resource: str, *, local_endpoint: str | None = None,
-               profile: str | None = None) -> Iterator[None]:
+def aws_errors(
+    action: str, resource: str, *, local_endpoint: str | None = None, profile: str | None = None
+) -> Iterator[None]:
     """Turn AWS failures a user can fix into one-line :class:`UserError` s.
 
     Args:
@@ -224,8 +256,12 @@ class Backend(ABC):
 
     def errors(self, action: str, resource: str = "*") -> Any:
         """Context manager mapping AWS errors to user errors for this backend."""
-        return aws_errors(action, resource, local_endpoint=self.endpoint_url if self.local else None,
-                          profile=_session_profile(self._session))
+        return aws_errors(
+            action,
+            resource,
+            local_endpoint=self.endpoint_url if self.local else None,
+            profile=_session_profile(self._session),
+        )
 
     def check_credentials(self) -> dict[str, str]:
         """``sts get-caller-identity``: who these credentials are.
@@ -262,8 +298,7 @@ def _outputs_from_mapping(mapping: Any, env: str, source: str, how_to_fix: str) 
     except OutputsError as exc:
         raise ConfigError(f"missing stack outputs for env {env!r} ({source}): {exc}; {how_to_fix}") from None
     if outputs.env != env:
-        raise ConfigError(f"stack outputs in {source} are for env {outputs.env!r}, not {env!r}; "
-                          f"{how_to_fix}")
+        raise ConfigError(f"stack outputs in {source} are for env {outputs.env!r}, not {env!r}; {how_to_fix}")
     return outputs
 
 
@@ -294,9 +329,11 @@ class AwsBackend(Backend):
             file = Path(path.replace("{env}", env))
             doc = read_json(file)
             if doc is None:
-                raise ConfigError(f"unknown env {env!r}: no stack outputs file {file} "
-                                  f"(from ${OUTPUTS_FILE_VAR}); {fix} and save "
-                                  f"`pulumi stack output --json` there")
+                raise ConfigError(
+                    f"unknown env {env!r}: no stack outputs file {file} "
+                    f"(from ${OUTPUTS_FILE_VAR}); {fix} and save "
+                    f"`pulumi stack output --json` there"
+                )
             outputs = _outputs_from_mapping(doc, env, str(file), fix)
         else:
             outputs = _outputs_from_mapping(self._pulumi_outputs(env), env, f"stack {env}", fix)
@@ -304,32 +341,45 @@ class AwsBackend(Backend):
             with self.errors("reading the AWS configuration"):
                 # The profile that was chosen, or None: ``Session.profile_name`` says "default"
                 # when none was, and naming it would drop credentials held in the environment.
-                self._session = boto3.Session(profile_name=self._session._session.profile,
-                                              region_name=outputs.region)
+                self._session = boto3.Session(
+                    profile_name=self._session._session.profile, region_name=outputs.region
+                )
             self._clients = None
         return outputs
 
     def _pulumi_outputs(self, env: str) -> dict[str, Any]:
         pulumi = shutil.which("pulumi")
         if pulumi is None:
-            raise ConfigError(f"missing stack outputs for env {env!r}: the pulumi CLI is not installed; "
-                              f"install it or save `pulumi stack output --json --stack {env}` to a file "
-                              f"and set {OUTPUTS_FILE_VAR}=that-file")
-        proc = subprocess.run([pulumi, "stack", "output", "--json", "--show-secrets", "--stack", env],
-                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+            raise ConfigError(
+                f"missing stack outputs for env {env!r}: the pulumi CLI is not installed; "
+                f"install it or save `pulumi stack output --json --stack {env}` to a file "
+                f"and set {OUTPUTS_FILE_VAR}=that-file"
+            )
+        proc = subprocess.run(
+            [pulumi, "stack", "output", "--json", "--show-secrets", "--stack", env],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if proc.returncode != 0:
             err = (proc.stderr or proc.stdout).strip().splitlines()
             detail = err[-1] if err else f"exit {proc.returncode}"
             if "no stack named" in detail.lower() or "not found" in detail.lower():
-                raise ConfigError(f"unknown env {env!r}: no Pulumi stack named {env!r}; create it with "
-                                  f"`pulumi stack init {env} && pulumi up`")
-            raise ConfigError(f"missing stack outputs for env {env!r}: `pulumi stack output` failed "
-                              f"({detail}); run `pulumi up --stack {env}`")
+                raise ConfigError(
+                    f"unknown env {env!r}: no Pulumi stack named {env!r}; create it with "
+                    f"`pulumi stack init {env} && pulumi up`"
+                )
+            raise ConfigError(
+                f"missing stack outputs for env {env!r}: `pulumi stack output` failed "
+                f"({detail}); run `pulumi up --stack {env}`"
+            )
         try:
             return json.loads(proc.stdout or "{}")
         except json.JSONDecodeError:
-            raise ConfigError(f"missing stack outputs for env {env!r}: `pulumi stack output --json` "
-                              "printed no JSON") from None
+            raise ConfigError(
+                f"missing stack outputs for env {env!r}: `pulumi stack output --json` printed no JSON"
+            ) from None
 
 
 class LocalBackend(Backend):
@@ -349,8 +399,9 @@ class LocalBackend(Backend):
         local_audit.install_from_env()  # CHRONOS_IAM_AUDIT_LOG: record every call this side makes
         session = boto3.Session(region_name=region)
         if session.get_credentials() is None:
-            session = boto3.Session(aws_access_key_id=LOCAL_ACCESS_KEY,
-                                    aws_secret_access_key=LOCAL_ACCESS_KEY, region_name=region)
+            session = boto3.Session(
+                aws_access_key_id=LOCAL_ACCESS_KEY, aws_secret_access_key=LOCAL_ACCESS_KEY, region_name=region
+            )
         super().__init__(session=session, endpoint_url=endpoint_url)
         self.local_dir = local_dir
         self.region = region
@@ -377,8 +428,11 @@ class LocalBackend(Backend):
 
         if not moto.attach(record["endpoint_url"]).is_up():
             raise LocalAWSDownError(f"{record['endpoint_url']} does not answer")
-        backend = cls(endpoint_url=record["endpoint_url"], local_dir=local_dir,
-                      region=record.get("region") or LOCAL_REGION)
+        backend = cls(
+            endpoint_url=record["endpoint_url"],
+            local_dir=local_dir,
+            region=record.get("region") or LOCAL_REGION,
+        )
         if env is not None:
             backend.select_env(env)
         return backend
@@ -389,8 +443,10 @@ class LocalBackend(Backend):
         try:
             return identities.load(self.local_dir.identities_file)
         except identities.IdentitiesError as exc:
-            raise ConfigError(f"local identities are unreadable ({exc}); recreate them with "
-                              "`invoke local.down` then `invoke local.up`") from None
+            raise ConfigError(
+                f"local identities are unreadable ({exc}); recreate them with "
+                "`invoke local.down` then `invoke local.up`"
+            ) from None
 
     def select_env(self, env: str) -> None:
         """Sign every later call with ``env``'s operator keys (no record: keep the default chain).
@@ -405,8 +461,10 @@ class LocalBackend(Backend):
         if record is not None:
             ids = record.envs.get(env)
             if ids is None:
-                raise ConfigError(f"env {env!r} has no local identities (local AWS enforces IAM); "
-                                  f"run `invoke local.up --env={env}`")
+                raise ConfigError(
+                    f"env {env!r} has no local identities (local AWS enforces IAM); "
+                    f"run `invoke local.up --env={env}`"
+                )
             self._session = ids.operator.session(self.region)
             self._clients = None
         self.env = env
@@ -446,8 +504,9 @@ class LocalBackend(Backend):
         fix = f"run `invoke local.up --env={env}`"
         if doc is None:
             known = ", ".join(self.local_dir.known_envs()) or "none"
-            raise ConfigError(f"unknown env {env!r}: it is not provisioned in local mode "
-                              f"(provisioned: {known}); {fix}")
+            raise ConfigError(
+                f"unknown env {env!r}: it is not provisioned in local mode (provisioned: {known}); {fix}"
+            )
         outputs = _outputs_from_mapping(doc, env, str(file), fix)
         self.select_env(env)
         return outputs
@@ -456,9 +515,14 @@ class LocalBackend(Backend):
         """Spawn the detached supervisor that runs the trainer for ``instance_id``."""
         from control import local_instance
 
-        local_instance.spawn(local_dir=self.local_dir, instance_id=instance_id,
-                             endpoint_url=self.endpoint_url or "", env_vars=self.credentials_env(),
-                             python=sys.executable, **run)
+        local_instance.spawn(
+            local_dir=self.local_dir,
+            instance_id=instance_id,
+            endpoint_url=self.endpoint_url or "",
+            env_vars=self.credentials_env(),
+            python=sys.executable,
+            **run,
+        )
 
 
 def open_backend(*, local: bool | None = None, region: str | None = None) -> Backend:

@@ -98,16 +98,20 @@ def _get_console(ec2: Any, instance_id: str) -> str:
     try:
         resp = ec2.get_console_output(InstanceId=instance_id, Latest=True)
     except botocore.exceptions.ClientError as exc:
-        if error_code(exc) not in {"UnsupportedOperation", "InvalidParameterCombination",
-                                   "InvalidParameterValue"}:
+        if error_code(exc) not in {
+            "UnsupportedOperation",
+            "InvalidParameterCombination",
+            "InvalidParameterValue",
+        }:
             raise
         # Latest=True is for Nitro instances only; the others keep the boot-time buffer.
         resp = ec2.get_console_output(InstanceId=instance_id)
     return _decode(resp.get("Output"))
 
 
-def console_output(backend: Backend, *, env: str, run_id: str | None,
-                   tail: int | None = None) -> ConsoleOutput:
+def console_output(
+    backend: Backend, *, env: str, run_id: str | None, tail: int | None = None
+) -> ConsoleOutput:
     """``invoke logs RUN_ID --console``.
 
     Raises:
@@ -123,18 +127,31 @@ def console_output(backend: Backend, *, env: str, run_id: str | None,
     except DocumentError as exc:
         raise ConfigError(f"cannot find the instance of run {run_id}: {exc}") from None
     if instance_id is None:
-        return ConsoleOutput(run_id=run_id, env=env, instance_id=None, state=None, text="", source=None,
-                             problem=f"run {run_id} has no recorded instance (no launch record); its logs "
-                                     f"in S3: {s3_logs}")
+        return ConsoleOutput(
+            run_id=run_id,
+            env=env,
+            instance_id=None,
+            state=None,
+            text="",
+            source=None,
+            problem=f"run {run_id} has no recorded instance (no launch record); its logs in S3: {s3_logs}",
+        )
     ec2 = backend.clients().ec2
     with backend.errors("ec2:DescribeInstances", instance_id):
         state = _state(ec2, instance_id)
     if state is None or state in GONE_STATES:
         why = "unknown to EC2" if state is None else state
-        return ConsoleOutput(run_id=run_id, env=env, instance_id=instance_id, state=state, text="",
-                             source=None, problem=f"instance {instance_id} of run {run_id} is {why}: "
-                                                  f"its console went with it; the run's logs are in S3: "
-                                                  f"{s3_logs}")
+        return ConsoleOutput(
+            run_id=run_id,
+            env=env,
+            instance_id=instance_id,
+            state=state,
+            text="",
+            source=None,
+            problem=f"instance {instance_id} of run {run_id} is {why}: "
+            f"its console went with it; the run's logs are in S3: "
+            f"{s3_logs}",
+        )
     with backend.errors("ec2:GetConsoleOutput", f"instance {instance_id}"):
         text = _get_console(ec2, instance_id)
     source = f"GetConsoleOutput {instance_id}"
@@ -145,7 +162,20 @@ def console_output(backend: Backend, *, env: str, run_id: str | None,
         source = str(path)
     if tail:
         text = "\n".join(text.splitlines()[-tail:])
-    problem = None if text.strip() else (f"instance {instance_id} ({state}) has no console output yet; EC2 "
-                                         "posts it a few minutes after boot, try again shortly")
-    return ConsoleOutput(run_id=run_id, env=env, instance_id=instance_id, state=state, text=text,
-                         source=source, problem=problem)
+    problem = (
+        None
+        if text.strip()
+        else (
+            f"instance {instance_id} ({state}) has no console output yet; EC2 "
+            "posts it a few minutes after boot, try again shortly"
+        )
+    )
+    return ConsoleOutput(
+        run_id=run_id,
+        env=env,
+        instance_id=instance_id,
+        state=state,
+        text=text,
+        source=source,
+        problem=problem,
+    )

@@ -21,8 +21,9 @@ log = logging.getLogger(__name__)
 
 SPOT_PRODUCT = "Linux/UNIX"  # the DLAMI's product; one product, so one price series per AZ
 
-PRICE_SOURCE = ("AWS EC2 On-Demand pricing, Linux, us-east-1 list prices (USD/hour) "
-                "for g4dn and g5; other regions differ")
+PRICE_SOURCE = (
+    "AWS EC2 On-Demand pricing, Linux, us-east-1 list prices (USD/hour) for g4dn and g5; other regions differ"
+)
 
 ON_DEMAND_USD_PER_HOUR: dict[str, float] = {
     "g4dn.xlarge": 0.526,
@@ -107,8 +108,15 @@ def spot_price(ec2: Any, instance_type: str, availability_zone: str, *, now: dat
     return Price(usd_per_hour=float(point["SpotPrice"]), source="spot-history")
 
 
-def launch_price(ec2: Any | None, instance_type: str, availability_zone: str, market: str, *,
-                 local: bool, clock: Clock = utc_now) -> Price:
+def launch_price(
+    ec2: Any | None,
+    instance_type: str,
+    availability_zone: str,
+    market: str,
+    *,
+    local: bool,
+    clock: Clock = utc_now,
+) -> Price:
     """The price a launch is planned with.
 
     Spot on AWS: the spot price in effect at ``clock()``, else the on-demand

@@ -32,10 +32,13 @@ from infra.outputs import StackOutputs
 
 log = logging.getLogger(__name__)
 
-ENABLE_HINT = ("enable chronos-training:debug_profile (`pulumi config set debug_profile true`) "
-               "and run `pulumi up`")
-PLUGIN_DOCS = ("https://docs.aws.amazon.com/systems-manager/latest/userguide/"
-               "session-manager-working-with-install-plugin.html")
+ENABLE_HINT = (
+    "enable chronos-training:debug_profile (`pulumi config set debug_profile true`) and run `pulumi up`"
+)
+PLUGIN_DOCS = (
+    "https://docs.aws.amazon.com/systems-manager/latest/userguide/"
+    "session-manager-working-with-install-plugin.html"
+)
 CLI_DOCS = "https://docs.aws.amazon.com/cli/latest/userguide/getting-started-install.html"
 GONE_STATES = frozenset({"shutting-down", "terminated"})
 
@@ -54,8 +57,10 @@ def debug_launch_profile(spec: RunSpec, outputs: StackOutputs) -> str | None:
     if not spec.instance.debug:
         return None
     if not outputs.has_debug_profile:
-        raise ConfigError(f"run spec: $.instance.debug: the stack of env {outputs.env!r} has no debug "
-                          f"instance profile; {ENABLE_HINT}, or set debug = false")
+        raise ConfigError(
+            f"run spec: $.instance.debug: the stack of env {outputs.env!r} has no debug "
+            f"instance profile; {ENABLE_HINT}, or set debug = false"
+        )
     return outputs.debug_instance_profile_arn
 
 
@@ -112,27 +117,43 @@ def find_target(backend: Backend, *, env: str, run_id: str | None) -> DebugTarge
     flag = " --local" if backend.local else ""
     instance_id = instance_of_run(backend, env, run_id, outputs.bucket)
     if instance_id is None:
-        raise DebugError(f"no such run: {run_id} has no instance in env {env!r} (no state file entry and "
-                         f"no launch record); list runs with `invoke runs --env={env}{flag}`")
+        raise DebugError(
+            f"no such run: {run_id} has no instance in env {env!r} (no state file entry and "
+            f"no launch record); list runs with `invoke runs --env={env}{flag}`"
+        )
     with backend.errors("ec2:DescribeInstances", instance_id):
         instance = _describe(backend.clients().ec2, instance_id)
     state = str(instance["State"]["Name"]) if instance else "not found"
     if instance is None or state in GONE_STATES:
-        raise DebugError(f"instance {instance_id} of run {run_id} is gone ({state}); a failed debug run "
-                         f"stays up only keep_on_failure minutes: read its logs with "
-                         f"`invoke logs {run_id} --env={env}{flag}`")
+        raise DebugError(
+            f"instance {instance_id} of run {run_id} is gone ({state}); a failed debug run "
+            f"stays up only keep_on_failure minutes: read its logs with "
+            f"`invoke logs {run_id} --env={env}{flag}`"
+        )
     profile = str((instance.get("IamInstanceProfile") or {}).get("Arn", ""))
     if not outputs.has_debug_profile:
-        raise DebugError(f"run {run_id} was not launched with debug: the stack of env {env!r} has no debug "
-                         f"instance profile; {ENABLE_HINT}, then launch with debug = true in the run spec")
+        raise DebugError(
+            f"run {run_id} was not launched with debug: the stack of env {env!r} has no debug "
+            f"instance profile; {ENABLE_HINT}, then launch with debug = true in the run spec"
+        )
     if profile != outputs.debug_instance_profile_arn:
-        raise DebugError(f"run {run_id} was not launched with debug (instance {instance_id} has profile "
-                         f"{profile or 'none'}); relaunch with debug = true under [instance] in the run spec")
+        raise DebugError(
+            f"run {run_id} was not launched with debug (instance {instance_id} has profile "
+            f"{profile or 'none'}); relaunch with debug = true under [instance] in the run spec"
+        )
     if state != "running":
-        raise DebugError(f"instance {instance_id} of run {run_id} is {state}, not running; "
-                         f"try again in a minute")
-    return DebugTarget(env=env, run_id=run_id, instance_id=instance_id, region=outputs.region, state=state,
-                       instance_profile_arn=profile, local=backend.local)
+        raise DebugError(
+            f"instance {instance_id} of run {run_id} is {state}, not running; try again in a minute"
+        )
+    return DebugTarget(
+        env=env,
+        run_id=run_id,
+        instance_id=instance_id,
+        region=outputs.region,
+        state=state,
+        instance_profile_arn=profile,
+        local=backend.local,
+    )
 
 
 Which = Callable[[str], str | None]
@@ -145,13 +166,16 @@ def missing_tools(which: Which = shutil.which) -> list[str]:
     if which("aws") is None:
         missing.append(f"the AWS CLI ({CLI_DOCS})")
     if which("session-manager-plugin") is None:
-        missing.append(f"the Session Manager plugin (macOS: `brew install --cask session-manager-plugin`; "
-                       f"Linux and Windows: the package from {PLUGIN_DOCS})")
+        missing.append(
+            f"the Session Manager plugin (macOS: `brew install --cask session-manager-plugin`; "
+            f"Linux and Windows: the package from {PLUGIN_DOCS})"
+        )
     return missing
 
 
-def start_session(target: DebugTarget, *, which: Which = shutil.which,
-                  runner: Runner = subprocess.call) -> int:
+def start_session(
+    target: DebugTarget, *, which: Which = shutil.which, runner: Runner = subprocess.call
+) -> int:
     """Act: run ``aws ssm start-session`` in this terminal; its exit code.
 
     Raises:
@@ -159,12 +183,15 @@ def start_session(target: DebugTarget, *, which: Which = shutil.which,
             Session Manager plugin is not installed.
     """
     if target.local:
-        raise DebugError(f"local mode has no Session Manager; instance {target.instance_id} is a local "
-                         f"process: read its console with `invoke logs {target.run_id} --env={target.env} "
-                         f"--console --local`")
+        raise DebugError(
+            f"local mode has no Session Manager; instance {target.instance_id} is a local "
+            f"process: read its console with `invoke logs {target.run_id} --env={target.env} "
+            f"--console --local`"
+        )
     missing = missing_tools(which)
     if missing:
-        raise DebugError(f"cannot start the session: install {' and '.join(missing)}, then run "
-                         f"{target.command_line}")
+        raise DebugError(
+            f"cannot start the session: install {' and '.join(missing)}, then run {target.command_line}"
+        )
     log.info("starting a Session Manager session on %s", target.instance_id)
     return runner(target.command)

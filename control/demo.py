@@ -63,9 +63,16 @@ class DemoEvent:
     data: Any = None
 
 
-def run_demo(*, env: str = "dev", steps: int = DEMO_STEPS, local_dir: LocalDir | None = None,
-             runs_dir: Path | None = None, clock: Clock = utc_now,
-             sleep: Callable[[float], None] = time.sleep, interval_s: float = 1.0) -> Iterator[DemoEvent]:
+def run_demo(
+    *,
+    env: str = "dev",
+    steps: int = DEMO_STEPS,
+    local_dir: LocalDir | None = None,
+    runs_dir: Path | None = None,
+    clock: Clock = utc_now,
+    sleep: Callable[[float], None] = time.sleep,
+    interval_s: float = 1.0,
+) -> Iterator[DemoEvent]:
     """Run the demo, yielding events. Raises :class:`UserError` if the run does not succeed."""
     local_dir = local_dir or LocalDir.default()
     t0 = time.monotonic()
@@ -75,16 +82,22 @@ def run_demo(*, env: str = "dev", steps: int = DEMO_STEPS, local_dir: LocalDir |
     calls = local_audit.start(local_dir.root / "audit" / f"demo-{clock():%Y%m%d-%H%M%S}.jsonl")
     how = "started" if up.started else "already running"
     yield DemoEvent(kind="info", message=f"local AWS {how} at {up.endpoint_url}", data=up)
-    yield DemoEvent(kind="info", message=(f"env {env} provisioned: s3://{up.bucket}; dataset "
-                                          f"{up.staged.files} parquet files under {up.staged.prefix}"))
+    yield DemoEvent(
+        kind="info",
+        message=(
+            f"env {env} provisioned: s3://{up.bucket}; dataset "
+            f"{up.staged.files} parquet files under {up.staged.prefix}"
+        ),
+    )
     backend = LocalBackend.open(local_dir)
     spec_path = local_dir.root / "demo-run.toml"
     spec_path.write_text(DEMO_SPEC.format(steps=steps), "utf-8")
     outcome = launch(backend, env=env, spec_path=spec_path, clock=clock)
     result = outcome.result
     assert result is not None
-    yield DemoEvent(kind="launched", message=f"launched run {result.run_id} on {result.instance_id}",
-                    data=outcome)
+    yield DemoEvent(
+        kind="launched", message=f"launched run {result.run_id} on {result.instance_id}", data=outcome
+    )
     final = None
     try:
         for view in watch(backend, env=env, follow=True, interval_s=interval_s, clock=clock, sleep=sleep):
@@ -95,22 +108,29 @@ def run_demo(*, env: str = "dev", steps: int = DEMO_STEPS, local_dir: LocalDir |
         raise
     assert final is not None
     checked = verify(backend, env=env, clock=clock)
-    yield DemoEvent(kind="verified", message="verify: clean" if checked.final.clean else "verify: orphans",
-                    data=checked)
+    yield DemoEvent(
+        kind="verified", message="verify: clean" if checked.final.clean else "verify: orphans", data=checked
+    )
     audited = local_audit.audit(local_dir, calls)
     yield DemoEvent(kind="audit", message=audited.summary().splitlines()[0], data=audited)
     fetched = fetch_run(backend, env=env, run_id=result.run_id, dest_root=runs_dir)
-    yield DemoEvent(kind="fetched", message=f"fetched {len(fetched.files)} files to {fetched.dest}",
-                    data=fetched)
+    yield DemoEvent(
+        kind="fetched", message=f"fetched {len(fetched.files)} files to {fetched.dest}", data=fetched
+    )
     report = write_report(fetched.dest)
-    yield DemoEvent(kind="report", message=f"report: {report.index} ({time.monotonic() - t0:.0f} s)",
-                    data=report)
+    yield DemoEvent(
+        kind="report", message=f"report: {report.index} ({time.monotonic() - t0:.0f} s)", data=report
+    )
     if final.outcome is not Outcome.SUCCEEDED:
         raise DemoFailed(f"the demo run ended {final.outcome.value}: {final.advice or ''}".rstrip(": "))
     if not checked.final.clean:
-        raise DemoFailed(f"verify found orphans after the demo; clean them with "
-                        f"`invoke verify --env={env} --local --fix --yes`")
+        raise DemoFailed(
+            f"verify found orphans after the demo; clean them with "
+            f"`invoke verify --env={env} --local --fix --yes`"
+        )
     if not audited.ok:
         first = audited.findings[0].line()
-        raise DemoFailed(f"AWS would refuse {len(audited.findings)} call(s) of the demo run, first: {first}; "
-                         f"all of them in {calls}")
+        raise DemoFailed(
+            f"AWS would refuse {len(audited.findings)} call(s) of the demo run, first: {first}; "
+            f"all of them in {calls}"
+        )

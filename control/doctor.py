@@ -126,8 +126,12 @@ class DoctorReport:
         return f"invoke doctor --env={self.env}" + (" --local" if self.local else "")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"env": self.env, "local": self.local, "ok": self.ok,
-                "checks": [c.to_dict() for c in self.checks]}
+        return {
+            "env": self.env,
+            "local": self.local,
+            "ok": self.ok,
+            "checks": [c.to_dict() for c in self.checks],
+        }
 
 
 class DoctorFailedError(UserError):
@@ -136,9 +140,11 @@ class DoctorFailedError(UserError):
     def __init__(self, report: DoctorReport) -> None:
         self.report = report
         names = ", ".join(c.name for c in report.failed)
-        super().__init__(f"launch stopped before creating anything: {len(report.failed)} doctor check(s) "
-                         f"failed ({names}); see `{report.command()}` for details and fixes "
-                         "(or launch with --skip-doctor)")
+        super().__init__(
+            f"launch stopped before creating anything: {len(report.failed)} doctor check(s) "
+            f"failed ({names}); see `{report.command()}` for details and fixes "
+            "(or launch with --skip-doctor)"
+        )
 
 
 @dataclass(frozen=True)
@@ -159,10 +165,20 @@ def doctor_clients(backend: Backend) -> DoctorClients:
     Calls that moto does not implement answer 5xx; retrying them only adds seconds.
     """
     base = backend.clients()
-    once = lambda service: make_client(backend.session, service, endpoint_url=backend.endpoint_url,  # noqa: E731
-                                       config=_ONCE)
-    return DoctorClients(s3=base.s3, ec2=base.ec2, sts=base.sts, iam=backend.client("iam"),
-                         quotas=once("service-quotas"), sts_once=once("sts"))
+    once = lambda service: make_client(
+        backend.session,
+        service,
+        endpoint_url=backend.endpoint_url,  # noqa: E731
+        config=_ONCE,
+    )
+    return DoctorClients(
+        s3=base.s3,
+        ec2=base.ec2,
+        sts=base.sts,
+        iam=backend.client("iam"),
+        quotas=once("service-quotas"),
+        sts_once=once("sts"),
+    )
 
 
 # ------------------------------------------------------------ small helpers
@@ -203,9 +219,11 @@ def check_credentials(backend: Backend, identity: Mapping[str, str] | None) -> t
             problem, fix = _split(str(exc))
             return fail(name, problem, fix), {}
         except botocore.exceptions.BotoCoreError as exc:
-            fix = ("set a region: `aws configure set region REGION` or `export AWS_DEFAULT_REGION=REGION`"
-                   if isinstance(exc, botocore.exceptions.NoRegionError)
-                   else "fix the AWS configuration (`aws configure list` shows what is used)")
+            fix = (
+                "set a region: `aws configure set region REGION` or `export AWS_DEFAULT_REGION=REGION`"
+                if isinstance(exc, botocore.exceptions.NoRegionError)
+                else "fix the AWS configuration (`aws configure list` shows what is used)"
+            )
             return fail(name, f"cannot ask AWS who you are: {exc}", fix), {}
     return _identity_check(identity), identity  # type: ignore[return-value]
 
@@ -232,16 +250,26 @@ def check_region(configured: str | None, effective: str, outputs: StackOutputs, 
     name, stack = "region", outputs.region
     if effective != stack:
         where = "the local AWS runs" if local else "calls go"
-        return fail(name, f"{where} in {effective} but the stack outputs say {stack}",
-                    f"re-create the outputs with {_redo(local, outputs.env)}" if local
-                    else f"export AWS_DEFAULT_REGION={stack}")
+        return fail(
+            name,
+            f"{where} in {effective} but the stack outputs say {stack}",
+            f"re-create the outputs with {_redo(local, outputs.env)}"
+            if local
+            else f"export AWS_DEFAULT_REGION={stack}",
+        )
     if configured is None:
-        return warn(name, f"no region configured; the stack's region {stack} is used",
-                    f"`aws configure set region {stack}` so aws CLI commands go there too")
+        return warn(
+            name,
+            f"no region configured; the stack's region {stack} is used",
+            f"`aws configure set region {stack}` so aws CLI commands go there too",
+        )
     if configured != stack:
-        return warn(name, f"configured region {configured} differs from the stack's {stack}; invoke uses "
-                          f"{stack}, aws CLI commands you type go to {configured}",
-                    f"export AWS_DEFAULT_REGION={stack}")
+        return warn(
+            name,
+            f"configured region {configured} differs from the stack's {stack}; invoke uses "
+            f"{stack}, aws CLI commands you type go to {configured}",
+            f"export AWS_DEFAULT_REGION={stack}",
+        )
     return ok(name, f"{stack} (configured and the stack's)")
 
 
@@ -254,30 +282,46 @@ def read_stack_outputs(backend: Backend, env: str) -> tuple[Check | None, StackO
         return fail("stack outputs", problem, fix), None
 
 
-def check_stack_outputs(outputs: StackOutputs, identity: Mapping[str, str],
-                        template: Mapping[str, Any] | None, template_error: str | None) -> Check:
+def check_stack_outputs(
+    outputs: StackOutputs,
+    identity: Mapping[str, str],
+    template: Mapping[str, Any] | None,
+    template_error: str | None,
+) -> Check:
     """Outputs present, of this account, and naming a launch template that exists in their region."""
     name, env = "stack outputs", outputs.env
     account = identity.get("account")
-    fix = (f"use credentials of account {outputs.account_id}, or re-create the outputs for this account "
-           f"(`pulumi up --stack {env}`)")
+    fix = (
+        f"use credentials of account {outputs.account_id}, or re-create the outputs for this account "
+        f"(`pulumi up --stack {env}`)"
+    )
     if account and account != outputs.account_id:
-        return fail(name, f"the outputs are for account {outputs.account_id}, these credentials are "
-                          f"account {account}", fix)
+        return fail(
+            name,
+            f"the outputs are for account {outputs.account_id}, these credentials are account {account}",
+            fix,
+        )
     if template is None:
-        return fail(name, f"launch template {outputs.launch_template_id} not readable in {outputs.region}: "
-                          f"{template_error}",
-                    f"the outputs are stale or from another region: run `pulumi up --stack {env}` and "
-                    "save its outputs again")
-    return ok(name, f"account {outputs.account_id}, region {outputs.region}, bucket {outputs.bucket}, "
-                    f"launch template {outputs.launch_template_id}")
+        return fail(
+            name,
+            f"launch template {outputs.launch_template_id} not readable in {outputs.region}: "
+            f"{template_error}",
+            f"the outputs are stale or from another region: run `pulumi up --stack {env}` and "
+            "save its outputs again",
+        )
+    return ok(
+        name,
+        f"account {outputs.account_id}, region {outputs.region}, bucket {outputs.bucket}, "
+        f"launch template {outputs.launch_template_id}",
+    )
 
 
 def read_launch_template(ec2: Any, template_id: str) -> tuple[dict[str, Any] | None, str | None]:
     """The data of the version a launch uses (``TEMPLATE_VERSION``), or why it cannot be read."""
     try:
-        versions = ec2.describe_launch_template_versions(LaunchTemplateId=template_id,
-                                                         Versions=[TEMPLATE_VERSION])
+        versions = ec2.describe_launch_template_versions(
+            LaunchTemplateId=template_id, Versions=[TEMPLATE_VERSION]
+        )
     except botocore.exceptions.ClientError as exc:
         return None, _aws_error(exc)
     items = versions.get("LaunchTemplateVersions", [])
@@ -294,26 +338,55 @@ def check_bucket(s3: Any, outputs: StackOutputs) -> Check:
         where = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint") or "us-east-1"
     except botocore.exceptions.ClientError as exc:
         if is_access_denied(exc):
-            return fail(name, f"access denied to s3://{bucket} (s3:ListBucket / s3:GetBucketLocation)",
-                        f"attach the operator policy {outputs.operator_policy_arn} to these credentials")
-        return fail(name, f"s3://{bucket} is not reachable: {_aws_error(exc)}",
-                    f"create it with {_redo(False, outputs.env)}, or fix the outputs' bucket name")
+            return fail(
+                name,
+                f"access denied to s3://{bucket} (s3:ListBucket / s3:GetBucketLocation)",
+                f"attach the operator policy {outputs.operator_policy_arn} to these credentials",
+            )
+        return fail(
+            name,
+            f"s3://{bucket} is not reachable: {_aws_error(exc)}",
+            f"create it with {_redo(False, outputs.env)}, or fix the outputs' bucket name",
+        )
     if where != outputs.region:
-        return fail(name, f"s3://{bucket} is in {where}, the stack outputs say {outputs.region}",
-                    f"re-create the outputs with {_redo(False, outputs.env)}")
+        return fail(
+            name,
+            f"s3://{bucket} is in {where}, the stack outputs say {outputs.region}",
+            f"re-create the outputs with {_redo(False, outputs.env)}",
+        )
     return ok(name, f"s3://{bucket} reachable, in {where}")
 
 
 _SETTING_READS: tuple[tuple[str, str, str, str, tuple[str, ...]], ...] = (
     # (setting, client method, answer key, IAM action, error codes meaning "not set")
-    ("public access block", "get_public_access_block", "PublicAccessBlockConfiguration",
-     "s3:GetBucketPublicAccessBlock", ("NoSuchPublicAccessBlockConfiguration",)),
-    ("encryption", "get_bucket_encryption", "ServerSideEncryptionConfiguration",
-     "s3:GetEncryptionConfiguration", ("ServerSideEncryptionConfigurationNotFoundError",)),
-    ("lifecycle", "get_bucket_lifecycle_configuration", "Rules",
-     "s3:GetLifecycleConfiguration", ("NoSuchLifecycleConfiguration",)),
-    ("ownership", "get_bucket_ownership_controls", "OwnershipControls",
-     "s3:GetBucketOwnershipControls", ("OwnershipControlsNotFoundError",)),
+    (
+        "public access block",
+        "get_public_access_block",
+        "PublicAccessBlockConfiguration",
+        "s3:GetBucketPublicAccessBlock",
+        ("NoSuchPublicAccessBlockConfiguration",),
+    ),
+    (
+        "encryption",
+        "get_bucket_encryption",
+        "ServerSideEncryptionConfiguration",
+        "s3:GetEncryptionConfiguration",
+        ("ServerSideEncryptionConfigurationNotFoundError",),
+    ),
+    (
+        "lifecycle",
+        "get_bucket_lifecycle_configuration",
+        "Rules",
+        "s3:GetLifecycleConfiguration",
+        ("NoSuchLifecycleConfiguration",),
+    ),
+    (
+        "ownership",
+        "get_bucket_ownership_controls",
+        "OwnershipControls",
+        "s3:GetBucketOwnershipControls",
+        ("OwnershipControlsNotFoundError",),
+    ),
 )
 
 
@@ -374,11 +447,15 @@ def bucket_settings_problems(settings: Mapping[str, Any], env: str) -> tuple[lis
             problems.append(f"public access block: {', '.join(off)} not on")
     enc = settings.get("encryption")
     if not isinstance(enc, Denied):
-        algos = {r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm")
-                 for r in (enc or {}).get("Rules", [])}
+        algos = {
+            r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm")
+            for r in (enc or {}).get("Rules", [])
+        }
         if infra_spec.SSE_ALGORITHM not in algos:
-            problems.append(f"encryption: {sorted(a for a in algos if a) or 'none'}, "
-                            f"expected {infra_spec.SSE_ALGORITHM} (SSE-S3)")
+            problems.append(
+                f"encryption: {sorted(a for a in algos if a) or 'none'}, "
+                f"expected {infra_spec.SSE_ALGORITHM} (SSE-S3)"
+            )
     life = settings.get("lifecycle")
     if not isinstance(life, Denied):
         problems += _lifecycle_problems(life, env)
@@ -421,11 +498,17 @@ def check_ami(ec2: Any, template: Mapping[str, Any] | None, outputs: StackOutput
     from infra.local import LOCAL_AMI_ID
 
     if local and image_id == LOCAL_AMI_ID:
-        return unknown(name, f"local mode: {image_id} is the local provisioner's stand-in (no DLAMI in the "
-                             "local AWS); the local instance runs this machine's Python")
-    return fail(name, f"{image_id} does not exist in {outputs.region} (deregistered, or another region's)",
-                f"`pulumi up --stack {outputs.env}` resolves the current Deep Learning AMI "
-                "(or pin one of this region with the stack's ami_id)")
+        return unknown(
+            name,
+            f"local mode: {image_id} is the local provisioner's stand-in (no DLAMI in the "
+            "local AWS); the local instance runs this machine's Python",
+        )
+    return fail(
+        name,
+        f"{image_id} does not exist in {outputs.region} (deregistered, or another region's)",
+        f"`pulumi up --stack {outputs.env}` resolves the current Deep Learning AMI "
+        "(or pin one of this region with the stack's ami_id)",
+    )
 
 
 def check_instance_profile(iam: Any, template: Mapping[str, Any] | None, outputs: StackOutputs) -> Check:
@@ -434,26 +517,42 @@ def check_instance_profile(iam: Any, template: Mapping[str, Any] | None, outputs
     profile = (template or {}).get("IamInstanceProfile") or {}
     ref = profile.get("Arn") or profile.get("Name")
     if not ref:
-        return fail(name, "the launch template names no instance profile",
-                    f"`pulumi up --stack {outputs.env}` restores it")
+        return fail(
+            name,
+            "the launch template names no instance profile",
+            f"`pulumi up --stack {outputs.env}` restores it",
+        )
     profile_name, role_name = _name_from_arn(ref), _name_from_arn(outputs.instance_role_arn)
     try:
         got = iam.get_instance_profile(InstanceProfileName=profile_name)["InstanceProfile"]
     except botocore.exceptions.ClientError as exc:
         if is_access_denied(exc):
-            same = "matches" if ref == outputs.instance_profile_arn or profile_name == _name_from_arn(
-                outputs.instance_profile_arn) else "DIFFERS FROM"
-            return not_permitted(name, "iam:GetInstanceProfile",
-                                 f"checked only that the launch template's profile {profile_name} {same} the "
-                                 f"stack output {outputs.instance_profile_arn}")
+            same = (
+                "matches"
+                if ref == outputs.instance_profile_arn
+                or profile_name == _name_from_arn(outputs.instance_profile_arn)
+                else "DIFFERS FROM"
+            )
+            return not_permitted(
+                name,
+                "iam:GetInstanceProfile",
+                f"checked only that the launch template's profile {profile_name} {same} the "
+                f"stack output {outputs.instance_profile_arn}",
+            )
         if error_code(exc) == "NoSuchEntity":
-            return fail(name, f"instance profile {profile_name} does not exist",
-                        f"`pulumi up --stack {outputs.env}` re-creates it")
+            return fail(
+                name,
+                f"instance profile {profile_name} does not exist",
+                f"`pulumi up --stack {outputs.env}` re-creates it",
+            )
         raise
     roles = [r.get("RoleName") for r in got.get("Roles", [])]
     if role_name not in roles:
-        return fail(name, f"instance profile {profile_name} holds {roles or 'no role'}, not {role_name}",
-                    f"`pulumi up --stack {outputs.env}` puts the instance role back")
+        return fail(
+            name,
+            f"instance profile {profile_name} holds {roles or 'no role'}, not {role_name}",
+            f"`pulumi up --stack {outputs.env}` puts the instance role back",
+        )
     return ok(name, f"{profile_name} with role {role_name}")
 
 
@@ -463,8 +562,10 @@ def decode_denial(sts: Any, message: str) -> tuple[str, bool]:
     if not match:
         return message or "no details given", False
     encoded = match.group(1)
-    how = (f"decode it with `aws sts decode-authorization-message --encoded-message {encoded} "
-           "--query DecodedMessage --output text`")
+    how = (
+        f"decode it with `aws sts decode-authorization-message --encoded-message {encoded} "
+        "--query DecodedMessage --output text`"
+    )
     try:
         decoded = json.loads(sts.decode_authorization_message(EncodedMessage=encoded)["DecodedMessage"])
     except botocore.exceptions.ClientError as exc:
@@ -487,8 +588,9 @@ def summarize_decoded(doc: Mapping[str, Any]) -> str:
     return f"{ctx.get('action', '?')} on {ctx.get('resource', '?')} denied: {why}{extra}"
 
 
-def check_dry_run(ec2: Any, sts: Any, request: Mapping[str, Any], *, label: str,
-                  outputs: StackOutputs) -> Check:
+def check_dry_run(
+    ec2: Any, sts: Any, request: Mapping[str, Any], *, label: str, outputs: StackOutputs
+) -> Check:
     """``RunInstances(DryRun=True)`` with the launch's own request."""
     name = f"run-instances {label}"
     try:
@@ -499,11 +601,17 @@ def check_dry_run(ec2: Any, sts: Any, request: Mapping[str, Any], *, label: str,
             return ok(name, "allowed (DryRunOperation)")
         if is_access_denied(exc):
             text, _ = decode_denial(sts, exc.response.get("Error", {}).get("Message", ""))
-            return fail(name, f"denied ({code}): {text}",
-                        f"attach the stack's operator policy {outputs.operator_policy_arn} to these "
-                        "credentials, or add the statement the detail names")
-        return fail(name, f"refused: {_aws_error(exc)}",
-                    "fix what the message names (instance type, subnet, launch template), then retry")
+            return fail(
+                name,
+                f"denied ({code}): {text}",
+                f"attach the stack's operator policy {outputs.operator_policy_arn} to these "
+                "credentials, or add the statement the detail names",
+            )
+        return fail(
+            name,
+            f"refused: {_aws_error(exc)}",
+            "fix what the message names (instance type, subnet, launch template), then retry",
+        )
     ids = [i["InstanceId"] for i in resp.get("Instances", [])]
     if ids:  # an endpoint that ignored DryRun created an instance: remove it at once
         ec2.terminate_instances(InstanceIds=ids)
@@ -520,14 +628,24 @@ def vcpus_of(ec2: Any, instance_type: str) -> int | None:
     return int(types[0]["VCpuInfo"]["DefaultVCpus"]) if types else None
 
 
-def quota_check(value: float | None, needed: int | None, *, quota: Quota, instance_type: str,
-                region: str, required: bool, reason: str = "") -> Check:
+def quota_check(
+    value: float | None,
+    needed: int | None,
+    *,
+    quota: Quota,
+    instance_type: str,
+    region: str,
+    required: bool,
+    reason: str = "",
+) -> Check:
     """A G-family quota against the vCPUs ``instance_type`` needs. Pure."""
     code, title = quota.code, quota.name
     name = f"quota {title}"
-    raise_it = (f"request an increase in the Service Quotas console (EC2, '{title}', {region}) or "
-                f"`aws service-quotas request-service-quota-increase --service-code ec2 --quota-code {code} "
-                f"--desired-value {needed or 4} --region {region}`")
+    raise_it = (
+        f"request an increase in the Service Quotas console (EC2, '{title}', {region}) or "
+        f"`aws service-quotas request-service-quota-increase --service-code ec2 --quota-code {code} "
+        f"--desired-value {needed or 4} --region {region}`"
+    )
     if value is None or needed is None:
         return unknown(name, reason or "could not be read")
     if value >= needed:
@@ -561,8 +679,17 @@ def check_quotas(ec2: Any, quotas: Any, spec: RunSpec, region: str, *, local: bo
         value, reason = read_quota(quotas, quota.code, local=local)
         if needed is None:
             reason = reason or f"vCPUs of {first} unknown (ec2:DescribeInstanceTypes)"
-        out.append(quota_check(value, needed, quota=quota, instance_type=first, region=region,
-                               required=spec.instance.market is market, reason=reason))
+        out.append(
+            quota_check(
+                value,
+                needed,
+                quota=quota,
+                instance_type=first,
+                region=region,
+                required=spec.instance.market is market,
+                reason=reason,
+            )
+        )
     return out
 
 
@@ -573,8 +700,11 @@ def offering_check(offered: Mapping[str, Iterable[str]], types: Sequence[str], a
     missing = [t for t in types if not where[t]]
     detail = "; ".join(f"{t}: {', '.join(z) or 'none'}" for t, z in where.items())
     if len(missing) == len(types):
-        return fail(name, f"none of {list(types)} is offered in {list(azs)}",
-                    "pick other instance types (--instance-type) or AZs the stack has subnets in")
+        return fail(
+            name,
+            f"none of {list(types)} is offered in {list(azs)}",
+            "pick other instance types (--instance-type) or AZs the stack has subnets in",
+        )
     if missing:
         return warn(name, detail, f"{', '.join(missing)} will be skipped; drop them from the spec")
     return ok(name, detail)
@@ -583,10 +713,13 @@ def offering_check(offered: Mapping[str, Iterable[str]], types: Sequence[str], a
 def check_offerings(ec2: Any, spec: RunSpec, outputs: StackOutputs) -> Check:
     azs = list(spec.instance.availability_zones) or sorted(outputs.subnets_by_az)
     try:
-        resp = ec2.describe_instance_type_offerings(LocationType="availability-zone", Filters=[
-            {"Name": "instance-type", "Values": list(spec.instance.types)},
-            {"Name": "location", "Values": azs},
-        ])
+        resp = ec2.describe_instance_type_offerings(
+            LocationType="availability-zone",
+            Filters=[
+                {"Name": "instance-type", "Values": list(spec.instance.types)},
+                {"Name": "location", "Values": azs},
+            ],
+        )
     except botocore.exceptions.ClientError as exc:
         if is_access_denied(exc):
             return not_permitted("offerings", "ec2:DescribeInstanceTypeOfferings")
@@ -606,17 +739,26 @@ def check_python_env(s3: Any, outputs: StackOutputs, *, local: bool) -> Check:
         kind = _python_env(s3, outputs.bucket)
     except botocore.exceptions.ClientError as exc:
         if is_access_denied(exc):
-            return fail(name, f"access denied reading s3://{outputs.bucket}/{layout.ENV_PREFIX_DIR}",
-                        f"attach the operator policy {outputs.operator_policy_arn} to these credentials")
+            return fail(
+                name,
+                f"access denied reading s3://{outputs.bucket}/{layout.ENV_PREFIX_DIR}",
+                f"attach the operator policy {outputs.operator_policy_arn} to these credentials",
+            )
         raise
     if kind != "missing":
         return ok(name, f"{kind} ({PYTHON_ENV_KEY if kind == 'packed' else WHEELHOUSE_PREFIX})")
     if local:
-        return ok(name, "local mode: the local instance uses this machine's Python (an AMI-like venv); "
-                        "nothing is needed in S3")
-    return fail(name, f"neither s3://{outputs.bucket}/{PYTHON_ENV_KEY} nor wheels under "
-                      f"s3://{outputs.bucket}/{WHEELHOUSE_PREFIX}",
-                f"upload them with `invoke wheelhouse --env={outputs.env} --dir=DIR` (see README)")
+        return ok(
+            name,
+            "local mode: the local instance uses this machine's Python (an AMI-like venv); "
+            "nothing is needed in S3",
+        )
+    return fail(
+        name,
+        f"neither s3://{outputs.bucket}/{PYTHON_ENV_KEY} nor wheels under "
+        f"s3://{outputs.bucket}/{WHEELHOUSE_PREFIX}",
+        f"upload them with `invoke wheelhouse --env={outputs.env} --dir=DIR` (see README)",
+    )
 
 
 # ------------------------------------------------------------ training data
@@ -632,16 +774,21 @@ def _sample(items: Sequence[Any], n: int) -> list[Any]:
 def check_training_data(s3: Any, outputs: StackOutputs, spec: RunSpec) -> Check:
     """Parquet files under the spec's prefix, and a sample's schema (footers only)."""
     name, bucket, prefix = "training data", outputs.bucket, spec.data.prefix
-    upload = (f"upload your data there (aws s3 cp --recursive DIR s3://{bucket}/{prefix}) "
-              "or set data.prefix in the spec")
+    upload = (
+        f"upload your data there (aws s3 cp --recursive DIR s3://{bucket}/{prefix}) "
+        "or set data.prefix in the spec"
+    )
     objects: list[dict[str, Any]] = []
     try:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             objects += [o for o in page.get("Contents", []) if o["Key"].endswith(".parquet")]
     except botocore.exceptions.ClientError as exc:
         if is_access_denied(exc):
-            return fail(name, f"access denied listing s3://{bucket}/{prefix} (s3:ListBucket)",
-                        f"attach the operator policy {outputs.operator_policy_arn} to these credentials")
+            return fail(
+                name,
+                f"access denied listing s3://{bucket}/{prefix} (s3:ListBucket)",
+                f"attach the operator policy {outputs.operator_policy_arn} to these credentials",
+            )
         raise
     if not objects:
         return fail(name, f"no .parquet file under s3://{bucket}/{prefix}", upload)
@@ -651,15 +798,24 @@ def check_training_data(s3: Any, outputs: StackOutputs, spec: RunSpec) -> Check:
         try:
             schema = read_footer_schema(s3, bucket, obj["Key"], int(obj["Size"]))
         except (ValueError, OSError) as exc:
-            return fail(name, f"s3://{bucket}/{obj['Key']} is not readable parquet: {exc}",
-                        "replace it with a parquet file (or move it out of the prefix)")
+            return fail(
+                name,
+                f"s3://{bucket}/{obj['Key']} is not readable parquet: {exc}",
+                "replace it with a parquet file (or move it out of the prefix)",
+            )
         problems = schema_problems(schema, spec.data)
         if problems:
-            return fail(name, f"s3://{bucket}/{obj['Key']}: {'; '.join(problems)}",
-                        "rename the columns in the data, or name yours in the spec's [data] "
-                        "(item_id_column, timestamp_column, target_column, covariates) and pass --spec")
-    return ok(name, f"{len(objects)} files, {total} bytes under {prefix}; footers of {len(sampled)} "
-                    f"sampled file(s) have the spec's columns")
+            return fail(
+                name,
+                f"s3://{bucket}/{obj['Key']}: {'; '.join(problems)}",
+                "rename the columns in the data, or name yours in the spec's [data] "
+                "(item_id_column, timestamp_column, target_column, covariates) and pass --spec",
+            )
+    return ok(
+        name,
+        f"{len(objects)} files, {total} bytes under {prefix}; footers of {len(sampled)} "
+        f"sampled file(s) have the spec's columns",
+    )
 
 
 # --------------------------------------------------------------- the run
@@ -679,15 +835,29 @@ def probe_plan(backend: Backend, spec: RunSpec, outputs: StackOutputs, *, clock:
     from control.launch import World, plan_launch, read_template
 
     now = clock()
-    world = World(env=outputs.env, run_id=layout.new_run_id(now), now=now, local=backend.local,
-                  device=backend.device, outputs=outputs, active=None, code_bundle=b"",
-                  code_sha256=hashlib.sha256(b"").hexdigest(), code_exists=True, data_files=1, data_bytes=0,
-                  prices={}, python_env="packed", template=read_template(backend, outputs))
+    world = World(
+        env=outputs.env,
+        run_id=layout.new_run_id(now),
+        now=now,
+        local=backend.local,
+        device=backend.device,
+        outputs=outputs,
+        active=None,
+        code_bundle=b"",
+        code_sha256=hashlib.sha256(b"").hexdigest(),
+        code_exists=True,
+        data_files=1,
+        data_bytes=0,
+        prices={},
+        python_env="packed",
+        template=read_template(backend, outputs),
+    )
     return plan_launch(spec, world)
 
 
-def check_run_instances(backend: Backend, clients: DoctorClients, spec: RunSpec, outputs: StackOutputs,
-                        plan: Any, *, clock: Clock) -> list[Check]:
+def check_run_instances(
+    backend: Backend, clients: DoctorClients, spec: RunSpec, outputs: StackOutputs, plan: Any, *, clock: Clock
+) -> list[Check]:
     """One dry run per instance type (its first placement), in the spec's market."""
     if plan is None:
         try:
@@ -698,13 +868,31 @@ def check_run_instances(backend: Backend, clients: DoctorClients, spec: RunSpec,
     firsts: dict[str, Any] = {}
     for placement in plan.placements:
         firsts.setdefault(placement.instance_type, placement)
-    return [check_dry_run(clients.ec2, clients.sts_once, plan.run_instances_request(p),
-                          label=f"{t} {plan.market.value} {p.availability_zone}", outputs=outputs)
-            for t, p in firsts.items()]
+    return [
+        check_dry_run(
+            clients.ec2,
+            clients.sts_once,
+            plan.run_instances_request(p),
+            label=f"{t} {plan.market.value} {p.availability_zone}",
+            outputs=outputs,
+        )
+        for t, p in firsts.items()
+    ]
 
 
-_LATER = ("region", "stack outputs", "bucket", "bucket settings", "ami", "instance profile", "run-instances",
-          "quotas", "offerings", "python env", "training data")
+_LATER = (
+    "region",
+    "stack outputs",
+    "bucket",
+    "bucket settings",
+    "ami",
+    "instance profile",
+    "run-instances",
+    "quotas",
+    "offerings",
+    "python env",
+    "training data",
+)
 
 
 def _skipped(names: Iterable[str], why: str) -> list[Check]:
@@ -732,9 +920,17 @@ def _guard(fn: Callable[..., Any], *args: Any, name: str = "", default: Any = No
         return [fail(name, *_split(str(mapped)))]
 
 
-def run_doctor(backend: Backend, env: str, spec: RunSpec, *, plan: Any = None,
-               outputs: StackOutputs | None = None, identity: Mapping[str, str] | None = None,
-               clients: DoctorClients | None = None, clock: Clock = utc_now) -> DoctorReport:
+def run_doctor(
+    backend: Backend,
+    env: str,
+    spec: RunSpec,
+    *,
+    plan: Any = None,
+    outputs: StackOutputs | None = None,
+    identity: Mapping[str, str] | None = None,
+    clients: DoctorClients | None = None,
+    clock: Clock = utc_now,
+) -> DoctorReport:
     """Run every check for ``env`` and the run spec ``spec``.
 
     Args:
@@ -753,19 +949,32 @@ def run_doctor(backend: Backend, env: str, spec: RunSpec, *, plan: Any = None,
     checks = [cred]
     if cred.status.is_failure():
         if not local and configured is None:
-            checks.append(fail("region", "no region configured",
-                               "`aws configure set region REGION` or `export AWS_DEFAULT_REGION=REGION`"))
+            checks.append(
+                fail(
+                    "region",
+                    "no region configured",
+                    "`aws configure set region REGION` or `export AWS_DEFAULT_REGION=REGION`",
+                )
+            )
         else:
             checks += _skipped(["region"], "no working credentials")
-        return DoctorReport(env=env, local=local,
-                            checks=tuple(checks + _skipped(_LATER[1:], "no working credentials")))
+        return DoctorReport(
+            env=env, local=local, checks=tuple(checks + _skipped(_LATER[1:], "no working credentials"))
+        )
     if outputs is None:
         missing, outputs = read_stack_outputs(backend, env)
         if outputs is None:
             assert missing is not None
-            return DoctorReport(env=env, local=local, checks=tuple(
-                checks + _skipped(["region"], "no stack outputs") + [missing]
-                + _skipped(_LATER[2:], "no stack outputs")))
+            return DoctorReport(
+                env=env,
+                local=local,
+                checks=tuple(
+                    checks
+                    + _skipped(["region"], "no stack outputs")
+                    + [missing]
+                    + _skipped(_LATER[2:], "no stack outputs")
+                ),
+            )
     if not identity.get("arn"):
         try:
             identity = dict(backend.check_credentials())
@@ -776,36 +985,61 @@ def run_doctor(backend: Backend, env: str, spec: RunSpec, *, plan: Any = None,
         checks[0] = _identity_check(identity)
     c = clients or doctor_clients(backend)
     checks.append(check_region(configured, c.ec2.meta.region_name, outputs, local=local))
-    template, template_error = _guard(read_launch_template, c.ec2, outputs.launch_template_id,
-                                      default=(None, "could not be read"))
-    checks += _guard(lambda: [check_stack_outputs(outputs, identity, template, template_error)],
-                     name="stack outputs")
+    template, template_error = _guard(
+        read_launch_template, c.ec2, outputs.launch_template_id, default=(None, "could not be read")
+    )
+    checks += _guard(
+        lambda: [check_stack_outputs(outputs, identity, template, template_error)], name="stack outputs"
+    )
     bucket = _guard(lambda: [check_bucket(c.s3, outputs)], name="bucket")[0]
     checks.append(bucket)
     reachable = not bucket.status.is_failure()
     steps: list[tuple[str, Callable[[], list[Check]]]] = [
-        ("bucket settings", lambda: [check_bucket_settings(c.s3, outputs, local=local)] if reachable
-         else _skipped(["bucket settings"], "bucket not reachable")),
+        (
+            "bucket settings",
+            lambda: (
+                [check_bucket_settings(c.s3, outputs, local=local)]
+                if reachable
+                else _skipped(["bucket settings"], "bucket not reachable")
+            ),
+        ),
         ("ami", lambda: [check_ami(c.ec2, template, outputs, local=local)]),
         ("instance profile", lambda: [check_instance_profile(c.iam, template, outputs)]),
         ("run-instances", lambda: check_run_instances(backend, c, spec, outputs, plan, clock=clock)),
         ("quotas", lambda: check_quotas(c.ec2, c.quotas, spec, outputs.region, local=local)),
         ("offerings", lambda: [check_offerings(c.ec2, spec, outputs)]),
-        ("python env", lambda: [check_python_env(c.s3, outputs, local=local)] if reachable
-         else _skipped(["python env"], "bucket not reachable")),
-        ("training data", lambda: [check_training_data(c.s3, outputs, spec)] if reachable
-         else _skipped(["training data"], "bucket not reachable")),
+        (
+            "python env",
+            lambda: (
+                [check_python_env(c.s3, outputs, local=local)]
+                if reachable
+                else _skipped(["python env"], "bucket not reachable")
+            ),
+        ),
+        (
+            "training data",
+            lambda: (
+                [check_training_data(c.s3, outputs, spec)]
+                if reachable
+                else _skipped(["training data"], "bucket not reachable")
+            ),
+        ),
     ]
     for name, step in steps:
         checks += _guard(step, name=name)
     report = DoctorReport(env=env, local=local, checks=tuple(checks))
-    log.info("doctor for env %s: %d checks, failed: %s", env, len(checks),
-             ", ".join(x.name for x in report.failed) or "none")
+    log.info(
+        "doctor for env %s: %d checks, failed: %s",
+        env,
+        len(checks),
+        ", ".join(x.name for x in report.failed) or "none",
+    )
     return report
 
 
-def doctor(backend: Backend | Callable[[], Backend], *, env: str, spec_path: Any = None,
-           clock: Clock = utc_now) -> DoctorReport:
+def doctor(
+    backend: Backend | Callable[[], Backend], *, env: str, spec_path: Any = None, clock: Clock = utc_now
+) -> DoctorReport:
     """``invoke doctor``: validate the arguments, then :func:`run_doctor`.
 
     Raises:

@@ -86,8 +86,14 @@ def resolve_run_id(backend: Backend, env: str, run_id: str | None) -> tuple[Any,
     return outputs, run_id
 
 
-def fetch_run(backend: Backend, *, env: str, run_id: str | None, dest_root: Path | None = None,
-              checkpoints: bool = False) -> FetchResult:
+def fetch_run(
+    backend: Backend,
+    *,
+    env: str,
+    run_id: str | None,
+    dest_root: Path | None = None,
+    checkpoints: bool = False,
+) -> FetchResult:
     """``invoke fetch``: download one run to ``{dest_root}/{env}/{run_id}/``.
 
     Raises:
@@ -104,14 +110,16 @@ def fetch_run(backend: Backend, *, env: str, run_id: str | None, dest_root: Path
         skipped: list[str] = []
         for prefix, local in ((paths.prefix, ""), (paths.logs, "logs/")):
             for obj in iter_objects(s3, outputs.bucket, prefix):
-                rel = local + obj["Key"][len(prefix):]
+                rel = local + obj["Key"][len(prefix) :]
                 if not checkpoints and obj["Key"].startswith(paths.checkpoints):
                     skipped.append(rel)
                     continue
                 todo.append((obj["Key"], rel))
         if not todo and not skipped:
-            raise ConfigError(f"run {run_id} has nothing in s3://{outputs.bucket}/{paths.prefix} or "
-                              f"{paths.logs}; list runs with `invoke runs --env={env}`")
+            raise ConfigError(
+                f"run {run_id} has nothing in s3://{outputs.bucket}/{paths.prefix} or "
+                f"{paths.logs}; list runs with `invoke runs --env={env}`"
+            )
         with ThreadPoolExecutor(max_workers=8) as pool:
             sizes = list(pool.map(lambda kr: _download(s3, outputs.bucket, kr[0], dest / kr[1]), todo))
     valid, invalid = [], {}
@@ -124,8 +132,16 @@ def fetch_run(backend: Backend, *, env: str, run_id: str | None, dest_root: Path
             valid.append(rel)
         except DocumentError as exc:
             invalid[rel] = str(exc)
-    return FetchResult(run_id=run_id, env=env, dest=dest, files=tuple(sorted(r for _, r in todo)),
-                       bytes=sum(sizes), skipped=tuple(sorted(skipped)), valid=tuple(valid), invalid=invalid)
+    return FetchResult(
+        run_id=run_id,
+        env=env,
+        dest=dest,
+        files=tuple(sorted(r for _, r in todo)),
+        bytes=sum(sizes),
+        skipped=tuple(sorted(skipped)),
+        valid=tuple(valid),
+        invalid=invalid,
+    )
 
 
 def _download(s3: Any, bucket: str, key: str, target: Path) -> int:
@@ -158,6 +174,8 @@ def read_logs(backend: Backend, *, env: str, run_id: str | None, tail: int | Non
     if tail:
         text = "\n".join(text.splitlines()[-tail:])
     if training is None and source is None and problem is None:
-        problem = (f"run {run_id} has no log in s3://{outputs.bucket}/{paths.logs} yet; "
-                   f"if it is running, watch it with `invoke monitor --env={env}`")
+        problem = (
+            f"run {run_id} has no log in s3://{outputs.bucket}/{paths.logs} yet; "
+            f"if it is running, watch it with `invoke monitor --env={env}`"
+        )
     return RunLogs(run_id=run_id, env=env, training=training, text=text, source=source, problem=problem)

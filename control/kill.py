@@ -56,9 +56,16 @@ class KillResult:
         return self.run_id is None
 
 
-def kill_run(backend: Backend, *, env: str, grace_s: float = DEFAULT_GRACE_S, clock: Clock = utc_now,
-             sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic,
-             reason: str = "killed by operator (invoke kill)") -> KillResult:
+def kill_run(
+    backend: Backend,
+    *,
+    env: str,
+    grace_s: float = DEFAULT_GRACE_S,
+    clock: Clock = utc_now,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+    reason: str = "killed by operator (invoke kill)",
+) -> KillResult:
     """``invoke kill``: stop the active run of ``env`` within ``grace_s`` seconds.
 
     Raises:
@@ -68,16 +75,24 @@ def kill_run(backend: Backend, *, env: str, grace_s: float = DEFAULT_GRACE_S, cl
     backend.check_credentials()
     outputs = backend.stack_outputs(env)
     with backend.errors("kill", f"s3://{outputs.bucket}/{layout.state_key(env)}"):
-        return Killer(backend.clients(), outputs.bucket, env, clock=clock, sleep=sleep,
-                      monotonic=monotonic).kill(grace_s=grace_s, reason=reason)
+        return Killer(
+            backend.clients(), outputs.bucket, env, clock=clock, sleep=sleep, monotonic=monotonic
+        ).kill(grace_s=grace_s, reason=reason)
 
 
 class Killer:
     """The kill procedure on injected clients, clock and sleep."""
 
-    def __init__(self, clients: Clients, bucket: str, env: str, *, clock: Clock = utc_now,
-                 sleep: Callable[[float], None] = time.sleep,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clients: Clients,
+        bucket: str,
+        env: str,
+        *,
+        clock: Clock = utc_now,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.clients, self.bucket, self.env = clients, bucket, env
         self.clock, self.sleep, self.monotonic = clock, sleep, monotonic
         self.store = StateStore(clients.s3, bucket, env, clock=clock)
@@ -115,10 +130,18 @@ class Killer:
             self._write_cleanup_status(paths, run_id, instance_id, terminated=terminated, cleared=cleared)
             written_by = "control"
             actions.append(f"wrote {paths.cleanup_status}")
-        return KillResult(env=self.env, run_id=run_id, instance_id=instance_id, status_before=before,
-                          finalized_by_instance=state_gone and existing is not None,
-                          terminated_by_control=terminated, state_cleared_by_control=cleared,
-                          cleanup_written_by=written_by, waited_s=round(waited, 1), actions=actions)
+        return KillResult(
+            env=self.env,
+            run_id=run_id,
+            instance_id=instance_id,
+            status_before=before,
+            finalized_by_instance=state_gone and existing is not None,
+            terminated_by_control=terminated,
+            state_cleared_by_control=cleared,
+            cleanup_written_by=written_by,
+            waited_s=round(waited, 1),
+            actions=actions,
+        )
 
     def _wait(self, instance_id: str | None, grace_s: float) -> bool:
         """Wait until the state file is gone (True) or the grace period ends (False)."""
@@ -162,28 +185,49 @@ class Killer:
             return False
         return self.store.release(run_id)
 
-    def _write_cleanup_status(self, paths: layout.RunPaths, run_id: str, instance_id: str | None, *,
-                              terminated: bool, cleared: bool) -> None:
+    def _write_cleanup_status(
+        self, paths: layout.RunPaths, run_id: str, instance_id: str | None, *, terminated: bool, cleared: bool
+    ) -> None:
         from control.verify import billing_verification
 
         now = iso(self.clock())
         actions: list[dict[str, Any]] = []
         if instance_id:
-            actions.append({"resource": instance_id, "action": "terminate",
-                            "status": "succeeded" if terminated else "skipped", "at": now,
-                            "error": None if terminated else "already terminated"})
-        actions.append({"resource": self.store.location, "action": "delete",
-                        "status": "succeeded" if cleared else "skipped", "at": now,
-                        "error": None if cleared else "already removed"})
+            actions.append(
+                {
+                    "resource": instance_id,
+                    "action": "terminate",
+                    "status": "succeeded" if terminated else "skipped",
+                    "at": now,
+                    "error": None if terminated else "already terminated",
+                }
+            )
+        actions.append(
+            {
+                "resource": self.store.location,
+                "action": "delete",
+                "status": "succeeded" if cleared else "skipped",
+                "at": now,
+                "error": None if cleared else "already removed",
+            }
+        )
         checked = billing_verification(self.clients.ec2, self.env, checked_at=now)
         doc = {
-            "schema_version": 1, "run_id": run_id, "instance_id": instance_id, "written_by": "control",
+            "schema_version": 1,
+            "run_id": run_id,
+            "instance_id": instance_id,
+            "written_by": "control",
             "actions": actions,
             "verification": checked,
-            "state_file_removed": self.store.read() is None, "completed_at": now,
+            "state_file_removed": self.store.read() is None,
+            "completed_at": now,
         }
         validate("cleanup-status", doc, source=paths.cleanup_status)
         import json
 
-        self.clients.s3.put_object(Bucket=self.bucket, Key=paths.cleanup_status,
-                                   Body=json.dumps(doc, indent=2).encode(), ContentType="application/json")
+        self.clients.s3.put_object(
+            Bucket=self.bucket,
+            Key=paths.cleanup_status,
+            Body=json.dumps(doc, indent=2).encode(),
+            ContentType="application/json",
+        )

@@ -54,10 +54,16 @@ WHEELHOUSE_PREFIX = layout.ENV_PREFIX_DIR + "wheelhouse/"
 MANAGED_BY = "chronos-invoke"
 # Capacity: try the next type/AZ. Quotas (launch_rules.QUOTA_CODES) are not capacity: every
 # other placement would be refused the same way, so the launch stops and names the quota.
-CAPACITY_CODES = frozenset({
-    "InsufficientInstanceCapacity", "InsufficientCapacity", "SpotMaxPriceTooLow", "Unsupported",
-    "InsufficientFreeAddressesInSubnet", "UnfulfillableCapacity",
-})
+CAPACITY_CODES = frozenset(
+    {
+        "InsufficientInstanceCapacity",
+        "InsufficientCapacity",
+        "SpotMaxPriceTooLow",
+        "Unsupported",
+        "InsufficientFreeAddressesInSubnet",
+        "UnfulfillableCapacity",
+    }
+)
 # A code bundle this close to its lifecycle expiry is uploaded again, so it cannot expire
 # between the launch and the instance's download.
 BUNDLE_REFRESH_MARGIN_DAYS = 2
@@ -166,12 +172,15 @@ class LaunchPlan:
             "LaunchTemplate": {"LaunchTemplateId": self.launch_template_id, "Version": TEMPLATE_VERSION},
             "InstanceType": placement.instance_type,
             "UserData": self.user_data,
-            "NetworkInterfaces": infra_spec.network_interface_override(placement.subnet_id,
-                                                                      self.security_group_id),
+            "NetworkInterfaces": infra_spec.network_interface_override(
+                placement.subnet_id, self.security_group_id
+            ),
             "BlockDeviceMappings": root_volume_mapping(self.root_device, self.spec.instance.root_volume_gb),
             # The spot request only for spot: tagging a type the launch does not create fails it.
-            "TagSpecifications": [{"ResourceType": kind, "Tags": tag_list}
-                                  for kind in infra_spec.launch_tagged_types(self.market.value)],
+            "TagSpecifications": [
+                {"ResourceType": kind, "Tags": tag_list}
+                for kind in infra_spec.launch_tagged_types(self.market.value)
+            ],
         }
         if self.market is Market.SPOT:
             request["InstanceMarketOptions"] = {
@@ -202,14 +211,24 @@ class LaunchPlan:
             "max_cost": first.price.cost(self.spec.instance.max_runtime_minutes * 60),
             "fallbacks": [f"{p.instance_type}/{p.availability_zone}" for p in self.placements[1:]],
             "launch_template_id": self.launch_template_id,
-            "image": {"id": self.image_id, "name": self.image_name, "root_device": self.root_device,
-                      "root_volume_gb": self.spec.instance.root_volume_gb},
+            "image": {
+                "id": self.image_id,
+                "name": self.image_name,
+                "root_device": self.root_device,
+                "root_volume_gb": self.spec.instance.root_volume_gb,
+            },
             "tags": dict(self.tags),
-            "user_data": {"bytes": len(self.user_data.encode()), "lines": len(lines),
-                          "first_line": lines[0] if lines else ""},
-            "model": {"base": self.spec.model.base, "finetune_mode": self.spec.model.finetune_mode.value,
-                      "num_steps": self.spec.model.num_steps,
-                      "prediction_length": self.spec.model.prediction_length},
+            "user_data": {
+                "bytes": len(self.user_data.encode()),
+                "lines": len(lines),
+                "first_line": lines[0] if lines else "",
+            },
+            "model": {
+                "base": self.spec.model.base,
+                "finetune_mode": self.spec.model.finetune_mode.value,
+                "num_steps": self.spec.model.num_steps,
+                "prediction_length": self.spec.model.prediction_length,
+            },
             "data": {"prefix": self.spec.data.prefix, "files": self.data_files, "bytes": self.data_bytes},
             "state_key": self.paths.state,
             "outputs_prefix": self.paths.prefix,
@@ -246,8 +265,14 @@ class LaunchOutcome:
 # ------------------------------------------------------------------ the spec
 
 
-def load_spec(path: Path | None, *, env: str, instance_type: str | None = None,
-              market: str | None = None, max_runtime: str | None = None) -> RunSpec:
+def load_spec(
+    path: Path | None,
+    *,
+    env: str,
+    instance_type: str | None = None,
+    market: str | None = None,
+    max_runtime: str | None = None,
+) -> RunSpec:
     """The run spec from ``path`` with the command-line overrides applied.
 
     Raises:
@@ -257,14 +282,28 @@ def load_spec(path: Path | None, *, env: str, instance_type: str | None = None,
     if path is not None:
         raw = tomllib.loads(Path(path).read_text("utf-8"))
         if "env" in raw and raw["env"] != env:
-            raise ConfigError(f"{path}: $.env: the spec is for env {raw['env']!r} but --env={env}; "
-                              "drop one of them")
-    return _with_overrides(spec, env=env, source=str(path or "run spec"), instance_type=instance_type,
-                           market=market, max_runtime=max_runtime)
+            raise ConfigError(
+                f"{path}: $.env: the spec is for env {raw['env']!r} but --env={env}; drop one of them"
+            )
+    return _with_overrides(
+        spec,
+        env=env,
+        source=str(path or "run spec"),
+        instance_type=instance_type,
+        market=market,
+        max_runtime=max_runtime,
+    )
 
 
-def _with_overrides(spec: RunSpec, *, env: str, source: str, instance_type: str | None,
-                    market: str | None, max_runtime: str | None) -> RunSpec:
+def _with_overrides(
+    spec: RunSpec,
+    *,
+    env: str,
+    source: str,
+    instance_type: str | None,
+    market: str | None,
+    max_runtime: str | None,
+) -> RunSpec:
     """``spec`` with the command line's instance overrides (the model settings never change here)."""
     overrides: dict[str, Any] = {}
     if instance_type:
@@ -279,8 +318,15 @@ def _with_overrides(spec: RunSpec, *, env: str, source: str, instance_type: str 
     return runspec.from_dict(doc, source="command line" if overrides else source)
 
 
-def resume_spec(backend: Backend, *, env: str, run_id: str, instance_type: str | None = None,
-                market: str | None = None, max_runtime: str | None = None) -> RunSpec:
+def resume_spec(
+    backend: Backend,
+    *,
+    env: str,
+    run_id: str,
+    instance_type: str | None = None,
+    market: str | None = None,
+    max_runtime: str | None = None,
+) -> RunSpec:
     """The stored spec of run ``run_id``, to relaunch it under the same id.
 
     The model settings are the first attempt's, unchanged (a resumed schedule
@@ -303,22 +349,33 @@ def resume_spec(backend: Backend, *, env: str, run_id: str, instance_type: str |
     except DocumentError as exc:
         raise ConfigError(f"cannot resume run {run_id}: {exc}") from None
     if doc is None:
-        raise ConfigError(f"cannot resume run {run_id}: s3://{outputs.bucket}/{key} does not exist; "
-                          f"list the runs with `invoke runs --env={env}`")
+        raise ConfigError(
+            f"cannot resume run {run_id}: s3://{outputs.bucket}/{key} does not exist; "
+            f"list the runs with `invoke runs --env={env}`"
+        )
     if sentinel is not None and sentinel["completion_status"] == "normal":
-        raise ConfigError(f"run {run_id} already finished normally; start a new run with "
-                          f"`invoke launch --env={env}`")
+        raise ConfigError(
+            f"run {run_id} already finished normally; start a new run with `invoke launch --env={env}`"
+        )
     spec = runspec.from_dict(doc, source=key)
-    return _with_overrides(spec, env=env, source=key, instance_type=instance_type, market=market,
-                           max_runtime=max_runtime)
+    return _with_overrides(
+        spec, env=env, source=key, instance_type=instance_type, market=market, max_runtime=max_runtime
+    )
 
 
 # ------------------------------------------------------------ examine (I/O)
 
 
-def gather_world(backend: Backend, spec: RunSpec, *, env: str, now: datetime,
-                 user_files: tuple[tuple[str, bytes], ...] = (), repo_root: Path = PROJECT_ROOT,
-                 run_id: str | None = None) -> World:
+def gather_world(
+    backend: Backend,
+    spec: RunSpec,
+    *,
+    env: str,
+    now: datetime,
+    user_files: tuple[tuple[str, bytes], ...] = (),
+    repo_root: Path = PROJECT_ROOT,
+    run_id: str | None = None,
+) -> World:
     """Read everything :func:`plan_launch` needs. Writes nothing.
 
     Raises:
@@ -344,14 +401,30 @@ def gather_world(backend: Backend, spec: RunSpec, *, env: str, now: datetime,
     prices: dict[tuple[str, str], Price] = {}
     for itype in spec.instance.types:
         for az in azs:
-            prices[(itype, az)] = launch_price(clients.ec2, itype, az, spec.instance.market.value,
-                                               local=backend.local, clock=lambda: now)
-    return World(env=env, run_id=run_id or layout.new_run_id(now), resume=run_id is not None, now=now,
-                 local=backend.local, device=backend.device,
-                 outputs=outputs, active=active, code_bundle=bundle, code_sha256=sha,
-                 code_exists=code_age is not None, code_age_days=code_age,
-                 data_files=files, data_bytes=size, prices=prices, user_files=user_files,
-                 identity=identity, python_env=python_env, template=template)
+            prices[(itype, az)] = launch_price(
+                clients.ec2, itype, az, spec.instance.market.value, local=backend.local, clock=lambda: now
+            )
+    return World(
+        env=env,
+        run_id=run_id or layout.new_run_id(now),
+        resume=run_id is not None,
+        now=now,
+        local=backend.local,
+        device=backend.device,
+        outputs=outputs,
+        active=active,
+        code_bundle=bundle,
+        code_sha256=sha,
+        code_exists=code_age is not None,
+        code_age_days=code_age,
+        data_files=files,
+        data_bytes=size,
+        prices=prices,
+        user_files=user_files,
+        identity=identity,
+        python_env=python_env,
+        template=template,
+    )
 
 
 def read_template(backend: Backend, outputs: StackOutputs) -> TemplateFacts:
@@ -365,12 +438,16 @@ def read_template(backend: Backend, outputs: StackOutputs) -> TemplateFacts:
 
     ec2 = backend.clients().ec2
     lt = outputs.launch_template_id
-    fix = f"run `pulumi up --stack {outputs.env}`" if not backend.local else \
-        f"run `invoke local.up --env={outputs.env}`"
+    fix = (
+        f"run `pulumi up --stack {outputs.env}`"
+        if not backend.local
+        else f"run `invoke local.up --env={outputs.env}`"
+    )
     try:
         with backend.errors("ec2:DescribeLaunchTemplateVersions", f"launch template {lt}"):
-            version = ec2.describe_launch_template_versions(
-                LaunchTemplateId=lt, Versions=[TEMPLATE_VERSION])["LaunchTemplateVersions"][0]
+            version = ec2.describe_launch_template_versions(LaunchTemplateId=lt, Versions=[TEMPLATE_VERSION])[
+                "LaunchTemplateVersions"
+            ][0]
         data = version["LaunchTemplateData"]
         image_id = str(data.get("ImageId", ""))
         with backend.errors("ec2:DescribeImages", f"image {image_id}"):
@@ -378,12 +455,18 @@ def read_template(backend: Backend, outputs: StackOutputs) -> TemplateFacts:
     except ClientError as exc:
         raise ConfigError(f"cannot read launch template {lt} or its AMI ({error_code(exc)}); {fix}") from None
     if not images:
-        raise ConfigError(f"the launch template's AMI {image_id or '(none)'} does not exist in "
-                          f"{outputs.region}; {fix} (pin a current one with `ami_id` in the stack config)")
+        raise ConfigError(
+            f"the launch template's AMI {image_id or '(none)'} does not exist in "
+            f"{outputs.region}; {fix} (pin a current one with `ami_id` in the stack config)"
+        )
     image = images[0]
-    return TemplateFacts(version=str(version.get("VersionNumber", TEMPLATE_VERSION)), data=data,
-                         image_id=image_id, image_name=image.get("Name"),
-                         root_device=image.get("RootDeviceName"))
+    return TemplateFacts(
+        version=str(version.get("VersionNumber", TEMPLATE_VERSION)),
+        data=data,
+        image_id=image_id,
+        image_name=image.get("Name"),
+        root_device=image.get("RootDeviceName"),
+    )
 
 
 def _age_days(s3: Any, bucket: str, key: str, now: datetime) -> float | None:
@@ -456,54 +539,96 @@ def plan_launch(spec: RunSpec, world: World) -> LaunchPlan:
         from common.errors import LockHeldError
 
         doc = world.active.doc
-        raise LockHeldError(env=world.env, run_id=doc["run_id"], status=doc["status"],
-                            since=doc["started_at"])
+        raise LockHeldError(
+            env=world.env, run_id=doc["run_id"], status=doc["status"], since=doc["started_at"]
+        )
     outputs = world.outputs
     if world.data_files == 0:
-        raise ConfigError(f"no training data: no .parquet file under "
-                          f"s3://{outputs.bucket}/{spec.data.prefix}; "
-                          f"upload your data there (aws s3 cp --recursive DIR s3://{outputs.bucket}/"
-                          f"{spec.data.prefix}) or set data.prefix in the spec")
+        raise ConfigError(
+            f"no training data: no .parquet file under "
+            f"s3://{outputs.bucket}/{spec.data.prefix}; "
+            f"upload your data there (aws s3 cp --recursive DIR s3://{outputs.bucket}/"
+            f"{spec.data.prefix}) or set data.prefix in the spec"
+        )
     unknown = [az for az in spec.instance.availability_zones if az not in outputs.subnets_by_az]
     if unknown:
-        raise ConfigError(f"run spec: $.instance.availability_zones: {unknown} have no subnet in the stack "
-                          f"(it has {sorted(outputs.subnets_by_az)})")
+        raise ConfigError(
+            f"run spec: $.instance.availability_zones: {unknown} have no subnet in the stack "
+            f"(it has {sorted(outputs.subnets_by_az)})"
+        )
     if world.python_env == "missing" and not world.local:
-        raise ConfigError(f"no Python environment for the instance: neither "
-                          f"s3://{outputs.bucket}/{PYTHON_ENV_KEY} nor wheels under "
-                          f"s3://{outputs.bucket}/{WHEELHOUSE_PREFIX}; upload them with "
-                          f"`invoke wheelhouse --env={world.env} --dir=DIR` (see README)")
+        raise ConfigError(
+            f"no Python environment for the instance: neither "
+            f"s3://{outputs.bucket}/{PYTHON_ENV_KEY} nor wheels under "
+            f"s3://{outputs.bucket}/{WHEELHOUSE_PREFIX}; upload them with "
+            f"`invoke wheelhouse --env={world.env} --dir=DIR` (see README)"
+        )
     resolved = spec.resolved(local=world.local)
     placements = tuple(
-        Placement(instance_type=t, availability_zone=az, subnet_id=outputs.subnets_by_az[az],
-                  price=world.prices.get((t, az)) or Price(usd_per_hour=None, source="unknown"))
-        for t in resolved.instance.types for az in _azs(resolved, outputs)
+        Placement(
+            instance_type=t,
+            availability_zone=az,
+            subnet_id=outputs.subnets_by_az[az],
+            price=world.prices.get((t, az)) or Price(usd_per_hour=None, source="unknown"),
+        )
+        for t in resolved.instance.types
+        for az in _azs(resolved, outputs)
     )
     paths = layout.RunPaths(env=world.env, run_id=world.run_id)
     code_key = code_key_for(world.code_sha256)
     user_data = render_user_data(
-        bucket=outputs.bucket, env=world.env, run_id=world.run_id, region=outputs.region,
-        max_runtime_minutes=resolved.instance.max_runtime_minutes, code_key=code_key,
+        bucket=outputs.bucket,
+        env=world.env,
+        run_id=world.run_id,
+        region=outputs.region,
+        max_runtime_minutes=resolved.instance.max_runtime_minutes,
+        code_key=code_key,
         python_env_key=PYTHON_ENV_KEY if world.python_env == "packed" else None,
-        wheelhouse_prefix=WHEELHOUSE_PREFIX, device=world.device, local=world.local,
+        wheelhouse_prefix=WHEELHOUSE_PREFIX,
+        device=world.device,
+        local=world.local,
     )
     spec_json = json.dumps(resolved.to_dict(), indent=2, sort_keys=True).encode()
-    uploads = [Upload(key=paths.user_configs + RUN_SPEC_NAME, body=spec_json,
-                      content_type="application/json")]
+    uploads = [
+        Upload(key=paths.user_configs + RUN_SPEC_NAME, body=spec_json, content_type="application/json")
+    ]
     uploads += [Upload(key=paths.user_configs + name, body=body) for name, body in world.user_files]
-    uploads.append(Upload(key=code_key, body=world.code_bundle, content_type="application/gzip",
-                          skip_reason=_code_skip_reason(world)))
-    state = new_state(env=world.env, run_id=world.run_id, market=resolved.instance.market,
-                      total_steps=resolved.model.num_steps, now=iso(world.now), local=world.local,
-                      price_per_hour=placements[0].price.usd_per_hour)
+    uploads.append(
+        Upload(
+            key=code_key,
+            body=world.code_bundle,
+            content_type="application/gzip",
+            skip_reason=_code_skip_reason(world),
+        )
+    )
+    state = new_state(
+        env=world.env,
+        run_id=world.run_id,
+        market=resolved.instance.market,
+        total_steps=resolved.model.num_steps,
+        now=iso(world.now),
+        local=world.local,
+        price_per_hour=placements[0].price.usd_per_hour,
+    )
     template = world.template
     plan = LaunchPlan(
-        env=world.env, run_id=world.run_id, local=world.local, bucket=outputs.bucket, region=outputs.region,
-        spec=resolved, placements=placements, launch_template_id=outputs.launch_template_id,
+        env=world.env,
+        run_id=world.run_id,
+        local=world.local,
+        bucket=outputs.bucket,
+        region=outputs.region,
+        spec=resolved,
+        placements=placements,
+        launch_template_id=outputs.launch_template_id,
         security_group_id=outputs.security_group_id,
         tags=infra_spec.tags(world.env, extra={"RunId": world.run_id}, managed_by=MANAGED_BY),
-        user_data=user_data, code_key=code_key, uploads=tuple(uploads), state_doc=state,
-        data_files=world.data_files, data_bytes=world.data_bytes, python_env=world.python_env,
+        user_data=user_data,
+        code_key=code_key,
+        uploads=tuple(uploads),
+        state_doc=state,
+        data_files=world.data_files,
+        data_bytes=world.data_bytes,
+        python_env=world.python_env,
         resume=world.resume,
         root_device=(template.root_device if template else None) or infra_spec.ROOT_DEVICE_NAME,
         image_id=template.image_id if template else None,
@@ -513,8 +638,10 @@ def plan_launch(spec: RunSpec, world: World) -> LaunchPlan:
     if template is not None:
         problems = launch_problems(template, plan.run_instances_request(placements[0]), plan.market)
         if problems:
-            raise ConfigError(f"AWS would refuse this launch: {'; '.join(problems)}; fix the launch template "
-                              f"(`pulumi up --stack {world.env}`) or the run spec")
+            raise ConfigError(
+                f"AWS would refuse this launch: {'; '.join(problems)}; fix the launch template "
+                f"(`pulumi up --stack {world.env}`) or the run spec"
+            )
     return plan
 
 
@@ -533,8 +660,9 @@ def _code_skip_reason(world: World) -> str | None:
 StartInstance = Callable[..., None]
 
 
-def apply_launch(plan: LaunchPlan, clients: Clients, *, start_instance: StartInstance | None = None,
-                 clock: Clock = utc_now) -> LaunchResult:
+def apply_launch(
+    plan: LaunchPlan, clients: Clients, *, start_instance: StartInstance | None = None, clock: Clock = utc_now
+) -> LaunchResult:
     """Carry out ``plan``. On any failure after the lock is taken, the launch is rolled back:
     the instance terminated, the run's user-configs deleted and the lock released.
 
@@ -549,32 +677,60 @@ def apply_launch(plan: LaunchPlan, clients: Clients, *, start_instance: StartIns
         uploaded, skipped = _upload(plan, clients.s3)
         placement, instance_id, refused = _run_instance(plan, clients.ec2)
         try:
-            store.set_instance(plan.run_id, instance_id=instance_id, instance_type=placement.instance_type,
-                               availability_zone=placement.availability_zone, market=plan.market.value,
-                               price_per_hour=placement.price.usd_per_hour)
+            store.set_instance(
+                plan.run_id,
+                instance_id=instance_id,
+                instance_type=placement.instance_type,
+                availability_zone=placement.availability_zone,
+                market=plan.market.value,
+                price_per_hour=placement.price.usd_per_hour,
+            )
             record = _launch_record(plan, placement, instance_id, clock)
-            clients.s3.put_object(Bucket=plan.bucket, Key=plan.paths.user_configs + LAUNCH_RECORD_NAME,
-                                  Body=json.dumps(record, indent=2).encode(), ContentType="application/json")
+            clients.s3.put_object(
+                Bucket=plan.bucket,
+                Key=plan.paths.user_configs + LAUNCH_RECORD_NAME,
+                Body=json.dumps(record, indent=2).encode(),
+                ContentType="application/json",
+            )
             if start_instance is not None:
-                start_instance(instance_id=instance_id, run={
-                    "bucket": plan.bucket, "env": plan.env, "run_id": plan.run_id, "region": plan.region,
-                    "instance_type": placement.instance_type,
-                    "availability_zone": placement.availability_zone, "market": plan.market.value,
-                    "max_runtime_minutes": plan.spec.instance.max_runtime_minutes,
-                })
+                start_instance(
+                    instance_id=instance_id,
+                    run={
+                        "bucket": plan.bucket,
+                        "env": plan.env,
+                        "run_id": plan.run_id,
+                        "region": plan.region,
+                        "instance_type": placement.instance_type,
+                        "availability_zone": placement.availability_zone,
+                        "market": plan.market.value,
+                        "max_runtime_minutes": plan.spec.instance.max_runtime_minutes,
+                    },
+                )
         except BaseException:
             clients.ec2.terminate_instances(InstanceIds=[instance_id])
             raise
     except BaseException:
         _roll_back(store, plan, clients.s3)
         raise
-    log.info("launched run %s on %s (%s, %s)", plan.run_id, instance_id, placement.instance_type,
-             placement.availability_zone)
-    return LaunchResult(run_id=plan.run_id, env=plan.env, instance_id=instance_id,
-                        instance_type=placement.instance_type, availability_zone=placement.availability_zone,
-                        market=plan.market.value, price_per_hour=placement.price.usd_per_hour,
-                        uploaded=tuple(uploaded) + (plan.paths.user_configs + LAUNCH_RECORD_NAME,),
-                        skipped=tuple(skipped), refused=tuple(refused))
+    log.info(
+        "launched run %s on %s (%s, %s)",
+        plan.run_id,
+        instance_id,
+        placement.instance_type,
+        placement.availability_zone,
+    )
+    return LaunchResult(
+        run_id=plan.run_id,
+        env=plan.env,
+        instance_id=instance_id,
+        instance_type=placement.instance_type,
+        availability_zone=placement.availability_zone,
+        market=plan.market.value,
+        price_per_hour=placement.price.usd_per_hour,
+        uploaded=tuple(uploaded) + (plan.paths.user_configs + LAUNCH_RECORD_NAME,),
+        skipped=tuple(skipped),
+        refused=tuple(refused),
+    )
 
 
 def _upload(plan: LaunchPlan, s3: Any) -> tuple[list[str], list[str]]:
@@ -587,8 +743,9 @@ def _upload(plan: LaunchPlan, s3: Any) -> tuple[list[str], list[str]]:
             s3.put_object(Bucket=plan.bucket, Key=up.key, Body=up.body, ContentType=up.content_type)
         except Exception as exc:
             if is_access_denied(exc):
-                raise AccessDeniedError(action="s3:PutObject",
-                                        resource=f"s3://{plan.bucket}/{up.key}") from None
+                raise AccessDeniedError(
+                    action="s3:PutObject", resource=f"s3://{plan.bucket}/{up.key}"
+                ) from None
             raise
         uploaded.append(up.key)
     return uploaded, skipped
@@ -608,24 +765,35 @@ def _run_instance(plan: LaunchPlan, ec2: Any) -> tuple[Placement, str, list[str]
                 refused.append(f"{placement.instance_type}/{placement.availability_zone}: {code}")
                 continue
             if is_access_denied(exc):
-                raise AccessDeniedError(action="ec2:RunInstances",
-                                        resource=f"launch template {plan.launch_template_id}") from None
+                raise AccessDeniedError(
+                    action="ec2:RunInstances", resource=f"launch template {plan.launch_template_id}"
+                ) from None
             raise
         return placement, str(resp["Instances"][0]["InstanceId"]), refused
     other = "on-demand" if plan.market is Market.SPOT else "spot"
-    raise LaunchError(f"no capacity: every instance type and AZ was refused ({'; '.join(refused)}); "
-                      f"the lock was released; try other types (--instance-type) or --market={other}")
+    raise LaunchError(
+        f"no capacity: every instance type and AZ was refused ({'; '.join(refused)}); "
+        f"the lock was released; try other types (--instance-type) or --market={other}"
+    )
 
 
 def _launch_record(plan: LaunchPlan, placement: Placement, instance_id: str, clock: Clock) -> dict[str, Any]:
     return {
-        "run_id": plan.run_id, "env": plan.env, "instance_id": instance_id,
-        "instance_type": placement.instance_type, "availability_zone": placement.availability_zone,
-        "market": plan.market.value, "price_per_hour": placement.price.usd_per_hour,
-        "price_source": placement.price.source, "launched_at": iso(clock()), "local": plan.local,
-        "code_key": plan.code_key, "max_runtime_minutes": plan.spec.instance.max_runtime_minutes,
+        "run_id": plan.run_id,
+        "env": plan.env,
+        "instance_id": instance_id,
+        "instance_type": placement.instance_type,
+        "availability_zone": placement.availability_zone,
+        "market": plan.market.value,
+        "price_per_hour": placement.price.usd_per_hour,
+        "price_source": placement.price.source,
+        "launched_at": iso(clock()),
+        "local": plan.local,
+        "code_key": plan.code_key,
+        "max_runtime_minutes": plan.spec.instance.max_runtime_minutes,
         # the AMI resolves afresh at every `pulumi up`: record what this run booted
-        "image_id": plan.image_id, "image_name": plan.image_name,
+        "image_id": plan.image_id,
+        "image_name": plan.image_name,
         "root_volume_gb": plan.spec.instance.root_volume_gb,
     }
 
@@ -636,8 +804,13 @@ def _roll_back(store: StateStore, plan: LaunchPlan, s3: Any) -> None:
     A failed relaunch keeps the run's user-configs: they belong to its first attempt.
     """
     try:
-        for page in () if plan.resume else s3.get_paginator("list_objects_v2").paginate(Bucket=plan.bucket,
-                                                                 Prefix=plan.paths.user_configs):
+        for page in (
+            ()
+            if plan.resume
+            else s3.get_paginator("list_objects_v2").paginate(
+                Bucket=plan.bucket, Prefix=plan.paths.user_configs
+            )
+        ):
             for obj in page.get("Contents", []):
                 s3.delete_object(Bucket=plan.bucket, Key=obj["Key"])
         store.release(plan.run_id)
@@ -648,10 +821,19 @@ def _roll_back(store: StateStore, plan: LaunchPlan, s3: Any) -> None:
 # ------------------------------------------------------------ the operation
 
 
-def launch(backend: Backend | Callable[[], Backend], *, env: str, spec_path: Path | None = None,
-           instance_type: str | None = None, market: str | None = None, max_runtime: str | None = None,
-           dry_run: bool = False, resume: str | None = None, skip_doctor: bool = False,
-           clock: Clock = utc_now) -> LaunchOutcome:
+def launch(
+    backend: Backend | Callable[[], Backend],
+    *,
+    env: str,
+    spec_path: Path | None = None,
+    instance_type: str | None = None,
+    market: str | None = None,
+    max_runtime: str | None = None,
+    dry_run: bool = False,
+    resume: str | None = None,
+    skip_doctor: bool = False,
+    clock: Clock = utc_now,
+) -> LaunchOutcome:
     """``invoke launch``: validate, plan, run the doctor, and unless ``dry_run`` apply.
 
     ``backend`` may be a factory: it is called once the arguments and the spec are
@@ -666,21 +848,30 @@ def launch(backend: Backend | Callable[[], Backend], *, env: str, spec_path: Pat
     """
     check_env(env)
     if resume and spec_path:
-        raise ConfigError("--resume reuses the run's own spec; drop --spec "
-                          "(--instance-type, --market and --max-runtime may still change)")
+        raise ConfigError(
+            "--resume reuses the run's own spec; drop --spec "
+            "(--instance-type, --market and --max-runtime may still change)"
+        )
     if resume:
         try:
             layout.parse_run_id(resume)
         except layout.LayoutError as exc:
             raise ConfigError(f"--resume: {exc}") from None
     else:
-        spec = load_spec(spec_path, env=env, instance_type=instance_type, market=market,
-                         max_runtime=max_runtime)
+        spec = load_spec(
+            spec_path, env=env, instance_type=instance_type, market=market, max_runtime=max_runtime
+        )
     if not isinstance(backend, Backend):
         backend = backend()
     if resume:
-        spec = resume_spec(backend, env=env, run_id=resume, instance_type=instance_type, market=market,
-                           max_runtime=max_runtime)
+        spec = resume_spec(
+            backend,
+            env=env,
+            run_id=resume,
+            instance_type=instance_type,
+            market=market,
+            max_runtime=max_runtime,
+        )
     user_files = ((Path(spec_path).name, Path(spec_path).read_bytes()),) if spec_path else ()
     world = gather_world(backend, spec, env=env, now=clock(), user_files=user_files, run_id=resume)
     plan = plan_launch(spec, world)
@@ -689,8 +880,9 @@ def launch(backend: Backend | Callable[[], Backend], *, env: str, spec_path: Pat
     if not skip_doctor:
         from control.doctor import DoctorFailedError, run_doctor
 
-        report = run_doctor(backend, env, spec, plan=plan, outputs=world.outputs, identity=world.identity,
-                            clock=clock)
+        report = run_doctor(
+            backend, env, spec, plan=plan, outputs=world.outputs, identity=world.identity, clock=clock
+        )
         if not report.ok:
             raise DoctorFailedError(report)
     with backend.errors("launch", f"s3://{plan.bucket}"):

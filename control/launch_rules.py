@@ -73,11 +73,13 @@ def quota_message(code: str, market: Market, region: str, vcpus: int | None) -> 
     """One line: which quota refused the launch and how to raise it."""
     quota = quota_for(market)
     want = f" to at least {vcpus}" if vcpus else ""
-    return (f"the {market.value} launch was refused by a quota ({code}): raise the EC2 quota "
-            f"\"{quota.name}\" ({quota.code}) in {region}{want}, in the Service Quotas console or with "
-            f"`aws service-quotas request-service-quota-increase --service-code ec2 --quota-code "
-            f"{quota.code} --desired-value {vcpus or 'N'} --region {region}`; new accounts start at 0 "
-            f"vCPUs. The lock was released; nothing is running")
+    return (
+        f"the {market.value} launch was refused by a quota ({code}): raise the EC2 quota "
+        f'"{quota.name}" ({quota.code}) in {region}{want}, in the Service Quotas console or with '
+        f"`aws service-quotas request-service-quota-increase --service-code ec2 --quota-code "
+        f"{quota.code} --desired-value {vcpus or 'N'} --region {region}`; new accounts start at 0 "
+        f"vCPUs. The lock was released; nothing is running"
+    )
 
 
 def _request_tagged_types(request: Mapping[str, Any]) -> set[str]:
@@ -100,8 +102,10 @@ def launch_problems(template: TemplateFacts, request: Mapping[str, Any], market:
     created = infra_spec.launch_created_types(market.value)
     tagged = template.tagged_types | _request_tagged_types(request)
     for kind in sorted(tagged - created):
-        problems.append(f"it tags a {kind!r} that a {market.value} launch does not create "
-                        "(AWS fails the launch: LaunchTemplateTagSpecificationRequest)")
+        problems.append(
+            f"it tags a {kind!r} that a {market.value} launch does not create "
+            "(AWS fails the launch: LaunchTemplateTagSpecificationRequest)"
+        )
     # Both the template's and the request's mappings count. AWS merges them by device name (EC2
     # API Reference, FleetBlockDeviceMappingRequest: "To override a block device mapping specified
     # in the launch template: specify the exact same DeviceName"; another name adds a mapping), so
@@ -113,12 +117,16 @@ def launch_problems(template: TemplateFacts, request: Mapping[str, Any], market:
     else:
         for name in sorted(set(names)):
             if name != template.root_device:
-                problems.append(f"block device {name} is not the AMI's root device {template.root_device}: "
-                                "it would attach an extra empty volume and leave the root at the AMI's size")
+                problems.append(
+                    f"block device {name} is not the AMI's root device {template.root_device}: "
+                    "it would attach an extra empty volume and leave the root at the AMI's size"
+                )
     size = len(str(request.get("UserData", "")).encode())
     if size > USER_DATA_LIMIT_BYTES:
-        problems.append(f"the user data is {size} bytes; AWS accepts at most {USER_DATA_LIMIT_BYTES} "
-                        "before base64 encoding")
+        problems.append(
+            f"the user data is {size} bytes; AWS accepts at most {USER_DATA_LIMIT_BYTES} "
+            "before base64 encoding"
+        )
     return problems
 
 
@@ -128,8 +136,14 @@ def root_volume_mapping(root_device: str, size_gb: int) -> list[dict[str, Any]]:
     The whole mapping is restated (type, encryption, delete on termination) so the
     request alone decides the root volume, whatever the template holds.
     """
-    return [{
-        "DeviceName": root_device,
-        "Ebs": {"VolumeSize": int(size_gb), "VolumeType": infra_spec.ROOT_VOLUME_TYPE, "Encrypted": True,
-                "DeleteOnTermination": True},
-    }]
+    return [
+        {
+            "DeviceName": root_device,
+            "Ebs": {
+                "VolumeSize": int(size_gb),
+                "VolumeType": infra_spec.ROOT_VOLUME_TYPE,
+                "Encrypted": True,
+                "DeleteOnTermination": True,
+            },
+        }
+    ]

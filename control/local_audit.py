@@ -50,8 +50,14 @@ def audit(local_dir: LocalDir, log_path: Path) -> Any:
     record = read_json(local_dir.aws_file) or {}
     endpoint = record.get("endpoint_url")
     if ids is None or not endpoint:
-        raise AuditUnavailableError(f"no local identities in {local_dir.identities_file} (IAM enforcement "
-                                    "off): nothing to audit against")
+        raise AuditUnavailableError(
+            f"no local identities in {local_dir.identities_file} (IAM enforcement "
+            "off): nothing to audit against"
+        )
     region = record.get("region") or "us-east-1"
-    return audit_run(log_path, admin_session=ids.admin.session(region), endpoint_url=endpoint,
-                     unaudited_keys=(moto.ACCESS_KEY,))
+    return audit_run(
+        log_path,
+        admin_session=ids.admin.session(region),
+        endpoint_url=endpoint,
+        unaudited_keys=(moto.ACCESS_KEY,),
+    )

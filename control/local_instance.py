@@ -63,10 +63,23 @@ AMI_PTH = "chronos-ami.pth"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def spawn(*, local_dir: LocalDir, instance_id: str, endpoint_url: str, env_vars: dict[str, str],
-          python: str, bucket: str, env: str, run_id: str, region: str, instance_type: str,
-          availability_zone: str, market: str, max_runtime_minutes: int,
-          identities_path: Path | None = None) -> int:
+def spawn(
+    *,
+    local_dir: LocalDir,
+    instance_id: str,
+    endpoint_url: str,
+    env_vars: dict[str, str],
+    python: str,
+    bucket: str,
+    env: str,
+    run_id: str,
+    region: str,
+    instance_type: str,
+    availability_zone: str,
+    market: str,
+    max_runtime_minutes: int,
+    identities_path: Path | None = None,
+) -> int:
     """Start the supervisor for ``instance_id`` detached from this process; return its pid.
 
     Args:
@@ -83,25 +96,66 @@ def spawn(*, local_dir: LocalDir, instance_id: str, endpoint_url: str, env_vars:
     folder = local_dir.instance_dir(instance_id)
     folder.mkdir(parents=True, exist_ok=True)
     identities_path = identities_path or _identities_file(local_dir)
-    cmd = [python, "-m", "control.local_instance",
-           "--endpoint-url", endpoint_url, "--instance-id", instance_id,
-           "--local-dir", str(local_dir.root), "--bucket", bucket, "--env", env, "--run-id", run_id,
-           "--region", region, "--instance-type", instance_type,
-           "--availability-zone", availability_zone, "--market", market,
-           "--max-runtime-minutes", str(max_runtime_minutes), "--identities", str(identities_path)]
+    cmd = [
+        python,
+        "-m",
+        "control.local_instance",
+        "--endpoint-url",
+        endpoint_url,
+        "--instance-id",
+        instance_id,
+        "--local-dir",
+        str(local_dir.root),
+        "--bucket",
+        bucket,
+        "--env",
+        env,
+        "--run-id",
+        run_id,
+        "--region",
+        region,
+        "--instance-type",
+        instance_type,
+        "--availability-zone",
+        availability_zone,
+        "--market",
+        market,
+        "--max-runtime-minutes",
+        str(max_runtime_minutes),
+        "--identities",
+        str(identities_path),
+    ]
     child_env = {k: v for k, v in os.environ.items() if k not in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")}
     child_env.update(env_vars)
     child_env.update({"PYTHONUNBUFFERED": "1", "AWS_EC2_METADATA_DISABLED": "true"})
     root = folder / "root"
     with open(folder / "console.log", "ab") as console:
-        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=child_env, stdin=subprocess.DEVNULL,
-                                stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
-    write_json(local_dir.instance_file(instance_id), {
-        "instance_id": instance_id, "run_id": run_id, "env": env, "supervisor_pid": proc.pid,
-        "trainer_pid": None, "imds_url": None, "started_at": iso(utc_now()), "ended_at": None,
-        "exit_code": None, "console_log": str(folder / "console.log"),
-        "workdir": str(root / "opt" / "chronos" / "work"), "root": str(root),
-    })
+        proc = subprocess.Popen(
+            cmd,
+            cwd=PROJECT_ROOT,
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stdout=console,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    write_json(
+        local_dir.instance_file(instance_id),
+        {
+            "instance_id": instance_id,
+            "run_id": run_id,
+            "env": env,
+            "supervisor_pid": proc.pid,
+            "trainer_pid": None,
+            "imds_url": None,
+            "started_at": iso(utc_now()),
+            "ended_at": None,
+            "exit_code": None,
+            "console_log": str(folder / "console.log"),
+            "workdir": str(root / "opt" / "chronos" / "work"),
+            "root": str(root),
+        },
+    )
     log.info("local instance %s: supervisor pid %d", instance_id, proc.pid)
     return proc.pid
 
@@ -123,8 +177,9 @@ def terminate_processes(record: dict[str, Any], *, grace_s: float = SHUTDOWN_GRA
     if alive_group:
         _signal_group(int(group), signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline and (any(pid_alive(p) for p in pids)
-                                           or (alive_group and _group_alive(int(group)))):
+    while time.monotonic() < deadline and (
+        any(pid_alive(p) for p in pids) or (alive_group and _group_alive(int(group)))
+    ):
         time.sleep(0.1)
     for pid in pids:
         if pid_alive(pid):
@@ -194,8 +249,10 @@ def make_ami_python(root: Path, *, site_dirs: Sequence[str] | None = None, audit
     site_dirs = project_site_packages() if site_dirs is None else list(site_dirs)
     lines = [f"import site; site.addsitedir({d!r})" for d in site_dirs]
     if audit:
-        lines.append('import sys; exec("try:\\n import localaws.audit as _audit\\nexcept ImportError:\\n'
-                     ' _audit = None\\nif _audit is not None:\\n _audit.install_from_env()")')
+        lines.append(
+            'import sys; exec("try:\\n import localaws.audit as _audit\\nexcept ImportError:\\n'
+            ' _audit = None\\nif _audit is not None:\\n _audit.install_from_env()")'
+        )
     purelib = sysconfig.get_paths(vars={"base": str(env_dir), "platbase": str(env_dir)})["purelib"]
     Path(purelib).mkdir(parents=True, exist_ok=True)
     (Path(purelib) / AMI_PTH).write_text("\n".join(lines) + "\n" if lines else "")
@@ -245,8 +302,9 @@ exec "$@"
 AWS_SHIM = '#!/bin/bash\nexec @PY@ -m awscli "$@"\n'
 
 
-def write_shims(shims: Path, *, control_dir: Path, supervisor_pid: int | None,
-                ami_python: Path | None) -> None:
+def write_shims(
+    shims: Path, *, control_dir: Path, supervisor_pid: int | None, ami_python: Path | None
+) -> None:
     """The commands a laptop cannot run for real: ``shutdown``, ``poweroff``, ``sudo`` and ``aws``.
 
     Args:
@@ -258,9 +316,10 @@ def write_shims(shims: Path, *, control_dir: Path, supervisor_pid: int | None,
     shims.mkdir(parents=True, exist_ok=True)
     control_dir.mkdir(parents=True, exist_ok=True)
     scripts = {
-        "shutdown": SHUTDOWN_SHIM.replace("@CTL@", shlex.quote(str(control_dir)))
-                                 .replace("@WAKE@", "" if supervisor_pid is None else
-                                          f'kill -USR1 {int(supervisor_pid)} 2>/dev/null || true'),
+        "shutdown": SHUTDOWN_SHIM.replace("@CTL@", shlex.quote(str(control_dir))).replace(
+            "@WAKE@",
+            "" if supervisor_pid is None else f"kill -USR1 {int(supervisor_pid)} 2>/dev/null || true",
+        ),
         "poweroff": POWEROFF_SHIM.replace("@SHIMS@", shlex.quote(str(shims))),
         "sudo": SUDO_SHIM,
     }
@@ -295,8 +354,15 @@ class PowerControl:
             return None
 
 
-def instance_environment(*, root: Path, shims: Path, endpoint_url: str, imds_url: str,
-                         audit_log: str | None = None, path: str = SYSTEM_PATH) -> dict[str, str]:
+def instance_environment(
+    *,
+    root: Path,
+    shims: Path,
+    endpoint_url: str,
+    imds_url: str,
+    audit_log: str | None = None,
+    path: str = SYSTEM_PATH,
+) -> dict[str, str]:
     """The user data's whole environment: no AWS keys, the IMDS and the local AWS endpoints.
 
     Args:
@@ -326,19 +392,33 @@ def instance_environment(*, root: Path, shims: Path, endpoint_url: str, imds_url
 # -- credentials --------------------------------------------------------------------------------------
 
 
-def record_credentials(audit_log: str, *, access_key_id: str, role_arn: str, role_id: str,
-                       session_name: str) -> None:
+def record_credentials(
+    audit_log: str, *, access_key_id: str, role_arn: str, role_id: str, session_name: str
+) -> None:
     """The audit log's line naming the owner of an assumed-role key (``localaws.audit`` format)."""
     try:
         from localaws import audit
     except ImportError:
         audit = None  # type: ignore[assignment]
     if audit is not None and hasattr(audit, "record_credentials"):
-        audit.record_credentials(access_key_id=access_key_id, role_arn=role_arn, role_id=role_id,
-                                 session_name=session_name, path=audit_log)
+        audit.record_credentials(
+            access_key_id=access_key_id,
+            role_arn=role_arn,
+            role_id=role_id,
+            session_name=session_name,
+            path=audit_log,
+        )
         return
-    line = json.dumps({"kind": "credentials", "ts": iso(utc_now()), "access_key_id": access_key_id,
-                       "role_arn": role_arn, "role_id": role_id, "session_name": session_name})
+    line = json.dumps(
+        {
+            "kind": "credentials",
+            "ts": iso(utc_now()),
+            "access_key_id": access_key_id,
+            "role_arn": role_arn,
+            "role_id": role_id,
+            "session_name": session_name,
+        }
+    )
     fd = os.open(audit_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         os.write(fd, (line + "\n").encode())
@@ -371,11 +451,16 @@ class Supervisor:
         role = self.env_ids.instance_role_name if self.env_ids else None
         profile = self.env_ids.instance_profile_name if self.env_ids else ""
         account = self.identities.account if self.identities else "123456789012"
-        self.imds = FakeIMDS(instance_id=args.instance_id, instance_type=args.instance_type,
-                             availability_zone=args.availability_zone, image_id=self._image_id(),
-                             lifecycle="spot" if args.market == "spot" else "on-demand",
-                             role_name=role, credentials=self._instance_credentials if role else None,
-                             instance_profile_arn=f"arn:aws:iam::{account}:instance-profile/{profile}")
+        self.imds = FakeIMDS(
+            instance_id=args.instance_id,
+            instance_type=args.instance_type,
+            availability_zone=args.availability_zone,
+            image_id=self._image_id(),
+            lifecycle="spot" if args.market == "spot" else "on-demand",
+            role_name=role,
+            credentials=self._instance_credentials if role else None,
+            instance_profile_arn=f"arn:aws:iam::{account}:instance-profile/{profile}",
+        )
         self.power = PowerControl(self.folder / "power")
         self.stop_requested = threading.Event()
         self.wake = threading.Event()
@@ -405,29 +490,38 @@ class Supervisor:
         if self.identities is not None:
             found = self.identities.envs.get(self.args.env)
             if found is None:
-                log.error("no local identities for env %s: the instance gets no role credentials",
-                          self.args.env)
+                log.error(
+                    "no local identities for env %s: the instance gets no role credentials", self.args.env
+                )
             return found
         outputs = read_json(self.local_dir.stack_file(self.args.env)) or {}
         role_arn, profile_arn = outputs.get("instance_role_arn"), outputs.get("instance_profile_arn", "")
         creds = admin.get_credentials()
         if not role_arn or creds is None:
-            log.error("no instance role for env %s in %s: the instance gets no role credentials",
-                      self.args.env, self.local_dir.stack_file(self.args.env))
+            log.error(
+                "no instance role for env %s in %s: the instance gets no role credentials",
+                self.args.env,
+                self.local_dir.stack_file(self.args.env),
+            )
             return None
         frozen = creds.get_frozen_credentials()
         host = Keys(arn="", access_key_id=frozen.access_key, secret_access_key=frozen.secret_key)
-        return EnvIdentities(operator=host, instance_host=host, instance_role_arn=str(role_arn),
-                             instance_role_name=str(role_arn).rsplit("/", 1)[1],
-                             instance_profile_name=str(profile_arn).rsplit("/", 1)[-1])
+        return EnvIdentities(
+            operator=host,
+            instance_host=host,
+            instance_role_arn=str(role_arn),
+            instance_role_name=str(role_arn).rsplit("/", 1)[1],
+            instance_profile_name=str(profile_arn).rsplit("/", 1)[-1],
+        )
 
     def _instance_credentials(self) -> dict[str, Any]:
         """Fresh credentials of the instance role for this instance (what the IMDS serves)."""
         from localaws.identities import assume_instance_role
 
         assert self.env_ids is not None
-        creds = assume_instance_role(self.args.endpoint_url, self.args.region, self.env_ids,
-                                     self.args.instance_id)
+        creds = assume_instance_role(
+            self.args.endpoint_url, self.args.region, self.env_ids, self.args.instance_id
+        )
         log.info("instance role credentials %s (until %s)", creds["AccessKeyId"], creds["Expiration"])
         if self.audit_log:
             try:
@@ -442,15 +536,22 @@ class Supervisor:
 
         from common.aws import client as make_client
 
-        assumed = boto3.Session(aws_access_key_id=creds["AccessKeyId"],
-                                aws_secret_access_key=creds["SecretAccessKey"],
-                                aws_session_token=creds["Token"], region_name=self.args.region)
+        assumed = boto3.Session(
+            aws_access_key_id=creds["AccessKeyId"],
+            aws_secret_access_key=creds["SecretAccessKey"],
+            aws_session_token=creds["Token"],
+            region_name=self.args.region,
+        )
         sts = make_client(assumed, "sts", endpoint_url=self.args.endpoint_url)
         user_id = sts.get_caller_identity()["UserId"]
         assert self.env_ids is not None and self.audit_log is not None
-        record_credentials(self.audit_log, access_key_id=str(creds["AccessKeyId"]),
-                           role_arn=self.env_ids.instance_role_arn, role_id=str(user_id).split(":", 1)[0],
-                           session_name=self.args.instance_id)
+        record_credentials(
+            self.audit_log,
+            access_key_id=str(creds["AccessKeyId"]),
+            role_arn=self.env_ids.instance_role_arn,
+            role_id=str(user_id).split(":", 1)[0],
+            session_name=self.args.instance_id,
+        )
 
     # -- boot ---------------------------------------------------------------------------------------
     def user_data(self) -> str:
@@ -469,11 +570,17 @@ class Supervisor:
         ami_python = make_ami_python(self.root, audit=self.audit_log is not None)
         shims = self.folder / "shims"
         write_shims(shims, control_dir=self.power.dir, supervisor_pid=os.getpid(), ami_python=ami_python)
-        env = instance_environment(root=self.root, shims=shims, endpoint_url=self.args.endpoint_url,
-                                   imds_url=self.imds.url, audit_log=self.audit_log)
+        env = instance_environment(
+            root=self.root,
+            shims=shims,
+            endpoint_url=self.args.endpoint_url,
+            imds_url=self.imds.url,
+            audit_log=self.audit_log,
+        )
         log.info("boot: bash %s (machine ready in %.2f s)", script, time.monotonic() - started)
-        return subprocess.Popen(["bash", str(script)], cwd=self.root, env=env, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        return subprocess.Popen(
+            ["bash", str(script)], cwd=self.root, env=env, stdin=subprocess.DEVNULL, start_new_session=True
+        )
 
     def run(self) -> int:
         self.imds.start()
@@ -585,14 +692,25 @@ def _on(event: threading.Event) -> Callable[..., None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m control.local_instance")
-    for name in ("endpoint-url", "instance-id", "local-dir", "bucket", "env", "run-id", "region",
-                 "instance-type", "availability-zone", "market"):
+    for name in (
+        "endpoint-url",
+        "instance-id",
+        "local-dir",
+        "bucket",
+        "env",
+        "run-id",
+        "region",
+        "instance-type",
+        "availability-zone",
+        "market",
+    ):
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--max-runtime-minutes", type=int, required=True)
     parser.add_argument("--identities", default=None, help="identities.json (admin keys, instance role)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
-                        format="%(asctime)s supervisor %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stdout, format="%(asctime)s supervisor %(levelname)s: %(message)s"
+    )
     for noisy in ("botocore", "boto3", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     sup = Supervisor(args)

@@ -74,9 +74,20 @@ def start_server(local_dir: LocalDir, *, port: int = 0) -> tuple[str, int | None
     local_dir.aws_file.unlink(missing_ok=True)
     with open(local_dir.aws_log, "ab") as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "localaws", "serve", "--port", str(port),
-             "--state-file", str(local_dir.aws_file)],
-            cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "localaws",
+                "serve",
+                "--port",
+                str(port),
+                "--state-file",
+                str(local_dir.aws_file),
+            ],
+            cwd=PROJECT_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -112,16 +123,24 @@ def provision(backend: LocalBackend, env: str, *, debug_profile: bool = False) -
     aws = moto.attach(backend.endpoint_url or "")
 
     def provision_with(principal_arn: str) -> dict[str, Any]:
-        return provision_local(aws.session(), env=env, endpoint_url=backend.endpoint_url,
-                               region=backend.region, local_principal_arn=principal_arn,
-                               debug_profile=debug_profile)
+        return provision_local(
+            aws.session(),
+            env=env,
+            endpoint_url=backend.endpoint_url,
+            region=backend.region,
+            local_principal_arn=principal_arn,
+            debug_profile=debug_profile,
+        )
 
     try:
-        _, outputs = identities.ensure_identities(aws, backend.local_dir.identities_file, env=env,
-                                                  provision=provision_with)
+        _, outputs = identities.ensure_identities(
+            aws, backend.local_dir.identities_file, env=env, provision=provision_with
+        )
     except identities.IdentitiesError as exc:
-        raise ConfigError(f"cannot set up the local identities ({exc}); restart the local AWS with "
-                          f"`invoke local.down` then `invoke local.up --env={env}`") from None
+        raise ConfigError(
+            f"cannot set up the local identities ({exc}); restart the local AWS with "
+            f"`invoke local.down` then `invoke local.up --env={env}`"
+        ) from None
     finally:
         if aws.admin is not None:  # never leave the server open to anyone
             aws.enforce_iam()
@@ -151,8 +170,9 @@ def stage_dataset(s3: Any, bucket: str, data_dir: Path, *, prefix: str = layout.
     return Staged(prefix=prefix, files=len(files), bytes=total, uploaded=uploaded)
 
 
-def up(*, env: str = "dev", port: int = 0, local_dir: LocalDir | None = None,
-       debug_profile: bool = False) -> LocalUp:
+def up(
+    *, env: str = "dev", port: int = 0, local_dir: LocalDir | None = None, debug_profile: bool = False
+) -> LocalUp:
     """``invoke local.up``: local AWS running, ``env`` provisioned, dataset staged."""
     check_env(env)
     local_dir = local_dir or LocalDir.default()
@@ -160,8 +180,15 @@ def up(*, env: str = "dev", port: int = 0, local_dir: LocalDir | None = None,
     backend = LocalBackend.open(local_dir)
     outputs = provision(backend, env, debug_profile=debug_profile)
     staged = stage_dataset(backend.clients().s3, outputs["bucket"], local_dir.data_dir)
-    return LocalUp(endpoint_url=endpoint, pid=pid, started=started, env=env, bucket=outputs["bucket"],
-                   staged=staged, exports=exports(local_dir, env=env))
+    return LocalUp(
+        endpoint_url=endpoint,
+        pid=pid,
+        started=started,
+        env=env,
+        bucket=outputs["bucket"],
+        staged=staged,
+        exports=exports(local_dir, env=env),
+    )
 
 
 def exports(local_dir: LocalDir | None = None, *, env: str = "dev") -> dict[str, str]:
@@ -182,8 +209,11 @@ def down(*, local_dir: LocalDir | None = None) -> LocalDown:
     from control.local_instance import terminate_processes
 
     local_dir = local_dir or LocalDir.default()
-    stopped = [str(rec.get("instance_id")) for rec in local_dir.instance_records()
-               if terminate_processes(rec, grace_s=10.0)]
+    stopped = [
+        str(rec.get("instance_id"))
+        for rec in local_dir.instance_records()
+        if terminate_processes(rec, grace_s=10.0)
+    ]
     record = read_json(local_dir.aws_file) or {}
     pid = record.get("pid")
     server_stopped = False
@@ -201,9 +231,20 @@ def down(*, local_dir: LocalDir | None = None) -> LocalDown:
     if stacks.is_dir():  # the emulator's state died with it
         for f in stacks.glob("*.json"):
             f.unlink()
-    return LocalDown(endpoint_url=record.get("endpoint_url"), server_stopped=server_stopped,
-                     instances_stopped=stopped)
+    return LocalDown(
+        endpoint_url=record.get("endpoint_url"), server_stopped=server_stopped, instances_stopped=stopped
+    )
 
 
-__all__ = ["LocalAWSDownError", "LocalDown", "LocalUp", "Staged", "down", "exports", "provision",
-           "stage_dataset", "start_server", "up"]
+__all__ = [
+    "LocalAWSDownError",
+    "LocalDown",
+    "LocalUp",
+    "Staged",
+    "down",
+    "exports",
+    "provision",
+    "stage_dataset",
+    "start_server",
+    "up",
+]

@@ -56,8 +56,15 @@ class Outcome(StrEnum):
         return self is not Outcome.RUNNING
 
 
-EXIT_CODES = {Outcome.RUNNING: 0, Outcome.SUCCEEDED: 0, Outcome.FAILED: 1, Outcome.KILLED: 3,
-              Outcome.INTERRUPTED: 4, Outcome.STALE: 5, Outcome.NONE: 6}
+EXIT_CODES = {
+    Outcome.RUNNING: 0,
+    Outcome.SUCCEEDED: 0,
+    Outcome.FAILED: 1,
+    Outcome.KILLED: 3,
+    Outcome.INTERRUPTED: 4,
+    Outcome.STALE: 5,
+    Outcome.NONE: 6,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,13 +95,26 @@ class MonitorView:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "env": self.env, "run_id": self.run_id, "outcome": self.outcome.value, "status": self.status,
-            "step": self.step, "total_steps": self.total_steps, "loss": self.loss, "eta_s": self.eta_s,
-            "elapsed_s": self.elapsed_s, "cost_usd": self.cost_usd, "price_per_hour": self.price_per_hour,
-            "instance_id": self.instance_id, "instance_type": self.instance_type,
-            "instance_state": self.instance_state, "market": self.market,
-            "heartbeat_age_s": self.heartbeat_age_s, "last_error": self.last_error, "advice": self.advice,
-            "metrics": self.metrics, "local": self.local,
+            "env": self.env,
+            "run_id": self.run_id,
+            "outcome": self.outcome.value,
+            "status": self.status,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "loss": self.loss,
+            "eta_s": self.eta_s,
+            "elapsed_s": self.elapsed_s,
+            "cost_usd": self.cost_usd,
+            "price_per_hour": self.price_per_hour,
+            "instance_id": self.instance_id,
+            "instance_type": self.instance_type,
+            "instance_state": self.instance_state,
+            "market": self.market,
+            "heartbeat_age_s": self.heartbeat_age_s,
+            "last_error": self.last_error,
+            "advice": self.advice,
+            "metrics": self.metrics,
+            "local": self.local,
         }
 
 
@@ -110,8 +130,16 @@ class Monitor:
             (the trainer removes the state just before it powers off).
     """
 
-    def __init__(self, clients: Clients, bucket: str, env: str, *, clock: Clock = utc_now,
-                 stale_after_s: float = STALE_HEARTBEAT_S, gone_grace_s: float = GONE_GRACE_S) -> None:
+    def __init__(
+        self,
+        clients: Clients,
+        bucket: str,
+        env: str,
+        *,
+        clock: Clock = utc_now,
+        stale_after_s: float = STALE_HEARTBEAT_S,
+        gone_grace_s: float = GONE_GRACE_S,
+    ) -> None:
         self.clients, self.bucket, self.env, self.clock = clients, bucket, env, clock
         self.store = StateStore(clients.s3, bucket, env, clock=clock)
         self.stale_after_s, self.gone_grace_s = stale_after_s, gone_grace_s
@@ -151,12 +179,24 @@ class Monitor:
         inst_state = self._instance_state(instance_id) if instance_id else None
         err = doc.get("last_error") or {}
         view = MonitorView(
-            env=self.env, outcome=Outcome.RUNNING, run_id=snap.run_id, status=doc["status"],
-            step=progress.get("step"), total_steps=progress.get("total_steps"), loss=progress.get("loss"),
-            eta_s=progress.get("eta_s"), elapsed_s=elapsed,
-            cost_usd=round(price * elapsed / 3600.0, 4) if price is not None else None, price_per_hour=price,
-            instance_id=instance_id, instance_type=doc.get("instance_type"), instance_state=inst_state,
-            market=doc.get("market"), heartbeat_age_s=hb_age, last_error=err.get("message"), changed=changed,
+            env=self.env,
+            outcome=Outcome.RUNNING,
+            run_id=snap.run_id,
+            status=doc["status"],
+            step=progress.get("step"),
+            total_steps=progress.get("total_steps"),
+            loss=progress.get("loss"),
+            eta_s=progress.get("eta_s"),
+            elapsed_s=elapsed,
+            cost_usd=round(price * elapsed / 3600.0, 4) if price is not None else None,
+            price_per_hour=price,
+            instance_id=instance_id,
+            instance_type=doc.get("instance_type"),
+            instance_state=inst_state,
+            market=doc.get("market"),
+            heartbeat_age_s=hb_age,
+            last_error=err.get("message"),
+            changed=changed,
             local=bool(doc.get("local")),
         )
         return self._judge(view, snap, now)
@@ -166,21 +206,35 @@ class Monitor:
         if view.instance_state in GONE_STATES:
             self.gone_since = self.gone_since or now
             if (now - self.gone_since).total_seconds() >= self.gone_grace_s:
-                return replace(view, outcome=Outcome.STALE, advice=(
-                    f"instance {view.instance_id} is {view.instance_state} but the state file still says "
-                    f"{view.status}: the run died without cleaning up; clear the stale lock with {fix}"))
+                return replace(
+                    view,
+                    outcome=Outcome.STALE,
+                    advice=(
+                        f"instance {view.instance_id} is {view.instance_state} but the state file still says "
+                        f"{view.status}: the run died without cleaning up; clear the stale lock with {fix}"
+                    ),
+                )
             return view
         self.gone_since = None
         if view.instance_id is None and (view.elapsed_s or 0) > NO_INSTANCE_GRACE_S:
-            return replace(view, outcome=Outcome.STALE, advice=(
-                f"no instance was recorded {view.elapsed_s:.0f} s after launch: the launch did not finish; "
-                f"clear the lock with {fix} and launch again"))
+            return replace(
+                view,
+                outcome=Outcome.STALE,
+                advice=(
+                    f"no instance was recorded {view.elapsed_s:.0f} s after launch: the launch did not finish; "
+                    f"clear the lock with {fix} and launch again"
+                ),
+            )
         if (view.heartbeat_age_s or 0) > self.stale_after_s and RunStatus(snap.status).is_active():
-            return replace(view, advice=(
-                f"no heartbeat for {view.heartbeat_age_s:.0f} s while instance {view.instance_id} is "
-                f"{view.instance_state or 'unknown'}: the trainer may be stuck; read "
-                f"`invoke logs {view.run_id} --env={self.env}` or stop it with "
-                f"`invoke kill --env={self.env}`"))
+            return replace(
+                view,
+                advice=(
+                    f"no heartbeat for {view.heartbeat_age_s:.0f} s while instance {view.instance_id} is "
+                    f"{view.instance_state or 'unknown'}: the trainer may be stuck; read "
+                    f"`invoke logs {view.run_id} --env={self.env}` or stop it with "
+                    f"`invoke kill --env={self.env}`"
+                ),
+            )
         return view
 
     def _instance_state(self, instance_id: str) -> str | None:
@@ -202,38 +256,70 @@ class Monitor:
         if run_id is None:
             ids = run_ids(self.clients.s3, self.bucket, self.env)
             if not ids:
-                return MonitorView(env=self.env, outcome=Outcome.NONE, changed=changed, advice=(
-                    f"no run in env {self.env!r} yet; start one with `invoke launch --env={self.env}`"))
+                return MonitorView(
+                    env=self.env,
+                    outcome=Outcome.NONE,
+                    changed=changed,
+                    advice=(
+                        f"no run in env {self.env!r} yet; start one with `invoke launch --env={self.env}`"
+                    ),
+                )
             run_id = self.run_id = ids[-1]
-        return view_of_ended(read_run(self.clients.s3, self.bucket, self.env, run_id, clock=self.clock),
-                             changed=changed)
+        return view_of_ended(
+            read_run(self.clients.s3, self.bucket, self.env, run_id, clock=self.clock), changed=changed
+        )
 
 
 def view_of_ended(run: RunSummary, *, changed: bool = True) -> MonitorView:
     """The final view of a run that no longer holds the lock."""
-    outcome = {"succeeded": Outcome.SUCCEEDED, "failed": Outcome.FAILED, "killed": Outcome.KILLED,
-               "interrupted": Outcome.INTERRUPTED}.get(run.status, Outcome.FAILED)
+    outcome = {
+        "succeeded": Outcome.SUCCEEDED,
+        "failed": Outcome.FAILED,
+        "killed": Outcome.KILLED,
+        "interrupted": Outcome.INTERRUPTED,
+    }.get(run.status, Outcome.FAILED)
     advice = None
     if outcome is Outcome.FAILED:
         advice = (run.problem or f"the run failed: {run.last_error or 'see its log'}") + (
-            f"; read `invoke logs {run.run_id} --env={run.env}`")
+            f"; read `invoke logs {run.run_id} --env={run.env}`"
+        )
     elif outcome is Outcome.INTERRUPTED:
-        advice = (f"spot capacity was reclaimed; the last checkpoint is kept under the run's checkpoints/; "
-                  f"resume it with `invoke launch --env={run.env} --resume={run.run_id}` "
-                  "(add --market=on-demand to avoid another interruption)")
+        advice = (
+            f"spot capacity was reclaimed; the last checkpoint is kept under the run's checkpoints/; "
+            f"resume it with `invoke launch --env={run.env} --resume={run.run_id}` "
+            "(add --market=on-demand to avoid another interruption)"
+        )
     total = run.metrics.get("steps") if run.metrics else None
     return MonitorView(
-        env=run.env, outcome=outcome, run_id=run.run_id, status=run.status, elapsed_s=run.duration_s,
-        cost_usd=run.cost_usd, price_per_hour=run.price_per_hour, instance_id=run.instance_id,
-        instance_type=run.instance_type, market=run.market, last_error=run.last_error, advice=advice,
-        changed=changed, metrics=dict(run.metrics),
+        env=run.env,
+        outcome=outcome,
+        run_id=run.run_id,
+        status=run.status,
+        elapsed_s=run.duration_s,
+        cost_usd=run.cost_usd,
+        price_per_hour=run.price_per_hour,
+        instance_id=run.instance_id,
+        instance_type=run.instance_type,
+        market=run.market,
+        last_error=run.last_error,
+        advice=advice,
+        changed=changed,
+        metrics=dict(run.metrics),
         total_steps=int(total) if isinstance(total, int | float) else None,
     )
 
 
-def watch(backend: Backend, *, env: str, follow: bool = False, interval_s: float = 2.0,
-          clock: Clock = utc_now, sleep: Callable[[float], None] = time.sleep,
-          stale_after_s: float = STALE_HEARTBEAT_S, max_polls: int | None = None) -> Iterator[MonitorView]:
+def watch(
+    backend: Backend,
+    *,
+    env: str,
+    follow: bool = False,
+    interval_s: float = 2.0,
+    clock: Clock = utc_now,
+    sleep: Callable[[float], None] = time.sleep,
+    stale_after_s: float = STALE_HEARTBEAT_S,
+    max_polls: int | None = None,
+) -> Iterator[MonitorView]:
     """``invoke monitor``: one view, or (``follow``) views until the run ends.
 
     Raises:

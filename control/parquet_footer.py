@@ -43,8 +43,8 @@ class _Tail(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         if self.pos < self.start:
             raise OSError(f"read at {self.pos} before the fetched footer (from {self.start})")
-        chunk = self.tail[self.pos - self.start:self.pos - self.start + len(buffer)]
-        buffer[:len(chunk)] = chunk
+        chunk = self.tail[self.pos - self.start : self.pos - self.start + len(buffer)]
+        buffer[: len(chunk)] = chunk
         self.pos += len(chunk)
         return len(chunk)
 
@@ -77,16 +77,25 @@ def schema_problems(schema: Any, data: DataSpec) -> list[str]:
     import pyarrow as pa
 
     names = list(schema.names)
-    wanted = [data.item_id_column, data.timestamp_column, data.target_column,
-              *data.past_covariates, *data.known_covariates]
+    wanted = [
+        data.item_id_column,
+        data.timestamp_column,
+        data.target_column,
+        *data.past_covariates,
+        *data.known_covariates,
+    ]
     problems = []
     missing = [c for c in wanted if c not in names]
     if missing:
         problems.append(f"missing column(s) {', '.join(missing)} (has: {', '.join(names)})")
     if data.timestamp_column in names:
         kind = schema.field(data.timestamp_column).type
-        if not (pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_string(kind)
-                or pa.types.is_large_string(kind)):
+        if not (
+            pa.types.is_timestamp(kind)
+            or pa.types.is_date(kind)
+            or pa.types.is_string(kind)
+            or pa.types.is_large_string(kind)
+        ):
             problems.append(f"column {data.timestamp_column} has type {kind}, expected a timestamp")
     if data.target_column in names:
         kind = schema.field(data.target_column).type

@@ -27,8 +27,9 @@ class PyEnvUpload:
     skipped: tuple[str, ...]
 
 
-def upload_python_env(backend: Backend, *, env: str, wheels_dir: Path | None = None,
-                      packed: Path | None = None) -> PyEnvUpload:
+def upload_python_env(
+    backend: Backend, *, env: str, wheels_dir: Path | None = None, packed: Path | None = None
+) -> PyEnvUpload:
     """``invoke wheelhouse``: upload a folder of wheels and/or a packed env tarball.
 
     Raises:

@@ -78,13 +78,24 @@ def write_report(run_dir: Path) -> ReportResult:
     add("loss.png", "Training loss", _plot_loss, training.get("loss_curve") or [])
     add("forecasts.png", "Forecasts on held-out series", _plot_forecasts, forecasts)
     add("phases.png", "Phase timeline", _plot_phases, training.get("phases") or [])
-    add("cost.png", "Cost by phase", _plot_cost, training.get("phases") or [], price,
-        bool(record.get("local")))
+    add(
+        "cost.png",
+        "Cost by phase",
+        _plot_cost,
+        training.get("phases") or [],
+        price,
+        bool(record.get("local")),
+    )
     page = _page(run_id, training, metadata, record, sections, notes)
     index = out / "index.html"
     index.write_text(page, "utf-8")
-    return ReportResult(run_id=run_id, index=index, images=tuple(images), notes=tuple(notes),
-                        metrics=dict(training.get("metrics") or {}))
+    return ReportResult(
+        run_id=run_id,
+        index=index,
+        images=tuple(images),
+        notes=tuple(notes),
+        metrics=dict(training.get("metrics") or {}),
+    )
 
 
 def _plot_loss(path: Path, curve: list[list[float]]) -> bool | str:
@@ -98,8 +109,10 @@ def _plot_loss(path: Path, curve: list[list[float]]) -> bool | str:
     ax.plot(steps, losses, lw=1, alpha=0.4, label="loss per step")
     if len(losses) >= 10:
         k = max(len(losses) // 50, 5)
-        smooth = [sum(losses[max(0, i - k + 1): i + 1]) / len(losses[max(0, i - k + 1): i + 1])
-                  for i in range(len(losses))]
+        smooth = [
+            sum(losses[max(0, i - k + 1) : i + 1]) / len(losses[max(0, i - k + 1) : i + 1])
+            for i in range(len(losses))
+        ]
         ax.plot(steps, smooth, lw=2, label=f"moving average ({k})")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
@@ -166,7 +179,7 @@ def _plot_forecasts(path: Path, forecasts: Any) -> bool | str:
         ax.set_title(str(item.get("item_id", "")), fontsize=9)
         ax.tick_params(labelsize=7)
         ax.tick_params(axis="x", rotation=20)
-    for ax in list(axes.flat)[len(items):]:
+    for ax in list(axes.flat)[len(items) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
@@ -196,8 +209,13 @@ def _plot_phases(path: Path, phases: list[dict[str, Any]]) -> bool | str:
     import matplotlib.pyplot as plt
 
     t0 = min(s[1] for s in spans)
-    colors = {"succeeded": "tab:green", "failed": "tab:red", "interrupted": "tab:orange",
-              "skipped": "0.7", "running": "tab:blue"}
+    colors = {
+        "succeeded": "tab:green",
+        "failed": "tab:red",
+        "interrupted": "tab:orange",
+        "skipped": "0.7",
+        "running": "tab:blue",
+    }
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(spans) + 1.2))
     for row, (_name, start, dur, status) in enumerate(spans):
         offset = (start - t0).total_seconds()
@@ -213,8 +231,9 @@ def _plot_phases(path: Path, phases: list[dict[str, Any]]) -> bool | str:
     return True
 
 
-def _plot_cost(path: Path, phases: list[dict[str, Any]], price: float | None,
-               local: bool = False) -> bool | str:
+def _plot_cost(
+    path: Path, phases: list[dict[str, Any]], price: float | None, local: bool = False
+) -> bool | str:
     spans = _phase_spans(phases)
     if price is None:
         return "no price recorded for this run (launch-record.json missing)"
@@ -248,16 +267,27 @@ def _table(rows: list[tuple[str, Any]]) -> str:
     return f"<table>{body}</table>"
 
 
-def _page(run_id: str, training: dict[str, Any], metadata: dict[str, Any], record: dict[str, Any],
-          sections: list[str], notes: list[str]) -> str:
+def _page(
+    run_id: str,
+    training: dict[str, Any],
+    metadata: dict[str, Any],
+    record: dict[str, Any],
+    sections: list[str],
+    notes: list[str],
+) -> str:
     metrics = training.get("metrics") or {}
     summary = [
-        ("run id", run_id), ("env", training.get("env", "")),
+        ("run id", run_id),
+        ("env", training.get("env", "")),
         ("completion", training.get("completion_status", "unknown")),
         ("exit code", training.get("exit_code", "")),
-        ("instance", f"{record.get('instance_type', '?')} ({record.get('market', '?')}) "
-                     f"{'local' if record.get('local') else record.get('availability_zone', '')}"),
-        ("started", training.get("started_at", "")), ("ended", training.get("ended_at", "")),
+        (
+            "instance",
+            f"{record.get('instance_type', '?')} ({record.get('market', '?')}) "
+            f"{'local' if record.get('local') else record.get('availability_zone', '')}",
+        ),
+        ("started", training.get("started_at", "")),
+        ("ended", training.get("ended_at", "")),
     ]
     if record.get("price_per_hour") is not None:
         summary.append(("price", f"${record['price_per_hour']}/h ({record.get('price_source', '')})"))
@@ -265,13 +295,20 @@ def _page(run_id: str, training: dict[str, Any], metadata: dict[str, Any], recor
     numbers = (int, float)
     if isinstance(metrics.get("model_wql"), numbers) and isinstance(metrics.get("baseline_wql"), numbers):
         better = metrics["model_wql"] < metrics["baseline_wql"]
-        verdict = (f"<p class='{'good' if better else 'bad'}'>Model WQL {metrics['model_wql']:.4f} vs "
-                   f"seasonal-naive {metrics['baseline_wql']:.4f}: "
-                   f"{'the model beats the baseline' if better else 'the baseline is better'}.</p>")
+        verdict = (
+            f"<p class='{'good' if better else 'bad'}'>Model WQL {metrics['model_wql']:.4f} vs "
+            f"seasonal-naive {metrics['baseline_wql']:.4f}: "
+            f"{'the model beats the baseline' if better else 'the baseline is better'}.</p>"
+        )
     errors = training.get("errors") or []
-    err_html = "".join(f"<li>{html.escape(e.get('timestamp', ''))} [{html.escape(e.get('error_class', ''))}] "
-                       f"{html.escape(e.get('component', ''))}: {html.escape(e.get('message', ''))}</li>"
-                       for e in errors) or "<li>none</li>"
+    err_html = (
+        "".join(
+            f"<li>{html.escape(e.get('timestamp', ''))} [{html.escape(e.get('error_class', ''))}] "
+            f"{html.escape(e.get('component', ''))}: {html.escape(e.get('message', ''))}</li>"
+            for e in errors
+        )
+        or "<li>none</li>"
+    )
     hyper = metadata.get("hyperparameters") if isinstance(metadata.get("hyperparameters"), dict) else {}
     notes_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
     return f"""<!doctype html>
@@ -283,17 +320,18 @@ th{{background:#f6f6f6}}img{{max-width:100%}}.good{{color:#176b2c}}.bad{{color:#
 <body><h1>Chronos-2 training run {html.escape(run_id)}</h1>
 {_table(summary)}
 <h2>Metrics</h2>{verdict}{_table(sorted(metrics.items()))}
-{''.join(sections)}
-<h2>Hyperparameters</h2>{_table(sorted(hyper.items())) if hyper else '<p>not recorded</p>'}
+{"".join(sections)}
+<h2>Hyperparameters</h2>{_table(sorted(hyper.items())) if hyper else "<p>not recorded</p>"}
 <h2>Errors</h2><ul>{err_html}</ul>
-{f'<h2>Not shown</h2><ul>{notes_html}</ul>' if notes else ''}
+{f"<h2>Not shown</h2><ul>{notes_html}</ul>" if notes else ""}
 <p><small>Prices: {html.escape(PRICE_SOURCE)}.</small></p>
 </body></html>
 """
 
 
-def report_run(backend: Backend, *, env: str, run_id: str | None,
-               runs_dir: Path | None = None) -> ReportResult:
+def report_run(
+    backend: Backend, *, env: str, run_id: str | None, runs_dir: Path | None = None
+) -> ReportResult:
     """``invoke report``: fetch the run if it is not here yet, then write its report."""
     from control.fetch import DEFAULT_RUNS_DIR, fetch_run, resolve_run_id
 

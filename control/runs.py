@@ -23,8 +23,12 @@ from control.s3io import DocumentError, common_prefixes, get_json
 log = logging.getLogger(__name__)
 
 SUCCEEDED = "succeeded"
-_COMPLETION_TO_STATUS = {"normal": SUCCEEDED, "failed": "failed", "killed": "killed",
-                         "interrupted": "interrupted"}
+_COMPLETION_TO_STATUS = {
+    "normal": SUCCEEDED,
+    "failed": "failed",
+    "killed": "killed",
+    "interrupted": "interrupted",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,13 +74,22 @@ class RunSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "run_id": self.run_id, "env": self.env, "status": self.status, "active": self.active,
+            "run_id": self.run_id,
+            "env": self.env,
+            "status": self.status,
+            "active": self.active,
             "started_at": self.started_at.isoformat() if self.started_at else None,
             "ended_at": self.ended_at.isoformat() if self.ended_at else None,
-            "duration_s": self.duration_s, "instance_id": self.instance_id,
-            "instance_type": self.instance_type, "market": self.market,
-            "price_per_hour": self.price_per_hour, "cost_usd": self.cost_usd, "exit_code": self.exit_code,
-            "metrics": self.metrics, "errors": self.errors, "last_error": self.last_error,
+            "duration_s": self.duration_s,
+            "instance_id": self.instance_id,
+            "instance_type": self.instance_type,
+            "market": self.market,
+            "price_per_hour": self.price_per_hour,
+            "cost_usd": self.cost_usd,
+            "exit_code": self.exit_code,
+            "metrics": self.metrics,
+            "errors": self.errors,
+            "last_error": self.last_error,
             "problem": self.problem,
         }
 
@@ -105,26 +118,43 @@ def run_ids(s3: Any, bucket: str, env: str) -> list[str]:
     return sorted(valid)
 
 
-def read_run(s3: Any, bucket: str, env: str, run_id: str, *, state: dict[str, Any] | None = None,
-             clock: Clock = utc_now) -> RunSummary:
+def read_run(
+    s3: Any,
+    bucket: str,
+    env: str,
+    run_id: str,
+    *,
+    state: dict[str, Any] | None = None,
+    clock: Clock = utc_now,
+) -> RunSummary:
     """Summarise one run from its documents (``state``: the live state if it is this run's)."""
     paths = layout.RunPaths(env=env, run_id=run_id)
     record = _quiet_json(s3, bucket, paths.user_configs + LAUNCH_RECORD_NAME)
-    base: dict[str, Any] = {"run_id": run_id, "env": env,
-                            "started_at": layout.parse_run_id(run_id)}
+    base: dict[str, Any] = {"run_id": run_id, "env": env, "started_at": layout.parse_run_id(run_id)}
     if record:
-        base.update(instance_id=record.get("instance_id"), instance_type=record.get("instance_type"),
-                    market=record.get("market"), price_per_hour=record.get("price_per_hour"))
+        base.update(
+            instance_id=record.get("instance_id"),
+            instance_type=record.get("instance_type"),
+            market=record.get("market"),
+            price_per_hour=record.get("price_per_hour"),
+        )
         if record.get("launched_at"):
             base["started_at"] = parse_iso(record["launched_at"])
     if state is not None and state.get("run_id") == run_id:
         err = state.get("last_error") or {}
-        return RunSummary(**{**base, "instance_id": state.get("instance_id") or base.get("instance_id"),
-                             "instance_type": state.get("instance_type") or base.get("instance_type"),
-                             "price_per_hour": state.get("price_per_hour", base.get("price_per_hour")),
-                             "market": state.get("market")},
-                          status=str(state["status"]), active=True, ended_at=clock(),
-                          last_error=err.get("message"))
+        return RunSummary(
+            **{
+                **base,
+                "instance_id": state.get("instance_id") or base.get("instance_id"),
+                "instance_type": state.get("instance_type") or base.get("instance_type"),
+                "price_per_hour": state.get("price_per_hour", base.get("price_per_hour")),
+                "market": state.get("market"),
+            },
+            status=str(state["status"]),
+            active=True,
+            ended_at=clock(),
+            last_error=err.get("message"),
+        )
     try:
         training = get_json(s3, bucket, paths.training_log, "training")
         sentinel = get_json(s3, bucket, paths.success, "sentinel")
@@ -136,18 +166,35 @@ def read_run(s3: Any, bucket: str, env: str, run_id: str, *, state: dict[str, An
         completion = training.get("completion_status") or (sentinel or {}).get("completion_status")
         errors = training.get("errors", [])
         inst = training.get("instance", {})
-        return RunSummary(**{**base, "instance_id": base.get("instance_id") or inst.get("instance_id"),
-                             "instance_type": base.get("instance_type") or inst.get("instance_type"),
-                             "market": base.get("market") or inst.get("market")},
-                          status=_COMPLETION_TO_STATUS.get(str(completion), "unknown"), ended_at=ended,
-                          exit_code=training.get("exit_code"), metrics=dict(training.get("metrics", {})),
-                          errors=len(errors), last_error=errors[-1]["message"] if errors else None)
+        return RunSummary(
+            **{
+                **base,
+                "instance_id": base.get("instance_id") or inst.get("instance_id"),
+                "instance_type": base.get("instance_type") or inst.get("instance_type"),
+                "market": base.get("market") or inst.get("market"),
+            },
+            status=_COMPLETION_TO_STATUS.get(str(completion), "unknown"),
+            ended_at=ended,
+            exit_code=training.get("exit_code"),
+            metrics=dict(training.get("metrics", {})),
+            errors=len(errors),
+            last_error=errors[-1]["message"] if errors else None,
+        )
     if sentinel is not None:
-        return RunSummary(**base, status=_COMPLETION_TO_STATUS.get(sentinel["completion_status"], "unknown"),
-                          ended_at=ended, exit_code=sentinel.get("exit_code"))
-    return RunSummary(**base, status="unknown", ended_at=ended,
-                      problem="no training.json or _SUCCESS: the run ended before it wrote its logs"
-                      if cleanup else "no log yet")
+        return RunSummary(
+            **base,
+            status=_COMPLETION_TO_STATUS.get(sentinel["completion_status"], "unknown"),
+            ended_at=ended,
+            exit_code=sentinel.get("exit_code"),
+        )
+    return RunSummary(
+        **base,
+        status="unknown",
+        ended_at=ended,
+        problem="no training.json or _SUCCESS: the run ended before it wrote its logs"
+        if cleanup
+        else "no log yet",
+    )
 
 
 def _quiet_json(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
@@ -158,8 +205,9 @@ def _quiet_json(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
         return None
 
 
-def _ended_at(training: dict[str, Any] | None, sentinel: dict[str, Any] | None,
-              cleanup: dict[str, Any] | None) -> datetime | None:
+def _ended_at(
+    training: dict[str, Any] | None, sentinel: dict[str, Any] | None, cleanup: dict[str, Any] | None
+) -> datetime | None:
     for doc, key in ((cleanup, "completed_at"), (training, "ended_at"), (sentinel, "finalized_at")):
         if doc and doc.get(key):
             return parse_iso(doc[key])
@@ -178,8 +226,10 @@ def list_runs(backend: Backend, *, env: str, limit: int = 20, clock: Clock = utc
         if snap is not None and snap.run_id not in ids:
             ids.append(snap.run_id)
         state = snap.doc if snap else None
-        return [read_run(s3, outputs.bucket, env, r, state=state, clock=clock)
-                for r in sorted(ids, reverse=True)[:limit]]
+        return [
+            read_run(s3, outputs.bucket, env, r, state=state, clock=clock)
+            for r in sorted(ids, reverse=True)[:limit]
+        ]
 
 
 def is_live(status: str) -> bool:

@@ -57,8 +57,14 @@ class Finding:
     run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "resource": self.resource, "state": self.state, "detail": self.detail,
-                "orphaned": self.orphaned, "run_id": self.run_id}
+        return {
+            "kind": self.kind,
+            "resource": self.resource,
+            "state": self.state,
+            "detail": self.detail,
+            "orphaned": self.orphaned,
+            "run_id": self.run_id,
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,9 +86,14 @@ class Inventory:
         return not self.orphans
 
     def to_dict(self) -> dict[str, Any]:
-        return {"env": self.env, "bucket": self.bucket, "checked_at": self.checked_at,
-                "active_run_id": self.active_run_id, "clean": self.clean,
-                "findings": [f.to_dict() for f in self.findings]}
+        return {
+            "env": self.env,
+            "bucket": self.bucket,
+            "checked_at": self.checked_at,
+            "active_run_id": self.active_run_id,
+            "clean": self.clean,
+            "findings": [f.to_dict() for f in self.findings],
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,10 +149,12 @@ def billing_verification(ec2: Any, env: str, *, checked_at: str) -> dict[str, An
     aws_errors = (ClientError, BotoCoreError)
     return verification(
         checked_at=checked_at,
-        instances_running=count_or_unknown("ec2:DescribeInstances",
-                                           lambda: len(billing_instances(ec2, env)), aws_errors),
-        volumes_available=count_or_unknown("ec2:DescribeVolumes",
-                                           lambda: len(available_volumes(ec2, env)), aws_errors),
+        instances_running=count_or_unknown(
+            "ec2:DescribeInstances", lambda: len(billing_instances(ec2, env)), aws_errors
+        ),
+        volumes_available=count_or_unknown(
+            "ec2:DescribeVolumes", lambda: len(available_volumes(ec2, env)), aws_errors
+        ),
     )
 
 
@@ -155,9 +168,17 @@ def _tag(resource: dict[str, Any], key: str) -> str | None:
 class Inspector:
     """Builds inventories and fixes orphans on injected clients."""
 
-    def __init__(self, clients: Clients, bucket: str, env: str, *, clock: Clock = utc_now,
-                 local_dir: LocalDir | None = None, stale_lock_s: float = STALE_LOCK_S,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        clients: Clients,
+        bucket: str,
+        env: str,
+        *,
+        clock: Clock = utc_now,
+        local_dir: LocalDir | None = None,
+        stale_lock_s: float = STALE_LOCK_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.clients, self.bucket, self.env, self.clock = clients, bucket, env, clock
         self.local_dir, self.stale_lock_s, self.sleep = local_dir, stale_lock_s, sleep
         self.store = StateStore(clients.s3, bucket, env, clock=clock)
@@ -176,31 +197,62 @@ class Inspector:
             az = inst.get("Placement", {}).get("AvailabilityZone", "?")
             detail = f"{inst.get('InstanceType', '?')} in {az}"
             detail += f", run {active.run_id} (active)" if ours and active else ", no active run uses it"
-            findings.append(Finding(kind="instance", resource=iid, state=state, detail=detail,
-                                    orphaned=not ours, run_id=_tag(inst, "RunId")))
+            findings.append(
+                Finding(
+                    kind="instance",
+                    resource=iid,
+                    state=state,
+                    detail=detail,
+                    orphaned=not ours,
+                    run_id=_tag(inst, "RunId"),
+                )
+            )
         for vol in available_volumes(ec2, self.env):
-            findings.append(Finding(kind="volume", resource=vol["VolumeId"], state="available",
-                                    detail=f"{vol.get('Size', '?')} GiB {vol.get('VolumeType', '')} detached",
-                                    orphaned=True, run_id=_tag(vol, "RunId")))
+            findings.append(
+                Finding(
+                    kind="volume",
+                    resource=vol["VolumeId"],
+                    state="available",
+                    detail=f"{vol.get('Size', '?')} GiB {vol.get('VolumeType', '')} detached",
+                    orphaned=True,
+                    run_id=_tag(vol, "RunId"),
+                )
+            )
         for req in open_spot_requests(ec2, self.env):
             ours = bool(active_instance) and req.get("InstanceId") == active_instance
-            findings.append(Finding(kind="spot-request", resource=req["SpotInstanceRequestId"],
-                                    state=req.get("State", "?"),
-                                    detail=f"instance {req.get('InstanceId') or '-'}",
-                                    orphaned=not ours, run_id=_tag(req, "RunId")))
+            findings.append(
+                Finding(
+                    kind="spot-request",
+                    resource=req["SpotInstanceRequestId"],
+                    state=req.get("State", "?"),
+                    detail=f"instance {req.get('InstanceId') or '-'}",
+                    orphaned=not ours,
+                    run_id=_tag(req, "RunId"),
+                )
+            )
         if state_finding is not None:
             findings.append(state_finding)
         findings += self._local_processes(live_ids)
-        return Inventory(env=self.env, bucket=self.bucket, checked_at=iso(self.clock()),
-                         findings=tuple(findings), active_run_id=active.run_id if active else None)
+        return Inventory(
+            env=self.env,
+            bucket=self.bucket,
+            checked_at=iso(self.clock()),
+            findings=tuple(findings),
+            active_run_id=active.run_id if active else None,
+        )
 
     def _state(self, live_ids: set[str]) -> tuple[Finding | None, Snapshot | None]:
         """The state-file finding, and the snapshot when it is a healthy active run."""
         try:
             snap = self.store.read()
         except CorruptStateError as exc:
-            return Finding(kind="state-file", resource=self.store.location, state="corrupt",
-                           detail=exc.reason, orphaned=True), None
+            return Finding(
+                kind="state-file",
+                resource=self.store.location,
+                state="corrupt",
+                detail=exc.reason,
+                orphaned=True,
+            ), None
         if snap is None:
             return None, None
         doc, now = snap.doc, self.clock()
@@ -215,9 +267,14 @@ class Inspector:
         elif hb_age > self.stale_lock_s:
             problem = f"no heartbeat for {hb_age:.0f} s"
         detail = problem or f"run {snap.run_id} is {doc['status']} on {iid or '(starting)'}"
-        finding = Finding(kind="state-file", resource=self.store.location,
-                          state="stale" if problem else doc["status"], detail=detail,
-                          orphaned=problem is not None, run_id=snap.run_id)
+        finding = Finding(
+            kind="state-file",
+            resource=self.store.location,
+            state="stale" if problem else doc["status"],
+            detail=detail,
+            orphaned=problem is not None,
+            run_id=snap.run_id,
+        )
         if problem and iid in live_ids:  # a stuck trainer: its instance is an orphan too
             return finding, None
         return finding, (None if problem else snap)
@@ -225,6 +282,7 @@ class Inspector:
     def _local_processes(self, live_ids: set[str]) -> list[Finding]:
         if self.local_dir is None:
             return []
+
         def alive(rec: dict[str, Any]) -> list[int]:
             return [p for p in (rec.get("supervisor_pid"), rec.get("trainer_pid")) if pid_alive(p)]
 
@@ -237,9 +295,16 @@ class Inspector:
         for rec in gone:
             pids = alive(rec)
             if pids:
-                out.append(Finding(kind="local-process", resource=f"pid {', '.join(map(str, pids))}",
-                                   state="running", detail=f"local instance {rec.get('instance_id')} is gone",
-                                   orphaned=True, run_id=rec.get("run_id")))
+                out.append(
+                    Finding(
+                        kind="local-process",
+                        resource=f"pid {', '.join(map(str, pids))}",
+                        state="running",
+                        detail=f"local instance {rec.get('instance_id')} is gone",
+                        orphaned=True,
+                        run_id=rec.get("run_id"),
+                    )
+                )
         return out
 
     # -- fixing ----------------------------------------------------------------
@@ -290,21 +355,41 @@ class Inspector:
             return
         now = iso(self.clock())
         checked = billing_verification(self.clients.ec2, self.env, checked_at=now)
-        actions = [{"resource": i, "action": "terminate", "status": "succeeded", "at": now, "error": None}
-                   for i in terminated]
-        actions.append({"resource": self.store.location, "action": "delete", "status": "succeeded",
-                        "at": now, "error": None})
-        doc = {"schema_version": 1, "run_id": run_id, "instance_id": terminated[0] if terminated else None,
-               "written_by": "control", "actions": actions,
-               "verification": checked,
-               "state_file_removed": True, "completed_at": now}
+        actions = [
+            {"resource": i, "action": "terminate", "status": "succeeded", "at": now, "error": None}
+            for i in terminated
+        ]
+        actions.append(
+            {
+                "resource": self.store.location,
+                "action": "delete",
+                "status": "succeeded",
+                "at": now,
+                "error": None,
+            }
+        )
+        doc = {
+            "schema_version": 1,
+            "run_id": run_id,
+            "instance_id": terminated[0] if terminated else None,
+            "written_by": "control",
+            "actions": actions,
+            "verification": checked,
+            "state_file_removed": True,
+            "completed_at": now,
+        }
         validate("cleanup-status", doc, source=paths.cleanup_status)
-        self.clients.s3.put_object(Bucket=self.bucket, Key=paths.cleanup_status,
-                                   Body=json.dumps(doc, indent=2).encode(), ContentType="application/json")
+        self.clients.s3.put_object(
+            Bucket=self.bucket,
+            Key=paths.cleanup_status,
+            Body=json.dumps(doc, indent=2).encode(),
+            ContentType="application/json",
+        )
 
 
-def verify(backend: Backend, *, env: str, fix: bool = False, yes: bool = False,
-           clock: Clock = utc_now) -> VerifyResult:
+def verify(
+    backend: Backend, *, env: str, fix: bool = False, yes: bool = False, clock: Clock = utc_now
+) -> VerifyResult:
     """``invoke verify``: the inventory; with ``fix`` and ``yes``, remove the orphans and look again.
 
     Raises:
@@ -321,7 +406,9 @@ def verify(backend: Backend, *, env: str, fix: bool = False, yes: bool = False,
         if not fix or before.clean:
             return VerifyResult(before=before)
         if not yes:
-            raise ConfigError(f"verify --fix would remove {len(before.orphans)} orphaned resource(s) "
-                              f"({', '.join(f.resource for f in before.orphans)}); add --yes to confirm")
+            raise ConfigError(
+                f"verify --fix would remove {len(before.orphans)} orphaned resource(s) "
+                f"({', '.join(f.resource for f in before.orphans)}); add --yes to confirm"
+            )
         done = insp.fix(before)
         return VerifyResult(before=before, fixed=done, after=insp.inventory())

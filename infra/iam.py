@@ -69,9 +69,15 @@ class InstanceIdentity(_RoleWithProfile):
     def __init__(
         self, name: str, args: InstanceIdentityArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("InstanceIdentity", name, args, role_name=spec.resource_name(args.env, "instance"),
-                         description=f"Chronos training instances of env {args.env}",
-                         policy=spec.instance_role_policy, opts=opts)
+        super().__init__(
+            "InstanceIdentity",
+            name,
+            args,
+            role_name=spec.resource_name(args.env, "instance"),
+            description=f"Chronos training instances of env {args.env}",
+            policy=spec.instance_role_policy,
+            opts=opts,
+        )
         self.register_outputs({"role_arn": self.role_arn, "instance_profile_arn": self.instance_profile_arn})
 
 
@@ -89,12 +95,18 @@ class DebugInstanceIdentity(_RoleWithProfile):
         self, name: str, args: InstanceIdentityArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(
-            "DebugInstanceIdentity", name, args, role_name=spec.debug_role_name(args.env),
+            "DebugInstanceIdentity",
+            name,
+            args,
+            role_name=spec.debug_role_name(args.env),
             description=f"Chronos training instances of env {args.env}, with Session Manager access",
-            policy=spec.debug_role_policy, opts=opts)
+            policy=spec.debug_role_policy,
+            opts=opts,
+        )
         self.attachments = [
-            aws.iam.RolePolicyAttachment(f"{name}-{arn.rsplit('/', 1)[1]}", role=self.role.name,
-                                         policy_arn=arn, opts=self.child)
+            aws.iam.RolePolicyAttachment(
+                f"{name}-{arn.rsplit('/', 1)[1]}", role=self.role.name, policy_arn=arn, opts=self.child
+            )
             for arn in spec.debug_managed_policy_arns()
         ]
         self.register_outputs({"role_arn": self.role_arn, "instance_profile_arn": self.instance_profile_arn})

@@ -388,8 +388,11 @@ def _local_ami(ctx: LocalContext) -> str:
     if found["Images"]:
         return str(found["Images"][0]["ImageId"])
     image_id = ctx.ec2.register_image(
-        Name=LOCAL_AMI_NAME, Description="local stand-in for the AWS Deep Learning AMI (PyTorch)",
-        Architecture="x86_64", VirtualizationType="hvm", RootDeviceName=spec.ROOT_DEVICE_NAME,
+        Name=LOCAL_AMI_NAME,
+        Description="local stand-in for the AWS Deep Learning AMI (PyTorch)",
+        Architecture="x86_64",
+        VirtualizationType="hvm",
+        RootDeviceName=spec.ROOT_DEVICE_NAME,
         BlockDeviceMappings=[
             {"DeviceName": spec.ROOT_DEVICE_NAME, "Ebs": {"VolumeSize": 75, "VolumeType": "gp3"}}
         ],

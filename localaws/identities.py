@@ -66,12 +66,18 @@ class Keys:
 
     def session(self, region: str) -> boto3.Session:
         """A boto3 session signing with these keys."""
-        return boto3.Session(aws_access_key_id=self.access_key_id,
-                             aws_secret_access_key=self.secret_access_key, region_name=region)
+        return boto3.Session(
+            aws_access_key_id=self.access_key_id,
+            aws_secret_access_key=self.secret_access_key,
+            region_name=region,
+        )
 
     def to_dict(self) -> dict[str, str]:
-        return {"arn": self.arn, "access_key_id": self.access_key_id,
-                "secret_access_key": self.secret_access_key}
+        return {
+            "arn": self.arn,
+            "access_key_id": self.access_key_id,
+            "secret_access_key": self.secret_access_key,
+        }
 
 
 @dataclass(frozen=True)
@@ -85,9 +91,13 @@ class EnvIdentities:
     instance_profile_name: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"operator": self.operator.to_dict(), "instance_host": self.instance_host.to_dict(),
-                "instance_role_arn": self.instance_role_arn, "instance_role_name": self.instance_role_name,
-                "instance_profile_name": self.instance_profile_name}
+        return {
+            "operator": self.operator.to_dict(),
+            "instance_host": self.instance_host.to_dict(),
+            "instance_role_arn": self.instance_role_arn,
+            "instance_role_name": self.instance_role_name,
+            "instance_profile_name": self.instance_profile_name,
+        }
 
 
 @dataclass(frozen=True)
@@ -99,8 +109,11 @@ class Identities:
     envs: Mapping[str, EnvIdentities] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"account": self.account, "admin": self.admin.to_dict(),
-                "envs": {name: ids.to_dict() for name, ids in sorted(self.envs.items())}}
+        return {
+            "account": self.account,
+            "admin": self.admin.to_dict(),
+            "envs": {name: ids.to_dict() for name, ids in sorted(self.envs.items())},
+        }
 
 
 # ----------------------------------------------------------------- the record
@@ -110,8 +123,11 @@ def _keys(doc: Any, where: str) -> Keys:
     if not isinstance(doc, Mapping):
         raise IdentitiesError(f"{where} is not an object")
     try:
-        return Keys(arn=str(doc["arn"]), access_key_id=str(doc["access_key_id"]),
-                    secret_access_key=str(doc["secret_access_key"]))
+        return Keys(
+            arn=str(doc["arn"]),
+            access_key_id=str(doc["access_key_id"]),
+            secret_access_key=str(doc["secret_access_key"]),
+        )
     except KeyError as exc:
         raise IdentitiesError(f"{where} lacks {exc.args[0]!r}") from None
 
@@ -141,8 +157,11 @@ def from_dict(doc: Mapping[str, Any]) -> Identities:
         envs = doc.get("envs") or {}
         if not isinstance(envs, Mapping):
             raise IdentitiesError("envs is not an object")
-        return Identities(account=str(doc["account"]), admin=_keys(doc["admin"], "admin"),
-                          envs={str(k): _env_ids(v, f"envs.{k}") for k, v in envs.items()})
+        return Identities(
+            account=str(doc["account"]),
+            admin=_keys(doc["admin"], "admin"),
+            envs={str(k): _env_ids(v, f"envs.{k}") for k, v in envs.items()},
+        )
     except KeyError as exc:
         raise IdentitiesError(f"the record lacks {exc.args[0]!r}") from None
 
@@ -190,8 +209,9 @@ def _iso_z(value: Any) -> str:
     return str(value)
 
 
-def assume_instance_role(endpoint_url: str, region: str, env_ids: EnvIdentities, instance_id: str,
-                         *, duration_s: int = 3600) -> dict[str, Any]:
+def assume_instance_role(
+    endpoint_url: str, region: str, env_ids: EnvIdentities, instance_id: str, *, duration_s: int = 3600
+) -> dict[str, Any]:
     """Credentials of the instance role for the local instance ``instance_id``.
 
     The instance-host user assumes the role with the instance id as session name,
@@ -215,8 +235,9 @@ def assume_instance_role(endpoint_url: str, region: str, env_ids: EnvIdentities,
         botocore.exceptions.ClientError: the local AWS refused the AssumeRole.
     """
     sts = env_ids.instance_host.session(region).client("sts", endpoint_url=endpoint_url)
-    creds = sts.assume_role(RoleArn=env_ids.instance_role_arn, RoleSessionName=instance_id,
-                            DurationSeconds=duration_s)["Credentials"]
+    creds = sts.assume_role(
+        RoleArn=env_ids.instance_role_arn, RoleSessionName=instance_id, DurationSeconds=duration_s
+    )["Credentials"]
     return {
         "Code": "Success",
         "LastUpdated": _iso_z(datetime.now(UTC)),
@@ -262,9 +283,17 @@ def moto_only_allowance(documents: Iterable[Mapping[str, Any]]) -> dict[str, Any
                     actions.add(action)
     if not actions:
         return None
-    return {"Version": "2012-10-17",
-            "Statement": [{"Sid": "MotoChecksNonS3ActionsOnStarOnly", "Effect": "Allow",
-                           "Action": sorted(actions), "Resource": "*"}]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "MotoChecksNonS3ActionsOnStarOnly",
+                "Effect": "Allow",
+                "Action": sorted(actions),
+                "Resource": "*",
+            }
+        ],
+    }
 
 
 def _document(value: str | Mapping[str, Any]) -> Mapping[str, Any]:
@@ -334,10 +363,15 @@ def _managed_document(iam: Any, arn: str) -> Mapping[str, Any]:
 
 def _role_documents(iam: Any, role: str) -> list[Mapping[str, Any]]:
     """The role's real policies: inline (but the moto-only one) and attached."""
-    docs = [_document(iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"])
-            for name in iam.list_role_policies(RoleName=role)["PolicyNames"] if name != MOTO_ONLY_POLICY_NAME]
-    docs += [_managed_document(iam, p["PolicyArn"])
-             for p in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]]
+    docs = [
+        _document(iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"])
+        for name in iam.list_role_policies(RoleName=role)["PolicyNames"]
+        if name != MOTO_ONLY_POLICY_NAME
+    ]
+    docs += [
+        _managed_document(iam, p["PolicyArn"])
+        for p in iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"]
+    ]
     return docs
 
 
@@ -393,8 +427,9 @@ def ensure_admin(aws: LocalAWS, path: Path) -> Identities:
     return record
 
 
-def ensure_identities(aws: LocalAWS, path: Path, *, env: str,
-                      provision: Callable[[str], Mapping[str, Any]]) -> tuple[Identities, Mapping[str, Any]]:
+def ensure_identities(
+    aws: LocalAWS, path: Path, *, env: str, provision: Callable[[str], Mapping[str, Any]]
+) -> tuple[Identities, Mapping[str, Any]]:
     """Admin, the env's provisioned stack and its principals; the record written. Idempotent.
 
     Order (each step needs the previous one): the admin (enforcement off if it
@@ -428,10 +463,15 @@ def ensure_identities(aws: LocalAWS, path: Path, *, env: str,
     outputs = provision(host_arn)
     role_arn = str(outputs["instance_role_arn"])
     role_name = role_arn.rsplit("/", 1)[1]
-    _ensure_user_policy(iam, host_name, HOST_POLICY_NAME, {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}],
-    })
+    _ensure_user_policy(
+        iam,
+        host_name,
+        HOST_POLICY_NAME,
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}],
+        },
+    )
     role_allowance = moto_only_allowance(_role_documents(iam, role_name))
     _ensure_role_policy(iam, role_name, MOTO_ONLY_POLICY_NAME, role_allowance)
 
@@ -448,13 +488,31 @@ def ensure_identities(aws: LocalAWS, path: Path, *, env: str,
     operator = _ensure_key(iam, operator_name, operator_arn, stored.operator if stored else None)
 
     profile_name = str(outputs["instance_profile_arn"]).rsplit("/", 1)[1]
-    env_ids = EnvIdentities(operator=operator, instance_host=host, instance_role_arn=role_arn,
-                            instance_role_name=role_name, instance_profile_name=profile_name)
+    env_ids = EnvIdentities(
+        operator=operator,
+        instance_host=host,
+        instance_role_arn=role_arn,
+        instance_role_name=role_name,
+        instance_profile_name=profile_name,
+    )
     record = Identities(account=record.account, admin=record.admin, envs={**record.envs, env: env_ids})
     write(path, record)
     return record, outputs
 
 
-__all__ = ["ADMIN_USER", "MOTO_ONLY_POLICY_NAME", "EnvIdentities", "Identities", "IdentitiesError", "Keys",
-           "assume_instance_role", "ensure_admin", "ensure_identities", "from_dict", "load",
-           "moto_only_allowance", "user_name", "write"]
+__all__ = [
+    "ADMIN_USER",
+    "MOTO_ONLY_POLICY_NAME",
+    "EnvIdentities",
+    "Identities",
+    "IdentitiesError",
+    "Keys",
+    "assume_instance_role",
+    "ensure_admin",
+    "ensure_identities",
+    "from_dict",
+    "load",
+    "moto_only_allowance",
+    "user_name",
+    "write",
+]

@@ -54,11 +54,21 @@ class FakeIMDS:
         port: 0 picks a free one.
     """
 
-    def __init__(self, *, instance_id: str, instance_type: str = "g5.xlarge",
-                 availability_zone: str = "us-east-1a", lifecycle: str = "spot", port: int = 0,
-                 role_name: str | None = None, credentials: CredentialsProvider | None = None,
-                 instance_profile_arn: str = "", instance_profile_id: str = "AIPAEXAMPLELOCAL0001",
-                 refresh_margin_s: float = REFRESH_MARGIN_S, image_id: str = "ami-0123456789abcdef0") -> None:
+    def __init__(
+        self,
+        *,
+        instance_id: str,
+        instance_type: str = "g5.xlarge",
+        availability_zone: str = "us-east-1a",
+        lifecycle: str = "spot",
+        port: int = 0,
+        role_name: str | None = None,
+        credentials: CredentialsProvider | None = None,
+        instance_profile_arn: str = "",
+        instance_profile_id: str = "AIPAEXAMPLELOCAL0001",
+        refresh_margin_s: float = REFRESH_MARGIN_S,
+        image_id: str = "ami-0123456789abcdef0",
+    ) -> None:
         self.values = {
             "instance-id": instance_id,
             "ami-id": image_id,
@@ -127,9 +137,12 @@ class FakeIMDS:
         """``meta-data/iam/info``: the instance profile."""
         if self.role_name is None:
             return None
-        return {"Code": "Success", "LastUpdated": iso(utc_now()),
-                "InstanceProfileArn": self.instance_profile_arn,
-                "InstanceProfileId": self.instance_profile_id}
+        return {
+            "Code": "Success",
+            "LastUpdated": iso(utc_now()),
+            "InstanceProfileArn": self.instance_profile_arn,
+            "InstanceProfileId": self.instance_profile_id,
+        }
 
     def __enter__(self) -> FakeIMDS:
         return self.start()
@@ -175,7 +188,7 @@ def _handler(imds: FakeIMDS) -> type[BaseHTTPRequestHandler]:
             prefix = "/latest/meta-data/"
             if not self.path.startswith(prefix):
                 return self._send(404, "not found")
-            item = self.path[len(prefix):]
+            item = self.path[len(prefix) :]
             with imds._lock:
                 if item == "spot/instance-action":
                     return self._json(imds.spot_action)
@@ -199,8 +212,11 @@ def _handler(imds: FakeIMDS) -> type[BaseHTTPRequestHandler]:
                 try:
                     creds = imds.credentials()
                 except Exception as exc:  # what EC2 answers when it cannot get the role's keys
-                    body = {"Code": "AssumeRoleUnauthorizedAccess", "Message": str(exc),
-                            "LastUpdated": iso(utc_now())}
+                    body = {
+                        "Code": "AssumeRoleUnauthorizedAccess",
+                        "Message": str(exc),
+                        "LastUpdated": iso(utc_now()),
+                    }
                     return self._send(200, json.dumps(body), "application/json")
                 return self._json(creds)
             return self._send(404, "not found")

@@ -68,8 +68,9 @@ class LocalAWS:
         else:
             _ADMIN_BY_ENDPOINT[self.endpoint_url] = keys
 
-    def session(self, access_key: str | None = None, secret_key: str | None = None,
-                token: str | None = None) -> boto3.Session:
+    def session(
+        self, access_key: str | None = None, secret_key: str | None = None, token: str | None = None
+    ) -> boto3.Session:
         """A session with these credentials; default: the admin's if known, else the test keys."""
         if access_key is None and self.admin is not None:
             access_key, secret_key = self.admin.access_key_id, self.admin.secret_access_key

@@ -30,8 +30,12 @@ def serve(*, port: int, state_file: Path | None, stop: threading.Event | None = 
         log.error("moto did not come up on port %s", port)
         aws.stop()
         return 1
-    record = {"endpoint_url": aws.endpoint_url, "pid": os.getpid(),
-              "port": int(aws.endpoint_url.rsplit(":", 1)[1]), "region": aws.region}
+    record = {
+        "endpoint_url": aws.endpoint_url,
+        "pid": os.getpid(),
+        "port": int(aws.endpoint_url.rsplit(":", 1)[1]),
+        "region": aws.region,
+    }
     if state_file is not None:
         state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = state_file.with_suffix(".tmp")
@@ -52,11 +56,16 @@ def serve(*, port: int, state_file: Path | None, stop: threading.Event | None = 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m localaws serve",
-                                     description="moto server on 127.0.0.1 for local mode")
+    parser = argparse.ArgumentParser(
+        prog="python -m localaws serve", description="moto server on 127.0.0.1 for local mode"
+    )
     parser.add_argument("--port", type=int, default=0, help="TCP port (0 picks a free one)")
-    parser.add_argument("--state-file", type=Path, default=None,
-                        help="write the endpoint and pid here once the server answers")
+    parser.add_argument(
+        "--state-file",
+        type=Path,
+        default=None,
+        help="write the endpoint and pid here once the server answers",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()

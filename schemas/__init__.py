@@ -51,10 +51,7 @@ def _load(name: str) -> dict[str, Any]:
 
 @cache
 def _registry() -> Registry:
-    resources_ = [
-        (doc["$id"], Resource.from_contents(doc))
-        for doc in (_load(n) for n in (*KINDS, *_SHARED))
-    ]
+    resources_ = [(doc["$id"], Resource.from_contents(doc)) for doc in (_load(n) for n in (*KINDS, *_SHARED))]
     return Registry().with_resources(resources_)
 
 

@@ -26,27 +26,44 @@ def _finalized_run(s3, bucket: str, tmp_path: Path, completion: CompletionStatus
         details["steps"] = 60
     record.metrics.update(model_wql=0.038, baseline_wql=0.072, final_loss=0.31)
     record.loss_curve += [[1, 2.5], [60, 0.31]]
-    errors.add(error_record(error_class=ErrorClass.RETRIABLE, severity=Severity.WARNING,
-                            component="data_sync", message="SlowDown on GetObject",
-                            retry_count=1, max_retries=6))
+    errors.add(
+        error_record(
+            error_class=ErrorClass.RETRIABLE,
+            severity=Severity.WARNING,
+            component="data_sync",
+            message="SlowDown on GetObject",
+            retry_count=1,
+            max_retries=6,
+        )
+    )
     model = tmp_path / "model"
     model.mkdir()
     (model / "model.safetensors").write_bytes(b"w" * 4096)
     status = RunStatus.RESULTS_SYNC if completion is CompletionStatus.NORMAL else RunStatus.INTERRUPTED
-    result = finalize(transfers=Transfers(s3, bucket, retrier), paths=PATHS, record=record,
-                      outputs=Outputs(model_dir=model), status=status, completion=completion,
-                      exit_code=0 if completion is CompletionStatus.NORMAL else 3,
-                      lock_path=tmp_path / "finalize.lock")
+    result = finalize(
+        transfers=Transfers(s3, bucket, retrier),
+        paths=PATHS,
+        record=record,
+        outputs=Outputs(model_dir=model),
+        status=status,
+        completion=completion,
+        exit_code=0 if completion is CompletionStatus.NORMAL else 3,
+        lock_path=tmp_path / "finalize.lock",
+    )
     assert result.succeeded and not result.noop
     return record
 
 
-@pytest.mark.parametrize(("completion", "shown"), [
-    (CompletionStatus.NORMAL, "succeeded"),
-    (CompletionStatus.INTERRUPTED, "interrupted"),
-])
+@pytest.mark.parametrize(
+    ("completion", "shown"),
+    [
+        (CompletionStatus.NORMAL, "succeeded"),
+        (CompletionStatus.INTERRUPTED, "interrupted"),
+    ],
+)
 def test_trainer_documents_are_read_and_validated_by_the_control_plane(
-        s3, bucket, tmp_path, completion, shown):
+    s3, bucket, tmp_path, completion, shown
+):
     _finalized_run(s3, bucket, tmp_path, completion)
     # control side: each document passes its schema on read
     training = get_json(s3, bucket, PATHS.training_log, "training")

@@ -59,8 +59,12 @@ def world(tmp_path, local_aws, monkeypatch):
     calls = tmp_path / "audit" / "calls.jsonl"
 
     def invoke(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        env = {**os.environ, "CHRONOS_LOCAL_DIR": str(local_dir.root), "COLUMNS": "200",
-               local_audit.ENV_VAR: str(calls)}
+        env = {
+            **os.environ,
+            "CHRONOS_LOCAL_DIR": str(local_dir.root),
+            "COLUMNS": "200",
+            local_audit.ENV_VAR: str(calls),
+        }
         return subprocess.run(
             [INVOKE, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout
         )
@@ -289,15 +293,19 @@ def test_spot_interruption_then_launch_resume_finishes_the_same_run(world):
     _without_statement(world["local_aws"], "chronos-dev-operator", "RunSpotRequestsTaggedForThisEnv")
     broken = world["audit"]()
     assert not broken.ok
-    assert any(f.action == "ec2:RunInstances" and "spot-instances-request" in f.resource
-               for f in broken.findings), broken.summary()
+    assert any(
+        f.action == "ec2:RunInstances" and "spot-instances-request" in f.resource for f in broken.findings
+    ), broken.summary()
 
 
 def _without_statement(aws, user: str, sid: str) -> None:
     """Make ``sid`` vanish from the operator policy attached to ``user`` (a new default version)."""
     iam = aws.client("iam")
-    (attached,) = [p for p in iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]
-                   if "operator" in p["PolicyName"]]
+    (attached,) = [
+        p
+        for p in iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]
+        if "operator" in p["PolicyName"]
+    ]
     arn = attached["PolicyArn"]
     version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
     doc = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
@@ -307,5 +315,6 @@ def _without_statement(aws, user: str, sid: str) -> None:
     for old in iam.list_policy_versions(PolicyArn=arn)["Versions"]:
         if not old["IsDefaultVersion"]:
             iam.delete_policy_version(PolicyArn=arn, VersionId=old["VersionId"])
-    iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps({**doc, "Statement": kept}),
-                              SetAsDefault=True)
+    iam.create_policy_version(
+        PolicyArn=arn, PolicyDocument=json.dumps({**doc, "Statement": kept}), SetAsDefault=True
+    )

@@ -95,8 +95,10 @@ def render_user_data(
         raise ValueError("user data template has a placeholder render_user_data does not fill")
     size = len(text.encode("utf-8"))
     if size > USER_DATA_LIMIT_BYTES:
-        raise ValueError(f"user data is {size} bytes, over EC2's limit of {USER_DATA_LIMIT_BYTES} "
-                         "(16 KB before base64): shorten the values or the extra environment")
+        raise ValueError(
+            f"user data is {size} bytes, over EC2's limit of {USER_DATA_LIMIT_BYTES} "
+            "(16 KB before base64): shorten the values or the extra environment"
+        )
     return text
 
 

@@ -125,10 +125,12 @@ class Cleanup:
         ]
         return verification(
             checked_at=iso(self.clock()),
-            instances_running=self._check("ec2:instances", "ec2:DescribeInstances",
-                                          lambda: self._count_instances(filters)),
-            volumes_available=self._check("ec2:volumes", "ec2:DescribeVolumes",
-                                          lambda: self._count_volumes(filters)),
+            instances_running=self._check(
+                "ec2:instances", "ec2:DescribeInstances", lambda: self._count_instances(filters)
+            ),
+            volumes_available=self._check(
+                "ec2:volumes", "ec2:DescribeVolumes", lambda: self._count_volumes(filters)
+            ),
         )
 
     def _check(self, resource: str, api_action: str, fn: Callable[[], int]) -> Count:

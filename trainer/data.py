@@ -274,17 +274,13 @@ def _timestamps(table: pa.Table, column: str, path: Path, items: np.ndarray) -> 
         raise DataValidationError(
             f"{path}: column {column} does not hold timestamps ({exc})", file=path
         ) from exc
-    raise DataValidationError(
-        f"{path}: column {column} has type {kind}, expected a timestamp", file=path
-    )
+    raise DataValidationError(f"{path}: column {column} has type {kind}, expected a timestamp", file=path)
 
 
 def _numeric(table: pa.Table, column: str, path: Path) -> np.ndarray:
     col = table.column(column)
     if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
-        raise DataValidationError(
-            f"{path}: column {column} has type {col.type}, expected numbers", file=path
-        )
+        raise DataValidationError(f"{path}: column {column} has type {col.type}, expected numbers", file=path)
     return col.cast(pa.float32()).to_numpy(zero_copy_only=False).astype(np.float32)
 
 
@@ -432,9 +428,7 @@ def _build(
             evaluation["past_covariates"] = past_cov
         if spec.known_covariates:
             train["future_covariates"] = {c: None for c in spec.known_covariates}
-            evaluation["future_covariates"] = {
-                c: values[c][cut:end].copy() for c in spec.known_covariates
-            }
+            evaluation["future_covariates"] = {c: values[c][cut:end].copy() for c in spec.known_covariates}
         train_inputs.append(train)
         eval_inputs.append(evaluation)
         past_targets.append(train["target"])

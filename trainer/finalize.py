@@ -361,25 +361,53 @@ def software_versions() -> dict[str, str | None]:
 
     torch = sys.modules.get("torch")
     cuda = getattr(getattr(torch, "version", None), "cuda", None) if torch is not None else None
-    return {"python": platform.python_version(), "torch": version("torch"), "cuda": cuda,
-            "chronos": version("chronos-forecasting"), "transformers": version("transformers"),
-            "peft": version("peft")}
+    return {
+        "python": platform.python_version(),
+        "torch": version("torch"),
+        "cuda": cuda,
+        "chronos": version("chronos-forecasting"),
+        "transformers": version("transformers"),
+        "peft": version("peft"),
+    }
 
 
-def model_metadata(*, paths: RunPaths, spec: Any, record: TrainingLog, manifest: dict[str, Any],
-                   base_info: dict[str, Any], device: str) -> dict[str, Any]:
+def model_metadata(
+    *,
+    paths: RunPaths,
+    spec: Any,
+    record: TrainingLog,
+    manifest: dict[str, Any],
+    base_info: dict[str, Any],
+    device: str,
+) -> dict[str, Any]:
     """model_metadata.json: what produced the model (schema ``model-metadata``)."""
     m = spec.model
     doc = {
-        "schema_version": 1, "run_id": paths.run_id, "env": paths.env, "created_at": iso(utc_now()),
+        "schema_version": 1,
+        "run_id": paths.run_id,
+        "env": paths.env,
+        "created_at": iso(utc_now()),
         "started_at": record.started_at,
-        "base_model": {"id": m.base, "revision": base_info.get("revision"),
-                       "parameters": int(base_info.get("param_count") or 0)},
-        "dataset_manifest": manifest, "git_commit": record.git_commit, "versions": dict(record.software),
-        "hyperparameters": {"prediction_length": m.prediction_length, "context_length": m.context_length,
-                            "num_steps": m.num_steps, "batch_size": m.batch_size,
-                            "learning_rate": m.learning_rate, "finetune_mode": m.finetune_mode.value,
-                            "checkpoint_interval": m.checkpoint_interval, "seed": m.seed, "device": device},
-        "metrics": dict(record.metrics), "phase_durations": record.durations(),
+        "base_model": {
+            "id": m.base,
+            "revision": base_info.get("revision"),
+            "parameters": int(base_info.get("param_count") or 0),
+        },
+        "dataset_manifest": manifest,
+        "git_commit": record.git_commit,
+        "versions": dict(record.software),
+        "hyperparameters": {
+            "prediction_length": m.prediction_length,
+            "context_length": m.context_length,
+            "num_steps": m.num_steps,
+            "batch_size": m.batch_size,
+            "learning_rate": m.learning_rate,
+            "finetune_mode": m.finetune_mode.value,
+            "checkpoint_interval": m.checkpoint_interval,
+            "seed": m.seed,
+            "device": device,
+        },
+        "metrics": dict(record.metrics),
+        "phase_durations": record.durations(),
     }
     return validate("model-metadata", doc, source="model_metadata.json")

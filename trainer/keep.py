@@ -62,8 +62,11 @@ class WaitEnds:
         except Exception as exc:  # a failed check must not end the wait, nor crash the poweroff
             log.warning("keep: could not read the state file: %s", exc)
             return None
-        if snap is not None and snap.doc.get("run_id") == self.run_id and \
-                snap.doc.get("status") == RunStatus.KILLED.value:
+        if (
+            snap is not None
+            and snap.doc.get("run_id") == self.run_id
+            and snap.doc.get("status") == RunStatus.KILLED.value
+        ):
             return "the run was killed"
         return None
 
@@ -121,8 +124,12 @@ class KeepOnFailure:
         start = self.monotonic()
         end = start + self.window_s()
         hint = self.connect_hint(instance_id)
-        log.warning("KEEPING failed instance %s up for %.0f min before poweroff%s", instance_id or "?",
-                    (end - start) / 60, f"; {hint}" if hint else "")
+        log.warning(
+            "KEEPING failed instance %s up for %.0f min before poweroff%s",
+            instance_id or "?",
+            (end - start) / 60,
+            f"; {hint}" if hint else "",
+        )
         while (now := self.monotonic()) < end:
             reason = self.ends(instance_id)
             if reason:
@@ -137,28 +144,47 @@ class KeepOnFailure:
         return self.inner(instance_id)
 
 
-def connect_hint(*, run_id: str, env: str, region: str, debug: bool,
-                 local: bool = False) -> Callable[[str | None], str]:
+def connect_hint(
+    *, run_id: str, env: str, region: str, debug: bool, local: bool = False
+) -> Callable[[str | None], str]:
     """The log line that says where and how to connect to the kept instance."""
 
     def hint(instance_id: str | None) -> str:
         target = instance_id or "<instance id>"
         if local:
-            return f"local mode: no Session Manager; the instance's console is `invoke logs {run_id} " \
-                   f"--env={env} --console --local`"
+            return (
+                f"local mode: no Session Manager; the instance's console is `invoke logs {run_id} "
+                f"--env={env} --console --local`"
+            )
         if not debug:
-            return f"no Session Manager profile (debug = false): read the console with " \
-                   f"`invoke logs {run_id} --env={env} --console`"
-        return (f"connect with `invoke debug {run_id} --env={env} --start` or `aws ssm start-session "
-                f"--target {target} --region {region}`; the run's files are under this trainer's workdir; "
-                f"end it early with `sudo shutdown -h now` in the session or by terminating {target}")
+            return (
+                f"no Session Manager profile (debug = false): read the console with "
+                f"`invoke logs {run_id} --env={env} --console`"
+            )
+        return (
+            f"connect with `invoke debug {run_id} --env={env} --start` or `aws ssm start-session "
+            f"--target {target} --region {region}`; the run's files are under this trainer's workdir; "
+            f"end it early with `sudo shutdown -h now` in the session or by terminating {target}"
+        )
 
     return hint
 
 
-def for_run(inner: Poweroff, *, spec: RunSpec | None, completion: CompletionStatus, store: Any, ec2: Any,
-            run_id: str, env: str, region: str, until: float | None, local: bool = False,
-            monotonic: Monotonic = time.monotonic, sleep: Sleep = time.sleep) -> Poweroff:
+def for_run(
+    inner: Poweroff,
+    *,
+    spec: RunSpec | None,
+    completion: CompletionStatus,
+    store: Any,
+    ec2: Any,
+    run_id: str,
+    env: str,
+    region: str,
+    until: float | None,
+    local: bool = False,
+    monotonic: Monotonic = time.monotonic,
+    sleep: Sleep = time.sleep,
+) -> Poweroff:
     """``inner``, wrapped in :class:`KeepOnFailure` only for a failed run whose spec keeps it.
 
     Args:
@@ -175,10 +201,19 @@ def for_run(inner: Poweroff, *, spec: RunSpec | None, completion: CompletionStat
     if spec.instance.keep_on_failure_minutes <= 0:
         return inner
     minutes = spec.instance.keep_on_failure_minutes
-    log.warning("run %s failed: after cleanup this instance stays up %d min (keep_on_failure) for debugging",
-                run_id, minutes)
-    return KeepOnFailure(inner=inner, minutes=minutes, until=until,
-                         ends=WaitEnds(store=store, ec2=ec2, run_id=run_id),
-                         connect_hint=connect_hint(run_id=run_id, env=env, region=region,
-                                                   debug=spec.instance.debug, local=local),
-                         monotonic=monotonic, sleep=sleep)
+    log.warning(
+        "run %s failed: after cleanup this instance stays up %d min (keep_on_failure) for debugging",
+        run_id,
+        minutes,
+    )
+    return KeepOnFailure(
+        inner=inner,
+        minutes=minutes,
+        until=until,
+        ends=WaitEnds(store=store, ec2=ec2, run_id=run_id),
+        connect_hint=connect_hint(
+            run_id=run_id, env=env, region=region, debug=spec.instance.debug, local=local
+        ),
+        monotonic=monotonic,
+        sleep=sleep,
+    )

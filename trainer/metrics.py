@@ -78,9 +78,7 @@ def wql(y_true: np.ndarray, quantile_preds: np.ndarray, quantile_levels: Sequenc
     preds = np.asarray(quantile_preds, dtype=np.float64)
     levels = list(quantile_levels)
     if preds.shape != (*y.shape, len(levels)):
-        raise ValueError(
-            f"quantile_preds has shape {preds.shape}, expected {(*y.shape, len(levels))}"
-        )
+        raise ValueError(f"quantile_preds has shape {preds.shape}, expected {(*y.shape, len(levels))}")
     mask = ~np.isnan(y)
     denominator = np.abs(y[mask]).sum()
     if denominator == 0:

@@ -448,10 +448,16 @@ def load_training_data(files: list[Path], spec: Any) -> Any:
     from trainer import data
 
     d, m = spec.data, spec.model
-    dspec = data.DataSpec(prediction_length=m.prediction_length, context_length=int(m.context_length),
-                          frequency=d.frequency, item_id_column=d.item_id_column,
-                          timestamp_column=d.timestamp_column, target_column=d.target_column,
-                          past_covariates=d.past_covariates, known_covariates=d.known_covariates)
+    dspec = data.DataSpec(
+        prediction_length=m.prediction_length,
+        context_length=int(m.context_length),
+        frequency=d.frequency,
+        item_id_column=d.item_id_column,
+        timestamp_column=d.timestamp_column,
+        target_column=d.target_column,
+        past_covariates=d.past_covariates,
+        known_covariates=d.known_covariates,
+    )
     try:
         return data.load_dataset(files, dspec)
     except data.DataValidationError as exc:
@@ -472,12 +478,18 @@ def clear_previous_sentinel(transfers: Transfers, success_key: str, failed_key: 
         return None
     prior = json.loads(transfers.get_bytes(success_key, component="data_sync")).get("completion_status")
     if prior == "normal":
-        raise TerminalError(f"this run already finished normally ({success_key}); launch a new run instead",
-                            component="data_sync")
+        raise TerminalError(
+            f"this run already finished normally ({success_key}); launch a new run instead",
+            component="data_sync",
+        )
     log.info("resuming after a %s attempt: removing its sentinel", prior)
     for key in (success_key, failed_key):
-        transfers.retrier.call(lambda k=key: transfers.s3.delete_object(Bucket=transfers.bucket, Key=k),
-                               component="data_sync", action="s3:DeleteObject", resource=transfers.url(key))
+        transfers.retrier.call(
+            lambda k=key: transfers.s3.delete_object(Bucket=transfers.bucket, Key=k),
+            component="data_sync",
+            action="s3:DeleteObject",
+            resource=transfers.url(key),
+        )
     return str(prior)
 
 

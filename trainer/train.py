@@ -162,8 +162,7 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
         if self.finetune_mode not in FINETUNE_MODES:
             raise ValueError(
-                f"TrainConfig.finetune_mode must be one of {FINETUNE_MODES}, "
-                f"got {self.finetune_mode!r}"
+                f"TrainConfig.finetune_mode must be one of {FINETUNE_MODES}, got {self.finetune_mode!r}"
             )
         if self.device not in DEVICES:
             raise ValueError(f"TrainConfig.device must be one of {DEVICES}, got {self.device!r}")
@@ -510,8 +509,7 @@ def _check_resumable(path: Path, config: TrainConfig) -> None:
     if is_adapter != (config.finetune_mode == "lora"):
         kind = "a LoRA adapter" if is_adapter else "full weights"
         raise CheckpointError(
-            f"cannot resume from {path}: it holds {kind}, this run is finetune_mode="
-            f"{config.finetune_mode!r}"
+            f"cannot resume from {path}: it holds {kind}, this run is finetune_mode={config.finetune_mode!r}"
         )
 
 

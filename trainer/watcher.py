@@ -394,8 +394,9 @@ class ProgressEvents:
         on_checkpoint: called with ``(folder, step)`` when a checkpoint is complete.
     """
 
-    def __init__(self, progress: Progress, loss_curve: list[Any],
-                 on_checkpoint: Callable[[Path, int], None]) -> None:
+    def __init__(
+        self, progress: Progress, loss_curve: list[Any], on_checkpoint: Callable[[Path, int], None]
+    ) -> None:
         self.progress, self.loss_curve, self.on_checkpoint = progress, loss_curve, on_checkpoint
         self.start_step = 0
         self._first: tuple[float, int] | None = None

@@ -37,12 +37,15 @@ def test_a_full_spec_round_trips(tmp_path):
     assert runspec.from_dict(spec.to_dict()) == spec
 
 
-@pytest.mark.parametrize(("text", "where"), [
-    ("[model]\nnum_steps = -1\n", "$.model.num_steps"),
-    ("[model]\nfinetune_mode = 'qlora'\n", "$.model.finetune_mode"),
-    ("[instance]\ntypes = ['p3.2xlarge']\n", "$.instance.types[0]"),
-    ("[moddel]\n", "$"),
-])
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("[model]\nnum_steps = -1\n", "$.model.num_steps"),
+        ("[model]\nfinetune_mode = 'qlora'\n", "$.model.finetune_mode"),
+        ("[instance]\ntypes = ['p3.2xlarge']\n", "$.instance.types[0]"),
+        ("[moddel]\n", "$"),
+    ],
+)
 def test_malformed_spec_names_the_json_path(tmp_path, text, where):
     f = tmp_path / "run.toml"
     f.write_text(text)

@@ -51,16 +51,27 @@ def test_keep_on_failure_must_end_before_max_runtime(value: object) -> None:
 
 @pytest.mark.parametrize(
     ("fields", "path"),
-    [({"debug": "yes"}, "$.instance.debug"), ({"keep_on_failure": -1}, "$.instance.keep_on_failure"),
-     ({"keep_on_failure": "half an hour"}, "$.instance.keep_on_failure")],
+    [
+        ({"debug": "yes"}, "$.instance.debug"),
+        ({"keep_on_failure": -1}, "$.instance.keep_on_failure"),
+        ({"keep_on_failure": "half an hour"}, "$.instance.keep_on_failure"),
+    ],
 )
 def test_wrong_types_name_their_json_path(fields: dict, path: str) -> None:
     with pytest.raises(ConfigError, match=path.replace("$", r"\$").replace(".", r"\.")):
         from_dict(_instance(**fields))
 
 
-@pytest.mark.parametrize("fields", [{}, {"debug": True}, {"debug": True, "keep_on_failure": 12},
-                                    {"keep_on_failure": 3}, {"debug": True, "keep_on_failure": 30}])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"debug": True},
+        {"debug": True, "keep_on_failure": 12},
+        {"keep_on_failure": 3},
+        {"debug": True, "keep_on_failure": 30},
+    ],
+)
 def test_the_stored_spec_round_trips(fields: dict) -> None:
     spec = from_dict(_instance(**fields))
     assert from_dict(spec.to_dict()) == spec

@@ -69,7 +69,12 @@ def test_legal_transitions_are_recorded_in_history(store, clock):
         clock.tick(10)
         snap = store.transition(snap.run_id, status, snapshot=snap)
     assert [h["status"] for h in snap.doc["history"]] == [
-        "initialization", "data_sync", "training", "results_sync", "cleanup"]
+        "initialization",
+        "data_sync",
+        "training",
+        "results_sync",
+        "cleanup",
+    ]
     assert snap.doc["updated_at"] == "2026-11-25T14:05:42Z"
     assert store.read().doc == snap.doc
 
@@ -126,8 +131,13 @@ def test_conflict_409_is_reread_and_retried(store, s3, bucket, monkeypatch):
     def flaky_put(**kw):
         calls["n"] += 1
         if calls["n"] == 1:
-            raise ClientError({"Error": {"Code": "ConditionalRequestConflict", "Message": "conflict"},
-                               "ResponseMetadata": {"HTTPStatusCode": 409}}, "PutObject")
+            raise ClientError(
+                {
+                    "Error": {"Code": "ConditionalRequestConflict", "Message": "conflict"},
+                    "ResponseMetadata": {"HTTPStatusCode": 409},
+                },
+                "PutObject",
+            )
         return real_put(**kw)
 
     monkeypatch.setattr(s3, "put_object", flaky_put)
@@ -136,10 +146,13 @@ def test_conflict_409_is_reread_and_retried(store, s3, bucket, monkeypatch):
     assert out.status is RunStatus.DATA_SYNC
 
 
-@pytest.mark.parametrize(("body", "reason"), [
-    (b"{not json", "not JSON"),
-    (json.dumps({**_doc(), "run_id": "x"}).encode(), "at $.run_id"),
-])
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "not JSON"),
+        (json.dumps({**_doc(), "run_id": "x"}).encode(), "at $.run_id"),
+    ],
+)
 def test_corrupt_state_gives_a_clear_error(store, s3, bucket, body, reason):
     s3.put_object(Bucket=bucket, Key="dev/system-state.json", Body=body)
     with pytest.raises(CorruptStateError) as info:
@@ -204,16 +217,26 @@ class _PrefixScopedS3:
             return self._s3.get_object(**kw)
         except ClientError as exc:
             if exc.response["ResponseMetadata"]["HTTPStatusCode"] == 404:
-                raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"},
-                                   "ResponseMetadata": {"HTTPStatusCode": 403}}, "GetObject") from None
+                raise ClientError(
+                    {
+                        "Error": {"Code": "AccessDenied", "Message": "Access Denied"},
+                        "ResponseMetadata": {"HTTPStatusCode": 403},
+                    },
+                    "GetObject",
+                ) from None
             raise
 
     def list_objects_v2(self, **kw):
         from botocore.exceptions import ClientError
 
         if not self.list_allowed:
-            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"},
-                               "ResponseMetadata": {"HTTPStatusCode": 403}}, "ListObjectsV2")
+            raise ClientError(
+                {
+                    "Error": {"Code": "AccessDenied", "Message": "Access Denied"},
+                    "ResponseMetadata": {"HTTPStatusCode": 403},
+                },
+                "ListObjectsV2",
+            )
         return self._s3.list_objects_v2(**kw)
 
 

@@ -72,18 +72,38 @@ def test_spot_price_asks_for_the_price_in_effect_now_and_takes_the_newest_point(
     now = datetime(2026, 11, 25, 14, 5, 2, tzinfo=UTC)
     ec2, stub = _stubbed_ec2()
     points = [  # AWS returns the last change before StartTime too: that is the price in effect now
-        {"AvailabilityZone": "us-east-1a", "InstanceType": "g5.xlarge", "ProductDescription": "Linux/UNIX",
-         "SpotPrice": "0.52", "Timestamp": datetime(2026, 11, 20, 3, tzinfo=UTC)},
-        {"AvailabilityZone": "us-east-1a", "InstanceType": "g5.xlarge", "ProductDescription": "Linux/UNIX",
-         "SpotPrice": "0.41", "Timestamp": datetime(2026, 11, 25, 9, tzinfo=UTC)},
-        {"AvailabilityZone": "us-east-1b", "InstanceType": "g5.xlarge", "ProductDescription": "Linux/UNIX",
-         "SpotPrice": "0.30", "Timestamp": datetime(2026, 11, 25, 13, tzinfo=UTC)},
+        {
+            "AvailabilityZone": "us-east-1a",
+            "InstanceType": "g5.xlarge",
+            "ProductDescription": "Linux/UNIX",
+            "SpotPrice": "0.52",
+            "Timestamp": datetime(2026, 11, 20, 3, tzinfo=UTC),
+        },
+        {
+            "AvailabilityZone": "us-east-1a",
+            "InstanceType": "g5.xlarge",
+            "ProductDescription": "Linux/UNIX",
+            "SpotPrice": "0.41",
+            "Timestamp": datetime(2026, 11, 25, 9, tzinfo=UTC),
+        },
+        {
+            "AvailabilityZone": "us-east-1b",
+            "InstanceType": "g5.xlarge",
+            "ProductDescription": "Linux/UNIX",
+            "SpotPrice": "0.30",
+            "Timestamp": datetime(2026, 11, 25, 13, tzinfo=UTC),
+        },
     ]
     stub.add_response(
         "describe_spot_price_history",
         {"SpotPriceHistory": points},
-        {"InstanceTypes": ["g5.xlarge"], "ProductDescriptions": ["Linux/UNIX"],
-         "AvailabilityZone": "us-east-1a", "StartTime": now, "MaxResults": 20},
+        {
+            "InstanceTypes": ["g5.xlarge"],
+            "ProductDescriptions": ["Linux/UNIX"],
+            "AvailabilityZone": "us-east-1a",
+            "StartTime": now,
+            "MaxResults": 20,
+        },
     )
     with stub:
         price = spot_price(ec2, "g5.xlarge", "us-east-1a", now=now)
@@ -96,10 +116,22 @@ def test_launch_price_passes_its_clock_as_start_time():
     ec2, stub = _stubbed_ec2()
     stub.add_response(
         "describe_spot_price_history",
-        {"SpotPriceHistory": [{"AvailabilityZone": "us-east-1a", "SpotPrice": "0.40",
-                               "Timestamp": datetime(2026, 11, 25, 14, tzinfo=UTC)}]},
-        {"InstanceTypes": ["g5.xlarge"], "ProductDescriptions": ["Linux/UNIX"],
-         "AvailabilityZone": "us-east-1a", "StartTime": now, "MaxResults": 20},
+        {
+            "SpotPriceHistory": [
+                {
+                    "AvailabilityZone": "us-east-1a",
+                    "SpotPrice": "0.40",
+                    "Timestamp": datetime(2026, 11, 25, 14, tzinfo=UTC),
+                }
+            ]
+        },
+        {
+            "InstanceTypes": ["g5.xlarge"],
+            "ProductDescriptions": ["Linux/UNIX"],
+            "AvailabilityZone": "us-east-1a",
+            "StartTime": now,
+            "MaxResults": 20,
+        },
     )
     with stub:
         price = launch_price(ec2, "g5.xlarge", "us-east-1a", "spot", local=False, clock=lambda: now)
@@ -118,4 +150,6 @@ def test_newest_point_per_availability_zone():
         {"AvailabilityZone": "us-east-1b", "SpotPrice": "0.33", "Timestamp": t.replace(hour=1)},
     ]
     assert {az: p["SpotPrice"] for az, p in newest_per_az(history).items()} == {
-        "us-east-1a": "0.45", "us-east-1b": "0.31"}
+        "us-east-1a": "0.45",
+        "us-east-1b": "0.31",
+    }

@@ -42,8 +42,9 @@ class StackBackend(Backend):
 
 
 def _stack(server: Any, *, debug_profile: bool) -> dict[str, Any]:
-    return provision(server.session(), env="dev", endpoint_url=server.endpoint_url,
-                     debug_profile=debug_profile)
+    return provision(
+        server.session(), env="dev", endpoint_url=server.endpoint_url, debug_profile=debug_profile
+    )
 
 
 @pytest.fixture
@@ -58,11 +59,26 @@ def plain_stack(local_aws) -> StackBackend:
 
 def _world(backend: Backend, run_id: str) -> World:
     outputs = backend.stack_outputs("dev")
-    prices = {(t, az): Price(usd_per_hour=1.0, source="test") for t in ("g5.xlarge",)
-              for az in outputs.subnets_by_az}
-    return World(env="dev", run_id=run_id, now=NOW, local=False, device="cuda", outputs=outputs, active=None,
-                 code_bundle=b"bundle", code_sha256="0" * 64, code_exists=False, data_files=1, data_bytes=1,
-                 prices=prices)
+    prices = {
+        (t, az): Price(usd_per_hour=1.0, source="test")
+        for t in ("g5.xlarge",)
+        for az in outputs.subnets_by_az
+    }
+    return World(
+        env="dev",
+        run_id=run_id,
+        now=NOW,
+        local=False,
+        device="cuda",
+        outputs=outputs,
+        active=None,
+        code_bundle=b"bundle",
+        code_sha256="0" * 64,
+        code_exists=False,
+        data_files=1,
+        data_bytes=1,
+        prices=prices,
+    )
 
 
 def _spec(**instance: Any) -> Any:
@@ -154,8 +170,9 @@ def _target(debug_stack, **changes: Any) -> Any:
 
 def test_start_runs_the_command_when_the_cli_and_plugin_are_installed(debug_stack) -> None:
     target, ran = _target(debug_stack), []
-    code = start_session(target, which=lambda name: f"/usr/bin/{name}",
-                         runner=lambda cmd: ran.append(list(cmd)) or 0)
+    code = start_session(
+        target, which=lambda name: f"/usr/bin/{name}", runner=lambda cmd: ran.append(list(cmd)) or 0
+    )
     assert code == 0 and ran == [target.command]
 
 

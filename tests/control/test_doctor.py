@@ -123,8 +123,9 @@ def test_footer_only_reads(backend, dev, local_aws):
             ranges.append(kw["Range"])
             return s3.get_object(**kw)
 
-    schema = parquet_footer.read_footer_schema(Counting(), dev["bucket"], "cached-datasets/big.parquet",
-                                               len(body))
+    schema = parquet_footer.read_footer_schema(
+        Counting(), dev["bucket"], "cached-datasets/big.parquet", len(body)
+    )
     assert schema.names == ["item_id", "timestamp", "target"]
     tail = parquet_footer.FOOTER_READ_BYTES
     assert len(ranges) == 1 and ranges[0] == f"bytes={len(body) - tail}-{len(body) - 1}"
@@ -394,8 +395,10 @@ def test_aws_mode_configured_region_differs(aws_mode, monkeypatch, tmp_path):
     config = tmp_path / "aws-config"
     config.write_text("[default]\nregion = eu-west-1\n")
     creds = tmp_path / "aws-credentials"
-    creds.write_text(f"[default]\naws_access_key_id = {os.environ['AWS_ACCESS_KEY_ID']}\n"
-                     f"aws_secret_access_key = {os.environ['AWS_SECRET_ACCESS_KEY']}\n")
+    creds.write_text(
+        f"[default]\naws_access_key_id = {os.environ['AWS_ACCESS_KEY_ID']}\n"
+        f"aws_secret_access_key = {os.environ['AWS_SECRET_ACCESS_KEY']}\n"
+    )
     monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
     for name in ("AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):

@@ -67,8 +67,13 @@ def test_control_cleanup_status_records_a_denied_check_as_unknown(local_aws, buc
 
         def get_paginator(self, name):
             if name == "describe_volumes":
-                raise ClientError({"Error": {"Code": "UnauthorizedOperation", "Message": "not authorized"},
-                                   "ResponseMetadata": {"HTTPStatusCode": 403}}, "DescribeVolumes")
+                raise ClientError(
+                    {
+                        "Error": {"Code": "UnauthorizedOperation", "Message": "not authorized"},
+                        "ResponseMetadata": {"HTTPStatusCode": 403},
+                    },
+                    "DescribeVolumes",
+                )
             return self._real.get_paginator(name)
 
         def __getattr__(self, name):

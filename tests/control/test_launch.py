@@ -76,7 +76,10 @@ def test_plan_is_pure_and_complete(world):
     )
     # spot: the request tags the spot request it creates (the template may not: on-demand has none)
     assert {s["ResourceType"] for s in request["TagSpecifications"]} == {
-        "instance", "volume", "spot-instances-request"}
+        "instance",
+        "volume",
+        "spot-instances-request",
+    }
     assert "cpu" in plan.user_data  # local mode: the instance trains on CPU
     assert plan.state_doc["status"] == "initialization" and plan.state_doc["instance_id"] is None
 
@@ -99,8 +102,12 @@ def test_root_volume_gb_is_applied_on_the_amis_root_device(world):
     plan = plan_launch(big, seen)
     (mapping,) = plan.run_instances_request(plan.placements[0])["BlockDeviceMappings"]
     assert mapping["DeviceName"] == seen.template.root_device == "/dev/sda1"
-    assert mapping["Ebs"] == {"VolumeSize": 400, "VolumeType": "gp3", "Encrypted": True,
-                              "DeleteOnTermination": True}
+    assert mapping["Ebs"] == {
+        "VolumeSize": 400,
+        "VolumeType": "gp3",
+        "Encrypted": True,
+        "DeleteOnTermination": True,
+    }
     assert plan.summary()["image"]["root_volume_gb"] == 400
 
 

@@ -22,20 +22,30 @@ TAGS = spec.tag_list(spec.tags("dev"))
 
 
 def _template(**changes: Any) -> TemplateFacts:
-    data = spec.launch_template_data(image_id="ami-1", instance_type="g5.xlarge",
-                                     instance_profile_arn="arn:p", security_group_id="sg-1",
-                                     resource_tags=spec.tags("dev"))
+    data = spec.launch_template_data(
+        image_id="ami-1",
+        instance_type="g5.xlarge",
+        instance_profile_arn="arn:p",
+        security_group_id="sg-1",
+        resource_tags=spec.tags("dev"),
+    )
     data.update(changes.pop("data", {}))
-    return TemplateFacts(version="1", data=data, image_id="ami-1", image_name="DLAMI",
-                         root_device=changes.pop("root_device", "/dev/sda1"))
+    return TemplateFacts(
+        version="1",
+        data=data,
+        image_id="ami-1",
+        image_name="DLAMI",
+        root_device=changes.pop("root_device", "/dev/sda1"),
+    )
 
 
 def _request(market: Market, **changes: Any) -> dict[str, Any]:
     request = {
         "UserData": "#!/bin/bash\necho hi\n",
         "BlockDeviceMappings": root_volume_mapping("/dev/sda1", 200),
-        "TagSpecifications": [{"ResourceType": k, "Tags": TAGS}
-                              for k in spec.launch_tagged_types(market.value)],
+        "TagSpecifications": [
+            {"ResourceType": k, "Tags": TAGS} for k in spec.launch_tagged_types(market.value)
+        ],
     }
     request.update(changes)
     return request
@@ -48,17 +58,23 @@ def test_the_projects_own_launch_breaks_no_rule(market: Market) -> None:
 
 def test_a_template_tagging_the_spot_request_fails_on_demand() -> None:
     """The defect: the template tagged spot-instances-request, so every on-demand launch failed."""
-    old = _template(data={"TagSpecifications": [
-        {"ResourceType": k, "Tags": TAGS} for k in ("instance", "volume", "network-interface",
-                                                      "spot-instances-request")]})
+    old = _template(
+        data={
+            "TagSpecifications": [
+                {"ResourceType": k, "Tags": TAGS}
+                for k in ("instance", "volume", "network-interface", "spot-instances-request")
+            ]
+        }
+    )
     (problem,) = launch_problems(old, _request(Market.ON_DEMAND), Market.ON_DEMAND)
     assert "'spot-instances-request'" in problem and "on-demand" in problem
     assert launch_problems(old, _request(Market.SPOT), Market.SPOT) == []
 
 
 def test_the_request_must_not_tag_the_spot_request_on_demand() -> None:
-    request = _request(Market.ON_DEMAND, TagSpecifications=[
-        {"ResourceType": "spot-instances-request", "Tags": TAGS}])
+    request = _request(
+        Market.ON_DEMAND, TagSpecifications=[{"ResourceType": "spot-instances-request", "Tags": TAGS}]
+    )
     assert launch_problems(_template(), request, Market.ON_DEMAND)
 
 
@@ -81,10 +97,12 @@ def test_user_data_over_16_kb_is_refused() -> None:
 
 
 def test_root_volume_mapping_restates_the_whole_volume() -> None:
-    assert root_volume_mapping("/dev/sda1", 250) == [{
-        "DeviceName": "/dev/sda1",
-        "Ebs": {"VolumeSize": 250, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True},
-    }]
+    assert root_volume_mapping("/dev/sda1", 250) == [
+        {
+            "DeviceName": "/dev/sda1",
+            "Ebs": {"VolumeSize": 250, "VolumeType": "gp3", "Encrypted": True, "DeleteOnTermination": True},
+        }
+    ]
 
 
 def test_quota_messages_name_the_quota_and_how_to_raise_it() -> None:

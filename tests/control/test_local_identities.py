@@ -38,8 +38,10 @@ def test_the_control_plane_is_the_operator(dev, local_dir) -> None:
 
 def test_moto_refuses_the_control_plane_what_the_operator_policy_lacks(dev, backend) -> None:
     backend.stack_outputs("dev")
-    for call in (lambda: backend.clients().s3.delete_bucket(Bucket=dev["bucket"]),
-                 lambda: backend.client("iam").create_user(UserName="intruder")):
+    for call in (
+        lambda: backend.clients().s3.delete_bucket(Bucket=dev["bucket"]),
+        lambda: backend.client("iam").create_user(UserName="intruder"),
+    ):
         with pytest.raises(ClientError) as caught:
             call()
         assert is_access_denied(caught.value)
@@ -53,16 +55,29 @@ def test_invoke_works_as_the_operator(dev, cli) -> None:
 def test_local_env_exports_the_operators_keys_for_the_aws_cli(dev, cli, local_dir) -> None:
     proc = cli("local.env", "--env=dev")
     assert proc.returncode == 0, proc.stderr
-    exported = dict(shlex.split(line)[1].split("=", 1) for line in proc.stdout.splitlines()
-                    if line.startswith("export "))
+    exported = dict(
+        shlex.split(line)[1].split("=", 1) for line in proc.stdout.splitlines() if line.startswith("export ")
+    )
     assert exported["AWS_ACCESS_KEY_ID"] == _operator(local_dir).access_key_id
     assert exported == exports(local_dir, env="dev")
     env = {**os.environ, **exported}
-    who = subprocess.run([AWS_CLI, "sts", "get-caller-identity", "--query", "Arn", "--output", "text"],
-                         env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    who = subprocess.run(
+        [AWS_CLI, "sts", "get-caller-identity", "--query", "Arn", "--output", "text"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert who.stdout.strip() == _operator(local_dir).arn, who.stderr
-    listed = subprocess.run([AWS_CLI, "s3", "ls", f"s3://{dev['bucket']}/cached-datasets/"],
-                            env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [AWS_CLI, "s3", "ls", f"s3://{dev['bucket']}/cached-datasets/"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert listed.returncode == 0 and "training-data/" in listed.stdout, listed.stderr
 
 

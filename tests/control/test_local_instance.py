@@ -28,22 +28,38 @@ aws sts get-caller-identity --query Arn --output text > "$CHRONOS_ROOT/arn.txt"
 
 def _instance(local_aws, local_dir: LocalDir, user_data: str) -> str:
     iam, ec2 = local_aws.client("iam"), local_aws.client("ec2")
-    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-             "Principal": {"Service": "ec2.amazonaws.com"}}]}
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": "ec2.amazonaws.com"}}
+        ],
+    }
     role = iam.create_role(RoleName=ROLE, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
     profile = iam.create_instance_profile(InstanceProfileName=ROLE)["InstanceProfile"]["Arn"]
     write_json(local_dir.stack_file("dev"), {"instance_role_arn": role, "instance_profile_arn": profile})
     image = ec2.describe_images()["Images"][0]["ImageId"]
-    resp = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, InstanceType="g5.xlarge",
-                             UserData=user_data)
+    resp = ec2.run_instances(
+        ImageId=image, MinCount=1, MaxCount=1, InstanceType="g5.xlarge", UserData=user_data
+    )
     return str(resp["Instances"][0]["InstanceId"])
 
 
 def _spawn(local_aws, local_dir: LocalDir, instance_id: str, **env: str) -> int:
-    return spawn(local_dir=local_dir, instance_id=instance_id, endpoint_url=local_aws.endpoint_url,
-                 env_vars={**local_aws.env(), **env}, python=sys.executable, bucket="b", env="dev",
-                 run_id="20261125-140502", region="us-east-1", instance_type="g5.xlarge",
-                 availability_zone="us-east-1a", market="spot", max_runtime_minutes=30)
+    return spawn(
+        local_dir=local_dir,
+        instance_id=instance_id,
+        endpoint_url=local_aws.endpoint_url,
+        env_vars={**local_aws.env(), **env},
+        python=sys.executable,
+        bucket="b",
+        env="dev",
+        run_id="20261125-140502",
+        region="us-east-1",
+        instance_type="g5.xlarge",
+        availability_zone="us-east-1a",
+        market="spot",
+        max_runtime_minutes=30,
+    )
 
 
 def _state(local_aws, instance_id: str) -> str:
@@ -71,10 +87,18 @@ def test_user_data_runs_under_the_instance_role_and_shutdown_terminates(local_aw
     assert _state(local_aws, instance_id) in ("shutting-down", "terminated"), console
     root = Path(record["root"])
     assert (root / "arn.txt").read_text().strip() == (
-        f"arn:aws:sts::123456789012:assumed-role/{ROLE}/{instance_id}"), console
+        f"arn:aws:sts::123456789012:assumed-role/{ROLE}/{instance_id}"
+    ), console
     env = dict(line.split("=", 1) for line in (root / "env.txt").read_text().splitlines() if "=" in line)
-    for absent in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-                   "AWS_EC2_METADATA_DISABLED", "VIRTUAL_ENV", "PYTHONPATH"):
+    for absent in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_EC2_METADATA_DISABLED",
+        "VIRTUAL_ENV",
+        "PYTHONPATH",
+    ):
         assert absent not in env, absent
     assert env["AWS_EC2_METADATA_SERVICE_ENDPOINT"] == record["imds_url"]
     assert env["CHRONOS_ROOT"] == str(root) and env["HOME"] == str(root / "root")
@@ -91,8 +115,10 @@ def test_user_data_runs_under_the_instance_role_and_shutdown_terminates(local_aw
     assert creds["access_key_id"].startswith("ASIA")
     calls = [line for line in lines if line.get("kind") == "call"]
     if calls:  # the AMI Python's .pth installed localaws.audit in the instance's aws CLI
-        assert any(c["operation"] == "GetCallerIdentity" and c["access_key_id"] == creds["access_key_id"]
-                   for c in calls)
+        assert any(
+            c["operation"] == "GetCallerIdentity" and c["access_key_id"] == creds["access_key_id"]
+            for c in calls
+        )
 
 
 def test_terminated_from_outside_stops_every_process_of_the_instance(local_aws, local_dir):

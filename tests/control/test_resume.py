@@ -25,8 +25,13 @@ def _plant(s3, bucket: str, *, completion: str | None) -> dict:
     s3.put_object(Bucket=bucket, Key=PATHS.user_configs + "run-spec.json", Body=json.dumps(spec).encode())
     s3.put_object(Bucket=bucket, Key=PATHS.checkpoints + "checkpoint-40/trainer_state.json", Body=b"{}")
     if completion:
-        sentinel = {"run_id": RUN, "finalized_at": "2026-11-24T09:10:00Z", "status": "interrupted",
-                    "completion_status": completion, "exit_code": 3}
+        sentinel = {
+            "run_id": RUN,
+            "finalized_at": "2026-11-24T09:10:00Z",
+            "status": "interrupted",
+            "completion_status": completion,
+            "exit_code": 3,
+        }
         s3.put_object(Bucket=bucket, Key=PATHS.success, Body=json.dumps(sentinel).encode())
     return spec
 
@@ -43,10 +48,13 @@ def test_dry_run_resume_plans_the_same_run_with_its_own_spec(backend, dev):
     assert RUN in plan.user_data
 
 
-@pytest.mark.parametrize(("completion", "message"), [
-    ("normal", "already finished normally"),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    ("completion", "message"),
+    [
+        ("normal", "already finished normally"),
+        (None, None),
+    ],
+)
 def test_a_finished_run_is_not_resumed(backend, dev, completion, message):
     s3 = backend.clients().s3
     _plant(s3, dev["bucket"], completion=completion)
@@ -79,8 +87,13 @@ def test_a_failed_relaunch_keeps_the_first_attempts_files(backend, dev):
         def run_instances(self, **kw):
             from botocore.exceptions import ClientError
 
-            raise ClientError({"Error": {"Code": "InsufficientInstanceCapacity", "Message": "none"},
-                               "ResponseMetadata": {"HTTPStatusCode": 500}}, "RunInstances")
+            raise ClientError(
+                {
+                    "Error": {"Code": "InsufficientInstanceCapacity", "Message": "none"},
+                    "ResponseMetadata": {"HTTPStatusCode": 500},
+                },
+                "RunInstances",
+            )
 
     with pytest.raises(Exception, match="no capacity"):
         apply_launch(plan, Clients(s3=clients.s3, ec2=NoCapacity(), sts=clients.sts))

@@ -152,8 +152,17 @@ def test_local_mode_without_local_aws(cli, error_line, local_dir):
 # Each case runs the AWS backend (no --local) as a new user would, with environment variables that
 # provoke one botocore configuration or credential error. Network only to 127.0.0.1.
 
-_AWS_VARS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-             "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "CHRONOS_LOCAL")
+_AWS_VARS = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "CHRONOS_LOCAL",
+)
 _KEYS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
@@ -175,8 +184,9 @@ def aws_runs(cli, local_aws, tmp_path):
             "CHRONOS_STACK_OUTPUTS": outputs or str(tmp_path / "{env}.json"),
             **env,
         }
-        return cli("runs", "--env=dev", env=full, drop=tuple(v for v in _AWS_VARS if v not in full),
-                   timeout=120)
+        return cli(
+            "runs", "--env=dev", env=full, drop=tuple(v for v in _AWS_VARS if v not in full), timeout=120
+        )
 
     run.home, run.config = home, config
     return run
@@ -193,14 +203,21 @@ def test_aws_region_alone_is_enough(aws_runs, local_aws, tmp_path):
     bucket = "chronos-training-dev-123456789012-us-east-1"
     local_aws.client("s3").create_bucket(Bucket=bucket)
     outputs = tmp_path / "dev.json"
-    write_json(outputs, {
-        "bucket": bucket, "region": "us-east-1", "env": "dev", "account_id": "123456789012",
-        "subnets_by_az": {"us-east-1a": "subnet-1"}, "security_group_id": "sg-1",
-        "launch_template_id": "lt-1",
-        "instance_profile_arn": "arn:aws:iam::123456789012:instance-profile/chronos-dev-instance",
-        "instance_role_arn": "arn:aws:iam::123456789012:role/chronos-dev-instance",
-        "operator_policy_arn": "arn:aws:iam::123456789012:policy/chronos-dev-operator",
-    })
+    write_json(
+        outputs,
+        {
+            "bucket": bucket,
+            "region": "us-east-1",
+            "env": "dev",
+            "account_id": "123456789012",
+            "subnets_by_az": {"us-east-1a": "subnet-1"},
+            "security_group_id": "sg-1",
+            "launch_template_id": "lt-1",
+            "instance_profile_arn": "arn:aws:iam::123456789012:instance-profile/chronos-dev-instance",
+            "instance_role_arn": "arn:aws:iam::123456789012:role/chronos-dev-instance",
+            "operator_policy_arn": "arn:aws:iam::123456789012:policy/chronos-dev-operator",
+        },
+    )
     proc = aws_runs({**_KEYS, "AWS_REGION": "us-east-1"}, outputs=str(outputs))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "no runs yet" in proc.stdout
@@ -254,8 +271,12 @@ def _sso_cache(home, key: str, token: dict) -> None:
 
 @pytest.mark.parametrize("case", ["never-logged-in", "expired-legacy", "expired-sso-session"])
 def test_sso_login_missing_or_expired(aws_runs, error_line, case):
-    expired = {"accessToken": "x", "expiresAt": "2020-01-01T00:00:00Z", "region": "us-east-1",
-               "startUrl": "https://example.awsapps.com/start"}
+    expired = {
+        "accessToken": "x",
+        "expiresAt": "2020-01-01T00:00:00Z",
+        "region": "us-east-1",
+        "startUrl": "https://example.awsapps.com/start",
+    }
     if case == "expired-sso-session":
         aws_runs.config.write_text(_SSO_SESSION_PROFILE)
         _sso_cache(aws_runs.home, "corp", expired)
@@ -289,8 +310,13 @@ def test_unreachable_endpoint(aws_runs, error_line):
 def test_invalid_keys(aws_runs, error_line, local_aws):
     requests.post(f"{local_aws.endpoint_url}/moto-api/reset-auth", data=b"0", timeout=10)
     try:
-        proc = aws_runs({"AWS_ACCESS_KEY_ID": "AKIANOSUCHKEY0000000", "AWS_SECRET_ACCESS_KEY": "x",
-                         "AWS_REGION": "us-east-1"})
+        proc = aws_runs(
+            {
+                "AWS_ACCESS_KEY_ID": "AKIANOSUCHKEY0000000",
+                "AWS_SECRET_ACCESS_KEY": "x",
+                "AWS_REGION": "us-east-1",
+            }
+        )
     finally:
         requests.post(f"{local_aws.endpoint_url}/moto-api/reset-auth", data=b"inf", timeout=10)
     assert proc.returncode == 2
@@ -315,10 +341,14 @@ def _botocore_errors():
         (e.ProfileNotFound(profile="dve"), "AWS profile 'dve'"),
         (e.SSOTokenLoadError(error_msg="Token for x does not exist"), "aws sso login"),
         (e.UnauthorizedSSOTokenError(), "aws sso login"),
-        (e.TokenRetrievalError(provider="sso", error_msg="Token has expired and refresh failed"),
-         "aws sso login"),
-        (e.PartialCredentialsError(provider="env", cred_var="AWS_SECRET_ACCESS_KEY"),
-         "AWS_SECRET_ACCESS_KEY"),
+        (
+            e.TokenRetrievalError(provider="sso", error_msg="Token has expired and refresh failed"),
+            "aws sso login",
+        ),
+        (
+            e.PartialCredentialsError(provider="env", cred_var="AWS_SECRET_ACCESS_KEY"),
+            "AWS_SECRET_ACCESS_KEY",
+        ),
         (e.CredentialRetrievalError(provider="custom-process", error_msg="exit 1"), "custom-process"),
         (e.EndpointConnectionError(endpoint_url="https://sts.amazonaws.com/"), "cannot reach AWS"),
         (e.ConnectTimeoutError(endpoint_url="https://sts.amazonaws.com/"), "cannot reach AWS"),
@@ -354,8 +384,11 @@ def test_a_botocore_error_outside_an_aws_errors_block_is_still_one_line(capsys):
     spec = importlib.util.spec_from_file_location("chronos_tasks", PROJECT_ROOT / "tasks.py")
     tasks = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tasks)
-    for exc, expected in ((ProfileNotFound(profile="dve"), "AWS profile 'dve'"),
-                          (UnauthorizedSSOTokenError(), "aws sso login")):
+    for exc, expected in (
+        (ProfileNotFound(profile="dve"), "AWS profile 'dve'"),
+        (UnauthorizedSSOTokenError(), "aws sso login"),
+    ):
+
         def fail(exc=exc):
             raise exc
 
@@ -380,17 +413,25 @@ def test_env_credentials_survive_the_switch_to_the_stacks_region(tmp_path, monke
     from control.backend import AwsBackend
 
     outputs = tmp_path / "dev.json"
-    outputs.write_text(json.dumps({
-        "env": "dev", "region": "eu-west-1", "account_id": "123456789012",
-        "bucket": "chronos-training-dev-123456789012-eu-west-1",
-    }))
+    outputs.write_text(
+        json.dumps(
+            {
+                "env": "dev",
+                "region": "eu-west-1",
+                "account_id": "123456789012",
+                "bucket": "chronos-training-dev-123456789012-eu-west-1",
+            }
+        )
+    )
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     backend = AwsBackend()
-    monkeypatch.setattr("control.backend._outputs_from_mapping",
-                        lambda doc, env, source, fix: type("O", (), {"region": doc["region"]})())
+    monkeypatch.setattr(
+        "control.backend._outputs_from_mapping",
+        lambda doc, env, source, fix: type("O", (), {"region": doc["region"]})(),
+    )
     monkeypatch.setenv("CHRONOS_STACK_OUTPUTS", str(outputs))
     backend.stack_outputs("dev")
     assert backend.session.region_name == "eu-west-1"

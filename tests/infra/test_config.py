@@ -74,8 +74,19 @@ def test_blank_values_mean_default() -> None:
     assert cfg.budget_email is None
 
 
-@pytest.mark.parametrize(("raw", "expected"), [(None, False), ("", False), ("true", True), ("True", True),
-                                               ("yes", True), ("1", True), ("false", False), ("no", False)])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, False),
+        ("", False),
+        ("true", True),
+        ("True", True),
+        ("yes", True),
+        ("1", True),
+        ("false", False),
+        ("no", False),
+    ],
+)
 def test_debug_profile_is_off_unless_set_true(raw: str | None, expected: bool) -> None:
     cfg = parse_config({"env": "dev", "debug_profile": raw})
     assert cfg.debug_profile is expected

@@ -75,8 +75,11 @@ def test_off_by_default_nothing_of_it_exists(plain: DeclaredStack) -> None:
     assert not set(DEBUG_OUTPUT_KEYS) & set(plain.outputs)
     assert not read_outputs(plain.outputs).has_debug_profile
     assert not _sids(_operator(plain)) & DEBUG_SIDS
-    assert not any(s.startswith("ssm:") and s != "ssm:GetParameter" and s != "ssm:GetParameters"
-                   for st in _operator(plain)["Statement"] for s in st["Action"])
+    assert not any(
+        s.startswith("ssm:") and s != "ssm:GetParameter" and s != "ssm:GetParameters"
+        for st in _operator(plain)["Statement"]
+        for s in st["Action"]
+    )
 
 
 def test_on_a_second_role_with_the_instance_roles_policy_and_session_manager(debug: DeclaredStack) -> None:
@@ -161,7 +164,13 @@ PLAIN_OPERATOR = spec.operator_policy(
     "dev", BUCKET, LT_ARN, ROLE_ARN, region=REGION, account_id=ACCOUNT, vpc_arn=VPC_ARN
 )
 DEBUG_OPERATOR = spec.operator_policy(
-    "dev", BUCKET, LT_ARN, ROLE_ARN, region=REGION, account_id=ACCOUNT, vpc_arn=VPC_ARN,
+    "dev",
+    BUCKET,
+    LT_ARN,
+    ROLE_ARN,
+    region=REGION,
+    account_id=ACCOUNT,
+    vpc_arn=VPC_ARN,
     debug_role_arn=DEBUG_ROLE_ARN,
 )
 INSTANCE_ARN = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0aaaaaaaaaaaaaaaa"
@@ -224,8 +233,11 @@ def test_the_debug_role_has_exactly_the_instance_roles_inline_policy() -> None:
 def _blocking(parliament: types.ModuleType, document: dict[str, Any]) -> list[tuple[str, str, str]]:
     policy = parliament.analyze_policy_string(json.dumps(document))
     findings = [parliament.enhance_finding(f) for f in policy.findings]
-    return [(f.severity, f.issue, json.dumps(f.detail, sort_keys=True)) for f in findings
-            if f.severity in {"MEDIUM", "HIGH", "CRITICAL"}]
+    return [
+        (f.severity, f.issue, json.dumps(f.detail, sort_keys=True))
+        for f in findings
+        if f.severity in {"MEDIUM", "HIGH", "CRITICAL"}
+    ]
 
 
 def test_parliament_finds_nothing_of_medium_severity_in_the_debug_statements(
@@ -263,8 +275,10 @@ def local_aws(moto_server: Any) -> Iterator[Any]:
 
 def _iam_state(iam: Any) -> dict[str, Any]:
     roles = {r["RoleName"] for r in iam.list_roles()["Roles"]}
-    profiles = {p["InstanceProfileName"]: [r["RoleName"] for r in p["Roles"]]
-                for p in iam.list_instance_profiles()["InstanceProfiles"]}
+    profiles = {
+        p["InstanceProfileName"]: [r["RoleName"] for r in p["Roles"]]
+        for p in iam.list_instance_profiles()["InstanceProfiles"]
+    }
     return {"roles": roles, "profiles": profiles}
 
 
@@ -278,8 +292,9 @@ def test_local_provisioner_mirrors_the_flag_on_then_off(local_aws: Any) -> None:
     assert read.debug_instance_profile_arn.endswith(":instance-profile/chronos-dev-instance-debug")
     state = _iam_state(iam)
     assert state["profiles"]["chronos-dev-instance-debug"] == ["chronos-dev-instance-debug"]
-    inline = iam.get_role_policy(RoleName="chronos-dev-instance-debug",
-                                 PolicyName="chronos-dev-instance-debug-least-privilege")["PolicyDocument"]
+    inline = iam.get_role_policy(
+        RoleName="chronos-dev-instance-debug", PolicyName="chronos-dev-instance-debug-least-privilege"
+    )["PolicyDocument"]
     assert inline == spec.instance_role_policy(
         "dev", spec.bucket_arn(outputs["bucket"]), region="us-east-1", account_id=outputs["account_id"]
     )

@@ -324,8 +324,10 @@ def test_parliament_sees_the_spot_statement_alone_and_nothing_else(
     parliament_module: types.ModuleType,
 ) -> None:
     """The false positive filtered above comes from the spot statement and only from it."""
-    without = {**OPERATOR, "Statement": [s for s in OPERATOR["Statement"]
-                                         if s["Sid"] != "RunSpotRequestsTaggedForThisEnv"]}
+    without = {
+        **OPERATOR,
+        "Statement": [s for s in OPERATOR["Statement"] if s["Sid"] != "RunSpotRequestsTaggedForThisEnv"],
+    }
     policy = parliament_module.analyze_policy_string(json.dumps(without))
     severities = {parliament_module.enhance_finding(f).severity for f in policy.findings}
     assert not severities & BLOCKING

@@ -232,6 +232,9 @@ def test_code_bundles_expire_and_nothing_else_in_cached_datasets_does() -> None:
     assert bundles["Filter"] == {"Prefix": "cached-datasets/scripts/"}
     assert bundles["Expiration"] == {"Days": spec.CODE_BUNDLE_EXPIRY_DAYS}
     expiring = [r["Filter"]["Prefix"] for r in rules.values() if "Expiration" in r]
-    for kept in ("cached-datasets/training-data/x.parquet", "cached-datasets/python-env/chronos-env.tar.gz",
-                 "dev/system-state.json"):
+    for kept in (
+        "cached-datasets/training-data/x.parquet",
+        "cached-datasets/python-env/chronos-env.tar.gz",
+        "dev/system-state.json",
+    ):
         assert not any(kept.startswith(prefix) for prefix in expiring), kept

@@ -30,8 +30,9 @@ class Env:
 
     def ensure(self, env: str = "dev") -> tuple[identities.Identities, Any]:
         def run(principal: str) -> dict[str, Any]:
-            return provision(self.aws.session(), env=env, endpoint_url=self.aws.endpoint_url,
-                             local_principal_arn=principal)
+            return provision(
+                self.aws.session(), env=env, endpoint_url=self.aws.endpoint_url, local_principal_arn=principal
+            )
 
         return identities.ensure_identities(self.aws, self.path, env=env, provision=run)
 
@@ -61,7 +62,10 @@ def test_the_record_is_private_and_reads_back(env: Env) -> None:
     assert dev.operator.arn == "arn:aws:iam::123456789012:user/chronos-dev-operator"
     assert dev.instance_host.arn == "arn:aws:iam::123456789012:user/chronos-dev-instance-host"
     assert (dev.instance_role_arn, dev.instance_role_name, dev.instance_profile_name) == (
-        env.outputs["instance_role_arn"], "chronos-dev-instance", "chronos-dev-instance")
+        env.outputs["instance_role_arn"],
+        "chronos-dev-instance",
+        "chronos-dev-instance",
+    )
 
 
 def test_no_record_means_no_identities(tmp_path) -> None:
@@ -92,8 +96,11 @@ def test_moto_refuses_the_operator_what_its_policy_does_not_grant(env: Env) -> N
     s3, iam = env.client("s3", op), env.client("iam", op)
     s3.put_object(Bucket=bucket, Key="dev/probe.json", Body=b"{}")
     assert _denied(lambda: iam.create_user(UserName="intruder"))
-    assert _denied(lambda: iam.attach_user_policy(
-        UserName="chronos-dev-operator", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess"))
+    assert _denied(
+        lambda: iam.attach_user_policy(
+            UserName="chronos-dev-operator", PolicyArn="arn:aws:iam::aws:policy/AdministratorAccess"
+        )
+    )
     assert _denied(lambda: s3.delete_bucket(Bucket=bucket))
     assert _denied(lambda: s3.put_bucket_policy(Bucket=bucket, Policy="{}"))
 
@@ -113,11 +120,13 @@ def test_assumed_instance_role_is_the_role_with_the_instance_id_as_session(env: 
     creds = identities.assume_instance_role(env.aws.endpoint_url, env.aws.region, dev, INSTANCE_ID)
     assert creds["Code"] == "Success" and creds["Type"] == "AWS-HMAC"
     assert creds["Expiration"].endswith("Z") and creds["LastUpdated"].endswith("Z")
-    session = boto3.Session(creds["AccessKeyId"], creds["SecretAccessKey"], creds["Token"],
-                            region_name="us-east-1")
+    session = boto3.Session(
+        creds["AccessKeyId"], creds["SecretAccessKey"], creds["Token"], region_name="us-east-1"
+    )
     sts = env.aws.client("sts", session=session)
     assert sts.get_caller_identity()["Arn"] == (
-        f"arn:aws:sts::123456789012:assumed-role/chronos-dev-instance/{INSTANCE_ID}")
+        f"arn:aws:sts::123456789012:assumed-role/chronos-dev-instance/{INSTANCE_ID}"
+    )
     s3 = env.aws.client("s3", session=session)
     s3.put_object(Bucket=env.outputs["bucket"], Key="dev/probe.json", Body=b"{}")
     assert _denied(lambda: s3.put_object(Bucket=env.outputs["bucket"], Key="prod/x", Body=b"x"))
@@ -128,13 +137,18 @@ def test_moto_only_allowance_names_exactly_the_real_policies_arn_scoped_actions(
     bucket_arn = spec.bucket_arn(env.outputs["bucket"])
     role_policy = spec.instance_role_policy("dev", bucket_arn, region="us-east-1", account_id="123456789012")
     version = iam.get_policy(PolicyArn=env.outputs["operator_policy_arn"])["Policy"]["DefaultVersionId"]
-    operator_policy = iam.get_policy_version(PolicyArn=env.outputs["operator_policy_arn"],
-                                             VersionId=version)["PolicyVersion"]["Document"]
+    operator_policy = iam.get_policy_version(PolicyArn=env.outputs["operator_policy_arn"], VersionId=version)[
+        "PolicyVersion"
+    ]["Document"]
 
     def ec2_actions(doc: dict) -> set[str]:  # the non-S3 actions of statements scoped to an ARN
-        return {a for s in doc["Statement"] if s["Resource"] != "*"
-                for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
-                if not a.startswith("s3:")}
+        return {
+            a
+            for s in doc["Statement"]
+            if s["Resource"] != "*"
+            for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+            if not a.startswith("s3:")
+        }
 
     got_user = iam.get_user_policy(UserName="chronos-dev-operator", PolicyName=MOTO_ONLY_POLICY_NAME)
     got_role = iam.get_role_policy(RoleName="chronos-dev-instance", PolicyName=MOTO_ONLY_POLICY_NAME)
@@ -145,13 +159,20 @@ def test_moto_only_allowance_names_exactly_the_real_policies_arn_scoped_actions(
 
 
 def test_moto_only_allowance_follows_the_documents() -> None:
-    doc = {"Statement": [
-        {"Effect": "Allow", "Action": "ec2:RunInstances", "Resource": "arn:aws:ec2:*:*:instance/*"},
-        {"Effect": "Allow", "Action": ["s3:GetObject", "ec2:DescribeTags"], "Resource": "*"},
-        {"Effect": "Deny", "Action": "ec2:TerminateInstances", "Resource": "*"},
-    ]}
-    doc["Statement"].append({"Effect": "Allow", "Action": ["iam:GetInstanceProfile", "s3:PutObject"],
-                             "Resource": "arn:aws:iam::123456789012:instance-profile/p"})
+    doc = {
+        "Statement": [
+            {"Effect": "Allow", "Action": "ec2:RunInstances", "Resource": "arn:aws:ec2:*:*:instance/*"},
+            {"Effect": "Allow", "Action": ["s3:GetObject", "ec2:DescribeTags"], "Resource": "*"},
+            {"Effect": "Deny", "Action": "ec2:TerminateInstances", "Resource": "*"},
+        ]
+    }
+    doc["Statement"].append(
+        {
+            "Effect": "Allow",
+            "Action": ["iam:GetInstanceProfile", "s3:PutObject"],
+            "Resource": "arn:aws:iam::123456789012:instance-profile/p",
+        }
+    )
     allowance = identities.moto_only_allowance([doc])
     assert allowance is not None  # ARN-scoped non-S3 actions only: "*" statements already work in moto
     assert allowance["Statement"][0]["Action"] == ["ec2:RunInstances", "iam:GetInstanceProfile"]

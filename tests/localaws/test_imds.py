@@ -8,8 +8,9 @@ from localaws.imds import TOKEN_HEADER, TTL_HEADER, FakeIMDS
 
 @pytest.fixture
 def imds():
-    with FakeIMDS(instance_id="i-0123456789abcdef0", instance_type="g4dn.xlarge",
-                  availability_zone="us-east-1b") as server:
+    with FakeIMDS(
+        instance_id="i-0123456789abcdef0", instance_type="g4dn.xlarge", availability_zone="us-east-1b"
+    ) as server:
         yield server
 
 
@@ -72,9 +73,15 @@ def _creds(key: str, minutes: float) -> dict:
 
     from common.timeutil import iso, utc_now
 
-    return {"Code": "Success", "LastUpdated": iso(utc_now()), "Type": "AWS-HMAC", "AccessKeyId": key,
-            "SecretAccessKey": "secret", "Token": "token",
-            "Expiration": iso(utc_now() + timedelta(minutes=minutes))}
+    return {
+        "Code": "Success",
+        "LastUpdated": iso(utc_now()),
+        "Type": "AWS-HMAC",
+        "AccessKeyId": key,
+        "SecretAccessKey": "secret",
+        "Token": "token",
+        "Expiration": iso(utc_now() + timedelta(minutes=minutes)),
+    }
 
 
 def test_role_credentials_need_a_token_and_are_renewed_before_expiry():
@@ -84,8 +91,12 @@ def test_role_credentials_need_a_token_and_are_renewed_before_expiry():
         minted.append(f"ASIA{len(minted):016d}")
         return _creds(minted[-1], minutes=60 if len(minted) > 1 else 5)  # the first expires soon
 
-    with FakeIMDS(instance_id="i-0123456789abcdef0", role_name=ROLE, credentials=provider,
-                  instance_profile_arn=f"arn:aws:iam::123456789012:instance-profile/{ROLE}") as server:
+    with FakeIMDS(
+        instance_id="i-0123456789abcdef0",
+        role_name=ROLE,
+        credentials=provider,
+        instance_profile_arn=f"arn:aws:iam::123456789012:instance-profile/{ROLE}",
+    ) as server:
         assert _get(server, "iam/security-credentials/", "forged").status_code == 401
         t = _token(server)
         assert _get(server, "iam/security-credentials/", t).text == ROLE
@@ -114,22 +125,36 @@ def test_botocore_takes_the_role_credentials_from_it(local_aws, tmp_path):
     import sys
 
     iam, sts = local_aws.client("iam"), local_aws.client("sts")
-    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-             "Principal": {"Service": "ec2.amazonaws.com"}}]}
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": "ec2.amazonaws.com"}}
+        ],
+    }
     role_arn = iam.create_role(RoleName=ROLE, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
 
     def provider() -> dict:
         c = sts.assume_role(RoleArn=role_arn, RoleSessionName="i-0123456789abcdef0")["Credentials"]
-        return {**_creds(c["AccessKeyId"], 60), "SecretAccessKey": c["SecretAccessKey"],
-                "Token": c["SessionToken"]}
+        return {
+            **_creds(c["AccessKeyId"], 60),
+            "SecretAccessKey": c["SecretAccessKey"],
+            "Token": c["SessionToken"],
+        }
 
-    code = ("import boto3; s = boto3.Session(region_name='us-east-1'); c = s.get_credentials(); "
-            "print(c.method); print(s.client('sts').get_caller_identity()['Arn'])")
+    code = (
+        "import boto3; s = boto3.Session(region_name='us-east-1'); c = s.get_credentials(); "
+        "print(c.method); print(s.client('sts').get_caller_identity()['Arn'])"
+    )
     with FakeIMDS(instance_id="i-0123456789abcdef0", role_name=ROLE, credentials=provider) as server:
-        env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "AWS_ENDPOINT_URL": local_aws.endpoint_url,
-               "AWS_EC2_METADATA_SERVICE_ENDPOINT": server.url}
-        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                              timeout=60)
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(tmp_path),
+            "AWS_ENDPOINT_URL": local_aws.endpoint_url,
+            "AWS_EC2_METADATA_SERVICE_ENDPOINT": server.url,
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        )
     assert done.returncode == 0, done.stderr
     method, arn = done.stdout.split()
     assert method == "iam-role"

@@ -22,19 +22,25 @@ def test_counts_that_were_checked_need_no_reason():
 
 
 def test_an_unknown_count_is_null_with_its_reason():
-    doc = _doc(instances_running=0, volumes_available=None,
-               unknown={"volumes_available": "ec2:DescribeVolumes failed: access denied"})
+    doc = _doc(
+        instances_running=0,
+        volumes_available=None,
+        unknown={"volumes_available": "ec2:DescribeVolumes failed: access denied"},
+    )
     assert validate("cleanup-status", doc)
     assert any(ex["verification"].get("unknown") for ex in schemas.examples("cleanup-status"))
 
 
-@pytest.mark.parametrize("verification", [
-    {"instances_running": 0, "volumes_available": None},  # null without a reason
-    {"instances_running": None, "volumes_available": 0, "unknown": {"volumes_available": "denied"}},
-    {"instances_running": 0, "volumes_available": 0, "unknown": {"volumes_available": "denied"}},  # both
-    {"instances_running": 0, "volumes_available": None, "unknown": {"volumes_available": ""}},
-    {"instances_running": 0, "volumes_available": None, "unknown": {"disks": "denied"}},
-])
+@pytest.mark.parametrize(
+    "verification",
+    [
+        {"instances_running": 0, "volumes_available": None},  # null without a reason
+        {"instances_running": None, "volumes_available": 0, "unknown": {"volumes_available": "denied"}},
+        {"instances_running": 0, "volumes_available": 0, "unknown": {"volumes_available": "denied"}},  # both
+        {"instances_running": 0, "volumes_available": None, "unknown": {"volumes_available": ""}},
+        {"instances_running": 0, "volumes_available": None, "unknown": {"disks": "denied"}},
+    ],
+)
 def test_a_null_without_reason_or_a_reason_beside_a_number_is_refused(verification):
     with pytest.raises(SchemaValidationError) as info:
         validate("cleanup-status", _doc(**verification))

@@ -207,14 +207,30 @@ class Machine:
     ami_python: Path
 
     def boot(self, *, timeout: float = 240, **overrides: Any) -> subprocess.CompletedProcess:
-        args: dict[str, Any] = dict(bucket=self.bucket, env="dev", run_id=RUN_ID, region="us-east-1",
-                                    max_runtime_minutes=30, code_key=CODE_KEY, python_env_key=None,
-                                    wheelhouse_prefix=WHEELS, device="cpu", local=True)
+        args: dict[str, Any] = dict(
+            bucket=self.bucket,
+            env="dev",
+            run_id=RUN_ID,
+            region="us-east-1",
+            max_runtime_minutes=30,
+            code_key=CODE_KEY,
+            python_env_key=None,
+            wheelhouse_prefix=WHEELS,
+            device="cpu",
+            local=True,
+        )
         args.update(overrides)
         script = self.root.parent / "user-data.sh"
         script.write_text(render_user_data(**args))
-        return subprocess.run(["bash", str(script)], cwd=self.root, env=self.env, capture_output=True,
-                              text=True, timeout=timeout, start_new_session=True)
+        return subprocess.run(
+            ["bash", str(script)],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            start_new_session=True,
+        )
 
     def uploaded_log(self) -> str:
         return self.s3.get_object(Bucket=self.bucket, Key=LOG_KEY)["Body"].read().decode()
@@ -233,18 +249,28 @@ def make_machine(local_aws, bucket, tmp_path) -> Iterator[Callable[..., Machine]
     from localaws.imds import FakeIMDS
 
     iam, sts = local_aws.client("iam"), local_aws.client("sts")
-    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-             "Principal": {"Service": "ec2.amazonaws.com"}}]}
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"Service": "ec2.amazonaws.com"}}
+        ],
+    }
     role_arn = iam.create_role(RoleName=ROLE, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
 
     def credentials() -> dict:
         c = sts.assume_role(RoleArn=role_arn, RoleSessionName="i-0123456789abcdef0")["Credentials"]
-        return {"Code": "Success", "Type": "AWS-HMAC", "AccessKeyId": c["AccessKeyId"],
-                "SecretAccessKey": c["SecretAccessKey"], "Token": c["SessionToken"],
-                "Expiration": c["Expiration"].strftime("%Y-%m-%dT%H:%M:%SZ")}
+        return {
+            "Code": "Success",
+            "Type": "AWS-HMAC",
+            "AccessKeyId": c["AccessKeyId"],
+            "SecretAccessKey": c["SecretAccessKey"],
+            "Token": c["SessionToken"],
+            "Expiration": c["Expiration"].strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
 
-    imds = FakeIMDS(instance_id="i-0123456789abcdef0", lifecycle="on-demand", role_name=ROLE,
-                    credentials=credentials).start()
+    imds = FakeIMDS(
+        instance_id="i-0123456789abcdef0", lifecycle="on-demand", role_name=ROLE, credentials=credentials
+    ).start()
     made = 0
 
     def make(*, torch_visible: bool = True, aws_on_path: bool = True) -> Machine:
@@ -255,12 +281,28 @@ def make_machine(local_aws, bucket, tmp_path) -> Iterator[Callable[..., Machine]
         ami = make_ami_python(root, site_dirs=None if torch_visible else [])
         shims, power = base / "shims", base / "power"
         # the AWS CLI lives outside /opt/pytorch on a real AMI: keep it working with a bare AMI Python
-        write_shims(shims, control_dir=power, supervisor_pid=None,
-                    ami_python=(ami if torch_visible else Path(sys.executable)) if aws_on_path else None)
-        env = instance_environment(root=root, shims=shims, endpoint_url=local_aws.endpoint_url,
-                                   imds_url=imds.url, path="/usr/bin:/bin")  # no /usr/sbin/shutdown
-        return Machine(root=root, shims=shims, power=power, env=env, s3=local_aws.client("s3"),
-                       bucket=bucket, ami_python=ami)
+        write_shims(
+            shims,
+            control_dir=power,
+            supervisor_pid=None,
+            ami_python=(ami if torch_visible else Path(sys.executable)) if aws_on_path else None,
+        )
+        env = instance_environment(
+            root=root,
+            shims=shims,
+            endpoint_url=local_aws.endpoint_url,
+            imds_url=imds.url,
+            path="/usr/bin:/bin",
+        )  # no /usr/sbin/shutdown
+        return Machine(
+            root=root,
+            shims=shims,
+            power=power,
+            env=env,
+            s3=local_aws.client("s3"),
+            bucket=bucket,
+            ami_python=ami,
+        )
 
     yield make
     imds.stop()
@@ -278,10 +320,11 @@ def _wheel(name: str = "chronos_probe", version: str = "1.0") -> bytes:
     import zipfile
 
     dist = f"{name}-{version}.dist-info"
-    files = {f"{name}/__init__.py": b"VALUE = 42\n",
-             f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
-             f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                              b"Tag: py3-none-any\n"}
+    files = {
+        f"{name}/__init__.py": b"VALUE = 42\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
 
     def digest(data: bytes) -> str:
         return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
@@ -297,8 +340,9 @@ def _wheel(name: str = "chronos_probe", version: str = "1.0") -> bytes:
 def test_a_corrupt_wheel_fails_the_boot_uploads_the_log_and_powers_off(make_machine):
     machine = make_machine()
     _upload_bundle(machine.s3, machine.bucket)
-    machine.s3.put_object(Bucket=machine.bucket, Key=WHEELS + "broken-1.0-py3-none-any.whl",
-                          Body=b"not a zip")
+    machine.s3.put_object(
+        Bucket=machine.bucket, Key=WHEELS + "broken-1.0-py3-none-any.whl", Body=b"not a zip"
+    )
     done = machine.boot()
     assert done.returncode != 0
     log = machine.uploaded_log()
@@ -336,21 +380,32 @@ def test_a_venv_made_from_the_ami_venv_cannot_see_torch_the_ami_python_can(make_
     """Defect 3: ``venv --system-site-packages`` from /opt/pytorch sees the base interpreter's packages."""
     machine = make_machine()
     child = tmp_path / "venv-from-ami"
-    subprocess.run([str(machine.ami_python), "-m", "venv", "--without-pip", "--system-site-packages",
-                    str(child)], check=True)
+    subprocess.run(
+        [str(machine.ami_python), "-m", "venv", "--without-pip", "--system-site-packages", str(child)],
+        check=True,
+    )
     probe = "import importlib.util as u; print(bool(u.find_spec('torch')))"
-    assert subprocess.run([str(child / "bin" / "python"), "-c", probe], capture_output=True,
-                          text=True, check=True).stdout.strip() == "False"
-    assert subprocess.run([str(machine.ami_python), "-c", probe], capture_output=True,
-                          text=True, check=True).stdout.strip() == "True"
+    assert (
+        subprocess.run(
+            [str(child / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "False"
+    )
+    assert (
+        subprocess.run(
+            [str(machine.ami_python), "-c", probe], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        == "True"
+    )
 
 
 @pytest.mark.parametrize("aws_on_path", [True, False], ids=["aws-cli", "no-aws-cli-boto3"])
 def test_wheels_go_into_the_ami_python_and_the_trainer_starts_from_the_bundle(make_machine, aws_on_path):
     machine = make_machine(aws_on_path=aws_on_path)
     _upload_bundle(machine.s3, machine.bucket)
-    machine.s3.put_object(Bucket=machine.bucket, Key=WHEELS + "chronos_probe-1.0-py3-none-any.whl",
-                          Body=_wheel())
+    machine.s3.put_object(
+        Bucket=machine.bucket, Key=WHEELS + "chronos_probe-1.0-py3-none-any.whl", Body=_wheel()
+    )
     done = machine.boot()
     log = (machine.root / "var/log/chronos-bootstrap.log").read_text()
     assert "installing 1 wheels into the AMI's Python" in log, log

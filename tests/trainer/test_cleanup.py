@@ -117,8 +117,13 @@ class _Denied:
         from botocore.exceptions import ClientError
 
         raise ClientError(
-            {"Error": {"Code": "UnauthorizedOperation", "Message": "You are not authorized to perform this "
-                       "operation."}, "ResponseMetadata": {"HTTPStatusCode": 403}},
+            {
+                "Error": {
+                    "Code": "UnauthorizedOperation",
+                    "Message": "You are not authorized to perform this operation.",
+                },
+                "ResponseMetadata": {"HTTPStatusCode": 403},
+            },
             operation,
         )
 

@@ -80,8 +80,9 @@ def world(clock: FakeTime) -> tuple[FakeStore, FakeEc2, RecordingPoweroff]:
     return FakeStore(), FakeEc2(), RecordingPoweroff(clock=clock)
 
 
-def keeper(clock: FakeTime, world: tuple, *, minutes: float = 30, until: float | None = None,
-           on_poll: Any = None) -> KeepOnFailure:
+def keeper(
+    clock: FakeTime, world: tuple, *, minutes: float = 30, until: float | None = None, on_poll: Any = None
+) -> KeepOnFailure:
     store, ec2, inner = world
     ends = WaitEnds(store=store, ec2=ec2, run_id="20260101-000000")
 
@@ -90,8 +91,15 @@ def keeper(clock: FakeTime, world: tuple, *, minutes: float = 30, until: float |
             on_poll(clock.now)
         return ends(instance_id)
 
-    return KeepOnFailure(inner=inner, minutes=minutes, until=until, ends=checking,
-                         monotonic=clock.monotonic, sleep=clock.sleep, poll_s=15.0)
+    return KeepOnFailure(
+        inner=inner,
+        minutes=minutes,
+        until=until,
+        ends=checking,
+        monotonic=clock.monotonic,
+        sleep=clock.sleep,
+        poll_s=15.0,
+    )
 
 
 def test_a_failed_instance_stays_up_keep_on_failure_minutes_then_powers_off(clock, world) -> None:
@@ -168,19 +176,36 @@ def _spec(**instance: Any) -> Any:
     return from_dict({"instance": instance})
 
 
-@pytest.mark.parametrize("completion", [CompletionStatus.NORMAL, CompletionStatus.KILLED,
-                                        CompletionStatus.INTERRUPTED])
+@pytest.mark.parametrize(
+    "completion", [CompletionStatus.NORMAL, CompletionStatus.KILLED, CompletionStatus.INTERRUPTED]
+)
 def test_only_failed_runs_are_kept(world, completion: CompletionStatus) -> None:
     store, ec2, inner = world
-    wrapped = for_run(inner, spec=_spec(debug=True), completion=completion, store=store, ec2=ec2,
-                      run_id="r", env="dev", region="us-east-1", until=None)
+    wrapped = for_run(
+        inner,
+        spec=_spec(debug=True),
+        completion=completion,
+        store=store,
+        ec2=ec2,
+        run_id="r",
+        env="dev",
+        region="us-east-1",
+        until=None,
+    )
     assert wrapped is inner
 
 
 def test_no_keep_time_or_no_spec_powers_off_at_once(world) -> None:
     store, ec2, inner = world
-    common = {"completion": CompletionStatus.FAILED, "store": store, "ec2": ec2, "run_id": "r", "env": "dev",
-              "region": "us-east-1", "until": None}
+    common = {
+        "completion": CompletionStatus.FAILED,
+        "store": store,
+        "ec2": ec2,
+        "run_id": "r",
+        "env": "dev",
+        "region": "us-east-1",
+        "until": None,
+    }
     assert for_run(inner, spec=_spec(), **common) is inner  # debug off: keep 0
     assert for_run(inner, spec=None, **common) is inner  # the spec never loaded
 
@@ -188,9 +213,19 @@ def test_no_keep_time_or_no_spec_powers_off_at_once(world) -> None:
 def test_a_failed_debug_run_is_kept_and_says_how_to_connect(clock, world, caplog) -> None:
     store, ec2, inner = world
     caplog.set_level(logging.INFO, logger="trainer.keep")
-    wrapped = for_run(inner, spec=_spec(debug=True), completion=CompletionStatus.FAILED, store=store,
-                      ec2=ec2, run_id="20260101-000000", env="dev", region="eu-west-1", until=None,
-                      monotonic=clock.monotonic, sleep=clock.sleep)
+    wrapped = for_run(
+        inner,
+        spec=_spec(debug=True),
+        completion=CompletionStatus.FAILED,
+        store=store,
+        ec2=ec2,
+        run_id="20260101-000000",
+        env="dev",
+        region="eu-west-1",
+        until=None,
+        monotonic=clock.monotonic,
+        sleep=clock.sleep,
+    )
     assert isinstance(wrapped, KeepOnFailure) and wrapped.minutes == 30
     wrapped(INSTANCE)
     text = caplog.text

@@ -332,9 +332,27 @@ def test_happy_path_every_phase_succeeds_and_model_beats_seasonal_naive(
 
 def _trainer_cli(staged: Any, *, device: str) -> list[str]:
     """``python -m trainer run`` for the staged run, as the local instance starts it."""
-    return [sys.executable, "-m", "trainer", "run", "--bucket", staged.bucket, "--env", ENV,
-            "--run-id", RUN_ID, "--region", "us-east-1", "--device", device, "--local",
-            "--imds-endpoint", staged.imds.url, "--workdir", str(staged.workdir)]
+    return [
+        sys.executable,
+        "-m",
+        "trainer",
+        "run",
+        "--bucket",
+        staged.bucket,
+        "--env",
+        ENV,
+        "--run-id",
+        RUN_ID,
+        "--region",
+        "us-east-1",
+        "--device",
+        device,
+        "--local",
+        "--imds-endpoint",
+        staged.imds.url,
+        "--workdir",
+        str(staged.workdir),
+    ]
 
 
 # -- failures and stops ------------------------------------------------------------------------------

@@ -130,9 +130,7 @@ def test_lora_stop_and_resume_is_exact(inputs, tmp_path: Path) -> None:
     step_ends = itertools.count(1)
     first = train("tiny", inputs, config, should_stop=lambda: next(step_ends) == 27)
     assert first.interrupted and first.final_step == 27
-    resumed = train(
-        "tiny", inputs, config, resume_from=config.checkpoints_dir / "checkpoint-27"
-    )
+    resumed = train("tiny", inputs, config, resume_from=config.checkpoints_dir / "checkpoint-27")
     assert resumed.final_step == 40 and not resumed.interrupted
     assert resumed.losses == reference.losses
     _assert_same_weights(reference.final_model_dir, resumed.final_model_dir)
@@ -146,9 +144,7 @@ def test_lora_stop_and_resume_is_exact(inputs, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("mode", ["full", "lora"])
-def test_resume_from_the_last_checkpoint_only_saves_the_model(
-    mode: str, inputs, tmp_path: Path
-) -> None:
+def test_resume_from_the_last_checkpoint_only_saves_the_model(mode: str, inputs, tmp_path: Path) -> None:
     config = _config(tmp_path, num_steps=20, finetune_mode=mode)
     first = train("tiny", inputs, config)
     saved = _weights(first.final_model_dir)
@@ -279,9 +275,7 @@ def checkpoint_step_of(path: Path) -> int:
 @pytest.mark.slow
 def test_child_signals_checkpoint_and_stop(inputs, tmp_path: Path) -> None:
     inputs_file = save_inputs(inputs, tmp_path / "inputs.npz")
-    cfg = _child_config(
-        tmp_path, inputs_file, num_steps=400, checkpoint_interval=1000, step_delay_s=0.02
-    )
+    cfg = _child_config(tmp_path, inputs_file, num_steps=400, checkpoint_interval=1000, step_delay_s=0.02)
     progress = tmp_path / "progress.jsonl"
     proc = _spawn(cfg)
     _wait_for(proc, progress, lambda ev: any(e["event"] == "step" for e in ev))

@@ -1,0 +1,54 @@
+"""The project's tags: the one place that knows what every resource is tagged with.
+
+Both sides read it: the laptop tags what it creates and filters what it lists by these
+tags, and the instance's cleanup finds its own volumes with the same filters. Pure data
+and functions (no boto3 import), so the instance bundle needs nothing from ``infra/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from common.layout import check_env
+
+PROJECT_TAG = "Chronos-Training"
+DEFAULT_COST_CENTER = "ml-research"
+MANAGED_BY_PULUMI = "pulumi"
+MANAGED_BY_LOCAL = "chronos-local"
+
+PROJECT_KEY = "Project"
+ENVIRONMENT_KEY = "Environment"
+COST_CENTER_KEY = "CostCenter"
+MANAGED_BY_KEY = "ManagedBy"
+RUN_ID_KEY = "RunId"
+
+
+def tags(
+    env: str,
+    cost_center: str = DEFAULT_COST_CENTER,
+    extra: Mapping[str, str] | None = None,
+    *,
+    managed_by: str = MANAGED_BY_PULUMI,
+) -> dict[str, str]:
+    """Tags every taggable resource carries (extra tags cannot override them)."""
+    base = {
+        PROJECT_KEY: PROJECT_TAG,
+        ENVIRONMENT_KEY: check_env(env),
+        COST_CENTER_KEY: cost_center,
+        MANAGED_BY_KEY: managed_by,
+    }
+    return {**dict(extra or {}), **base}
+
+
+def tag_list(tag_map: Mapping[str, str]) -> list[dict[str, str]]:
+    """Tags as the AWS API's ``[{"Key": .., "Value": ..}]`` list, sorted by key."""
+    return [{"Key": k, "Value": v} for k, v in sorted(tag_map.items())]
+
+
+def env_filters(env: str) -> list[dict[str, Any]]:
+    """EC2 ``Filters`` selecting this project's resources of ``env``."""
+    return [
+        {"Name": f"tag:{PROJECT_KEY}", "Values": [PROJECT_TAG]},
+        {"Name": f"tag:{ENVIRONMENT_KEY}", "Values": [check_env(env)]},
+    ]
