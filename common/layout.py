@@ -18,12 +18,23 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 CACHED = "cached-datasets/"
 TRAINING_DATA = CACHED + "training-data/"
 CODE_PREFIX = CACHED + "scripts/"
 ENV_PREFIX_DIR = CACHED + "python-env/"
 CONFIGS_PREFIX = CACHED + "configs/"
+
+# Names inside a run's outputs (``RunPaths``) and inside a checkpoint folder.
+RUN_SPEC_NAME = "run-spec.json"  # under user-configs/
+LAUNCH_RECORD_NAME = "launch-record.json"  # under user-configs/
+TRAINER_LOG_NAME = "trainer.log"  # under logs/{run_id}/
+BOOTSTRAP_LOG_NAME = "bootstrap.log"  # under logs/{run_id}/
+FORECASTS_KEY = "evaluation/forecasts.json"  # relative to the run prefix (and the local mirror)
+CHECKPOINT_PREFIX = "checkpoint-"  # checkpoints/checkpoint-<step>/
+TRAINER_STATE_NAME = "trainer_state.json"  # written last into a checkpoint folder: "complete"
+LOCAL_RUNS_DIR = "runs"  # the laptop's mirror: runs/{env}/{run_id}/
 
 RUN_ID_FORMAT = "%Y%m%d-%H%M%S"
 _RUN_ID = re.compile(r"^(\d{4})(\d{2})(\d{2})-(\d{6})$")
@@ -69,6 +80,24 @@ def check_env(env: str) -> str:
     return env
 
 
+def checkpoint_name(step: int) -> str:
+    """The folder name of the checkpoint at ``step``: ``checkpoint-<step>``."""
+    return f"{CHECKPOINT_PREFIX}{int(step)}"
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The step of a ``checkpoint-<step>`` folder name (a path's last part), else ``None``."""
+    name = str(name).rstrip("/").rsplit("/", 1)[-1]
+    suffix = name[len(CHECKPOINT_PREFIX) :] if name.startswith(CHECKPOINT_PREFIX) else ""
+    return int(suffix) if suffix.isdigit() else None
+
+
+def local_run_dir(root: Path, env: str, run_id: str) -> Path:
+    """The laptop's mirror of one run: ``<root>/{env}/{run_id}/`` (``root`` is usually ``runs/``)."""
+    parse_run_id(run_id)
+    return Path(root) / check_env(env) / run_id
+
+
 def state_key(env: str) -> str:
     """Key of the live state file, which is also the run lock."""
     return f"{check_env(env)}/system-state.json"
@@ -109,6 +138,18 @@ class RunPaths:
         return self.prefix + "user-configs/"
 
     @property
+    def run_spec(self) -> str:
+        return self.user_configs + RUN_SPEC_NAME
+
+    @property
+    def launch_record(self) -> str:
+        return self.user_configs + LAUNCH_RECORD_NAME
+
+    @property
+    def forecasts(self) -> str:
+        return self.prefix + FORECASTS_KEY
+
+    @property
     def model_metadata(self) -> str:
         return self.prefix + "model_metadata.json"
 
@@ -136,7 +177,11 @@ class RunPaths:
 
     @property
     def bootstrap_log(self) -> str:
-        return self.logs + "bootstrap.log"
+        return self.logs + BOOTSTRAP_LOG_NAME
+
+    @property
+    def trainer_log(self) -> str:
+        return self.logs + TRAINER_LOG_NAME
 
     @property
     def state(self) -> str:
