@@ -29,7 +29,7 @@ from common import layout
 from common.errors import ConfigError, CorruptStateError
 from common.state_store import Snapshot, StateStore
 from common.timeutil import Clock, iso, parse_iso, utc_now
-from common.verification import count_or_unknown, verification
+from common.cleanup_status import count_or_unknown, verification
 from control.backend import Backend, Clients, check_env
 from control.localdir import LocalDir, pid_alive
 from control.s3io import get_json

@@ -26,7 +26,7 @@ from common.layout import RunPaths
 from common.state_store import IllegalTransitionError, NotHeldError, StateStore
 from common.status import ErrorClass, RunStatus
 from common.timeutil import Clock, iso, utc_now
-from common.verification import Count, verification
+from common.cleanup_status import Count, verification
 from schemas import validate
 from trainer.errors import ErrorLog, NoRetry, Retrier, error_record
 from trainer.finalize import TRAINER_LOG_NAME, state_line
