@@ -116,18 +116,17 @@ def training_threads(rounds: int = 3, steps: int = 150, contended: bool = False)
 
     import torch
 
-    from trainer.data import DataSpec, load_dataset
+    from common.runspec import DataSpec
+    from trainer.data import load_dataset
     from trainer.synthetic import TINY_TRAINING, generate_dataset
     from trainer.train import TrainConfig, train
 
     with TemporaryDirectory() as tmp:
         files = generate_dataset(Path(tmp) / "data", seed=0)
-        spec = DataSpec(
-            prediction_length=int(TINY_TRAINING["prediction_length"]),
-            context_length=int(TINY_TRAINING["context_length"]),
-            frequency="h",
-        )
-        inputs = load_dataset(files, spec).train_inputs
+        horizon, context = int(TINY_TRAINING["prediction_length"]), int(TINY_TRAINING["context_length"])
+        inputs = load_dataset(
+            files, DataSpec.from_dict({"frequency": "h"}), prediction_length=horizon
+        ).train_inputs
         threads = torch.get_num_threads()
         res = Result(
             name="training-cpu-threads" + ("-contended" if contended else ""),
@@ -147,8 +146,8 @@ def training_threads(rounds: int = 3, steps: int = 150, contended: bool = False)
             for i in range(rounds):
                 for values, n in ((res.baseline_values, None), (res.candidate_values, 1)):
                     cfg = TrainConfig(
-                        prediction_length=spec.prediction_length,
-                        context_length=spec.context_length,
+                        prediction_length=horizon,
+                        context_length=context,
                         num_steps=steps,
                         batch_size=int(TINY_TRAINING["batch_size"]),
                         learning_rate=float(TINY_TRAINING["learning_rate"]),

@@ -36,13 +36,63 @@ class InstanceSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class DataSpec:
+    """The run spec's ``data`` section: where the data is and which columns mean what.
+
+    The one description of the training data, read by the launch checks and by the
+    trainer's loader alike. Build it from a validated document (:func:`from_dict`, or
+    :meth:`DataSpec.from_dict` for the section alone) so the schema's defaults apply.
+
+    Attributes:
+        prefix: S3 prefix of the parquet files (``cached-datasets/.../``).
+        item_id_column, timestamp_column, target_column: column names.
+        past_covariates: numeric or string columns known only in the past.
+        known_covariates: columns whose future values are known (calendar, promotions).
+        frequency: pandas frequency alias (``"h"``, ``"D"``, ``"15min"``, ``"MS"``...);
+            ``None`` (never from a run spec, whose default is ``"h"``) lets the loader
+            infer it from the timestamps.
+
+    Raises:
+        ValueError: a column named twice.
+    """
+
     prefix: str
     item_id_column: str
     timestamp_column: str
     target_column: str
     past_covariates: tuple[str, ...]
     known_covariates: tuple[str, ...]
-    frequency: str
+    frequency: str | None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "past_covariates", tuple(self.past_covariates))
+        object.__setattr__(self, "known_covariates", tuple(self.known_covariates))
+        names = list(self.columns)
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"DataSpec names a column twice: {', '.join(duplicates)}")
+
+    @property
+    def covariates(self) -> tuple[str, ...]:
+        """Past-only then known-future covariate columns."""
+        return self.past_covariates + self.known_covariates
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column the data must have."""
+        return (self.item_id_column, self.timestamp_column, self.target_column, *self.covariates)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The section as a run-spec document (inverse of :meth:`from_dict`)."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, section: dict[str, Any], *, source: str = "run spec") -> DataSpec:
+        """Validate a ``data`` section against the schema and fill its defaults.
+
+        Raises:
+            ConfigError: naming the JSON path of the first problem.
+        """
+        return from_dict({"data": section}, source=source).data
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,9 +184,6 @@ def from_dict(doc: dict[str, Any], *, source: str = "run spec") -> RunSpec:
     inst, data, model = full["instance"], full["data"], full["model"]
     if model["checkpoint_interval"] > model["num_steps"]:
         model["checkpoint_interval"] = model["num_steps"]
-    overlap = set(data["past_covariates"]) & set(data["known_covariates"])
-    if overlap:
-        raise ConfigError(f"{source}: $.data: {sorted(overlap)} listed as both past and known covariates")
     max_runtime = parse_duration_minutes(inst["max_runtime"])
     return RunSpec(
         env=full["env"],
@@ -149,9 +196,19 @@ def from_dict(doc: dict[str, Any], *, source: str = "run spec") -> RunSpec:
             debug=inst["debug"],
             keep_on_failure_minutes=_keep_on_failure(inst, max_runtime, source),
         ),
-        data=DataSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}),
+        data=_data_spec(data, source),
         model=ModelSpec(**{**model, "finetune_mode": FinetuneMode(model["finetune_mode"])}),
     )
+
+
+def _data_spec(data: dict[str, Any], source: str) -> DataSpec:
+    overlap = set(data["past_covariates"]) & set(data["known_covariates"])
+    if overlap:
+        raise ConfigError(f"{source}: $.data: {sorted(overlap)} listed as both past and known covariates")
+    try:
+        return DataSpec(**data)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: $.data: {exc}") from None
 
 
 def load(path: Path | None) -> RunSpec:

@@ -283,7 +283,7 @@ class Driver:
         self.record.instance["gpu"] = details.get("gpu")
 
     def _data_sync(self, details: dict[str, Any]) -> None:
-        from trainer.data import save_inputs
+        from trainer.inputs_file import save_inputs
 
         spec, work = self._spec(), self.opts.work
         details["previous_attempt"] = sync.clear_previous_sentinel(

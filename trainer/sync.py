@@ -26,12 +26,16 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from boto3.s3.transfer import TransferConfig
 from s3transfer.manager import TransferManager
 
 from trainer.errors import Retrier, TerminalError, TrainerError
+
+if TYPE_CHECKING:
+    from common.runspec import RunSpec
+    from trainer.data import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -439,28 +443,18 @@ def download_user_configs(transfers: Transfers, prefix: str, dest: Path) -> list
     return [{"key": o.key, "size": o.size, "sha256": sha256_file(p)} for o, p in pairs]
 
 
-def load_training_data(files: list[Path], spec: Any) -> Any:
-    """Validate and load the parquet files (``trainer.data``) for a run spec.
+def load_training_data(files: list[Path], spec: RunSpec) -> Dataset:
+    """Validate and load the parquet files (``trainer.data``) as the run spec describes them.
 
     Raises:
         TerminalError: the data module's message, naming the file and item.
     """
-    from trainer import data
+    from trainer.data import load_dataset
+    from trainer.data_validation import DataValidationError
 
-    d, m = spec.data, spec.model
-    dspec = data.DataSpec(
-        prediction_length=m.prediction_length,
-        context_length=int(m.context_length),
-        frequency=d.frequency,
-        item_id_column=d.item_id_column,
-        timestamp_column=d.timestamp_column,
-        target_column=d.target_column,
-        past_covariates=d.past_covariates,
-        known_covariates=d.known_covariates,
-    )
     try:
-        return data.load_dataset(files, dspec)
-    except data.DataValidationError as exc:
+        return load_dataset(files, spec.data, prediction_length=spec.model.prediction_length)
+    except DataValidationError as exc:
         details = {k: str(v) for k, v in (("file", exc.file), ("item", exc.item)) if v is not None}
         raise TerminalError(f"invalid training data: {exc}", component="data_sync", details=details) from None
 

@@ -661,19 +661,19 @@ class _Flags:
         return False
 
 
-def _load_child_inputs(cfg: dict[str, Any], prediction_length: int) -> list[dict[str, Any]]:
-    from trainer.data import DataSpec, load_dataset, load_inputs
+def _load_child_inputs(cfg: dict[str, Any], config: TrainConfig) -> list[dict[str, Any]]:
+    from common.runspec import DataSpec
+    from trainer.data import load_dataset
+    from trainer.inputs_file import load_inputs
 
     if "inputs" in cfg:
         return load_inputs(Path(cfg["inputs"]))
     if "data" in cfg:
-        spec = DataSpec.from_dict(cfg["data"]["spec"])
-        if spec.prediction_length != prediction_length:
-            raise ValueError(
-                f"data.spec.prediction_length {spec.prediction_length} differs from "
-                f"train.prediction_length {prediction_length}"
-            )
-        return load_dataset([Path(f) for f in cfg["data"]["files"]], spec).train_inputs
+        spec = DataSpec.from_dict(cfg["data"]["spec"], source="data.spec")
+        files = [Path(f) for f in cfg["data"]["files"]]
+        return load_dataset(
+            files, spec, prediction_length=config.prediction_length, min_past=config.min_past
+        ).train_inputs
     raise ValueError("config needs 'inputs' (an .npz from save_inputs) or 'data' (files + spec)")
 
 
@@ -719,14 +719,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_child(cfg: dict[str, Any], config: TrainConfig, base_model: str, flags: _Flags) -> int:
-    from trainer.data import DataValidationError
+    from common.errors import ConfigError
+    from trainer.data_validation import DataValidationError
     from trainer.model import ModelLoadError
 
     progress = _ProgressWriter(Path(cfg["progress_path"]) if cfg.get("progress_path") else None)
     result_path = Path(cfg["result_path"]) if cfg.get("result_path") else None
     step = 0
     try:
-        inputs = _load_child_inputs(cfg, config.prediction_length)
+        inputs = _load_child_inputs(cfg, config)
         resume_from = _resolve_resume(cfg.get("resume_from"), config)
         step = (checkpoint_step(resume_from) or 0) if resume_from else 0
         progress.write(
@@ -743,7 +744,7 @@ def _run_child(cfg: dict[str, Any], config: TrainConfig, base_model: str, flags:
         )  # fmt: skip
     except DataValidationError as exc:
         return _fail(progress, result_path, step, EXIT_BAD_DATA, str(exc))
-    except (ValueError, CheckpointError, ModelLoadError) as exc:
+    except (ValueError, ConfigError, CheckpointError, ModelLoadError) as exc:
         return _fail(progress, result_path, step, EXIT_BAD_CONFIG, str(exc))
     except Exception as exc:  # the parent needs a status whatever went wrong
         logger.exception("training failed")

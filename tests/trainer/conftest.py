@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from trainer.data import DataSpec
+from common.runspec import DataSpec
 from trainer.synthetic import KNOWN_COVARIATE, PAST_COVARIATE, generate_dataset
-
-SMALL_HORIZON = 24
 
 
 @pytest.fixture(scope="session")
@@ -21,11 +19,7 @@ def small_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def small_spec() -> DataSpec:
-    """The DataSpec matching ``small_files``."""
-    return DataSpec(
-        prediction_length=SMALL_HORIZON,
-        context_length=64,
-        frequency="h",
-        past_covariates=(PAST_COVARIATE,),
-        known_covariates=(KNOWN_COVARIATE,),
+    """The run spec's data section matching ``small_files`` (load with ``prediction_length=24``)."""
+    return DataSpec.from_dict(
+        {"frequency": "h", "past_covariates": [PAST_COVARIATE], "known_covariates": [KNOWN_COVARIATE]}
     )

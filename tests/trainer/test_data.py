@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +11,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from trainer.data import DataSpec, DataValidationError, load_dataset, load_inputs, save_inputs
+from common.errors import ConfigError
+from common.runspec import DataSpec
+from trainer.data import Dataset, load_dataset
+from trainer.data_validation import DataValidationError
+from trainer.inputs_file import load_inputs, save_inputs
 
 H = 4
-SPEC = DataSpec(prediction_length=H, context_length=16, frequency="h", min_past=2)
+SPEC = DataSpec.from_dict({"frequency": "h"})
 START = np.datetime64("2024-03-01T00:00:00", "s")
 
 
@@ -35,15 +41,19 @@ def _concat(*parts: dict[str, list]) -> dict[str, list]:
     return {k: sum((p[k] for p in parts), []) for k in parts[0]}
 
 
-def _error(files: list[Path], spec: DataSpec = SPEC) -> DataValidationError:
+def _load(files: list[Path], spec: DataSpec = SPEC, *, horizon: int = H, min_past: int = 2) -> Dataset:
+    return load_dataset(files, spec, prediction_length=horizon, min_past=min_past)
+
+
+def _error(files: list[Path], spec: DataSpec = SPEC, *, horizon: int = H) -> DataValidationError:
     with pytest.raises(DataValidationError) as info:
-        load_dataset(files, spec)
+        _load(files, spec, horizon=horizon)
     assert "\n" not in str(info.value)
     return info.value
 
 
 def test_synthetic_data_loads_and_splits_the_tail(small_files, small_spec) -> None:
-    ds = load_dataset(small_files, small_spec)
+    ds = load_dataset(small_files, small_spec, prediction_length=24)
     assert ds.frequency == "h" and len(ds.item_ids) == 8 and ds.n_rows == 8 * 24 * 14
     first = ds.train_inputs[0]
     assert first["target"].shape == (24 * 14 - 24,)
@@ -60,7 +70,7 @@ def test_synthetic_data_loads_and_splits_the_tail(small_files, small_spec) -> No
 def test_items_spanning_files_are_joined_in_time_order(tmp_path: Path) -> None:
     late = _write(tmp_path / "a.parquet", _concat(_series("x", 6, offset=6), _series("y", 12)))
     early = _write(tmp_path / "b.parquet", _series("x", 6))
-    ds = load_dataset([late, early], SPEC)
+    ds = _load([late, early])
     assert ds.item_ids == ("x", "y")
     np.testing.assert_array_equal(
         np.concatenate([ds.eval_set.past[0], ds.eval_set.future[0]]),
@@ -79,7 +89,7 @@ def test_missing_column_names_file_and_column(tmp_path: Path) -> None:
 
 def test_missing_covariate_column(tmp_path: Path) -> None:
     path = _write(tmp_path / "p.parquet", _series("a", 12))
-    spec = DataSpec(prediction_length=H, known_covariates=("promo",), min_past=2)
+    spec = DataSpec.from_dict({"known_covariates": ["promo"]})
     assert "promo" in str(_error([path], spec))
 
 
@@ -118,25 +128,25 @@ def test_irregular_step_for_a_calendar_frequency(tmp_path: Path) -> None:
     months[5] = np.datetime64("2024-06-15")
     rows = {"item_id": ["m"] * 12, "timestamp": np.array(months, "datetime64[s]"), "target": [1.0] * 12}
     path = _write(tmp_path / "m.parquet", rows)
-    spec = DataSpec(prediction_length=2, frequency="MS", min_past=2)
-    assert "m" in str(_error([path], spec))
+    spec = DataSpec.from_dict({"frequency": "MS"})
+    assert "m" in str(_error([path], spec, horizon=2))
     months[5] = np.datetime64("2024-06-01")
     rows["timestamp"] = np.array(months, "datetime64[s]")
-    assert load_dataset([_write(tmp_path / "ok.parquet", rows)], spec).frequency == "MS"
+    assert _load([_write(tmp_path / "ok.parquet", rows)], spec, horizon=2).frequency == "MS"
 
 
 def test_too_short_names_item_and_min_length(tmp_path: Path) -> None:
     path = _write(tmp_path / "s.parquet", _concat(_series("long", 12), _series("short", 9)))
     error = _error([path])
     assert error.item == "short"
-    assert "short" in str(error) and "9 observations" in str(error) and "10" in str(error)
-    assert SPEC.min_length == 10
+    assert "short" in str(error) and "9 observations" in str(error)
+    assert "at least 10 are needed" in str(error)  # tail 4 + horizon 4 + min_past 2
 
 
 def test_frequency_inferred_when_not_given(tmp_path: Path) -> None:
     path = _write(tmp_path / "f.parquet", _series("a", 12))
-    spec = DataSpec(prediction_length=H, frequency=None, min_past=2)
-    assert load_dataset([path], spec).frequency == "h"
+    spec = dataclasses.replace(SPEC, frequency=None)
+    assert _load([path], spec).frequency == "h"
 
 
 def test_null_timestamp_and_non_numeric_target(tmp_path: Path) -> None:
@@ -155,21 +165,32 @@ def test_no_files_and_unreadable_file(tmp_path: Path) -> None:
     assert str(bad) in str(_error([bad]))
 
 
-def test_spec_rejects_bad_values() -> None:
+def test_spec_and_horizon_reject_bad_values(tmp_path: Path) -> None:
+    path = _write(tmp_path / "p.parquet", _series("a", 12))
     with pytest.raises(ValueError, match="prediction_length"):
-        DataSpec(prediction_length=0)
+        _load([path], horizon=0)
     with pytest.raises(ValueError, match="twice"):
-        DataSpec(prediction_length=2, past_covariates=("target",))
+        dataclasses.replace(SPEC, past_covariates=("target",))
+    with pytest.raises(ConfigError, match=r"\$\.data: .*twice"):
+        DataSpec.from_dict({"past_covariates": ["target"]})
     with pytest.raises(ValueError, match="frequency"):
-        DataSpec(prediction_length=2, frequency="fortnightly")
-    spec = DataSpec(prediction_length=3, known_covariates=["k"])
+        _load([path], dataclasses.replace(SPEC, frequency="fortnightly"))
+    spec = DataSpec.from_dict({"known_covariates": ["k"]})
     assert DataSpec.from_dict(spec.to_dict()) == spec
-    with pytest.raises(ValueError, match="unknown"):
-        DataSpec.from_dict({"prediction_length": 3, "horizon": 3})
+    with pytest.raises(ConfigError, match="horizon"):
+        DataSpec.from_dict({"horizon": 3})
+
+
+def test_the_data_spec_defaults_are_the_schemas() -> None:
+    """One DataSpec, filled from schemas/run-spec.schema.json (no defaults of its own)."""
+    schema = json.loads((Path(__file__).resolve().parents[2] / "schemas/run-spec.schema.json").read_text())
+    defaults = {k: v["default"] for k, v in schema["properties"]["data"]["properties"].items()}
+    assert DataSpec.from_dict({}).to_dict() == defaults
+    assert all(f.default is dataclasses.MISSING for f in dataclasses.fields(DataSpec))
 
 
 def test_inputs_round_trip_through_npz(small_files, small_spec, tmp_path: Path) -> None:
-    inputs = load_dataset(small_files, small_spec).train_inputs
+    inputs = load_dataset(small_files, small_spec, prediction_length=24).train_inputs
     loaded = load_inputs(save_inputs(inputs, tmp_path / "inputs.npz"))
     assert len(loaded) == len(inputs)
     for a, b in zip(inputs, loaded, strict=True):
@@ -185,5 +206,6 @@ def test_daily_data(tmp_path: Path) -> None:
     from trainer.synthetic import generate_dataset
 
     files = generate_dataset(tmp_path, n_items=2, length=60, freq="D", with_covariates=False)
-    assert load_dataset(files, DataSpec(prediction_length=7, frequency="D")).frequency == "D"
-    assert "2D" in str(_error(files, DataSpec(prediction_length=7, frequency="2D")))
+    daily = DataSpec.from_dict({"frequency": "D"})
+    assert load_dataset(files, daily, prediction_length=7).frequency == "D"
+    assert "2D" in str(_error(files, DataSpec.from_dict({"frequency": "2D"}), horizon=7))

@@ -18,7 +18,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from trainer.data import load_dataset, save_inputs
+from trainer.data import load_dataset
+from trainer.inputs_file import save_inputs
 from trainer.train import (
     EXIT_BAD_DATA,
     EXIT_OK,
@@ -35,7 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def inputs(small_files, small_spec) -> list[dict[str, Any]]:
-    return load_dataset(small_files, small_spec).train_inputs
+    return load_dataset(small_files, small_spec, prediction_length=24).train_inputs
 
 
 def _config(out: Path, **overrides: Any) -> TrainConfig:
@@ -302,7 +303,7 @@ def test_entry_point_reports_invalid_data_and_config(tmp_path: Path) -> None:
     bad.write_text("not parquet")
     cfg = json.loads(_child_config(tmp_path, tmp_path / "unused.npz").read_text())
     del cfg["inputs"]
-    cfg["data"] = {"files": [str(bad)], "spec": {"prediction_length": 24}}
+    cfg["data"] = {"files": [str(bad)], "spec": {}}
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     assert main(["--config", str(tmp_path / "cfg.json")]) == EXIT_BAD_DATA
     result = json.loads((tmp_path / "result.json").read_text())
@@ -316,18 +317,13 @@ def test_entry_point_reports_invalid_data_and_config(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_tiny_model_beats_seasonal_naive_on_synthetic_data(tmp_path: Path) -> None:
-    from trainer.data import DataSpec
+    from common.runspec import DataSpec
     from trainer.metrics import evaluate
     from trainer.synthetic import KNOWN_COVARIATE, PAST_COVARIATE, TINY_TRAINING, generate_dataset
 
     files = generate_dataset(tmp_path / "data")
-    spec = DataSpec(
-        prediction_length=int(TINY_TRAINING["prediction_length"]),
-        context_length=int(TINY_TRAINING["context_length"]),
-        past_covariates=(PAST_COVARIATE,),
-        known_covariates=(KNOWN_COVARIATE,),
-    )
-    dataset = load_dataset(files, spec)
+    spec = DataSpec.from_dict({"past_covariates": [PAST_COVARIATE], "known_covariates": [KNOWN_COVARIATE]})
+    dataset = load_dataset(files, spec, prediction_length=int(TINY_TRAINING["prediction_length"]))
     config = TrainConfig(**TINY_TRAINING, output_dir=tmp_path / "out", checkpoint_interval=10_000)
     result = train("tiny", dataset.train_inputs, config)
     scores = evaluate(result.final_model_dir, dataset.eval_set)
