@@ -1,0 +1,91 @@
+"""The monitor's view: a live table on a terminal, one line per change in a pipe, or JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from control.cli.formats import duration, metric, money
+from control.cli.tables import kv_table
+
+_METRICS = ("model_wql", "baseline_wql", "model_mase", "baseline_mase", "final_loss")
+
+
+def view_table(v: Any) -> Table:
+    """The whole of one monitor view as a key/value table."""
+    step = f"{v.step}/{v.total_steps}" if v.step is not None else "-"
+    rows = [
+        ("run", v.run_id),
+        ("outcome", v.outcome.value),
+        ("phase", v.status),
+        ("step", step),
+        ("loss", metric(v.loss)),
+        ("ETA", duration(v.eta_s) if v.eta_s is not None else None),
+        ("elapsed", duration(v.elapsed_s)),
+        (
+            "cost so far",
+            f"{money(v.cost_usd)} at {money(v.price_per_hour)}/h"
+            + (" (list price; local run is free)" if v.local else ""),
+        ),
+        ("instance", f"{v.instance_id or '-'} {v.instance_type or ''} {v.instance_state or ''}".strip()),
+        ("heartbeat", f"{v.heartbeat_age_s:.0f} s ago" if v.heartbeat_age_s is not None else None),
+        ("last error", v.last_error),
+    ]
+    for key in _METRICS:
+        if key in v.metrics and v.metrics[key] is not None:
+            rows.append((key, f"{v.metrics[key]:.4f}"))
+    return kv_table(f"env {v.env}", [(k, x) for k, x in rows if x is not None])
+
+
+def view_line(v: Any) -> str:
+    """One monitor view as one line (``run ... running phase=training step=5/10 ...``)."""
+    parts = [f"run {v.run_id}", v.outcome.value, f"phase={v.status}"]
+    if v.step is not None:
+        parts.append(f"step={v.step}/{v.total_steps}")
+    if isinstance(v.loss, int | float):
+        parts.append(f"loss={v.loss:.4f}")
+    if v.eta_s is not None:
+        parts.append(f"eta={duration(v.eta_s)}")
+    parts.append(f"elapsed={duration(v.elapsed_s)}")
+    if v.cost_usd is not None:
+        parts.append(f"cost={money(v.cost_usd)}")
+    return " ".join(parts)
+
+
+class ViewPrinter:
+    """Shows monitor views: a live table on a terminal, one line per change otherwise."""
+
+    def __init__(self, console: Console, *, as_json: bool = False) -> None:
+        self.console, self.as_json = console, as_json
+        self.last: Any = None
+        self.live: Any = None
+
+    def show(self, v: Any) -> None:
+        """Show one view (JSON and line modes print only views that changed or ended)."""
+        self.last = v
+        if self.as_json:
+            if v.changed or v.outcome.is_final():
+                self.console.print_json(json.dumps(v.to_dict()))
+        elif self.console.is_terminal:
+            if self.live is None:
+                from rich.live import Live
+
+                self.live = Live(console=self.console, refresh_per_second=4)
+                self.live.start()
+            self.live.update(view_table(v))
+        elif v.changed or v.outcome.is_final() or v.advice:
+            self.console.print(view_line(v), soft_wrap=True)
+
+    def close(self) -> Any:
+        """Stop the live view, print the final table and advice; return the last view."""
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+        elif self.last is not None and not self.as_json:
+            self.console.print(view_table(self.last))
+        if self.last is not None and self.last.advice and not self.as_json:
+            self.console.print(f"[yellow]{self.last.advice}[/]", soft_wrap=True)
+        return self.last
