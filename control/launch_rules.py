@@ -13,9 +13,9 @@ top) against what AWS enforces:
 - the user data is at most 16 KB before base64 encoding (EC2 User Guide, "Run
   commands when you launch an EC2 instance with user data input").
 
-Quota errors are not capacity errors: a new account has 0 vCPUs for G-family spot
-instances (EC2 User Guide, "Spot Instance quotas"); :func:`quota_for` names the quota
-to raise.
+Quota errors are not capacity errors (``control.placement`` tells them apart): a new
+account has 0 vCPUs for G-family spot instances (EC2 User Guide, "Spot Instance
+quotas"); :func:`quota_for` names the quota to raise.
 """
 
 from __future__ import annotations
@@ -25,11 +25,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.status import Market
-from infra import spec as infra_spec
+from infra.spec import launch_template as spec_template
+from infra.spec import operator_access as spec_operator
+from infra.spec import tags as spec_tags
 
+# "User data is limited to 16 KB, in raw form, before it is base64-encoded" (EC2 User Guide,
+# "Work with instance user data": https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/instancedata-add-user-data.html).
+# moto accepts more, so the limit is checked here (and by control.userdata when it renders).
 USER_DATA_LIMIT_BYTES = 16 * 1024
 TEMPLATE_VERSION = "$Latest"  # the version every launch names, and the one read before it (launch, doctor)
-QUOTA_CODES = frozenset({"VcpuLimitExceeded", "MaxSpotInstanceCountExceeded", "InstanceLimitExceeded"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,7 +50,7 @@ class TemplateFacts:
     @property
     def tagged_types(self) -> set[str]:
         """Resource types the template tags at launch."""
-        return {s["ResourceType"] for s in infra_spec.launch_time_tag_specs(self.data)}
+        return {s["ResourceType"] for s in spec_tags.launch_time_tag_specs(self.data)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,7 +61,7 @@ class Quota:
     name: str
 
 
-_SPOT_CODE, _ON_DEMAND_CODE = infra_spec.G_FAMILY_QUOTA_CODES
+_SPOT_CODE, _ON_DEMAND_CODE = spec_operator.G_FAMILY_QUOTA_CODES
 QUOTAS: Mapping[Market, Quota] = {
     Market.SPOT: Quota(code=_SPOT_CODE, name="All G and VT Spot Instance Requests"),
     Market.ON_DEMAND: Quota(code=_ON_DEMAND_CODE, name="Running On-Demand G and VT instances"),
@@ -99,7 +103,7 @@ def launch_problems(template: TemplateFacts, request: Mapping[str, Any], market:
         market: spot creates a spot request; on-demand does not.
     """
     problems = []
-    created = infra_spec.launch_created_types(market.value)
+    created = spec_tags.launch_created_types(market.value)
     tagged = template.tagged_types | _request_tagged_types(request)
     for kind in sorted(tagged - created):
         problems.append(
@@ -141,7 +145,7 @@ def root_volume_mapping(root_device: str, size_gb: int) -> list[dict[str, Any]]:
             "DeviceName": root_device,
             "Ebs": {
                 "VolumeSize": int(size_gb),
-                "VolumeType": infra_spec.ROOT_VOLUME_TYPE,
+                "VolumeType": spec_template.ROOT_VOLUME_TYPE,
                 "Encrypted": True,
                 "DeleteOnTermination": True,
             },

@@ -13,7 +13,11 @@ from common.errors import AccessDeniedError, ConfigError, LockHeldError
 from common.runspec import from_dict
 from common.state_store import Snapshot, StateStore, new_state
 from control.backend import Clients
-from control.launch import LaunchError, apply_launch, gather_world, load_spec, plan_launch
+from control.launch import InstanceOverrides, load_spec
+from control.launch_apply import apply_launch
+from control.launch_plan import plan_launch
+from control.launch_world import gather_world
+from control.placement import LaunchError, QuotaError
 
 NOW = datetime(2026, 11, 25, 14, 5, 2, tzinfo=UTC)
 
@@ -86,7 +90,7 @@ def test_plan_is_pure_and_complete(world):
 
 def test_on_demand_has_no_market_options(world):
     spec, seen = world
-    on_demand = load_spec(None, env="dev", market="on-demand")
+    on_demand = load_spec(None, env="dev", overrides=InstanceOverrides(market="on-demand"))
     plan = plan_launch(on_demand, seen)
     request = plan.run_instances_request(plan.placements[0])
     assert "InstanceMarketOptions" not in request
@@ -122,8 +126,6 @@ def test_a_launch_aws_would_refuse_is_stopped_before_anything_is_created(world):
 
 def test_quota_errors_stop_the_launch_and_name_the_quota(world, backend):
     """Defect: VcpuLimitExceeded and friends were taken for 'no capacity' and every AZ was tried."""
-    from control.launch import QuotaError
-
     spec, seen = world
     clients = backend.clients()
     for code in ("MaxSpotInstanceCountExceeded", "VcpuLimitExceeded"):
@@ -132,7 +134,7 @@ def test_quota_errors_stop_the_launch_and_name_the_quota(world, backend):
             apply_launch(plan_launch(spec, seen), Clients(s3=clients.s3, ec2=ec2, sts=clients.sts))
         assert len(ec2.calls) == 1  # no other type or AZ tried: they count against the same quota
         assert StateStore(clients.s3, seen.outputs.bucket, "dev").read() is None
-    on_demand = load_spec(None, env="dev", market="on-demand")
+    on_demand = load_spec(None, env="dev", overrides=InstanceOverrides(market="on-demand"))
     ec2 = _Refusing(clients.ec2, {"g5.xlarge": "InstanceLimitExceeded"})
     with pytest.raises(QuotaError, match="Running On-Demand G and VT instances.*L-DB2E81BA"):
         apply_launch(plan_launch(on_demand, seen), Clients(s3=clients.s3, ec2=ec2, sts=clients.sts))
@@ -152,7 +154,7 @@ def test_the_launch_record_names_the_ami(world, backend):
 def test_a_code_bundle_close_to_expiry_is_uploaded_again(world):
     from dataclasses import replace
 
-    from infra.spec import CODE_BUNDLE_EXPIRY_DAYS
+    from infra.spec.bucket import CODE_BUNDLE_EXPIRY_DAYS
 
     spec, seen = world
     code_key = f"cached-datasets/scripts/bundle-{seen.code_sha256}.tar.gz"

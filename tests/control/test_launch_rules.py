@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from common import tags as common_tags
 from common.status import Market
 from control.launch_rules import (
     USER_DATA_LIMIT_BYTES,
@@ -16,18 +17,19 @@ from control.launch_rules import (
     quota_message,
     root_volume_mapping,
 )
-from infra import spec
+from infra.spec import launch_template as spec_template
+from infra.spec import tags as spec_tags
 
-TAGS = spec.tag_list(spec.tags("dev"))
+TAGS = common_tags.tag_list(common_tags.tags("dev"))
 
 
 def _template(**changes: Any) -> TemplateFacts:
-    data = spec.launch_template_data(
+    data = spec_template.launch_template_data(
         image_id="ami-1",
         instance_type="g5.xlarge",
         instance_profile_arn="arn:p",
         security_group_id="sg-1",
-        resource_tags=spec.tags("dev"),
+        resource_tags=common_tags.tags("dev"),
     )
     data.update(changes.pop("data", {}))
     return TemplateFacts(
@@ -44,7 +46,7 @@ def _request(market: Market, **changes: Any) -> dict[str, Any]:
         "UserData": "#!/bin/bash\necho hi\n",
         "BlockDeviceMappings": root_volume_mapping("/dev/sda1", 200),
         "TagSpecifications": [
-            {"ResourceType": k, "Tags": TAGS} for k in spec.launch_tagged_types(market.value)
+            {"ResourceType": k, "Tags": TAGS} for k in spec_tags.launch_tagged_types(market.value)
         ],
     }
     request.update(changes)

@@ -1,15 +1,13 @@
-"""User data: valid bash (bash -n, shellcheck), every value quoted, dead-man switch first; the code bundle."""
+"""User data: valid bash (bash -n, shellcheck), every value quoted, dead-man switch first; booted locally."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from trainer.bootstrap import BUILD_INFO, build_code_bundle, placeholders, render_user_data, template
+from control.bundle import build_code_bundle
+from control.launch_rules import USER_DATA_LIMIT_BYTES
+from control.userdata import UserData, placeholders, render_user_data, template
 
 ROOT = Path(__file__).resolve().parents[2]
 SHELLCHECK = Path(sys.executable).parent / "shellcheck"
@@ -36,7 +36,7 @@ def render(**overrides: object) -> str:
         wheelhouse_prefix="cached-datasets/python-env/wheelhouse/",
     )
     args.update(overrides)
-    return render_user_data(**args)  # type: ignore[arg-type]
+    return render_user_data(UserData(**args))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("env_key", ["cached-datasets/python-env/chronos-env.tar.gz", None])
@@ -131,47 +131,7 @@ def test_invalid_arguments_are_refused():
         render(run_id="not-a-run-id")
 
 
-def test_code_bundle_is_reproducible_and_holds_what_the_instance_imports():
-    first, sha = build_code_bundle(ROOT)
-    second, sha2 = build_code_bundle(ROOT)
-    assert first == second and sha == sha2 and len(sha) == 64
-    with tarfile.open(fileobj=io.BytesIO(first), mode="r:gz") as tar:
-        members = tar.getmembers()
-    names = [m.name for m in members]
-    assert names == sorted(names[:-1]) + [BUILD_INFO]
-    for needed in (
-        "trainer/run.py",
-        "trainer/bootstrap.sh",
-        "common/layout.py",
-        "schemas/training.schema.json",
-        "infra/spec.py",
-        "pyproject.toml",
-    ):
-        assert needed in names
-    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
-    assert not any(n.startswith(("control/", "tests/")) for n in names)
-    assert {m.mtime for m in members} == {0} and {m.uid for m in members} == {0}
-
-
-def test_the_bundle_runs_on_its_own(tmp_path: Path):
-    data, _ = build_code_bundle(ROOT)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        tar.extractall(tmp_path, filter="data")
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    code = (
-        "import trainer.run, trainer.__main__, schemas; from trainer.bootstrap import build_info; "
-        "import sys; schemas.validate('sentinel', {'run_id': '20261125-140502', 'finalized_at': "
-        "'2026-11-25T14:31:09Z', 'status': 'cleanup', 'completion_status': 'normal', 'exit_code': 0}); "
-        "print(build_info()); print(trainer.run.__file__)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert str(tmp_path) in done.stdout and "git_commit" in done.stdout
-
-
 def test_user_data_is_well_under_ec2s_16_kb_limit_and_over_it_is_refused():
-    from trainer.bootstrap import USER_DATA_LIMIT_BYTES
-
     assert USER_DATA_LIMIT_BYTES == 16 * 1024
     assert len(render(local=True).encode()) < USER_DATA_LIMIT_BYTES // 2
     with pytest.raises(ValueError, match="16 KB"):
@@ -221,7 +181,7 @@ class Machine:
         )
         args.update(overrides)
         script = self.root.parent / "user-data.sh"
-        script.write_text(render_user_data(**args))
+        script.write_text(render_user_data(UserData(**args)))
         return subprocess.run(
             ["bash", str(script)],
             cwd=self.root,
@@ -245,7 +205,7 @@ class Machine:
 @pytest.fixture
 def make_machine(local_aws, bucket, tmp_path) -> Iterator[Callable[..., Machine]]:
     """Machines on the suite's moto server; credentials only through the fake IMDS (an assumed role)."""
-    from control.local_instance import instance_environment, make_ami_python, write_shims
+    from control.local_machine import instance_environment, make_ami_python, write_shims
     from localaws.imds import FakeIMDS
 
     iam, sts = local_aws.client("iam"), local_aws.client("sts")
