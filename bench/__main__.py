@@ -21,6 +21,7 @@ import logging  # noqa: E402
 
 from bench import cases  # noqa: E402
 from bench.report import Result, render  # noqa: E402
+from common.exitcodes import ExitCode  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args.out.write_text(render(results, header, extra=cases.extra_sections()))
     print(f"wrote {args.out}")
-    return 0
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

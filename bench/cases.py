@@ -12,7 +12,9 @@ from tempfile import TemporaryDirectory
 from boto3.s3.transfer import TransferConfig
 
 from bench.report import Result
+from common.layout import TRAINING_DATA
 from common.state_store import StateStore, new_state
+from common.status import Market, RunStatus
 from localaws import moto
 
 BUCKET = "bench-bucket"
@@ -31,7 +33,7 @@ def s3_download_many(rounds: int = 5, n: int = 64, size: int = 256 * 1024) -> Re
         s3 = aws.client("s3")
         s3.create_bucket(Bucket=BUCKET)
         payload = b"x" * size
-        keys = [f"cached-datasets/training-data/2026/11/part-{i:03d}.parquet" for i in range(n)]
+        keys = [f"{TRAINING_DATA}2026/11/part-{i:03d}.parquet" for i in range(n)]
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda k: s3.put_object(Bucket=BUCKET, Key=k, Body=payload), keys))
         res = Result(
@@ -81,9 +83,13 @@ def monitor_poll(rounds: int = 5) -> Result:
         s3.create_bucket(Bucket=BUCKET)
         store = StateStore(s3, BUCKET, "dev")
         doc = new_state(
-            env="dev", run_id="20261125-140502", market="spot", total_steps=1000, now="2026-11-25T14:05:02Z"
+            env="dev",
+            run_id="20261125-140502",
+            market=Market.SPOT,
+            total_steps=1000,
+            now="2026-11-25T14:05:02Z",
         )
-        doc["history"] += [{"status": "initialization", "at": "2026-11-25T14:05:02Z"}] * 40
+        doc["history"] += [{"status": RunStatus.INITIALIZATION.value, "at": "2026-11-25T14:05:02Z"}] * 40
         snap = store.acquire(doc)
         polls = 50
         size = len(json.dumps(doc, indent=2, sort_keys=True))
@@ -103,6 +109,23 @@ def monitor_poll(rounds: int = 5) -> Result:
         return res
     finally:
         aws.stop()
+
+
+def _threads_result(steps: int, batch_size: int, threads: int, contended: bool) -> Result:
+    """The empty :class:`Result` of one ``training_threads`` benchmark."""
+    return Result(
+        name="training-cpu-threads" + ("-contended" if contended else ""),
+        what=f"tiny Chronos-2, {steps} steps, batch {batch_size}, CPU"
+        + (", one core kept busy by another process" if contended else ", idle machine"),
+        baseline=f"torch default ({threads} threads)",
+        candidate="1 thread (trainer default)",
+        unit="s",
+        notes="local mode pins the training child to one CPU thread: on an idle machine two threads "
+        "gain nothing for this tiny model, and when another process holds a core the second "
+        "OpenMP thread spin-waits for it."
+        if contended
+        else "",
+    )
 
 
 def training_threads(rounds: int = 3, steps: int = 150, contended: bool = False) -> Result:
@@ -127,20 +150,7 @@ def training_threads(rounds: int = 3, steps: int = 150, contended: bool = False)
         inputs = load_dataset(
             files, DataSpec.from_dict({"frequency": "h"}), prediction_length=horizon
         ).train_inputs
-        threads = torch.get_num_threads()
-        res = Result(
-            name="training-cpu-threads" + ("-contended" if contended else ""),
-            what=f"tiny Chronos-2, {steps} steps, batch {TINY_TRAINING['batch_size']}, CPU"
-            + (", one core kept busy by another process" if contended else ", idle machine"),
-            baseline=f"torch default ({threads} threads)",
-            candidate="1 thread (trainer default)",
-            unit="s",
-            notes="local mode pins the training child to one CPU thread: on an idle machine two threads "
-            "gain nothing for this tiny model, and when another process holds a core the second "
-            "OpenMP thread spin-waits for it."
-            if contended
-            else "",
-        )
+        res = _threads_result(steps, int(TINY_TRAINING["batch_size"]), torch.get_num_threads(), contended)
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if contended else None
         try:
             for i in range(rounds):
