@@ -372,39 +372,6 @@ def test_every_botocore_configuration_and_credential_error_is_one_line():
         assert expected in message and "\n" not in message, (type(exc).__name__, message)
 
 
-def test_a_botocore_error_outside_an_aws_errors_block_is_still_one_line(capsys):
-    """The invoke edge maps what escapes the backend (e.g. an SSO token expiring mid-command)."""
-    import importlib.util
-
-    from botocore.exceptions import ProfileNotFound, UnauthorizedSSOTokenError
-    from invoke import Exit
-
-    from control.localdir import PROJECT_ROOT
-
-    spec = importlib.util.spec_from_file_location("chronos_tasks", PROJECT_ROOT / "tasks.py")
-    tasks = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tasks)
-    for exc, expected in (
-        (ProfileNotFound(profile="dve"), "AWS profile 'dve'"),
-        (UnauthorizedSSOTokenError(), "aws sso login"),
-    ):
-
-        def fail(exc=exc):
-            raise exc
-
-        with pytest.raises(Exit) as info:
-            tasks.edge(fail)()
-        assert info.value.code == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("error: ") and expected in err and "\n" not in err, err
-
-    def bug():
-        raise ValueError("a bug, not a user error")
-
-    with pytest.raises(ValueError):  # anything else still surfaces as itself
-        tasks.edge(bug)()
-
-
 def test_env_credentials_survive_the_switch_to_the_stacks_region(tmp_path, monkeypatch):
     """With keys only in the environment and no profile, the stack's region must not
     re-create the session under a profile named 'default' (ProfileNotFound)."""
