@@ -18,18 +18,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from common.exitcodes import ExitCode
+from trainer.callbacks import TrainHooks
+from trainer.checkpoints import CheckpointError, checkpoint_problem, find_latest_complete_checkpoint
 from trainer.data import load_dataset
+from trainer.finetune import train
 from trainer.inputs_file import save_inputs
-from trainer.train import (
-    EXIT_BAD_DATA,
-    EXIT_OK,
-    EXIT_STOPPED,
-    CheckpointError,
-    TrainConfig,
-    checkpoint_problem,
-    find_latest_complete_checkpoint,
-    train,
-)
+from trainer.train_config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,6 +41,7 @@ def _config(out: Path, **overrides: Any) -> TrainConfig:
         "num_steps": 40,
         "learning_rate": 1e-3,
         "batch_size": 16,
+        "finetune_mode": "full",
         "checkpoint_interval": 20,
         "seed": 7,
         "output_dir": out,
@@ -79,11 +75,10 @@ def test_training_saves_checkpoints_and_a_loadable_model(inputs, tmp_path: Path)
 
     seen: list[tuple[int, int, float]] = []
     saved: list[tuple[Path, int]] = []
-    result = train(
-        "tiny", inputs, _config(tmp_path),
-        on_step=lambda *a: seen.append(a),
-        on_checkpoint_saved=lambda p, s: saved.append((p, s)),
-    )  # fmt: skip
+    hooks = TrainHooks(
+        on_step=lambda *a: seen.append(a), on_checkpoint_saved=lambda p, s: saved.append((p, s))
+    )
+    result = train("tiny", inputs, _config(tmp_path), hooks=hooks)
     assert result.final_step == 40 and not result.interrupted
     assert [s for s, _, _ in seen] == list(range(1, 41)) and {t for _, t, _ in seen} == {40}
     assert [(s, loss) for s, _, loss in seen] == list(result.losses)
@@ -111,12 +106,12 @@ def test_checkpoint_on_demand_and_stop(inputs, tmp_path: Path) -> None:
         at_step = next(step_ends)
         return at_step == 12
 
-    result = train(
-        "tiny", inputs, _config(tmp_path, checkpoint_interval=1000),
+    hooks = TrainHooks(
         should_checkpoint_now=lambda: at_step == 7,
         should_stop=should_stop,
         on_checkpoint_saved=lambda _p, s: saved.append(s),
-    )  # fmt: skip
+    )
+    result = train("tiny", inputs, _config(tmp_path, checkpoint_interval=1000), hooks=hooks)
     assert saved == [7, 12]
     assert result.interrupted and result.final_step == 12 and result.final_model_dir is None
     assert not (tmp_path / "model").exists()
@@ -129,7 +124,7 @@ def test_lora_stop_and_resume_is_exact(inputs, tmp_path: Path) -> None:
     assert (tmp_path / "ref" / "checkpoints" / "checkpoint-20" / "adapter_model.safetensors").is_file()
     config = _config(tmp_path / "run", finetune_mode="lora")
     step_ends = itertools.count(1)
-    first = train("tiny", inputs, config, should_stop=lambda: next(step_ends) == 27)
+    first = train("tiny", inputs, config, hooks=TrainHooks(should_stop=lambda: next(step_ends) == 27))
     assert first.interrupted and first.final_step == 27
     resumed = train("tiny", inputs, config, resume_from=config.checkpoints_dir / "checkpoint-27")
     assert resumed.final_step == 40 and not resumed.interrupted
@@ -164,7 +159,7 @@ def test_find_latest_skips_torn_folders(inputs, tmp_path: Path, caplog) -> None:
     (ckpts / "checkpoint-40").mkdir()
     (ckpts / "checkpoint-40" / "trainer_state.json").write_text("{not json")
     (ckpts / "notes").mkdir()
-    with caplog.at_level(logging.WARNING, logger="trainer.train"):
+    with caplog.at_level(logging.WARNING, logger="trainer.checkpoints"):
         assert find_latest_complete_checkpoint(ckpts) == ckpts / "checkpoint-20"
     assert "checkpoint-30" in caplog.text and "checkpoint-40" in caplog.text
     assert find_latest_complete_checkpoint(tmp_path / "absent") is None
@@ -256,7 +251,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(mode: str, inputs, tmp_pa
     _tear(latest, checkpoint_step_of(latest) + 5)  # a newer torn folder must be skipped
 
     proc = _spawn(cfg)
-    assert proc.wait(timeout=180) == EXIT_OK, proc.stderr.read().decode()
+    assert proc.wait(timeout=180) == ExitCode.OK, proc.stderr.read().decode()
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "completed" and result["final_step"] == num_steps
     assert result["resumed_from"] == str(latest)
@@ -284,11 +279,11 @@ def test_child_signals_checkpoint_and_stop(inputs, tmp_path: Path) -> None:
     events = _wait_for(proc, progress, lambda ev: any(e["event"] == "checkpoint" for e in ev))
     on_demand = next(e for e in events if e["event"] == "checkpoint")
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == EXIT_STOPPED
+    assert proc.wait(timeout=60) == ExitCode.STOPPED
     events = _events(progress)
     saved = [e["step"] for e in events if e["event"] == "checkpoint"]
     end = events[-1]
-    assert end["event"] == "end" and end["status"] == "interrupted" and end["exit_code"] == 3
+    assert end["event"] == "end" and end["status"] == "interrupted" and end["exit_code"] == ExitCode.STOPPED
     assert saved == [on_demand["step"], end["step"]] and end["step"] < 400
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["interrupted"] and result["final_model_dir"] is None
@@ -296,7 +291,7 @@ def test_child_signals_checkpoint_and_stop(inputs, tmp_path: Path) -> None:
 
 
 def test_entry_point_reports_invalid_data_and_config(tmp_path: Path) -> None:
-    from trainer.train import EXIT_BAD_CONFIG, main
+    from trainer.train import main
 
     handler = signal.getsignal(signal.SIGTERM)
     bad = tmp_path / "bad.parquet"
@@ -305,13 +300,13 @@ def test_entry_point_reports_invalid_data_and_config(tmp_path: Path) -> None:
     del cfg["inputs"]
     cfg["data"] = {"files": [str(bad)], "spec": {}}
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    assert main(["--config", str(tmp_path / "cfg.json")]) == EXIT_BAD_DATA
+    assert main(["--config", str(tmp_path / "cfg.json")]) == ExitCode.BAD_DATA
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "failed" and str(bad) in result["error"]
-    assert _events(tmp_path / "progress.jsonl")[-1]["exit_code"] == EXIT_BAD_DATA
+    assert _events(tmp_path / "progress.jsonl")[-1]["exit_code"] == ExitCode.BAD_DATA
     cfg["train"]["num_steps"] = 0
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    assert main(["--config", str(tmp_path / "cfg.json")]) == EXIT_BAD_CONFIG
+    assert main(["--config", str(tmp_path / "cfg.json")]) == ExitCode.USAGE
     assert signal.getsignal(signal.SIGTERM) == handler  # restored
 
 
@@ -324,7 +319,9 @@ def test_tiny_model_beats_seasonal_naive_on_synthetic_data(tmp_path: Path) -> No
     files = generate_dataset(tmp_path / "data")
     spec = DataSpec.from_dict({"past_covariates": [PAST_COVARIATE], "known_covariates": [KNOWN_COVARIATE]})
     dataset = load_dataset(files, spec, prediction_length=int(TINY_TRAINING["prediction_length"]))
-    config = TrainConfig(**TINY_TRAINING, output_dir=tmp_path / "out", checkpoint_interval=10_000)
+    config = TrainConfig(
+        **TINY_TRAINING, output_dir=tmp_path / "out", checkpoint_interval=10_000, finetune_mode="full", seed=0
+    )
     result = train("tiny", dataset.train_inputs, config)
     scores = evaluate(result.final_model_dir, dataset.eval_set)
     assert scores["model_wql"] < 0.8 * scores["seasonal_naive_wql"], scores

@@ -1,0 +1,147 @@
+"""What one training run is asked to do: :class:`TrainConfig`, built from the run spec.
+
+Torch-free, so the trainer's driver builds the training child's config without
+importing the training stack. Every hyperparameter the run spec names (batch size,
+seed, checkpoint interval ...) is required here and comes from the validated spec
+through :meth:`TrainConfig.from_spec`: the schema (``schemas/run-spec.schema.json``)
+is the only place that gives it a default. The fields without a default in the
+schema are settings of the machine or of a test (device, threads, throttling).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from common.runspec import ModelSpec
+
+CHECKPOINTS_DIRNAME = "checkpoints"
+FINAL_MODEL_DIRNAME = "model"
+FINETUNE_MODES = ("full", "lora")
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Hyperparameters and where outputs go. Keep them identical across resumes.
+
+    Attributes:
+        prediction_length: horizon trained for.
+        context_length: longest context per training window.
+        num_steps: total optimizer steps (the lr schedule depends on it).
+        learning_rate: peak lr of the linear schedule (~1e-3 for a random-init tiny
+            model, ~1e-5/1e-6 to fine-tune pretrained weights).
+        output_dir: holds ``checkpoints/`` and ``model/``.
+        batch_size: series per batch (targets and covariates count).
+        finetune_mode: ``"full"`` or ``"lora"`` (fit's LoRA defaults).
+        checkpoint_interval: save a full checkpoint every this many steps.
+        seed: seeds model init, LoRA init and data sampling.
+        device: ``"cpu"`` or ``"cuda"``.
+        min_past: fewest past steps per training window (``None``: prediction_length).
+        save_total_limit: keep at most this many checkpoints locally (``None``: all).
+        step_delay_s: sleep after each step (throttle for demos and tests; no effect
+            on results).
+        cpu_threads: torch intra-op threads while training on CPU (set for the call,
+            restored after). 1 is fastest for small models on small machines and avoids
+            OpenMP spin-wait slowdowns (10x measured) when other processes share the
+            cores; ``None`` keeps torch's default. Ignored on CUDA.
+
+    Raises:
+        ValueError: a value out of range, naming the field.
+    """
+
+    prediction_length: int
+    context_length: int
+    num_steps: int
+    learning_rate: float
+    output_dir: Path
+    batch_size: int
+    finetune_mode: str
+    checkpoint_interval: int
+    seed: int
+    device: str = "cpu"
+    min_past: int | None = None
+    save_total_limit: int | None = None
+    step_delay_s: float = 0.0
+    cpu_threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output_dir", Path(self.output_dir))
+        for name in ("prediction_length", "context_length", "num_steps", "batch_size",
+                     "checkpoint_interval"):  # fmt: skip
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"TrainConfig.learning_rate must be > 0, got {self.learning_rate}")
+        if self.finetune_mode not in FINETUNE_MODES:
+            raise ValueError(
+                f"TrainConfig.finetune_mode must be one of {FINETUNE_MODES}, got {self.finetune_mode!r}"
+            )
+        if self.device not in DEVICES:
+            raise ValueError(f"TrainConfig.device must be one of {DEVICES}, got {self.device!r}")
+        self._check_optional()
+
+    def _check_optional(self) -> None:
+        if self.min_past is not None and self.min_past < 1:
+            raise ValueError(f"TrainConfig.min_past must be >= 1, got {self.min_past}")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            raise ValueError("TrainConfig.save_total_limit must be >= 1 or None")
+        if self.step_delay_s < 0:
+            raise ValueError("TrainConfig.step_delay_s must be >= 0")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError("TrainConfig.cpu_threads must be >= 1 or None")
+
+    @classmethod
+    def from_spec(
+        cls, model: ModelSpec, *, output_dir: Path, device: str = "cpu", step_delay_s: float = 0.0
+    ) -> TrainConfig:
+        """The training of a resolved run spec's ``model`` section (see :meth:`RunSpec.resolved`).
+
+        Raises:
+            ValueError: ``context_length`` or ``learning_rate`` still ``"auto"``.
+        """
+        if isinstance(model.context_length, str) or isinstance(model.learning_rate, str):
+            raise ValueError("resolve the run spec first: context_length and learning_rate are 'auto'")
+        return cls(
+            prediction_length=model.prediction_length,
+            context_length=model.context_length,
+            num_steps=model.num_steps,
+            learning_rate=float(model.learning_rate),
+            output_dir=output_dir,
+            batch_size=model.batch_size,
+            finetune_mode=model.finetune_mode.value,
+            checkpoint_interval=model.checkpoint_interval,
+            seed=model.seed,
+            device=device,
+            step_delay_s=step_delay_s,
+        )
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        """Folder of the ``checkpoint-<step>`` folders."""
+        return self.output_dir / CHECKPOINTS_DIRNAME
+
+    @property
+    def final_model_dir(self) -> Path:
+        """Folder of the final model."""
+        return self.output_dir / FINAL_MODEL_DIRNAME
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict (inverse of :meth:`from_dict`)."""
+        data = asdict(self)
+        data["output_dir"] = str(self.output_dir)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Build from a dict; unknown keys are an error.
+
+        Raises:
+            ValueError: an unknown key or a value out of range.
+            TypeError: a required key missing.
+        """
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys: {', '.join(sorted(unknown))}")
+        return cls(**data)
