@@ -18,22 +18,21 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from common import layout
-from common.aws import error_code
+from common.cleanup_status import ActionStatus, CleanupLog
+from common.ec2 import instance_state, is_gone
 from common.state_store import NotHeldError, StateStore
 from common.timeutil import Clock, iso, utc_now
 from control.backend import Backend, Clients, check_env
-from control.s3io import get_json
-from schemas import validate
+from control.s3io import get_json, put_json
+from control.verify import billing_verification
 
 log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_S = 120.0
 POLL_S = 1.0
 TERMINATE_WAIT_S = 60.0
-GONE = frozenset({"shutting-down", "terminated", "not-found"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,7 +112,7 @@ class Killer:
         state_gone = self._wait(instance_id, grace_s)
         waited = self.monotonic() - start
         terminated = False
-        if instance_id and self.instance_state(instance_id) not in GONE:
+        if instance_id and not is_gone(self.instance_state(instance_id)):
             self.clients.ec2.terminate_instances(InstanceIds=[instance_id])
             terminated = True
             actions.append(f"terminated {instance_id} through the API")
@@ -156,7 +155,7 @@ class Killer:
                 return True
             if got is not False:
                 etag = got.etag
-            if self.instance_state(instance_id) in GONE:
+            if is_gone(self.instance_state(instance_id)):
                 return self.store.read() is None
             if self.monotonic() >= deadline:
                 return False
@@ -164,20 +163,12 @@ class Killer:
 
     def _wait_terminated(self, instance_id: str, limit_s: float = TERMINATE_WAIT_S) -> None:
         deadline = self.monotonic() + limit_s
-        while self.instance_state(instance_id) not in GONE and self.monotonic() < deadline:
+        while not is_gone(self.instance_state(instance_id)) and self.monotonic() < deadline:
             self.sleep(POLL_S)
 
     def instance_state(self, instance_id: str) -> str:
-        try:
-            resp = self.clients.ec2.describe_instances(InstanceIds=[instance_id])
-        except Exception as exc:
-            if error_code(exc) == "InvalidInstanceID.NotFound":
-                return "not-found"
-            raise
-        for res in resp.get("Reservations", []):
-            for inst in res.get("Instances", []):
-                return str(inst["State"]["Name"])
-        return "not-found"
+        """The instance's state (``common.ec2.NOT_FOUND`` once EC2 forgot it); other errors raise."""
+        return instance_state(self.clients.ec2, instance_id)
 
     def _clear_state(self, run_id: str) -> bool:
         snap = self.store.read()
@@ -188,46 +179,16 @@ class Killer:
     def _write_cleanup_status(
         self, paths: layout.RunPaths, run_id: str, instance_id: str | None, *, terminated: bool, cleared: bool
     ) -> None:
-        from control.verify import billing_verification
-
-        now = iso(self.clock())
-        actions: list[dict[str, Any]] = []
+        cleanup = CleanupLog(run_id=run_id, instance_id=instance_id, written_by="control", clock=self.clock)
         if instance_id:
-            actions.append(
-                {
-                    "resource": instance_id,
-                    "action": "terminate",
-                    "status": "succeeded" if terminated else "skipped",
-                    "at": now,
-                    "error": None if terminated else "already terminated",
-                }
-            )
-        actions.append(
-            {
-                "resource": self.store.location,
-                "action": "delete",
-                "status": "succeeded" if cleared else "skipped",
-                "at": now,
-                "error": None if cleared else "already removed",
-            }
-        )
-        checked = billing_verification(self.clients.ec2, self.env, checked_at=now)
-        doc = {
-            "schema_version": 1,
-            "run_id": run_id,
-            "instance_id": instance_id,
-            "written_by": "control",
-            "actions": actions,
-            "verification": checked,
-            "state_file_removed": self.store.read() is None,
-            "completed_at": now,
-        }
-        validate("cleanup-status", doc, source=paths.cleanup_status)
-        import json
-
-        self.clients.s3.put_object(
-            Bucket=self.bucket,
-            Key=paths.cleanup_status,
-            Body=json.dumps(doc, indent=2).encode(),
-            ContentType="application/json",
-        )
+            if terminated:
+                cleanup.record(instance_id, "terminate", ActionStatus.SUCCEEDED)
+            else:
+                cleanup.record(instance_id, "terminate", ActionStatus.SKIPPED, "already terminated")
+        if cleared:
+            cleanup.record(self.store.location, "delete", ActionStatus.SUCCEEDED)
+        else:
+            cleanup.record(self.store.location, "delete", ActionStatus.SKIPPED, "already removed")
+        checked = billing_verification(self.clients.ec2, self.env, checked_at=iso(self.clock()))
+        doc = cleanup.document(verification=checked, state_file_removed=self.store.read() is None)
+        put_json(self.clients.s3, self.bucket, paths.cleanup_status, doc)

@@ -3,13 +3,15 @@
 The state file is polled with conditional GETs (``If-None-Match``): an unchanged
 state costs a 304 and no body. Two failure modes are detected and explained:
 
-- a *stale heartbeat* (the trainer writes one at least every 30 s);
+- a *stale heartbeat* (the trainer beats every 20 s while it trains);
 - a *gone instance* (terminated or missing) while the state file still says the
   run is going: the run died without cleaning up, so the lock is stale.
 
+Both thresholds are :data:`common.staleness.STALENESS`, the policy ``verify`` uses.
 When the state file disappears the run has ended and its outcome is read from
-the sentinel and ``training.json``. Exit codes (:data:`EXIT_CODES`): 0 success,
-1 failed, 3 killed, 4 interrupted (spot), 5 stale/dead, 6 no run.
+the sentinel and ``training.json``. Exit codes are :class:`common.exitcodes.ExitCode`:
+an ended run exits as the trainer did (``ExitCode.for_completion``), a stale one
+``STALE``, an env without runs ``NO_RUN``.
 """
 
 from __future__ import annotations
@@ -21,20 +23,19 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from common import layout
-from common.aws import error_code
+from common.ec2 import instance_state, is_gone
+from common.exitcodes import ExitCode
+from common.staleness import STALENESS, Stale, StalenessPolicy
 from common.state_store import Snapshot, StateStore
-from common.status import RunStatus
+from common.status import CompletionStatus, RunStatus
 from common.timeutil import Clock, parse_iso, utc_now
 from control.backend import Backend, Clients, check_env
 from control.runs import RunSummary, read_run, run_ids
 
 log = logging.getLogger(__name__)
-
-STALE_HEARTBEAT_S = 120.0
-GONE_GRACE_S = 20.0
-NO_INSTANCE_GRACE_S = 300.0
-GONE_STATES = frozenset({"shutting-down", "terminated", "not-found"})
 
 
 class Outcome(StrEnum):
@@ -49,21 +50,21 @@ class Outcome(StrEnum):
     NONE = "none"
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         return EXIT_CODES[self]
 
     def is_final(self) -> bool:
         return self is not Outcome.RUNNING
 
 
-EXIT_CODES = {
-    Outcome.RUNNING: 0,
-    Outcome.SUCCEEDED: 0,
-    Outcome.FAILED: 1,
-    Outcome.KILLED: 3,
-    Outcome.INTERRUPTED: 4,
-    Outcome.STALE: 5,
-    Outcome.NONE: 6,
+EXIT_CODES: dict[Outcome, ExitCode] = {
+    Outcome.RUNNING: ExitCode.OK,
+    Outcome.SUCCEEDED: ExitCode.for_completion(CompletionStatus.NORMAL),
+    Outcome.FAILED: ExitCode.for_completion(CompletionStatus.FAILED),
+    Outcome.KILLED: ExitCode.for_completion(CompletionStatus.KILLED),
+    Outcome.INTERRUPTED: ExitCode.for_completion(CompletionStatus.INTERRUPTED),
+    Outcome.STALE: ExitCode.STALE,
+    Outcome.NONE: ExitCode.NO_RUN,
 }
 
 
@@ -125,9 +126,7 @@ class Monitor:
         clients: boto3 clients (s3, ec2).
         bucket, env: where the state lives.
         clock: aware-UTC clock (tests drive it).
-        stale_after_s: heartbeat age that counts as stale.
-        gone_grace_s: how long a gone instance may coexist with the state file
-            (the trainer removes the state just before it powers off).
+        policy: when the run is stale (the one policy; tests pass their own).
     """
 
     def __init__(
@@ -137,12 +136,11 @@ class Monitor:
         env: str,
         *,
         clock: Clock = utc_now,
-        stale_after_s: float = STALE_HEARTBEAT_S,
-        gone_grace_s: float = GONE_GRACE_S,
+        policy: StalenessPolicy = STALENESS,
     ) -> None:
         self.clients, self.bucket, self.env, self.clock = clients, bucket, env, clock
         self.store = StateStore(clients.s3, bucket, env, clock=clock)
-        self.stale_after_s, self.gone_grace_s = stale_after_s, gone_grace_s
+        self.policy = policy
         self.snapshot: Snapshot | None = None
         self.run_id: str | None = None
         self.gone_since: Any = None
@@ -202,53 +200,44 @@ class Monitor:
         return self._judge(view, snap, now)
 
     def _judge(self, view: MonitorView, snap: Snapshot, now: Any) -> MonitorView:
+        gone = is_gone(view.instance_state) if view.instance_state is not None else False
+        self.gone_since = (self.gone_since or now) if gone else None
+        stale = self.policy.judge(
+            instance_id=view.instance_id,
+            gone_for_s=(now - self.gone_since).total_seconds() if gone else None,
+            since_launch_s=view.elapsed_s or 0.0,
+            heartbeat_age_s=view.heartbeat_age_s or 0.0,
+        )
         fix = f"`invoke verify --env={self.env} --fix --yes`"
-        if view.instance_state in GONE_STATES:
-            self.gone_since = self.gone_since or now
-            if (now - self.gone_since).total_seconds() >= self.gone_grace_s:
-                return replace(
-                    view,
-                    outcome=Outcome.STALE,
-                    advice=(
-                        f"instance {view.instance_id} is {view.instance_state} but the state file still says "
-                        f"{view.status}: the run died without cleaning up; clear the stale lock with {fix}"
-                    ),
-                )
-            return view
-        self.gone_since = None
-        if view.instance_id is None and (view.elapsed_s or 0) > NO_INSTANCE_GRACE_S:
-            return replace(
-                view,
-                outcome=Outcome.STALE,
-                advice=(
-                    f"no instance was recorded {view.elapsed_s:.0f} s after launch: the launch did not finish; "
-                    f"clear the lock with {fix} and launch again"
-                ),
+        if stale is Stale.INSTANCE_GONE:
+            advice = (
+                f"instance {view.instance_id} is {view.instance_state} but the state file still says "
+                f"{view.status}: the run died without cleaning up; clear the stale lock with {fix}"
             )
-        if (view.heartbeat_age_s or 0) > self.stale_after_s and RunStatus(snap.status).is_active():
-            return replace(
-                view,
-                advice=(
-                    f"no heartbeat for {view.heartbeat_age_s:.0f} s while instance {view.instance_id} is "
-                    f"{view.instance_state or 'unknown'}: the trainer may be stuck; read "
-                    f"`invoke logs {view.run_id} --env={self.env}` or stop it with "
-                    f"`invoke kill --env={self.env}`"
-                ),
+            return replace(view, outcome=Outcome.STALE, advice=advice)
+        if stale is Stale.NO_INSTANCE:
+            advice = (
+                f"no instance was recorded {view.elapsed_s:.0f} s after launch: the launch did not finish; "
+                f"clear the lock with {fix} and launch again"
             )
+            return replace(view, outcome=Outcome.STALE, advice=advice)
+        if stale is Stale.NO_HEARTBEAT and RunStatus(snap.status).is_active():
+            advice = (
+                f"no heartbeat for {view.heartbeat_age_s:.0f} s while instance {view.instance_id} is "
+                f"{view.instance_state or 'unknown'}: the trainer may be stuck; read "
+                f"`invoke logs {view.run_id} --env={self.env}` or stop it with "
+                f"`invoke kill --env={self.env}`"
+            )
+            return replace(view, advice=advice)
         return view
 
     def _instance_state(self, instance_id: str) -> str | None:
+        """The instance's state; ``None`` when EC2 could not be asked (a warning, not a verdict)."""
         try:
-            resp = self.clients.ec2.describe_instances(InstanceIds=[instance_id])
-        except Exception as exc:
-            if error_code(exc) == "InvalidInstanceID.NotFound":
-                return "not-found"
+            return instance_state(self.clients.ec2, instance_id)
+        except (ClientError, BotoCoreError) as exc:
             log.info("describe %s: %s", instance_id, exc)
             return None
-        for res in resp.get("Reservations", []):
-            for inst in res.get("Instances", []):
-                return str(inst["State"]["Name"])
-        return "not-found"
 
     # -- no state file: the run ended (or none ran) -----------------------------
     def _ended(self, changed: bool) -> MonitorView:
@@ -317,7 +306,7 @@ def watch(
     interval_s: float = 2.0,
     clock: Clock = utc_now,
     sleep: Callable[[float], None] = time.sleep,
-    stale_after_s: float = STALE_HEARTBEAT_S,
+    policy: StalenessPolicy = STALENESS,
     max_polls: int | None = None,
 ) -> Iterator[MonitorView]:
     """``invoke monitor``: one view, or (``follow``) views until the run ends.
@@ -328,7 +317,7 @@ def watch(
     check_env(env)
     backend.check_credentials()
     outputs = backend.stack_outputs(env)
-    mon = Monitor(backend.clients(), outputs.bucket, env, clock=clock, stale_after_s=stale_after_s)
+    mon = Monitor(backend.clients(), outputs.bucket, env, clock=clock, policy=policy)
     with backend.errors("s3:GetObject", f"s3://{outputs.bucket}/{layout.state_key(env)}"):
         while True:
             view = mon.poll()

@@ -14,21 +14,29 @@ from typing import Any
 
 from common import layout
 from common.state_store import StateStore
-from common.status import RunStatus
+from common.status import CompletionStatus, RunStatus
 from common.timeutil import Clock, parse_iso, utc_now
 from control.backend import Backend, check_env
-from control.launch import LAUNCH_RECORD_NAME
 from control.s3io import DocumentError, common_prefixes, get_json
 
 log = logging.getLogger(__name__)
 
 SUCCEEDED = "succeeded"
 _COMPLETION_TO_STATUS = {
-    "normal": SUCCEEDED,
-    "failed": "failed",
-    "killed": "killed",
-    "interrupted": "interrupted",
+    CompletionStatus.NORMAL: SUCCEEDED,
+    CompletionStatus.FAILED: "failed",
+    CompletionStatus.KILLED: "killed",
+    CompletionStatus.INTERRUPTED: "interrupted",
 }
+UNKNOWN = "unknown"
+
+
+def status_of_completion(completion: str | None) -> str:
+    """The history status of a run that ended with ``completion`` (``unknown`` for anything else)."""
+    try:
+        return _COMPLETION_TO_STATUS[CompletionStatus(completion)]
+    except ValueError:
+        return UNKNOWN
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,7 +137,7 @@ def read_run(
 ) -> RunSummary:
     """Summarise one run from its documents (``state``: the live state if it is this run's)."""
     paths = layout.RunPaths(env=env, run_id=run_id)
-    record = _quiet_json(s3, bucket, paths.user_configs + LAUNCH_RECORD_NAME)
+    record = _quiet_json(s3, bucket, paths.launch_record)
     base: dict[str, Any] = {"run_id": run_id, "env": env, "started_at": layout.parse_run_id(run_id)}
     if record:
         base.update(
@@ -173,7 +181,7 @@ def read_run(
                 "instance_type": base.get("instance_type") or inst.get("instance_type"),
                 "market": base.get("market") or inst.get("market"),
             },
-            status=_COMPLETION_TO_STATUS.get(str(completion), "unknown"),
+            status=status_of_completion(completion),
             ended_at=ended,
             exit_code=training.get("exit_code"),
             metrics=dict(training.get("metrics", {})),
@@ -183,13 +191,13 @@ def read_run(
     if sentinel is not None:
         return RunSummary(
             **base,
-            status=_COMPLETION_TO_STATUS.get(sentinel["completion_status"], "unknown"),
+            status=status_of_completion(sentinel["completion_status"]),
             ended_at=ended,
             exit_code=sentinel.get("exit_code"),
         )
     return RunSummary(
         **base,
-        status="unknown",
+        status=UNKNOWN,
         ended_at=ended,
         problem="no training.json or _SUCCESS: the run ended before it wrote its logs"
         if cleanup

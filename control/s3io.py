@@ -1,4 +1,4 @@
-"""Small S3 reading helpers shared by the control-plane operations."""
+"""Small S3 reading (and JSON writing) helpers shared by the control-plane operations."""
 
 from __future__ import annotations
 
@@ -56,6 +56,13 @@ def parse_json(body: bytes, source: str, kind: str | None = None) -> dict[str, A
     if not isinstance(doc, dict):
         raise DocumentError(f"{source} is not a JSON object")
     return doc
+
+
+def put_json(s3: Any, bucket: str, key: str, doc: dict[str, Any]) -> None:
+    """Write ``doc`` as indented JSON at ``key`` (validate it before: this writes what it is given)."""
+    s3.put_object(
+        Bucket=bucket, Key=key, Body=json.dumps(doc, indent=2).encode(), ContentType="application/json"
+    )
 
 
 def iter_objects(s3: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:

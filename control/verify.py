@@ -6,8 +6,9 @@ What is listed for an env (tags ``Project=Chronos-Training``, ``Environment={env
   bill their volumes);
 - volumes in state ``available`` (detached volumes bill by the GB-month);
 - spot instance requests that are ``open`` or ``active``;
-- the state file: a lock whose instance is gone, whose heartbeat is old, or that is
-  corrupt is stale;
+- the state file: a lock whose instance is gone, that never recorded an instance,
+  whose heartbeat is old (:data:`common.staleness.STALENESS`, the policy ``monitor``
+  uses), or that is corrupt is stale;
 - local mode only: supervisor processes whose instance is gone.
 
 Everything that belongs to a healthy active run is listed but not orphaned. An
@@ -16,8 +17,8 @@ orphan makes ``verify`` exit 1; ``--fix --yes`` removes orphans and checks again
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,22 +27,20 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from common import layout
+from common.cleanup_status import ActionStatus, CleanupLog, count_or_unknown, verification
+from common.ec2 import BILLING_STATES
 from common.errors import ConfigError, CorruptStateError
+from common.staleness import STALENESS, Stale, StalenessPolicy
 from common.state_store import Snapshot, StateStore
+from common.tags import RUN_ID_KEY, env_filters
 from common.timeutil import Clock, iso, parse_iso, utc_now
-from common.cleanup_status import count_or_unknown, verification
 from control.backend import Backend, Clients, check_env
 from control.localdir import LocalDir, pid_alive
-from control.s3io import get_json
-from infra.spec import PROJECT_TAG
-from schemas import validate
+from control.s3io import get_json, put_json
 
 log = logging.getLogger(__name__)
 
-BILLING_INSTANCE_STATES = ("pending", "running", "stopping", "stopped")
 OPEN_SPOT_STATES = ("open", "active")
-STALE_LOCK_S = 600.0
-NO_INSTANCE_GRACE_S = 300.0
 LOCAL_SHUTDOWN_S = 20.0
 
 
@@ -113,13 +112,8 @@ class VerifyResult:
         return 0 if self.final.clean else 1
 
 
-def env_filters(env: str) -> list[dict[str, Any]]:
-    """EC2 filters selecting this project's resources of ``env``."""
-    return [{"Name": "tag:Project", "Values": [PROJECT_TAG]}, {"Name": "tag:Environment", "Values": [env]}]
-
-
 def billing_instances(ec2: Any, env: str) -> list[dict[str, Any]]:
-    filters = env_filters(env) + [{"Name": "instance-state-name", "Values": list(BILLING_INSTANCE_STATES)}]
+    filters = env_filters(env) + [{"Name": "instance-state-name", "Values": list(BILLING_STATES)}]
     out = []
     for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
         for res in page.get("Reservations", []):
@@ -176,11 +170,11 @@ class Inspector:
         *,
         clock: Clock = utc_now,
         local_dir: LocalDir | None = None,
-        stale_lock_s: float = STALE_LOCK_S,
+        policy: StalenessPolicy = STALENESS,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.clients, self.bucket, self.env, self.clock = clients, bucket, env, clock
-        self.local_dir, self.stale_lock_s, self.sleep = local_dir, stale_lock_s, sleep
+        self.local_dir, self.policy, self.sleep = local_dir, policy, sleep
         self.store = StateStore(clients.s3, bucket, env, clock=clock)
 
     # -- looking ---------------------------------------------------------------
@@ -204,7 +198,7 @@ class Inspector:
                     state=state,
                     detail=detail,
                     orphaned=not ours,
-                    run_id=_tag(inst, "RunId"),
+                    run_id=_tag(inst, RUN_ID_KEY),
                 )
             )
         for vol in available_volumes(ec2, self.env):
@@ -215,7 +209,7 @@ class Inspector:
                     state="available",
                     detail=f"{vol.get('Size', '?')} GiB {vol.get('VolumeType', '')} detached",
                     orphaned=True,
-                    run_id=_tag(vol, "RunId"),
+                    run_id=_tag(vol, RUN_ID_KEY),
                 )
             )
         for req in open_spot_requests(ec2, self.env):
@@ -227,7 +221,7 @@ class Inspector:
                     state=req.get("State", "?"),
                     detail=f"instance {req.get('InstanceId') or '-'}",
                     orphaned=not ours,
-                    run_id=_tag(req, "RunId"),
+                    run_id=_tag(req, RUN_ID_KEY),
                 )
             )
         if state_finding is not None:
@@ -259,13 +253,18 @@ class Inspector:
         iid = doc.get("instance_id")
         hb_age = (now - parse_iso(doc["heartbeat_at"])).total_seconds()
         age = (now - parse_iso(doc["started_at"])).total_seconds()
-        problem = None
-        if iid and iid not in live_ids:
-            problem = f"instance {iid} is gone but the lock is held ({doc['status']})"
-        elif iid is None and age > NO_INSTANCE_GRACE_S:
-            problem = f"no instance recorded {age:.0f} s after launch"
-        elif hb_age > self.stale_lock_s:
-            problem = f"no heartbeat for {hb_age:.0f} s"
+        stale = self.policy.judge(  # the instances were listed before the lock was read: a gone
+            instance_id=iid,  # instance with the lock still held is past the gone grace
+            gone_for_s=math.inf if iid and iid not in live_ids else None,
+            since_launch_s=age,
+            heartbeat_age_s=hb_age,
+        )
+        problem = {
+            None: None,
+            Stale.INSTANCE_GONE: f"instance {iid} is gone but the lock is held ({doc['status']})",
+            Stale.NO_INSTANCE: f"no instance recorded {age:.0f} s after launch",
+            Stale.NO_HEARTBEAT: f"no heartbeat for {hb_age:.0f} s",
+        }[stale]
         detail = problem or f"run {snap.run_id} is {doc['status']} on {iid or '(starting)'}"
         finding = Finding(
             kind="state-file",
@@ -353,38 +352,18 @@ class Inspector:
         paths = layout.RunPaths(env=self.env, run_id=run_id)
         if get_json(self.clients.s3, self.bucket, paths.cleanup_status) is not None:
             return
-        now = iso(self.clock())
-        checked = billing_verification(self.clients.ec2, self.env, checked_at=now)
-        actions = [
-            {"resource": i, "action": "terminate", "status": "succeeded", "at": now, "error": None}
-            for i in terminated
-        ]
-        actions.append(
-            {
-                "resource": self.store.location,
-                "action": "delete",
-                "status": "succeeded",
-                "at": now,
-                "error": None,
-            }
+        cleanup = CleanupLog(
+            run_id=run_id,
+            instance_id=terminated[0] if terminated else None,
+            written_by="control",
+            clock=self.clock,
         )
-        doc = {
-            "schema_version": 1,
-            "run_id": run_id,
-            "instance_id": terminated[0] if terminated else None,
-            "written_by": "control",
-            "actions": actions,
-            "verification": checked,
-            "state_file_removed": True,
-            "completed_at": now,
-        }
-        validate("cleanup-status", doc, source=paths.cleanup_status)
-        self.clients.s3.put_object(
-            Bucket=self.bucket,
-            Key=paths.cleanup_status,
-            Body=json.dumps(doc, indent=2).encode(),
-            ContentType="application/json",
-        )
+        for instance_id in terminated:
+            cleanup.record(instance_id, "terminate", ActionStatus.SUCCEEDED)
+        cleanup.record(self.store.location, "delete", ActionStatus.SUCCEEDED)
+        checked = billing_verification(self.clients.ec2, self.env, checked_at=iso(self.clock()))
+        doc = cleanup.document(verification=checked, state_file_removed=True)
+        put_json(self.clients.s3, self.bucket, paths.cleanup_status, doc)
 
 
 def verify(

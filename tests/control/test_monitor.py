@@ -7,12 +7,14 @@ import json
 import pytest
 
 from common import layout
+from common import tags as common_tags
+from common.exitcodes import ExitCode
+from common.staleness import StalenessPolicy
 from common.state_store import StateStore, new_state
-from common.status import RunStatus
+from common.status import CompletionStatus, RunStatus
 from common.timeutil import iso
 from control.backend import Clients
 from control.monitor import Monitor, Outcome
-from infra import spec
 from schemas import examples
 
 RUN_ID = "20261125-140502"
@@ -26,7 +28,7 @@ def running(dev, local_aws, clock):
         MinCount=1,
         MaxCount=1,
         LaunchTemplate={"LaunchTemplateId": dev["launch_template_id"]},
-        TagSpecifications=[{"ResourceType": "instance", "Tags": spec.tag_list(spec.tags("dev"))}],
+        TagSpecifications=[{"ResourceType": "instance", "Tags": common_tags.tag_list(common_tags.tags("dev"))}],
     )["Instances"][0]["InstanceId"]
     store = StateStore(s3, dev["bucket"], "dev", clock=clock)
     store.acquire(
@@ -42,8 +44,7 @@ def running(dev, local_aws, clock):
         dev["bucket"],
         "dev",
         clock=clock,
-        stale_after_s=120,
-        gone_grace_s=20,
+        policy=StalenessPolicy(heartbeat_s=120, gone_grace_s=20),
     )
     return {
         "store": store,
@@ -93,13 +94,14 @@ def test_ended_run_outcome_comes_from_its_log(running):
     running["store"].release(RUN_ID)
     key = layout.RunPaths(env="dev", run_id=RUN_ID).training_log
     for completion, outcome, code in (
-        ("normal", Outcome.SUCCEEDED, 0),
-        ("failed", Outcome.FAILED, 1),
-        ("killed", Outcome.KILLED, 3),
-        ("interrupted", Outcome.INTERRUPTED, 4),
+        (CompletionStatus.NORMAL, Outcome.SUCCEEDED, 0),
+        (CompletionStatus.FAILED, Outcome.FAILED, 1),
+        (CompletionStatus.KILLED, Outcome.KILLED, 4),
+        (CompletionStatus.INTERRUPTED, Outcome.INTERRUPTED, 3),
     ):
+        assert code == ExitCode.for_completion(completion)  # monitor exits as the trainer did
         training = examples("training")[0]
-        training.update(run_id=RUN_ID, completion_status=completion, exit_code=0 if code == 0 else 1)
+        training.update(run_id=RUN_ID, completion_status=completion.value, exit_code=code)
         s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(training).encode())
         view = mon.poll()
         assert view.outcome is outcome and view.outcome.exit_code == code and view.run_id == RUN_ID
@@ -123,3 +125,13 @@ def test_cli_json_view_of_a_running_run(running, cli):
         and view["status"] == "training"
         and view["instance_id"] == running["instance"]
     )
+
+
+@pytest.mark.parametrize("completion", list(CompletionStatus))
+def test_an_ended_run_exits_with_the_trainers_code(completion):
+    """The monitor's exit code for an ended run is the one the trainer itself exits with."""
+    from control.monitor import view_of_ended
+    from control.runs import RunSummary, status_of_completion
+
+    run = RunSummary(run_id=RUN_ID, env="dev", status=status_of_completion(completion))
+    assert view_of_ended(run).outcome.exit_code == ExitCode.for_completion(completion)
