@@ -197,15 +197,7 @@ def plan_launch(spec: RunSpec, world: World) -> LaunchPlan:
         user_data=render_user_data(_user_data(resolved, world, code_key)),
         code_key=code_key,
         uploads=_uploads(resolved, world, code_key),
-        state_doc=new_state(
-            env=world.env,
-            run_id=world.run_id,
-            market=resolved.instance.market,
-            total_steps=resolved.model.num_steps,
-            now=iso(world.now),
-            local=world.local,
-            price_per_hour=placements[0].price.usd_per_hour,
-        ),
+        state_doc=_state_doc(resolved, world, placements[0]),
         data_files=world.data_files,
         data_bytes=world.data_bytes,
         python_env=world.python_env,
@@ -261,6 +253,19 @@ def _user_data(resolved: RunSpec, world: World, code_key: str) -> UserData:
         wheelhouse_prefix=WHEELHOUSE_PREFIX,
         device=world.device,
         local=world.local,
+    )
+
+
+def _state_doc(resolved: RunSpec, world: World, first: Placement) -> Mapping[str, Any]:
+    """The state file the launch writes to take the lock (no instance yet)."""
+    return new_state(
+        env=world.env,
+        run_id=world.run_id,
+        market=resolved.instance.market,
+        total_steps=resolved.model.num_steps,
+        now=iso(world.now),
+        local=world.local,
+        price_per_hour=first.price.usd_per_hour,
     )
 
 
