@@ -14,7 +14,7 @@ from schemas import validate
 from trainer.cleanup import Cleanup
 from trainer.errors import ErrorLog, ExponentialBackoff, Retrier
 from trainer.instance import ApiTerminate, PoweroffResult
-from trainer.sync import Transfers
+from trainer.transfers import Transfers
 
 PATHS = RunPaths(env="dev", run_id="20261125-140502")
 TAGS = [{"Key": "Project", "Value": "Chronos-Training"}, {"Key": "Environment", "Value": "dev"}]

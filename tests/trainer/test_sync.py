@@ -8,18 +8,11 @@ from typing import Any
 
 import pytest
 
+from trainer.checkpoint_sync import CheckpointUploader, remote_checkpoints, restore_checkpoint
+from trainer.checkpoints import checkpoint_problem
 from trainer.errors import ErrorLog, ExponentialBackoff, Retrier, TerminalError
-from trainer.sync import (
-    CheckpointUploader,
-    Manifest,
-    RemoteObject,
-    Transfers,
-    remote_checkpoints,
-    restore_checkpoint,
-    sync_data,
-    verify_manifest,
-)
-from trainer.train import checkpoint_problem
+from trainer.sync import Manifest, sync_data, verify_manifest
+from trainer.transfers import RemoteObject, Transfers
 
 PREFIX = "cached-datasets/training-data/"
 CKPT = "dev/2026/11/25-140502/checkpoints/"
@@ -33,7 +26,7 @@ def transfers(s3: Any, bucket: str) -> Transfers:
 
 
 def fake_checkpoint(root: Path, step: int, *, torn: bool = False) -> Path:
-    """A folder that passes trainer.train.checkpoint_problem (unless torn)."""
+    """A folder that passes trainer.checkpoints.checkpoint_problem (unless torn)."""
     folder = root / f"checkpoint-{step}"
     folder.mkdir(parents=True)
     for name in CHECKPOINT_FILES:
