@@ -1,8 +1,9 @@
-"""Evaluation glue: metrics of the final model and ``evaluation/forecasts.json`` for the report.
+"""Evaluation glue: metrics of the final model and the forecasts document for the report.
 
 Metrics come from :func:`trainer.metrics.evaluate` (WQL and MASE of the model and
-of the seasonal-naive baseline on the held-out tail). forecasts.json holds, for
-up to 8 held-out items, what the report plots::
+of the seasonal-naive baseline on the held-out tail). The forecasts document
+(:data:`common.layout.FORECASTS_KEY` under the run prefix, written by the evaluation
+phase) holds, for up to 8 held-out items, what the report plots::
 
     {"prediction_length", "frequency", "quantile_levels": [0.1, 0.5, 0.9],
      "items": [{"item_id", "context_timestamps", "context_values", "horizon_timestamps",
@@ -71,7 +72,7 @@ def pick_items(n: int, k: int = MAX_ITEMS) -> list[int]:
 def forecasts(
     pipeline: Any, dataset: Any, files: Sequence[Path], *, item_column: str, timestamp_column: str
 ) -> dict[str, Any]:
-    """The forecasts.json document for up to :data:`MAX_ITEMS` held-out items."""
+    """The forecasts document (:data:`~common.layout.FORECASTS_KEY`) for up to :data:`MAX_ITEMS` items."""
     from trainer.metrics import season_for_frequency, seasonal_naive
 
     ev = dataset.eval_set
