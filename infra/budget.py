@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra import spec
+from common import tags as common_tags
+from infra.spec import names as spec_names
+from infra.spec import zero_idle as spec_zero_idle
 
 ACTUAL_ALERT_PERCENT = 80.0
 FORECAST_ALERT_PERCENT = 100.0
@@ -46,15 +48,15 @@ class Budget(pulumi.ComponentResource):
     """
 
     def __init__(self, name: str, args: BudgetArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(f"{spec.COMPONENT_TYPE_PREFIX}Budget", name, None, opts)
+        super().__init__(f"{spec_zero_idle.COMPONENT_TYPE_PREFIX}Budget", name, None, opts)
         self.budget = aws.budgets.Budget(
             f"{name}-monthly",
-            name=spec.resource_name(args.env, "monthly"),
+            name=spec_names.resource_name(args.env, "monthly"),
             budget_type="COST",
             limit_amount=f"{args.monthly_usd:.2f}",
             limit_unit="USD",
             time_unit="MONTHLY",
-            cost_filters=[{"name": "TagKeyValue", "values": [f"user:Project${spec.PROJECT_TAG}"]}],
+            cost_filters=[{"name": "TagKeyValue", "values": [f"user:Project${common_tags.PROJECT_TAG}"]}],
             notifications=notifications(args.email),
             tags=dict(args.tags),
             opts=pulumi.ResourceOptions(parent=self),

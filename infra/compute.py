@@ -8,7 +8,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra import spec
+from infra.spec import launch_template as spec_template
+from infra.spec import names as spec_names
+from infra.spec import pulumi_inputs as spec_pulumi
+from infra.spec import zero_idle as spec_zero_idle
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,7 +28,7 @@ class ComputeArgs:
     security_group_id: pulumi.Input[str]
     tags: Mapping[str, str]
     ami_id: str | None = None
-    ami_ssm_parameter: str = spec.DLAMI_SSM_PARAMETER
+    ami_ssm_parameter: str = spec_template.DLAMI_SSM_PARAMETER
 
 
 class Compute(pulumi.ComponentResource):
@@ -35,9 +38,9 @@ class Compute(pulumi.ComponentResource):
     """
 
     def __init__(self, name: str, args: ComputeArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(f"{spec.COMPONENT_TYPE_PREFIX}Compute", name, None, opts)
+        super().__init__(f"{spec_zero_idle.COMPONENT_TYPE_PREFIX}Compute", name, None, opts)
         self.image_id: str = args.ami_id or self._lookup_ami(args.ami_ssm_parameter)
-        data = spec.launch_template_data(
+        data = spec_template.launch_template_data(
             image_id=self.image_id,
             instance_type=args.instance_type,
             instance_profile_arn=args.instance_profile_arn,
@@ -46,11 +49,11 @@ class Compute(pulumi.ComponentResource):
         )
         self.launch_template = aws.ec2.LaunchTemplate(
             f"{name}-lt",
-            name=spec.resource_name(args.env, "training"),
+            name=spec_names.resource_name(args.env, "training"),
             description=f"Chronos training instance, env {args.env}",
             update_default_version=True,
             tags=dict(args.tags),
-            **spec.to_pulumi_launch_template_args(data),
+            **spec_pulumi.to_pulumi_launch_template_args(data),
             opts=pulumi.ResourceOptions(parent=self),
         )
         self.launch_template_id: pulumi.Output[str] = self.launch_template.id

@@ -12,7 +12,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from infra import spec
+from common import tags as common_tags
+from infra.spec import SpecError
+from infra.spec import launch_template as spec_template
+from infra.spec import names as spec_names
+from infra.spec import network as spec_network
 
 CONFIG_KEYS: tuple[str, ...] = (
     "env",
@@ -41,10 +45,10 @@ class StackConfig:
     """Validated stack configuration."""
 
     env: str
-    instance_type: str = spec.DEFAULT_INSTANCE_TYPE
-    cost_center: str = spec.DEFAULT_COST_CENTER
+    instance_type: str = spec_names.DEFAULT_INSTANCE_TYPE
+    cost_center: str = common_tags.DEFAULT_COST_CENTER
     ami_id: str | None = None
-    ami_ssm_parameter: str = spec.DLAMI_SSM_PARAMETER
+    ami_ssm_parameter: str = spec_template.DLAMI_SSM_PARAMETER
     max_azs: int | None = None
     budget_email: str | None = None
     budget_monthly_usd: float = DEFAULT_BUDGET_USD
@@ -82,8 +86,8 @@ def _parse_max_azs(raw: str | None) -> int | None:
         value = int(raw)
     except ValueError:
         raise ConfigError(f"max_azs must be an integer, got {raw!r}") from None
-    if value < spec.MIN_AVAILABILITY_ZONES:
-        raise ConfigError(f"max_azs must be at least {spec.MIN_AVAILABILITY_ZONES}, got {value}")
+    if value < spec_network.MIN_AVAILABILITY_ZONES:
+        raise ConfigError(f"max_azs must be at least {spec_network.MIN_AVAILABILITY_ZONES}, got {value}")
     return value
 
 
@@ -121,18 +125,20 @@ def parse_config(raw: Mapping[str, str | None], *, default_env: str | None = Non
         raise ConfigError(f"unknown config key(s) {unknown}; known keys: {list(CONFIG_KEYS)}")
     values = {k: _blank_to_none(v) for k, v in raw.items()}
     try:
-        env = spec.validate_env(values.get("env") or default_env or "")
-        instance_type = spec.validate_instance_type(values.get("instance_type") or spec.DEFAULT_INSTANCE_TYPE)
-    except spec.SpecError as exc:
+        env = spec_names.validate_env(values.get("env") or default_env or "")
+        instance_type = spec_names.validate_instance_type(
+            values.get("instance_type") or spec_names.DEFAULT_INSTANCE_TYPE
+        )
+    except SpecError as exc:
         raise ConfigError(str(exc)) from None
     budget_email = values.get("budget_email")
     _check_optional_formats(values.get("ami_id"), budget_email)
     return StackConfig(
         env=env,
         instance_type=instance_type,
-        cost_center=values.get("cost_center") or spec.DEFAULT_COST_CENTER,
+        cost_center=values.get("cost_center") or common_tags.DEFAULT_COST_CENTER,
         ami_id=values.get("ami_id"),
-        ami_ssm_parameter=values.get("ami_ssm_parameter") or spec.DLAMI_SSM_PARAMETER,
+        ami_ssm_parameter=values.get("ami_ssm_parameter") or spec_template.DLAMI_SSM_PARAMETER,
         max_azs=_parse_max_azs(values.get("max_azs")),
         budget_email=budget_email,
         budget_monthly_usd=_parse_budget(values.get("budget_monthly_usd")),

@@ -9,7 +9,11 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra import spec
+from infra.spec import debug as spec_debug
+from infra.spec import iam as spec_iam
+from infra.spec import names as spec_names
+from infra.spec import operator_access as spec_operator
+from infra.spec import zero_idle as spec_zero_idle
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,13 +41,13 @@ class _RoleWithProfile(pulumi.ComponentResource):
         policy: Callable[..., dict],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
-        super().__init__(f"{spec.COMPONENT_TYPE_PREFIX}{kind}", name, None, opts)
+        super().__init__(f"{spec_zero_idle.COMPONENT_TYPE_PREFIX}{kind}", name, None, opts)
         self.child = pulumi.ResourceOptions(parent=self)
         self.role = aws.iam.Role(
             f"{name}-role",
             name=role_name,
             description=description,
-            assume_role_policy=json.dumps(spec.instance_trust_policy()),
+            assume_role_policy=json.dumps(spec_iam.instance_trust_policy()),
             tags=dict(args.tags),
             opts=self.child,
         )
@@ -73,9 +77,9 @@ class InstanceIdentity(_RoleWithProfile):
             "InstanceIdentity",
             name,
             args,
-            role_name=spec.resource_name(args.env, "instance"),
+            role_name=spec_names.resource_name(args.env, "instance"),
             description=f"Chronos training instances of env {args.env}",
-            policy=spec.instance_role_policy,
+            policy=spec_iam.instance_role_policy,
             opts=opts,
         )
         self.register_outputs({"role_arn": self.role_arn, "instance_profile_arn": self.instance_profile_arn})
@@ -98,16 +102,16 @@ class DebugInstanceIdentity(_RoleWithProfile):
             "DebugInstanceIdentity",
             name,
             args,
-            role_name=spec.debug_role_name(args.env),
+            role_name=spec_debug.debug_role_name(args.env),
             description=f"Chronos training instances of env {args.env}, with Session Manager access",
-            policy=spec.debug_role_policy,
+            policy=spec_debug.debug_role_policy,
             opts=opts,
         )
         self.attachments = [
             aws.iam.RolePolicyAttachment(
                 f"{name}-{arn.rsplit('/', 1)[1]}", role=self.role.name, policy_arn=arn, opts=self.child
             )
-            for arn in spec.debug_managed_policy_arns()
+            for arn in spec_debug.debug_managed_policy_arns()
         ]
         self.register_outputs({"role_arn": self.role_arn, "instance_profile_arn": self.instance_profile_arn})
 
@@ -138,27 +142,29 @@ class OperatorAccess(pulumi.ComponentResource):
     def __init__(
         self, name: str, args: OperatorAccessArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__(f"{spec.COMPONENT_TYPE_PREFIX}OperatorAccess", name, None, opts)
+        super().__init__(f"{spec_zero_idle.COMPONENT_TYPE_PREFIX}OperatorAccess", name, None, opts)
         document = pulumi.Output.all(
             args.bucket_arn, args.launch_template_arn, args.role_arn, args.vpc_arn, args.debug_role_arn
         ).apply(
             lambda v: json.dumps(
-                spec.operator_policy(
-                    args.env,
-                    v[0],
-                    v[1],
-                    v[2],
-                    vpc_arn=v[3],
-                    region=args.region,
-                    account_id=args.account_id,
-                    ami_parameter=args.ami_parameter,
-                    debug_role_arn=v[4],
+                spec_operator.operator_policy(
+                    spec_operator.OperatorScope(
+                        env=args.env,
+                        region=args.region,
+                        account_id=args.account_id,
+                        bucket_arn=v[0],
+                        launch_template_arn=v[1],
+                        role_arn=v[2],
+                        vpc_arn=v[3],
+                        ami_parameter=args.ami_parameter,
+                        debug_role_arn=v[4],
+                    )
                 )
             )
         )
         self.policy = aws.iam.Policy(
             f"{name}-policy",
-            name=spec.resource_name(args.env, "operator"),
+            name=spec_names.resource_name(args.env, "operator"),
             description=f"Run, watch and stop Chronos training in env {args.env}",
             policy=document,
             tags=dict(args.tags),

@@ -5,7 +5,8 @@ instance role, profile and policy, the operator policy, VPC, subnets, internet
 gateway, route table, S3 gateway endpoint, security group, launch template) and
 returns the same outputs as ``pulumi stack output --json``. It looks every
 resource up by name or tags before creating it and only writes settings that
-differ, so a second run changes nothing.
+differ, so a second run changes nothing. The network is :mod:`infra.local_network`,
+the IAM side :mod:`infra.local_iam`; the bucket and launch template are here.
 
 One deliberate difference: the TLS-only bucket policy is not applied by
 default. The local endpoint is plain HTTP on 127.0.0.1, so a policy requiring
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -25,37 +27,27 @@ import boto3
 from botocore.exceptions import ClientError
 
 from common.aws import RETRY_CONFIG
-from infra import local_network, spec
+from common.tags import DEFAULT_COST_CENTER, MANAGED_BY_LOCAL, tag_list, tags
+from infra import local_iam, local_network
 from infra.local_support import LocalContext, is_error, same
 from infra.outputs import StackOutputs, write_outputs_file
+from infra.spec import bucket as spec_bucket
+from infra.spec import launch_template as spec_template
+from infra.spec import names as spec_names
+from infra.spec import tags as spec_tags
 
 log = logging.getLogger(__name__)
 
 LOCAL_AMI_NAME = "Deep Learning OSS Nvidia Driver AMI GPU PyTorch (Ubuntu 24.04) local stand-in"
 LOCAL_MAX_AZS = 3
+_SERVICES = ("s3", "iam", "ec2", "sts", "ssm")
 
 
-def provision(
-    session: boto3.Session,
-    *,
-    env: str,
-    endpoint_url: str | None,
-    region: str = "us-east-1",
-    cost_center: str = spec.DEFAULT_COST_CENTER,
-    instance_type: str = spec.DEFAULT_INSTANCE_TYPE,
-    ami_id: str | None = None,
-    max_azs: int = LOCAL_MAX_AZS,
-    local_principal_arn: str | None = None,
-    tls_only_policy: bool = False,
-    outputs_path: Path | None = None,
-    debug_profile: bool = False,
-) -> dict[str, Any]:
-    """Create (or find) every stack resource in the local AWS; return the outputs.
+@dataclass(frozen=True, kw_only=True)
+class ProvisionOptions:
+    """How :func:`provision` builds the stack, past the env and the endpoint.
 
-    Args:
-        session: credentials for the local AWS.
-        env: environment name (validated).
-        endpoint_url: the local AWS endpoint (``None`` uses the SDK default).
+    Attributes:
         region: region of every resource.
         cost_center: CostCenter tag.
         instance_type: launch template's default type (g4dn.* or g5.*).
@@ -63,12 +55,39 @@ def provision(
             if the local AWS has it, else a registered stand-in (:data:`LOCAL_AMI_NAME`).
         max_azs: at most this many AZs get a subnet (at least 2).
         local_principal_arn: a principal allowed to assume the instance role
-            (local stand-in instance), see :func:`spec.instance_trust_policy`.
+            (local stand-in instance), see :func:`infra.spec.iam.instance_trust_policy`.
         tls_only_policy: also attach the TLS-only bucket policy (makes every
             object request over plain HTTP, i.e. every local one, fail).
         outputs_path: also write the outputs there as JSON.
         debug_profile: also create the debug role and profile (stack config
             ``debug_profile``); when off, a debug role left from before is removed.
+    """
+
+    region: str = "us-east-1"
+    cost_center: str = DEFAULT_COST_CENTER
+    instance_type: str = spec_names.DEFAULT_INSTANCE_TYPE
+    ami_id: str | None = None
+    max_azs: int = LOCAL_MAX_AZS
+    local_principal_arn: str | None = None
+    tls_only_policy: bool = False
+    outputs_path: Path | None = None
+    debug_profile: bool = False
+
+
+def provision(
+    session: boto3.Session,
+    *,
+    env: str,
+    endpoint_url: str | None,
+    options: ProvisionOptions | None = None,
+) -> dict[str, Any]:
+    """Create (or find) every stack resource in the local AWS; return the outputs.
+
+    Args:
+        session: credentials for the local AWS.
+        env: environment name (validated).
+        endpoint_url: the local AWS endpoint (``None`` uses the SDK default).
+        options: everything else (:class:`ProvisionOptions`; default: its defaults).
 
     Returns:
         The ``pulumi stack output --json`` mapping (:class:`StackOutputs` keys).
@@ -77,30 +96,33 @@ def provision(
         infra.spec.SpecError: invalid env, instance type or AZ count.
         botocore.exceptions.ClientError: the local AWS refused a call.
     """
-    spec.validate_env(env)
-    spec.validate_instance_type(instance_type)
-    services = ("s3", "iam", "ec2", "sts", "ssm")
+    opts = options or ProvisionOptions()
+    spec_names.validate_env(env)
+    spec_names.validate_instance_type(opts.instance_type)
+    region = opts.region
     clients = {
         s: session.client(s, region_name=region, endpoint_url=endpoint_url, config=RETRY_CONFIG)
-        for s in services
+        for s in _SERVICES
     }
     account_id = clients["sts"].get_caller_identity()["Account"]
-    tags = spec.tags(env, cost_center, managed_by=spec.MANAGED_BY_LOCAL)
-    ctx = LocalContext(env=env, region=region, account_id=account_id, tags=tags, clients=clients)
+    resource_tags = tags(env, opts.cost_center, managed_by=MANAGED_BY_LOCAL)
+    ctx = LocalContext(env=env, region=region, account_id=account_id, tags=resource_tags, clients=clients)
 
-    bucket = _ensure_bucket(ctx, tls_only_policy)
-    role_arn, profile_arn = _ensure_instance_identity(ctx, bucket, local_principal_arn)
-    debug_arns = _ensure_debug_identity(ctx, bucket, local_principal_arn, wanted=debug_profile)
+    bucket = _ensure_bucket(ctx, opts.tls_only_policy)
+    role_arn, profile_arn = local_iam.ensure_instance_identity(ctx, bucket, opts.local_principal_arn)
+    debug_arns = local_iam.ensure_debug_identity(
+        ctx, bucket, opts.local_principal_arn, wanted=opts.debug_profile
+    )
     vpc_id = local_network.ensure_vpc(ctx)
-    subnets = local_network.ensure_subnets(ctx, vpc_id, max_azs)
+    subnets = local_network.ensure_subnets(ctx, vpc_id, opts.max_azs)
     route_table_id = local_network.ensure_public_routes(ctx, vpc_id, list(subnets.values()))
     local_network.ensure_s3_endpoint(ctx, vpc_id, route_table_id)
     sg_id = local_network.ensure_security_group(ctx, vpc_id)
-    image = ami_id or _local_ami(ctx)
-    lt_id = _ensure_launch_template(ctx, image, instance_type, profile_arn, sg_id)
+    image = opts.ami_id or _local_ami(ctx)
+    lt_id = _ensure_launch_template(ctx, image, opts.instance_type, profile_arn, sg_id)
     lt_arn = f"arn:aws:ec2:{region}:{account_id}:launch-template/{lt_id}"
     vpc_arn = f"arn:aws:ec2:{region}:{account_id}:vpc/{vpc_id}"
-    operator_arn = _ensure_operator_policy(ctx, bucket, lt_arn, role_arn, vpc_arn, debug_arns[0])
+    operator_arn = local_iam.ensure_operator_policy(ctx, bucket, lt_arn, role_arn, vpc_arn, debug_arns[0])
     outputs = StackOutputs(
         bucket=bucket,
         region=region,
@@ -115,8 +137,8 @@ def provision(
         debug_role_arn=debug_arns[0],
         debug_instance_profile_arn=debug_arns[1],
     )
-    if outputs_path is not None:
-        write_outputs_file(outputs, outputs_path)
+    if opts.outputs_path is not None:
+        write_outputs_file(outputs, opts.outputs_path)
     return outputs.to_dict()
 
 
@@ -124,7 +146,7 @@ def provision(
 
 
 def _ensure_bucket(ctx: LocalContext, tls_only_policy: bool) -> str:
-    name = spec.bucket_name(ctx.env, ctx.account_id, ctx.region)
+    name = spec_names.bucket_name(ctx.env, ctx.account_id, ctx.region)
     try:
         ctx.s3.head_bucket(Bucket=name)
     except ClientError as exc:
@@ -163,11 +185,11 @@ class _BucketSetting(NamedTuple):
 
 
 def _bucket_settings(ctx: LocalContext) -> list[_BucketSetting]:
-    s3, tag_set = ctx.s3, spec.tag_list(ctx.tags)
-    ownership = {"Rules": [{"ObjectOwnership": spec.OBJECT_OWNERSHIP}]}
-    encryption = spec.encryption_configuration()
-    lifecycle = spec.lifecycle_configuration(ctx.env)
-    block = spec.PUBLIC_ACCESS_BLOCK
+    s3, tag_set = ctx.s3, tag_list(ctx.tags)
+    ownership = {"Rules": [{"ObjectOwnership": spec_bucket.OBJECT_OWNERSHIP}]}
+    encryption = spec_bucket.encryption_configuration()
+    lifecycle = spec_bucket.lifecycle_configuration(ctx.env)
+    block = spec_bucket.PUBLIC_ACCESS_BLOCK
     return [
         _BucketSetting(s3.get_bucket_tagging, s3.put_bucket_tagging, "TagSet",
                        ("NoSuchTagSet",), "Tagging", {"TagSet": tag_set}, tag_set),
@@ -198,173 +220,11 @@ def _configure_bucket(ctx: LocalContext, name: str) -> None:
 
 
 def _ensure_bucket_policy(ctx: LocalContext, name: str) -> None:
-    desired = spec.tls_only_bucket_policy(spec.bucket_arn(name))
+    desired = spec_bucket.tls_only_bucket_policy(spec_bucket.bucket_arn(name))
     current = _current(ctx.s3.get_bucket_policy, "Policy", ("NoSuchBucketPolicy",), Bucket=name)
     if current is None or json.loads(current) != desired:
         ctx.s3.put_bucket_policy(Bucket=name, Policy=json.dumps(desired))
         log.info("set TLS-only policy of bucket %s", name)
-
-
-# --------------------------------------------------------------------- IAM
-
-
-def _ensure_instance_identity(
-    ctx: LocalContext, bucket: str, local_principal_arn: str | None, kind: str = "instance"
-) -> tuple[str, str]:
-    """Role, its inline policy and the instance profile; returns their ARNs."""
-    name = ctx.name(kind)
-    trust = spec.instance_trust_policy(local_principal_arn)
-    try:
-        role = ctx.iam.get_role(RoleName=name)["Role"]
-        if not same(_document(role["AssumeRolePolicyDocument"]), trust):
-            ctx.iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
-    except ClientError as exc:
-        if not is_error(exc, "NoSuchEntity"):
-            raise
-        role = ctx.iam.create_role(
-            RoleName=name,
-            AssumeRolePolicyDocument=json.dumps(trust),
-            Description=f"Chronos training instances of env {ctx.env}",
-            Tags=spec.tag_list(ctx.tags),
-        )["Role"]
-        log.info("created role %s", name)
-    _ensure_role_policy(ctx, name, bucket)
-    return role["Arn"], _ensure_instance_profile(ctx, name)
-
-
-def _document(value: str | Mapping[str, Any]) -> Any:
-    """IAM returns documents URL-decoded as dicts (boto3) or as JSON strings."""
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def _ensure_role_policy(ctx: LocalContext, role: str, bucket: str) -> None:
-    policy_name = f"{role}-least-privilege"
-    desired = spec.instance_role_policy(
-        ctx.env, spec.bucket_arn(bucket), region=ctx.region, account_id=ctx.account_id
-    )
-    try:
-        current = _document(ctx.iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"])
-    except ClientError as exc:
-        if not is_error(exc, "NoSuchEntity"):
-            raise
-        current = None
-    if current is None or not same(current, desired):
-        ctx.iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(desired))
-        log.info("set policy %s of role %s", policy_name, role)
-
-
-def _ensure_instance_profile(ctx: LocalContext, name: str) -> str:
-    try:
-        profile = ctx.iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
-    except ClientError as exc:
-        if not is_error(exc, "NoSuchEntity"):
-            raise
-        profile = ctx.iam.create_instance_profile(InstanceProfileName=name, Tags=spec.tag_list(ctx.tags))[
-            "InstanceProfile"
-        ]
-        log.info("created instance profile %s", name)
-    if name not in {r["RoleName"] for r in profile.get("Roles", [])}:
-        ctx.iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
-    return profile["Arn"]
-
-
-def _ensure_debug_identity(
-    ctx: LocalContext, bucket: str, local_principal_arn: str | None, *, wanted: bool
-) -> tuple[str | None, str | None]:
-    """The debug role and profile (:func:`spec.debug_role_name`) when wanted, else removed.
-
-    The inline policy is the instance role's (:func:`spec.debug_role_policy` is that
-    document). The local AWS loads AWS managed policies only on request
-    (``MOTO_IAM_LOAD_MANAGED_POLICIES``); without them the attachment is skipped and
-    logged: no Session Manager exists locally, so nothing could use it.
-    """
-    if not wanted:
-        _remove_debug_identity(ctx)
-        return None, None
-    role_arn, profile_arn = _ensure_instance_identity(ctx, bucket, local_principal_arn, spec.DEBUG_ROLE_KIND)
-    name = spec.debug_role_name(ctx.env)
-    listed = ctx.iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]
-    attached = {p["PolicyArn"] for p in listed}
-    for arn in spec.debug_managed_policy_arns():
-        if arn in attached:
-            continue
-        try:
-            ctx.iam.attach_role_policy(RoleName=name, PolicyArn=arn)
-            log.info("attached %s to role %s", arn, name)
-        except ClientError as exc:
-            if not is_error(exc, "NoSuchEntity"):
-                raise
-            log.info("the local AWS has no %s; role %s goes without it", arn, name)
-    return role_arn, profile_arn
-
-
-def _remove_debug_identity(ctx: LocalContext) -> None:
-    """What ``pulumi up`` does once ``debug_profile`` is off again: the debug role goes."""
-    name = spec.debug_role_name(ctx.env)
-    try:
-        ctx.iam.get_role(RoleName=name)
-    except ClientError as exc:
-        if is_error(exc, "NoSuchEntity"):
-            return
-        raise
-    try:
-        ctx.iam.remove_role_from_instance_profile(InstanceProfileName=name, RoleName=name)
-        ctx.iam.delete_instance_profile(InstanceProfileName=name)
-    except ClientError as exc:
-        if not is_error(exc, "NoSuchEntity"):
-            raise
-    for attached in ctx.iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]:
-        ctx.iam.detach_role_policy(RoleName=name, PolicyArn=attached["PolicyArn"])
-    for policy in ctx.iam.list_role_policies(RoleName=name)["PolicyNames"]:
-        ctx.iam.delete_role_policy(RoleName=name, PolicyName=policy)
-    ctx.iam.delete_role(RoleName=name)
-    log.info("removed debug role and instance profile %s", name)
-
-
-def _ensure_operator_policy(
-    ctx: LocalContext,
-    bucket: str,
-    launch_template_arn: str,
-    role_arn: str,
-    vpc_arn: str,
-    debug_role_arn: str | None = None,
-) -> str:
-    name = ctx.name("operator")
-    arn = f"arn:aws:iam::{ctx.account_id}:policy/{name}"
-    desired = spec.operator_policy(
-        ctx.env,
-        spec.bucket_arn(bucket),
-        launch_template_arn,
-        role_arn,
-        region=ctx.region,
-        account_id=ctx.account_id,
-        vpc_arn=vpc_arn,
-        debug_role_arn=debug_role_arn,
-    )
-    try:
-        version = ctx.iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
-    except ClientError as exc:
-        if not is_error(exc, "NoSuchEntity"):
-            raise
-        ctx.iam.create_policy(
-            PolicyName=name, PolicyDocument=json.dumps(desired), Tags=spec.tag_list(ctx.tags)
-        )
-        log.info("created operator policy %s", name)
-        return arn
-    current = ctx.iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]
-    if not same(_document(current["Document"]), desired):
-        _prune_policy_versions(ctx, arn)
-        ctx.iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(desired), SetAsDefault=True)
-        log.info("updated operator policy %s", name)
-    return arn
-
-
-def _prune_policy_versions(ctx: LocalContext, arn: str) -> None:
-    """IAM keeps at most five versions: drop the oldest non-default one if full."""
-    versions = ctx.iam.list_policy_versions(PolicyArn=arn)["Versions"]
-    old = sorted((v for v in versions if not v["IsDefaultVersion"]), key=lambda v: v["CreateDate"])
-    if len(versions) >= 5 and old:
-        ctx.iam.delete_policy_version(PolicyArn=arn, VersionId=old[0]["VersionId"])
 
 
 # --------------------------------------------------------- launch template
@@ -378,7 +238,7 @@ def _local_ami(ctx: LocalContext) -> str:
     AMI exactly as on AWS (DescribeImages: name, root device).
     """
     try:
-        image_id = ctx.ssm.get_parameter(Name=spec.DLAMI_SSM_PARAMETER)["Parameter"]["Value"]
+        image_id = ctx.ssm.get_parameter(Name=spec_template.DLAMI_SSM_PARAMETER)["Parameter"]["Value"]
         if ctx.ec2.describe_images(ImageIds=[image_id])["Images"]:
             return str(image_id)
     except ClientError as exc:
@@ -392,9 +252,9 @@ def _local_ami(ctx: LocalContext) -> str:
         Description="local stand-in for the AWS Deep Learning AMI (PyTorch)",
         Architecture="x86_64",
         VirtualizationType="hvm",
-        RootDeviceName=spec.ROOT_DEVICE_NAME,
+        RootDeviceName=spec_template.ROOT_DEVICE_NAME,
         BlockDeviceMappings=[
-            {"DeviceName": spec.ROOT_DEVICE_NAME, "Ebs": {"VolumeSize": 75, "VolumeType": "gp3"}}
+            {"DeviceName": spec_template.ROOT_DEVICE_NAME, "Ebs": {"VolumeSize": 75, "VolumeType": "gp3"}}
         ],
     )["ImageId"]
     log.info("registered the local stand-in AMI %s", image_id)
@@ -403,14 +263,14 @@ def _local_ami(ctx: LocalContext) -> str:
 
 def _comparable(data: Mapping[str, Any]) -> dict[str, Any]:
     """Launch-template data without the template's own tags (moto copies them in)."""
-    return {**data, "TagSpecifications": spec.launch_time_tag_specs(data)}
+    return {**data, "TagSpecifications": spec_tags.launch_time_tag_specs(data)}
 
 
 def _ensure_launch_template(
     ctx: LocalContext, image_id: str, instance_type: str, profile_arn: str, sg_id: str
 ) -> str:
     name = ctx.name("training")
-    desired = spec.launch_template_data(
+    desired = spec_template.launch_template_data(
         image_id=image_id,
         instance_type=instance_type,
         instance_profile_arn=profile_arn,

@@ -6,17 +6,15 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from infra import spec
+from common import tags as common_tags
 from infra.local_support import LocalContext
+from infra.spec import network as spec_network
 
 log = logging.getLogger(__name__)
 
 
 def _tag_filters(ctx: LocalContext, name: str | None = None) -> list[dict[str, Any]]:
-    filters = [
-        {"Name": "tag:Project", "Values": [spec.PROJECT_TAG]},
-        {"Name": "tag:Environment", "Values": [ctx.env]},
-    ]
+    filters = common_tags.env_filters(ctx.env)
     if name is not None:
         filters.append({"Name": "tag:Name", "Values": [name]})
     return filters
@@ -28,9 +26,9 @@ def ensure_vpc(ctx: LocalContext) -> str:
     found = ctx.ec2.describe_vpcs(Filters=_tag_filters(ctx, name))["Vpcs"]
     if found:
         return found[0]["VpcId"]
-    vpc_id = ctx.ec2.create_vpc(CidrBlock=spec.VPC_CIDR, TagSpecifications=ctx.tag_specs("vpc", name))["Vpc"][
-        "VpcId"
-    ]
+    vpc_id = ctx.ec2.create_vpc(
+        CidrBlock=spec_network.VPC_CIDR, TagSpecifications=ctx.tag_specs("vpc", name)
+    )["Vpc"]["VpcId"]
     for attribute in ("EnableDnsSupport", "EnableDnsHostnames"):
         ctx.ec2.modify_vpc_attribute(VpcId=vpc_id, **{attribute: {"Value": True}})
     log.info("created VPC %s", vpc_id)
@@ -42,13 +40,13 @@ def ensure_subnets(ctx: LocalContext, vpc_id: str, max_azs: int) -> dict[str, st
     zones = ctx.ec2.describe_availability_zones(Filters=[{"Name": "state", "Values": ["available"]}])[
         "AvailabilityZones"
     ]
-    chosen = spec.select_availability_zones([z["ZoneName"] for z in zones], max_azs)
+    chosen = spec_network.select_availability_zones([z["ZoneName"] for z in zones], max_azs)
     existing = {
         s["AvailabilityZone"]: s["SubnetId"]
         for s in ctx.ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
     }
     subnets = {}
-    for az, cidr in zip(chosen, spec.subnet_cidrs(len(chosen)), strict=True):
+    for az, cidr in zip(chosen, spec_network.subnet_cidrs(len(chosen)), strict=True):
         if az not in existing:
             existing[az] = ctx.ec2.create_subnet(
                 VpcId=vpc_id,
@@ -100,7 +98,7 @@ def ensure_public_routes(ctx: LocalContext, vpc_id: str, subnet_ids: list[str]) 
 
 def ensure_s3_endpoint(ctx: LocalContext, vpc_id: str, route_table_id: str) -> str:
     """The free S3 gateway endpoint on the public route table."""
-    service = spec.s3_gateway_service_name(ctx.region)
+    service = spec_network.s3_gateway_service_name(ctx.region)
     found = ctx.ec2.describe_vpc_endpoints(
         Filters=[
             {"Name": "vpc-id", "Values": [vpc_id]},
@@ -140,8 +138,8 @@ def ensure_security_group(ctx: LocalContext, vpc_id: str) -> str:
         )["GroupId"]
         log.info("created security group %s", group_id)
         group = ctx.ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
-    _sync_rules(ctx, group, "IpPermissions", spec.security_group_ingress(), ingress=True)
-    _sync_rules(ctx, group, "IpPermissionsEgress", spec.security_group_egress(), ingress=False)
+    _sync_rules(ctx, group, "IpPermissions", spec_network.security_group_ingress(), ingress=True)
+    _sync_rules(ctx, group, "IpPermissionsEgress", spec_network.security_group_egress(), ingress=False)
     return group["GroupId"]
 
 

@@ -9,8 +9,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from common import tags as common_tags
 from common.aws import error_code
-from infra import spec
+from infra.spec import names as spec_names
 
 
 @dataclass(frozen=True)
@@ -31,10 +32,10 @@ class LocalContext:
 
     def tag_specs(self, resource_type: str, name: str) -> list[dict[str, Any]]:
         tag_map = {**self.tags, "Name": name}
-        return [{"ResourceType": resource_type, "Tags": spec.tag_list(tag_map)}]
+        return [{"ResourceType": resource_type, "Tags": common_tags.tag_list(tag_map)}]
 
     def name(self, kind: str) -> str:
-        return spec.resource_name(self.env, kind)
+        return spec_names.resource_name(self.env, kind)
 
 
 def is_error(exc: ClientError, *codes: str) -> bool:

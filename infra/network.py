@@ -8,7 +8,10 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from infra import spec
+from infra.spec import names as spec_names
+from infra.spec import network as spec_network
+from infra.spec import pulumi_inputs as spec_pulumi
+from infra.spec import zero_idle as spec_zero_idle
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -19,7 +22,7 @@ class NetworkArgs:
     region: str
     availability_zones: Sequence[str]
     tags: Mapping[str, str]
-    vpc_cidr: str = spec.VPC_CIDR
+    vpc_cidr: str = spec_network.VPC_CIDR
 
 
 class Network(pulumi.ComponentResource):
@@ -31,9 +34,9 @@ class Network(pulumi.ComponentResource):
     """
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        super().__init__(f"{spec.COMPONENT_TYPE_PREFIX}Network", name, None, opts)
+        super().__init__(f"{spec_zero_idle.COMPONENT_TYPE_PREFIX}Network", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        cidrs = spec.subnet_cidrs(len(args.availability_zones), args.vpc_cidr)
+        cidrs = spec_network.subnet_cidrs(len(args.availability_zones), args.vpc_cidr)
         self._tags = dict(args.tags)
 
         self.vpc = aws.ec2.Vpc(
@@ -41,7 +44,7 @@ class Network(pulumi.ComponentResource):
             cidr_block=args.vpc_cidr,
             enable_dns_support=True,
             enable_dns_hostnames=True,
-            tags=self._named(spec.resource_name(args.env, "vpc")),
+            tags=self._named(spec_names.resource_name(args.env, "vpc")),
             opts=child,
         )
         self.subnets = [
@@ -51,7 +54,7 @@ class Network(pulumi.ComponentResource):
                 cidr_block=cidr,
                 availability_zone=az,
                 map_public_ip_on_launch=False,
-                tags=self._named(spec.resource_name(args.env, f"public-{az}")),
+                tags=self._named(spec_names.resource_name(args.env, f"public-{az}")),
                 opts=child,
             )
             for az, cidr in zip(args.availability_zones, cidrs, strict=True)
@@ -60,20 +63,20 @@ class Network(pulumi.ComponentResource):
         self.s3_endpoint = aws.ec2.VpcEndpoint(
             f"{name}-s3-endpoint",
             vpc_id=self.vpc.id,
-            service_name=spec.s3_gateway_service_name(args.region),
+            service_name=spec_network.s3_gateway_service_name(args.region),
             vpc_endpoint_type="Gateway",
             route_table_ids=[self.route_table.id],
-            tags=self._named(spec.resource_name(args.env, "s3-endpoint")),
+            tags=self._named(spec_names.resource_name(args.env, "s3-endpoint")),
             opts=child,
         )
         self.security_group = aws.ec2.SecurityGroup(
             f"{name}-sg",
             vpc_id=self.vpc.id,
             description="Chronos training instances: no inbound, HTTPS outbound only",
-            ingress=spec.to_pulumi_sg_rules(spec.security_group_ingress()),
-            egress=spec.to_pulumi_sg_rules(spec.security_group_egress()),
+            ingress=spec_pulumi.to_pulumi_sg_rules(spec_network.security_group_ingress()),
+            egress=spec_pulumi.to_pulumi_sg_rules(spec_network.security_group_egress()),
             revoke_rules_on_delete=True,
-            tags=self._named(spec.resource_name(args.env, "training")),
+            tags=self._named(spec_names.resource_name(args.env, "training")),
             opts=child,
         )
         self._export(args.availability_zones)
@@ -86,14 +89,14 @@ class Network(pulumi.ComponentResource):
         self.internet_gateway = aws.ec2.InternetGateway(
             f"{name}-igw",
             vpc_id=self.vpc.id,
-            tags=self._named(spec.resource_name(args.env, "igw")),
+            tags=self._named(spec_names.resource_name(args.env, "igw")),
             opts=child,
         )
         route_table = aws.ec2.RouteTable(
             f"{name}-public-rt",
             vpc_id=self.vpc.id,
             routes=[{"cidr_block": "0.0.0.0/0", "gateway_id": self.internet_gateway.id}],
-            tags=self._named(spec.resource_name(args.env, "public")),
+            tags=self._named(spec_names.resource_name(args.env, "public")),
             opts=child,
         )
         self.route_table_associations = [

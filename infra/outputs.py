@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from infra import spec
+from infra.spec import SpecError
+from infra.spec import names as spec_names
 
 
 class OutputsError(ValueError):
@@ -98,8 +99,8 @@ def read_outputs(mapping: Mapping[str, Any]) -> StackOutputs:
     values["subnets_by_az"] = _require_subnets(mapping)
     values.update(_debug_outputs(mapping))
     try:
-        spec.validate_env(values["env"])
-    except spec.SpecError as exc:
+        spec_names.validate_env(values["env"])
+    except SpecError as exc:
         raise OutputsError(f"stack output 'env': {exc}") from None
     return StackOutputs(**values)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pulumi_aws as aws
 
-from infra import spec
+from common import tags as common_tags
 from infra.budget import Budget, BudgetArgs
 from infra.compute import Compute, ComputeArgs
 from infra.config import StackConfig
@@ -18,6 +18,8 @@ from infra.iam import (
     OperatorAccessArgs,
 )
 from infra.network import Network, NetworkArgs
+from infra.spec import names as spec_names
+from infra.spec import network as spec_network
 from infra.storage import Storage, StorageArgs
 
 
@@ -26,7 +28,7 @@ def _availability_zones(limit: int | None) -> list[str]:
         state="available",
         filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}],
     )
-    return spec.select_availability_zones(zones.names, limit)
+    return spec_network.select_availability_zones(zones.names, limit)
 
 
 def build_stack(cfg: StackConfig) -> dict[str, Any]:
@@ -37,7 +39,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
     """
     account_id = aws.get_caller_identity().account_id
     region = aws.get_region().region
-    resource_tags = spec.tags(cfg.env, cfg.cost_center)
+    resource_tags = common_tags.tags(cfg.env, cfg.cost_center)
     network = Network(
         "network",
         NetworkArgs(
@@ -50,7 +52,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
     storage = Storage(
         "storage",
         StorageArgs(
-            env=cfg.env, bucket_name=spec.bucket_name(cfg.env, account_id, region), tags=resource_tags
+            env=cfg.env, bucket_name=spec_names.bucket_name(cfg.env, account_id, region), tags=resource_tags
         ),
     )
     identity_args = InstanceIdentityArgs(

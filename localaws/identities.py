@@ -254,9 +254,9 @@ def assume_instance_role(
 
 def user_name(env: str, kind: str) -> str:
     """``chronos-{env}-{kind}``: ``operator`` or ``instance-host``."""
-    from infra import spec
+    from infra.spec import names as spec_names
 
-    return spec.resource_name(env, kind)
+    return spec_names.resource_name(env, kind)
 
 
 def moto_only_allowance(documents: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:

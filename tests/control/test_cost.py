@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from control.cost import ON_DEMAND_USD_PER_HOUR, PRICE_SOURCE, Price, launch_price
-from infra.spec import GPU_INSTANCE_TYPES
+from infra.spec.names import GPU_INSTANCE_TYPES
 
 
 def test_every_allowed_instance_type_has_an_on_demand_price():

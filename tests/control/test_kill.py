@@ -6,10 +6,10 @@ import json
 from datetime import UTC, datetime
 
 from common import layout
+from common import tags as common_tags
 from common.state_store import StateStore, new_state
 from common.status import RunStatus
 from common.timeutil import iso
-from infra import spec
 from schemas import validate
 
 RUN_ID = "20261125-140502"
@@ -17,7 +17,7 @@ RUN_ID = "20261125-140502"
 
 def test_kill_terminates_an_unresponsive_instance_and_cleans_up(dev, local_aws, cli):
     s3, ec2 = local_aws.client("s3"), local_aws.client("ec2")
-    tags = spec.tag_list(spec.tags("dev", extra={"RunId": RUN_ID}))
+    tags = common_tags.tag_list(common_tags.tags("dev", extra={"RunId": RUN_ID}))
     instance = ec2.run_instances(
         MinCount=1,
         MaxCount=1,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+from common import tags as common_tags
 from common.state_store import StateStore, new_state
 from common.timeutil import iso
-from infra import spec
 
 
 def _plant_instance(ec2, dev, *, env="dev", run_id="20261125-140502"):
-    tags = spec.tag_list(spec.tags(env, extra={"RunId": run_id}))
+    tags = common_tags.tag_list(common_tags.tags(env, extra={"RunId": run_id}))
     resp = ec2.run_instances(
         MinCount=1,
         MaxCount=1,
@@ -27,7 +27,7 @@ def _plant_volume(ec2, env="dev"):
         AvailabilityZone="us-east-1a",
         Size=100,
         VolumeType="gp3",
-        TagSpecifications=[{"ResourceType": "volume", "Tags": spec.tag_list(spec.tags(env))}],
+        TagSpecifications=[{"ResourceType": "volume", "Tags": common_tags.tag_list(common_tags.tags(env))}],
     )["VolumeId"]
 
 
@@ -40,7 +40,7 @@ def test_planted_orphans_fail_verify_and_fix_removes_them(dev, local_aws, cli, e
         InstanceCount=1,
         LaunchSpecification={"ImageId": "ami-12c6146b", "InstanceType": "g5.xlarge"},
         TagSpecifications=[
-            {"ResourceType": "spot-instances-request", "Tags": spec.tag_list(spec.tags("dev"))}
+            {"ResourceType": "spot-instances-request", "Tags": common_tags.tag_list(common_tags.tags("dev"))}
         ],
     )["SpotInstanceRequests"][0]["SpotInstanceRequestId"]
 

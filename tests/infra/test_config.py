@@ -6,15 +6,16 @@ import dataclasses
 
 import pytest
 
-from infra import spec
 from infra.config import CONFIG_KEYS, ConfigError, StackConfig, parse_config
+from infra.spec import launch_template as spec_template
+from infra.spec import names as spec_names
 
 
 def test_defaults_need_only_an_env() -> None:
     cfg = parse_config({}, default_env="dev")
     assert cfg == StackConfig(env="dev")
-    assert cfg.instance_type == spec.DEFAULT_INSTANCE_TYPE
-    assert cfg.ami_ssm_parameter == spec.DLAMI_SSM_PARAMETER
+    assert cfg.instance_type == spec_names.DEFAULT_INSTANCE_TYPE
+    assert cfg.ami_ssm_parameter == spec_template.DLAMI_SSM_PARAMETER
     assert not cfg.budget_enabled
 
 
@@ -70,7 +71,7 @@ def test_invalid_values_fail_with_one_line_naming_the_problem(raw: dict, message
 
 def test_blank_values_mean_default() -> None:
     cfg = parse_config({"env": "dev", "instance_type": " ", "budget_email": ""})
-    assert cfg.instance_type == spec.DEFAULT_INSTANCE_TYPE
+    assert cfg.instance_type == spec_names.DEFAULT_INSTANCE_TYPE
     assert cfg.budget_email is None
 
 

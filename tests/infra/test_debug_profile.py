@@ -10,6 +10,7 @@ import json
 import runpy
 import types
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +19,28 @@ import pytest
 from iam_eval import Request, allowed
 from pulumi_harness import ACCOUNT, PROJECT, REGION, DeclaredStack, RecordingMocks, run_program
 
-from infra import spec
 from infra.config import StackConfig
-from infra.local import provision
+from infra.local import ProvisionOptions, provision
 from infra.outputs import DEBUG_OUTPUT_KEYS, OUTPUT_KEYS, OutputsError, read_outputs
+from infra.spec import bucket as spec_bucket
+from infra.spec import debug as spec_debug
+from infra.spec import iam as spec_iam
+from infra.spec import names as spec_names
+from infra.spec import operator_access as spec_operator
+from infra.spec import zero_idle as spec_zero_idle
 from infra.stack import build_stack
 
 ROLE = "aws:iam/role:Role"
 PROFILE = "aws:iam/instanceProfile:InstanceProfile"
 ATTACHMENT = "aws:iam/rolePolicyAttachment:RolePolicyAttachment"
+DEBUG_ON = ProvisionOptions(debug_profile=True)
 DEBUG_SIDS = {
     "PassTheDebugRole",
     "DebugSessionsOnTaggedInstances",
     "DebugSessionsWithTheDefaultDocument",
     "DebugOwnSessionsOnly",
 }
-BUCKET = spec.bucket_arn(spec.bucket_name("dev", ACCOUNT, REGION))
+BUCKET = spec_bucket.bucket_arn(spec_names.bucket_name("dev", ACCOUNT, REGION))
 LT_ARN = f"arn:aws:ec2:{REGION}:{ACCOUNT}:launch-template/lt-0abc"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/chronos-dev-instance"
 DEBUG_ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/chronos-dev-instance-debug"
@@ -86,11 +93,11 @@ def test_on_a_second_role_with_the_instance_roles_policy_and_session_manager(deb
     roles = {r.inputs["name"]: r for r in debug.of_type(ROLE)}
     assert set(roles) == {"chronos-dev-instance", "chronos-dev-instance-debug"}
     role = roles["chronos-dev-instance-debug"]
-    assert json.loads(role.inputs["assumeRolePolicy"]) == spec.instance_trust_policy()
+    assert json.loads(role.inputs["assumeRolePolicy"]) == spec_iam.instance_trust_policy()
     policies = debug.of_type("aws:iam/rolePolicy:RolePolicy")
     inline = {r.inputs["name"]: json.loads(r.inputs["policy"]) for r in policies}
     bucket_arn = f"arn:aws:s3:::{debug.outputs['bucket']}"
-    expected = spec.instance_role_policy("dev", bucket_arn, region=REGION, account_id=ACCOUNT)
+    expected = spec_iam.instance_role_policy("dev", bucket_arn, region=REGION, account_id=ACCOUNT)
     assert inline == {
         "chronos-dev-instance-least-privilege": expected,
         "chronos-dev-instance-debug-least-privilege": expected,
@@ -131,8 +138,8 @@ def test_on_the_operator_may_pass_the_debug_role_named_by_the_stack(debug: Decla
 
 
 def test_on_the_stack_is_still_zero_idle(debug: DeclaredStack) -> None:
-    assert spec.idle_cost_violations((r.typ, r.inputs) for r in debug.resources) == []
-    assert ATTACHMENT in spec.ZERO_IDLE_RESOURCE_TYPES
+    assert spec_zero_idle.idle_cost_violations((r.typ, r.inputs) for r in debug.resources) == []
+    assert ATTACHMENT in spec_zero_idle.ZERO_IDLE_RESOURCE_TYPES
 
 
 def test_on_the_debug_component_registers_its_outputs(registered: dict[str, dict[str, Any]]) -> None:
@@ -160,19 +167,17 @@ def test_the_stack_config_key_turns_it_on(monkeypatch: pytest.MonkeyPatch) -> No
 
 # ----------------------------------------------------------- policy documents
 
-PLAIN_OPERATOR = spec.operator_policy(
-    "dev", BUCKET, LT_ARN, ROLE_ARN, region=REGION, account_id=ACCOUNT, vpc_arn=VPC_ARN
-)
-DEBUG_OPERATOR = spec.operator_policy(
-    "dev",
-    BUCKET,
-    LT_ARN,
-    ROLE_ARN,
+PLAIN_SCOPE = spec_operator.OperatorScope(
+    env="dev",
     region=REGION,
     account_id=ACCOUNT,
+    bucket_arn=BUCKET,
+    launch_template_arn=LT_ARN,
+    role_arn=ROLE_ARN,
     vpc_arn=VPC_ARN,
-    debug_role_arn=DEBUG_ROLE_ARN,
 )
+PLAIN_OPERATOR = spec_operator.operator_policy(PLAIN_SCOPE)
+DEBUG_OPERATOR = spec_operator.operator_policy(replace(PLAIN_SCOPE, debug_role_arn=DEBUG_ROLE_ARN))
 INSTANCE_ARN = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0aaaaaaaaaaaaaaaa"
 DEFAULT_DOC = f"arn:aws:ssm:{REGION}:{ACCOUNT}:document/SSM-SessionManagerRunShell"
 OWN_SESSION = f"arn:aws:ssm:{REGION}:{ACCOUNT}:session/alice-0123456789abcdef0"
@@ -182,7 +187,7 @@ OTHER_SESSION = f"arn:aws:ssm:{REGION}:{ACCOUNT}:session/bob-0123456789abcdef0"
 def test_debug_statements_are_only_appended() -> None:
     assert DEBUG_OPERATOR["Statement"][: len(PLAIN_OPERATOR["Statement"])] == PLAIN_OPERATOR["Statement"]
     assert _sids(DEBUG_OPERATOR) - _sids(PLAIN_OPERATOR) == DEBUG_SIDS
-    assert spec.debug_operator_statements("dev", None, region=REGION, account_id=ACCOUNT) == []
+    assert spec_debug.debug_operator_statements("dev", None, region=REGION, account_id=ACCOUNT) == []
 
 
 def test_debug_role_passes_only_to_ec2() -> None:
@@ -225,9 +230,11 @@ def test_operators_resume_and_end_only_their_own_sessions(action: str) -> None:
 
 def test_the_debug_role_has_exactly_the_instance_roles_inline_policy() -> None:
     same = {"region": REGION, "account_id": ACCOUNT}
-    assert spec.debug_role_policy("dev", BUCKET, **same) == spec.instance_role_policy("dev", BUCKET, **same)
-    assert spec.debug_managed_policy_arns() == ("arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",)
-    assert spec.debug_role_name("dev") == "chronos-dev-instance-debug"
+    assert spec_debug.debug_role_policy("dev", BUCKET, **same) == spec_iam.instance_role_policy(
+        "dev", BUCKET, **same
+    )
+    assert spec_debug.debug_managed_policy_arns() == ("arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore",)
+    assert spec_debug.debug_role_name("dev") == "chronos-dev-instance-debug"
 
 
 def _blocking(parliament: types.ModuleType, document: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -243,7 +250,9 @@ def _blocking(parliament: types.ModuleType, document: dict[str, Any]) -> list[tu
 def test_parliament_finds_nothing_of_medium_severity_in_the_debug_statements(
     parliament_module: types.ModuleType,
 ) -> None:
-    statements = spec.debug_operator_statements("dev", DEBUG_ROLE_ARN, region=REGION, account_id=ACCOUNT)
+    statements = spec_debug.debug_operator_statements(
+        "dev", DEBUG_ROLE_ARN, region=REGION, account_id=ACCOUNT
+    )
     assert _blocking(parliament_module, {"Version": "2012-10-17", "Statement": statements}) == []
     assert _blocking(parliament_module, DEBUG_OPERATOR) == _blocking(parliament_module, PLAIN_OPERATOR)
 
@@ -285,7 +294,7 @@ def _iam_state(iam: Any) -> dict[str, Any]:
 def test_local_provisioner_mirrors_the_flag_on_then_off(local_aws: Any) -> None:
     session = local_aws.session()
     iam = local_aws.client("iam", session)
-    outputs = provision(session, env="dev", endpoint_url=local_aws.endpoint_url, debug_profile=True)
+    outputs = provision(session, env="dev", endpoint_url=local_aws.endpoint_url, options=DEBUG_ON)
     assert set(outputs) == set(OUTPUT_KEYS) | set(DEBUG_OUTPUT_KEYS)
     read = read_outputs(outputs)
     assert read.debug_role_arn.endswith(":role/chronos-dev-instance-debug")
@@ -295,8 +304,8 @@ def test_local_provisioner_mirrors_the_flag_on_then_off(local_aws: Any) -> None:
     inline = iam.get_role_policy(
         RoleName="chronos-dev-instance-debug", PolicyName="chronos-dev-instance-debug-least-privilege"
     )["PolicyDocument"]
-    assert inline == spec.instance_role_policy(
-        "dev", spec.bucket_arn(outputs["bucket"]), region="us-east-1", account_id=outputs["account_id"]
+    assert inline == spec_iam.instance_role_policy(
+        "dev", spec_bucket.bucket_arn(outputs["bucket"]), region="us-east-1", account_id=outputs["account_id"]
     )
     version = iam.get_policy(PolicyArn=outputs["operator_policy_arn"])["Policy"]["DefaultVersionId"]
     document = iam.get_policy_version(PolicyArn=outputs["operator_policy_arn"], VersionId=version)
@@ -304,7 +313,7 @@ def test_local_provisioner_mirrors_the_flag_on_then_off(local_aws: Any) -> None:
     assert _sids(operator) >= DEBUG_SIDS
     assert allowed(operator, Request("iam:PassRole", read.debug_role_arn, TO_EC2))
 
-    again = provision(session, env="dev", endpoint_url=local_aws.endpoint_url, debug_profile=True)
+    again = provision(session, env="dev", endpoint_url=local_aws.endpoint_url, options=DEBUG_ON)
     assert again == outputs and _iam_state(iam) == state
 
     off = provision(session, env="dev", endpoint_url=local_aws.endpoint_url)

@@ -25,8 +25,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from common.aws import is_access_denied
-from infra import spec
-from infra.local import provision
+from infra.local import ProvisionOptions, provision
+from infra.spec import bucket as spec_bucket
+from infra.spec import iam as spec_iam
 
 CACHED_KEY = "cached-datasets/training-data/2026/01/part-0.parquet"
 OTHER_ENV_KEY = "prod/system-state.json"
@@ -75,16 +76,16 @@ def world(enforcing_aws: Any) -> Iterator[World]:
         enforcing_aws.admin,
         env="dev",
         endpoint_url=enforcing_aws.endpoint_url,
-        local_principal_arn=enforcing_aws.admin_arn,
+        options=ProvisionOptions(local_principal_arn=enforcing_aws.admin_arn),
     )
     bucket = outputs["bucket"]
     s3 = enforcing_aws.client("s3")
     for key in (CACHED_KEY, OTHER_ENV_KEY):
         s3.put_object(Bucket=bucket, Key=key, Body=b"data")
-    policy = spec.instance_role_policy(
-        "dev", spec.bucket_arn(bucket), region="us-east-1", account_id=outputs["account_id"]
+    policy = spec_iam.instance_role_policy(
+        "dev", spec_bucket.bucket_arn(bucket), region="us-east-1", account_id=outputs["account_id"]
     )
-    trust = spec.instance_trust_policy(enforcing_aws.admin_arn)
+    trust = spec_iam.instance_trust_policy(enforcing_aws.admin_arn)
     unconditional_arn = _unconditional_role(enforcing_aws, trust, policy)
     enforcing_aws.set_enforcement(True)
     yield World(
@@ -158,7 +159,7 @@ def _harmless_policy(bucket: str) -> dict[str, Any]:
         "Effect": "Allow",
         "Principal": {"AWS": "arn:aws:iam::123456789012:user/admin"},
         "Action": "s3:GetObject",
-        "Resource": f"{spec.bucket_arn(bucket)}/*",
+        "Resource": f"{spec_bucket.bucket_arn(bucket)}/*",
     }
     return {"Version": "2012-10-17", "Statement": [statement]}
 

@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from infra import spec
-from infra.local import provision
+from infra.local import ProvisionOptions, provision
 from infra.outputs import OUTPUT_KEYS, read_outputs, read_outputs_file
+from infra.spec import bucket as spec_bucket
+from infra.spec import iam as spec_iam
+from infra.spec import names as spec_names
+from infra.spec import network as spec_network
 
 REQUIRED_TAGS = {"Project": "Chronos-Training", "Environment": "dev", "CostCenter": "ml-research"}
 
@@ -33,7 +36,9 @@ class _Aws:
 
 
 def _run(local_aws: _Aws, **kwargs: Any) -> dict[str, Any]:
-    return provision(local_aws.session, env="dev", endpoint_url=local_aws.endpoint_url, **kwargs)
+    return provision(
+        local_aws.session, env="dev", endpoint_url=local_aws.endpoint_url, options=ProvisionOptions(**kwargs)
+    )
 
 
 def _strip(response: dict[str, Any]) -> dict[str, Any]:
@@ -130,16 +135,18 @@ def test_outputs_have_the_shape_pulumi_exports(
     assert outputs == provisioned
     assert set(outputs) == set(OUTPUT_KEYS)
     assert read_outputs(outputs) == read_outputs_file(tmp_path / "outputs.json")
-    assert outputs["bucket"] == spec.bucket_name("dev", outputs["account_id"], "us-east-1")
+    assert outputs["bucket"] == spec_names.bucket_name("dev", outputs["account_id"], "us-east-1")
     assert len(outputs["subnets_by_az"]) >= 2
 
 
 def test_bucket_settings_come_from_the_spec(local_aws: Any, provisioned: dict[str, Any]) -> None:
     s3, bucket = local_aws.client("s3"), provisioned["bucket"]
     rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    assert sorted(rules, key=lambda r: r["ID"]) == sorted(spec.lifecycle_rules("dev"), key=lambda r: r["ID"])
+    assert sorted(rules, key=lambda r: r["ID"]) == sorted(
+        spec_bucket.lifecycle_rules("dev"), key=lambda r: r["ID"]
+    )
     block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
-    assert block == spec.PUBLIC_ACCESS_BLOCK
+    assert block == spec_bucket.PUBLIC_ACCESS_BLOCK
     (rule,) = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"]
     assert rule["ApplyServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
     ownership = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]
@@ -163,7 +170,7 @@ def test_tls_only_policy_only_on_request(local_aws: Any, provisioned: dict[str, 
     _run(local_aws, tls_only_policy=True)
     policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
     s3.delete_bucket_policy(Bucket=bucket)
-    assert policy == spec.tls_only_bucket_policy(spec.bucket_arn(bucket))
+    assert policy == spec_bucket.tls_only_bucket_policy(spec_bucket.bucket_arn(bucket))
 
 
 def test_network_is_public_subnets_https_only_and_nothing_billing(
@@ -213,12 +220,12 @@ def test_launch_template_comes_from_the_spec(local_aws: Any, provisioned: dict[s
 def test_iam_documents_come_from_the_spec(local_aws: Any, provisioned: dict[str, Any]) -> None:
     iam = local_aws.client("iam")
     role = iam.get_role(RoleName="chronos-dev-instance")["Role"]
-    assert role["AssumeRolePolicyDocument"] == spec.instance_trust_policy()
+    assert role["AssumeRolePolicyDocument"] == spec_iam.instance_trust_policy()
     inline = iam.get_role_policy(
         RoleName="chronos-dev-instance", PolicyName="chronos-dev-instance-least-privilege"
     )["PolicyDocument"]
-    bucket_arn = spec.bucket_arn(provisioned["bucket"])
-    assert inline == spec.instance_role_policy(
+    bucket_arn = spec_bucket.bucket_arn(provisioned["bucket"])
+    assert inline == spec_iam.instance_role_policy(
         "dev", bucket_arn, region="us-east-1", account_id=provisioned["account_id"]
     )
     arn = provisioned["operator_policy_arn"]
@@ -243,7 +250,7 @@ def test_drift_is_put_back(local_aws: Any, provisioned: dict[str, Any]) -> None:
     ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[ssh])
     _run(local_aws)
     rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    assert {r["ID"] for r in rules} == {r["ID"] for r in spec.lifecycle_rules("dev")}
+    assert {r["ID"] for r in rules} == {r["ID"] for r in spec_bucket.lifecycle_rules("dev")}
     assert ec2.describe_security_groups(GroupIds=[group])["SecurityGroups"][0]["IpPermissions"] == []
 
 
@@ -252,7 +259,7 @@ def test_an_instance_launches_from_the_outputs(local_aws: Any, provisioned: dict
     az, subnet = sorted(provisioned["subnets_by_az"].items())[1]
     reservation = ec2.run_instances(
         LaunchTemplate={"LaunchTemplateId": provisioned["launch_template_id"], "Version": "$Default"},
-        NetworkInterfaces=spec.network_interface_override(subnet, provisioned["security_group_id"]),
+        NetworkInterfaces=spec_network.network_interface_override(subnet, provisioned["security_group_id"]),
         MinCount=1,
         MaxCount=1,
     )

@@ -8,11 +8,15 @@ import types
 import pytest
 from iam_eval import Request, allowed, decide
 
-from infra import spec
+from infra.spec import bucket as spec_bucket
+from infra.spec import iam as spec_iam
+from infra.spec import launch_template as spec_template
+from infra.spec import names as spec_names
+from infra.spec import operator_access as spec_operator
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
-BUCKET = spec.bucket_arn(spec.bucket_name("dev", ACCOUNT, REGION))
+BUCKET = spec_bucket.bucket_arn(spec_names.bucket_name("dev", ACCOUNT, REGION))
 LT_ARN = f"arn:aws:ec2:{REGION}:{ACCOUNT}:launch-template/lt-0abc"
 OTHER_LT_ARN = f"arn:aws:ec2:{REGION}:{ACCOUNT}:launch-template/lt-0other"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/chronos-dev-instance"
@@ -21,9 +25,17 @@ SELF_ID = "i-0aaaaaaaaaaaaaaaa"
 OTHER_ID = "i-0bbbbbbbbbbbbbbbb"
 TAGGED = {"aws:ResourceTag/Project": "Chronos-Training", "aws:ResourceTag/Environment": "dev"}
 
-INSTANCE = spec.instance_role_policy("dev", BUCKET, region=REGION, account_id=ACCOUNT)
-OPERATOR = spec.operator_policy(
-    "dev", BUCKET, LT_ARN, ROLE_ARN, region=REGION, account_id=ACCOUNT, vpc_arn=VPC_ARN
+INSTANCE = spec_iam.instance_role_policy("dev", BUCKET, region=REGION, account_id=ACCOUNT)
+OPERATOR = spec_operator.operator_policy(
+    spec_operator.OperatorScope(
+        env="dev",
+        region=REGION,
+        account_id=ACCOUNT,
+        bucket_arn=BUCKET,
+        launch_template_arn=LT_ARN,
+        role_arn=ROLE_ARN,
+        vpc_arn=VPC_ARN,
+    )
 )
 
 
@@ -40,7 +52,7 @@ def _from_instance(**context: str) -> dict[str, str]:
 
 
 def test_trust_policy_lets_only_ec2_assume_the_role() -> None:
-    (statement,) = spec.instance_trust_policy()["Statement"]
+    (statement,) = spec_iam.instance_trust_policy()["Statement"]
     assert statement == {
         "Effect": "Allow",
         "Principal": {"Service": "ec2.amazonaws.com"},
@@ -193,7 +205,7 @@ def test_operator_cleans_up_only_tagged_volumes_and_spot_requests() -> None:
 
 
 def test_operator_reads_the_dlami_parameter_and_uses_the_bucket() -> None:
-    param = f"arn:aws:ssm:{REGION}::parameter{spec.DLAMI_SSM_PARAMETER}"
+    param = f"arn:aws:ssm:{REGION}::parameter{spec_template.DLAMI_SSM_PARAMETER}"
     assert allowed(OPERATOR, Request("ssm:GetParameter", param))
     assert not allowed(
         OPERATOR, Request("ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/secret")
@@ -281,7 +293,7 @@ def test_operator_writes_only_its_env_and_cached_datasets(key: str, writable: bo
 
 
 def test_bucket_policy_denies_every_request_without_tls() -> None:
-    policy = spec.tls_only_bucket_policy(BUCKET)
+    policy = spec_bucket.tls_only_bucket_policy(BUCKET)
     for resource in (BUCKET, f"{BUCKET}/dev/system-state.json"):
         plain = Request("s3:GetObject", resource, {"aws:SecureTransport": "false"})
         tls = Request("s3:GetObject", resource, {"aws:SecureTransport": "true"})
@@ -298,7 +310,7 @@ BLOCKING = {"MEDIUM", "HIGH", "CRITICAL"}
 
 @pytest.mark.parametrize(
     "document",
-    [INSTANCE, OPERATOR, spec.tls_only_bucket_policy(BUCKET)],
+    [INSTANCE, OPERATOR, spec_bucket.tls_only_bucket_policy(BUCKET)],
     ids=["instance-role", "operator", "bucket-tls-only"],
 )
 def test_parliament_finds_nothing_of_medium_severity_or_above(

@@ -11,9 +11,13 @@ import pytest
 from iam_eval import Request, allowed
 from pulumi_harness import ACCOUNT, AZS, REGION, SSM_AMI, DeclaredStack, RecordingMocks, run_program
 
-from infra import spec
 from infra.config import StackConfig
 from infra.outputs import OUTPUT_KEYS, read_outputs
+from infra.spec import bucket as spec_bucket
+from infra.spec import iam as spec_iam
+from infra.spec import launch_template as spec_template
+from infra.spec import names as spec_names
+from infra.spec import zero_idle as spec_zero_idle
 from infra.stack import build_stack
 
 REQUIRED_TAGS = {
@@ -124,7 +128,7 @@ def test_launch_template_wires_profile_and_security_group(stack: DeclaredStack) 
     assert nic["securityGroups"] == [stack.outputs["security_group_id"]]
     assert nic["associatePublicIpAddress"] == "true"
     assert nic["deviceIndex"] == 0
-    assert template["instanceType"] == spec.DEFAULT_INSTANCE_TYPE
+    assert template["instanceType"] == spec_names.DEFAULT_INSTANCE_TYPE
 
 
 def test_instances_and_volumes_are_tagged_at_launch(stack: DeclaredStack) -> None:
@@ -138,8 +142,8 @@ def test_instances_and_volumes_are_tagged_at_launch(stack: DeclaredStack) -> Non
 def test_ami_comes_from_the_public_dlami_parameter(stack: DeclaredStack) -> None:
     assert stack.one(LT)["imageId"] == SSM_AMI
     (call,) = [c for c in stack.mocks.calls if c.token == "aws:ssm/getParameter:getParameter"]
-    assert call.args["name"] == spec.DLAMI_SSM_PARAMETER
-    assert spec.DLAMI_SSM_PARAMETER.startswith("/aws/service/deeplearning/ami/x86_64/")
+    assert call.args["name"] == spec_template.DLAMI_SSM_PARAMETER
+    assert spec_template.DLAMI_SSM_PARAMETER.startswith("/aws/service/deeplearning/ami/x86_64/")
 
 
 def test_configured_ami_id_overrides_the_lookup() -> None:
@@ -191,7 +195,7 @@ def test_lifecycle_rules_are_the_specs(stack: DeclaredStack) -> None:
 def test_bucket_policy_is_tls_only(stack: DeclaredStack) -> None:
     policy = json.loads(stack.one("aws:s3/bucketPolicy:BucketPolicy")["policy"])
     bucket_arn = f"arn:aws:s3:::{stack.outputs['bucket']}"
-    assert policy == spec.tls_only_bucket_policy(bucket_arn)
+    assert policy == spec_bucket.tls_only_bucket_policy(bucket_arn)
 
 
 # ---------------------------------------------------------------------- IAM
@@ -199,10 +203,10 @@ def test_bucket_policy_is_tls_only(stack: DeclaredStack) -> None:
 
 def test_role_trusts_only_ec2_and_carries_the_specs_policy(stack: DeclaredStack) -> None:
     role = stack.one("aws:iam/role:Role")
-    assert json.loads(role["assumeRolePolicy"]) == spec.instance_trust_policy()
+    assert json.loads(role["assumeRolePolicy"]) == spec_iam.instance_trust_policy()
     document = json.loads(stack.one("aws:iam/rolePolicy:RolePolicy")["policy"])
     bucket_arn = f"arn:aws:s3:::{stack.outputs['bucket']}"
-    assert document == spec.instance_role_policy("dev", bucket_arn, region=REGION, account_id=ACCOUNT)
+    assert document == spec_iam.instance_role_policy("dev", bucket_arn, region=REGION, account_id=ACCOUNT)
     assert not stack.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
 
 
@@ -229,7 +233,7 @@ def _resource_class(type_token: str) -> type:
 def test_every_taggable_resource_carries_the_required_tags(stack: DeclaredStack) -> None:
     checked = 0
     for resource in stack.resources:
-        if resource.typ.startswith(spec.COMPONENT_TYPE_PREFIX):
+        if resource.typ.startswith(spec_zero_idle.COMPONENT_TYPE_PREFIX):
             continue
         signature = inspect.signature(_resource_class(resource.typ)._internal_init)
         if "tags" in signature.parameters:
@@ -243,10 +247,10 @@ def test_every_resource_lives_inside_a_component(stack: DeclaredStack) -> None:
     for urn in stack.urns:
         type_chain = urn.split("::")[2]
         if type_chain.startswith("pulumi:pulumi:Stack$"):
-            assert type_chain.split("$")[1].startswith(spec.COMPONENT_TYPE_PREFIX), urn
+            assert type_chain.split("$")[1].startswith(spec_zero_idle.COMPONENT_TYPE_PREFIX), urn
         else:
-            assert type_chain.startswith(spec.COMPONENT_TYPE_PREFIX), urn
-    assert any(u.split("::")[2].startswith(spec.COMPONENT_TYPE_PREFIX) for u in stack.urns)
+            assert type_chain.startswith(spec_zero_idle.COMPONENT_TYPE_PREFIX), urn
+    assert any(u.split("::")[2].startswith(spec_zero_idle.COMPONENT_TYPE_PREFIX) for u in stack.urns)
 
 
 def test_exports_are_what_the_outputs_reader_needs(stack: DeclaredStack) -> None:

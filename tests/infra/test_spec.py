@@ -9,55 +9,61 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common import tags as common_tags
 from common.layout import RunPaths, state_key
-from infra import spec
+from infra.spec import SpecError
+from infra.spec import bucket as spec_bucket
+from infra.spec import launch_template as spec_template
+from infra.spec import names as spec_names
+from infra.spec import network as spec_network
+from infra.spec import pulumi_inputs as spec_pulumi
 
 ENV_RE = re.compile(r"^[a-z][a-z0-9-]{1,15}$")
 
 
 def test_bucket_name_follows_the_documented_pattern() -> None:
-    name = spec.bucket_name("dev", "123456789012", "eu-west-1")
+    name = spec_names.bucket_name("dev", "123456789012", "eu-west-1")
     assert name == "chronos-training-dev-123456789012-eu-west-1"
 
 
 def test_longest_env_still_gives_a_valid_bucket_name() -> None:
-    name = spec.bucket_name("a" * 16, "123456789012", "ap-southeast-2")
+    name = spec_names.bucket_name("a" * 16, "123456789012", "ap-southeast-2")
     assert len(name) <= 63
     assert re.fullmatch(r"[a-z0-9][a-z0-9-]*[a-z0-9]", name)
 
 
 @given(st.from_regex(ENV_RE, fullmatch=True))
 def test_every_name_matching_the_rule_is_accepted(env: str) -> None:
-    assert spec.validate_env(env) == env
+    assert spec_names.validate_env(env) == env
 
 
 @given(st.text(max_size=20).filter(lambda s: not ENV_RE.fullmatch(s)))
 def test_every_other_name_is_rejected_with_the_rule(env: str) -> None:
-    with pytest.raises(spec.SpecError, match="lowercase"):
-        spec.validate_env(env)
+    with pytest.raises(SpecError, match="lowercase"):
+        spec_names.validate_env(env)
 
 
 @pytest.mark.parametrize("bad", ["", "d", "Dev", "1dev", "dev_1", "dev.1", "a" * 17, "dév", "dev\n", " dev"])
 def test_typical_bad_env_names_are_rejected(bad: str) -> None:
-    with pytest.raises(spec.SpecError):
-        spec.validate_env(bad)
+    with pytest.raises(SpecError):
+        spec_names.validate_env(bad)
 
 
 def test_instance_type_allowlist_is_exactly_g4dn_and_g5() -> None:
-    families = {t.split(".")[0] for t in spec.GPU_INSTANCE_TYPES}
+    families = {t.split(".")[0] for t in spec_names.GPU_INSTANCE_TYPES}
     assert families == {"g4dn", "g5"}
-    assert "g5.xlarge" in spec.GPU_INSTANCE_TYPES
-    assert spec.DEFAULT_INSTANCE_TYPE in spec.GPU_INSTANCE_TYPES
+    assert "g5.xlarge" in spec_names.GPU_INSTANCE_TYPES
+    assert spec_names.DEFAULT_INSTANCE_TYPE in spec_names.GPU_INSTANCE_TYPES
 
 
 @pytest.mark.parametrize("bad", ["p4d.24xlarge", "g6.xlarge", "t3.micro", "g5", "g4dn.nano", ""])
 def test_other_instance_types_are_refused_listing_the_allowed(bad: str) -> None:
-    with pytest.raises(spec.SpecError, match="g5.xlarge"):
-        spec.validate_instance_type(bad)
+    with pytest.raises(SpecError, match="g5.xlarge"):
+        spec_names.validate_instance_type(bad)
 
 
 def test_tags_carry_the_four_required_keys_and_extra_cannot_override() -> None:
-    tags = spec.tags("dev", "research", extra={"Project": "other", "Owner": "me"})
+    tags = common_tags.tags("dev", "research", extra={"Project": "other", "Owner": "me"})
     assert tags == {
         "Project": "Chronos-Training",
         "Environment": "dev",
@@ -71,7 +77,7 @@ def test_tags_carry_the_four_required_keys_and_extra_cannot_override() -> None:
 
 
 def _rules_matching(env: str, key: str) -> list[dict]:
-    return [r for r in spec.lifecycle_rules(env) if key.startswith(r["Filter"]["Prefix"])]
+    return [r for r in spec_bucket.lifecycle_rules(env) if key.startswith(r["Filter"]["Prefix"])]
 
 
 def _expiring(env: str, key: str) -> list[dict]:
@@ -113,7 +119,7 @@ def test_another_envs_objects_are_not_touched_by_this_envs_rules() -> None:
 
 
 def test_incomplete_multipart_uploads_are_aborted_after_one_day_everywhere() -> None:
-    aborts = [r for r in spec.lifecycle_rules("dev") if "AbortIncompleteMultipartUpload" in r]
+    aborts = [r for r in spec_bucket.lifecycle_rules("dev") if "AbortIncompleteMultipartUpload" in r]
     assert aborts == [
         {
             "ID": "abort-incomplete-multipart",
@@ -125,7 +131,7 @@ def test_incomplete_multipart_uploads_are_aborted_after_one_day_everywhere() -> 
 
 
 def test_lifecycle_rules_convert_to_the_provider_shape() -> None:
-    converted = spec.to_pulumi_inputs(spec.lifecycle_rules("dev"))
+    converted = spec_pulumi.to_pulumi_inputs(spec_bucket.lifecycle_rules("dev"))
     outputs = next(r for r in converted if r["id"] == "run-outputs-ia-then-expire")
     assert outputs["filter"] == {"prefix": "dev/2"}
     assert outputs["transitions"] == [{"days": 30, "storage_class": "STANDARD_IA"}]
@@ -134,7 +140,7 @@ def test_lifecycle_rules_convert_to_the_provider_shape() -> None:
 
 
 def test_encryption_converts_acronyms_to_snake_case() -> None:
-    (rule,) = spec.to_pulumi_inputs(spec.encryption_configuration())["rules"]
+    (rule,) = spec_pulumi.to_pulumi_inputs(spec_bucket.encryption_configuration())["rules"]
     assert rule["apply_server_side_encryption_by_default"] == {"sse_algorithm": "AES256"}
 
 
@@ -142,21 +148,21 @@ def test_encryption_converts_acronyms_to_snake_case() -> None:
 
 
 def test_subnet_cidrs_are_disjoint_and_inside_the_vpc() -> None:
-    cidrs = [ipaddress.ip_network(c) for c in spec.subnet_cidrs(6)]
-    vpc = ipaddress.ip_network(spec.VPC_CIDR)
+    cidrs = [ipaddress.ip_network(c) for c in spec_network.subnet_cidrs(6)]
+    vpc = ipaddress.ip_network(spec_network.VPC_CIDR)
     assert all(c.subnet_of(vpc) for c in cidrs)
     assert all(not a.overlaps(b) for i, a in enumerate(cidrs) for b in cidrs[i + 1 :])
 
 
 def test_fewer_than_two_zones_is_refused() -> None:
-    with pytest.raises(spec.SpecError, match="at least 2"):
-        spec.select_availability_zones(["us-east-1a"])
-    assert spec.select_availability_zones(["b", "a", "c", "a"], 2) == ["a", "b"]
+    with pytest.raises(SpecError, match="at least 2"):
+        spec_network.select_availability_zones(["us-east-1a"])
+    assert spec_network.select_availability_zones(["b", "a", "c", "a"], 2) == ["a", "b"]
 
 
 def test_security_group_rules_are_no_ingress_and_https_egress_only() -> None:
-    assert spec.security_group_ingress() == []
-    (rule,) = spec.to_pulumi_sg_rules(spec.security_group_egress())
+    assert spec_network.security_group_ingress() == []
+    (rule,) = spec_pulumi.to_pulumi_sg_rules(spec_network.security_group_egress())
     assert (rule["protocol"], rule["from_port"], rule["to_port"]) == ("tcp", 443, 443)
 
 
@@ -164,12 +170,12 @@ def test_security_group_rules_are_no_ingress_and_https_egress_only() -> None:
 
 
 def _lt_data() -> dict:
-    return spec.launch_template_data(
+    return spec_template.launch_template_data(
         image_id="ami-0123456789abcdef0",
         instance_type="g5.xlarge",
         instance_profile_arn="arn:aws:iam::123456789012:instance-profile/p",
         security_group_id="sg-1",
-        resource_tags=spec.tags("dev"),
+        resource_tags=common_tags.tags("dev"),
     )
 
 
@@ -179,8 +185,8 @@ def test_launch_template_data_has_no_key_pair_and_no_user_data() -> None:
 
 
 def test_launch_template_refuses_a_non_gpu_default_type() -> None:
-    with pytest.raises(spec.SpecError):
-        spec.launch_template_data(
+    with pytest.raises(SpecError):
+        spec_template.launch_template_data(
             image_id="ami-1",
             instance_type="m5.large",
             instance_profile_arn="arn",
@@ -190,7 +196,7 @@ def test_launch_template_refuses_a_non_gpu_default_type() -> None:
 
 
 def test_launch_template_converts_booleans_to_the_providers_strings() -> None:
-    args = spec.to_pulumi_launch_template_args(_lt_data())
+    args = spec_pulumi.to_pulumi_launch_template_args(_lt_data())
     ebs = args["block_device_mappings"][0]["ebs"]
     assert ebs == {
         "volume_size": 100,
@@ -204,7 +210,7 @@ def test_launch_template_converts_booleans_to_the_providers_strings() -> None:
 
 
 def test_network_interface_override_keeps_the_security_group_and_public_ip() -> None:
-    (nic,) = spec.network_interface_override("subnet-1", "sg-1")
+    (nic,) = spec_network.network_interface_override("subnet-1", "sg-1")
     assert nic == {
         "DeviceIndex": 0,
         "SubnetId": "subnet-1",
@@ -219,7 +225,7 @@ def test_the_schema_admits_exactly_the_instance_types_the_product_launches() -> 
     from common.errors import ConfigError
     from common.runspec import from_dict
 
-    for itype in sorted(spec.GPU_INSTANCE_TYPES):
+    for itype in sorted(spec_names.GPU_INSTANCE_TYPES):
         assert from_dict({"instance": {"types": [itype]}}).instance.types == (itype,)
     for bad in ("g5.metal", "g4dn.24xlarge", "g4dn.48xlarge", "p4d.24xlarge", "g5.xlarge "):
         with pytest.raises(ConfigError, match=r"\$\.instance\.types\[0\]"):
@@ -227,10 +233,10 @@ def test_the_schema_admits_exactly_the_instance_types_the_product_launches() -> 
 
 
 def test_code_bundles_expire_and_nothing_else_in_cached_datasets_does() -> None:
-    rules = {r["ID"]: r for r in spec.lifecycle_rules("dev")}
+    rules = {r["ID"]: r for r in spec_bucket.lifecycle_rules("dev")}
     bundles = rules["expire-code-bundles"]
     assert bundles["Filter"] == {"Prefix": "cached-datasets/scripts/"}
-    assert bundles["Expiration"] == {"Days": spec.CODE_BUNDLE_EXPIRY_DAYS}
+    assert bundles["Expiration"] == {"Days": spec_bucket.CODE_BUNDLE_EXPIRY_DAYS}
     expiring = [r["Filter"]["Prefix"] for r in rules.values() if "Expiration" in r]
     for kept in (
         "cached-datasets/training-data/x.parquet",

@@ -9,22 +9,22 @@ import pulumi_aws as aws
 import pytest
 from pulumi_harness import DeclaredStack, RecordingMocks, run_program
 
-from infra import spec
 from infra.config import StackConfig
+from infra.spec import zero_idle as spec_zero_idle
 from infra.stack import build_stack
 
 FULL = StackConfig(env="dev", budget_email="alerts@example.com", ami_id="ami-0123456789abcdef0")
 
 
 def violations(declared: DeclaredStack) -> list[str]:
-    return spec.idle_cost_violations((r.typ, r.inputs) for r in declared.resources)
+    return spec_zero_idle.idle_cost_violations((r.typ, r.inputs) for r in declared.resources)
 
 
 def test_the_whole_stack_is_in_the_zero_idle_allowlist() -> None:
     declared = run_program(lambda: build_stack(FULL), RecordingMocks())
     assert violations(declared) == []
     declared_types = {r.typ for r in declared.resources if not r.typ.startswith("chronos:")}
-    assert declared_types <= spec.ZERO_IDLE_RESOURCE_TYPES
+    assert declared_types <= spec_zero_idle.ZERO_IDLE_RESOURCE_TYPES
     assert len(declared_types) >= 15  # the check really saw the stack
 
 

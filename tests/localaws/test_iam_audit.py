@@ -16,7 +16,10 @@ from typing import Any
 import boto3
 import pytest
 
-from infra import local, spec
+from common import tags as common_tags
+from infra import local
+from infra.spec import names as spec_names
+from infra.spec import network as spec_network
 from localaws import audit, identities
 from localaws.iam_audit import audit_run
 
@@ -64,7 +67,7 @@ class World:
 
     def launch(self, *, spot: bool) -> str:
         """RunInstances as the control plane's launch plan builds it; returns the instance id."""
-        tags = spec.tag_list(spec.tags(ENV, managed_by=spec.MANAGED_BY_LOCAL))
+        tags = common_tags.tag_list(common_tags.tags(ENV, managed_by=common_tags.MANAGED_BY_LOCAL))
         kinds = ["instance", "volume", *(["spot-instances-request"] if spot else [])]
         subnet = sorted(self.outputs["subnets_by_az"].values())[0]
         request: dict[str, Any] = {
@@ -73,7 +76,9 @@ class World:
             "InstanceType": "g5.xlarge",
             "UserData": "#!/bin/bash\n",
             "LaunchTemplate": {"LaunchTemplateId": self.outputs["launch_template_id"], "Version": "$Latest"},
-            "NetworkInterfaces": spec.network_interface_override(subnet, self.outputs["security_group_id"]),
+            "NetworkInterfaces": spec_network.network_interface_override(
+                subnet, self.outputs["security_group_id"]
+            ),
             "TagSpecifications": [{"ResourceType": k, "Tags": tags} for k in kinds],
         }
         if spot:
@@ -97,7 +102,7 @@ def stack(moto_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
             moto_server.session(),
             env=ENV,
             endpoint_url=moto_server.endpoint_url,
-            local_principal_arn=host_arn,
+            options=local.ProvisionOptions(local_principal_arn=host_arn),
         )
 
     path = tmp_path_factory.mktemp("identities") / "identities.json"
@@ -185,7 +190,7 @@ def _without_statement(world: World, sid: str) -> str:
 
 def _restore(world: World, version: str) -> None:
     iam = world.aws.client("iam")
-    arn = f"arn:aws:iam::{world.outputs['account_id']}:policy/{spec.resource_name(ENV, 'operator')}"
+    arn = f"arn:aws:iam::{world.outputs['account_id']}:policy/{spec_names.resource_name(ENV, 'operator')}"
     iam.set_default_policy_version(PolicyArn=arn, VersionId=version)
 
 
@@ -213,7 +218,7 @@ def test_removing_a_needed_statement_makes_the_finding_appear(world: World) -> N
 
 def _operator_statements(world: World) -> list[dict[str, Any]]:
     iam = world.aws.client("iam")
-    arn = f"arn:aws:iam::{world.outputs['account_id']}:policy/{spec.resource_name(ENV, 'operator')}"
+    arn = f"arn:aws:iam::{world.outputs['account_id']}:policy/{spec_names.resource_name(ENV, 'operator')}"
     version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
     document = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
     return (json.loads(document) if isinstance(document, str) else document)["Statement"]

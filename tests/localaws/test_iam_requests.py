@@ -7,7 +7,11 @@ from typing import Any
 
 import pytest
 
-from infra import spec
+from common import tags as common_tags
+from infra.spec import iam as spec_iam
+from infra.spec import launch_template as spec_template
+from infra.spec import network as spec_network
+from infra.spec import operator_access as spec_operator
 from localaws.iam_eval import evaluate
 from localaws.iam_requests import AuthRequest, Call, Caller, NotModelled, requests_for
 
@@ -18,7 +22,7 @@ VPC_ARN = f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc/{VPC}"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/chronos-dev-instance"
 PROFILE_ARN = f"arn:aws:iam::{ACCOUNT}:instance-profile/chronos-dev-instance"
 BUCKET_ARN = "arn:aws:s3:::chronos-training-dev-123456789012-us-east-1"
-TAGS = spec.tags("dev", managed_by=spec.MANAGED_BY_LOCAL)
+TAGS = common_tags.tags("dev", managed_by=common_tags.MANAGED_BY_LOCAL)
 SELF_ID, OTHER_ID = "i-0aaaaaaaaaaaaaaaa", "i-0bbbbbbbbbbbbbbbb"
 OPERATOR = Caller(
     f"arn:aws:iam::{ACCOUNT}:user/op", f"arn:aws:iam::{ACCOUNT}:user/op", "AIDAOP", ACCOUNT, "op"
@@ -35,11 +39,11 @@ class FakeFacts:
     """The provisioned stack's resources, as the local AWS would describe them."""
 
     def __init__(self) -> None:
-        tagged = {"Tags": spec.tag_list(TAGS)}
+        tagged = {"Tags": common_tags.tag_list(TAGS)}
         self.instances = {
             i: {"InstanceId": i, "InstanceType": "g5.xlarge", **tagged} for i in (SELF_ID, OTHER_ID)
         }
-        self.lt_data = spec.launch_template_data(
+        self.lt_data = spec_template.launch_template_data(
             image_id=AMI,
             instance_type="g5.xlarge",
             instance_profile_arn=PROFILE_ARN,
@@ -76,13 +80,13 @@ class FakeFacts:
 
 
 def _run_instances(*, spot: bool) -> Call:
-    tags = spec.tag_list(TAGS)
+    tags = common_tags.tag_list(TAGS)
     params: dict[str, Any] = {
         "MinCount": 1,
         "MaxCount": 1,
         "InstanceType": "g5.xlarge",
         "LaunchTemplate": {"LaunchTemplateId": LT_ID, "Version": "$Latest"},
-        "NetworkInterfaces": spec.network_interface_override(SUBNET, SG),
+        "NetworkInterfaces": spec_network.network_interface_override(SUBNET, SG),
         "TagSpecifications": [{"ResourceType": k, "Tags": tags} for k in ("instance", "volume")],
     }
     if spot:
@@ -112,7 +116,7 @@ def test_on_demand_launch_touches_each_resource_and_no_spot_request() -> None:
     instance = kinds["instance"].request.context
     assert instance["ec2:LaunchTemplate"] == LT_ARN and instance["ec2:InstanceType"] == "g5.xlarge"
     assert instance["ec2:InstanceMarketType"] == "on-demand"
-    assert instance["aws:RequestTag/Project"] == spec.PROJECT_TAG
+    assert instance["aws:RequestTag/Project"] == common_tags.PROJECT_TAG
     assert kinds["subnet"].request.context["ec2:Vpc"] == VPC_ARN
     assert kinds["image"].request.resource == f"arn:aws:ec2:{REGION}::image/{AMI}"
     passed = [r.request for r in requests if r.request.action == "iam:PassRole"]
@@ -129,7 +133,7 @@ def test_spot_launch_adds_the_spot_request_which_carries_no_launch_template_key(
     spot = _by_kind(requests)["spot-instances-request"].request
     assert spot.resource == f"arn:aws:ec2:{REGION}:{ACCOUNT}:spot-instances-request/*"
     assert not {"ec2:LaunchTemplate", "ec2:Vpc", "ec2:InstanceType"} & set(spot.context)
-    assert spot.context["aws:RequestTag/Project"] == spec.PROJECT_TAG
+    assert spot.context["aws:RequestTag/Project"] == common_tags.PROJECT_TAG
     assert "spot-instances-request" in _by_kind(requests, "ec2:CreateTags")
 
 
@@ -176,7 +180,7 @@ def _launch_statements(*, with_spot_statement: bool) -> dict[str, Any]:
                 "Effect": "Allow",
                 "Action": "ec2:RunInstances",
                 "Resource": arn("spot-instances-request"),
-                "Condition": {"StringEquals": {"aws:RequestTag/Project": spec.PROJECT_TAG}},
+                "Condition": {"StringEquals": {"aws:RequestTag/Project": common_tags.PROJECT_TAG}},
             }
         )
     return {"Version": "2012-10-17", "Statement": statements}
@@ -201,8 +205,16 @@ def test_spot_needs_its_own_statement_the_launch_template_condition_cannot_match
 
 
 def _operator_policy() -> dict[str, Any]:
-    return spec.operator_policy(
-        "dev", BUCKET_ARN, LT_ARN, ROLE_ARN, region=REGION, account_id=ACCOUNT, vpc_arn=VPC_ARN
+    return spec_operator.operator_policy(
+        spec_operator.OperatorScope(
+            env="dev",
+            region=REGION,
+            account_id=ACCOUNT,
+            bucket_arn=BUCKET_ARN,
+            launch_template_arn=LT_ARN,
+            role_arn=ROLE_ARN,
+            vpc_arn=VPC_ARN,
+        )
     )
 
 
@@ -222,7 +234,7 @@ def _terminate(instance_id: str) -> list[AuthRequest]:
 
 
 def test_instance_terminating_itself_vs_another_instance() -> None:
-    policy = spec.instance_role_policy("dev", BUCKET_ARN, region=REGION, account_id=ACCOUNT)
+    policy = spec_iam.instance_role_policy("dev", BUCKET_ARN, region=REGION, account_id=ACCOUNT)
     (own,) = _terminate(SELF_ID)
     assert own.request.context["aws:userid"] == f"AROAROLEID:{SELF_ID}"
     assert own.request.context["ec2:InstanceID"] == SELF_ID
@@ -264,9 +276,11 @@ def test_calls_needing_no_permission_and_calls_on_no_resource() -> None:
     (prices,) = requests_for(Call("pricing", "GetProducts", REGION, {}), OPERATOR, FakeFacts())
     assert prices.request.action == "pricing:GetProducts"
     (param,) = requests_for(
-        Call("ssm", "GetParameter", REGION, {"Name": spec.DLAMI_SSM_PARAMETER}), OPERATOR, FakeFacts()
+        Call("ssm", "GetParameter", REGION, {"Name": spec_template.DLAMI_SSM_PARAMETER}),
+        OPERATOR,
+        FakeFacts(),
     )
-    assert param.request.resource == f"arn:aws:ssm:{REGION}::parameter{spec.DLAMI_SSM_PARAMETER}"
+    assert param.request.resource == f"arn:aws:ssm:{REGION}::parameter{spec_template.DLAMI_SSM_PARAMETER}"
     assert evaluate([_operator_policy()], param.request).allowed
 
 

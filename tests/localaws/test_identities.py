@@ -12,8 +12,9 @@ import pytest
 from botocore.exceptions import ClientError
 
 from common.aws import is_access_denied
-from infra import spec
-from infra.local import provision
+from infra.local import ProvisionOptions, provision
+from infra.spec import bucket as spec_bucket
+from infra.spec import iam as spec_iam
 from localaws import identities
 from localaws.identities import MOTO_ONLY_POLICY_NAME
 
@@ -31,7 +32,10 @@ class Env:
     def ensure(self, env: str = "dev") -> tuple[identities.Identities, Any]:
         def run(principal: str) -> dict[str, Any]:
             return provision(
-                self.aws.session(), env=env, endpoint_url=self.aws.endpoint_url, local_principal_arn=principal
+                self.aws.session(),
+                env=env,
+                endpoint_url=self.aws.endpoint_url,
+                options=ProvisionOptions(local_principal_arn=principal),
             )
 
         return identities.ensure_identities(self.aws, self.path, env=env, provision=run)
@@ -111,7 +115,7 @@ def test_the_instance_host_may_only_assume_the_instance_role(env: Env) -> None:
     assert _denied(lambda: env.client("ec2", host).describe_instances())
     role = env.aws.client("iam").get_role(RoleName="chronos-dev-instance")["Role"]
     trust = role["AssumeRolePolicyDocument"]
-    assert trust == spec.instance_trust_policy(host.arn)  # one statement: EC2 and the host together
+    assert trust == spec_iam.instance_trust_policy(host.arn)  # one statement: EC2 and the host together
     assert trust["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com", "AWS": host.arn}
 
 
@@ -134,8 +138,10 @@ def test_assumed_instance_role_is_the_role_with_the_instance_id_as_session(env: 
 
 def test_moto_only_allowance_names_exactly_the_real_policies_arn_scoped_actions(env: Env) -> None:
     iam = env.aws.client("iam")
-    bucket_arn = spec.bucket_arn(env.outputs["bucket"])
-    role_policy = spec.instance_role_policy("dev", bucket_arn, region="us-east-1", account_id="123456789012")
+    bucket_arn = spec_bucket.bucket_arn(env.outputs["bucket"])
+    role_policy = spec_iam.instance_role_policy(
+        "dev", bucket_arn, region="us-east-1", account_id="123456789012"
+    )
     version = iam.get_policy(PolicyArn=env.outputs["operator_policy_arn"])["Policy"]["DefaultVersionId"]
     operator_policy = iam.get_policy_version(PolicyArn=env.outputs["operator_policy_arn"], VersionId=version)[
         "PolicyVersion"
