@@ -66,3 +66,15 @@ def test_toml_syntax_error_and_missing_file(tmp_path):
 def test_covariate_in_both_lists_is_refused():
     with pytest.raises(ConfigError, match="both past and known"):
         runspec.from_dict({"data": {"past_covariates": ["a"], "known_covariates": ["a"]}})
+
+
+def test_a_column_named_twice_is_refused_with_its_path():
+    """The one DataSpec checks its columns, so launch refuses what the trainer would."""
+    with pytest.raises(ConfigError, match=r"run spec: \$\.data: .*twice: target"):
+        runspec.from_dict({"data": {"past_covariates": ["target"]}})
+
+
+def test_the_data_section_round_trips_alone():
+    spec = runspec.from_dict({"data": {"known_covariates": ["promo"], "frequency": "D"}})
+    assert runspec.DataSpec.from_dict(spec.data.to_dict()) == spec.data
+    assert spec.data.columns == ("item_id", "timestamp", "target", "promo")

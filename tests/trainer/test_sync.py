@@ -111,3 +111,17 @@ def test_restore_falls_back_when_the_newest_is_not_resumable(s3: Any, bucket: st
 
 def test_restore_with_nothing_in_s3_is_a_fresh_start(s3: Any, bucket: str, tmp_path: Path):
     assert restore_checkpoint(transfers(s3, bucket), CKPT, tmp_path, checkpoint_problem) is None
+
+
+def test_training_data_is_loaded_as_the_validated_run_spec_describes_it(small_files) -> None:
+    """One DataSpec: the run spec's data section (schema defaults filled), the horizon from its model."""
+    from common import runspec
+    from trainer.sync import load_training_data
+
+    spec = runspec.from_dict({"data": {"past_covariates": ["temperature"], "known_covariates": ["promo"]}})
+    dataset = load_training_data(small_files, spec)
+    assert dataset.spec is spec.data and dataset.frequency == "h"  # the schema's default frequency
+    assert dataset.prediction_length == spec.model.prediction_length == 24  # the schema's default horizon
+    assert dataset.eval_set.future.shape == (8, 24)
+    with pytest.raises(TerminalError, match="invalid training data.*missing column"):
+        load_training_data(small_files, runspec.from_dict({"data": {"target_column": "sales"}}))
