@@ -141,8 +141,9 @@ def training_threads(rounds: int = 3, steps: int = 150, contended: bool = False)
 
     from common.runspec import DataSpec
     from trainer.data import load_dataset
+    from trainer.finetune import train
     from trainer.synthetic import TINY_TRAINING, generate_dataset
-    from trainer.train import TrainConfig, train
+    from trainer.train_config import TrainConfig
 
     with TemporaryDirectory() as tmp:
         files = generate_dataset(Path(tmp) / "data", seed=0)
@@ -161,6 +162,7 @@ def training_threads(rounds: int = 3, steps: int = 150, contended: bool = False)
                         num_steps=steps,
                         batch_size=int(TINY_TRAINING["batch_size"]),
                         learning_rate=float(TINY_TRAINING["learning_rate"]),
+                        finetune_mode="full",
                         checkpoint_interval=steps,
                         output_dir=Path(tmp) / f"run-{i}-{n}",
                         cpu_threads=n,
