@@ -691,7 +691,7 @@ def test_invalid_data_is_terminal_and_names_file_and_item(
 
 def test_the_driver_and_the_training_child_agree_on_folders(tmp_path: Path):
     from trainer.run import child_config, local_checkpoints
-    from trainer.train import TrainConfig
+    from trainer.train_config import TrainConfig
 
     spec = runspec.from_dict(spec_doc()).resolved(local=True)
     config = child_config(spec, workdir=tmp_path, device="cpu", base_model="tiny", inputs=tmp_path / "i.npz")
