@@ -38,7 +38,13 @@ LOCAL_RUNS_DIR = "runs"  # the laptop's mirror: runs/{env}/{run_id}/
 
 RUN_ID_FORMAT = "%Y%m%d-%H%M%S"
 _RUN_ID = re.compile(r"^(\d{4})(\d{2})(\d{2})-(\d{6})$")
-_ENV = re.compile(r"^[a-z][a-z0-9-]{1,15}$")
+# The env-name rule, the one definition: 2-16 lowercase letters, digits or '-', starting with a
+# letter (it becomes part of the bucket name, S3 prefixes and IAM names). The schema's
+# ``$defs/env`` pattern is tested equal to ENV_PATTERN.
+ENV_NAME = r"[a-z][a-z0-9-]{1,15}"
+ENV_PATTERN = f"^{ENV_NAME}$"
+_ENV = re.compile(ENV_PATTERN)
+_RUN_PREFIX = re.compile(rf"^({ENV_NAME})/(\d{{4}})/(\d{{2}})/(\d{{2}})-(\d{{6}})(/|$)")
 
 
 class LayoutError(ValueError):
@@ -194,7 +200,7 @@ class RunPaths:
         Raises:
             LayoutError: if ``key`` is not under a run prefix.
         """
-        m = re.match(r"^([a-z][a-z0-9-]{1,15})/(\d{4})/(\d{2})/(\d{2})-(\d{6})(/|$)", key)
+        m = _RUN_PREFIX.match(key)
         if not m:
             raise LayoutError(f"{key!r} is not under a run prefix {{env}}/YYYY/MM/DD-HHMMSS/")
         env, y, mo, d, t, _ = m.groups()

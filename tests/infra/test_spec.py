@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from common import layout
 from common import tags as common_tags
 from common.layout import RunPaths, state_key
 from infra.spec import SpecError
@@ -18,7 +19,7 @@ from infra.spec import names as spec_names
 from infra.spec import network as spec_network
 from infra.spec import pulumi_inputs as spec_pulumi
 
-ENV_RE = re.compile(r"^[a-z][a-z0-9-]{1,15}$")
+ENV_RE = re.compile(layout.ENV_PATTERN)
 
 
 def test_bucket_name_follows_the_documented_pattern() -> None:
