@@ -6,11 +6,13 @@ library code raises these instead of letting a traceback reach the user.
 
 from __future__ import annotations
 
+from common.exitcodes import ExitCode
+
 
 class UserError(Exception):
     """An error with a one-line, actionable message (exit code 2 at the edge)."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
 
 class ConfigError(UserError):
