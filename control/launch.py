@@ -178,7 +178,8 @@ def launch(
     if dry_run:
         return LaunchOutcome(plan=plan, result=None)
     if not skip_doctor:
-        from control.doctor import DoctorFailedError, run_doctor
+        from control.doctor import run_doctor
+        from control.doctor.checks import DoctorFailedError
 
         report = run_doctor(
             backend, env, spec, plan=plan, outputs=world.outputs, identity=world.identity, clock=clock

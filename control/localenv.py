@@ -23,7 +23,8 @@ from typing import Any
 
 from common import layout
 from common.errors import ConfigError, UserError
-from control.backend import LOCAL_VAR, LocalAWSDownError, LocalBackend, check_env
+from control.backend import LOCAL_VAR, check_env
+from control.local_backend import LocalBackend
 from control.localdir import PROJECT_ROOT, LocalDir, pid_alive, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ def provision(backend: LocalBackend, env: str, *, debug_profile: bool = False) -
     Raises:
         ConfigError: unreadable ``.local/identities.json``.
     """
+    from infra.local import ProvisionOptions
     from infra.local import provision as provision_local
     from localaws import identities, moto
 
@@ -127,9 +129,9 @@ def provision(backend: LocalBackend, env: str, *, debug_profile: bool = False) -
             aws.session(),
             env=env,
             endpoint_url=backend.endpoint_url,
-            region=backend.region,
-            local_principal_arn=principal_arn,
-            debug_profile=debug_profile,
+            options=ProvisionOptions(
+                region=backend.region, local_principal_arn=principal_arn, debug_profile=debug_profile
+            ),
         )
 
     try:
@@ -197,7 +199,7 @@ def exports(local_dir: LocalDir | None = None, *, env: str = "dev") -> dict[str,
     Without local identities (IAM enforcement off) the keys are the default chain's.
 
     Raises:
-        LocalAWSDownError: it is not running.
+        control.aws_errors.LocalAWSDownError: it is not running.
         ConfigError: identities are recorded, but none for ``env``.
     """
     backend = LocalBackend.open(local_dir, env=env)
@@ -237,7 +239,6 @@ def down(*, local_dir: LocalDir | None = None) -> LocalDown:
 
 
 __all__ = [
-    "LocalAWSDownError",
     "LocalDown",
     "LocalUp",
     "Staged",

@@ -14,7 +14,7 @@ from pathlib import Path
 from common import layout
 from common.errors import ConfigError
 from control.backend import Backend, check_env
-from control.launch import PYTHON_ENV_KEY, WHEELHOUSE_PREFIX
+from control.launch_world import PYTHON_ENV_KEY, WHEELHOUSE_PREFIX
 from control.s3io import iter_objects
 
 

@@ -22,7 +22,7 @@ import pytest
 from common import layout
 from common.state_store import StateStore
 from control import local_audit
-from control.backend import LocalBackend
+from control.local_backend import LocalBackend
 from control.local_instance import terminate_processes
 from control.localdir import PROJECT_ROOT, LocalDir, read_json, write_json
 from control.localenv import provision, stage_dataset

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from control.backend import LocalBackend
+from control.local_backend import LocalBackend
 from control.local_instance import terminate_processes
 from control.localdir import PROJECT_ROOT, LocalDir, write_json
 from control.localenv import provision, stage_dataset

@@ -20,7 +20,10 @@ from common.runspec import from_dict
 from control import doctor as doc
 from control import parquet_footer
 from control.backend import AwsBackend
-from control.doctor import DoctorFailedError, Status, run_doctor
+from control.doctor import bucket as bucket_checks
+from control.doctor import checks as doctor_checks
+from control.doctor import quotas, run_doctor, run_instances, stack
+from control.doctor.checks import DoctorFailedError, Status
 from control.launch import launch
 from control.localdir import write_json
 
@@ -28,11 +31,11 @@ SPEC = from_dict({})
 DATA = layout.TRAINING_DATA
 
 
-def by_name(report) -> dict[str, doc.Check]:
+def by_name(report) -> dict[str, doctor_checks.Check]:
     return {c.name: c for c in report.checks}
 
 
-def failed(report) -> dict[str, doc.Check]:
+def failed(report) -> dict[str, doctor_checks.Check]:
     return {c.name: c for c in report.failed}
 
 
@@ -142,26 +145,26 @@ def test_bucket_with_a_setting_changed(backend, dev, local_aws):
 
 
 def test_bucket_settings_compare_with_infra_spec():
-    from infra import spec as infra_spec
+    from infra.spec import bucket as spec_bucket
 
     good = {
-        "public access block": dict(infra_spec.PUBLIC_ACCESS_BLOCK),
-        "encryption": infra_spec.encryption_configuration(),
-        "lifecycle": infra_spec.lifecycle_rules("dev"),
+        "public access block": dict(spec_bucket.PUBLIC_ACCESS_BLOCK),
+        "encryption": spec_bucket.encryption_configuration(),
+        "lifecycle": spec_bucket.lifecycle_rules("dev"),
         "ownership": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
     }
-    assert doc.bucket_settings_problems(good, "dev") == ([], [])
+    assert bucket_checks.bucket_settings_problems(good, "dev") == ([], [])
     kms = {
         **good,
         "encryption": {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]},
-        "ownership": doc.Denied("s3:GetBucketOwnershipControls"),
+        "ownership": bucket_checks.Denied("s3:GetBucketOwnershipControls"),
     }
-    problems, denied = doc.bucket_settings_problems(kms, "dev")
+    problems, denied = bucket_checks.bucket_settings_problems(kms, "dev")
     assert problems == ["encryption: ['aws:kms'], expected AES256 (SSE-S3)"]
     assert denied == ["s3:GetBucketOwnershipControls"]
     shorter = [dict(r) for r in good["lifecycle"]]
     shorter[1]["Expiration"] = {"Days": 400}
-    assert doc.bucket_settings_problems({**good, "lifecycle": shorter}, "dev")[0] == [
+    assert bucket_checks.bucket_settings_problems({**good, "lifecycle": shorter}, "dev")[0] == [
         "lifecycle rule expire-logs differs in Expiration"
     ]
 
@@ -254,7 +257,7 @@ class _Sts:
 def test_unauthorized_operation_is_decoded_where_permitted(backend, dev):
     outputs = backend.stack_outputs("dev")
     ec2, sts = _DeniedEc2(), _Sts(allowed=True)
-    check = doc.check_dry_run(
+    check = run_instances.check_dry_run(
         ec2, sts, {"InstanceType": "g5.xlarge"}, label="g5.xlarge spot", outputs=outputs
     )
     assert ec2.calls == [{"InstanceType": "g5.xlarge", "DryRun": True}] and sts.messages == [ENCODED]
@@ -263,19 +266,22 @@ def test_unauthorized_operation_is_decoded_where_permitted(backend, dev):
         "ec2:RunInstances on arn:aws:ec2:us-east-1:123456789012:spot-instances-request/* denied: "
         "no statement allows it (context: aws:RequestTag/Project=Chronos)"
     ) in check.detail
-    denied = doc.check_dry_run(ec2, _Sts(allowed=False), {}, label="g5.xlarge spot", outputs=outputs)
+    denied = run_instances.check_dry_run(
+        ec2, _Sts(allowed=False), {}, label="g5.xlarge spot", outputs=outputs
+    )
     assert "not permitted (sts:DecodeAuthorizationMessage)" in denied.detail
     assert f"aws sts decode-authorization-message --encoded-message {ENCODED}" in denied.detail
 
 
 def test_the_dry_run_sends_the_launchs_own_request(backend, dev, monkeypatch):
     """Through run_doctor: the request is LaunchPlan.run_instances_request of the plan a launch makes."""
-    from control.launch import gather_world, plan_launch
+    from control.launch_plan import plan_launch
+    from control.launch_world import gather_world
 
     world = gather_world(backend, SPEC, env="dev", now=datetime.now(UTC))
     plan = plan_launch(SPEC, world)
     sent = []
-    real = doc.doctor_clients(backend)
+    real = doctor_checks.doctor_clients(backend)
 
     class Recording:
         def __init__(self, ec2):
@@ -302,10 +308,12 @@ def test_quotas_against_the_first_types_vcpus():
     from control.launch_rules import quota_for
 
     spot = quota_for(Market.SPOT)
-    zero = doc.quota_check(0.0, 4, quota=spot, instance_type="g5.xlarge", region="us-east-1", required=True)
+    zero = quotas.quota_check(
+        0.0, 4, quota=spot, instance_type="g5.xlarge", region="us-east-1", required=True
+    )
     assert zero.status is Status.FAIL and "0 vCPUs < 4" in zero.detail
     assert "--quota-code L-3819A6DF --desired-value 4 --region us-east-1" in zero.fix
-    other = doc.quota_check(
+    other = quotas.quota_check(
         0.0,
         4,
         quota=quota_for(Market.ON_DEMAND),
@@ -315,13 +323,13 @@ def test_quotas_against_the_first_types_vcpus():
     )
     assert other.status is Status.WARN and "L-DB2E81BA" in other.fix
     assert (
-        doc.quota_check(
+        quotas.quota_check(
             8.0, 4, quota=spot, instance_type="g5.xlarge", region="us-east-1", required=True
         ).status
         is Status.OK
     )
     assert (
-        doc.quota_check(
+        quotas.quota_check(
             None,
             4,
             quota=spot,
@@ -340,7 +348,7 @@ def test_quota_read_from_service_quotas(backend, dev):
             assert ServiceCode == "ec2"
             return {"Quota": {"QuotaCode": QuotaCode, "Value": 0.0 if QuotaCode == "L-3819A6DF" else 8.0}}
 
-    real = doc.doctor_clients(backend)
+    real = doctor_checks.doctor_clients(backend)
     checks = by_name(run_doctor(backend, "dev", SPEC, clients=replace(real, quotas=Quotas())))
     assert checks["quota All G and VT Spot Instance Requests"].status is Status.FAIL
     assert checks["quota Running On-Demand G and VT instances"].status is Status.OK
@@ -348,10 +356,12 @@ def test_quota_read_from_service_quotas(backend, dev):
 
 def test_offerings_fail_only_when_no_type_is_offered():
     assert (
-        doc.offering_check({"g5.xlarge": ["us-east-1a"]}, ["g5.xlarge", "g4dn.xlarge"], ["us-east-1a"]).status
+        quotas.offering_check(
+            {"g5.xlarge": ["us-east-1a"]}, ["g5.xlarge", "g4dn.xlarge"], ["us-east-1a"]
+        ).status
         is Status.WARN
     )
-    none = doc.offering_check({}, ["g5.xlarge"], ["us-east-1a"])
+    none = quotas.offering_check({}, ["g5.xlarge"], ["us-east-1a"])
     assert none.status is Status.FAIL and "--instance-type" in none.fix
 
 
@@ -362,7 +372,7 @@ def test_instance_profile_inferred_when_get_instance_profile_is_denied(backend, 
 
     outputs = backend.stack_outputs("dev")
     template = {"IamInstanceProfile": {"Arn": outputs.instance_profile_arn}}
-    check = doc.check_instance_profile(DeniedIam(), template, outputs)
+    check = stack.check_instance_profile(DeniedIam(), template, outputs)
     assert check.status is Status.UNKNOWN and check.detail.startswith(
         "not permitted (iam:GetInstanceProfile)"
     )
@@ -474,13 +484,13 @@ def test_launch_runs_the_doctor_unless_skipped(backend, dev, monkeypatch):
 
 
 def test_doctor_failed_error_is_one_line():
-    report = doc.DoctorReport(
+    report = doctor_checks.DoctorReport(
         env="dev",
         local=True,
         checks=(
-            doc.ok("credentials", "me"),
-            doc.fail("training data", "none", "upload"),
-            doc.fail("bucket", "x", "y"),
+            doctor_checks.ok("credentials", "me"),
+            doctor_checks.fail("training data", "none", "upload"),
+            doctor_checks.fail("bucket", "x", "y"),
         ),
     )
     err = DoctorFailedError(report)
@@ -492,8 +502,8 @@ def test_doctor_failed_error_is_one_line():
 
 
 def test_summarize_decoded_explicit_deny():
-    text = doc.summarize_decoded(
+    text = run_instances.summarize_decoded(
         {"explicitDeny": True, "context": {"action": "iam:PassRole", "resource": "r"}}
     )
     assert text == "iam:PassRole on r denied: an explicit Deny"
-    assert doc.decode_denial(_Sts(True), "plain message")[0] == "plain message"
+    assert run_instances.decode_denial(_Sts(True), "plain message")[0] == "plain message"

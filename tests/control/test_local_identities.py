@@ -13,7 +13,7 @@ from botocore.exceptions import ClientError
 
 from common.aws import is_access_denied
 from common.errors import ConfigError
-from control.backend import LocalBackend
+from control.local_backend import LocalBackend
 from control.localdir import PROJECT_ROOT
 from control.localenv import exports, provision
 from localaws import identities
@@ -105,7 +105,7 @@ def test_without_a_record_the_default_chain_is_used(local_dir) -> None:
 
 def test_local_up_with_the_debug_profile_provisions_it_under_enforcement(local_dir) -> None:
     """`invoke local.up --debug-profile` mirrors the stack flag: a debug spec can launch locally."""
-    from control.backend import LocalBackend
+    from control.local_backend import LocalBackend
     from control.localenv import provision
 
     backend = LocalBackend.open(local_dir)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from control.local_instance import spawn
+from control.local_instance import InstanceFacts, spawn
 from control.localdir import LocalDir, pid_alive, read_json, write_json
 
 ROLE = "chronos-dev-instance"
@@ -51,14 +51,16 @@ def _spawn(local_aws, local_dir: LocalDir, instance_id: str, **env: str) -> int:
         endpoint_url=local_aws.endpoint_url,
         env_vars={**local_aws.env(), **env},
         python=sys.executable,
-        bucket="b",
-        env="dev",
-        run_id="20261125-140502",
-        region="us-east-1",
-        instance_type="g5.xlarge",
-        availability_zone="us-east-1a",
-        market="spot",
-        max_runtime_minutes=30,
+        facts=InstanceFacts(
+            bucket="b",
+            env="dev",
+            run_id="20261125-140502",
+            region="us-east-1",
+            instance_type="g5.xlarge",
+            availability_zone="us-east-1a",
+            market="spot",
+            max_runtime_minutes=30,
+        ),
     )
 
 

@@ -363,7 +363,7 @@ def _botocore_errors():
 
 def test_every_botocore_configuration_and_credential_error_is_one_line():
     from common.errors import UserError
-    from control.backend import aws_errors
+    from control.aws_errors import aws_errors
 
     for exc, expected in _botocore_errors():
         with pytest.raises(UserError) as info, aws_errors("sts:GetCallerIdentity", "*"):
@@ -396,7 +396,7 @@ def test_env_credentials_survive_the_switch_to_the_stacks_region(tmp_path, monke
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     backend = AwsBackend()
     monkeypatch.setattr(
-        "control.backend._outputs_from_mapping",
+        "control.backend.outputs_from_mapping",
         lambda doc, env, source, fix: type("O", (), {"region": doc["region"]})(),
     )
     monkeypatch.setenv("CHRONOS_STACK_OUTPUTS", str(outputs))
