@@ -30,7 +30,7 @@ DEFAULT_START = "2024-01-01T00:00:00"
 _STEPS_PER_DAY = {"h": 24, "D": 1}
 NOISE = 0.05
 PROMO_LIFT = 0.1
-# TrainConfig/DataSpec values for the tiny model on the default dataset (see module doc)
+# TrainConfig values (and the loader's horizon) for the tiny model on the default dataset (see module doc)
 TINY_TRAINING: dict[str, float | int] = {
     "prediction_length": 24,
     "context_length": 128,
