@@ -76,6 +76,42 @@ _TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
 }
 
 
+class Phase(StrEnum):
+    """A phase of training.json (``phases[].name``), each run under one :class:`RunStatus`.
+
+    The state file holds the coarse status; training.json records the finer phases::
+
+        preflight                          initialization
+        data_sync                          data_sync
+        training                           training
+        evaluation, results_sync, finalize results_sync
+        cleanup                            cleanup
+
+    A phase named like a status runs under that status; the driver moves the state
+    file to :attr:`run_status` before the phase starts, so the two never disagree.
+    """
+
+    PREFLIGHT = "preflight"
+    DATA_SYNC = "data_sync"
+    TRAINING = "training"
+    EVALUATION = "evaluation"
+    RESULTS_SYNC = "results_sync"
+    FINALIZE = "finalize"
+    CLEANUP = "cleanup"
+
+    @property
+    def run_status(self) -> RunStatus:
+        """The status the state file holds while this phase runs."""
+        return _PHASE_STATUS.get(self) or RunStatus(self.value)
+
+
+_PHASE_STATUS = {
+    Phase.PREFLIGHT: RunStatus.INITIALIZATION,
+    Phase.EVALUATION: RunStatus.RESULTS_SYNC,
+    Phase.FINALIZE: RunStatus.RESULTS_SYNC,
+}
+
+
 class CompletionStatus(StrEnum):
     """How a run ended, as written in training.json and the sentinel."""
 
@@ -92,6 +128,13 @@ class CompletionStatus(StrEnum):
             RunStatus.KILLED: cls.KILLED,
             RunStatus.INTERRUPTED: cls.INTERRUPTED,
         }.get(status, cls.NORMAL)
+
+
+class SentinelStatus(StrEnum):
+    """The finalization outcome a sentinel records (schema ``sentinel``, ``status``)."""
+
+    SUCCESS = "success"  # _SUCCESS: every artifact and training.json are in S3
+    FAILED_UPLOAD = "failed_upload"  # _FAILED_UPLOAD: an upload failed after every retry
 
 
 class ErrorClass(StrEnum):

@@ -12,8 +12,9 @@ from common.status import CompletionStatus, ErrorClass, RunStatus, Severity
 from control.runs import read_run
 from control.s3io import DocumentError, get_json
 from trainer.errors import ErrorLog, ExponentialBackoff, Retrier, error_record
-from trainer.finalize import Outputs, TrainingLog, finalize
-from trainer.sync import Transfers
+from trainer.finalize import Ending, Outputs, finalize
+from trainer.record import TrainingLog
+from trainer.transfers import Transfers
 
 PATHS = RunPaths(env="dev", run_id="20261125-140502")
 
@@ -45,9 +46,12 @@ def _finalized_run(s3, bucket: str, tmp_path: Path, completion: CompletionStatus
         paths=PATHS,
         record=record,
         outputs=Outputs(model_dir=model),
-        status=status,
-        completion=completion,
-        exit_code=0 if completion is CompletionStatus.NORMAL else 3,
+        ending=Ending(
+            status=status,
+            completion=completion,
+            exit_code=0 if completion is CompletionStatus.NORMAL else 3,
+            reason="completed" if completion is CompletionStatus.NORMAL else "spot interruption notice",
+        ),
         lock_path=tmp_path / "finalize.lock",
     )
     assert result.succeeded and not result.noop

@@ -6,8 +6,8 @@
         [--device cuda|cpu] [--imds-endpoint URL] [--local] [--workdir DIR]
 
 The S3/EC2 endpoint comes from ``AWS_ENDPOINT_URL`` (local mode) or the SDK
-defaults. Exit code 0 only when the run completed normally (see
-:data:`trainer.run.EXIT_CODES`). SIGTERM/SIGINT (an OS shutdown) stop the run
+defaults. Exit code 0 only when the run completed normally; every code is in
+``common/exitcodes.py``. SIGTERM/SIGINT (an OS shutdown) stop the run
 like a spot notice: checkpoint, upload, finalize ``interrupted``, power off.
 """
 
@@ -49,13 +49,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from trainer.run import Deps, Driver, RunOptions, run_driver, utc_formatter
-    from trainer.watcher import StopRequest
+    from common import logfmt
+    from common.status import RunStatus
+    from trainer.context import Deps, RunOptions
+    from trainer.run import Driver, run_driver
+    from trainer.stopping import StopRequest
 
     args = parser().parse_args(argv)
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(utc_formatter())
-    logging.basicConfig(level=logging.INFO, handlers=[console])
+    logfmt.configure(logging.INFO, sys.stderr)
     for noisy in ("botocore", "boto3", "s3transfer", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     opts = RunOptions(
@@ -72,8 +73,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     driver = Driver(opts, Deps())
 
     def on_signal(signum: int, _frame: object) -> None:
-        from common.status import RunStatus
-
         driver.request_stop(
             StopRequest(
                 status=RunStatus.INTERRUPTED,

@@ -7,8 +7,8 @@ next step still runs):
 2. release the state file (delete it if it still belongs to this run);
 3. verification: other instances of this env still alive, available volumes
    (a count that could not be made is recorded as unknown with its reason, never 0);
-4. cleanup_status.json (``written_by: instance``), recording the poweroff about
-   to happen;
+4. cleanup_status.json (``written_by: instance``, built by
+   :class:`common.cleanup_status.CleanupLog`), recording the poweroff about to happen;
 5. ``STATE: TERMINATING``, ``trainer.log`` one last time, and the poweroff strategy.
    If the poweroff fails the instance is still alive, so cleanup_status.json (and
    the log) are written again to say so.
@@ -22,21 +22,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.cleanup_status import ActionStatus, CleanupLog, Count, verification
+from common.ec2 import BILLING_STATES
 from common.layout import RunPaths
 from common.state_store import IllegalTransitionError, NotHeldError, StateStore
 from common.status import ErrorClass, RunStatus
+from common.tags import env_filters
 from common.timeutil import Clock, iso, utc_now
-from common.cleanup_status import Count, verification
-from schemas import validate
 from trainer.errors import ErrorLog, NoRetry, Retrier, error_record
-from trainer.finalize import TRAINER_LOG_NAME, state_line
 from trainer.instance import Poweroff, PoweroffResult
-from trainer.sync import Transfers
+from trainer.record import state_line
+from trainer.transfers import Transfers
 
 log = logging.getLogger(__name__)
 
 COMPONENT = "cleanup"
-ALIVE_STATES = ["pending", "running", "stopping", "stopped"]
 
 
 @dataclass(kw_only=True)
@@ -65,7 +65,12 @@ class Cleanup:
     errors: ErrorLog
     trainer_log: Path | None = None
     clock: Clock = utc_now
-    actions: list[dict[str, Any]] = field(default_factory=list)
+    cleanup_log: CleanupLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cleanup_log = CleanupLog(
+            run_id=self.paths.run_id, instance_id=self.instance_id, written_by="instance", clock=self.clock
+        )
 
     def run(self) -> PoweroffResult:
         """Do every step; the poweroff's result."""
@@ -73,13 +78,15 @@ class Cleanup:
         removed = self._step(f"s3://{self.transfers.bucket}/{self.paths.state}", "delete", self._release)
         verification = self.verify()
         resource = self.instance_id or "this instance"
-        self.actions.append(self._action(resource, f"poweroff ({self.poweroff.name})", "succeeded", None))
+        self.cleanup_log.record(resource, f"poweroff ({self.poweroff.name})", ActionStatus.SUCCEEDED)
         self._write_status(verification, removed is True)
-        state_line("TERMINATING", f"instance {resource} via {self.poweroff.name}")
+        state_line("TERMINATING", f"instance {resource} via {self.poweroff.name}", clock=self.clock)
         self._upload_log()
         result = self.poweroff(self.instance_id)
         if not result.succeeded:  # still alive: say so where a user looks
-            self.actions[-1] = self._action(resource, f"poweroff ({result.method})", "failed", result.error)
+            self.cleanup_log.replace_last(
+                resource, f"poweroff ({result.method})", ActionStatus.FAILED, result.error
+            )
             self._record(f"poweroff failed: {result.error}")
             self._write_status(verification, removed is True)
             self._upload_log()
@@ -117,12 +124,7 @@ class Cleanup:
 
         A count that could not be made is ``None`` with its reason under ``unknown``.
         """
-        from infra.spec import PROJECT_TAG
-
-        filters = [
-            {"Name": "tag:Project", "Values": [PROJECT_TAG]},
-            {"Name": "tag:Environment", "Values": [self.paths.env]},
-        ]
+        filters = env_filters(self.paths.env)
         return verification(
             checked_at=iso(self.clock()),
             instances_running=self._check(
@@ -138,7 +140,7 @@ class Cleanup:
         return Count.unknown(api_action, error) if error is not None else Count(int(value))
 
     def _count_instances(self, filters: list[dict[str, Any]]) -> int:
-        flt = [*filters, {"Name": "instance-state-name", "Values": ALIVE_STATES}]
+        flt = [*filters, {"Name": "instance-state-name", "Values": list(BILLING_STATES)}]
         pages = self.retrier.call(
             lambda: list(self.ec2.get_paginator("describe_instances").paginate(Filters=flt)),
             component=COMPONENT,
@@ -162,23 +164,11 @@ class Cleanup:
         return len(resp.get("Volumes", []))
 
     def _write_status(self, verification: dict[str, Any], removed: bool) -> None:
-        doc = validate(
-            "cleanup-status",
-            {
-                "schema_version": 1,
-                "run_id": self.paths.run_id,
-                "instance_id": self.instance_id,
-                "written_by": "instance",
-                "actions": list(self.actions),
-                "verification": verification,
-                "state_file_removed": removed,
-                "completed_at": iso(self.clock()),
-            },
-        )
+        doc = self.cleanup_log.document(verification=verification, state_file_removed=removed)
         try:
             self.transfers.put_json(self.paths.cleanup_status, doc, component=COMPONENT, retrier=self.retrier)
-            state_line("UPLOAD_SUCCESS", self.paths.cleanup_status)
-        except Exception as exc:
+            state_line("UPLOAD_SUCCESS", self.paths.cleanup_status, clock=self.clock)
+        except Exception as exc:  # noqa: BLE001 - cleanup goes on whatever fails; it is recorded
             self._record(f"cleanup_status.json not written: {exc}")
 
     def _upload_log(self) -> None:
@@ -187,9 +177,9 @@ class Cleanup:
         once = self.retrier.with_policy(NoRetry())
         try:
             self.transfers.upload(
-                [(self.trainer_log, self.paths.logs + TRAINER_LOG_NAME)], component=COMPONENT, retrier=once
+                [(self.trainer_log, self.paths.trainer_log)], component=COMPONENT, retrier=once
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the last log upload is best effort before the poweroff
             log.warning("trainer.log not uploaded: %s", exc)
 
     def _step(self, resource: str, action: str, fn: Callable[[], Any]) -> Any:
@@ -202,23 +192,14 @@ class Cleanup:
             value = fn()
         except _Skip as skip:
             log.info("cleanup %s %s skipped: %s", action, resource, skip)
-            self.actions.append(self._action(resource, action, "skipped", str(skip)))
+            self.cleanup_log.record(resource, action, ActionStatus.SKIPPED, str(skip))
             return None, f"skipped: {skip}"
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failing step is recorded and the next step still runs
             self._record(f"{action} {resource} failed: {exc}")
-            self.actions.append(self._action(resource, action, "failed", str(exc)[:500]))
+            self.cleanup_log.record(resource, action, ActionStatus.FAILED, str(exc))
             return None, str(exc)
-        self.actions.append(self._action(resource, action, "succeeded", None))
+        self.cleanup_log.record(resource, action, ActionStatus.SUCCEEDED)
         return value, None
-
-    def _action(self, resource: str, action: str, status: str, error: str | None) -> dict[str, Any]:
-        return {
-            "resource": resource,
-            "action": action,
-            "status": status,
-            "at": iso(self.clock()),
-            "error": error,
-        }
 
     def _record(self, message: str) -> None:
         self.errors.add(

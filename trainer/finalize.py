@@ -1,4 +1,4 @@
-"""Results sync and finalize: every artifact up, training.json, then ``_SUCCESS`` last.
+"""Results sync and finalize: every artifact up, training.json, then the sentinel last.
 
 :func:`finalize` is idempotent: it takes a file lock, and when the run's
 ``_SUCCESS`` already exists it does nothing (no upload at all). Otherwise it
@@ -7,7 +7,15 @@ any checkpoint the background uploader did not get to, the evaluation
 (``evaluation/forecasts.json``), ``model_metadata.json`` and ``trainer.log``,
 lists what landed (verification pass), writes training.json, and writes the
 sentinel last. An upload that fails after every retry leaves ``_FAILED_UPLOAD``
-(with the reason) instead of the sentinel.
+instead of ``_SUCCESS``.
+
+Both sentinels have one shape (schema ``sentinel``, built by :func:`sentinel`)::
+
+    {"run_id", "finalized_at", "status": "success" | "failed_upload",
+     "completion_status", "exit_code", "reason"}
+
+``status`` is the finalization outcome; ``reason`` says why the run ended
+(:attr:`Ending.reason`) or, in ``_FAILED_UPLOAD``, why finalize failed.
 
 Log lines, UTC: ``STATE: FINALIZE_START``, ``UPLOAD_SUCCESS``, ``UPLOAD_FAIL``,
 ``FINALIZE_SUCCESS``, ``FINALIZE_FAILED`` (``TERMINATING`` is cleanup's).
@@ -15,144 +23,44 @@ Log lines, UTC: ``STATE: FINALIZE_START``, ``UPLOAD_SUCCESS``, ``UPLOAD_FAIL``,
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import platform
-import sys
-import threading
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-from common.layout import RunPaths
-from common.status import CompletionStatus, Market, RunStatus
+from common.exitcodes import ExitCode
+from common.layout import TRAINER_STATE_NAME, RunPaths
+from common.status import CompletionStatus, Phase, RunStatus, SentinelStatus
 from common.timeutil import Clock, iso, utc_now
 from schemas import validate
-from trainer.errors import ErrorLog, NoRetry, TrainerError, record_for
-from trainer.sync import TRAINER_STATE, Artifact, Transfers
+from trainer.errors import NoRetry, TrainerError, record_for
+from trainer.record import TrainingLog, state_line
+from trainer.transfers import Artifact, Transfers
 
 log = logging.getLogger(__name__)
 
 COMPONENT = "finalize"
-TRAINER_LOG_NAME = "trainer.log"
-FORECASTS_KEY = "evaluation/forecasts.json"
+REASON_MAX = 500  # the schema's maxLength of ``reason``
+COMPLETED = "completed"  # the reason of a run that completed normally
 
 
-class TrainingLog:
-    """training.json, built up while the run goes (thread-safe).
+@dataclass(frozen=True, kw_only=True)
+class Ending:
+    """How and why the run ended, as training.json and the sentinel record it.
 
-    Args:
-        run_id, env: the run.
-        errors: the run's error records.
-        clock: UTC clock.
+    Attributes:
+        status: the run status now (training.json's ``status``).
+        completion: how the run ended.
+        exit_code: the process exit code the run ends with (:class:`~common.exitcodes.ExitCode`).
+        reason: why: ``completed``, the stop request's reason, or the error.
     """
 
-    def __init__(self, *, run_id: str, env: str, errors: ErrorLog, clock: Clock = utc_now) -> None:
-        self.run_id, self.env, self.errors, self.clock = run_id, env, errors, clock
-        self.started_at = iso(clock())
-        self.phases: list[dict[str, Any]] = []
-        self.metrics: dict[str, float | None] = {}
-        self.loss_curve: list[list[float]] = []
-        self.artifacts: list[Artifact] = []
-        self.instance: dict[str, Any] = {
-            "instance_id": None,
-            "instance_type": None,
-            "market": Market.ON_DEMAND.value,
-            "availability_zone": None,
-        }
-        self.software: dict[str, Any] = {
-            "python": "",
-            "torch": None,
-            "cuda": None,
-            "chronos": None,
-            "transformers": None,
-        }
-        self.git_commit: str | None = None
-        self.resumed_from_step: int | None = None
-        self._lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def phase(self, name: str) -> Iterator[dict[str, Any]]:
-        """Record a phase around the block; the yielded dict is its ``details``.
-
-        A :class:`Stopped`-like exception (``stop_status`` attribute) marks it
-        ``interrupted``; any other exception ``failed``; both re-raised.
-        """
-        entry = {
-            "name": name,
-            "status": "running",
-            "started_at": iso(self.clock()),
-            "ended_at": None,
-            "duration_s": None,
-            "details": {},
-        }
-        start = time.monotonic()
-        with self._lock:
-            self.phases.append(entry)
-        try:
-            yield entry["details"]
-        except BaseException as exc:
-            entry["status"] = "interrupted" if hasattr(exc, "stop_status") else "failed"
-            raise
-        else:
-            entry["status"] = "succeeded"
-        finally:
-            entry["ended_at"] = iso(self.clock())
-            entry["duration_s"] = round(time.monotonic() - start, 3)
-
-    def skip(self, name: str, reason: str) -> None:
-        now = iso(self.clock())
-        with self._lock:
-            self.phases.append(
-                {
-                    "name": name,
-                    "status": "skipped",
-                    "started_at": now,
-                    "ended_at": now,
-                    "duration_s": 0.0,
-                    "details": {"reason": reason},
-                }
-            )
-
-    def durations(self) -> dict[str, float]:
-        with self._lock:
-            return {p["name"]: p["duration_s"] for p in self.phases if p["duration_s"] is not None}
-
-    def add_artifacts(self, artifacts: list[Artifact]) -> None:
-        with self._lock:
-            known = {a["key"] for a in self.artifacts}
-            self.artifacts += [a for a in artifacts if a["key"] not in known]
-
-    def document(
-        self, *, status: RunStatus, completion: CompletionStatus | None, exit_code: int | None
-    ) -> dict[str, Any]:
-        """The schema-valid training.json."""
-        with self._lock:
-            doc = {
-                "schema_version": 1,
-                "run_id": self.run_id,
-                "env": self.env,
-                "status": status.value,
-                "completion_status": completion.value if completion else None,
-                "exit_code": exit_code,
-                "phases": [dict(p, details=dict(p["details"])) for p in self.phases],
-                "errors": self.errors.records(),
-                "metrics": dict(self.metrics),
-                "loss_curve": [[int(s), float(v)] for s, v in self.loss_curve],
-                "artifacts": list(self.artifacts),
-                "instance": dict(self.instance),
-                "software": dict(self.software),
-                "git_commit": self.git_commit,
-                "started_at": self.started_at,
-                "ended_at": iso(self.clock()),
-                "resumed_from_step": self.resumed_from_step,
-            }
-        return validate("training", doc, source="training.json")
+    status: RunStatus
+    completion: CompletionStatus
+    exit_code: int
+    reason: str
 
 
 @dataclass(kw_only=True)
@@ -176,9 +84,25 @@ class FinalizeResult:
     error: str | None = None
 
 
-def state_line(event: str, detail: str = "") -> None:
-    """``STATE: <EVENT> <UTC time> <detail>`` in the trainer log."""
-    log.info("STATE: %s %s%s", event, iso(utc_now()), f" {detail}" if detail else "")
+def sentinel(
+    run_id: str,
+    *,
+    status: SentinelStatus,
+    completion: CompletionStatus,
+    exit_code: int,
+    reason: str,
+    at: str,
+) -> dict[str, Any]:
+    """The schema-valid ``_SUCCESS`` / ``_FAILED_UPLOAD`` document (``reason`` cut to 500 chars)."""
+    doc = {
+        "run_id": run_id,
+        "finalized_at": at,
+        "status": status.value,
+        "completion_status": completion.value,
+        "exit_code": int(exit_code),
+        "reason": (reason or "unknown")[:REASON_MAX],
+    }
+    return validate("sentinel", doc, source=f"sentinel of run {run_id}")
 
 
 def finalize(
@@ -187,10 +111,9 @@ def finalize(
     paths: RunPaths,
     record: TrainingLog,
     outputs: Outputs,
-    status: RunStatus,
-    completion: CompletionStatus,
-    exit_code: int,
+    ending: Ending,
     lock_path: Path,
+    clock: Clock = utc_now,
 ) -> FinalizeResult:
     """Upload everything and write the sentinel last; a no-op once ``_SUCCESS`` exists.
 
@@ -199,215 +122,151 @@ def finalize(
         paths: the run's keys.
         record: training.json in the making (artifacts are added to it).
         outputs: local files to upload.
-        status: the run status now (the sentinel's ``status``).
-        completion: how the run ended.
-        exit_code: the process exit code the run will end with.
+        ending: how and why the run ended.
         lock_path: local file lock (two finalizers on one machine run one after the other).
+        clock: UTC clock (``finalized_at`` and the ``STATE:`` lines).
     """
-    state_line("FINALIZE_START", f"run {paths.run_id} completion={completion.value}")
+    uploads = _Uploads(transfers, paths, clock)
+    state_line("FINALIZE_START", f"run {paths.run_id} completion={ending.completion.value}", clock=clock)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_path)):
         try:
             if transfers.exists(paths.success, component=COMPONENT):
                 log.info("%s exists: run already finalized, nothing to do", paths.success)
-                state_line("FINALIZE_SUCCESS", "no-op (already finalized)")
+                state_line("FINALIZE_SUCCESS", "no-op (already finalized)", clock=clock)
                 return FinalizeResult(noop=True, succeeded=True)
-            with record.phase("results_sync") as details:
-                details.update(_upload_results(transfers, paths, outputs, record))
-            with record.phase("finalize") as details:
+            with record.phase(Phase.RESULTS_SYNC) as details:
+                details.update(uploads.results(outputs, record))
+            with record.phase(Phase.FINALIZE) as details:
                 details["sentinel"] = paths.success
-            doc = record.document(status=status, completion=completion, exit_code=exit_code)
-            transfers.put_json(paths.training_log, doc, component=COMPONENT)
-            state_line("UPLOAD_SUCCESS", paths.training_log)
-            sentinel = validate(
-                "sentinel",
-                {
-                    "run_id": paths.run_id,
-                    "finalized_at": iso(utc_now()),
-                    "status": status.value,
-                    "completion_status": completion.value,
-                    "exit_code": exit_code,
-                },
+            doc = record.document(
+                status=ending.status, completion=ending.completion, exit_code=ending.exit_code
             )
-            transfers.put_json(paths.success, sentinel, component=COMPONENT)
+            transfers.put_json(paths.training_log, doc, component=COMPONENT)
+            state_line("UPLOAD_SUCCESS", paths.training_log, clock=clock)
+            done = sentinel(
+                paths.run_id,
+                status=SentinelStatus.SUCCESS,
+                completion=ending.completion,
+                exit_code=ending.exit_code,
+                reason=ending.reason,
+                at=iso(clock()),
+            )
+            transfers.put_json(paths.success, done, component=COMPONENT)
         except TrainerError as exc:
-            return _failed(transfers, paths, record, exc, status, completion, exit_code)
-    state_line("FINALIZE_SUCCESS", paths.success)
+            return _failed(uploads, record, exc, ending)
+    state_line("FINALIZE_SUCCESS", paths.success, clock=clock)
     return FinalizeResult(noop=False, succeeded=True)
 
 
-def _upload_results(
-    transfers: Transfers, paths: RunPaths, outputs: Outputs, record: TrainingLog
-) -> dict[str, Any]:
-    pairs: list[tuple[Path, str]] = []
-    if outputs.model_dir is not None and outputs.model_dir.is_dir():
-        pairs += [
-            (p, paths.models + p.relative_to(outputs.model_dir).as_posix())
-            for p in sorted(outputs.model_dir.rglob("*"))
-            if p.is_file()
+class _Uploads:
+    """The results uploads of one finalize (each logged as ``STATE: UPLOAD_SUCCESS``)."""
+
+    def __init__(self, transfers: Transfers, paths: RunPaths, clock: Clock) -> None:
+        self.transfers, self.paths, self.clock = transfers, paths, clock
+
+    def results(self, outputs: Outputs, record: TrainingLog) -> dict[str, Any]:
+        """Model, forecasts, missing checkpoints, model_metadata.json, then trainer.log; the details."""
+        transfers, paths = self.transfers, self.paths
+        pairs: list[tuple[Path, str]] = []
+        if outputs.model_dir is not None and outputs.model_dir.is_dir():
+            pairs += [
+                (p, paths.models + p.relative_to(outputs.model_dir).as_posix())
+                for p in sorted(outputs.model_dir.rglob("*"))
+                if p.is_file()
+            ]
+        if outputs.forecasts is not None and outputs.forecasts.is_file():
+            pairs.append((outputs.forecasts, paths.forecasts))
+        missing = self._missing_checkpoints(outputs.checkpoints_dir)
+        artifacts = self._upload(pairs)
+        for folder in missing:
+            artifacts += self._upload_checkpoint(folder)
+        if outputs.model_metadata is not None:
+            validate("model-metadata", outputs.model_metadata, source="model_metadata.json")
+            artifacts.append(
+                transfers.put_json(paths.model_metadata, outputs.model_metadata, component=COMPONENT)
+            )
+            state_line("UPLOAD_SUCCESS", paths.model_metadata, clock=self.clock)
+        record.add_artifacts(outputs.user_configs + artifacts)
+        verified = self._verify(artifacts)
+        if outputs.trainer_log is not None and outputs.trainer_log.is_file():  # a log, not an artifact:
+            self._upload([(outputs.trainer_log, paths.trainer_log)])  # cleanup rewrites it
+        return {
+            "uploaded": len(artifacts),
+            "bytes": sum(a["size"] for a in artifacts),
+            "checkpoints_uploaded_now": [f.name for f in missing],
+            "verified": verified,
+        }
+
+    def _upload(self, pairs: list[tuple[Path, str]]) -> list[Artifact]:
+        if not pairs:
+            return []
+        artifacts = self.transfers.upload(pairs, component=Phase.RESULTS_SYNC.value)
+        for artifact in artifacts:
+            state_line("UPLOAD_SUCCESS", f"{artifact['key']} ({artifact['size']} bytes)", clock=self.clock)
+        return artifacts
+
+    def _upload_checkpoint(self, folder: Path) -> list[Artifact]:
+        prefix = f"{self.paths.checkpoints}{folder.name}/"
+        artifacts = self.transfers.upload_tree(
+            folder, prefix, component=Phase.RESULTS_SYNC.value, last=(TRAINER_STATE_NAME,)
+        )
+        state_line("UPLOAD_SUCCESS", f"{prefix} ({len(artifacts)} files)", clock=self.clock)
+        return artifacts
+
+    def _missing_checkpoints(self, local: Path | None) -> list[Path]:
+        """Local complete checkpoints whose ``trainer_state.json`` is not in S3 yet."""
+        if local is None or not local.is_dir():
+            return []
+        prefix = self.paths.checkpoints
+        in_s3 = {o.key for o in self.transfers.list(prefix, component=Phase.RESULTS_SYNC.value)}
+        return [
+            d
+            for d in sorted(local.iterdir())
+            if d.is_dir()
+            and (d / TRAINER_STATE_NAME).is_file()
+            and f"{prefix}{d.name}/{TRAINER_STATE_NAME}" not in in_s3
         ]
-    if outputs.forecasts is not None and outputs.forecasts.is_file():
-        pairs.append((outputs.forecasts, paths.prefix + FORECASTS_KEY))
-    missing = _missing_checkpoints(transfers, paths, outputs.checkpoints_dir)
-    artifacts = _upload(transfers, pairs)
-    for folder in missing:
-        artifacts += _upload_checkpoint(transfers, paths, folder)
-    if outputs.model_metadata is not None:
-        validate("model-metadata", outputs.model_metadata, source="model_metadata.json")
-        artifacts.append(
-            transfers.put_json(paths.model_metadata, outputs.model_metadata, component=COMPONENT)
-        )
-        state_line("UPLOAD_SUCCESS", paths.model_metadata)
-    record.add_artifacts(outputs.user_configs + artifacts)
-    verified = _verify(transfers, paths, artifacts)
-    if outputs.trainer_log is not None and outputs.trainer_log.is_file():  # a log, not an artifact:
-        _upload(transfers, [(outputs.trainer_log, paths.logs + TRAINER_LOG_NAME)])  # cleanup rewrites it
-    return {
-        "uploaded": len(artifacts),
-        "bytes": sum(a["size"] for a in artifacts),
-        "checkpoints_uploaded_now": [f.name for f in missing],
-        "verified": verified,
-    }
+
+    def _verify(self, artifacts: list[Artifact]) -> int:
+        """List the run's prefixes and compare sizes with what was uploaded."""
+        listed = {
+            o.key: o.size
+            for prefix in (self.paths.prefix, self.paths.logs)
+            for o in self.transfers.list(prefix, component=Phase.RESULTS_SYNC.value)
+        }
+        wrong = [a["key"] for a in artifacts if listed.get(a["key"]) != a["size"]]
+        if wrong:
+            raise TrainerError(
+                f"verification after upload: {len(wrong)} object(s) missing or of the wrong "
+                f"size, first {wrong[0]}",
+                component=Phase.RESULTS_SYNC.value,
+            )
+        return len(artifacts)
 
 
-def _upload(transfers: Transfers, pairs: list[tuple[Path, str]]) -> list[Artifact]:
-    if not pairs:
-        return []
-    artifacts = transfers.upload(pairs, component="results_sync")
-    for artifact in artifacts:
-        state_line("UPLOAD_SUCCESS", f"{artifact['key']} ({artifact['size']} bytes)")
-    return artifacts
-
-
-def _upload_checkpoint(transfers: Transfers, paths: RunPaths, folder: Path) -> list[Artifact]:
-    artifacts = transfers.upload_tree(
-        folder, f"{paths.checkpoints}{folder.name}/", component="results_sync", last=(TRAINER_STATE,)
-    )
-    state_line("UPLOAD_SUCCESS", f"{paths.checkpoints}{folder.name}/ ({len(artifacts)} files)")
-    return artifacts
-
-
-def _missing_checkpoints(transfers: Transfers, paths: RunPaths, local: Path | None) -> list[Path]:
-    """Local complete checkpoints whose ``trainer_state.json`` is not in S3 yet."""
-    if local is None or not local.is_dir():
-        return []
-    in_s3 = {o.key for o in transfers.list(paths.checkpoints, component="results_sync")}
-    return [
-        d
-        for d in sorted(local.iterdir())
-        if d.is_dir()
-        and (d / TRAINER_STATE).is_file()
-        and f"{paths.checkpoints}{d.name}/{TRAINER_STATE}" not in in_s3
-    ]
-
-
-def _verify(transfers: Transfers, paths: RunPaths, artifacts: list[Artifact]) -> int:
-    """List the run's prefixes and compare sizes with what was uploaded."""
-    listed = {
-        o.key: o.size
-        for prefix in (paths.prefix, paths.logs)
-        for o in transfers.list(prefix, component="results_sync")
-    }
-    wrong = [a["key"] for a in artifacts if listed.get(a["key"]) != a["size"]]
-    if wrong:
-        raise TrainerError(
-            f"verification after upload: {len(wrong)} object(s) missing or of the wrong "
-            f"size, first {wrong[0]}",
-            component="results_sync",
-        )
-    return len(artifacts)
-
-
-def _failed(
-    transfers: Transfers,
-    paths: RunPaths,
-    record: TrainingLog,
-    exc: TrainerError,
-    status: RunStatus,
-    completion: CompletionStatus,
-    exit_code: int,
-) -> FinalizeResult:
-    """Leave ``_FAILED_UPLOAD`` with the reason and a best-effort training.json."""
-    state_line("UPLOAD_FAIL", exc.message)
-    record.errors.add(record_for(exc, component=COMPONENT))
+def _failed(uploads: _Uploads, record: TrainingLog, exc: TrainerError, ending: Ending) -> FinalizeResult:
+    """Leave ``_FAILED_UPLOAD`` with the reason and a best-effort training.json (run ``failed``)."""
+    transfers, paths, clock = uploads.transfers, uploads.paths, uploads.clock
+    state_line("UPLOAD_FAIL", exc.message, clock=clock)
+    record.errors.add(record_for(exc, component=COMPONENT, clock=clock))
     once = transfers.retrier.with_policy(NoRetry())
-    reason = {"run_id": paths.run_id, "at": iso(utc_now()), "component": exc.component, "reason": exc.message}
-    for key, doc in (
-        (paths.failed_upload, reason),
-        (paths.training_log, _best_effort_doc(record, status, completion, exit_code)),
-    ):
+    exit_code = ending.exit_code or ExitCode.FAILED
+    failed_upload = sentinel(
+        paths.run_id,
+        status=SentinelStatus.FAILED_UPLOAD,
+        completion=CompletionStatus.FAILED,
+        exit_code=exit_code,
+        reason=f"finalize failed: {exc.message}",
+        at=iso(clock()),
+    )
+    best_effort = record.document(
+        status=ending.status, completion=CompletionStatus.FAILED, exit_code=exit_code
+    )
+    for key, doc in ((paths.failed_upload, failed_upload), (paths.training_log, best_effort)):
         try:
             transfers.put_json(key, doc, component=COMPONENT, retrier=once)
-        except Exception as put_exc:
+        except Exception as put_exc:  # noqa: BLE001 - best effort while failing: log it, write the other
             log.error("could not write %s: %s", key, put_exc)
-    state_line("FINALIZE_FAILED", exc.message)
+    state_line("FINALIZE_FAILED", exc.message, clock=clock)
     return FinalizeResult(noop=False, succeeded=False, error=exc.message)
-
-
-def _best_effort_doc(
-    record: TrainingLog, status: RunStatus, completion: CompletionStatus, exit_code: int
-) -> dict[str, Any]:
-    return record.document(status=status, completion=CompletionStatus.FAILED, exit_code=exit_code or 1)
-
-
-def software_versions() -> dict[str, str | None]:
-    """Python and library versions (CUDA only when torch is already loaded)."""
-
-    def version(dist: str) -> str | None:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return None
-
-    torch = sys.modules.get("torch")
-    cuda = getattr(getattr(torch, "version", None), "cuda", None) if torch is not None else None
-    return {
-        "python": platform.python_version(),
-        "torch": version("torch"),
-        "cuda": cuda,
-        "chronos": version("chronos-forecasting"),
-        "transformers": version("transformers"),
-        "peft": version("peft"),
-    }
-
-
-def model_metadata(
-    *,
-    paths: RunPaths,
-    spec: Any,
-    record: TrainingLog,
-    manifest: dict[str, Any],
-    base_info: dict[str, Any],
-    device: str,
-) -> dict[str, Any]:
-    """model_metadata.json: what produced the model (schema ``model-metadata``)."""
-    m = spec.model
-    doc = {
-        "schema_version": 1,
-        "run_id": paths.run_id,
-        "env": paths.env,
-        "created_at": iso(utc_now()),
-        "started_at": record.started_at,
-        "base_model": {
-            "id": m.base,
-            "revision": base_info.get("revision"),
-            "parameters": int(base_info.get("param_count") or 0),
-        },
-        "dataset_manifest": manifest,
-        "git_commit": record.git_commit,
-        "versions": dict(record.software),
-        "hyperparameters": {
-            "prediction_length": m.prediction_length,
-            "context_length": m.context_length,
-            "num_steps": m.num_steps,
-            "batch_size": m.batch_size,
-            "learning_rate": m.learning_rate,
-            "finetune_mode": m.finetune_mode.value,
-            "checkpoint_interval": m.checkpoint_interval,
-            "seed": m.seed,
-            "device": device,
-        },
-        "metrics": dict(record.metrics),
-        "phase_durations": record.durations(),
-    }
-    return validate("model-metadata", doc, source="model_metadata.json")

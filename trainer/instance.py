@@ -182,7 +182,7 @@ class ApiTerminate:
             )
         try:
             self.ec2.terminate_instances(InstanceIds=[instance_id])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed poweroff is a result the caller records, never a crash
             log.error("TerminateInstances %s failed: %s", instance_id, exc)
             return PoweroffResult(succeeded=False, method="ec2:TerminateInstances", error=str(exc))
         log.info("terminated %s through the EC2 API", instance_id)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from common.ec2 import NOT_FOUND, STARTING_STATES, instance_state
 from common.runspec import RunSpec
 from common.status import CompletionStatus, RunStatus
 from trainer.instance import Poweroff, PoweroffResult
@@ -33,7 +34,6 @@ from trainer.instance import Poweroff, PoweroffResult
 log = logging.getLogger(__name__)
 
 POLL_S = 15.0
-RUNNING = frozenset({"pending", "running"})
 
 Monotonic = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -59,7 +59,7 @@ class WaitEnds:
     def _killed(self) -> str | None:
         try:
             snap = self.store.read()
-        except Exception as exc:  # a failed check must not end the wait, nor crash the poweroff
+        except Exception as exc:  # noqa: BLE001 - a failed check must not end the wait, nor crash the poweroff
             log.warning("keep: could not read the state file: %s", exc)
             return None
         if (
@@ -74,14 +74,12 @@ class WaitEnds:
         if not instance_id:
             return None
         try:
-            resp = self.ec2.describe_instances(InstanceIds=[instance_id])
-            found = [i for r in resp.get("Reservations", []) for i in r.get("Instances", [])]
-            states = [i["State"]["Name"] for i in found]
-        except Exception as exc:
+            state = instance_state(self.ec2, instance_id)
+        except Exception as exc:  # noqa: BLE001 - a failed check must not end the wait, nor crash the poweroff
             log.warning("keep: could not describe %s: %s", instance_id, exc)
             return None
-        if states and states[0] not in RUNNING:
-            return f"instance {instance_id} is {states[0]}"
+        if state != NOT_FOUND and state not in STARTING_STATES:  # unknown to EC2: keep waiting, as before
+            return f"instance {instance_id} is {state}"
         return None
 
 
@@ -170,18 +168,31 @@ def connect_hint(
     return hint
 
 
+@dataclass(frozen=True, kw_only=True)
+class KeptRun:
+    """Which run a kept instance belongs to: what :class:`WaitEnds` checks and the connect line names.
+
+    Attributes:
+        store, ec2: the env's state store and an EC2 client (read-only calls).
+        run_id, env, region: the run, for the checks and the connect line.
+        local: local mode (no Session Manager).
+    """
+
+    store: Any
+    ec2: Any
+    run_id: str
+    env: str
+    region: str
+    local: bool = False
+
+
 def for_run(
     inner: Poweroff,
     *,
     spec: RunSpec | None,
     completion: CompletionStatus,
-    store: Any,
-    ec2: Any,
-    run_id: str,
-    env: str,
-    region: str,
+    run: KeptRun,
     until: float | None,
-    local: bool = False,
     monotonic: Monotonic = time.monotonic,
     sleep: Sleep = time.sleep,
 ) -> Poweroff:
@@ -191,10 +202,9 @@ def for_run(
         inner: the poweroff strategy (``select_poweroff`` or a test's).
         spec: the run spec (``None`` when it never loaded: nothing is kept).
         completion: how the run ended; only ``failed`` keeps.
-        store, ec2, run_id: what :class:`WaitEnds` checks.
-        env, region: for the connect line.
+        run: the run the instance belongs to.
         until: the watcher's max-runtime deadline (monotonic).
-        local: local mode (no Session Manager).
+        monotonic, sleep: the clock (tests drive it).
     """
     if completion is not CompletionStatus.FAILED or spec is None:
         return inner
@@ -203,16 +213,16 @@ def for_run(
     minutes = spec.instance.keep_on_failure_minutes
     log.warning(
         "run %s failed: after cleanup this instance stays up %d min (keep_on_failure) for debugging",
-        run_id,
+        run.run_id,
         minutes,
     )
     return KeepOnFailure(
         inner=inner,
         minutes=minutes,
         until=until,
-        ends=WaitEnds(store=store, ec2=ec2, run_id=run_id),
+        ends=WaitEnds(store=run.store, ec2=run.ec2, run_id=run.run_id),
         connect_hint=connect_hint(
-            run_id=run_id, env=env, region=region, debug=spec.instance.debug, local=local
+            run_id=run.run_id, env=run.env, region=run.region, debug=spec.instance.debug, local=run.local
         ),
         monotonic=monotonic,
         sleep=sleep,

@@ -7,7 +7,8 @@
 - S3 reachable: a one-key listing of the run's env prefix (what the instance role
   may list), under the retry policy.
 
-The result is the ``details`` of the ``preflight`` phase in training.json.
+The result is the ``details`` of the ``preflight`` phase in training.json
+(:func:`phase`, which the driver runs first).
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainer.errors import TerminalError
+
+if TYPE_CHECKING:
+    from trainer.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -140,3 +144,19 @@ def run_preflight(
     details["s3"] = "reachable"
     log.info("preflight passed: %s", details)
     return details
+
+
+def phase(ctx: RunContext, details: dict[str, Any]) -> None:
+    """The ``preflight`` phase: every check, S3 through the run's retry policy; the GPU into training.json."""
+    where = f"s3://{ctx.opts.bucket}/{ctx.paths.logs}"
+
+    def s3_check() -> None:
+        ctx.retrier.call(
+            lambda: ctx.s3.list_objects_v2(Bucket=ctx.opts.bucket, Prefix=ctx.paths.logs, MaxKeys=1),
+            component=COMPONENT,
+            action="s3:ListBucket",
+            resource=where,
+        )
+
+    details.update(run_preflight(device=ctx.opts.device, workdir=ctx.opts.work, s3_check=s3_check))
+    ctx.record.instance["gpu"] = details.get("gpu")

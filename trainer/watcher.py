@@ -1,4 +1,4 @@
-"""The watcher thread (why training must stop now), the heartbeat, and the training child it stops.
+"""The watcher thread (why training must stop now) and the heartbeat.
 
 One loop, each check on its own monotonic schedule:
 
@@ -12,42 +12,26 @@ One loop, each check on its own monotonic schedule:
 
 The first reason found is kept and handed to ``on_stop`` once; the phase driver
 then checkpoints, uploads and finalizes. Polling errors are logged, never fatal.
-Clocks are injected: :meth:`Watcher.poll` is a pure step for tests.
-
-:class:`TrainingChild` runs ``python -m trainer.train`` and tails its progress
-file; a stop request reaches it as SIGTERM (checkpoint, then exit 3).
+Clocks are injected: :meth:`Watcher.poll` is a pure step for tests. The training
+child and its stop signal live in :mod:`trainer.supervisor`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from common.state_store import NotHeldError, Snapshot
 from common.status import RunStatus
+from trainer.stopping import StopRequest
 
 log = logging.getLogger(__name__)
 
 Monotonic = Callable[[], float]
-
-
-@dataclass(frozen=True, kw_only=True)
-class StopRequest:
-    """Why the run must stop: ``status`` is ``interrupted`` or ``killed``."""
-
-    status: RunStatus
-    reason: str
-    source: str
 
 
 class _SpotSource(Protocol):
@@ -129,11 +113,30 @@ class Heartbeat:
         except NotHeldError as exc:
             log.warning("heartbeat skipped: %s", exc)
             return None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed beat never ends training; the next one retries
             log.warning("heartbeat failed (will retry in %.0f s): %s", self.interval_s, exc)
             return None
         self.writes += 1
         return snap
+
+
+@dataclass(frozen=True, kw_only=True)
+class WatchPlan:
+    """When the watcher looks at what, and the max-runtime deadline it enforces.
+
+    Attributes:
+        deadline: monotonic time when max runtime is reached (``None``: no limit).
+        max_runtime_min: for the reason message.
+        spot_interval_s: seconds between IMDS spot polls.
+        state_interval_s: seconds between conditional reads of the state file.
+        tick_s: seconds between polls of the watcher thread.
+    """
+
+    deadline: float | None = None
+    max_runtime_min: float | None = None
+    spot_interval_s: float = 2.0
+    state_interval_s: float = 5.0
+    tick_s: float = 0.5
 
 
 class Watcher:
@@ -144,8 +147,7 @@ class Watcher:
         imds: spot notices (``None``: no IMDS, e.g. some unit tests).
         store: the state store (conditional reads).
         on_stop: called with the first :class:`StopRequest`, from the watcher thread.
-        deadline: monotonic time when max runtime is reached (``None``: no limit).
-        max_runtime_min: for the reason message.
+        plan: intervals and the deadline.
         heartbeat: beats on every poll when due.
         monotonic: the clock.
     """
@@ -157,18 +159,15 @@ class Watcher:
         imds: _SpotSource | None,
         store: _StateSource,
         on_stop: Callable[[StopRequest], None],
-        deadline: float | None = None,
-        max_runtime_min: float | None = None,
+        plan: WatchPlan | None = None,
         heartbeat: Heartbeat | None = None,
         monotonic: Monotonic = time.monotonic,
-        spot_interval_s: float = 2.0,
-        state_interval_s: float = 5.0,
-        tick_s: float = 0.5,
     ) -> None:
+        plan = plan or WatchPlan()
         self.run_id, self.imds, self.store, self.on_stop = run_id, imds, store, on_stop
-        self.deadline, self.max_runtime_min, self.heartbeat = deadline, max_runtime_min, heartbeat
-        self.monotonic, self.tick_s = monotonic, tick_s
-        self.spot_interval_s, self.state_interval_s = spot_interval_s, state_interval_s
+        self.deadline, self.max_runtime_min, self.heartbeat = plan.deadline, plan.max_runtime_min, heartbeat
+        self.monotonic, self.tick_s = monotonic, plan.tick_s
+        self.spot_interval_s, self.state_interval_s = plan.spot_interval_s, plan.state_interval_s
         self.etag: str | None = None
         self.request: StopRequest | None = None
         self.rebalance_seen = False
@@ -217,7 +216,7 @@ class Watcher:
                     log.warning(
                         "rebalance recommendation received (%s); training goes on until a notice", rebalance
                     )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed poll is logged, never fatal (the next one retries)
             log.warning("IMDS spot poll failed: %s", exc)
             return None
         if action is None:
@@ -231,7 +230,7 @@ class Watcher:
     def _check_state(self) -> StopRequest | None:
         try:
             snap = self.store.read_if_changed(self.etag)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed poll is logged, never fatal (the next one retries)
             log.warning("state poll failed: %s", exc)
             return None
         if snap is False:
@@ -272,150 +271,6 @@ class Watcher:
         while not self._halt.is_set():
             try:
                 self.poll()
-            except Exception:  # the watcher must outlive any single bad poll
+            except Exception:  # noqa: BLE001 - the watcher must outlive any single bad poll
                 log.exception("watcher poll failed")
             self._halt.wait(self.tick_s)
-
-
-class TrainingChild:
-    """``python -m trainer.train --config <file>`` as a child process (protocol in its docstring).
-
-    The progress file is tailed every ``poll_s`` and each event handed to
-    ``on_event``; the child's output is relayed line by line into this log.
-    A stop request becomes SIGTERM (checkpoint, exit 3) once the child has
-    installed its handlers (its ``start`` event); before that it is deferred.
-
-    Args:
-        config: the child's config document.
-        config_path: where to write it.
-        progress_path: the progress file named in ``config``.
-        on_event: called for every progress event (dict), in order.
-        env: extra environment variables of the child.
-    """
-
-    def __init__(
-        self,
-        *,
-        config: dict[str, Any],
-        config_path: Path,
-        progress_path: Path,
-        on_event: Callable[[dict[str, Any]], None],
-        python: str = sys.executable,
-        poll_s: float = 0.2,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.env = env or {}
-        self.config, self.config_path, self.progress_path = config, config_path, progress_path
-        self.on_event, self.python, self.poll_s = on_event, python, poll_s
-        self.proc: subprocess.Popen[str] | None = None
-        self.started = threading.Event()
-        self.stop_pending = False
-        self._offset = 0
-        self._lock = threading.Lock()
-
-    def run(self) -> int:
-        """Start the child, relay its progress until it exits; its exit code."""
-        self.config_path.write_text(json.dumps(self.config, indent=2))
-        self.progress_path.unlink(missing_ok=True)
-        env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONUNBUFFERED": "1", **self.env}
-        with self._lock:
-            self.proc = subprocess.Popen(
-                [self.python, "-m", "trainer.train", "--config", str(self.config_path)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=env,
-                stdin=subprocess.DEVNULL,
-            )
-        relay = threading.Thread(target=self._relay, name="train-output", daemon=True)
-        relay.start()
-        log.info("training child pid %d started", self.proc.pid)
-        while self.proc.poll() is None:
-            self._read_events()
-            time.sleep(self.poll_s)
-        self._read_events()
-        relay.join(timeout=5)
-        log.info("training child exited with %d", self.proc.returncode)
-        return int(self.proc.returncode)
-
-    def request_stop(self) -> None:
-        """SIGTERM now, or as soon as the child reports ``start``."""
-        with self._lock:
-            self.stop_pending = True
-            if self.started.is_set():
-                self._signal(signal.SIGTERM)
-
-    def request_checkpoint(self) -> None:
-        """SIGUSR1: a checkpoint at the end of the current step; training goes on."""
-        with self._lock:
-            if self.started.is_set():
-                self._signal(signal.SIGUSR1)
-
-    def _signal(self, sig: int) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            log.info("sending %s to the training child", signal.Signals(sig).name)
-            self.proc.send_signal(sig)
-
-    def _read_events(self) -> None:
-        try:
-            with self.progress_path.open("rb") as fh:
-                fh.seek(self._offset)
-                chunk = fh.read()
-        except FileNotFoundError:
-            return
-        complete = chunk[: chunk.rfind(b"\n") + 1]
-        self._offset += len(complete)
-        for line in complete.splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                log.warning("unreadable progress line: %r", line[:200])
-                continue
-            if event.get("event") == "start":
-                with self._lock:
-                    self.started.set()
-                    if self.stop_pending:
-                        self._signal(signal.SIGTERM)
-            self.on_event(event)
-
-    def _relay(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        child_log = logging.getLogger("trainer.train.child")
-        for line in self.proc.stdout:
-            child_log.info("%s", line.rstrip())
-
-
-class ProgressEvents:
-    """Turns the child's progress events into heartbeat progress, the loss curve and checkpoint uploads.
-
-    Args:
-        progress: what the heartbeat reports.
-        loss_curve: ``[step, loss]`` pairs, appended to.
-        on_checkpoint: called with ``(folder, step)`` when a checkpoint is complete.
-    """
-
-    def __init__(
-        self, progress: Progress, loss_curve: list[Any], on_checkpoint: Callable[[Path, int], None]
-    ) -> None:
-        self.progress, self.loss_curve, self.on_checkpoint = progress, loss_curve, on_checkpoint
-        self.start_step = 0
-        self._first: tuple[float, int] | None = None
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        if kind == "start":
-            self.start_step = int(event.get("start_step") or 0)
-            self.progress.update(step=self.start_step, total_steps=int(event.get("total") or 0))
-        elif kind == "step":
-            step, loss = int(event["step"]), float(event["loss"])
-            total = int(event.get("total") or self.progress.total_steps)
-            now = float(event.get("ts") or time.time())
-            self._first = self._first or (now, step)
-            done = step - self._first[1]
-            eta = (total - step) * (now - self._first[0]) / done if done > 0 else None
-            self.progress.update(step=step, total_steps=total, loss=loss, eta_s=eta)
-            self.loss_curve.append([step, loss])
-        elif kind == "checkpoint":
-            self.on_checkpoint(Path(event["path"]), int(event["step"]))
-        elif kind == "end":
-            log.info("training child ended: %s at step %s", event.get("status"), event.get("step"))

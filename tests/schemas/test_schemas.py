@@ -7,7 +7,7 @@ import copy
 import pytest
 
 import schemas
-from common.status import CompletionStatus, ErrorClass, Market, RunStatus, Severity
+from common.status import CompletionStatus, ErrorClass, Market, Phase, RunStatus, SentinelStatus, Severity
 from schemas import SchemaValidationError, validate
 
 
@@ -49,6 +49,9 @@ BAD = [
     ("cleanup-status", ("actions", 0, "status"), "done", "$.actions[0].status"),
     ("cleanup-status", ("verification", "volumes_available"), -2, "$.verification.volumes_available"),
     ("sentinel", ("exit_code",), "0", "$.exit_code"),
+    ("sentinel", ("reason",), _DELETE, "$"),
+    ("sentinel", ("reason",), "", "$.reason"),
+    ("sentinel", ("status",), "results_sync", "$.status"),
     ("error-record", ("error_class",), "fatal", "$.error_class"),
     ("error-record", ("retry_count",), 1.5, "$.retry_count"),
     ("model-metadata", ("dataset_manifest", "count"), -1, "$.dataset_manifest.count"),
@@ -92,6 +95,10 @@ def test_schema_enums_equal_the_python_enums():
     assert _enum("defs", "$defs", "market") == [m.value for m in Market]
     assert _enum("error-record", "properties", "error_class") == [c.value for c in ErrorClass]
     assert _enum("error-record", "properties", "severity") == [s.value for s in Severity]
+    assert _enum("sentinel", "properties", "status") == [s.value for s in SentinelStatus]
+    assert _enum("training", "properties", "phases", "items", "properties", "name") == [
+        p.value for p in Phase
+    ]
 
 
 def test_defaults_fill_an_empty_run_spec():

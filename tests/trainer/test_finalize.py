@@ -1,4 +1,7 @@
-"""Finalize: artifacts with sha256, training.json, the sentinel last; idempotent; _FAILED_UPLOAD."""
+"""Finalize: artifacts with sha256, training.json, the sentinel last; idempotent; _FAILED_UPLOAD.
+
+Time is a fake clock (``clock`` fixture): the sentinel's ``finalized_at`` is exactly its time.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +14,15 @@ from typing import Any
 
 import pytest
 
+from common.exitcodes import ExitCode
 from common.layout import RunPaths
-from common.status import CompletionStatus, RunStatus
-from schemas import validate
+from common.status import CompletionStatus, RunStatus, SentinelStatus
+from common.timeutil import iso
+from schemas import SchemaValidationError, validate
 from trainer.errors import ErrorLog, ExponentialBackoff, Retrier
-from trainer.finalize import Outputs, TrainingLog, finalize
-from trainer.sync import Transfers
+from trainer.finalize import Ending, Outputs, finalize, sentinel
+from trainer.record import TrainingLog
+from trainer.transfers import Transfers
 
 PATHS = RunPaths(env="dev", run_id="20261125-140502")
 WRITES = (
@@ -71,24 +77,46 @@ def setup(s3: Any, bucket: str, max_retries: int = 2) -> tuple[Transfers, Traini
     return Transfers(s3, bucket, retrier), record, sleeps
 
 
+REASONS = {
+    CompletionStatus.NORMAL: "completed",
+    CompletionStatus.INTERRUPTED: "spot interruption notice: terminate at 2026-11-25T14:33:00Z",
+    CompletionStatus.KILLED: "killed by alice",
+    CompletionStatus.FAILED: "terminal error in preflight: no GPU: nvidia-smi not found on PATH",
+}
+
+
+def ending(completion: CompletionStatus = CompletionStatus.NORMAL) -> Ending:
+    status = RunStatus.RESULTS_SYNC if completion is CompletionStatus.NORMAL else RunStatus(completion.value)
+    return Ending(
+        status=status,
+        completion=completion,
+        exit_code=ExitCode.for_completion(completion),
+        reason=REASONS[completion],
+    )
+
+
 def do_finalize(
     transfers: Transfers,
     record: TrainingLog,
     outputs: Outputs,
     tmp_path: Path,
     completion: CompletionStatus = CompletionStatus.NORMAL,
+    clock: Any = None,
 ) -> Any:
-    status = RunStatus.RESULTS_SYNC if completion is CompletionStatus.NORMAL else RunStatus(completion.value)
+    extra = {"clock": clock} if clock is not None else {}
     return finalize(
         transfers=transfers,
         paths=PATHS,
         record=record,
         outputs=outputs,
-        status=status,
-        completion=completion,
-        exit_code=0 if completion is CompletionStatus.NORMAL else 3,
+        ending=ending(completion),
         lock_path=tmp_path / "finalize.lock",
+        **extra,
     )
+
+
+def read(s3: Any, bucket: str, key: str) -> Any:
+    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 def test_finalize_uploads_everything_and_writes_the_sentinel_last(
@@ -100,10 +128,9 @@ def test_finalize_uploads_everything_and_writes_the_sentinel_last(
     result = do_finalize(transfers, record, make_outputs(tmp_path), tmp_path)
     assert result.succeeded and not result.noop
     assert writes.keys[-1] == PATHS.success and writes.keys[-2] == PATHS.training_log
-    sentinel = validate(
-        "sentinel", json.loads(s3.get_object(Bucket=bucket, Key=PATHS.success)["Body"].read())
-    )
-    assert sentinel["completion_status"] == "normal" and sentinel["status"] == "results_sync"
+    done = validate("sentinel", read(s3, bucket, PATHS.success))
+    assert done["completion_status"] == "normal" and done["status"] == "success"
+    assert done["reason"] == "completed" and done["exit_code"] == 0
     training = validate(
         "training", json.loads(s3.get_object(Bucket=bucket, Key=PATHS.training_log)["Body"].read())
     )
@@ -153,8 +180,10 @@ def test_an_upload_that_fails_after_every_retry_leaves_failed_upload(
     assert sleeps == [1, 2]
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
     assert PATHS.success not in keys and PATHS.failed_upload in keys
-    reason = json.loads(s3.get_object(Bucket=bucket, Key=PATHS.failed_upload)["Body"].read())
-    assert "model.safetensors" in reason["reason"]
+    failed = validate("sentinel", read(s3, bucket, PATHS.failed_upload))  # the sentinel's shape
+    assert failed["status"] == "failed_upload" and failed["completion_status"] == "failed"
+    assert failed["exit_code"] == 1 and failed["reason"].startswith("finalize failed: ")
+    assert "model.safetensors" in failed["reason"]
     training = validate(
         "training", json.loads(s3.get_object(Bucket=bucket, Key=PATHS.training_log)["Body"].read())
     )
@@ -169,8 +198,9 @@ def test_an_interrupted_run_finalizes_without_a_model(s3: Any, bucket: str, tmp_
     transfers, record, _ = setup(s3, bucket)
     outputs = Outputs(trainer_log=None)
     assert do_finalize(transfers, record, outputs, tmp_path, CompletionStatus.INTERRUPTED).succeeded
-    sentinel = json.loads(s3.get_object(Bucket=bucket, Key=PATHS.success)["Body"].read())
-    assert sentinel["completion_status"] == "interrupted" and sentinel["exit_code"] == 3
+    done = read(s3, bucket, PATHS.success)
+    assert done["completion_status"] == "interrupted" and done["exit_code"] == 3
+    assert done["status"] == "success" and done["reason"].startswith("spot interruption notice")
 
 
 def test_phases_record_status_and_duration():
@@ -185,3 +215,47 @@ def test_phases_record_status_and_duration():
         ("data_sync", "failed"),
     ]
     assert all(p["duration_s"] >= 0 and p["ended_at"] for p in doc["phases"])
+
+
+@pytest.mark.parametrize("completion", list(CompletionStatus))
+def test_the_sentinel_says_success_how_the_run_ended_and_why_at_the_clocks_time(
+    s3: Any, bucket: str, tmp_path: Path, clock: Any, completion: CompletionStatus
+):
+    transfers, _, _ = setup(s3, bucket)
+    record = TrainingLog(run_id=PATHS.run_id, env=PATHS.env, errors=ErrorLog(), clock=clock)
+    clock.tick(90)
+    assert do_finalize(transfers, record, Outputs(), tmp_path, completion, clock=clock).succeeded
+    assert read(s3, bucket, PATHS.success) == {
+        "run_id": PATHS.run_id,
+        "finalized_at": iso(clock.now),
+        "status": "success",
+        "completion_status": completion.value,
+        "exit_code": int(ExitCode.for_completion(completion)),
+        "reason": REASONS[completion],
+    }
+    training = read(s3, bucket, PATHS.training_log)
+    assert training["ended_at"] == iso(clock.now) and training["started_at"] == "2026-11-25T14:05:02Z"
+
+
+def test_a_sentinel_without_a_reason_or_with_a_run_phase_as_status_is_refused():
+    doc = sentinel(
+        PATHS.run_id,
+        status=SentinelStatus.SUCCESS,
+        completion=CompletionStatus.NORMAL,
+        exit_code=0,
+        reason="completed",
+        at="2026-11-25T14:31:09Z",
+    )
+    with pytest.raises(SchemaValidationError, match=r"\$: 'reason' is a required property"):
+        validate("sentinel", {k: v for k, v in doc.items() if k != "reason"})
+    with pytest.raises(SchemaValidationError, match=r"at \$\.status"):
+        validate("sentinel", {**doc, "status": "results_sync"})
+    long = sentinel(
+        PATHS.run_id,
+        status=SentinelStatus.FAILED_UPLOAD,
+        completion=CompletionStatus.FAILED,
+        exit_code=1,
+        reason="x" * 900,
+        at="2026-11-25T14:31:09Z",
+    )
+    assert len(long["reason"]) == 500

@@ -11,7 +11,7 @@ import pytest
 from common.runspec import from_dict
 from common.status import CompletionStatus
 from trainer.instance import PoweroffResult
-from trainer.keep import KeepOnFailure, WaitEnds, connect_hint, for_run
+from trainer.keep import KeepOnFailure, KeptRun, WaitEnds, connect_hint, for_run
 
 INSTANCE = "i-0aaaaaaaaaaaaaaaa"
 
@@ -185,11 +185,7 @@ def test_only_failed_runs_are_kept(world, completion: CompletionStatus) -> None:
         inner,
         spec=_spec(debug=True),
         completion=completion,
-        store=store,
-        ec2=ec2,
-        run_id="r",
-        env="dev",
-        region="us-east-1",
+        run=KeptRun(store=store, ec2=ec2, run_id="r", env="dev", region="us-east-1"),
         until=None,
     )
     assert wrapped is inner
@@ -199,11 +195,7 @@ def test_no_keep_time_or_no_spec_powers_off_at_once(world) -> None:
     store, ec2, inner = world
     common = {
         "completion": CompletionStatus.FAILED,
-        "store": store,
-        "ec2": ec2,
-        "run_id": "r",
-        "env": "dev",
-        "region": "us-east-1",
+        "run": KeptRun(store=store, ec2=ec2, run_id="r", env="dev", region="us-east-1"),
         "until": None,
     }
     assert for_run(inner, spec=_spec(), **common) is inner  # debug off: keep 0
@@ -217,11 +209,7 @@ def test_a_failed_debug_run_is_kept_and_says_how_to_connect(clock, world, caplog
         inner,
         spec=_spec(debug=True),
         completion=CompletionStatus.FAILED,
-        store=store,
-        ec2=ec2,
-        run_id="20260101-000000",
-        env="dev",
-        region="eu-west-1",
+        run=KeptRun(store=store, ec2=ec2, run_id="20260101-000000", env="dev", region="eu-west-1"),
         until=None,
         monotonic=clock.monotonic,
         sleep=clock.sleep,

@@ -22,13 +22,15 @@ from typing import Any
 import pytest
 
 from common import runspec
+from common.exitcodes import ExitCode
 from common.layout import RunPaths
 from common.state_store import StateStore, new_state
 from common.timeutil import iso, utc_now
 from localaws.imds import FakeIMDS
 from schemas import validate
+from trainer.context import Deps, RunOptions
 from trainer.errors import CLIENT_CONFIG
-from trainer.run import Deps, RunOptions, run
+from trainer.run import run
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = "dev"
@@ -424,7 +426,7 @@ def test_spot_notice_checkpoints_within_seconds_and_a_relaunch_resumes_at_that_s
     saved = wait_for(lambda: checkpoint_steps(staged), 60, "a checkpoint in S3")
     to_s3 = time.monotonic() - noticed
     thread.join(120)
-    assert result["code"] == 3
+    assert result["code"] == ExitCode.INTERRUPTED
     assert to_s3 < 15, f"checkpoint reached S3 {to_s3:.1f} s after the notice"
     [step] = saved
     assert 8 <= step < 50
@@ -471,11 +473,12 @@ def test_killed_from_outside_checkpoints_and_ends_killed(local_aws: Any, staged_
     wait_for(lambda: driver.progress.step >= 5, 240, "training to reach step 5")
     staged.store.request_kill(RUN_ID, reason="killed by test")
     thread.join(120)
-    assert result["code"] == 4
+    assert result["code"] == ExitCode.KILLED
     training = validate("training", staged.json(PATHS.training_log))
     assert training["completion_status"] == "killed" and training["status"] == "killed"
     sentinel = validate("sentinel", staged.json(PATHS.success))
-    assert sentinel["completion_status"] == "killed" and sentinel["exit_code"] == 4
+    assert sentinel["completion_status"] == "killed" and sentinel["exit_code"] == ExitCode.KILLED
+    assert sentinel["status"] == "success" and sentinel["reason"] == "killed by test"
     steps = checkpoint_steps(staged)
     assert steps and steps[-1] < 60
     assert staged.store.read() is None and staged.instance_state() in ("shutting-down", "terminated")
@@ -646,7 +649,7 @@ def test_sigterm_to_the_cli_checkpoints_and_ends_interrupted(local_aws: Any, sta
     wait_for(lambda: progress.exists() and '"event": "step"' in progress.read_text(), 240, "a training step")
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 3, stderr[-3000:]
+    assert proc.returncode == ExitCode.INTERRUPTED, stderr[-3000:]
     training = validate("training", staged.json(PATHS.training_log))
     assert training["completion_status"] == "interrupted"
     assert checkpoint_steps(staged) and checkpoint_steps(staged)[-1] < 400
@@ -690,8 +693,8 @@ def test_invalid_data_is_terminal_and_names_file_and_item(
 
 
 def test_the_driver_and_the_training_child_agree_on_folders(tmp_path: Path):
-    from trainer.run import child_config, local_checkpoints
     from trainer.train_config import TrainConfig
+    from trainer.training import child_config, local_checkpoints
 
     spec = runspec.from_dict(spec_doc()).resolved(local=True)
     config = child_config(spec, workdir=tmp_path, device="cpu", base_model="tiny", inputs=tmp_path / "i.npz")
@@ -700,19 +703,46 @@ def test_the_driver_and_the_training_child_agree_on_folders(tmp_path: Path):
     assert train.num_steps == spec.model.num_steps and train.learning_rate == spec.model.learning_rate
 
 
-def test_max_runtime_counts_from_launch_and_keeps_a_margin_to_finalize(local_aws: Any, bucket: str):
+class Monotonic:
+    """A monotonic clock that stands still until a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 5000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_max_runtime_counts_from_launch_and_keeps_a_margin_to_finalize(local_aws: Any, bucket: str, clock):
     from datetime import timedelta
 
     from trainer.run import Driver
 
     s3 = local_aws.client("s3")
     store = StateStore(s3, bucket, ENV)
-    launched = utc_now() - timedelta(minutes=10)
+    launched = clock.now - timedelta(minutes=10)
     store.acquire(new_state(env=ENV, run_id=RUN_ID, market="spot", total_steps=1, now=iso(launched)))
+    monotonic = Monotonic()
     driver = Driver(
-        RunOptions(bucket=bucket, env=ENV, run_id=RUN_ID, endpoint_url=local_aws.endpoint_url), Deps(s3=s3)
+        RunOptions(bucket=bucket, env=ENV, run_id=RUN_ID, endpoint_url=local_aws.endpoint_url),
+        Deps(s3=s3, clock=clock, monotonic=monotonic),
     )
-    driver.spec = runspec.from_dict(spec_doc()).resolved(local=True)  # max_runtime 60 min
-    deadline, minutes = driver._deadline()
-    left = deadline - time.monotonic()
-    assert minutes == 60 and abs(left - (3600 - 300 - 600)) < 5  # 60 min - 5 min margin - 10 min gone
+    driver.ctx.spec = runspec.from_dict(spec_doc()).resolved(local=True)  # max_runtime 60 min
+    deadline, minutes = driver.deadline()
+    assert (
+        minutes == 60 and deadline == monotonic.now + 3600 - 300 - 600
+    )  # 60 min - 5 min margin - 10 min gone
+    clock.tick(60)  # a minute later the same launch leaves a minute less
+    assert driver.deadline()[0] == monotonic.now + 3600 - 300 - 660
+
+
+def test_a_run_without_a_readable_launch_time_counts_max_runtime_from_now(local_aws: Any, bucket: str, clock):
+    from trainer.run import Driver
+
+    monotonic = Monotonic()
+    driver = Driver(
+        RunOptions(bucket=bucket, env=ENV, run_id=RUN_ID, endpoint_url=local_aws.endpoint_url),
+        Deps(s3=local_aws.client("s3"), clock=clock, monotonic=monotonic),
+    )
+    driver.ctx.spec = runspec.from_dict(spec_doc()).resolved(local=True)
+    assert driver.deadline() == (monotonic.now + 3600 - 300, 60)  # no state file: from now

@@ -1,17 +1,14 @@
-"""The watcher and heartbeat with a fake clock, and the training child's signal handling."""
+"""The watcher and heartbeat with a fake clock (the training child's supervisor: test_supervisor)."""
 
 from __future__ import annotations
 
-import json
-import sys
-import textwrap
 import threading
-from pathlib import Path
 from typing import Any
 
 from common.state_store import Snapshot
 from common.status import RunStatus
-from trainer.watcher import Heartbeat, Progress, StopRequest, TrainingChild, Watcher
+from trainer.stopping import StopRequest
+from trainer.watcher import Heartbeat, Progress, Watcher, WatchPlan
 
 RUN_ID = "20261125-140502"
 
@@ -98,7 +95,7 @@ def test_rebalance_recommendation_is_logged_but_training_goes_on(caplog):
 
 
 def test_max_runtime_deadline_interrupts_with_the_reason():
-    watcher, clock, _, _, stops = make(deadline=1030.0, max_runtime_min=90)
+    watcher, clock, _, _, stops = make(plan=WatchPlan(deadline=1030.0, max_runtime_min=90))
     advance(watcher, clock, 29.5)
     assert stops == []
     advance(watcher, clock, 1)
@@ -154,7 +151,7 @@ def test_heartbeat_that_meets_a_kill_stops_the_run_without_waiting_for_the_poll(
         on_stop=stops.append,
         heartbeat=beat,
         monotonic=clock,
-        state_interval_s=1000,
+        plan=WatchPlan(state_interval_s=1000),
     )
     watcher.poll()
     store.current = snapshot("killed", etag='"k"')
@@ -177,52 +174,12 @@ def test_the_thread_runs_and_stops_promptly():
     stops: list[StopRequest] = []
     imds = FakeIMDS()
     imds.action = {"action": "terminate", "time": "t"}
-    watcher = Watcher(run_id=RUN_ID, imds=imds, store=FakeStore(), on_stop=stops.append, tick_s=0.01).start()
+    watcher = Watcher(
+        run_id=RUN_ID, imds=imds, store=FakeStore(), on_stop=stops.append, plan=WatchPlan(tick_s=0.01)
+    ).start()
     for _ in range(200):
         if stops:
             break
         threading.Event().wait(0.01)
     watcher.stop()
     assert stops and stops[0].source == "spot"
-
-
-FAKE_TRAINER = textwrap.dedent("""\
-    import json, signal, sys, time
-    cfg = json.load(open(sys.argv[-1]))
-    out = open(cfg["progress_path"], "a")
-    def emit(**event):
-        out.write(json.dumps(event) + "\\n"); out.flush()
-    time.sleep(0.5)  # imports: no handler yet
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
-    emit(event="start", total=100, start_step=0)
-    for step in range(1, 100):
-        emit(event="step", step=step, total=100, loss=1.0, ts=time.time())
-        if stop:
-            emit(event="checkpoint", step=step, path="/x/checkpoint-%d" % step)
-            sys.exit(3)
-        time.sleep(0.02)
-    sys.exit(0)
-""")
-
-
-def test_a_stop_before_the_child_is_ready_is_deferred_until_it_can_checkpoint(tmp_path: Path):
-    script = tmp_path / "fake_python"
-    script.write_text(f"#!{sys.executable}\n" + FAKE_TRAINER)
-    script.chmod(0o755)
-    events: list[dict[str, Any]] = []
-    progress = tmp_path / "progress.jsonl"
-    child = TrainingChild(
-        config={"progress_path": str(progress)},
-        config_path=tmp_path / "cfg.json",
-        progress_path=progress,
-        on_event=events.append,
-        python=str(script),
-        poll_s=0.05,
-    )
-    threading.Timer(0.1, child.request_stop).start()  # while the child still "imports"
-    code = child.run()
-    assert code == 3, events
-    assert events[0]["event"] == "start" and events[-1]["event"] == "checkpoint"
-    assert json.loads((tmp_path / "cfg.json").read_text()) == {"progress_path": str(progress)}
-    # exit 3 after a checkpoint event: the SIGTERM waited for the start event (else: killed, -15)

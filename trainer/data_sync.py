@@ -1,0 +1,44 @@
+"""The ``data_sync`` phase: everything training needs, on this disk.
+
+In order: a previous attempt's sentinel is cleared (a resume; a run that already
+finished normally is terminal), the user configs are copied, the data is downloaded and
+verified against its manifest, loaded and validated, the child's inputs file is
+written, the base model fetched (when it lives in S3) and the newest complete
+checkpoint of this run restored. The transfers themselves live in :mod:`trainer.sync`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trainer import checkpoint_sync, sync
+from trainer.checkpoints import checkpoint_problem
+from trainer.context import RunContext
+from trainer.training import local_checkpoints
+
+
+def phase(ctx: RunContext, details: dict[str, Any]) -> None:
+    """Run data sync; its facts go into ``details`` (training.json)."""
+    from trainer.inputs_file import save_inputs  # numpy: loaded once there is data to save
+
+    spec, work, paths = ctx.require_spec(), ctx.opts.work, ctx.paths
+    details["previous_attempt"] = sync.clear_previous_sentinel(
+        ctx.transfers, paths.success, paths.failed_upload
+    )
+    ctx.outputs.user_configs = sync.download_user_configs(
+        ctx.transfers, paths.user_configs, work / "user-configs"
+    )
+    manifest, files, verified = sync.sync_data(ctx.transfers, spec.data.prefix, work / "data")
+    ctx.data.manifest, ctx.data.files = manifest, files
+    details.update(
+        manifest={"count": manifest.count, "bytes": manifest.total_bytes},
+        verification=verified,
+        user_configs=len(ctx.outputs.user_configs),
+    )
+    ctx.data.dataset = sync.load_training_data(files, spec)
+    details["dataset"] = ctx.data.dataset.summary()
+    ctx.data.inputs = save_inputs(ctx.data.dataset.train_inputs, work / "inputs.npz")
+    ctx.data.base_model = sync.fetch_base_model(ctx.transfers, spec.model.base, work / "base-model")
+    details["restored_checkpoint_step"] = checkpoint_sync.restore_checkpoint(
+        ctx.transfers, paths.checkpoints, local_checkpoints(work), checkpoint_problem
+    )

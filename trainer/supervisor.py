@@ -1,0 +1,171 @@
+"""The training child's supervisor: ``python -m trainer.train`` as a child process, and its events.
+
+:class:`TrainingChild` starts the child (protocol in :mod:`trainer.train`), tails its
+progress file and relays its output into this log. A stop request becomes SIGTERM once
+the child has installed its handlers (its ``start`` event): it checkpoints and exits
+:attr:`~common.exitcodes.ExitCode.STOPPED`. :class:`ProgressEvents` turns the events into
+heartbeat progress, the loss curve and checkpoint uploads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from trainer.watcher import Progress
+
+log = logging.getLogger(__name__)
+
+
+class TrainingChild:
+    """``python -m trainer.train --config <file>`` as a child process (protocol in its docstring).
+
+    The progress file is tailed every ``poll_s`` and each event handed to
+    ``on_event``; the child's output is relayed line by line into this log.
+    A stop request becomes SIGTERM (checkpoint, exit ``STOPPED``) once the child has
+    installed its handlers (its ``start`` event); before that it is deferred.
+
+    Args:
+        config: the child's config document.
+        config_path: where to write it.
+        progress_path: the progress file named in ``config``.
+        on_event: called for every progress event (dict), in order.
+        env: extra environment variables of the child.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: dict[str, Any],
+        config_path: Path,
+        progress_path: Path,
+        on_event: Callable[[dict[str, Any]], None],
+        python: str = sys.executable,
+        poll_s: float = 0.2,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.env = env or {}
+        self.config, self.config_path, self.progress_path = config, config_path, progress_path
+        self.on_event, self.python, self.poll_s = on_event, python, poll_s
+        self.proc: subprocess.Popen[str] | None = None
+        self.started = threading.Event()
+        self.stop_pending = False
+        self._offset = 0
+        self._lock = threading.Lock()
+
+    def run(self) -> int:
+        """Start the child, relay its progress until it exits; its exit code."""
+        self.config_path.write_text(json.dumps(self.config, indent=2))
+        self.progress_path.unlink(missing_ok=True)
+        env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONUNBUFFERED": "1", **self.env}
+        with self._lock:
+            self.proc = subprocess.Popen(
+                [self.python, "-m", "trainer.train", "--config", str(self.config_path)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+                stdin=subprocess.DEVNULL,
+            )
+        relay = threading.Thread(target=self._relay, name="train-output", daemon=True)
+        relay.start()
+        log.info("training child pid %d started", self.proc.pid)
+        while self.proc.poll() is None:
+            self._read_events()
+            time.sleep(self.poll_s)
+        self._read_events()
+        relay.join(timeout=5)
+        log.info("training child exited with %d", self.proc.returncode)
+        return int(self.proc.returncode)
+
+    def request_stop(self) -> None:
+        """SIGTERM now, or as soon as the child reports ``start``."""
+        with self._lock:
+            self.stop_pending = True
+            if self.started.is_set():
+                self._signal(signal.SIGTERM)
+
+    def request_checkpoint(self) -> None:
+        """SIGUSR1: a checkpoint at the end of the current step; training goes on."""
+        with self._lock:
+            if self.started.is_set():
+                self._signal(signal.SIGUSR1)
+
+    def _signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            log.info("sending %s to the training child", signal.Signals(sig).name)
+            self.proc.send_signal(sig)
+
+    def _read_events(self) -> None:
+        try:
+            with self.progress_path.open("rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        for line in complete.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                log.warning("unreadable progress line: %r", line[:200])
+                continue
+            if event.get("event") == "start":
+                with self._lock:
+                    self.started.set()
+                    if self.stop_pending:
+                        self._signal(signal.SIGTERM)
+            self.on_event(event)
+
+    def _relay(self) -> None:
+        if self.proc is None or self.proc.stdout is None:
+            return
+        child_log = logging.getLogger("trainer.train.child")
+        for line in self.proc.stdout:
+            child_log.info("%s", line.rstrip())
+
+
+class ProgressEvents:
+    """Turns the child's progress events into heartbeat progress, the loss curve and checkpoint uploads.
+
+    Args:
+        progress: what the heartbeat reports.
+        loss_curve: ``[step, loss]`` pairs, appended to.
+        on_checkpoint: called with ``(folder, step)`` when a checkpoint is complete.
+    """
+
+    def __init__(
+        self, progress: Progress, loss_curve: list[Any], on_checkpoint: Callable[[Path, int], None]
+    ) -> None:
+        self.progress, self.loss_curve, self.on_checkpoint = progress, loss_curve, on_checkpoint
+        self.start_step = 0
+        self._first: tuple[float, int] | None = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "start":
+            self.start_step = int(event.get("start_step") or 0)
+            self.progress.update(step=self.start_step, total_steps=int(event.get("total") or 0))
+        elif kind == "step":
+            step, loss = int(event["step"]), float(event["loss"])
+            total = int(event.get("total") or self.progress.total_steps)
+            now = float(event.get("ts") or time.time())
+            self._first = self._first or (now, step)
+            done = step - self._first[1]
+            eta = (total - step) * (now - self._first[0]) / done if done > 0 else None
+            self.progress.update(step=step, total_steps=total, loss=loss, eta_s=eta)
+            self.loss_curve.append([step, loss])
+        elif kind == "checkpoint":
+            self.on_checkpoint(Path(event["path"]), int(event["step"]))
+        elif kind == "end":
+            log.info("training child ended: %s at step %s", event.get("status"), event.get("step"))

@@ -1,0 +1,172 @@
+"""The ``training`` phase: the training child under supervision, checkpoints uploaded as they land.
+
+The driver writes the child's config (:func:`child_config`), starts it through
+:class:`~trainer.supervisor.TrainingChild`, and uploads each checkpoint the child
+reports in the background (the heartbeat reports the newest one safe in S3). When the
+child exits, the uploads are flushed and its exit code decides the run
+(:func:`outcome`): :attr:`~common.exitcodes.ExitCode.OK` trains on to evaluation; a stop
+(:attr:`~common.exitcodes.ExitCode.STOPPED` or SIGTERM) after a stop request ends the run
+``interrupted`` or ``killed``; anything else (``USAGE``: bad config, ``BAD_DATA``: bad
+data, any other code) is a terminal error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from common import runspec
+from common.exitcodes import ExitCode
+from common.status import Phase
+from trainer.checkpoint_sync import CheckpointUploader
+from trainer.context import RunContext
+from trainer.errors import TerminalError, TrainerError, record_for
+from trainer.supervisor import ProgressEvents, TrainingChild
+from trainer.train_config import TrainConfig
+
+CHECKPOINT_FLUSH_S = 90.0
+COMPONENT = Phase.TRAINING.value
+# How a child ends when it stopped on request: its own exit code, or SIGTERM itself
+# (a negative return code from Popen, 128 + 15 from a shell).
+STOP_EXITS = frozenset({int(ExitCode.STOPPED), -signal.SIGTERM, 128 + signal.SIGTERM})
+CHILD_FAILURES = {
+    ExitCode.USAGE: "invalid training config",
+    ExitCode.STOPPED: "training stopped without a stop request",
+    ExitCode.BAD_DATA: "invalid training data",
+}
+
+
+def phase(ctx: RunContext, details: dict[str, Any]) -> None:
+    """Run the training child to its end; its facts go into ``details`` (training.json).
+
+    Raises:
+        Stopped: the child stopped because a stop was requested.
+        TerminalError: the child failed.
+    """
+    uploader = CheckpointUploader(
+        ctx.transfers,
+        ctx.paths.checkpoints,
+        on_uploaded=lambda step, _: ctx.progress.update(last_checkpoint_step=step),
+    )
+    events = ProgressEvents(ctx.progress, ctx.record.loss_curve, uploader.submit)
+    config = child_config(
+        ctx.require_spec(),
+        workdir=ctx.opts.work,
+        device=ctx.opts.device,
+        base_model=ctx.data.base_model,
+        inputs=ctx.data.inputs or Path(),
+        step_delay_s=ctx.opts.step_delay_s,
+    )
+    child = TrainingChild(
+        config=config,
+        config_path=ctx.opts.work / "train-config.json",
+        progress_path=Path(config["progress_path"]),
+        on_event=events,
+        env=child_env(ctx.opts.device),
+    )
+    Path(config["result_path"]).unlink(missing_ok=True)  # never read a previous attempt's result
+    ctx.stops.listen(child.request_stop)
+    try:
+        code = child.run()
+    finally:
+        _flush_checkpoints(ctx, uploader, details)
+    ctx.record.resumed_from_step = events.start_step or None
+    details.update(
+        exit_code=code,
+        start_step=events.start_step,
+        final_step=ctx.progress.step,
+        resumed_from_step=ctx.record.resumed_from_step,
+    )
+    stop = ctx.stops.request
+    if stop is not None:
+        details["stop"] = {"status": stop.status.value, "reason": stop.reason, "source": stop.source}
+    outcome(ctx, code, _read_json(Path(config["result_path"])))
+
+
+def _flush_checkpoints(ctx: RunContext, uploader: CheckpointUploader, details: dict[str, Any]) -> None:
+    flushed = uploader.close(timeout=CHECKPOINT_FLUSH_S)
+    details["checkpoints_uploaded"] = sorted(uploader.uploaded)
+    ctx.progress.update(last_checkpoint_step=max(uploader.uploaded, default=None))
+    if uploader.failures or not flushed:
+        problem = (
+            uploader.failures[0]
+            if uploader.failures
+            else TrainerError(
+                f"checkpoint uploads did not finish within {CHECKPOINT_FLUSH_S:g} s", component=COMPONENT
+            )
+        )
+        ctx.errors.add(record_for(problem, component=COMPONENT))
+
+
+def outcome(ctx: RunContext, code: int, result: dict[str, Any]) -> None:
+    """Map the child's exit code to the run: done, stopped, or a terminal error.
+
+    Raises:
+        Stopped: a stop exit after a stop request.
+        TerminalError: any exit but ``OK`` otherwise, with the child's error.
+    """
+    if code in STOP_EXITS and ctx.stops.request is not None:
+        ctx.stops.check()
+    if code != ExitCode.OK:
+        kind = CHILD_FAILURES.get(code, f"training process failed (exit {code})")
+        raise TerminalError(
+            f"{kind}: {result.get('error') or 'see trainer.log'}",
+            component=COMPONENT,
+            details={"exit_code": code},
+        )
+    ctx.outputs.model_dir = Path(result["final_model_dir"])
+    ctx.outputs.checkpoints_dir = local_checkpoints(ctx.opts.work)
+    ctx.record.loss_curve[:] = [[int(s), float(v)] for s, v in result.get("losses", [])]
+    curve = ctx.record.loss_curve
+    ctx.record.metrics.update(
+        final_loss=curve[-1][1] if curve else None, steps_per_s=float(result.get("steps_per_s") or 0.0)
+    )
+    ctx.data.base_info = result.get("base_model") or {}
+
+
+def child_config(
+    spec: runspec.RunSpec,
+    *,
+    workdir: Path,
+    device: str,
+    base_model: str,
+    inputs: Path,
+    step_delay_s: float = 0.0,
+) -> dict[str, Any]:
+    """The config of ``python -m trainer.train`` for this run (resume: the newest local checkpoint)."""
+    train = TrainConfig.from_spec(
+        spec.model, output_dir=workdir / "train", device=device, step_delay_s=step_delay_s
+    )
+    return {
+        "base_model": base_model,
+        "train": train.to_dict(),
+        "inputs": str(inputs),
+        "resume_from": "auto",
+        "progress_path": str(workdir / "progress.jsonl"),
+        "result_path": str(workdir / "result.json"),
+    }
+
+
+def local_checkpoints(workdir: Path) -> Path:
+    """Where the child keeps checkpoints: ``TrainConfig(output_dir=workdir/"train").checkpoints_dir``."""
+    return workdir / "train" / "checkpoints"
+
+
+def child_env(device: str) -> dict[str, str]:
+    """On CPU one intra-op thread: the tiny model gains nothing from more, and on a busy
+    2-core machine spinning OpenMP threads made training ~15x slower (measured: 2-5 vs
+    32-41 steps/s). ``OMP_NUM_THREADS`` set by the user wins."""
+    if device != "cpu" or "OMP_NUM_THREADS" in os.environ:
+        return {}
+    return {"OMP_NUM_THREADS": "1"}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,100 @@
+"""The run's writes to the state file: each phase's status, the final status, ``last_error``.
+
+Every write goes through the :class:`~common.state_store.StateStore` under the run's
+retry policy, so a ``killed`` written by the control plane is seen: an illegal
+transition re-reads, and a run that finds itself ``killed`` (or no longer holding the
+lock) flips the :class:`~trainer.stopping.StopSwitch` instead of training on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from common.state_store import IllegalTransitionError, NotHeldError, StateStore
+from common.status import CompletionStatus, ErrorClass, RunStatus
+from trainer.errors import ErrorLog, Retrier, TerminalError
+from trainer.stopping import StopRequest, StopSwitch
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+REASON_MAX = 500  # the state file's reason field
+_FINAL = {
+    CompletionStatus.FAILED: RunStatus.FAILED,
+    CompletionStatus.KILLED: RunStatus.KILLED,
+    CompletionStatus.INTERRUPTED: RunStatus.INTERRUPTED,
+}
+
+
+class RunState:
+    """The state-file side of one run.
+
+    Args:
+        store: the env's state store.
+        run_id: this run.
+        retrier: the run's retry policy.
+        stops: flipped when the state says the run was killed or lost its lock.
+        errors: the run's error records (the newest becomes ``last_error``).
+    """
+
+    def __init__(
+        self, *, store: StateStore, run_id: str, retrier: Retrier, stops: StopSwitch, errors: ErrorLog
+    ) -> None:
+        self.store, self.run_id, self.retrier = store, run_id, retrier
+        self.stops, self.errors = stops, errors
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """``fn()`` (a state write) under the retry policy."""
+        return self.retrier.call(fn, component="state", action="s3:PutObject", resource=self.store.location)
+
+    def advance(self, status: RunStatus) -> None:
+        """Move to ``status`` (a working phase).
+
+        Raises:
+            Stopped: a stop was requested, or the state says killed / not held.
+            TerminalError: any other illegal transition.
+        """
+        self.stops.check()
+        try:
+            self.call(lambda: self.store.transition(self.run_id, status))
+        except IllegalTransitionError as exc:
+            if exc.current is RunStatus.KILLED:
+                self.stops.flip(
+                    StopRequest(status=RunStatus.KILLED, reason="killed by operator", source="state")
+                )
+                self.stops.check()
+            raise TerminalError(f"cannot move to {status.value}: {exc}", component=status.value) from None
+        except NotHeldError as exc:
+            self.stops.flip(StopRequest(status=RunStatus.KILLED, reason=str(exc), source="state"))
+            self.stops.check()
+        log.info("status -> %s", status.value)
+
+    def final(self, completion: CompletionStatus, reason: str | None) -> RunStatus:
+        """Write the final status (if the state still allows it) and return the status now."""
+        target = _FINAL.get(completion)
+        if target is None:
+            return RunStatus.RESULTS_SYNC
+        error = self.errors.last() if target is RunStatus.FAILED else None
+        try:
+            return self.call(
+                lambda: self.store.transition(
+                    self.run_id, target, reason=(reason or target.value)[:REASON_MAX], error=error
+                )
+            ).status
+        except IllegalTransitionError as exc:
+            log.info("state is already %s (%s)", exc.current.value, exc)
+            return exc.current if exc.current.is_final() else target
+        except Exception as exc:  # noqa: BLE001 - the run must still finalize and power off
+            log.error("could not write status %s: %s", target.value, exc)
+            return target
+
+    def keep_last_error(self, record: dict[str, Any]) -> None:
+        """Every error record also becomes ``last_error`` in the state (best effort)."""
+        if record["error_class"] == ErrorClass.CLEANUP.value or self.stops.finishing:
+            return
+        try:
+            self.store.record_error(self.run_id, record)
+        except Exception as exc:  # noqa: BLE001 - recording an error must never raise another
+            log.warning("could not record last_error: %s", exc)
