@@ -298,7 +298,7 @@ class Retrier:
                     )
                 )
                 self.sleep(delay)
-        raise AssertionError("unreachable")
+        raise RuntimeError("unreachable: the last attempt returns or raises")
 
 
 def _describe(exc: BaseException) -> str:

@@ -84,3 +84,56 @@ def test_every_other_child_exit_is_a_terminal_error_that_says_why(tmp_path: Path
 def test_a_bad_data_exit_is_terminal_even_after_a_stop_request(tmp_path: Path):
     with pytest.raises(TerminalError, match="invalid training data"):
         training.outcome(_ctx(tmp_path, SPOT), int(ExitCode.BAD_DATA), {})
+
+
+class _NoIMDS:
+    """An injected metadata service that never answers (as when the hop limit is too low)."""
+
+    def identity(self) -> Any:
+        from trainer.instance import IMDSError
+
+        raise IMDSError("IMDSv2 token request to http://169.254.169.254 failed: timed out")
+
+    def spot_action(self) -> None:
+        return None
+
+    def rebalance(self) -> None:
+        return None
+
+
+class _Poweroff:
+    name = "test"
+
+    def __init__(self) -> None:
+        self.calls: list[str | None] = []
+
+    def __call__(self, instance_id: str | None) -> Any:
+        from trainer.instance import PoweroffResult
+
+        self.calls.append(instance_id)
+        return PoweroffResult(succeeded=True, method="test")
+
+
+def test_an_injected_imds_and_clock_drive_the_run_and_a_silent_imds_fails_it_with_logs(
+    local_aws: Any, bucket: str, tmp_path: Path, clock: Any
+):
+    import json
+
+    from common.layout import RunPaths
+    from common.timeutil import iso
+    from trainer.context import Deps, RunOptions
+    from trainer.run import run
+
+    s3, poweroff = local_aws.client("s3"), _Poweroff()
+    opts = RunOptions(bucket=bucket, env="dev", run_id="20261125-140502", workdir=tmp_path / "work")
+    code = run(opts, Deps(s3=s3, ec2=local_aws.client("ec2"), imds=_NoIMDS(), clock=clock, poweroff=poweroff))
+    assert code == ExitCode.FAILED and poweroff.calls == [None]
+    paths = RunPaths(env="dev", run_id="20261125-140502")
+    training = json.loads(s3.get_object(Bucket=bucket, Key=paths.training_log)["Body"].read())
+    [record] = training["errors"][:1]
+    assert record["component"] == "identify" and "IMDSv2 token request" in record["message"]
+    assert training["started_at"] == training["ended_at"] == iso(clock.now)  # the injected clock
+    done = json.loads(s3.get_object(Bucket=bucket, Key=paths.success)["Body"].read())
+    assert done["completion_status"] == "failed" and done["exit_code"] == 1
+    assert done["reason"].startswith("terminal error in identify: IMDSError: IMDSv2 token request")
+    assert done["finalized_at"] == iso(clock.now)
