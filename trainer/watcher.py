@@ -82,7 +82,7 @@ class Heartbeat:
         run_id: this run.
         progress: what to report.
         interval_s: minimum seconds between writes (default 20: three PUTs a minute,
-            and well inside the 30 s a monitor expects).
+            well inside the staleness threshold of :mod:`common.staleness`).
         monotonic: the clock.
     """
 
