@@ -48,7 +48,7 @@ from control.local_machine import (
 from control.local_role import InstanceRole, env_identities, load_identities
 from control.localdir import LocalDir, read_json, write_json
 from localaws.identities import EnvIdentities
-from localaws.imds import FakeIMDS
+from localaws.imds import FakeIMDS, RoleMetadata
 
 # Named, not __name__: run with ``python -m`` this module is ``__main__``, and its log lines
 # say "supervisor" (the instance's own processes log to the same console).
@@ -86,7 +86,7 @@ class Supervisor:
 
     def _imds(self, env_ids: EnvIdentities | None, *, account: str) -> FakeIMDS:
         """The fake IMDS of this instance (role credentials only when the env has a role)."""
-        role = None
+        metadata = None
         if env_ids is not None:
             role = InstanceRole(
                 env_ids,
@@ -95,16 +95,18 @@ class Supervisor:
                 instance_id=self.args.instance_id,
                 audit_log=self.audit_log,
             )
-        profile = env_ids.instance_profile_name if env_ids else ""
+            metadata = RoleMetadata(
+                name=env_ids.instance_role_name,
+                credentials=role.credentials,
+                instance_profile_arn=f"arn:aws:iam::{account}:instance-profile/{env_ids.instance_profile_name}",
+            )
         return FakeIMDS(
             instance_id=self.args.instance_id,
             instance_type=self.args.instance_type,
             availability_zone=self.args.availability_zone,
             image_id=self._image_id(),
             lifecycle="spot" if self.args.market == "spot" else "on-demand",
-            role_name=env_ids.instance_role_name if env_ids else None,
-            credentials=role.credentials if role else None,
-            instance_profile_arn=f"arn:aws:iam::{account}:instance-profile/{profile}",
+            role=metadata,
         )
 
     def _image_id(self) -> str:

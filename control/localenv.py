@@ -120,7 +120,7 @@ def provision(backend: LocalBackend, env: str, *, debug_profile: bool = False) -
     """
     from infra.local import ProvisionOptions
     from infra.local import provision as provision_local
-    from localaws import identities, moto
+    from localaws import identities, moto, principals
 
     aws = moto.attach(backend.endpoint_url or "")
 
@@ -135,7 +135,7 @@ def provision(backend: LocalBackend, env: str, *, debug_profile: bool = False) -
         )
 
     try:
-        _, outputs = identities.ensure_identities(
+        _, outputs = principals.ensure_identities(
             aws, backend.local_dir.identities_file, env=env, provision=provision_with
         )
     except identities.IdentitiesError as exc:

@@ -26,9 +26,10 @@ import boto3
 from botocore.exceptions import ClientError
 
 from localaws.audit import read_log
+from localaws.iam_calls import Call, Caller, NotModelled
 from localaws.iam_eval import UnsupportedPolicy, evaluate
 from localaws.iam_facts import MotoFacts
-from localaws.iam_requests import Call, Caller, NotModelled, requests_for
+from localaws.iam_requests import requests_for
 from localaws.identities import MOTO_ONLY_POLICY_NAME
 
 log = logging.getLogger(__name__)

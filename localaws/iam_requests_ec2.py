@@ -15,8 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from localaws.iam_facts import tag_map
-from localaws.iam_requests import (
+from localaws.iam_calls import (
     AuthRequest,
     Call,
     Caller,
@@ -27,6 +26,7 @@ from localaws.iam_requests import (
     resource_tag_context,
     resource_types,
 )
+from localaws.iam_facts import tag_map
 
 _ID_PREFIX_TYPES = {
     "i-": "instance",

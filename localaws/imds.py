@@ -17,7 +17,8 @@ What it serves (like EC2's instance metadata service, v2 only):
 
 Notices are set in-process (:meth:`FakeIMDS.set_spot_notice`) or, for a
 server in another process, with ``POST /_fake/spot-notice`` and
-``POST /_fake/rebalance`` (``DELETE`` clears). It binds 127.0.0.1 only.
+``POST /_fake/rebalance`` (``DELETE`` clears). It binds 127.0.0.1 only. The HTTP
+handler only routes: :class:`FakeIMDS` answers each request as a :class:`Reply`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import secrets
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -40,17 +42,53 @@ REFRESH_MARGIN_S = 20 * 60
 CredentialsProvider = Callable[[], Mapping[str, Any]]
 
 
+@dataclass(frozen=True, kw_only=True)
+class RoleMetadata:
+    """The instance profile's role, as ``iam/`` metadata serves it.
+
+    Attributes:
+        name: the role's name (``iam/security-credentials/`` lists it).
+        credentials: returns the role's credentials in the IMDS shape (``AccessKeyId``,
+            ``SecretAccessKey``, ``Token``, ``Expiration`` ...); called on first use and
+            again when less than ``refresh_margin_s`` of them is left.
+        instance_profile_arn, instance_profile_id: what ``iam/info`` reports.
+        refresh_margin_s: renew the credentials when fewer seconds than this are left.
+    """
+
+    name: str
+    credentials: CredentialsProvider
+    instance_profile_arn: str = ""
+    instance_profile_id: str = "AIPAEXAMPLELOCAL0001"
+    refresh_margin_s: float = REFRESH_MARGIN_S
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer: status, body and content type."""
+
+    code: int
+    body: str = ""
+    ctype: str = "text/plain"
+
+
+NOT_FOUND = Reply(404, "not found")
+OK = Reply(200, "ok")
+_META_PREFIX = "/latest/meta-data/"
+_FAKE_SPOT = "/_fake/spot-notice"
+_FAKE_REBALANCE = "/_fake/rebalance"
+
+
+def _json_reply(value: Mapping[str, Any] | None) -> Reply:
+    return NOT_FOUND if value is None else Reply(200, json.dumps(value), "application/json")
+
+
 class FakeIMDS:
     """The server and its switchable notices.
 
     Args:
         instance_id, instance_type, availability_zone, lifecycle, image_id: what it reports.
-        role_name: the instance profile's role (``None``: no ``iam/`` metadata, as
-            for an instance launched without a profile).
-        credentials: returns the role's credentials in the IMDS shape (``AccessKeyId``,
-            ``SecretAccessKey``, ``Token``, ``Expiration`` ...); called on first use and
-            again when less than ``refresh_margin_s`` of them is left.
-        instance_profile_arn, instance_profile_id: what ``iam/info`` reports.
+        role: the instance profile's role (``None``: no ``iam/`` metadata, as for an
+            instance launched without a profile).
         port: 0 picks a free one.
     """
 
@@ -61,13 +99,9 @@ class FakeIMDS:
         instance_type: str = "g5.xlarge",
         availability_zone: str = "us-east-1a",
         lifecycle: str = "spot",
-        port: int = 0,
-        role_name: str | None = None,
-        credentials: CredentialsProvider | None = None,
-        instance_profile_arn: str = "",
-        instance_profile_id: str = "AIPAEXAMPLELOCAL0001",
-        refresh_margin_s: float = REFRESH_MARGIN_S,
         image_id: str = "ami-0123456789abcdef0",
+        port: int = 0,
+        role: RoleMetadata | None = None,
     ) -> None:
         self.values = {
             "instance-id": instance_id,
@@ -80,11 +114,7 @@ class FakeIMDS:
         self.rebalance: dict[str, str] | None = None
         self.tokens: set[str] = set()
         self.requests_without_token = 0
-        self.role_name = role_name
-        self.credentials_provider = credentials
-        self.instance_profile_arn = instance_profile_arn
-        self.instance_profile_id = instance_profile_id
-        self.refresh_margin_s = refresh_margin_s
+        self.role = role
         self.credentials_served = 0
         self._credentials: dict[str, Any] | None = None
         self._lock = threading.Lock()
@@ -123,26 +153,101 @@ class FakeIMDS:
 
     def credentials(self) -> dict[str, Any] | None:
         """The role's current credentials (renewed through the provider when close to expiry)."""
-        if self.credentials_provider is None or self.role_name is None:
+        if self.role is None:
             return None
         with self._credentials_lock:
             current = self._credentials
-            if current is None or _seconds_left(current) < self.refresh_margin_s:
-                current = dict(self.credentials_provider())
+            if current is None or _seconds_left(current) < self.role.refresh_margin_s:
+                current = dict(self.role.credentials())
                 self._credentials = current
             self.credentials_served += 1
             return current
 
     def iam_info(self) -> dict[str, str] | None:
         """``meta-data/iam/info``: the instance profile."""
-        if self.role_name is None:
+        if self.role is None:
             return None
         return {
             "Code": "Success",
             "LastUpdated": iso(utc_now()),
-            "InstanceProfileArn": self.instance_profile_arn,
-            "InstanceProfileId": self.instance_profile_id,
+            "InstanceProfileArn": self.role.instance_profile_arn,
+            "InstanceProfileId": self.role.instance_profile_id,
         }
+
+    # ------------------------------------------------------------- requests
+
+    def put(self, path: str, ttl: str | None) -> Reply:
+        """``PUT /latest/api/token``: a new session token for a TTL of 1 s to 6 h."""
+        if path != "/latest/api/token":
+            return NOT_FOUND
+        if not ttl or not ttl.isdigit() or not 1 <= int(ttl) <= 21600:
+            return Reply(400, "missing or invalid " + TTL_HEADER)
+        token = secrets.token_urlsafe(24)
+        self.tokens.add(token)
+        return Reply(200, token)
+
+    def get(self, path: str, token: str | None) -> Reply:
+        """``GET /latest/meta-data/<item>`` with a session token (401 without a valid one)."""
+        if token not in self.tokens:
+            self.requests_without_token += 1
+            return Reply(401, "Unauthorized")
+        if not path.startswith(_META_PREFIX):
+            return NOT_FOUND
+        item = path[len(_META_PREFIX) :]
+        if item == "iam" or item.startswith("iam/"):
+            return self._iam(item)
+        with self._lock:
+            notices = {
+                "spot/instance-action": self.spot_action,
+                "events/recommendations/rebalance": self.rebalance,
+            }
+            if item in notices:
+                return _json_reply(notices[item])
+            value = self.values.get(item)
+        return Reply(200, value) if value is not None else NOT_FOUND
+
+    def post(self, path: str) -> Reply:
+        """``POST /_fake/spot-notice`` or ``/_fake/rebalance``: set that notice."""
+        switch = {_FAKE_SPOT: self.set_spot_notice, _FAKE_REBALANCE: self.set_rebalance}.get(path)
+        if switch is None:
+            return NOT_FOUND
+        switch()
+        return OK
+
+    def delete(self, path: str) -> Reply:
+        """``DELETE`` of either switch clears both notices."""
+        if path not in (_FAKE_SPOT, _FAKE_REBALANCE):
+            return NOT_FOUND
+        self.clear()
+        return OK
+
+    def _iam(self, item: str) -> Reply:
+        role = self.role
+        if role is None:
+            return NOT_FOUND
+        listing = Reply(200, "info\nsecurity-credentials/")
+        answers: dict[str, Callable[[], Reply]] = {
+            CREDENTIALS_PATH + role.name: self._credentials_reply,
+            "iam": lambda: listing,
+            "iam/": lambda: listing,
+            "iam/info": lambda: _json_reply(self.iam_info()),
+            CREDENTIALS_PATH: lambda: Reply(200, role.name),
+            CREDENTIALS_PATH.rstrip("/"): lambda: Reply(200, role.name),
+        }
+        answer = answers.get(item)
+        return answer() if answer else NOT_FOUND
+
+    def _credentials_reply(self) -> Reply:
+        try:
+            creds = self.credentials()
+        except Exception as exc:  # noqa: BLE001 - any provider failure is EC2's "cannot get the role's keys"
+            body = {
+                "Code": "AssumeRoleUnauthorizedAccess",
+                "Message": str(exc),
+                "LastUpdated": iso(utc_now()),
+            }
+            return Reply(200, json.dumps(body), "application/json")
+        return _json_reply(creds)
 
     def __enter__(self) -> FakeIMDS:
         return self.start()
@@ -163,82 +268,24 @@ def _handler(imds: FakeIMDS) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: object) -> None:  # quiet
             return
 
-        def _send(self, code: int, body: str = "", ctype: str = "text/plain") -> None:
-            data = body.encode()
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
+        def _send(self, reply: Reply) -> None:
+            data = reply.body.encode()
+            self.send_response(reply.code)
+            self.send_header("Content-Type", reply.ctype)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
 
         def do_PUT(self) -> None:
-            if self.path != "/latest/api/token":
-                return self._send(404, "not found")
-            ttl = self.headers.get(TTL_HEADER)
-            if not ttl or not ttl.isdigit() or not 1 <= int(ttl) <= 21600:
-                return self._send(400, "missing or invalid " + TTL_HEADER)
-            token = secrets.token_urlsafe(24)
-            imds.tokens.add(token)
-            return self._send(200, token)
+            self._send(imds.put(self.path, self.headers.get(TTL_HEADER)))
 
         def do_GET(self) -> None:
-            if self.headers.get(TOKEN_HEADER) not in imds.tokens:
-                imds.requests_without_token += 1
-                return self._send(401, "Unauthorized")
-            prefix = "/latest/meta-data/"
-            if not self.path.startswith(prefix):
-                return self._send(404, "not found")
-            item = self.path[len(prefix) :]
-            with imds._lock:
-                if item == "spot/instance-action":
-                    return self._json(imds.spot_action)
-                if item == "events/recommendations/rebalance":
-                    return self._json(imds.rebalance)
-                value = imds.values.get(item)
-            if item == "iam" or item.startswith("iam/"):
-                return self._iam(item)
-            return self._send(200, value) if value is not None else self._send(404, "not found")
-
-        def _iam(self, item: str) -> None:
-            if imds.role_name is None:
-                return self._send(404, "not found")
-            if item in ("iam/", "iam"):
-                return self._send(200, "info\nsecurity-credentials/")
-            if item == "iam/info":
-                return self._json(imds.iam_info())
-            if item in (CREDENTIALS_PATH, CREDENTIALS_PATH.rstrip("/")):
-                return self._send(200, imds.role_name)
-            if item == CREDENTIALS_PATH + imds.role_name:
-                try:
-                    creds = imds.credentials()
-                except Exception as exc:  # what EC2 answers when it cannot get the role's keys
-                    body = {
-                        "Code": "AssumeRoleUnauthorizedAccess",
-                        "Message": str(exc),
-                        "LastUpdated": iso(utc_now()),
-                    }
-                    return self._send(200, json.dumps(body), "application/json")
-                return self._json(creds)
-            return self._send(404, "not found")
-
-        def _json(self, value: Mapping[str, Any] | None) -> None:
-            if value is None:
-                return self._send(404, "not found")
-            return self._send(200, json.dumps(value), "application/json")
+            self._send(imds.get(self.path, self.headers.get(TOKEN_HEADER)))
 
         def do_POST(self) -> None:
-            if self.path == "/_fake/spot-notice":
-                imds.set_spot_notice()
-            elif self.path == "/_fake/rebalance":
-                imds.set_rebalance()
-            else:
-                return self._send(404, "not found")
-            return self._send(200, "ok")
+            self._send(imds.post(self.path))
 
         def do_DELETE(self) -> None:
-            if self.path not in ("/_fake/spot-notice", "/_fake/rebalance"):
-                return self._send(404, "not found")
-            imds.clear()
-            return self._send(200, "ok")
+            self._send(imds.delete(self.path))
 
     return Handler

@@ -20,7 +20,7 @@ from common import tags as common_tags
 from infra import local
 from infra.spec import names as spec_names
 from infra.spec import network as spec_network
-from localaws import audit, identities
+from localaws import audit, identities, principals
 from localaws.iam_audit import audit_run
 
 ENV = "dev"
@@ -106,7 +106,7 @@ def stack(moto_server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
         )
 
     path = tmp_path_factory.mktemp("identities") / "identities.json"
-    record, outputs = identities.ensure_identities(moto_server, path, env=ENV, provision=provision)
+    record, outputs = principals.ensure_identities(moto_server, path, env=ENV, provision=provision)
     moto_server.enforce_iam()
     try:
         yield moto_server, record.envs[ENV], outputs

@@ -12,8 +12,9 @@ from infra.spec import iam as spec_iam
 from infra.spec import launch_template as spec_template
 from infra.spec import network as spec_network
 from infra.spec import operator_access as spec_operator
+from localaws.iam_calls import AuthRequest, Call, Caller, NotModelled
 from localaws.iam_eval import evaluate
-from localaws.iam_requests import AuthRequest, Call, Caller, NotModelled, requests_for
+from localaws.iam_requests import requests_for
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 LT_ID, SUBNET, SG, VPC, AMI = "lt-0abc", "subnet-1", "sg-1", "vpc-1", "ami-1"

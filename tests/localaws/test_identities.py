@@ -15,7 +15,7 @@ from common.aws import is_access_denied
 from infra.local import ProvisionOptions, provision
 from infra.spec import bucket as spec_bucket
 from infra.spec import iam as spec_iam
-from localaws import identities
+from localaws import identities, principals
 from localaws.identities import MOTO_ONLY_POLICY_NAME
 
 INSTANCE_ID = "i-0123456789abcdef0"
@@ -38,7 +38,7 @@ class Env:
                 options=ProvisionOptions(local_principal_arn=principal),
             )
 
-        return identities.ensure_identities(self.aws, self.path, env=env, provision=run)
+        return principals.ensure_identities(self.aws, self.path, env=env, provision=run)
 
     def client(self, service: str, keys: identities.Keys) -> Any:
         return self.aws.client(service, session=keys.session(self.aws.region))
@@ -179,11 +179,11 @@ def test_moto_only_allowance_follows_the_documents() -> None:
             "Resource": "arn:aws:iam::123456789012:instance-profile/p",
         }
     )
-    allowance = identities.moto_only_allowance([doc])
+    allowance = principals.moto_only_allowance([doc])
     assert allowance is not None  # ARN-scoped non-S3 actions only: "*" statements already work in moto
     assert allowance["Statement"][0]["Action"] == ["ec2:RunInstances", "iam:GetInstanceProfile"]
     s3_only = {"Statement": [doc["Statement"][0] | {"Action": "s3:*"}]}
-    assert identities.moto_only_allowance([s3_only]) is None
+    assert principals.moto_only_allowance([s3_only]) is None
 
 
 def test_a_second_run_changes_nothing_and_keeps_the_keys(env: Env) -> None:

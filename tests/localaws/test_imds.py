@@ -3,7 +3,7 @@ import json
 import pytest
 import requests
 
-from localaws.imds import TOKEN_HEADER, TTL_HEADER, FakeIMDS
+from localaws.imds import TOKEN_HEADER, TTL_HEADER, FakeIMDS, RoleMetadata
 
 
 @pytest.fixture
@@ -93,9 +93,11 @@ def test_role_credentials_need_a_token_and_are_renewed_before_expiry():
 
     with FakeIMDS(
         instance_id="i-0123456789abcdef0",
-        role_name=ROLE,
-        credentials=provider,
-        instance_profile_arn=f"arn:aws:iam::123456789012:instance-profile/{ROLE}",
+        role=RoleMetadata(
+            name=ROLE,
+            credentials=provider,
+            instance_profile_arn=f"arn:aws:iam::123456789012:instance-profile/{ROLE}",
+        ),
     ) as server:
         assert _get(server, "iam/security-credentials/", "forged").status_code == 401
         t = _token(server)
@@ -145,7 +147,9 @@ def test_botocore_takes_the_role_credentials_from_it(local_aws, tmp_path):
         "import boto3; s = boto3.Session(region_name='us-east-1'); c = s.get_credentials(); "
         "print(c.method); print(s.client('sts').get_caller_identity()['Arn'])"
     )
-    with FakeIMDS(instance_id="i-0123456789abcdef0", role_name=ROLE, credentials=provider) as server:
+    with FakeIMDS(
+        instance_id="i-0123456789abcdef0", role=RoleMetadata(name=ROLE, credentials=provider)
+    ) as server:
         env = {
             "PATH": os.environ["PATH"],
             "HOME": str(tmp_path),
