@@ -2,10 +2,11 @@
 
 moto enforces neither IAM conditions nor EC2 resource ARNs, so a local run also
 records every AWS call of both sides (``CHRONOS_IAM_AUDIT_LOG``: the control plane
-installs the recorder in :class:`~control.backend.LocalBackend`, the local instance's
-Python at start-up) and :func:`audit` evaluates each against the exact policies of its
-caller (:func:`localaws.iam_audit.audit_run`). ``make demo`` and the end-to-end tests
-fail on any call AWS would refuse.
+installs the recorder, :func:`localaws.audit.install_from_env`, in
+:class:`~control.local_backend.LocalBackend`, the local instance's Python at
+start-up) and :func:`audit` evaluates each against the exact policies of its
+caller (:func:`localaws.iam_audit.audit_run`). ``make demo`` and the end-to-end
+tests fail on any call AWS would refuse.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from control.local_backend import LOCAL_REGION
 from control.localdir import LocalDir, read_json
 from localaws import audit as recorder
-
-ENV_VAR = recorder.ENV_VAR
 
 
 class AuditUnavailableError(RuntimeError):
@@ -27,14 +27,9 @@ class AuditUnavailableError(RuntimeError):
 def start(path: Path) -> Path:
     """Record this process's calls, and its children's (they inherit the variable), to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    os.environ[ENV_VAR] = str(path)
+    os.environ[recorder.ENV_VAR] = str(path)
     recorder.install(path)
     return path
-
-
-def install_from_env() -> bool:
-    """The recorder for this process when ``CHRONOS_IAM_AUDIT_LOG`` is set (local mode only)."""
-    return recorder.install_from_env()
 
 
 def audit(local_dir: LocalDir, log_path: Path) -> Any:
@@ -54,7 +49,7 @@ def audit(local_dir: LocalDir, log_path: Path) -> Any:
             f"no local identities in {local_dir.identities_file} (IAM enforcement "
             "off): nothing to audit against"
         )
-    region = record.get("region") or "us-east-1"
+    region = record.get("region") or LOCAL_REGION
     return audit_run(
         log_path,
         admin_session=ids.admin.session(region),

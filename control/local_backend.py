@@ -38,9 +38,9 @@ class LocalBackend(Backend):
     name, local, device = "local", True, "cpu"
 
     def __init__(self, *, endpoint_url: str, local_dir: LocalDir, region: str = LOCAL_REGION) -> None:
-        from control import local_audit
+        from localaws import audit
 
-        local_audit.install_from_env()  # CHRONOS_IAM_AUDIT_LOG: record every call this side makes
+        audit.install_from_env()  # CHRONOS_IAM_AUDIT_LOG: record every call this side makes
         session = boto3.Session(region_name=region)
         if session.get_credentials() is None:
             session = boto3.Session(

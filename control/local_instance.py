@@ -112,7 +112,6 @@ def spawn(
     child_env = {k: v for k, v in os.environ.items() if k not in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")}
     child_env.update(env_vars)
     child_env.update({"PYTHONUNBUFFERED": "1", "AWS_EC2_METADATA_DISABLED": "true"})
-    root = folder / "root"
     with open(folder / "console.log", "ab") as console:
         proc = subprocess.Popen(
             cmd,
@@ -123,25 +122,28 @@ def spawn(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    write_json(
-        local_dir.instance_file(instance_id),
-        {
-            "instance_id": instance_id,
-            "run_id": facts.run_id,
-            "env": facts.env,
-            "supervisor_pid": proc.pid,
-            "trainer_pid": None,
-            "imds_url": None,
-            "started_at": iso(utc_now()),
-            "ended_at": None,
-            "exit_code": None,
-            "console_log": str(folder / "console.log"),
-            "workdir": str(root / "opt" / "chronos" / "work"),
-            "root": str(root),
-        },
-    )
+    write_json(local_dir.instance_file(instance_id), _first_record(folder, instance_id, facts, proc.pid))
     log.info("local instance %s: supervisor pid %d", instance_id, proc.pid)
     return proc.pid
+
+
+def _first_record(folder: Path, instance_id: str, facts: InstanceFacts, pid: int) -> dict[str, Any]:
+    """The instance's record as the supervisor starts: its pid, no user data yet."""
+    root = folder / "root"
+    return {
+        "instance_id": instance_id,
+        "run_id": facts.run_id,
+        "env": facts.env,
+        "supervisor_pid": pid,
+        "trainer_pid": None,
+        "imds_url": None,
+        "started_at": iso(utc_now()),
+        "ended_at": None,
+        "exit_code": None,
+        "console_log": str(folder / "console.log"),
+        "workdir": str(root / "opt" / "chronos" / "work"),
+        "root": str(root),
+    }
 
 
 def _identities_file(local_dir: LocalDir) -> Path:

@@ -26,6 +26,7 @@ from control.local_backend import LocalBackend
 from control.local_instance import terminate_processes
 from control.localdir import PROJECT_ROOT, LocalDir, read_json, write_json
 from control.localenv import provision, stage_dataset
+from localaws.audit import ENV_VAR as AUDIT_VAR
 from schemas import validate
 
 pytestmark = pytest.mark.slow
@@ -63,7 +64,7 @@ def world(tmp_path, local_aws, monkeypatch):
             **os.environ,
             "CHRONOS_LOCAL_DIR": str(local_dir.root),
             "COLUMNS": "200",
-            local_audit.ENV_VAR: str(calls),
+            AUDIT_VAR: str(calls),
         }
         return subprocess.run(
             [INVOKE, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout
