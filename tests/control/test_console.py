@@ -9,7 +9,9 @@ from botocore.exceptions import ClientError
 
 from common.runspec import from_dict
 from control import console
-from control.launch import apply_launch, gather_world, plan_launch
+from control.launch_apply import apply_launch
+from control.launch_plan import plan_launch
+from control.launch_world import gather_world
 
 NOW = datetime(2026, 11, 25, 14, 5, 2, tzinfo=UTC)
 

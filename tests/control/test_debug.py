@@ -21,8 +21,10 @@ from common.state_store import StateStore
 from control.backend import Backend
 from control.cost import Price
 from control.debug import DebugError, debug_launch_profile, find_target, missing_tools, start_session
-from control.launch import World, apply_launch, plan_launch
-from infra.local import provision
+from control.launch_apply import apply_launch
+from control.launch_plan import plan_launch
+from control.launch_world import World
+from infra.local import ProvisionOptions, provision
 from infra.outputs import StackOutputs, read_outputs
 
 NOW = datetime(2026, 11, 25, 14, 5, 2, tzinfo=UTC)
@@ -43,7 +45,10 @@ class StackBackend(Backend):
 
 def _stack(server: Any, *, debug_profile: bool) -> dict[str, Any]:
     return provision(
-        server.session(), env="dev", endpoint_url=server.endpoint_url, debug_profile=debug_profile
+        server.session(),
+        env="dev",
+        endpoint_url=server.endpoint_url,
+        options=ProvisionOptions(debug_profile=debug_profile),
     )
 
 
@@ -60,7 +65,7 @@ def plain_stack(local_aws) -> StackBackend:
 def _world(backend: Backend, run_id: str) -> World:
     outputs = backend.stack_outputs("dev")
     prices = {
-        (t, az): Price(usd_per_hour=1.0, source="test")
+        ("on-demand", t, az): Price(usd_per_hour=1.0, source="test")
         for t in ("g5.xlarge",)
         for az in outputs.subnets_by_az
     }

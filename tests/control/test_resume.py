@@ -12,7 +12,8 @@ from common.errors import ConfigError
 from common.runspec import from_dict
 from common.state_store import StateStore
 from control.backend import Clients
-from control.launch import apply_launch, launch
+from control.launch import InstanceOverrides, launch
+from control.launch_apply import apply_launch
 
 RUN = "20261124-090000"
 NOW = datetime(2026, 11, 25, 14, 5, 2, tzinfo=UTC)
@@ -28,9 +29,10 @@ def _plant(s3, bucket: str, *, completion: str | None) -> dict:
         sentinel = {
             "run_id": RUN,
             "finalized_at": "2026-11-24T09:10:00Z",
-            "status": "interrupted",
+            "status": "success",
             "completion_status": completion,
             "exit_code": 3,
+            "reason": "spot interruption notice: terminate at 2026-11-24T09:09:00Z",
         }
         s3.put_object(Bucket=bucket, Key=PATHS.success, Body=json.dumps(sentinel).encode())
     return spec
@@ -39,7 +41,14 @@ def _plant(s3, bucket: str, *, completion: str | None) -> dict:
 def test_dry_run_resume_plans_the_same_run_with_its_own_spec(backend, dev):
     s3 = backend.clients().s3
     _plant(s3, dev["bucket"], completion="interrupted")
-    outcome = launch(backend, env="dev", resume=RUN, market="on-demand", dry_run=True, clock=lambda: NOW)
+    outcome = launch(
+        backend,
+        env="dev",
+        resume=RUN,
+        overrides=InstanceOverrides(market="on-demand"),
+        dry_run=True,
+        clock=lambda: NOW,
+    )
     plan = outcome.plan
     assert outcome.result is None
     assert plan.run_id == RUN and plan.resume
