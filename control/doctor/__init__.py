@@ -17,6 +17,13 @@ env, the training data (parquet footers only).
 ``launch`` runs the doctor after it has read the world and planned, before it
 creates anything (``--skip-doctor`` skips it); it passes its plan so the dry
 runs send exactly what the launch will send.
+
+This module runs the checks; they live by concern: the framework and report in
+:mod:`~control.doctor.checks`, credentials and region in :mod:`~control.doctor.account`,
+outputs, template, AMI and profile in :mod:`~control.doctor.stack`, the bucket and
+Python env in :mod:`~control.doctor.bucket`, the dry runs in
+:mod:`~control.doctor.run_instances`, quotas and offerings in :mod:`~control.doctor.quotas`,
+the training data in :mod:`~control.doctor.data`.
 """
 
 from __future__ import annotations
