@@ -25,8 +25,8 @@ def is_gone(state: str | None) -> bool:
     return state in GONE_STATES or state == NOT_FOUND
 
 
-def instance_state(ec2: Any, instance_id: str) -> str:
-    """The instance's state name, or :data:`NOT_FOUND` when EC2 does not know it.
+def describe_instance(ec2: Any, instance_id: str) -> dict[str, Any] | None:
+    """The instance as DescribeInstances returns it, or ``None`` when EC2 does not know it.
 
     Raises:
         botocore.exceptions.ClientError: for any other error (access denied, throttling):
@@ -36,9 +36,19 @@ def instance_state(ec2: Any, instance_id: str) -> str:
         resp = ec2.describe_instances(InstanceIds=[instance_id])
     except Exception as exc:  # only NotFound is an answer; anything else goes to the caller
         if error_code(exc) in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
-            return NOT_FOUND
+            return None
         raise
     for res in resp.get("Reservations", []):
         for inst in res.get("Instances", []):
-            return str(inst["State"]["Name"])
-    return NOT_FOUND
+            return dict(inst)
+    return None
+
+
+def instance_state(ec2: Any, instance_id: str) -> str:
+    """The instance's state name, or :data:`NOT_FOUND` when EC2 does not know it.
+
+    Raises:
+        botocore.exceptions.ClientError: as :func:`describe_instance`.
+    """
+    inst = describe_instance(ec2, instance_id)
+    return NOT_FOUND if inst is None else str(inst["State"]["Name"])

@@ -23,15 +23,14 @@ from typing import Any
 import botocore.exceptions
 
 from common import layout
-from common.aws import error_code, is_not_found
+from common.aws import error_code
+from common.ec2 import NOT_FOUND, instance_state, is_gone
 from common.errors import ConfigError
 from common.state_store import StateStore
 from control.backend import Backend
 from control.s3io import DocumentError, get_bytes
 
 log = logging.getLogger(__name__)
-
-GONE_STATES = frozenset({"shutting-down", "terminated"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,14 +50,12 @@ def instance_of_run(backend: Backend, env: str, run_id: str, bucket: str) -> str
     """The instance id of ``run_id``: the state file's if it is the live run, else its launch record's."""
     import json
 
-    from control.launch import LAUNCH_RECORD_NAME
-
     s3 = backend.clients().s3
     with backend.errors("s3:GetObject", f"s3://{bucket}/{layout.state_key(env)}"):
         live = StateStore(s3, bucket, env).read()
     if live is not None and live.doc.get("run_id") == run_id and live.doc.get("instance_id"):
         return str(live.doc["instance_id"])
-    key = layout.RunPaths(env=env, run_id=run_id).user_configs + LAUNCH_RECORD_NAME
+    key = layout.RunPaths(env=env, run_id=run_id).launch_record
     with backend.errors("s3:GetObject", f"s3://{bucket}/{key}"):
         body = get_bytes(s3, bucket, key)
     if body is None:
@@ -69,20 +66,6 @@ def instance_of_run(backend: Backend, env: str, run_id: str, bucket: str) -> str
         log.warning("launch record s3://%s/%s is not JSON", bucket, key)
         return None
     return str(record["instance_id"]) if isinstance(record, dict) and record.get("instance_id") else None
-
-
-def _state(ec2: Any, instance_id: str) -> str | None:
-    """The instance's state, or ``None`` when EC2 does not know it."""
-    try:
-        resp = ec2.describe_instances(InstanceIds=[instance_id])
-    except botocore.exceptions.ClientError as exc:
-        if error_code(exc).startswith("InvalidInstanceID") or is_not_found(exc):
-            return None
-        raise
-    for reservation in resp.get("Reservations", []):
-        for inst in reservation.get("Instances", []):
-            return str(inst["State"]["Name"])
-    return None
 
 
 def _decode(output: str | None) -> str:
@@ -138,17 +121,17 @@ def console_output(
         )
     ec2 = backend.clients().ec2
     with backend.errors("ec2:DescribeInstances", instance_id):
-        state = _state(ec2, instance_id)
-    if state is None or state in GONE_STATES:
-        why = "unknown to EC2" if state is None else state
+        state = instance_state(ec2, instance_id)
+    if is_gone(state):
         return ConsoleOutput(
             run_id=run_id,
             env=env,
             instance_id=instance_id,
-            state=state,
+            state=None if state == NOT_FOUND else state,
             text="",
             source=None,
-            problem=f"instance {instance_id} of run {run_id} is {why}: "
+            problem=f"instance {instance_id} of run {run_id} is "
+            f"{'unknown to EC2' if state == NOT_FOUND else state}: "
             f"its console went with it; the run's logs are in S3: "
             f"{s3_logs}",
         )

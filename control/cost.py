@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from common.timeutil import Clock, utc_now
 
 log = logging.getLogger(__name__)
@@ -98,7 +100,7 @@ def spot_price(ec2: Any, instance_type: str, availability_zone: str, *, now: dat
     }
     try:
         history = ec2.describe_spot_price_history(**kwargs).get("SpotPriceHistory", [])
-    except Exception as exc:  # the price is informative only; never fail a launch on it
+    except (ClientError, BotoCoreError) as exc:  # the price is informative only; never fail a launch on it
         log.info("no spot price for %s in %s: %s", instance_type, availability_zone, exc)
         return None
     newest = newest_per_az(h for h in history if h.get("ProductDescription", SPOT_PRODUCT) == SPOT_PRODUCT)

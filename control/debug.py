@@ -23,8 +23,8 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from common.ec2 import describe_instance, is_gone
 from common.errors import ConfigError, UserError
 from common.runspec import RunSpec
 from control.backend import Backend
@@ -40,7 +40,6 @@ PLUGIN_DOCS = (
     "session-manager-working-with-install-plugin.html"
 )
 CLI_DOCS = "https://docs.aws.amazon.com/cli/latest/userguide/getting-started-install.html"
-GONE_STATES = frozenset({"shutting-down", "terminated"})
 
 
 class DebugError(UserError):
@@ -86,21 +85,6 @@ class DebugTarget:
         return shlex.join(self.command)
 
 
-def _describe(ec2: Any, instance_id: str) -> dict[str, Any] | None:
-    from botocore.exceptions import ClientError
-
-    from common.aws import error_code
-
-    try:
-        resp = ec2.describe_instances(InstanceIds=[instance_id])
-    except ClientError as exc:
-        if error_code(exc).startswith("InvalidInstanceID"):
-            return None
-        raise
-    instances = [i for r in resp.get("Reservations", []) for i in r.get("Instances", [])]
-    return instances[0] if instances else None
-
-
 def find_target(backend: Backend, *, env: str, run_id: str | None) -> DebugTarget:
     """Examine: the instance of ``run_id`` (``None``/'latest': the newest run) and whether
     a debug session can reach it. Reads only.
@@ -122,9 +106,9 @@ def find_target(backend: Backend, *, env: str, run_id: str | None) -> DebugTarge
             f"no launch record); list runs with `invoke runs --env={env}{flag}`"
         )
     with backend.errors("ec2:DescribeInstances", instance_id):
-        instance = _describe(backend.clients().ec2, instance_id)
+        instance = describe_instance(backend.clients().ec2, instance_id)
     state = str(instance["State"]["Name"]) if instance else "not found"
-    if instance is None or state in GONE_STATES:
+    if instance is None or is_gone(state):
         raise DebugError(
             f"instance {instance_id} of run {run_id} is gone ({state}); a failed debug run "
             f"stays up only keep_on_failure minutes: read its logs with "

@@ -1,10 +1,10 @@
 """Bring a run home: ``fetch`` downloads its artifacts, ``logs`` reads its log.
 
-``runs/{env}/{run_id}/`` mirrors the run prefix (``models/``, ``user-configs/``,
-``model_metadata.json``, ``evaluation/``, ``_SUCCESS`` ...) and puts the run's log
-folder under ``logs/``. Checkpoints are large and only needed to resume, so they
-are skipped unless asked for. Every contract document fetched is validated
-against its schema; the result lists any that fail.
+``runs/{env}/{run_id}/`` (``common.layout.local_run_dir``) mirrors the run prefix
+(``models/``, ``user-configs/``, ``model_metadata.json``, ``evaluation/``, ``_SUCCESS``
+...) and puts the run's log folder under ``logs/`` (:func:`mirror_name`). Checkpoints
+are large and only needed to resume, so they are skipped unless asked for. Every
+contract document fetched is validated against its schema; the result lists any that fail.
 """
 
 from __future__ import annotations
@@ -22,13 +22,32 @@ from control.s3io import DocumentError, get_bytes, iter_objects, parse_json
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RUNS_DIR = PROJECT_ROOT / "runs"
-SCHEMA_OF = {
-    "logs/training.json": "training",
-    "logs/cleanup_status.json": "cleanup-status",
-    "model_metadata.json": "model-metadata",
-    "_SUCCESS": "sentinel",
-}
+DEFAULT_RUNS_DIR = PROJECT_ROOT / layout.LOCAL_RUNS_DIR
+MIRROR_LOGS = "logs/"
+
+
+def mirror_name(paths: layout.RunPaths, key: str) -> str:
+    """Where ``fetch`` puts the object ``key`` of run ``paths``, relative to its local run dir.
+
+    Raises:
+        LayoutError: ``key`` is neither under the run's prefix nor its log folder.
+    """
+    if key.startswith(paths.logs):
+        return MIRROR_LOGS + key[len(paths.logs) :]
+    if key.startswith(paths.prefix):
+        return key[len(paths.prefix) :]
+    raise layout.LayoutError(f"{key} is not an object of run {paths.run_id}")
+
+
+def schema_of(paths: layout.RunPaths) -> dict[str, str]:
+    """The contract documents of a fetched run (mirror name -> schema kind)."""
+    return {
+        mirror_name(paths, paths.training_log): "training",
+        mirror_name(paths, paths.cleanup_status): "cleanup-status",
+        mirror_name(paths, paths.model_metadata): "model-metadata",
+        mirror_name(paths, paths.success): "sentinel",
+        mirror_name(paths, paths.failed_upload): "sentinel",
+    }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,14 +122,14 @@ def fetch_run(
 
     outputs, run_id = resolve_run_id(backend, env, run_id)
     paths = layout.RunPaths(env=env, run_id=run_id)
-    dest = Path(dest_root or DEFAULT_RUNS_DIR) / env / run_id
+    dest = layout.local_run_dir(Path(dest_root or DEFAULT_RUNS_DIR), env, run_id)
     s3 = backend.clients().s3
     with backend.errors("s3:GetObject", f"s3://{outputs.bucket}/{paths.prefix}"):
         todo: list[tuple[str, str]] = []
         skipped: list[str] = []
-        for prefix, local in ((paths.prefix, ""), (paths.logs, "logs/")):
+        for prefix in (paths.prefix, paths.logs):
             for obj in iter_objects(s3, outputs.bucket, prefix):
-                rel = local + obj["Key"][len(prefix) :]
+                rel = mirror_name(paths, obj["Key"])
                 if not checkpoints and obj["Key"].startswith(paths.checkpoints):
                     skipped.append(rel)
                     continue
@@ -122,16 +141,7 @@ def fetch_run(
             )
         with ThreadPoolExecutor(max_workers=8) as pool:
             sizes = list(pool.map(lambda kr: _download(s3, outputs.bucket, kr[0], dest / kr[1]), todo))
-    valid, invalid = [], {}
-    for rel, kind in SCHEMA_OF.items():
-        file = dest / rel
-        if not file.exists():
-            continue
-        try:
-            parse_json(file.read_bytes(), str(file), kind)
-            valid.append(rel)
-        except DocumentError as exc:
-            invalid[rel] = str(exc)
+    valid, invalid = _check_documents(dest, paths)
     return FetchResult(
         run_id=run_id,
         env=env,
@@ -142,6 +152,21 @@ def fetch_run(
         valid=tuple(valid),
         invalid=invalid,
     )
+
+
+def _check_documents(dest: Path, paths: layout.RunPaths) -> tuple[list[str], dict[str, str]]:
+    """The fetched contract documents that match their schema, and why the others do not."""
+    valid, invalid = [], {}
+    for rel, kind in schema_of(paths).items():
+        file = dest / rel
+        if not file.exists():
+            continue
+        try:
+            parse_json(file.read_bytes(), str(file), kind)
+            valid.append(rel)
+        except DocumentError as exc:
+            invalid[rel] = str(exc)
+    return valid, invalid
 
 
 def _download(s3: Any, bucket: str, key: str, target: Path) -> int:
@@ -166,10 +191,10 @@ def read_logs(backend: Backend, *, env: str, run_id: str | None, tail: int | Non
             except DocumentError as exc:
                 problem = str(exc)
         text, source = "", None
-        for name in ("trainer.log", "bootstrap.log"):
-            raw = get_bytes(s3, outputs.bucket, paths.logs + name)
+        for key in (paths.trainer_log, paths.bootstrap_log):
+            raw = get_bytes(s3, outputs.bucket, key)
             if raw is not None:
-                text, source = raw.decode("utf-8", "replace"), paths.logs + name
+                text, source = raw.decode("utf-8", "replace"), key
                 break
     if tail:
         text = "\n".join(text.splitlines()[-tail:])

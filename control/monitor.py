@@ -274,9 +274,10 @@ def view_of_ended(run: RunSummary, *, changed: bool = True) -> MonitorView:
         )
     elif outcome is Outcome.INTERRUPTED:
         advice = (
-            f"spot capacity was reclaimed; the last checkpoint is kept under the run's checkpoints/; "
-            f"resume it with `invoke launch --env={run.env} --resume={run.run_id}` "
-            "(add --market=on-demand to avoid another interruption)"
+            f"the run was interrupted ({run.reason or 'spot capacity was reclaimed'}); the last checkpoint "
+            f"is kept under the run's checkpoints/; resume it with "
+            f"`invoke launch --env={run.env} --resume={run.run_id}` "
+            "(add --market=on-demand to avoid another spot interruption)"
         )
     total = run.metrics.get("steps") if run.metrics else None
     return MonitorView(

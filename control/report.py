@@ -16,14 +16,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from common import layout
 from common.timeutil import parse_iso
 from control.backend import Backend
 from control.cost import PRICE_SOURCE
+from control.fetch import DEFAULT_RUNS_DIR, fetch_run, mirror_name, resolve_run_id
 
 log = logging.getLogger(__name__)
-
-FORECASTS = "evaluation/forecasts.json"
-LAUNCH_RECORD = "user-configs/launch-record.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,17 +44,25 @@ def _load(path: Path) -> Any:
 
 
 def write_report(run_dir: Path) -> ReportResult:
-    """Write ``run_dir/report/index.html`` and its PNGs from the fetched files."""
+    """Write ``run_dir/report/index.html`` and its PNGs from the fetched files.
+
+    Args:
+        run_dir: where ``fetch`` put the run (``common.layout.local_run_dir``: ``.../{env}/{run_id}``).
+
+    Raises:
+        LayoutError: ``run_dir`` does not end in ``{env}/{run_id}``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     run_dir = Path(run_dir)
+    paths = layout.RunPaths(env=run_dir.parent.name, run_id=run_dir.name)
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    training = _load(run_dir / "logs" / "training.json") or {}
-    forecasts = _load(run_dir / FORECASTS)
-    record = _load(run_dir / LAUNCH_RECORD) or {}
-    metadata = _load(run_dir / "model_metadata.json") or {}
+    training = _load(run_dir / mirror_name(paths, paths.training_log)) or {}
+    forecasts = _load(run_dir / mirror_name(paths, paths.forecasts))
+    record = _load(run_dir / mirror_name(paths, paths.launch_record)) or {}
+    metadata = _load(run_dir / mirror_name(paths, paths.model_metadata)) or {}
     run_id = training.get("run_id") or run_dir.name
     notes: list[str] = []
     images: list[Path] = []
@@ -66,7 +73,7 @@ def write_report(run_dir: Path) -> ReportResult:
         path = out / name
         try:
             made = fn(path, *args)
-        except Exception as exc:  # one broken input must not lose the rest of the report
+        except Exception as exc:  # noqa: BLE001 - a plot of any broken input becomes a note, the rest is drawn
             log.warning("plot %s failed: %s", name, exc)
             made = f"could not draw: {exc}"
         if made is True:
@@ -152,7 +159,7 @@ def _times(values: list[Any] | None, start: int, n: int) -> list[Any]:
 def _plot_forecasts(path: Path, forecasts: Any) -> bool | str:
     items = _items(forecasts)[:8]
     if not items:
-        return f"no {FORECASTS} (the run did not reach evaluation)"
+        return f"no {layout.FORECASTS_KEY} (the run did not reach evaluation)"
     import matplotlib.pyplot as plt
 
     cols = 2
@@ -333,10 +340,9 @@ def report_run(
     backend: Backend, *, env: str, run_id: str | None, runs_dir: Path | None = None
 ) -> ReportResult:
     """``invoke report``: fetch the run if it is not here yet, then write its report."""
-    from control.fetch import DEFAULT_RUNS_DIR, fetch_run, resolve_run_id
-
     _, run_id = resolve_run_id(backend, env, run_id)
-    run_dir = Path(runs_dir or DEFAULT_RUNS_DIR) / env / run_id
-    if not (run_dir / "logs" / "training.json").exists():
+    run_dir = layout.local_run_dir(Path(runs_dir or DEFAULT_RUNS_DIR), env, run_id)
+    paths = layout.RunPaths(env=env, run_id=run_id)
+    if not (run_dir / mirror_name(paths, paths.training_log)).exists():
         fetch_run(backend, env=env, run_id=run_id, dest_root=runs_dir)
     return write_report(run_dir)

@@ -22,6 +22,7 @@ from control.s3io import DocumentError, common_prefixes, get_json
 log = logging.getLogger(__name__)
 
 SUCCEEDED = "succeeded"
+FAILED_UPLOAD = "failed_upload"  # the sentinel status of _FAILED_UPLOAD
 _COMPLETION_TO_STATUS = {
     CompletionStatus.NORMAL: SUCCEEDED,
     CompletionStatus.FAILED: "failed",
@@ -45,7 +46,8 @@ class RunSummary:
 
     ``status`` is ``succeeded | failed | killed | interrupted`` for an ended run,
     the live state (``training`` ...) for the active one, ``unknown`` when the
-    run left no log and ``invalid`` when its log fails the schema.
+    run left no log and ``invalid`` when its log fails the schema. ``reason`` is
+    why it ended, as its sentinel says (completed, spot notice, max runtime ...).
     """
 
     run_id: str
@@ -63,6 +65,7 @@ class RunSummary:
     errors: int = 0
     last_error: str | None = None
     problem: str | None = None
+    reason: str | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -99,6 +102,7 @@ class RunSummary:
             "errors": self.errors,
             "last_error": self.last_error,
             "problem": self.problem,
+            "reason": self.reason,
         }
 
 
@@ -137,60 +141,22 @@ def read_run(
 ) -> RunSummary:
     """Summarise one run from its documents (``state``: the live state if it is this run's)."""
     paths = layout.RunPaths(env=env, run_id=run_id)
-    record = _quiet_json(s3, bucket, paths.launch_record)
-    base: dict[str, Any] = {"run_id": run_id, "env": env, "started_at": layout.parse_run_id(run_id)}
-    if record:
-        base.update(
-            instance_id=record.get("instance_id"),
-            instance_type=record.get("instance_type"),
-            market=record.get("market"),
-            price_per_hour=record.get("price_per_hour"),
-        )
-        if record.get("launched_at"):
-            base["started_at"] = parse_iso(record["launched_at"])
+    base = _launch_facts(s3, bucket, paths)
     if state is not None and state.get("run_id") == run_id:
-        err = state.get("last_error") or {}
-        return RunSummary(
-            **{
-                **base,
-                "instance_id": state.get("instance_id") or base.get("instance_id"),
-                "instance_type": state.get("instance_type") or base.get("instance_type"),
-                "price_per_hour": state.get("price_per_hour", base.get("price_per_hour")),
-                "market": state.get("market"),
-            },
-            status=str(state["status"]),
-            active=True,
-            ended_at=clock(),
-            last_error=err.get("message"),
-        )
+        return _live(base, state, clock)
     try:
         training = get_json(s3, bucket, paths.training_log, "training")
-        sentinel = get_json(s3, bucket, paths.success, "sentinel")
+        sentinel = read_sentinel(s3, bucket, paths)
     except DocumentError as exc:
         return RunSummary(**base, status="invalid", problem=str(exc))
     cleanup = _quiet_json(s3, bucket, paths.cleanup_status)
     ended = _ended_at(training, sentinel, cleanup)
     if training is not None:
-        completion = training.get("completion_status") or (sentinel or {}).get("completion_status")
-        errors = training.get("errors", [])
-        inst = training.get("instance", {})
-        return RunSummary(
-            **{
-                **base,
-                "instance_id": base.get("instance_id") or inst.get("instance_id"),
-                "instance_type": base.get("instance_type") or inst.get("instance_type"),
-                "market": base.get("market") or inst.get("market"),
-            },
-            status=status_of_completion(completion),
-            ended_at=ended,
-            exit_code=training.get("exit_code"),
-            metrics=dict(training.get("metrics", {})),
-            errors=len(errors),
-            last_error=errors[-1]["message"] if errors else None,
-        )
+        return _from_training(base, training, sentinel, ended)
     if sentinel is not None:
         return RunSummary(
             **base,
+            **_sentinel_facts(sentinel),
             status=status_of_completion(sentinel["completion_status"]),
             ended_at=ended,
             exit_code=sentinel.get("exit_code"),
@@ -202,6 +168,89 @@ def read_run(
         problem="no training.json or _SUCCESS: the run ended before it wrote its logs"
         if cleanup
         else "no log yet",
+    )
+
+
+def read_sentinel(s3: Any, bucket: str, paths: layout.RunPaths) -> dict[str, Any] | None:
+    """The run's ``_SUCCESS``, else its ``_FAILED_UPLOAD`` (the same shape), validated; ``None``: neither.
+
+    Raises:
+        DocumentError: the sentinel fails schema ``sentinel``.
+    """
+    for key in (paths.success, paths.failed_upload):
+        doc = get_json(s3, bucket, key, "sentinel")
+        if doc is not None:
+            return doc
+    return None
+
+
+def _sentinel_facts(sentinel: dict[str, Any] | None) -> dict[str, Any]:
+    """Why the run ended, and (``_FAILED_UPLOAD``) that its artifacts are incomplete."""
+    if sentinel is None:
+        return {}
+    facts: dict[str, Any] = {"reason": sentinel["reason"]}
+    if sentinel["status"] == FAILED_UPLOAD:
+        facts["problem"] = f"_FAILED_UPLOAD: the run's artifacts are incomplete: {sentinel['reason']}"
+    return facts
+
+
+def _launch_facts(s3: Any, bucket: str, paths: layout.RunPaths) -> dict[str, Any]:
+    """What the launch record says (instance, market, price, start), over the run id's start time."""
+    record = _quiet_json(s3, bucket, paths.launch_record)
+    base: dict[str, Any] = {
+        "run_id": paths.run_id,
+        "env": paths.env,
+        "started_at": layout.parse_run_id(paths.run_id),
+    }
+    if record:
+        base.update(
+            instance_id=record.get("instance_id"),
+            instance_type=record.get("instance_type"),
+            market=record.get("market"),
+            price_per_hour=record.get("price_per_hour"),
+        )
+        if record.get("launched_at"):
+            base["started_at"] = parse_iso(record["launched_at"])
+    return base
+
+
+def _live(base: dict[str, Any], state: dict[str, Any], clock: Clock) -> RunSummary:
+    err = state.get("last_error") or {}
+    return RunSummary(
+        **{
+            **base,
+            "instance_id": state.get("instance_id") or base.get("instance_id"),
+            "instance_type": state.get("instance_type") or base.get("instance_type"),
+            "price_per_hour": state.get("price_per_hour", base.get("price_per_hour")),
+            "market": state.get("market"),
+        },
+        status=str(state["status"]),
+        active=True,
+        ended_at=clock(),
+        last_error=err.get("message"),
+    )
+
+
+def _from_training(
+    base: dict[str, Any], training: dict[str, Any], sentinel: dict[str, Any] | None, ended: datetime | None
+) -> RunSummary:
+    completion = training.get("completion_status") or (sentinel or {}).get("completion_status")
+    errors = training.get("errors", [])
+    inst = training.get("instance", {})
+    return RunSummary(
+        **{
+            **base,
+            "instance_id": base.get("instance_id") or inst.get("instance_id"),
+            "instance_type": base.get("instance_type") or inst.get("instance_type"),
+            "market": base.get("market") or inst.get("market"),
+        },
+        **_sentinel_facts(sentinel),
+        status=status_of_completion(completion),
+        ended_at=ended,
+        exit_code=training.get("exit_code"),
+        metrics=dict(training.get("metrics", {})),
+        errors=len(errors),
+        last_error=errors[-1]["message"] if errors else None,
     )
 
 

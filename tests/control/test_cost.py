@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from botocore.exceptions import ClientError
+
 from control.cost import ON_DEMAND_USD_PER_HOUR, PRICE_SOURCE, Price, launch_price
 from infra.spec.names import GPU_INSTANCE_TYPES
 
@@ -20,7 +22,9 @@ class _Ec2:
 
     def describe_spot_price_history(self, **kwargs):
         if self.fail:
-            raise RuntimeError("UnauthorizedOperation")
+            raise ClientError(
+                {"Error": {"Code": "UnauthorizedOperation", "Message": "denied"}}, "DescribeSpotPriceHistory"
+            )
         return {"SpotPriceHistory": self.history}
 
 
