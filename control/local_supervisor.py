@@ -86,18 +86,18 @@ class Supervisor:
 
     def _imds(self, env_ids: EnvIdentities | None, *, account: str) -> FakeIMDS:
         """The fake IMDS of this instance (role credentials only when the env has a role)."""
-        metadata = None
+        role = None
         if env_ids is not None:
-            role = InstanceRole(
+            instance_role = InstanceRole(
                 env_ids,
                 endpoint_url=self.args.endpoint_url,
                 region=self.args.region,
                 instance_id=self.args.instance_id,
                 audit_log=self.audit_log,
             )
-            metadata = RoleMetadata(
+            role = RoleMetadata(
                 name=env_ids.instance_role_name,
-                credentials=role.credentials,
+                credentials=instance_role.credentials,
                 instance_profile_arn=f"arn:aws:iam::{account}:instance-profile/{env_ids.instance_profile_name}",
             )
         return FakeIMDS(
@@ -106,7 +106,7 @@ class Supervisor:
             availability_zone=self.args.availability_zone,
             image_id=self._image_id(),
             lifecycle="spot" if self.args.market == "spot" else "on-demand",
-            role=metadata,
+            role=role,
         )
 
     def _image_id(self) -> str:
