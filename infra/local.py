@@ -113,11 +113,7 @@ def provision(
     debug_arns = local_iam.ensure_debug_identity(
         ctx, bucket, opts.local_principal_arn, wanted=opts.debug_profile
     )
-    vpc_id = local_network.ensure_vpc(ctx)
-    subnets = local_network.ensure_subnets(ctx, vpc_id, opts.max_azs)
-    route_table_id = local_network.ensure_public_routes(ctx, vpc_id, list(subnets.values()))
-    local_network.ensure_s3_endpoint(ctx, vpc_id, route_table_id)
-    sg_id = local_network.ensure_security_group(ctx, vpc_id)
+    vpc_id, subnets, sg_id = local_network.ensure_network(ctx, opts.max_azs)
     image = opts.ami_id or _local_ami(ctx)
     lt_id = _ensure_launch_template(ctx, image, opts.instance_type, profile_arn, sg_id)
     lt_arn = f"arn:aws:ec2:{region}:{account_id}:launch-template/{lt_id}"

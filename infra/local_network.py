@@ -169,3 +169,16 @@ def _sync_rules(
 def _strip_rule(perm: Mapping[str, Any]) -> dict[str, Any]:
     keys = ("IpProtocol", "FromPort", "ToPort", "IpRanges", "Ipv6Ranges", "UserIdGroupPairs")
     return {k: perm[k] for k in keys if k in perm and perm[k] != []}
+
+
+def ensure_network(ctx: LocalContext, max_azs: int) -> tuple[str, dict[str, str], str]:
+    """VPC, public subnets and their routes, S3 endpoint, security group.
+
+    Returns:
+        The VPC id, the subnet id of each AZ and the security group id.
+    """
+    vpc_id = ensure_vpc(ctx)
+    subnets = ensure_subnets(ctx, vpc_id, max_azs)
+    route_table_id = ensure_public_routes(ctx, vpc_id, list(subnets.values()))
+    ensure_s3_endpoint(ctx, vpc_id, route_table_id)
+    return vpc_id, subnets, ensure_security_group(ctx, vpc_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pulumi_aws as aws
@@ -40,38 +41,15 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
     account_id = aws.get_caller_identity().account_id
     region = aws.get_region().region
     resource_tags = common_tags.tags(cfg.env, cfg.cost_center)
-    network = Network(
-        "network",
-        NetworkArgs(
-            env=cfg.env,
-            region=region,
-            availability_zones=_availability_zones(cfg.max_azs),
-            tags=resource_tags,
-        ),
-    )
-    storage = Storage(
-        "storage",
-        StorageArgs(
-            env=cfg.env, bucket_name=spec_names.bucket_name(cfg.env, account_id, region), tags=resource_tags
-        ),
-    )
+    network = _network(cfg, region, resource_tags)
+    bucket_name = spec_names.bucket_name(cfg.env, account_id, region)
+    storage = Storage("storage", StorageArgs(env=cfg.env, bucket_name=bucket_name, tags=resource_tags))
     identity_args = InstanceIdentityArgs(
         env=cfg.env, bucket_arn=storage.bucket_arn, region=region, account_id=account_id, tags=resource_tags
     )
     identity = InstanceIdentity("instance", identity_args)
     debug = DebugInstanceIdentity("instance-debug", identity_args) if cfg.debug_profile else None
-    compute = Compute(
-        "compute",
-        ComputeArgs(
-            env=cfg.env,
-            instance_type=cfg.instance_type,
-            instance_profile_arn=identity.instance_profile_arn,
-            security_group_id=network.security_group_id,
-            tags=resource_tags,
-            ami_id=cfg.ami_id,
-            ami_ssm_parameter=cfg.ami_ssm_parameter,
-        ),
-    )
+    compute = _compute(cfg, identity, network, resource_tags)
     operator = OperatorAccess(
         "operator",
         OperatorAccessArgs(
@@ -87,16 +65,7 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             debug_role_arn=debug.role_arn if debug else None,
         ),
     )
-    if cfg.budget_email is not None:
-        Budget(
-            "budget",
-            BudgetArgs(
-                env=cfg.env,
-                monthly_usd=cfg.budget_monthly_usd,
-                email=cfg.budget_email,
-                tags=resource_tags,
-            ),
-        )
+    _budget(cfg, resource_tags)
     debug_outputs = (
         {"debug_instance_profile_arn": debug.instance_profile_arn, "debug_role_arn": debug.role_arn}
         if debug
@@ -115,3 +84,43 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         "instance_role_arn": identity.role_arn,
         "operator_policy_arn": operator.policy_arn,
     }
+
+
+def _network(cfg: StackConfig, region: str, resource_tags: Mapping[str, str]) -> Network:
+    args = NetworkArgs(
+        env=cfg.env,
+        region=region,
+        availability_zones=_availability_zones(cfg.max_azs),
+        tags=resource_tags,
+    )
+    return Network("network", args)
+
+
+def _compute(
+    cfg: StackConfig, identity: InstanceIdentity, network: Network, resource_tags: Mapping[str, str]
+) -> Compute:
+    args = ComputeArgs(
+        env=cfg.env,
+        instance_type=cfg.instance_type,
+        instance_profile_arn=identity.instance_profile_arn,
+        security_group_id=network.security_group_id,
+        tags=resource_tags,
+        ami_id=cfg.ami_id,
+        ami_ssm_parameter=cfg.ami_ssm_parameter,
+    )
+    return Compute("compute", args)
+
+
+def _budget(cfg: StackConfig, resource_tags: Mapping[str, str]) -> None:
+    """The optional monthly budget (only with ``budget_email``)."""
+    if cfg.budget_email is None:
+        return
+    Budget(
+        "budget",
+        BudgetArgs(
+            env=cfg.env,
+            monthly_usd=cfg.budget_monthly_usd,
+            email=cfg.budget_email,
+            tags=resource_tags,
+        ),
+    )

@@ -131,11 +131,6 @@ def _attach(client: Any) -> None:
         path = _state["path"]
         if entry is None or path is None:
             return
-        error = None
-        if exception is not None:
-            error = type(exception).__name__
-        elif http_response is not None and http_response.status_code >= 300:
-            error = (parsed or {}).get("Error", {}).get("Code") or str(http_response.status_code)
         record = {
             "kind": "call",
             "ts": _now(),
@@ -145,7 +140,7 @@ def _attach(client: Any) -> None:
             "region": client.meta.region_name,
             "access_key_id": entry.get("access_key_id") or _signing_key(client),
             "params": entry["params"],
-            "error": error,
+            "error": _call_error(parsed, http_response, exception),
         }
         try:
             _append(path, record)
@@ -157,6 +152,17 @@ def _attach(client: Any) -> None:
     events.register_last("request-created", on_request, unique_id=f"{uid}-request")
     events.register("after-call", on_done, unique_id=f"{uid}-done")
     events.register("after-call-error", on_done, unique_id=f"{uid}-error")
+
+
+def _call_error(
+    parsed: Mapping[str, Any] | None, http_response: Any, exception: BaseException | None
+) -> str | None:
+    """The error a recorded call ended with: the exception's class or AWS's error code."""
+    if exception is not None:
+        return type(exception).__name__
+    if http_response is not None and http_response.status_code >= 300:
+        return (parsed or {}).get("Error", {}).get("Code") or str(http_response.status_code)
+    return None
 
 
 def _patch(session_class: Any) -> None:

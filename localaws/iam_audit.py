@@ -255,29 +255,35 @@ def audit_run(
     for call in calls:
         if call.access_key_id in admin_keys:
             report.skipped_admin_calls += 1
-            continue
-        principal = known.get(call.access_key_id or "")
-        if principal is None:
-            report.unknown_key_calls += 1
-            report.findings.append(
-                Finding(
-                    call.label(),
-                    f"key {call.access_key_id}",
-                    "?",
-                    "?",
-                    "no principal owns this access key",
-                    call.error,
-                )
-            )
-            continue
-        counts[principal.name] += 1
-        found = _evaluate_call(call, principal, facts)
-        report.findings += found
-        if not found and call.error in _DENIED_CODES:
-            report.moto_denied_aws_allows.append(call.label())
+        else:
+            _audit_call(report, counts, call, known.get(call.access_key_id or ""), facts)
     report.calls_by_principal = dict(counts)
     log.info("%s", report.summary())
     return report
+
+
+def _audit_call(
+    report: AuditReport, counts: Counter[str], call: Call, principal: Principal | None, facts: MotoFacts
+) -> None:
+    """Add one non-admin call's findings (or its unknown key) to ``report``."""
+    if principal is None:
+        report.unknown_key_calls += 1
+        report.findings.append(
+            Finding(
+                call.label(),
+                f"key {call.access_key_id}",
+                "?",
+                "?",
+                "no principal owns this access key",
+                call.error,
+            )
+        )
+        return
+    counts[principal.name] += 1
+    found = _evaluate_call(call, principal, facts)
+    report.findings += found
+    if not found and call.error in _DENIED_CODES:
+        report.moto_denied_aws_allows.append(call.label())
 
 
 def principal_for_role(

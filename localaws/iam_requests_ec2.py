@@ -207,60 +207,11 @@ def _used(
     facts: Facts,
 ) -> list[AuthRequest]:
     """Requests on the existing resources the launch uses."""
-    action, out = "ec2:RunInstances", []
-    if launch["subnet"]:
-        ctx = {
-            **base,
-            "ec2:Vpc": subnet_ctx.get("vpc_arn"),
-            "ec2:SubnetID": launch["subnet"],
-            "ec2:AvailabilityZone": subnet_ctx.get("az"),
-            **subnet_ctx.get("tags", {}),
-        }
-        out.append(
-            make_request(
-                call,
-                caller,
-                action,
-                "subnet",
-                _arn(call, caller, "subnet", launch["subnet"]),
-                ctx,
-                subnet_ctx.get("notes", ()),
-            )
-        )
-    for group in launch["groups"]:
-        found = facts.security_group(group) or {}
-        vpc = found.get("VpcId")
-        ctx = {
-            **base,
-            "ec2:SecurityGroupID": group,
-            **resource_tag_context(tag_map(found.get("Tags"))),
-            "ec2:Vpc": _arn(call, caller, "vpc", vpc) if vpc else None,
-        }
-        out.append(
-            make_request(
-                call,
-                caller,
-                action,
-                "security-group",
-                _arn(call, caller, "security-group", group),
-                ctx,
-                () if found else (f"security group {group} unknown to the local AWS",),
-            )
-        )
+    action = "ec2:RunInstances"
+    out = _used_subnet(call, caller, launch, base, subnet_ctx)
+    out += _used_security_groups(call, caller, launch, base, facts)
     if launch["image"]:
-        found = facts.image(launch["image"]) or {}
-        ctx = {
-            **base,
-            "ec2:ImageID": launch["image"],
-            "ec2:ImageType": "machine",
-            "ec2:Owner": found.get("ImageOwnerAlias") or found.get("OwnerId"),
-            "ec2:Public": _bool(found.get("Public")),
-            "ec2:RootDeviceType": found.get("RootDeviceType"),
-            **resource_tag_context(tag_map(found.get("Tags"))),
-        }
-        out.append(
-            make_request(call, caller, action, "image", _arn(call, caller, "image", launch["image"]), ctx)
-        )
+        out.append(_used_image(call, caller, launch["image"], base, facts))
     if launch["lt_id"]:
         ctx = {**base, **resource_tag_context(launch["lt_tags"])}
         lt_arn = _arn(call, caller, "launch-template", launch["lt_id"])
@@ -271,6 +222,62 @@ def _used(
             make_request(call, caller, action, "key-pair", _arn(call, caller, "key-pair", launch["key"]), ctx)
         )
     return out
+
+
+def _used_subnet(
+    call: Call,
+    caller: Caller,
+    launch: Mapping[str, Any],
+    base: Mapping[str, Any],
+    subnet_ctx: Mapping[str, Any],
+) -> list[AuthRequest]:
+    if not launch["subnet"]:
+        return []
+    ctx = {
+        **base,
+        "ec2:Vpc": subnet_ctx.get("vpc_arn"),
+        "ec2:SubnetID": launch["subnet"],
+        "ec2:AvailabilityZone": subnet_ctx.get("az"),
+        **subnet_ctx.get("tags", {}),
+    }
+    arn = _arn(call, caller, "subnet", launch["subnet"])
+    notes = subnet_ctx.get("notes", ())
+    return [make_request(call, caller, "ec2:RunInstances", "subnet", arn, ctx, notes)]
+
+
+def _used_security_groups(
+    call: Call, caller: Caller, launch: Mapping[str, Any], base: Mapping[str, Any], facts: Facts
+) -> list[AuthRequest]:
+    out = []
+    for group in launch["groups"]:
+        found = facts.security_group(group) or {}
+        vpc = found.get("VpcId")
+        ctx = {
+            **base,
+            "ec2:SecurityGroupID": group,
+            **resource_tag_context(tag_map(found.get("Tags"))),
+            "ec2:Vpc": _arn(call, caller, "vpc", vpc) if vpc else None,
+        }
+        arn = _arn(call, caller, "security-group", group)
+        notes = () if found else (f"security group {group} unknown to the local AWS",)
+        out.append(make_request(call, caller, "ec2:RunInstances", "security-group", arn, ctx, notes))
+    return out
+
+
+def _used_image(
+    call: Call, caller: Caller, image_id: str, base: Mapping[str, Any], facts: Facts
+) -> AuthRequest:
+    found = facts.image(image_id) or {}
+    ctx = {
+        **base,
+        "ec2:ImageID": image_id,
+        "ec2:ImageType": "machine",
+        "ec2:Owner": found.get("ImageOwnerAlias") or found.get("OwnerId"),
+        "ec2:Public": _bool(found.get("Public")),
+        "ec2:RootDeviceType": found.get("RootDeviceType"),
+        **resource_tag_context(tag_map(found.get("Tags"))),
+    }
+    return make_request(call, caller, "ec2:RunInstances", "image", _arn(call, caller, "image", image_id), ctx)
 
 
 def _implied(

@@ -8,7 +8,7 @@ Three kinds of principal exist, recorded in ``.local/identities.json`` (mode 060
   switched on; used only by the local provisioner, the local instance's
   supervisor (the "hypervisor") and test inventories;
 - per env, ``operator`` (``chronos-{env}-operator``): only the env's operator
-  managed policy (``infra.spec.operator_policy``, created by the provisioner) and
+  managed policy (``infra.spec.operator_access.operator_policy``, created by the provisioner) and
   the moto-only allowance; the control plane signs with its keys;
 - per env, ``instance_host`` (``chronos-{env}-instance-host``): named with
   ``ec2.amazonaws.com`` in the instance role's trust policy and allowed only
