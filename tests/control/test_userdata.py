@@ -206,7 +206,7 @@ class Machine:
 def make_machine(local_aws, bucket, tmp_path) -> Iterator[Callable[..., Machine]]:
     """Machines on the suite's moto server; credentials only through the fake IMDS (an assumed role)."""
     from control.local_machine import instance_environment, make_ami_python, write_shims
-    from localaws.imds import FakeIMDS
+    from localaws.imds import FakeIMDS, RoleMetadata
 
     iam, sts = local_aws.client("iam"), local_aws.client("sts")
     trust = {
@@ -229,7 +229,9 @@ def make_machine(local_aws, bucket, tmp_path) -> Iterator[Callable[..., Machine]
         }
 
     imds = FakeIMDS(
-        instance_id="i-0123456789abcdef0", lifecycle="on-demand", role_name=ROLE, credentials=credentials
+        instance_id="i-0123456789abcdef0",
+        lifecycle="on-demand",
+        role=RoleMetadata(name=ROLE, credentials=credentials),
     ).start()
     made = 0
 
