@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from common import layout
 from common.aws import error_code, http_status, is_access_denied, is_not_found
 from common.errors import AccessDeniedError, CorruptStateError, LockHeldError
@@ -130,7 +132,7 @@ class StateStore:
         """
         try:
             resp = self.s3.get_object(Bucket=self.bucket, Key=self.key)
-        except Exception as exc:
+        except ClientError as exc:
             if is_not_found(exc) or self._absent_behind_403(exc):
                 return None
             self._raise_denied(exc, "s3:GetObject")
@@ -143,7 +145,7 @@ class StateStore:
             return self.read()
         try:
             resp = self.s3.get_object(Bucket=self.bucket, Key=self.key, IfNoneMatch=etag)
-        except Exception as exc:
+        except ClientError as exc:
             if http_status(exc) == 304 or error_code(exc) in {"304", "NotModified"}:
                 return False
             if is_not_found(exc) or self._absent_behind_403(exc):
@@ -179,7 +181,7 @@ class StateStore:
         validate("system-state", doc)
         try:
             etag = self._put(doc, IfNoneMatch="*")
-        except Exception as exc:
+        except ClientError as exc:
             if http_status(exc) in (409, 412):
                 held = self.read()
                 if held is None:  # released between our put and read: try once more
@@ -217,7 +219,7 @@ class StateStore:
             validate("system-state", doc, source=self.location)
             try:
                 return Snapshot(doc, self._put(doc, IfMatch=snap.etag))
-            except Exception as exc:
+            except ClientError as exc:
                 if http_status(exc) in (409, 412):
                     log.info(
                         "state write conflict (%s), re-reading (attempt %d)",
@@ -324,7 +326,7 @@ class StateStore:
                 raise NotHeldError(f"{self.location} belongs to run {snap.run_id}, not {run_id}")
             try:
                 self.s3.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=snap.etag)
-            except Exception as exc:
+            except ClientError as exc:
                 if http_status(exc) in (409, 412):
                     log.info(
                         "state delete conflict (%s), re-reading (attempt %d)",
@@ -344,7 +346,7 @@ class StateStore:
         """Delete the state file whatever it holds (for `verify --fix`); ``False`` if absent."""
         try:
             self.s3.head_object(Bucket=self.bucket, Key=self.key)
-        except Exception as exc:
+        except ClientError as exc:
             if is_not_found(exc):
                 return False
             raise
@@ -358,7 +360,7 @@ class StateStore:
             resp = self.s3.put_object(
                 Bucket=self.bucket, Key=self.key, Body=body, ContentType="application/json", **condition
             )
-        except Exception as exc:
+        except ClientError as exc:
             self._raise_denied(exc, "s3:PutObject")
             raise
         return str(resp["ETag"])
@@ -374,7 +376,7 @@ class StateStore:
             return False
         try:
             resp = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.key, MaxKeys=1)
-        except Exception:
+        except (ClientError, BotoCoreError):  # could not tell: treat the key as present
             return False
         return not any(o["Key"] == self.key for o in resp.get("Contents", []))
 

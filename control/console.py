@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import botocore.exceptions
@@ -109,56 +109,40 @@ def console_output(
         instance_id = instance_of_run(backend, env, run_id, outputs.bucket)
     except DocumentError as exc:
         raise ConfigError(f"cannot find the instance of run {run_id}: {exc}") from None
+    none = ConsoleOutput(run_id=run_id, env=env, instance_id=instance_id, state=None, text="", source=None)
     if instance_id is None:
-        return ConsoleOutput(
-            run_id=run_id,
-            env=env,
-            instance_id=None,
-            state=None,
-            text="",
-            source=None,
+        return replace(
+            none,
             problem=f"run {run_id} has no recorded instance (no launch record); its logs in S3: {s3_logs}",
         )
-    ec2 = backend.clients().ec2
     with backend.errors("ec2:DescribeInstances", instance_id):
-        state = instance_state(ec2, instance_id)
+        state = instance_state(backend.clients().ec2, instance_id)
     if is_gone(state):
-        return ConsoleOutput(
-            run_id=run_id,
-            env=env,
-            instance_id=instance_id,
+        why = "unknown to EC2" if state == NOT_FOUND else state
+        return replace(
+            none,
             state=None if state == NOT_FOUND else state,
-            text="",
-            source=None,
-            problem=f"instance {instance_id} of run {run_id} is "
-            f"{'unknown to EC2' if state == NOT_FOUND else state}: "
-            f"its console went with it; the run's logs are in S3: "
-            f"{s3_logs}",
+            problem=f"instance {instance_id} of run {run_id} is {why}: its console went with it; "
+            f"the run's logs are in S3: {s3_logs}",
         )
-    with backend.errors("ec2:GetConsoleOutput", f"instance {instance_id}"):
-        text = _get_console(ec2, instance_id)
-    source = f"GetConsoleOutput {instance_id}"
-    local_dir = getattr(backend, "local_dir", None)
-    if backend.local and local_dir is not None:  # moto's answer is a fixed sample: read the real one
-        path = local_dir.instance_dir(instance_id) / "console.log"
-        text = path.read_text("utf-8", "replace") if path.exists() else ""
-        source = str(path)
+    text, source = _read_console(backend, instance_id)
     if tail:
         text = "\n".join(text.splitlines()[-tail:])
-    problem = (
-        None
-        if text.strip()
-        else (
+    problem = None
+    if not text.strip():
+        problem = (
             f"instance {instance_id} ({state}) has no console output yet; EC2 "
             "posts it a few minutes after boot, try again shortly"
         )
-    )
-    return ConsoleOutput(
-        run_id=run_id,
-        env=env,
-        instance_id=instance_id,
-        state=state,
-        text=text,
-        source=source,
-        problem=problem,
-    )
+    return replace(none, state=state, text=text, source=source, problem=problem)
+
+
+def _read_console(backend: Backend, instance_id: str) -> tuple[str, str]:
+    """The console text and where it came from (locally: the supervisor's log, not moto's sample)."""
+    with backend.errors("ec2:GetConsoleOutput", f"instance {instance_id}"):
+        text = _get_console(backend.clients().ec2, instance_id)
+    local_dir = getattr(backend, "local_dir", None)
+    if backend.local and local_dir is not None:
+        path = local_dir.instance_dir(instance_id) / "console.log"
+        return (path.read_text("utf-8", "replace") if path.exists() else ""), str(path)
+    return text, f"GetConsoleOutput {instance_id}"

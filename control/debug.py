@@ -23,6 +23,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from common.ec2 import describe_instance, is_gone
 from common.errors import ConfigError, UserError
@@ -85,6 +86,26 @@ class DebugTarget:
         return shlex.join(self.command)
 
 
+def _debug_profile(instance: dict[str, Any], outputs: StackOutputs, *, env: str, run_id: str) -> str:
+    """The instance's profile ARN, when it is the stack's debug profile.
+
+    Raises:
+        DebugError: the stack has no debug profile, or the instance runs under another one.
+    """
+    profile = str((instance.get("IamInstanceProfile") or {}).get("Arn", ""))
+    if not outputs.has_debug_profile:
+        raise DebugError(
+            f"run {run_id} was not launched with debug: the stack of env {env!r} has no debug "
+            f"instance profile; {ENABLE_HINT}, then launch with debug = true in the run spec"
+        )
+    if profile != outputs.debug_instance_profile_arn:
+        raise DebugError(
+            f"run {run_id} was not launched with debug (instance {instance.get('InstanceId')} has profile "
+            f"{profile or 'none'}); relaunch with debug = true under [instance] in the run spec"
+        )
+    return profile
+
+
 def find_target(backend: Backend, *, env: str, run_id: str | None) -> DebugTarget:
     """Examine: the instance of ``run_id`` (``None``/'latest': the newest run) and whether
     a debug session can reach it. Reads only.
@@ -114,17 +135,7 @@ def find_target(backend: Backend, *, env: str, run_id: str | None) -> DebugTarge
             f"stays up only keep_on_failure minutes: read its logs with "
             f"`invoke logs {run_id} --env={env}{flag}`"
         )
-    profile = str((instance.get("IamInstanceProfile") or {}).get("Arn", ""))
-    if not outputs.has_debug_profile:
-        raise DebugError(
-            f"run {run_id} was not launched with debug: the stack of env {env!r} has no debug "
-            f"instance profile; {ENABLE_HINT}, then launch with debug = true in the run spec"
-        )
-    if profile != outputs.debug_instance_profile_arn:
-        raise DebugError(
-            f"run {run_id} was not launched with debug (instance {instance_id} has profile "
-            f"{profile or 'none'}); relaunch with debug = true under [instance] in the run spec"
-        )
+    profile = _debug_profile(instance, outputs, env=env, run_id=run_id)
     if state != "running":
         raise DebugError(
             f"instance {instance_id} of run {run_id} is {state}, not running; try again in a minute"

@@ -64,10 +64,26 @@ def write_report(run_dir: Path) -> ReportResult:
     record = _load(run_dir / mirror_name(paths, paths.launch_record)) or {}
     metadata = _load(run_dir / mirror_name(paths, paths.model_metadata)) or {}
     run_id = training.get("run_id") or run_dir.name
+    images, sections, notes = _draw(out, training, forecasts, record)
+    page = _page(run_id, training, metadata, record, sections, notes)
+    index = out / "index.html"
+    index.write_text(page, "utf-8")
+    return ReportResult(
+        run_id=run_id,
+        index=index,
+        images=tuple(images),
+        notes=tuple(notes),
+        metrics=dict(training.get("metrics") or {}),
+    )
+
+
+def _draw(
+    out: Path, training: dict[str, Any], forecasts: Any, record: dict[str, Any]
+) -> tuple[list[Path], list[str], list[str]]:
+    """Every plot into ``out``: the images drawn, their HTML sections, and a note per plot not drawn."""
     notes: list[str] = []
     images: list[Path] = []
     sections: list[str] = []
-    price = record.get("price_per_hour")
 
     def add(name: str, title: str, fn: Any, *args: Any) -> None:
         path = out / name
@@ -90,19 +106,10 @@ def write_report(run_dir: Path) -> ReportResult:
         "Cost by phase",
         _plot_cost,
         training.get("phases") or [],
-        price,
+        record.get("price_per_hour"),
         bool(record.get("local")),
     )
-    page = _page(run_id, training, metadata, record, sections, notes)
-    index = out / "index.html"
-    index.write_text(page, "utf-8")
-    return ReportResult(
-        run_id=run_id,
-        index=index,
-        images=tuple(images),
-        notes=tuple(notes),
-        metrics=dict(training.get("metrics") or {}),
-    )
+    return images, sections, notes
 
 
 def _plot_loss(path: Path, curve: list[list[float]]) -> bool | str:
@@ -283,7 +290,28 @@ def _page(
     notes: list[str],
 ) -> str:
     metrics = training.get("metrics") or {}
-    summary = [
+    hyper = metadata.get("hyperparameters") if isinstance(metadata.get("hyperparameters"), dict) else {}
+    notes_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Run {html.escape(run_id)}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse;margin:.5em 0}}
+th,td{{border:1px solid #ddd;padding:.25em .6em;text-align:left}}
+th{{background:#f6f6f6}}img{{max-width:100%}}.good{{color:#176b2c}}.bad{{color:#a11}}</style></head>
+<body><h1>Chronos-2 training run {html.escape(run_id)}</h1>
+{_table(_summary(run_id, training, record))}
+<h2>Metrics</h2>{_verdict(metrics)}{_table(sorted(metrics.items()))}
+{"".join(sections)}
+<h2>Hyperparameters</h2>{_table(sorted(hyper.items())) if hyper else "<p>not recorded</p>"}
+<h2>Errors</h2><ul>{_errors_html(training.get("errors") or [])}</ul>
+{f"<h2>Not shown</h2><ul>{notes_html}</ul>" if notes else ""}
+<p><small>Prices: {html.escape(PRICE_SOURCE)}.</small></p>
+</body></html>
+"""
+
+
+def _summary(run_id: str, training: dict[str, Any], record: dict[str, Any]) -> list[tuple[str, Any]]:
+    summary: list[tuple[str, Any]] = [
         ("run id", run_id),
         ("env", training.get("env", "")),
         ("completion", training.get("completion_status", "unknown")),
@@ -298,17 +326,25 @@ def _page(
     ]
     if record.get("price_per_hour") is not None:
         summary.append(("price", f"${record['price_per_hour']}/h ({record.get('price_source', '')})"))
-    verdict = ""
+    return summary
+
+
+def _verdict(metrics: dict[str, Any]) -> str:
     numbers = (int, float)
-    if isinstance(metrics.get("model_wql"), numbers) and isinstance(metrics.get("baseline_wql"), numbers):
-        better = metrics["model_wql"] < metrics["baseline_wql"]
-        verdict = (
-            f"<p class='{'good' if better else 'bad'}'>Model WQL {metrics['model_wql']:.4f} vs "
-            f"seasonal-naive {metrics['baseline_wql']:.4f}: "
-            f"{'the model beats the baseline' if better else 'the baseline is better'}.</p>"
-        )
-    errors = training.get("errors") or []
-    err_html = (
+    if not (
+        isinstance(metrics.get("model_wql"), numbers) and isinstance(metrics.get("baseline_wql"), numbers)
+    ):
+        return ""
+    better = metrics["model_wql"] < metrics["baseline_wql"]
+    return (
+        f"<p class='{'good' if better else 'bad'}'>Model WQL {metrics['model_wql']:.4f} vs "
+        f"seasonal-naive {metrics['baseline_wql']:.4f}: "
+        f"{'the model beats the baseline' if better else 'the baseline is better'}.</p>"
+    )
+
+
+def _errors_html(errors: list[dict[str, Any]]) -> str:
+    return (
         "".join(
             f"<li>{html.escape(e.get('timestamp', ''))} [{html.escape(e.get('error_class', ''))}] "
             f"{html.escape(e.get('component', ''))}: {html.escape(e.get('message', ''))}</li>"
@@ -316,24 +352,6 @@ def _page(
         )
         or "<li>none</li>"
     )
-    hyper = metadata.get("hyperparameters") if isinstance(metadata.get("hyperparameters"), dict) else {}
-    notes_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Run {html.escape(run_id)}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
-table{{border-collapse:collapse;margin:.5em 0}}
-th,td{{border:1px solid #ddd;padding:.25em .6em;text-align:left}}
-th{{background:#f6f6f6}}img{{max-width:100%}}.good{{color:#176b2c}}.bad{{color:#a11}}</style></head>
-<body><h1>Chronos-2 training run {html.escape(run_id)}</h1>
-{_table(summary)}
-<h2>Metrics</h2>{verdict}{_table(sorted(metrics.items()))}
-{"".join(sections)}
-<h2>Hyperparameters</h2>{_table(sorted(hyper.items())) if hyper else "<p>not recorded</p>"}
-<h2>Errors</h2><ul>{err_html}</ul>
-{f"<h2>Not shown</h2><ul>{notes_html}</ul>" if notes else ""}
-<p><small>Prices: {html.escape(PRICE_SOURCE)}.</small></p>
-</body></html>
-"""
 
 
 def report_run(

@@ -6,6 +6,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from common.aws import is_not_found
 from schemas import validate
 
@@ -18,7 +20,7 @@ def get_bytes(s3: Any, bucket: str, key: str) -> bytes | None:
     """The object's bytes, or ``None`` when it does not exist."""
     try:
         return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except Exception as exc:
+    except ClientError as exc:
         if is_not_found(exc):
             return None
         raise

@@ -159,6 +159,48 @@ def _tag(resource: dict[str, Any], key: str) -> str | None:
     return None
 
 
+def _instance_finding(inst: dict[str, Any], active: Snapshot | None) -> Finding:
+    """A billing instance: an orphan unless the healthy active run uses it."""
+    ours = active is not None and inst["InstanceId"] == active.doc.get("instance_id")
+    az = inst.get("Placement", {}).get("AvailabilityZone", "?")
+    detail = f"{inst.get('InstanceType', '?')} in {az}"
+    detail += f", run {active.run_id} (active)" if ours and active else ", no active run uses it"
+    return Finding(
+        kind="instance",
+        resource=inst["InstanceId"],
+        state=inst["State"]["Name"],
+        detail=detail,
+        orphaned=not ours,
+        run_id=_tag(inst, RUN_ID_KEY),
+    )
+
+
+def _volume_finding(vol: dict[str, Any]) -> Finding:
+    """A detached volume: always an orphan (nothing re-attaches it)."""
+    return Finding(
+        kind="volume",
+        resource=vol["VolumeId"],
+        state="available",
+        detail=f"{vol.get('Size', '?')} GiB {vol.get('VolumeType', '')} detached",
+        orphaned=True,
+        run_id=_tag(vol, RUN_ID_KEY),
+    )
+
+
+def _spot_finding(req: dict[str, Any], active: Snapshot | None) -> Finding:
+    """An open spot request: an orphan unless it is the healthy active run's."""
+    active_instance = active.doc.get("instance_id") if active else None
+    ours = bool(active_instance) and req.get("InstanceId") == active_instance
+    return Finding(
+        kind="spot-request",
+        resource=req["SpotInstanceRequestId"],
+        state=req.get("State", "?"),
+        detail=f"instance {req.get('InstanceId') or '-'}",
+        orphaned=not ours,
+        run_id=_tag(req, RUN_ID_KEY),
+    )
+
+
 class Inspector:
     """Builds inventories and fixes orphans on injected clients."""
 
@@ -179,51 +221,14 @@ class Inspector:
 
     # -- looking ---------------------------------------------------------------
     def inventory(self) -> Inventory:
+        """Everything that bills in this env now, each marked orphaned or not."""
         ec2 = self.clients.ec2
         instances = billing_instances(ec2, self.env)
         live_ids = {i["InstanceId"] for i in instances}
         state_finding, active = self._state(live_ids)
-        active_instance = active.doc.get("instance_id") if active else None
-        findings: list[Finding] = []
-        for inst in instances:
-            iid, state = inst["InstanceId"], inst["State"]["Name"]
-            ours = iid == active_instance
-            az = inst.get("Placement", {}).get("AvailabilityZone", "?")
-            detail = f"{inst.get('InstanceType', '?')} in {az}"
-            detail += f", run {active.run_id} (active)" if ours and active else ", no active run uses it"
-            findings.append(
-                Finding(
-                    kind="instance",
-                    resource=iid,
-                    state=state,
-                    detail=detail,
-                    orphaned=not ours,
-                    run_id=_tag(inst, RUN_ID_KEY),
-                )
-            )
-        for vol in available_volumes(ec2, self.env):
-            findings.append(
-                Finding(
-                    kind="volume",
-                    resource=vol["VolumeId"],
-                    state="available",
-                    detail=f"{vol.get('Size', '?')} GiB {vol.get('VolumeType', '')} detached",
-                    orphaned=True,
-                    run_id=_tag(vol, RUN_ID_KEY),
-                )
-            )
-        for req in open_spot_requests(ec2, self.env):
-            ours = bool(active_instance) and req.get("InstanceId") == active_instance
-            findings.append(
-                Finding(
-                    kind="spot-request",
-                    resource=req["SpotInstanceRequestId"],
-                    state=req.get("State", "?"),
-                    detail=f"instance {req.get('InstanceId') or '-'}",
-                    orphaned=not ours,
-                    run_id=_tag(req, RUN_ID_KEY),
-                )
-            )
+        findings = [_instance_finding(inst, active) for inst in instances]
+        findings += [_volume_finding(vol) for vol in available_volumes(ec2, self.env)]
+        findings += [_spot_finding(req, active) for req in open_spot_requests(ec2, self.env)]
         if state_finding is not None:
             findings.append(state_finding)
         findings += self._local_processes(live_ids)
