@@ -30,6 +30,7 @@ from common import layout
 from common.cleanup_status import ActionStatus, CleanupLog, count_or_unknown, verification
 from common.ec2 import BILLING_STATES
 from common.errors import ConfigError, CorruptStateError
+from common.exitcodes import ExitCode
 from common.staleness import STALENESS, Stale, StalenessPolicy
 from common.state_store import Snapshot, StateStore
 from common.tags import RUN_ID_KEY, env_filters
@@ -108,8 +109,8 @@ class VerifyResult:
         return self.after or self.before
 
     @property
-    def exit_code(self) -> int:
-        return 0 if self.final.clean else 1
+    def exit_code(self) -> ExitCode:
+        return ExitCode.OK if self.final.clean else ExitCode.FAILED
 
 
 def billing_instances(ec2: Any, env: str) -> list[dict[str, Any]]:
