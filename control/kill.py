@@ -25,8 +25,8 @@ from common.ec2 import instance_state, is_gone
 from common.state_store import NotHeldError, StateStore
 from common.timeutil import Clock, iso, utc_now
 from control.backend import Backend, Clients, check_env
+from control.billing import billing_verification
 from control.s3io import get_json, put_json
-from control.verify import billing_verification
 
 log = logging.getLogger(__name__)
 

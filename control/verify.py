@@ -24,24 +24,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from common import layout
-from common.cleanup_status import ActionStatus, CleanupLog, count_or_unknown, verification
-from common.ec2 import BILLING_STATES
+from common.cleanup_status import ActionStatus, CleanupLog
 from common.errors import ConfigError, CorruptStateError
 from common.exitcodes import ExitCode
 from common.staleness import STALENESS, Stale, StalenessPolicy
 from common.state_store import Snapshot, StateStore
-from common.tags import RUN_ID_KEY, env_filters
+from common.tags import RUN_ID_KEY
 from common.timeutil import Clock, iso, parse_iso, utc_now
 from control.backend import Backend, Clients, check_env
+from control.billing import available_volumes, billing_instances, billing_verification, open_spot_requests
 from control.localdir import LocalDir, pid_alive
 from control.s3io import get_json, put_json
 
 log = logging.getLogger(__name__)
 
-OPEN_SPOT_STATES = ("open", "active")
 LOCAL_SHUTDOWN_S = 20.0
 
 
@@ -111,46 +108,6 @@ class VerifyResult:
     @property
     def exit_code(self) -> ExitCode:
         return ExitCode.OK if self.final.clean else ExitCode.FAILED
-
-
-def billing_instances(ec2: Any, env: str) -> list[dict[str, Any]]:
-    filters = env_filters(env) + [{"Name": "instance-state-name", "Values": list(BILLING_STATES)}]
-    out = []
-    for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
-        for res in page.get("Reservations", []):
-            out += res.get("Instances", [])
-    return out
-
-
-def available_volumes(ec2: Any, env: str) -> list[dict[str, Any]]:
-    filters = env_filters(env) + [{"Name": "status", "Values": ["available"]}]
-    out = []
-    for page in ec2.get_paginator("describe_volumes").paginate(Filters=filters):
-        out += page.get("Volumes", [])
-    return out
-
-
-def open_spot_requests(ec2: Any, env: str) -> list[dict[str, Any]]:
-    filters = env_filters(env) + [{"Name": "state", "Values": list(OPEN_SPOT_STATES)}]
-    return list(ec2.describe_spot_instance_requests(Filters=filters).get("SpotInstanceRequests", []))
-
-
-def billing_verification(ec2: Any, env: str, *, checked_at: str) -> dict[str, Any]:
-    """The cleanup-status ``verification`` for ``env``: instances in a billing state, available volumes.
-
-    A count AWS would not answer (access denied, unreachable) is ``None`` with the
-    reason under ``unknown``, never 0.
-    """
-    aws_errors = (ClientError, BotoCoreError)
-    return verification(
-        checked_at=checked_at,
-        instances_running=count_or_unknown(
-            "ec2:DescribeInstances", lambda: len(billing_instances(ec2, env)), aws_errors
-        ),
-        volumes_available=count_or_unknown(
-            "ec2:DescribeVolumes", lambda: len(available_volumes(ec2, env)), aws_errors
-        ),
-    )
 
 
 def _tag(resource: dict[str, Any], key: str) -> str | None:

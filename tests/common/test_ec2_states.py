@@ -19,11 +19,11 @@ def test_every_reader_judges_gone_with_the_one_rule(module):
     assert mod.is_gone is ec2.is_gone
 
 
-def test_verify_counts_billing_instances_and_filters_by_tags_as_common_says():
-    from control import verify
+def test_billing_lists_count_billing_instances_and_filter_by_tags_as_common_says():
+    from control import billing
 
-    assert verify.BILLING_STATES is ec2.BILLING_STATES
-    assert verify.env_filters is tags.env_filters
+    assert billing.BILLING_STATES is ec2.BILLING_STATES
+    assert billing.env_filters is tags.env_filters
 
 
 def _state_sets(path: Path) -> list[int]:

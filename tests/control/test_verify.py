@@ -127,7 +127,7 @@ def test_old_heartbeat_on_a_running_instance_is_a_stuck_run(dev, local_aws):
 def test_billing_verification_says_unknown_instead_of_zero(local_aws):
     from botocore.exceptions import EndpointConnectionError
 
-    from control.verify import billing_verification
+    from control.billing import billing_verification
 
     class Unreachable:
         def get_paginator(self, name):
