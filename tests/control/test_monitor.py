@@ -28,7 +28,9 @@ def running(dev, local_aws, clock):
         MinCount=1,
         MaxCount=1,
         LaunchTemplate={"LaunchTemplateId": dev["launch_template_id"]},
-        TagSpecifications=[{"ResourceType": "instance", "Tags": common_tags.tag_list(common_tags.tags("dev"))}],
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": common_tags.tag_list(common_tags.tags("dev"))}
+        ],
     )["Instances"][0]["InstanceId"]
     store = StateStore(s3, dev["bucket"], "dev", clock=clock)
     store.acquire(
