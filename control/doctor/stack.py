@@ -96,13 +96,11 @@ def check_ami(ec2: Any, template: Mapping[str, Any] | None, outputs: StackOutput
     if images:
         img = images[0]
         return ok(name, f"{image_id} {img.get('Name', '?')} created {img.get('CreationDate', '?')}")
-    from infra.local import LOCAL_AMI_ID
-
-    if local and image_id == LOCAL_AMI_ID:
-        return unknown(
+    if local:
+        return fail(
             name,
-            f"local mode: {image_id} is the local provisioner's stand-in (no DLAMI in the "
-            "local AWS); the local instance runs this machine's Python",
+            f"{image_id} is not in the local AWS: the local provisioner registers a stand-in AMI",
+            "`invoke local.down && invoke local.up` provisions the local stack again",
         )
     return fail(
         name,

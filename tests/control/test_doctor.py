@@ -507,3 +507,12 @@ def test_summarize_decoded_explicit_deny():
     )
     assert text == "iam:PassRole on r denied: an explicit Deny"
     assert run_instances.decode_denial(_Sts(True), "plain message")[0] == "plain message"
+
+
+def test_a_missing_local_ami_fails_with_the_local_fix(backend, dev):
+    """Local mode: an image the local AWS lacks fails with the fix, not an ImportError."""
+    outputs = stack.read_stack_outputs(backend, "dev")
+    ec2 = backend.clients().ec2
+    check = stack.check_ami(ec2, {"ImageId": "ami-0123456789abcdef0"}, outputs, local=True)
+    assert check.status is Status.FAIL, check
+    assert "not in the local AWS" in check.detail and "invoke local.up" in (check.fix or ""), check
