@@ -35,7 +35,7 @@ import botocore.exceptions
 
 from common import logfmt
 from common.aws import client as make_client
-from common.ec2 import instance_state, is_gone
+from common.ec2 import describe_instance, instance_state, is_gone
 from common.timeutil import iso, utc_now
 from control.local_instance import SHUTDOWN_GRACE_S, group_alive, signal_group
 from control.local_machine import (
@@ -112,9 +112,8 @@ class Supervisor:
     def _image_id(self) -> str:
         """The AMI the moto instance was launched from (IMDS ``ami-id``)."""
         try:
-            resp = self.ec2.describe_instances(InstanceIds=[self.args.instance_id])
-            return str(resp["Reservations"][0]["Instances"][0]["ImageId"])
-        except (*_AWS_ERRORS, KeyError, IndexError) as exc:  # unknown rather than failing the boot
+            return str((describe_instance(self.ec2, self.args.instance_id) or {})["ImageId"])
+        except (*_AWS_ERRORS, KeyError) as exc:  # unknown rather than failing the boot
             log.info("image id of %s unknown: %s", self.args.instance_id, exc)
             return ""
 

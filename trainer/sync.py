@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.status import CompletionStatus
 from trainer.errors import TerminalError
 from trainer.transfers import Artifact, RemoteObject, Transfers, md5_file, sha256_file
 
@@ -149,7 +150,7 @@ def clear_previous_sentinel(transfers: Transfers, success_key: str, failed_key: 
     if not transfers.exists(success_key, component="data_sync"):
         return None
     prior = json.loads(transfers.get_bytes(success_key, component="data_sync")).get("completion_status")
-    if prior == "normal":
+    if prior == CompletionStatus.NORMAL:
         raise TerminalError(
             f"this run already finished normally ({success_key}); launch a new run instead",
             component="data_sync",
