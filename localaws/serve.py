@@ -16,6 +16,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from common import logfmt
 from localaws import moto
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="write the endpoint and pid here once the server answers",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logfmt.configure(logging.INFO)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
