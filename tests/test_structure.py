@@ -127,3 +127,10 @@ def test_ruff_format_is_clean():
     proc = subprocess.run([*_ruff(), "format", "--check", "."], cwd=ROOT, capture_output=True, text=True,
                           check=False)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_one_log_format():
+    """Every process logs through common/logfmt.py: no module spells out its own format."""
+    home = ROOT / "common" / "logfmt.py"
+    own = [str(p.relative_to(ROOT)) for p in product_files() if p != home and "%(asctime)" in p.read_text()]
+    assert not own, f"a log format outside common/logfmt.py: {own}"
