@@ -2,14 +2,14 @@
 
 Three judgements, each with one threshold:
 
-- **no heartbeat** for more than :attr:`StalenessPolicy.heartbeat_s` = 600 s. The
-  trainer beats every 20 s while it trains, but only at phase transitions while it
-  syncs data or uploads results, which take minutes on a large data set. ``verify
-  --fix`` terminates what it calls stale, so the threshold must not catch a healthy
-  run in a long transfer: 600 s is 30 missed training beats and covers a transfer
-  of several GB. (``monitor`` used 120 s, ``verify`` 600 s; the cautious one wins,
-  since ``monitor`` catches the common death, a gone instance, within the gone grace
-  anyway.)
+- **no heartbeat** for more than :attr:`StalenessPolicy.heartbeat_s` = 300 s. The
+  trainer's watcher thread beats every 20 s from the moment it has read its run spec
+  until finalize is done, through data sync, training and the results upload alike
+  (``trainer.watcher.Watcher``), and a failed beat is retried on the next poll. 300 s is
+  15 missed beats: long enough that S3 throttling or a network hiccup never makes a
+  healthy run look dead (``verify --fix`` terminates what it calls stale), short enough
+  that ``monitor`` says so within five minutes. (``monitor`` used 120 s, ``verify``
+  600 s.) A test keeps it at ten beats or more of the trainer's interval.
 - **no instance recorded** more than :attr:`StalenessPolicy.no_instance_s` = 300 s
   after the lock was taken: ``launch`` records the instance right after RunInstances
   answers, which takes seconds, and retries within a minute or two; both sides
@@ -41,7 +41,7 @@ class Stale(StrEnum):
 class StalenessPolicy:
     """The thresholds (seconds) after which a held lock is stale (see the module docstring)."""
 
-    heartbeat_s: float = 600.0
+    heartbeat_s: float = 300.0
     no_instance_s: float = 300.0
     gone_grace_s: float = 20.0
 
