@@ -23,8 +23,10 @@ demo: venv
 	$(BIN)/invoke demo
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
+# Tests run on every core (pytest-xdist), a test file per worker; TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= auto
 test: venv
-	@$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-fast: venv

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from common import layout
+from common.exitcodes import ExitCode
 from common.state_store import StateStore
 from control import local_audit
 from control.local_backend import LocalBackend
@@ -231,7 +232,7 @@ def test_kill_during_training(world):
     assert training["completion_status"] == "killed"
 
     status = invoke("monitor", "--env=dev", "--local")
-    assert status.returncode == 3 and "killed" in status.stdout
+    assert status.returncode == ExitCode.KILLED and "killed" in status.stdout
     verified = invoke("verify", "--env=dev", "--local")
     assert verified.returncode == 0 and "clean" in verified.stdout
 
@@ -271,7 +272,7 @@ def test_spot_interruption_then_launch_resume_finishes_the_same_run(world):
     stopped_at = first["loss_curve"][-1][0]
     assert stopped_at < steps
     status = invoke("monitor", "--env=dev", "--local")
-    assert status.returncode == 4 and f"--resume={run_id}" in status.stdout, status.stdout
+    assert status.returncode == ExitCode.INTERRUPTED and f"--resume={run_id}" in status.stdout, status.stdout
 
     resumed = invoke("launch", "--env=dev", "--local", f"--resume={run_id}", "--market=on-demand")
     assert _launched(resumed)[0] == run_id
