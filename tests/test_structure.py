@@ -134,3 +134,25 @@ def test_one_log_format():
     home = ROOT / "common" / "logfmt.py"
     own = [str(p.relative_to(ROOT)) for p in product_files() if p != home and "%(asctime)" in p.read_text()]
     assert not own, f"a log format outside common/logfmt.py: {own}"
+
+
+def _dict_keys(path: Path) -> set[str]:
+    """String keys of the dict literals built in ``path`` (documents a module writes)."""
+    keys: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Dict):
+            keys |= {k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+    return keys
+
+
+@pytest.mark.parametrize(
+    ("key", "home"),
+    [
+        ("state_file_removed", "common/cleanup_status.py"),  # cleanup_status.json: CleanupLog
+        ("finalized_at", "trainer/finalize.py"),  # _SUCCESS / _FAILED_UPLOAD: sentinel()
+    ],
+)
+def test_each_document_is_built_in_one_place(key, home):
+    """cleanup_status.json and the sentinel each have one builder (trainer cleanup, kill, verify share one)."""
+    builders = [str(p.relative_to(ROOT)) for p in product_files() if key in _dict_keys(p)]
+    assert builders == [home], f"documents with {key!r} are built in {builders}, not only in {home}"
