@@ -153,6 +153,6 @@ def _dict_keys(path: Path) -> set[str]:
     ],
 )
 def test_each_document_is_built_in_one_place(key, home):
-    """cleanup_status.json and the sentinel each have one builder (trainer cleanup, kill, verify share one)."""
+    """cleanup_status.json and the sentinel each have one builder (cleanup, kill and verify share one)."""
     builders = [str(p.relative_to(ROOT)) for p in product_files() if key in _dict_keys(p)]
     assert builders == [home], f"documents with {key!r} are built in {builders}, not only in {home}"
