@@ -158,6 +158,7 @@ class Driver:
         status = ctx.state.final(completion, reason)
         if status is RunStatus.KILLED and completion is CompletionStatus.INTERRUPTED:
             completion = CompletionStatus.KILLED  # e.g. SIGTERM from a terminate after `invoke kill`
+            why = ctx.state.kill_reason() or why  # the sentinel says who killed it, not "SIGTERM"
         exit_code = ExitCode.for_completion(completion)
         result = finalize(
             transfers=ctx.transfers,

@@ -90,6 +90,16 @@ class RunState:
             log.error("could not write status %s: %s", target.value, exc)
             return target
 
+    def kill_reason(self) -> str | None:
+        """The reason ``invoke kill`` wrote into the state file, if it did and the state is readable."""
+        try:
+            snap = self.store.read()
+        except Exception as exc:  # noqa: BLE001 - the reason is a nicety; the run must still finalize
+            log.info("could not read the kill reason: %s", exc)
+            return None
+        reason = snap.doc.get("kill_reason") if snap is not None and snap.run_id == self.run_id else None
+        return str(reason) if reason else None
+
     def keep_last_error(self, record: dict[str, Any]) -> None:
         """Every error record also becomes ``last_error`` in the state (best effort)."""
         if record["error_class"] == ErrorClass.CLEANUP.value or self.stops.finishing:

@@ -137,3 +137,32 @@ def test_an_injected_imds_and_clock_drive_the_run_and_a_silent_imds_fails_it_wit
     assert done["completion_status"] == "failed" and done["exit_code"] == 1
     assert done["reason"].startswith("terminal error in identify: IMDSError: IMDSv2 token request")
     assert done["finalized_at"] == iso(clock.now)
+
+
+class _Store:
+    def __init__(self, doc: dict[str, Any] | None, fail: bool = False) -> None:
+        self.doc, self.fail = doc, fail
+
+    def read(self) -> Any:
+        if self.fail:
+            raise ConnectionError("S3 unreachable")
+        return None if self.doc is None else SimpleNamespace(doc=self.doc, run_id=self.doc["run_id"])
+
+
+@pytest.mark.parametrize(
+    ("doc", "fail", "expected"),
+    [
+        ({"run_id": "20261201-101010", "kill_reason": "killed by alice"}, False, "killed by alice"),
+        ({"run_id": "20261201-101010"}, False, None),
+        ({"run_id": "20261201-090000", "kill_reason": "another run's"}, False, None),
+        (None, False, None),
+        (None, True, None),
+    ],
+)
+def test_a_sigterm_after_invoke_kill_ends_with_the_kill_reason(doc: Any, fail: bool, expected: Any):
+    """The sentinel of a run killed by `invoke kill` says the kill's reason even when SIGTERM came first."""
+    from trainer.transitions import RunState
+
+    state = RunState(store=_Store(doc, fail), run_id="20261201-101010", retrier=None, stops=StopSwitch(),
+                     errors=None)  # fmt: skip
+    assert state.kill_reason() == expected
