@@ -2,18 +2,30 @@
 
 Legal transitions (anything not listed is refused by the state store)::
 
-    initialization -> data_sync | failed | killed | interrupted
-    data_sync      -> training | failed | killed | interrupted
-    training       -> results_sync | failed | killed | interrupted
-    results_sync   -> cleanup | failed | killed | interrupted
+    initialization -> data_sync | failed | killed | interrupted | recovering
+    data_sync      -> training | failed | killed | interrupted | recovering
+    training       -> results_sync | failed | killed | interrupted | recovering
+    results_sync   -> cleanup | failed | killed | interrupted | recovering
     failed         -> cleanup
     killed         -> cleanup
-    interrupted    -> cleanup
+    interrupted    -> cleanup | recovering
+    recovering     -> initialization | failed | killed
     cleanup        -> (state file removed)
 
 ``failed``, ``killed`` and ``interrupted`` are *final* (the run will not
 train again on this instance) but not yet *terminal*: cleanup still runs.
 ``cleanup`` is terminal: once it ends the state file is deleted.
+
+``recovering`` is written by the recovery handler (``recovery/``) when it claims a
+run whose instance was interrupted or vanished (a working phase whose instance is
+gone, or ``interrupted`` left by a trainer whose run may recover). It is neither
+*active* (no instance is doing the run's work: nothing for a spot notice or the
+watcher to stop, and no heartbeat is expected) nor *final* (the run will train
+again, under the same run_id, on the instance the handler launches): ``kill``
+still moves it to ``killed``, the handler may end it ``failed`` (max recoveries,
+no capacity), and the relaunched trainer moves it to ``initialization``. A
+handler may re-claim a ``recovering`` run whose claim went stale (no instance
+recorded after a few minutes); that rewrites the claim, it is no transition.
 """
 
 from __future__ import annotations
@@ -32,18 +44,30 @@ class RunStatus(StrEnum):
     FAILED = "failed"
     KILLED = "killed"
     INTERRUPTED = "interrupted"
+    RECOVERING = "recovering"
 
     def can_become(self, new: RunStatus) -> bool:
         """True when ``self -> new`` is a legal transition."""
         return new in _TRANSITIONS[self]
 
     def is_active(self) -> bool:
-        """True while the run is doing work that a kill or notice can stop."""
+        """True while an instance is doing the run's work (a kill or notice can stop it).
+
+        ``recovering`` is not active: no instance works for the run until the relaunched
+        trainer moves it to ``initialization``, so no heartbeat is expected meanwhile.
+        """
         return self in _WORKING
 
     def is_final(self) -> bool:
-        """True once the run has stopped working (only cleanup remains)."""
-        return not self.is_active()
+        """True once the run has stopped for good on its instance (only cleanup remains).
+
+        ``recovering`` is not final: the run will train again, and ``kill`` still applies.
+        """
+        return self in _STOPS or self is RunStatus.CLEANUP
+
+    def is_recovering(self) -> bool:
+        """True while the recovery handler relaunches the run (neither active nor final)."""
+        return self is RunStatus.RECOVERING
 
     def is_terminal(self) -> bool:
         """True for the last status a state file can hold."""
@@ -68,10 +92,11 @@ _NEXT = {
 }
 _STOPS = frozenset({RunStatus.FAILED, RunStatus.KILLED, RunStatus.INTERRUPTED})
 _TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
-    **{s: frozenset({_NEXT[s]}) | _STOPS for s in _WORKING},
+    **{s: frozenset({_NEXT[s], RunStatus.RECOVERING}) | _STOPS for s in _WORKING},
     RunStatus.FAILED: frozenset({RunStatus.CLEANUP}),
     RunStatus.KILLED: frozenset({RunStatus.CLEANUP}),
-    RunStatus.INTERRUPTED: frozenset({RunStatus.CLEANUP}),
+    RunStatus.INTERRUPTED: frozenset({RunStatus.CLEANUP, RunStatus.RECOVERING}),
+    RunStatus.RECOVERING: frozenset({RunStatus.INITIALIZATION, RunStatus.FAILED, RunStatus.KILLED}),
     RunStatus.CLEANUP: frozenset(),
 }
 
