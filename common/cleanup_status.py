@@ -1,10 +1,10 @@
 """cleanup_status.json: the one builder of what was cleaned at the end of a run.
 
 Every writer builds the document here: the instance's cleanup (``written_by:
-instance``) and the control plane's ``kill`` and ``verify --fix`` (``written_by:
-control``). :class:`CleanupLog` collects the actions as they happen and
-:meth:`CleanupLog.document` returns the whole document, validated against schema
-``cleanup-status``. Writing it (S3, retries) stays with the caller.
+instance``), the control plane's ``kill`` and ``verify --fix`` (``written_by:
+control``) and the recovery handler (``written_by: recovery``). :class:`CleanupLog`
+collects the actions as they happen and :meth:`CleanupLog.document` returns the whole
+document, validated against schema ``cleanup-status``. Writing it (S3, retries) stays with the caller.
 
 The ``verification`` part says what still bills. A count that could not be made
 (access denied, AWS unreachable) is ``None`` with its reason under ``unknown``,
@@ -27,7 +27,8 @@ COUNTS = ("instances_running", "volumes_available")
 REASON_MAX = 500
 ERROR_MAX = 500
 
-Writer = Literal["instance", "control"]
+Writer = Literal["instance", "control", "recovery"]
+WRITERS: tuple[str, ...] = ("instance", "control", "recovery")
 
 
 class ActionStatus(StrEnum):
@@ -93,15 +94,16 @@ class CleanupLog:
     Args:
         run_id: the run cleaned up.
         instance_id: its instance (``None`` when none was recorded).
-        written_by: ``instance`` (the trainer's cleanup) or ``control`` (kill, verify --fix).
+        written_by: ``instance`` (the trainer's cleanup), ``control`` (kill, verify --fix) or
+            ``recovery`` (the recovery handler ending a run it cannot or may not relaunch).
         clock: stamps each action's ``at`` and the document's ``completed_at``.
     """
 
     def __init__(
         self, *, run_id: str, instance_id: str | None, written_by: Writer, clock: Callable[[], datetime]
     ) -> None:
-        if written_by not in ("instance", "control"):
-            raise ValueError(f"written_by must be 'instance' or 'control', not {written_by!r}")
+        if written_by not in WRITERS:
+            raise ValueError(f"written_by must be one of {WRITERS}, not {written_by!r}")
         self.run_id, self.instance_id, self.written_by, self.clock = run_id, instance_id, written_by, clock
         self._actions: list[dict[str, Any]] = []
 

@@ -8,6 +8,9 @@
 - transitions are checked against :class:`common.status.RunStatus`.
 - release: ``DeleteObject(IfMatch=etag)``, only if it still belongs to the run;
   a 412 re-reads, so a newer document (or another run's lock) is never deleted.
+- claim_recovery: ONE ``PutObject(IfMatch=etag)`` of the snapshot the recovery
+  handler decided on, never retried: of two handlers deciding on one document,
+  exactly one wins; the other re-reads and decides again (``common.attempts``).
 
 Every document is validated against the ``system-state`` schema before it is
 written and after it is read; a bad one raises :class:`CorruptStateError`.
@@ -19,21 +22,23 @@ import copy
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from common import attempts as att
 from common import layout
 from common.aws import error_code, http_status, is_access_denied, is_not_found
 from common.errors import AccessDeniedError, CorruptStateError, LockHeldError
-from common.status import Market, RunStatus
+from common.state_doc import Doc, Snapshot, new_state
+from common.status import RunStatus
 from common.timeutil import Clock, iso, utc_now
 from schemas import SchemaValidationError, validate
 
 log = logging.getLogger(__name__)
 
-Doc = dict[str, Any]
+__all__ = ["ClaimLostError", "ConflictError", "IllegalTransitionError", "NotHeldError"]
+__all__ += ["Snapshot", "StateStore", "new_state"]
 Mutation = Callable[[Doc], Doc | None]
 
 
@@ -50,54 +55,15 @@ class NotHeldError(RuntimeError):
 
 
 class ConflictError(RuntimeError):
-    """Conditional writes kept conflicting after every retry."""
+    """Conditional writes kept conflicting after every retry (or the one claim lost)."""
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """One validated read or write of the state file."""
+class ClaimLostError(RuntimeError):
+    """The recovery claim a write depended on is no longer the state's (killed, re-claimed)."""
 
-    doc: Doc
-    etag: str
-
-    @property
-    def status(self) -> RunStatus:
-        return RunStatus(self.doc["status"])
-
-    @property
-    def run_id(self) -> str:
-        return str(self.doc["run_id"])
-
-
-def new_state(
-    *,
-    env: str,
-    run_id: str,
-    market: Market | str,
-    total_steps: int,
-    now: str,
-    local: bool = False,
-    price_per_hour: float | None = None,
-) -> Doc:
-    """The first document of a run: status ``initialization``, no instance yet."""
-    return {
-        "schema_version": 1,
-        "run_id": run_id,
-        "env": env,
-        "status": RunStatus.INITIALIZATION.value,
-        "history": [{"status": RunStatus.INITIALIZATION.value, "at": now, "reason": "launch"}],
-        "instance_id": None,
-        "instance_type": None,
-        "market": str(Market(market)),
-        "availability_zone": None,
-        "heartbeat_at": now,
-        "progress": {"step": 0, "total_steps": total_steps, "loss": None, "eta_s": None},
-        "started_at": now,
-        "updated_at": now,
-        "last_error": None,
-        "local": local,
-        "price_per_hour": price_per_hour,
-    }
+    def __init__(self, current: RunStatus, detail: str) -> None:
+        self.current = current
+        super().__init__(f"recovery claim lost: {detail}")
 
 
 class StateStore:
@@ -214,11 +180,8 @@ class StateStore:
                 raise NotHeldError(f"{self.location} is held by {owner}, not run {run_id}")
             doc = copy.deepcopy(snap.doc)
             new = mutate(doc)
-            doc = doc if new is None else new
-            doc["updated_at"] = iso(self.clock())
-            validate("system-state", doc, source=self.location)
             try:
-                return Snapshot(doc, self._put(doc, IfMatch=snap.etag))
+                return self._write(snap, doc if new is None else new)
             except ClientError as exc:
                 if http_status(exc) in (409, 412):
                     log.info(
@@ -258,6 +221,8 @@ class StateStore:
                 entry["reason"] = reason
             doc["status"] = new.value
             doc["history"].append(entry)
+            if current is RunStatus.RECOVERING:
+                doc.pop("recovery", None)  # the claim lives only while recovering
             doc["heartbeat_at"] = now
             if error is not None:
                 doc["last_error"] = error
@@ -302,6 +267,61 @@ class StateStore:
             return doc
 
         return self.update(run_id, mutate)
+
+    # -- recovery (common.attempts holds the document edits) -------------------
+    def claim_recovery(self, snapshot: Snapshot, *, trigger: str, event_id: str, now: str) -> Snapshot:
+        """Claim the run in ``snapshot`` for recovery: one write, conditional on its ETag.
+
+        Raises:
+            IllegalTransitionError: the snapshot's status may not become ``recovering``.
+            ConflictError: another writer changed the file since ``snapshot`` (re-read, decide again).
+            NotHeldError: the file is gone.
+        """
+        current = snapshot.status
+        if not (current.can_become(RunStatus.RECOVERING) or current is RunStatus.RECOVERING):
+            raise IllegalTransitionError(current, RunStatus.RECOVERING)
+        doc = att.claim(copy.deepcopy(snapshot.doc), trigger=trigger, event_id=event_id, now=now)
+        try:
+            return self._write(snapshot, doc)
+        except ClientError as exc:
+            if http_status(exc) in (409, 412):
+                raise ConflictError(f"{self.location} changed since it was read; not claimed") from None
+            if is_not_found(exc):
+                raise NotHeldError(f"{self.location} is gone; run {snapshot.run_id} not claimed") from None
+            raise
+
+    def add_attempt(
+        self, run_id: str, attempt: Doc, *, snapshot: Snapshot | None = None, claim: Doc | None = None
+    ) -> Snapshot:
+        """Record ``attempt`` (``common.attempts.new_attempt``) and make its instance the run's.
+
+        Args:
+            claim: the ``recovery`` object of the handler's claim; when given, the write
+                happens only while the state is still ``recovering`` under that claim.
+
+        Raises:
+            ClaimLostError: ``claim`` was given and the state moved on (killed, re-claimed).
+        """
+
+        def mutate(doc: Doc) -> Doc:
+            if claim is not None and (doc["status"] != RunStatus.RECOVERING or doc.get("recovery") != claim):
+                raise ClaimLostError(RunStatus(doc["status"]), f"the state is {doc['status']} now")
+            return att.add_attempt(doc, attempt)
+
+        return self.update(run_id, mutate, snapshot=snapshot)
+
+    def end_attempt(self, run_id: str, end: str, at: str) -> Snapshot:
+        """The current attempt ended ``end`` (``common.attempts.AttemptEnd``) at ``at``."""
+        att.AttemptEnd(end)  # ValueError before any write
+        return self.update(run_id, lambda doc: att.end_current(doc, end, at))
+
+    def note_notice(self, run_id: str, at: str) -> Snapshot:
+        """The current attempt got its spot interruption notice at ``at``."""
+        return self.update(run_id, lambda doc: att.note_notice(doc, at))
+
+    def add_refused(self, run_id: str, refused: list[Doc]) -> Snapshot:
+        """Append refused placements (``{attempt, market, instance_type, availability_zone, code, at}``)."""
+        return self.update(run_id, lambda doc: att.add_refused(doc, refused))
 
     def release(self, run_id: str) -> bool:
         """Delete the state file if it still belongs to ``run_id``; ``False`` if it was not there.
@@ -354,6 +374,12 @@ class StateStore:
         return True
 
     # -- internals -----------------------------------------------------------
+    def _write(self, snap: Snapshot, doc: Doc) -> Snapshot:
+        """Validate ``doc`` and put it conditional on ``snap``'s ETag (``ClientError`` on a 412)."""
+        doc["updated_at"] = iso(self.clock())
+        validate("system-state", doc, source=self.location)
+        return Snapshot(doc, self._put(doc, IfMatch=snap.etag))
+
     def _put(self, doc: Doc, **condition: str) -> str:
         body = json.dumps(doc, indent=2, sort_keys=True).encode()
         try:
