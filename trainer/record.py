@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from importlib import metadata
 from typing import Any
 
+from common import ledger
 from common.status import CompletionStatus, Market, Phase, RunStatus
 from common.timeutil import Clock, iso, utc_now
 from schemas import validate
@@ -76,6 +77,13 @@ class TrainingLog:
         }
         self.git_commit: str | None = None
         self.resumed_from_step: int | None = None
+        # recovery and cost: the state file's attempts and refused placements, each
+        # interruption's latencies (filled by the driver), and what the ledger prices with
+        self.attempts: list[dict[str, Any]] = []
+        self.refused: list[dict[str, Any]] = []
+        self.interruptions: list[dict[str, Any]] = []
+        self.volume_gb: float | None = None  # the spec's root_volume_gb; None: no ledger
+        self.max_cost: float | None = None
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -154,7 +162,25 @@ class TrainingLog:
                 "ended_at": iso(self.clock()),
                 "resumed_from_step": self.resumed_from_step,
             }
+            doc.update(self._recovery_and_cost(doc["phases"]))
         return validate("training", doc, source="training.json")
+
+    def _recovery_and_cost(self, phases: list[dict[str, Any]]) -> dict[str, Any]:
+        """``attempts``, ``refused``, ``interruptions`` and the ``ledger`` (each only when known)."""
+        out: dict[str, Any] = {}
+        for name in ("attempts", "refused", "interruptions"):
+            if getattr(self, name):
+                out[name] = [dict(item) for item in getattr(self, name)]
+        if self.attempts and self.volume_gb is not None:
+            priced = ledger.ledger(
+                self.attempts,
+                phases=phases,
+                interruptions=self.interruptions,
+                volume_gb=self.volume_gb,
+                now=self.clock(),
+            )
+            out["ledger"] = priced.to_dict(max_cost=self.max_cost)
+        return out
 
 
 def software_versions() -> dict[str, str | None]:

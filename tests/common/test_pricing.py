@@ -1,4 +1,4 @@
-"""Prices: every instance type the stack allows has a list price; spot history is used when it answers."""
+"""Prices: every allowed instance type has a dated list price; spot history is used when it answers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from botocore.exceptions import ClientError
 
-from control.cost import ON_DEMAND_USD_PER_HOUR, PRICE_SOURCE, Price, launch_price
+from common.pricing import ON_DEMAND_USD_PER_HOUR, PRICE_SOURCE, Price, launch_price
 from infra.spec.names import GPU_INSTANCE_TYPES
 
 
@@ -71,7 +71,7 @@ def _stubbed_ec2():
 
 
 def test_spot_price_asks_for_the_price_in_effect_now_and_takes_the_newest_point():
-    from control.cost import spot_price
+    from common.pricing import spot_price
 
     now = datetime(2026, 11, 25, 14, 5, 2, tzinfo=UTC)
     ec2, stub = _stubbed_ec2()
@@ -144,7 +144,7 @@ def test_launch_price_passes_its_clock_as_start_time():
 
 
 def test_newest_point_per_availability_zone():
-    from control.cost import newest_per_az
+    from common.pricing import newest_per_az
 
     t = datetime(2026, 11, 25, tzinfo=UTC)
     history = [
