@@ -59,7 +59,7 @@ class LaunchFlags:
         "env": ENV_HELP,
         "spec": "run spec TOML file (defaults for everything it leaves out)",
         "instance-type": "override the spec's instance types with this one (g4dn.* or g5.*)",
-        "market": "spot or on-demand (overrides the spec)",
+        "market": "spot, on-demand or spot-then-on-demand (overrides the spec)",
         "max-runtime": "hard limit like 90m, 12h, 1h30m (overrides the spec)",
         "dry-run": "print the full plan and change nothing",
         "resume": "relaunch this interrupted/killed run (RUN_ID) with its own spec; training resumes "

@@ -7,6 +7,7 @@
     {env}/system-state.json                           live state of the active run (the lock)
     {env}/YYYY/MM/DD-HHMMSS/                          run outputs
         models/ checkpoints/ user-configs/ model_metadata.json _SUCCESS
+        user-configs/ run-spec.json launch-record.json launch-request.json
     {env}/logs/{run_id}/training.json                 full execution log
     {env}/logs/{run_id}/cleanup_status.json           what was cleaned, verified
 
@@ -29,6 +30,7 @@ CONFIGS_PREFIX = CACHED + "configs/"
 # Names inside a run's outputs (``RunPaths``) and inside a checkpoint folder.
 RUN_SPEC_NAME = "run-spec.json"  # under user-configs/
 LAUNCH_RECORD_NAME = "launch-record.json"  # under user-configs/
+LAUNCH_REQUEST_NAME = "launch-request.json"  # under user-configs/: what a relaunch sends again
 TRAINER_LOG_NAME = "trainer.log"  # under logs/{run_id}/
 BOOTSTRAP_LOG_NAME = "bootstrap.log"  # under logs/{run_id}/
 FORECASTS_KEY = "evaluation/forecasts.json"  # relative to the run prefix (and the local mirror)
@@ -150,6 +152,11 @@ class RunPaths:
     @property
     def launch_record(self) -> str:
         return self.user_configs + LAUNCH_RECORD_NAME
+
+    @property
+    def launch_request(self) -> str:
+        """The stored RunInstances request and placements (``schemas/launch-request.schema.json``)."""
+        return self.user_configs + LAUNCH_REQUEST_NAME
 
     @property
     def forecasts(self) -> str:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError
-from common.status import FinetuneMode, Market
+from common.placement import MarketChoice
+from common.status import FinetuneMode
 from common.timeutil import parse_duration_minutes
 from schemas import SchemaValidationError, validate, with_defaults
 
@@ -25,11 +26,22 @@ DEBUG_KEEP_ON_FAILURE_MINUTES = 30
 
 @dataclass(frozen=True, kw_only=True)
 class InstanceSpec:
+    """The run spec's ``instance`` section.
+
+    Attributes:
+        market: a purchase market or an order of them (``common.placement.STRATEGIES``).
+        max_recoveries: automatic relaunches after interruptions (0: none).
+        max_cost: USD the run may cost (projected) before it stops with reason ``budget``;
+            ``None``: no limit.
+    """
+
     types: tuple[str, ...]
-    market: Market
+    market: MarketChoice
     max_runtime_minutes: int
     availability_zones: tuple[str, ...]
     root_volume_gb: int
+    max_recoveries: int
+    max_cost: float | None
     debug: bool = False  # launch with the debug instance profile (Session Manager)
     keep_on_failure_minutes: int = 0  # a failed instance stays up this long before poweroff
 
@@ -164,7 +176,7 @@ def _plain(value: Any) -> Any:
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
-    if isinstance(value, Market | FinetuneMode):
+    if isinstance(value, MarketChoice | FinetuneMode):
         return value.value
     return value
 
@@ -189,10 +201,12 @@ def from_dict(doc: dict[str, Any], *, source: str = "run spec") -> RunSpec:
         env=full["env"],
         instance=InstanceSpec(
             types=tuple(inst["types"]),
-            market=Market(inst["market"]),
+            market=MarketChoice(inst["market"]),
             max_runtime_minutes=max_runtime,
             availability_zones=tuple(inst["availability_zones"]),
             root_volume_gb=inst["root_volume_gb"],
+            max_recoveries=inst["max_recoveries"],
+            max_cost=None if inst["max_cost"] is None else float(inst["max_cost"]),
             debug=inst["debug"],
             keep_on_failure_minutes=_keep_on_failure(inst, max_runtime, source),
         ),

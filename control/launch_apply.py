@@ -19,13 +19,15 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from common.aws import error_code, is_access_denied
-from common.errors import AccessDeniedError
+from common.errors import AccessDeniedError, UserError
+from common.placement import Placement, Refusal, refusal, strategy_for
 from common.state_store import StateStore
+from common.status import Market
 from common.timeutil import Clock, iso, utc_now
 from control.backend import Clients
 from control.launch_plan import LaunchPlan
 from control.launch_rules import quota_message
-from control.placement import Placement, QuotaError, Refusal, refusal, strategy_for
+from control.placement import QuotaError, no_capacity
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,34 @@ class LaunchResult:
     price_per_hour: float | None
     uploaded: tuple[str, ...]
     skipped: tuple[str, ...]
-    refused: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()  # each refused placement: "g5.xlarge spot us-east-1a: <code>"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Launched:
+    """The instance RunInstances started, where, when, and what was refused before it."""
+
+    placement: Placement
+    instance_id: str
+    at: str
+    refused: tuple[dict[str, Any], ...]
+
+    def attempt(self) -> dict[str, Any]:
+        """The state file's ``attempts[0]``: the launch's instance, not ended."""
+        p = self.placement
+        return {
+            "attempt": 1,
+            "instance_id": self.instance_id,
+            "instance_type": p.instance_type,
+            "market": p.market.value,
+            "availability_zone": p.availability_zone,
+            "price_per_hour": p.price_per_hour,
+            "price_source": p.price_source,
+            "launched_at": self.at,
+            "ended_at": None,
+            "end": None,
+            "notice_at": None,
+        }
 
 
 def apply_launch(
@@ -54,19 +83,25 @@ def apply_launch(
     """Carry out ``plan``. On any failure after the lock is taken, the launch is rolled back:
     the instance terminated, the run's user-configs deleted and the lock released.
 
+    The uploads (launch-request.json among them) are written before the first
+    RunInstances call, so whatever instance runs, a relaunch finds the request.
+
     Raises:
         LockHeldError: another launch took the lock first.
-        LaunchError: every placement was refused for capacity.
-        QuotaError: a vCPU quota refused the launch.
+        LaunchError: every placement was refused for capacity (the message lists them).
+        QuotaError: a vCPU quota refused every market the spec allows.
         AccessDeniedError: a write or RunInstances was refused.
     """
     store = StateStore(clients.s3, plan.bucket, plan.env, clock=clock)
     store.acquire(dict(plan.state_doc))
     try:
         uploaded, skipped = _upload(plan, clients.s3)
-        placement, instance_id, refused = _run_instance(plan, clients.ec2)
+        placement, instance_id, refused = _run_instance(plan, clients.ec2, clock)
+        launched = Launched(
+            placement=placement, instance_id=instance_id, at=iso(clock()), refused=tuple(refused)
+        )
         try:
-            _record(plan, placement, instance_id, store=store, s3=clients.s3, clock=clock)
+            _record(plan, launched, store=store, s3=clients.s3)
             if start_instance is not None:
                 start_instance(instance_id=instance_id, run=_supervisor_run(plan, placement))
         except BaseException:
@@ -75,13 +110,7 @@ def apply_launch(
     except BaseException:
         _roll_back(store, plan, clients.s3)
         raise
-    log.info(
-        "launched run %s on %s (%s, %s)",
-        plan.run_id,
-        instance_id,
-        placement.instance_type,
-        placement.availability_zone,
-    )
+    log.info("launched run %s on %s (%s)", plan.run_id, instance_id, placement.label)
     return LaunchResult(
         run_id=plan.run_id,
         env=plan.env,
@@ -89,10 +118,10 @@ def apply_launch(
         instance_type=placement.instance_type,
         availability_zone=placement.availability_zone,
         market=placement.market.value,
-        price_per_hour=placement.price.usd_per_hour,
+        price_per_hour=placement.price_per_hour,
         uploaded=(*uploaded, plan.paths.launch_record),
         skipped=tuple(skipped),
-        refused=tuple(refused),
+        refused=tuple(_tried(refused)),
     )
 
 
@@ -114,61 +143,114 @@ def _upload(plan: LaunchPlan, s3: Any) -> tuple[list[str], list[str]]:
     return uploaded, skipped
 
 
-def _run_instance(plan: LaunchPlan, ec2: Any) -> tuple[Placement, str, list[str]]:
-    """Run the instance at the first placement that is not refused for capacity."""
-    refused: list[str] = []
+def _run_instance(plan: LaunchPlan, ec2: Any, clock: Clock) -> tuple[Placement, str, list[dict[str, Any]]]:
+    """Run the instance at the first placement that is not refused.
+
+    A capacity refusal moves on to the next placement; a quota refusal ends its market
+    (every placement of it counts against the same quota), so a strategy with another
+    market goes on there. Returns the placement, the instance id and every refusal.
+    """
+    refused: list[dict[str, Any]] = []
+    quota_codes: dict[Market, str] = {}
     for placement in plan.placements:
+        if placement.market in quota_codes:
+            continue
         try:
             resp = ec2.run_instances(**plan.run_instances_request(placement))
         except ClientError as exc:
             code = error_code(exc)
             kind = refusal(code)
+            if kind is None:
+                if is_access_denied(exc):
+                    raise AccessDeniedError(
+                        action="ec2:RunInstances", resource=f"launch template {plan.launch_template_id}"
+                    ) from None
+                raise
+            log.info("%s refused: %s", placement.label, code)
+            refused.append(_refusal_doc(placement, code, clock))
             if kind is Refusal.QUOTA:
-                raise QuotaError(quota_message(code, placement.market, plan.region, None)) from None
-            if kind is Refusal.CAPACITY:
-                log.info("%s in %s refused: %s", placement.instance_type, placement.availability_zone, code)
-                refused.append(f"{placement.instance_type}/{placement.availability_zone}: {code}")
-                continue
-            if is_access_denied(exc):
-                raise AccessDeniedError(
-                    action="ec2:RunInstances", resource=f"launch template {plan.launch_template_id}"
-                ) from None
-            raise
+                quota_codes[placement.market] = code
+            continue
         return placement, str(resp["Instances"][0]["InstanceId"]), refused
-    raise strategy_for(plan.market.value).no_capacity(refused)
+    raise _all_refused(plan, refused, quota_codes)
 
 
-def _record(
-    plan: LaunchPlan, placement: Placement, instance_id: str, *, store: StateStore, s3: Any, clock: Clock
-) -> None:
-    """Name the instance in the state file, and write the run's launch record."""
+def _tried(refused: list[dict[str, Any]]) -> list[str]:
+    """Each refusal as a message names it: ``g5.xlarge spot us-east-1a: InsufficientInstanceCapacity``."""
+    return [f"{r['instance_type']} {r['market']} {r['availability_zone']}: {r['code']}" for r in refused]
+
+
+def _refusal_doc(placement: Placement, code: str, clock: Clock) -> dict[str, Any]:
+    """One ``refused[]`` entry of the state file and the launch record."""
+    return {
+        "attempt": 1,
+        "market": placement.market.value,
+        "instance_type": placement.instance_type,
+        "availability_zone": placement.availability_zone,
+        "code": code,
+        "at": iso(clock()),
+    }
+
+
+def _all_refused(
+    plan: LaunchPlan, refused: list[dict[str, Any]], quota_codes: dict[Market, str]
+) -> UserError:
+    """The error of a launch whose every placement was refused: the quota to raise, or no capacity."""
+    tried = _tried(refused)
+    if quota_codes:
+        market, code = next(iter(quota_codes.items()))
+        prefix = (
+            f"every placement was refused ({'; '.join(tried)}); " if len(quota_codes) < len(refused) else ""
+        )
+        return QuotaError(prefix + quota_message(code, market, plan.region, None))
+    return no_capacity(strategy_for(plan.market), tried)
+
+
+def _record(plan: LaunchPlan, launched: Launched, *, store: StateStore, s3: Any) -> None:
+    """Name the instance in the state file (attempt 1, and the refusals), and write the launch record."""
+    placement = launched.placement
     store.set_instance(
         plan.run_id,
-        instance_id=instance_id,
+        instance_id=launched.instance_id,
         instance_type=placement.instance_type,
         availability_zone=placement.availability_zone,
         market=placement.market.value,
-        price_per_hour=placement.price.usd_per_hour,
+        price_per_hour=placement.price_per_hour,
     )
+    record_attempt(store, plan.run_id, launched.attempt(), launched.refused)
     s3.put_object(
         Bucket=plan.bucket,
         Key=plan.paths.launch_record,
-        Body=json.dumps(_launch_record(plan, placement, instance_id, clock), indent=2).encode(),
+        Body=json.dumps(_launch_record(plan, launched), indent=2).encode(),
         ContentType="application/json",
     )
 
 
-def _launch_record(plan: LaunchPlan, placement: Placement, instance_id: str, clock: Clock) -> dict[str, Any]:
+def record_attempt(
+    store: StateStore, run_id: str, attempt: dict[str, Any], refused: list[dict[str, Any]]
+) -> None:
+    """Add ``attempt`` and the ``refused`` placements to the state file (one conditional write)."""
+
+    def mutate(doc: dict[str, Any]) -> None:
+        doc.setdefault("attempts", []).append(dict(attempt))
+        doc["attempt"] = attempt["attempt"]
+        doc.setdefault("refused", []).extend(dict(r) for r in refused)
+
+    store.update(run_id, mutate)
+
+
+def _launch_record(plan: LaunchPlan, launched: Launched) -> dict[str, Any]:
+    placement = launched.placement
     return {
         "run_id": plan.run_id,
         "env": plan.env,
-        "instance_id": instance_id,
+        "instance_id": launched.instance_id,
         "instance_type": placement.instance_type,
         "availability_zone": placement.availability_zone,
         "market": placement.market.value,
-        "price_per_hour": placement.price.usd_per_hour,
-        "price_source": placement.price.source,
-        "launched_at": iso(clock()),
+        "price_per_hour": placement.price_per_hour,
+        "price_source": placement.price_source,
+        "launched_at": launched.at,
         "local": plan.local,
         "code_key": plan.code_key,
         "max_runtime_minutes": plan.spec.instance.max_runtime_minutes,
@@ -176,6 +258,7 @@ def _launch_record(plan: LaunchPlan, placement: Placement, instance_id: str, clo
         "image_id": plan.image_id,
         "image_name": plan.image_name,
         "root_volume_gb": plan.spec.instance.root_volume_gb,
+        "refused": list(launched.refused),
     }
 
 

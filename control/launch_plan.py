@@ -9,6 +9,7 @@ created. ``--dry-run`` prints :meth:`LaunchPlan.summary` and stops;
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,7 +17,8 @@ from typing import Any
 
 from common import layout
 from common.errors import ConfigError, LockHeldError
-from common.runspec import RunSpec
+from common.placement import LaunchRequest, Placement, run_instances_request, strategy_for
+from common.runspec import InstanceSpec, RunSpec
 from common.state_store import new_state
 from common.status import Market
 from common.tags import RUN_ID_KEY, tag_list, tags
@@ -25,7 +27,7 @@ from control.bundle import code_key_for
 from control.debug import debug_launch_profile
 from control.launch_rules import TEMPLATE_VERSION, launch_problems, root_volume_mapping
 from control.launch_world import PYTHON_ENV_KEY, WHEELHOUSE_PREFIX, World
-from control.placement import Placement, availability_zones, strategy_for
+from control.placement import availability_zones
 from control.userdata import UserData, render_user_data
 from infra.spec import bucket as spec_bucket
 from infra.spec import launch_template as spec_template
@@ -80,41 +82,57 @@ class LaunchPlan:
     debug_instance_profile_arn: str | None = None  # run spec debug = true (control.debug)
 
     @property
-    def market(self) -> Market:
-        """The spec's market (each placement says which market it buys in)."""
-        return self.spec.instance.market
+    def market(self) -> str:
+        """The spec's market choice (each placement says which market it buys in)."""
+        return self.spec.instance.market.value
 
     @property
     def paths(self) -> layout.RunPaths:
         return layout.RunPaths(env=self.env, run_id=self.run_id)
 
-    def run_instances_request(self, placement: Placement) -> dict[str, Any]:
-        """The ``RunInstances`` arguments for ``placement``."""
+    @property
+    def base_request(self) -> dict[str, Any]:
+        """The ``RunInstances`` arguments every placement shares (launch-request.json's ``base``).
+
+        It tags every type a launch may tag; :func:`common.placement.run_instances_request`
+        drops the spot request's tags from an on-demand launch.
+        """
         tagged = tag_list(self.tags)
+        interface = spec_network.network_interface_override("", self.security_group_id)[0]
+        del interface["SubnetId"]  # the placement's
         request: dict[str, Any] = {
             "MinCount": 1,
             "MaxCount": 1,
             "LaunchTemplate": {"LaunchTemplateId": self.launch_template_id, "Version": TEMPLATE_VERSION},
-            "InstanceType": placement.instance_type,
             "UserData": self.user_data,
-            "NetworkInterfaces": spec_network.network_interface_override(
-                placement.subnet_id, self.security_group_id
-            ),
+            "NetworkInterfaces": [interface],
             "BlockDeviceMappings": root_volume_mapping(self.root_device, self.spec.instance.root_volume_gb),
-            # The spot request only for spot: tagging a type the launch does not create fails it.
             "TagSpecifications": [
                 {"ResourceType": kind, "Tags": tagged}
-                for kind in spec_tags.launch_tagged_types(placement.market.value)
+                for kind in spec_tags.launch_tagged_types(Market.SPOT.value)
             ],
         }
-        if placement.market is Market.SPOT:
-            request["InstanceMarketOptions"] = {
-                "MarketType": "spot",
-                "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"},
-            }
         if self.debug_instance_profile_arn:  # Session Manager's profile, created by the stack beforehand
             request["IamInstanceProfile"] = {"Arn": self.debug_instance_profile_arn}
         return request
+
+    def run_instances_request(self, placement: Placement) -> dict[str, Any]:
+        """The ``RunInstances`` arguments for ``placement``."""
+        return run_instances_request(self.base_request, placement)
+
+    @property
+    def launch_request(self) -> LaunchRequest:
+        """What launch-request.json stores: the base request and every placement, in order."""
+        return LaunchRequest(
+            run_id=self.run_id,
+            env=self.env,
+            region=self.region,
+            bucket=self.bucket,
+            local=self.local,
+            market=self.market,
+            base=self.base_request,
+            placements=self.placements,
+        )
 
     def summary(self) -> dict[str, Any]:
         """The plan as plain data (what ``--dry-run`` prints)."""
@@ -130,12 +148,16 @@ class LaunchPlan:
             "instance_type": first.instance_type,
             "availability_zone": first.availability_zone,
             "subnet_id": first.subnet_id,
-            "market": self.market.value,
-            "price_per_hour": first.price.usd_per_hour,
-            "price_source": first.price.source,
+            "market": self.market,
+            "first_market": first.market.value,
+            "price_per_hour": first.price_per_hour,
+            "price_source": first.price_source,
             "max_runtime_minutes": minutes,
-            "max_cost": first.price.cost(minutes * 60),
-            "fallbacks": [f"{p.instance_type}/{p.availability_zone}" for p in self.placements[1:]],
+            # at most, bound by the max runtime at the first placement's price
+            "max_cost": _cost(first.price_per_hour, minutes * 60),
+            "cost_limit": self.spec.instance.max_cost,
+            "max_recoveries": self.spec.instance.max_recoveries,
+            "fallbacks": [p.label for p in self.placements[1:]],
             "launch_template_id": self.launch_template_id,
             "image": {
                 "id": self.image_id,
@@ -208,7 +230,15 @@ def plan_launch(spec: RunSpec, world: World) -> LaunchPlan:
         debug_instance_profile_arn=debug_launch_profile(resolved, outputs),
     )
     _check_aws_rules(plan, world)
-    return plan
+    return _with_launch_request(plan)
+
+
+def _with_launch_request(plan: LaunchPlan) -> LaunchPlan:
+    """``plan`` uploading launch-request.json too (before the code bundle, and so before RunInstances)."""
+    body = json.dumps(plan.launch_request.to_dict(), indent=2, sort_keys=True).encode()
+    request = Upload(key=plan.paths.launch_request, body=body, content_type="application/json")
+    *before, bundle = plan.uploads
+    return dataclasses.replace(plan, uploads=(*before, request, bundle))
 
 
 def _check_world(spec: RunSpec, world: World) -> None:
@@ -257,16 +287,33 @@ def _user_data(resolved: RunSpec, world: World, code_key: str) -> UserData:
 
 
 def _state_doc(resolved: RunSpec, world: World, first: Placement) -> Mapping[str, Any]:
-    """The state file the launch writes to take the lock (no instance yet)."""
-    return new_state(
+    """The state file the launch writes to take the lock (no instance yet): attempt 1."""
+    doc = new_state(
         env=world.env,
         run_id=world.run_id,
-        market=resolved.instance.market,
+        market=first.market,
         total_steps=resolved.model.num_steps,
         now=iso(world.now),
         local=world.local,
-        price_per_hour=first.price.usd_per_hour,
+        price_per_hour=first.price_per_hour,
     )
+    doc.update(recovery_policy(resolved.instance))
+    return doc
+
+
+def recovery_policy(instance: InstanceSpec) -> dict[str, Any]:
+    """The first state document's recovery fields: attempt 1, no recovery yet, the spec's limits."""
+    return {
+        "attempt": 1,
+        "recoveries": 0,
+        "max_recoveries": instance.max_recoveries,
+        "max_runtime_minutes": instance.max_runtime_minutes,
+    }
+
+
+def _cost(usd_per_hour: float | None, seconds: float) -> float | None:
+    """USD for ``seconds`` at ``usd_per_hour`` (``None`` when the price is unknown)."""
+    return None if usd_per_hour is None else round(usd_per_hour * max(seconds, 0.0) / 3600.0, 4)
 
 
 def _uploads(resolved: RunSpec, world: World, code_key: str) -> tuple[Upload, ...]:

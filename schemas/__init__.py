@@ -25,6 +25,7 @@ KINDS = (
     "sentinel",
     "error-record",
     "run-spec",
+    "launch-request",
 )
 _SHARED = ("defs",)
 

@@ -9,6 +9,7 @@ from typing import Any
 import botocore.exceptions
 
 from common.aws import is_access_denied
+from common.placement import strategy_for
 from common.runspec import RunSpec
 from common.status import Market
 from control.doctor.checks import Check, aws_error_text, fail, not_permitted, ok, unknown, warn
@@ -86,7 +87,7 @@ def check_quotas(ec2: Any, quotas: Any, spec: RunSpec, region: str, *, local: bo
                 quota=quota,
                 instance_type=first,
                 region=region,
-                required=spec.instance.market is market,
+                required=strategy_for(spec.instance.market).markets == (market,),
                 reason=reason,
             )
         )

@@ -139,7 +139,7 @@ def check_run_instances(
             clients.ec2,
             clients.sts_once,
             plan.run_instances_request(p),
-            label=f"{t} {plan.market.value} {p.availability_zone}",
+            label=f"{t} {p.market.value} {p.availability_zone}",
             outputs=outputs,
         )
         for t, p in firsts.items()

@@ -247,7 +247,7 @@ def test_when_everything_is_refused_the_lock_is_released(world, backend):
     ec2 = _Refusing(
         clients.ec2, {"g5.xlarge": "InsufficientInstanceCapacity", "g4dn.xlarge": "SpotMaxPriceTooLow"}
     )
-    with pytest.raises(LaunchError, match="no capacity.*the lock was released.*--market=on-demand"):
+    with pytest.raises(LaunchError, match="no capacity.*the lock was released.*--market=spot-then-on-demand"):
         apply_launch(plan_launch(spec, seen), Clients(s3=clients.s3, ec2=ec2, sts=clients.sts))
     assert StateStore(clients.s3, seen.outputs.bucket, "dev").read() is None
     prefix = layout.RunPaths(env="dev", run_id=seen.run_id).prefix
