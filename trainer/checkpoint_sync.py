@@ -76,6 +76,12 @@ def restore_checkpoint(
     return None
 
 
+def durable_at(transfers: Transfers, prefix: str, step: int, *, component: str = "data_sync") -> str | None:
+    """When checkpoint ``step`` became complete in S3: its ``trainer_state.json`` (written last) landed."""
+    key = f"{prefix}{checkpoint_name(step)}/{TRAINER_STATE_NAME}"
+    return next((o.last_modified for o in transfers.list(key, component=component) if o.key == key), None)
+
+
 class CheckpointUploader:
     """Uploads checkpoint folders in the background, ``trainer_state.json`` last.
 

@@ -5,6 +5,9 @@ next step still runs):
 
 1. state -> ``cleanup`` (legal from every final status and from results_sync);
 2. release the state file (delete it if it still belongs to this run);
+   both skipped when the run may recover (``keep_lock``: the run ended ``interrupted``
+   with recoveries left, or the recovery handler claimed it already): the lock stays
+   so the handler (``recovery/``) can claim it and relaunch the same run;
 3. verification: other instances of this env still alive, available volumes
    (a count that could not be made is recorded as unknown with its reason, never 0);
 4. cleanup_status.json (``written_by: instance``, built by
@@ -53,6 +56,7 @@ class Cleanup:
         retrier: retry policy for the state/S3/EC2 calls.
         errors: where cleanup errors go.
         trainer_log: uploaded one last time before the poweroff.
+        keep_lock: why the state file stays (the run may recover); ``None`` releases it.
     """
 
     store: StateStore
@@ -65,6 +69,7 @@ class Cleanup:
     errors: ErrorLog
     trainer_log: Path | None = None
     clock: Clock = utc_now
+    keep_lock: str | None = None
     cleanup_log: CleanupLog = field(init=False)
 
     def __post_init__(self) -> None:
@@ -76,6 +81,8 @@ class Cleanup:
         """Do every step; the poweroff's result."""
         self._step(self.paths.state, "status->cleanup", self._to_cleanup)
         removed = self._step(f"s3://{self.transfers.bucket}/{self.paths.state}", "delete", self._release)
+        if self.keep_lock is not None:
+            log.info("state file kept: %s", self.keep_lock)
         verification = self.verify()
         resource = self.instance_id or "this instance"
         self.cleanup_log.record(resource, f"poweroff ({self.poweroff.name})", ActionStatus.SUCCEEDED)
@@ -93,6 +100,8 @@ class Cleanup:
         return result
 
     def _to_cleanup(self) -> None:
+        if self.keep_lock is not None:
+            raise _Skip(self.keep_lock)
         try:
             self.retrier.call(
                 lambda: self.store.transition(
@@ -106,6 +115,8 @@ class Cleanup:
             raise _Skip(str(exc)) from None
 
     def _release(self) -> bool:
+        if self.keep_lock is not None:
+            raise _Skip(self.keep_lock)
         try:
             released = self.retrier.call(
                 lambda: self.store.release(self.paths.run_id),

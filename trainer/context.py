@@ -24,6 +24,7 @@ from common.layout import TRAINER_LOG_NAME, RunPaths
 from common.state_store import StateStore
 from common.timeutil import Clock, utc_now
 from trainer import sync
+from trainer.attempts import AttemptFacts
 from trainer.errors import CLIENT_CONFIG, ErrorLog, Retrier, TerminalError, retry_policy
 from trainer.finalize import Outputs
 from trainer.instance import DEFAULT_ENDPOINT, IMDS, InstanceIdentity, Poweroff
@@ -135,6 +136,7 @@ class RunContext:
         self.data = RunData()
         self.spec: runspec.RunSpec | None = None
         self.instance_id: str | None = None
+        self.attempt = AttemptFacts()
 
     def require_spec(self) -> runspec.RunSpec:
         """The loaded run spec.

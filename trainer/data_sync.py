@@ -39,6 +39,9 @@ def phase(ctx: RunContext, details: dict[str, Any]) -> None:
     details["dataset"] = ctx.data.dataset.summary()
     ctx.data.inputs = save_inputs(ctx.data.dataset.train_inputs, work / "inputs.npz")
     ctx.data.base_model = sync.fetch_base_model(ctx.transfers, spec.model.base, work / "base-model")
-    details["restored_checkpoint_step"] = checkpoint_sync.restore_checkpoint(
+    step = checkpoint_sync.restore_checkpoint(
         ctx.transfers, paths.checkpoints, local_checkpoints(work), checkpoint_problem
     )
+    details["restored_checkpoint_step"] = step
+    if step is not None and ctx.attempt.resumed_recovery:
+        ctx.attempt.checkpoint_durable_at = checkpoint_sync.durable_at(ctx.transfers, paths.checkpoints, step)

@@ -32,8 +32,8 @@ from common.exitcodes import ExitCode
 from common.layout import TRAINER_LOG_NAME
 from common.logfmt import utc_formatter
 from common.status import CompletionStatus, Phase, RunStatus
-from common.timeutil import parse_iso
-from trainer import data_sync, evaluation, keep, preflight, startup, training
+from common.timeutil import iso, parse_iso
+from trainer import data_sync, evaluation, keep, lifecycle, preflight, startup, training
 from trainer.build_info import build_info
 from trainer.cleanup import Cleanup
 from trainer.context import Deps, RunContext, RunOptions
@@ -41,7 +41,7 @@ from trainer.errors import TrainerError, record_for, retry_policy
 from trainer.finalize import COMPLETED, Ending, finalize
 from trainer.instance import select_poweroff
 from trainer.record import software_versions
-from trainer.stopping import Stopped, StopRequest
+from trainer.stopping import Stopped, StopRequest, price_run
 from trainer.watcher import Heartbeat, Progress, Watcher, WatchPlan
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,12 @@ class Driver:
     def request_stop(self, request: StopRequest) -> None:
         """Ask the run to stop (watcher thread or signal handler); only the first request counts."""
         self.ctx.stops.flip(request)
+        if (
+            request.source == "spot"
+            and self.ctx.stops.request is request
+            and self.ctx.attempt.notice_at is None
+        ):
+            self.ctx.attempt.notice_at = iso(self.ctx.deps.clock())  # the interruption's latency starts here
 
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> int:
@@ -148,6 +154,9 @@ class Driver:
     def finish(self, completion: CompletionStatus, reason: str | None, why: str | None = None) -> int:
         """Final status, finalize, cleanup and poweroff; the exit code.
 
+        An interruption with recoveries left keeps the lock for the recovery handler; one
+        past ``max_recoveries`` ends ``failed`` (:func:`trainer.lifecycle.plan_ending`).
+
         Args:
             completion: how the run ended.
             reason: for the state file's final status.
@@ -155,10 +164,16 @@ class Driver:
         """
         ctx = self.ctx
         ctx.stops.finish()
+        if ctx.attempt.foreign:
+            return self._power_off_foreign()
+        plan = lifecycle.plan_ending(ctx, completion, reason, why)
+        completion, reason, why = plan.completion, plan.reason, plan.why
         status = ctx.state.final(completion, reason)
         if status is RunStatus.KILLED and completion is CompletionStatus.INTERRUPTED:
             completion = CompletionStatus.KILLED  # e.g. SIGTERM from a terminate after `invoke kill`
             why = ctx.state.kill_reason() or why  # the sentinel says who killed it, not "SIGTERM"
+        snap = lifecycle.end_attempt(ctx, CompletionStatus.INTERRUPTED if plan.exhausted else completion)
+        kept = lifecycle.keep_lock(snap, plan, ctx.opts.run_id)
         exit_code = ExitCode.for_completion(completion)
         result = finalize(
             transfers=ctx.transfers,
@@ -177,12 +192,25 @@ class Driver:
                 ctx.state.final(CompletionStatus.FAILED, f"finalize failed: {result.error}")
         if self.watcher is not None:
             self.watcher.stop()
-        self._cleanup(completion).run()
+        if kept is None:
+            lifecycle.notify(ctx, completion, why or reason, snap)
+        self._cleanup(completion, keep_lock=kept).run()
         ctx.transfers.close()
         log.info("run %s ended: %s (exit %d)", ctx.opts.run_id, completion.value, exit_code)
         return int(exit_code)
 
-    def _cleanup(self, completion: CompletionStatus) -> Cleanup:
+    def _power_off_foreign(self) -> int:
+        """An instance whose run recovers elsewhere: power off, touching neither state nor outputs."""
+        ctx, opts = self.ctx, self.ctx.opts
+        if self.watcher is not None:
+            self.watcher.stop()
+        poweroff = ctx.deps.poweroff or select_poweroff(local=opts.local, ec2=ctx.ec2)
+        log.warning("instance %s is not the run's: powering off", ctx.instance_id)
+        poweroff(ctx.instance_id)
+        ctx.transfers.close()
+        return int(ExitCode.FAILED)
+
+    def _cleanup(self, completion: CompletionStatus, *, keep_lock: str | None = None) -> Cleanup:
         ctx, opts, deps = self.ctx, self.ctx.opts, self.ctx.deps
         poweroff = keep.for_run(  # a failed run with keep_on_failure stays up for debugging first
             deps.poweroff or select_poweroff(local=opts.local, ec2=ctx.ec2),
@@ -211,6 +239,7 @@ class Driver:
             errors=ctx.errors,
             trainer_log=ctx.outputs.trainer_log,
             clock=deps.clock,
+            keep_lock=keep_lock,
         )
 
     # -- the watcher ----------------------------------------------------------------------------
@@ -234,6 +263,7 @@ class Driver:
                 max_runtime_min=minutes,
                 spot_interval_s=opts.spot_interval_s,
                 state_interval_s=opts.state_interval_s,
+                budget=price_run(ctx),
             ),
             heartbeat=heartbeat,
             monotonic=ctx.deps.monotonic,

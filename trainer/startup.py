@@ -14,6 +14,7 @@ import logging
 from common import runspec
 from common.errors import ConfigError
 from common.state_store import NotHeldError
+from trainer import lifecycle
 from trainer.context import RunContext
 from trainer.errors import TerminalError, TrainerError
 
@@ -22,6 +23,9 @@ log = logging.getLogger(__name__)
 
 def identify(ctx: RunContext) -> None:
     """IMDS identity -> training.json's ``instance`` and the state file's instance fields.
+
+    A run the recovery handler relaunched on this instance moves from ``recovering`` back to
+    ``initialization`` first (:func:`trainer.lifecycle.resume_recovered`).
 
     Raises:
         IMDSError: IMDS did not answer.
@@ -45,6 +49,7 @@ def identify(ctx: RunContext) -> None:
         ident.availability_zone,
         ident.market.value,
     )
+    lifecycle.resume_recovered(ctx, ident.instance_id)
     try:
         ctx.state.call(
             lambda: ctx.store.set_instance(

@@ -151,6 +151,11 @@ class ProgressEvents:
         self.start_step = 0
         self._first: tuple[float, int] | None = None
 
+    @property
+    def first_step_at(self) -> float | None:
+        """When the child finished its first step (epoch seconds), ``None`` before it did."""
+        return self._first[0] if self._first is not None else None
+
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
         if kind == "start":

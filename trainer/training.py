@@ -15,12 +15,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from common import runspec
 from common.exitcodes import ExitCode
 from common.status import Phase
+from common.timeutil import iso
 from trainer.checkpoint_sync import CheckpointUploader
 from trainer.context import RunContext
 from trainer.errors import TerminalError, TrainerError, record_for
@@ -74,6 +76,8 @@ def phase(ctx: RunContext, details: dict[str, Any]) -> None:
     finally:
         _flush_checkpoints(ctx, uploader, details)
     ctx.record.resumed_from_step = events.start_step or None
+    if events.first_step_at is not None:
+        ctx.attempt.first_step_at = iso(datetime.fromtimestamp(events.first_step_at, UTC))
     details.update(
         exit_code=code,
         start_step=events.start_step,

@@ -19,6 +19,7 @@ from typing import Any
 from boto3.s3.transfer import TransferConfig
 from s3transfer.manager import TransferManager
 
+from common.timeutil import iso
 from trainer.errors import Retrier
 
 Artifact = dict[str, Any]
@@ -34,6 +35,7 @@ class RemoteObject:
     key: str
     size: int
     etag: str
+    last_modified: str | None = None  # when S3 stored it (UTC, seconds)
 
     def to_dict(self) -> dict[str, Any]:
         return {"key": self.key, "size": self.size, "etag": self.etag}
@@ -78,7 +80,12 @@ class Transfers:
             out: list[RemoteObject] = []
             for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
                 out += [
-                    RemoteObject(key=o["Key"], size=int(o["Size"]), etag=str(o.get("ETag", "")))
+                    RemoteObject(
+                        key=o["Key"],
+                        size=int(o["Size"]),
+                        etag=str(o.get("ETag", "")),
+                        last_modified=iso(o["LastModified"]) if o.get("LastModified") else None,
+                    )
                     for o in page.get("Contents", [])
                 ]
             return sorted(out, key=lambda o: o.key)
