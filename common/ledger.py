@@ -292,6 +292,31 @@ def ledger(
     return Ledger(attempts=priced, volume_gb=volume_gb, at=iso(now))
 
 
+def attempts_of(state: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A state document's ``attempts``; for a state written before attempts were recorded,
+    its one instance as attempt 1 (launched at the state's ``started_at``)."""
+    if state.get("attempts"):
+        return [dict(a) for a in state["attempts"]]
+    if not all(state.get(k) for k in ("instance_id", "instance_type", "availability_zone", "started_at")):
+        return []
+    price = state.get("price_per_hour")
+    return [
+        {
+            "attempt": int(state.get("attempt") or 1),
+            "instance_id": state.get("instance_id"),
+            "instance_type": state["instance_type"],
+            "market": state.get("market") or "on-demand",
+            "availability_zone": state.get("availability_zone"),
+            "price_per_hour": price,
+            "price_source": "recorded" if price is not None else "unknown",
+            "launched_at": state["started_at"],
+            "ended_at": None,
+            "end": None,
+            "notice_at": None,
+        }
+    ]
+
+
 def projected_cost(
     *, spent_usd: float, usd_per_hour: float | None, remaining_s: float, volume_gb: float
 ) -> float:

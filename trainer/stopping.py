@@ -1,6 +1,7 @@
 """Stop requests: why training must stop now, and the one switch every source flips.
 
-A spot notice, the max-runtime deadline, a ``killed`` in the state file (the
+A spot notice, the max-runtime deadline, a ``killed`` in the state file, the
+projected cost passing ``max_cost`` (:class:`Budget`; all four seen by the
 :class:`~trainer.watcher.Watcher`) and SIGTERM/SIGINT (``python -m trainer``) each
 make a :class:`StopRequest`. The run's :class:`StopSwitch` keeps the first one, hands
 it to whoever listens (the training child's supervisor: SIGTERM, checkpoint, exit), and
@@ -12,10 +13,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from common import ledger
 from common.status import RunStatus
+from common.timeutil import Clock, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,97 @@ class StopRequest:
     status: RunStatus
     reason: str
     source: str
+
+
+BUDGET = "budget"  # the source, and the first word of the reason, of a max_cost stop
+FINISH_ALLOWANCE_S = 300.0  # evaluation, upload and cleanup after training, in the projection
+
+
+@dataclass(frozen=True, kw_only=True)
+class Budget:
+    """The run's ``max_cost``: stop once the projected cost of the run passes it.
+
+    A budget stop ends the run ``killed`` with the reason ``budget: ...``, not
+    ``interrupted``: the child checkpoints and the checkpoint is uploaded as for any
+    stop, but the run is final: the lock is released, the recovery handler never
+    relaunches a killed run, ``keep_on_failure`` (which keeps only failed runs up)
+    does not bill on past the budget, and ``invoke launch --resume`` with a higher
+    ``max_cost`` continues it from the checkpoint.
+
+    Attributes:
+        max_cost: USD.
+        attempts: the state file's attempts (ended ones and the current, open one).
+        volume_gb: the root volume (EBS) size.
+        remaining_s: seconds still to train (the training ETA), ``None`` while unknown.
+        clock: UTC now (the open attempt is priced up to it).
+    """
+
+    max_cost: float
+    attempts: Sequence[Mapping[str, Any]]
+    volume_gb: float
+    remaining_s: Callable[[], float | None]
+    clock: Clock = utc_now
+    finish_allowance_s: float = FINISH_ALLOWANCE_S
+
+    def projected(self) -> tuple[float, float]:
+        """(spent so far, projected at the end) in USD."""
+        run = ledger.ledger(self.attempts, volume_gb=self.volume_gb, now=self.clock())
+        open_attempts = [a for a in run.attempts if a.ended_at is None]
+        rate = open_attempts[-1].price_per_hour if open_attempts else None
+        eta = self.remaining_s()
+        if eta is None:  # no ETA yet: only what is spent already counts
+            return run.total_usd, run.total_usd
+        remaining = eta + self.finish_allowance_s
+        return run.total_usd, ledger.projected_cost(
+            spent_usd=run.total_usd, usd_per_hour=rate, remaining_s=remaining, volume_gb=self.volume_gb
+        )
+
+    def check(self) -> StopRequest | None:
+        """A ``budget`` stop when the projected cost passes ``max_cost``; else ``None``."""
+        spent, projected = self.projected()
+        if projected <= self.max_cost:
+            return None
+        return StopRequest(
+            status=RunStatus.KILLED,
+            source=BUDGET,
+            reason=(
+                f"{BUDGET}: projected cost ${projected:.2f} passes max_cost ${self.max_cost:.2f} "
+                f"(${spent:.2f} spent so far)"
+            ),
+        )
+
+
+def price_run(ctx: Any) -> Budget | None:
+    """Set up what the run is priced with; the :class:`Budget` the watcher enforces, if any.
+
+    Training.json's ledger gets the spec's root volume and ``max_cost`` (and the state
+    file's attempts while the driver has recorded none); a spec with ``max_cost`` gets a
+    budget over the state file's attempts, with the training ETA as the time left.
+
+    Args:
+        ctx: the run's :class:`~trainer.context.RunContext` (its spec loaded).
+    """
+    spec, record = ctx.spec, ctx.record
+    if spec is None:
+        return None
+    record.volume_gb, record.max_cost = float(spec.instance.root_volume_gb), spec.instance.max_cost
+    try:
+        snap = ctx.store.read()
+    except Exception as exc:  # noqa: BLE001 - no state: no attempts to price; the run goes on
+        log.warning("could not read the attempts to price: %s", exc)
+        snap = None
+    attempts = ledger.attempts_of(snap.doc) if snap is not None else []
+    if not record.attempts:
+        record.attempts = attempts
+    if spec.instance.max_cost is None or not attempts:
+        return None
+    return Budget(
+        max_cost=float(spec.instance.max_cost),
+        attempts=tuple(attempts),
+        volume_gb=record.volume_gb,
+        remaining_s=lambda: ctx.progress.eta_s,
+        clock=ctx.deps.clock,
+    )
 
 
 class Stopped(Exception):

@@ -5,6 +5,8 @@ One loop, each check on its own monotonic schedule:
 - every ``spot_interval_s`` (2 s): IMDSv2 ``spot/instance-action`` -> stop with
   ``interrupted``; a rebalance recommendation is logged once;
 - every tick: the max-runtime deadline -> stop with ``interrupted`` and the reason;
+- every ``state_interval_s``: the :class:`~trainer.stopping.Budget` (projected cost past
+  ``max_cost``) -> stop with ``killed`` and the reason ``budget: ...``;
 - every ``state_interval_s`` (5 s): a conditional GET of the state file
   (``read_if_changed``) -> stop with ``killed`` when someone set ``killed`` (or
   removed or took over the lock);
@@ -27,7 +29,7 @@ from typing import Any, Protocol
 
 from common.state_store import NotHeldError, Snapshot
 from common.status import RunStatus
-from trainer.stopping import StopRequest
+from trainer.stopping import Budget, StopRequest
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,7 @@ class WatchPlan:
         spot_interval_s: seconds between IMDS spot polls.
         state_interval_s: seconds between conditional reads of the state file.
         tick_s: seconds between polls of the watcher thread.
+        budget: the run's ``max_cost`` (``None``: no limit).
     """
 
     deadline: float | None = None
@@ -137,6 +140,7 @@ class WatchPlan:
     spot_interval_s: float = 2.0
     state_interval_s: float = 5.0
     tick_s: float = 0.5
+    budget: Budget | None = None
 
 
 class Watcher:
@@ -168,6 +172,7 @@ class Watcher:
         self.deadline, self.max_runtime_min, self.heartbeat = plan.deadline, plan.max_runtime_min, heartbeat
         self.monotonic, self.tick_s = monotonic, plan.tick_s
         self.spot_interval_s, self.state_interval_s = plan.spot_interval_s, plan.state_interval_s
+        self.budget = plan.budget
         self.etag: str | None = None
         self.request: StopRequest | None = None
         self.rebalance_seen = False
@@ -185,7 +190,7 @@ class Watcher:
             found = self._check_spot()
         if found is None and now >= self._next_state:
             self._next_state = now + self.state_interval_s
-            found = self._check_state()
+            found = self._check_state() or self._check_budget()
         if self.heartbeat is not None:
             snap = self.heartbeat.maybe_beat()
             if snap is not None:
@@ -205,6 +210,15 @@ class Watcher:
             source="max_runtime",
             reason=f"max runtime of {self.max_runtime_min:g} min reached",
         )
+
+    def _check_budget(self) -> StopRequest | None:
+        if self.budget is None:
+            return None
+        try:
+            return self.budget.check()
+        except (KeyError, TypeError, ValueError) as exc:  # a malformed attempt never ends training
+            log.warning("budget check failed: %s", exc)
+            return None
 
     def _check_spot(self) -> StopRequest | None:
         try:

@@ -141,3 +141,18 @@ def test_projected_cost_adds_the_rest_at_the_current_rate():
     projected = ledger.projected_cost(spent_usd=1.0, usd_per_hour=2.0, remaining_s=1800, volume_gb=100)
     assert projected == pytest.approx(1.0 + 1.0 + 100 * 1800 * EBS_PER_GB_S)
     assert ledger.projected_cost(spent_usd=1.0, usd_per_hour=None, remaining_s=-5, volume_gb=0) == 1.0
+
+
+def test_attempts_of_a_state_without_attempts_is_its_one_instance():
+    state = {
+        "instance_id": "i-0abc",
+        "instance_type": "g5.xlarge",
+        "market": "spot",
+        "availability_zone": "us-east-1a",
+        "price_per_hour": 0.4,
+        "started_at": _at("12:00:00"),
+    }
+    (one,) = ledger.attempts_of(state)
+    assert one["attempt"] == 1 and one["launched_at"] == _at("12:00:00") and one["ended_at"] is None
+    assert ledger.attempts_of({**state, "attempts": [{"attempt": 7}]}) == [{"attempt": 7}]
+    assert ledger.attempts_of({"started_at": _at("12:00:00")}) == []
