@@ -1,6 +1,7 @@
-"""The state document's shapes: a validated read (:class:`Snapshot`) and a run's first document.
+"""The state document's shapes and pure edits: a validated read (:class:`Snapshot`), a run's
+first document (:func:`new_state`) and a status change (:func:`apply_transition`).
 
-Kept apart from :mod:`common.state_store` (which re-exports both) so the store holds only
+Kept apart from :mod:`common.state_store` (which re-exports them) so the store holds only
 the conditional reads and writes.
 """
 
@@ -12,6 +13,40 @@ from typing import Any
 from common.status import Market, RunStatus
 
 Doc = dict[str, Any]
+
+
+class IllegalTransitionError(RuntimeError):
+    """A status change the state machine does not allow (e.g. killed -> training)."""
+
+    def __init__(self, current: RunStatus, requested: RunStatus) -> None:
+        self.current, self.requested = current, requested
+        super().__init__(f"illegal transition {current} -> {requested}")
+
+
+def apply_transition(
+    doc: Doc, new: RunStatus, *, reason: str | None = None, error: Doc | None = None, now: str
+) -> Doc:
+    """``doc`` moved to ``new`` at ``now`` (history, heartbeat, ``last_error``).
+
+    Leaving ``recovering`` drops the handler's claim (``recovery``): it lives only while recovering.
+
+    Raises:
+        IllegalTransitionError: the state machine does not allow it from ``doc``'s status.
+    """
+    current = RunStatus(doc["status"])
+    if not current.can_become(new):
+        raise IllegalTransitionError(current, new)
+    entry: Doc = {"status": new.value, "at": now}
+    if reason:
+        entry["reason"] = reason
+    doc["status"] = new.value
+    doc["history"].append(entry)
+    doc["heartbeat_at"] = now
+    if error is not None:
+        doc["last_error"] = error
+    if current is RunStatus.RECOVERING:
+        doc.pop("recovery", None)
+    return doc
 
 
 @dataclass(frozen=True)

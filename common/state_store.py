@@ -30,7 +30,7 @@ from common import attempts as att
 from common import layout
 from common.aws import error_code, http_status, is_access_denied, is_not_found
 from common.errors import AccessDeniedError, CorruptStateError, LockHeldError
-from common.state_doc import Doc, Snapshot, new_state
+from common.state_doc import Doc, IllegalTransitionError, Snapshot, apply_transition, new_state
 from common.status import RunStatus
 from common.timeutil import Clock, iso, utc_now
 from schemas import SchemaValidationError, validate
@@ -40,14 +40,6 @@ log = logging.getLogger(__name__)
 __all__ = ["ClaimLostError", "ConflictError", "IllegalTransitionError", "NotHeldError"]
 __all__ += ["Snapshot", "StateStore", "new_state"]
 Mutation = Callable[[Doc], Doc | None]
-
-
-class IllegalTransitionError(RuntimeError):
-    """A status change the state machine does not allow (e.g. killed -> training)."""
-
-    def __init__(self, current: RunStatus, requested: RunStatus) -> None:
-        self.current, self.requested = current, requested
-        super().__init__(f"illegal transition {current} -> {requested}")
 
 
 class NotHeldError(RuntimeError):
@@ -211,21 +203,8 @@ class StateStore:
             IllegalTransitionError: e.g. the run was killed meanwhile.
         """
 
-        def mutate(doc: Doc) -> None:
-            current = RunStatus(doc["status"])
-            if not current.can_become(new):
-                raise IllegalTransitionError(current, new)
-            now = iso(self.clock())
-            entry: Doc = {"status": new.value, "at": now}
-            if reason:
-                entry["reason"] = reason
-            doc["status"] = new.value
-            doc["history"].append(entry)
-            if current is RunStatus.RECOVERING:
-                doc.pop("recovery", None)  # the claim lives only while recovering
-            doc["heartbeat_at"] = now
-            if error is not None:
-                doc["last_error"] = error
+        def mutate(doc: Doc) -> Doc:
+            return apply_transition(doc, new, reason=reason, error=error, now=iso(self.clock()))
 
         return self.update(run_id, mutate, snapshot=snapshot)
 
@@ -280,14 +259,29 @@ class StateStore:
         current = snapshot.status
         if not (current.can_become(RunStatus.RECOVERING) or current is RunStatus.RECOVERING):
             raise IllegalTransitionError(current, RunStatus.RECOVERING)
-        doc = att.claim(copy.deepcopy(snapshot.doc), trigger=trigger, event_id=event_id, now=now)
+        return self.update_once(
+            snapshot, lambda doc: att.claim(doc, trigger=trigger, event_id=event_id, now=now)
+        )
+
+    def update_once(self, snapshot: Snapshot, mutate: Mutation) -> Snapshot:
+        """Apply ``mutate`` to ``snapshot``'s document and write it ONCE, conditional on its ETag.
+
+        For a decision taken on that very document (the recovery handler's): a conflict is
+        not re-applied on a newer document, the caller re-reads and decides again.
+
+        Raises:
+            ConflictError: another writer changed the file since ``snapshot``.
+            NotHeldError: the file is gone.
+        """
+        doc = copy.deepcopy(snapshot.doc)
+        new = mutate(doc)
         try:
-            return self._write(snapshot, doc)
+            return self._write(snapshot, doc if new is None else new)
         except ClientError as exc:
             if http_status(exc) in (409, 412):
-                raise ConflictError(f"{self.location} changed since it was read; not claimed") from None
+                raise ConflictError(f"{self.location} changed since it was read; not written") from None
             if is_not_found(exc):
-                raise NotHeldError(f"{self.location} is gone; run {snapshot.run_id} not claimed") from None
+                raise NotHeldError(f"{self.location} is gone; run {snapshot.run_id} not written") from None
             raise
 
     def add_attempt(

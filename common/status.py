@@ -8,7 +8,7 @@ Legal transitions (anything not listed is refused by the state store)::
     results_sync   -> cleanup | failed | killed | interrupted | recovering
     failed         -> cleanup
     killed         -> cleanup
-    interrupted    -> cleanup | recovering
+    interrupted    -> cleanup | recovering | failed
     recovering     -> initialization | failed | killed
     cleanup        -> (state file removed)
 
@@ -26,6 +26,8 @@ still moves it to ``killed``, the handler may end it ``failed`` (max recoveries,
 no capacity), and the relaunched trainer moves it to ``initialization``. A
 handler may re-claim a ``recovering`` run whose claim went stale (no instance
 recorded after a few minutes); that rewrites the claim, it is no transition.
+``interrupted -> failed`` is the handler ending a run left ``interrupted`` that may not
+be relaunched again (``max_recoveries`` reached, no launch request).
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ _TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     **{s: frozenset({_NEXT[s], RunStatus.RECOVERING}) | _STOPS for s in _WORKING},
     RunStatus.FAILED: frozenset({RunStatus.CLEANUP}),
     RunStatus.KILLED: frozenset({RunStatus.CLEANUP}),
-    RunStatus.INTERRUPTED: frozenset({RunStatus.CLEANUP, RunStatus.RECOVERING}),
+    RunStatus.INTERRUPTED: frozenset({RunStatus.CLEANUP, RunStatus.RECOVERING, RunStatus.FAILED}),
     RunStatus.RECOVERING: frozenset({RunStatus.INITIALIZATION, RunStatus.FAILED, RunStatus.KILLED}),
     RunStatus.CLEANUP: frozenset(),
 }

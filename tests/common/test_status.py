@@ -14,13 +14,13 @@ def test_the_happy_path_is_legal_step_by_step():
 
 
 def test_any_working_phase_can_fail_be_killed_or_interrupted_then_only_clean_up():
+    """An interrupted run may also be recovered, or failed when it may not recover again."""
+    resumable = {RunStatus.INTERRUPTED: {RunStatus.RECOVERING, RunStatus.FAILED}}
     for s in WORKING:
         for stop in (RunStatus.FAILED, RunStatus.KILLED, RunStatus.INTERRUPTED):
             assert s.can_become(stop)
             assert stop.is_final() and not stop.is_terminal()
-            expected = {RunStatus.CLEANUP} | (
-                {RunStatus.RECOVERING} if stop is RunStatus.INTERRUPTED else set()
-            )
+            expected = {RunStatus.CLEANUP} | resumable.get(stop, set())
             assert {t for t in RunStatus if stop.can_become(t)} == expected
 
 
