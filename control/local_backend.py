@@ -156,9 +156,17 @@ class LocalBackend(Backend):
         return outputs
 
     def start_instance(self, *, instance_id: str, run: dict[str, Any]) -> None:
-        """Spawn the detached supervisor that runs the trainer for ``instance_id``."""
-        from control import local_instance
+        """Spawn the detached supervisor that runs the trainer for ``instance_id``, and make
+        sure the env's recovery pump runs (:mod:`control.local_recovery`: the events AWS would
+        send to the recovery handler)."""
+        from control import local_instance, local_recovery
 
+        local_recovery.ensure_running(
+            self.local_dir,
+            env=run["env"],
+            endpoint_url=self.endpoint_url or "",
+            env_vars=self.credentials_env(),
+        )
         local_instance.spawn(
             local_dir=self.local_dir,
             instance_id=instance_id,

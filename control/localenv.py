@@ -207,10 +207,12 @@ def exports(local_dir: LocalDir | None = None, *, env: str = "dev") -> dict[str,
 
 
 def down(*, local_dir: LocalDir | None = None) -> LocalDown:
-    """``invoke local.down``: stop local instances and the background server."""
+    """``invoke local.down``: stop the recovery pumps, local instances and the background server."""
     from control.local_instance import terminate_processes
+    from control.local_recovery import stop_all
 
     local_dir = local_dir or LocalDir.default()
+    stop_all(local_dir)  # first: a pump would relaunch the instances stopped next
     stopped = [
         str(rec.get("instance_id"))
         for rec in local_dir.instance_records()

@@ -25,6 +25,7 @@ from common.state_store import StateStore
 from control import local_audit
 from control.local_backend import LocalBackend
 from control.local_instance import terminate_processes
+from control.local_recovery import stop_all
 from control.localdir import PROJECT_ROOT, LocalDir, read_json, write_json
 from control.localenv import provision, stage_dataset
 from localaws.audit import ENV_VAR as AUDIT_VAR
@@ -36,6 +37,7 @@ INVOKE = str(Path(sys.executable).with_name("invoke"))
 SHORT_RUN = """\
 [instance]
 max_runtime = "20m"
+{instance}
 [model]
 base = "tiny"
 num_steps = {steps}
@@ -71,9 +73,9 @@ def world(tmp_path, local_aws, monkeypatch):
             [INVOKE, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout
         )
 
-    def spec(name: str, steps: int, every: int) -> str:
+    def spec(name: str, steps: int, every: int, instance: str = "") -> str:
         path = tmp_path / f"{name}.toml"
-        path.write_text(SHORT_RUN.format(steps=steps, every=every))
+        path.write_text(SHORT_RUN.format(steps=steps, every=every, instance=instance))
         return str(path)
 
     yield {
@@ -87,6 +89,7 @@ def world(tmp_path, local_aws, monkeypatch):
         "runs": tmp_path / "runs",
         "audit": lambda: local_audit.audit(local_dir, calls),
     }
+    stop_all(local_dir)  # the recovery pumps first: they would relaunch what is stopped next
     for record in local_dir.instance_records():
         terminate_processes(record, grace_s=5.0)
 
@@ -244,13 +247,22 @@ def test_kill_during_training(world):
 
 
 def test_spot_interruption_then_launch_resume_finishes_the_same_run(world):
-    """A spot notice mid-training ends the run `interrupted`; `launch --resume` finishes it."""
+    """A spot notice mid-training ends the run `interrupted`; `launch --resume` finishes it.
+
+    ``max_recoveries = 0``: no automatic recovery, the lock is released and the user
+    resumes by hand (automatic recovery: tests/test_e2e_recovery.py).
+    """
     import requests
 
     invoke, s3, bucket = world["invoke"], world["s3"], world["bucket"]
     steps = 600
     run_id, instance = _launched(
-        invoke("launch", "--env=dev", "--local", f"--spec={world['spec']('spot', steps, 20)}")
+        invoke(
+            "launch",
+            "--env=dev",
+            "--local",
+            f"--spec={world['spec']('spot', steps, 20, 'max_recoveries = 0')}",
+        )
     )
     paths = layout.RunPaths(env="dev", run_id=run_id)
     store = StateStore(s3, bucket, "dev")
