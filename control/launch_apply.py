@@ -96,7 +96,7 @@ def apply_launch(
     store.acquire(dict(plan.state_doc))
     try:
         uploaded, skipped = _upload(plan, clients.s3)
-        placement, instance_id, refused = _run_instance(plan, clients.ec2, clock)
+        placement, instance_id, refused = try_placements(plan, clients.ec2, clock)
         launched = Launched(
             placement=placement, instance_id=instance_id, at=iso(clock()), refused=tuple(refused)
         )
@@ -143,7 +143,7 @@ def _upload(plan: LaunchPlan, s3: Any) -> tuple[list[str], list[str]]:
     return uploaded, skipped
 
 
-def _run_instance(plan: LaunchPlan, ec2: Any, clock: Clock) -> tuple[Placement, str, list[dict[str, Any]]]:
+def try_placements(plan: LaunchPlan, ec2: Any, clock: Clock) -> tuple[Placement, str, list[dict[str, Any]]]:
     """Run the instance at the first placement that is not refused.
 
     A capacity refusal moves on to the next placement; a quota refusal ends its market
@@ -199,9 +199,7 @@ def _all_refused(
     tried = _tried(refused)
     if quota_codes:
         market, code = next(iter(quota_codes.items()))
-        prefix = (
-            f"every placement was refused ({'; '.join(tried)}); " if len(quota_codes) < len(refused) else ""
-        )
+        prefix = f"every placement was refused ({'; '.join(tried)}); " if len(refused) > 1 else ""
         return QuotaError(prefix + quota_message(code, market, plan.region, None))
     return no_capacity(strategy_for(plan.market), tried)
 

@@ -1,8 +1,11 @@
+import re
+
 import pytest
 
 from common import runspec
 from common.errors import ConfigError
-from common.status import FinetuneMode, Market
+from common.placement import MarketChoice
+from common.status import FinetuneMode
 
 
 def test_an_empty_spec_is_a_valid_local_run(tmp_path):
@@ -12,7 +15,7 @@ def test_an_empty_spec_is_a_valid_local_run(tmp_path):
     assert spec.env == "dev"
     assert spec.model.base == "tiny" and spec.model.context_length == 128
     assert spec.model.learning_rate == pytest.approx(1e-3)
-    assert spec.instance.market is Market.SPOT
+    assert spec.instance.market is MarketChoice.SPOT
     assert spec.instance.max_runtime_minutes == 240
 
 
@@ -78,3 +81,30 @@ def test_the_data_section_round_trips_alone():
     spec = runspec.from_dict({"data": {"known_covariates": ["promo"], "frequency": "D"}})
     assert runspec.DataSpec.from_dict(spec.data.to_dict()) == spec.data
     assert spec.data.columns == ("item_id", "timestamp", "target", "promo")
+
+
+def test_recovery_and_cost_limits_default_from_the_schema():
+    inst = runspec.from_dict({}).instance
+    assert inst.max_recoveries == 3 and inst.max_cost is None
+    chosen = runspec.from_dict(
+        {"instance": {"market": "spot-then-on-demand", "max_recoveries": 0, "max_cost": 12}}
+    ).instance
+    assert chosen.market is MarketChoice.SPOT_THEN_ON_DEMAND
+    assert chosen.max_recoveries == 0 and chosen.max_cost == 12.0
+    assert (
+        runspec.from_dict(runspec.from_dict({"instance": {"max_cost": 2.5}}).to_dict()).instance.max_cost
+        == 2.5
+    )
+
+
+@pytest.mark.parametrize(
+    ("instance", "where"),
+    [
+        ({"max_recoveries": -1}, "$.instance.max_recoveries"),
+        ({"max_cost": 0}, "$.instance.max_cost"),
+        ({"market": "spot-or-else"}, "$.instance.market"),
+    ],
+)
+def test_recovery_and_cost_limits_are_checked(instance, where):
+    with pytest.raises(ConfigError, match=re.escape(where)):
+        runspec.from_dict({"instance": instance})
