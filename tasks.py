@@ -182,6 +182,22 @@ def runs(c, env="dev", limit=20, local=False, json_=False):
     render.runs(open_console(), list_runs(_backend(local), env=env, limit=int(limit)), env=env, as_json=json_)
 
 
+@task(
+    help={
+        "env": ENV_HELP,
+        "since": "how far back, by run start: 30d, 12h, 90m or 2w",
+        "local": LOCAL_HELP,
+        "json": JSON_HELP,
+    }
+)
+@edge
+def cost(c, env="dev", since="30d", local=False, json_=False):
+    """What the runs cost: per run and in total, per attempt from each run's ledger, with the savings."""
+    from control.cost import cost_report
+
+    render.cost(open_console(), cost_report(_backend(local), env=env, since=since), as_json=json_)
+
+
 # ----------------------------------------------------- logs, fetch, report
 
 
@@ -340,5 +356,7 @@ def env_(c, env="dev"):
 
 
 local_ns = Collection("local", up, down, env_)
-ns = Collection(launch, doctor, monitor, kill, verify, runs, logs, fetch, report, wheelhouse, demo, debug)
+ns = Collection(
+    launch, doctor, monitor, kill, verify, runs, cost, logs, fetch, report, wheelhouse, demo, debug
+)
 ns.add_collection(local_ns)

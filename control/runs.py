@@ -13,11 +13,13 @@ from datetime import datetime
 from typing import Any
 
 from common import layout
+from common import ledger as costs
 from common.state_store import StateStore
 from common.status import CompletionStatus, RunStatus
 from common.timeutil import Clock, parse_iso, utc_now
 from control.backend import Backend, check_env
 from control.s3io import DocumentError, common_prefixes, get_json
+from schemas import schema_for
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ class RunSummary:
     last_error: str | None = None
     problem: str | None = None
     reason: str | None = None
+    ledger: dict[str, Any] | None = None  # training.json's ledger, or the live run's priced so far
+    interruptions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float | None:
@@ -75,9 +79,20 @@ class RunSummary:
 
     @property
     def cost_usd(self) -> float | None:
+        """The ledger's total; for a run without one, its price times its duration (an estimate)."""
+        if self.ledger is not None:
+            return float(self.ledger["total_usd"])
         if self.duration_s is None or self.price_per_hour is None:
             return None
         return round(self.price_per_hour * self.duration_s / 3600.0, 4)
+
+    @property
+    def savings_usd(self) -> float | None:
+        return None if self.ledger is None else float(self.ledger["savings_usd"])
+
+    @property
+    def attempts(self) -> int:
+        return len(self.ledger["attempts"]) if self.ledger else (1 if self.instance_id else 0)
 
     @property
     def succeeded(self) -> bool:
@@ -103,6 +118,10 @@ class RunSummary:
             "last_error": self.last_error,
             "problem": self.problem,
             "reason": self.reason,
+            "attempts": self.attempts,
+            "savings_usd": self.savings_usd,
+            "ledger": self.ledger,
+            "interruptions": self.interruptions,
         }
 
 
@@ -143,7 +162,7 @@ def read_run(
     paths = layout.RunPaths(env=env, run_id=run_id)
     base = _launch_facts(s3, bucket, paths)
     if state is not None and state.get("run_id") == run_id:
-        return _live(base, state, clock)
+        return _live(base, state, clock, volume_gb=volume_gb(s3, bucket, paths))
     try:
         training = get_json(s3, bucket, paths.training_log, "training")
         sentinel = read_sentinel(s3, bucket, paths)
@@ -214,8 +233,26 @@ def _launch_facts(s3: Any, bucket: str, paths: layout.RunPaths) -> dict[str, Any
     return base
 
 
-def _live(base: dict[str, Any], state: dict[str, Any], clock: Clock) -> RunSummary:
+def volume_gb(s3: Any, bucket: str, paths: layout.RunPaths) -> float:
+    """The run's root volume (its stored run spec), else the run-spec schema's default."""
+    spec = _quiet_json(s3, bucket, paths.run_spec) or {}
+    size = (spec.get("instance") or {}).get("root_volume_gb")
+    if size is None:
+        size = schema_for("run-spec")["properties"]["instance"]["properties"]["root_volume_gb"]["default"]
+    return float(size)
+
+
+def live_ledger(state: dict[str, Any], *, volume_gb: float, now: datetime) -> dict[str, Any] | None:
+    """The active run's attempts priced up to ``now`` (``None`` before any attempt is recorded)."""
+    attempts = costs.attempts_of(state)
+    if not attempts:
+        return None
+    return costs.ledger(attempts, volume_gb=volume_gb, now=now).to_dict()
+
+
+def _live(base: dict[str, Any], state: dict[str, Any], clock: Clock, *, volume_gb: float) -> RunSummary:
     err = state.get("last_error") or {}
+    now = clock()
     return RunSummary(
         **{
             **base,
@@ -226,8 +263,9 @@ def _live(base: dict[str, Any], state: dict[str, Any], clock: Clock) -> RunSumma
         },
         status=str(state["status"]),
         active=True,
-        ended_at=clock(),
+        ended_at=now,
         last_error=err.get("message"),
+        ledger=live_ledger(state, volume_gb=volume_gb, now=now),
     )
 
 
@@ -251,6 +289,8 @@ def _from_training(
         metrics=dict(training.get("metrics", {})),
         errors=len(errors),
         last_error=errors[-1]["message"] if errors else None,
+        ledger=training.get("ledger"),
+        interruptions=list(training.get("interruptions") or []),
     )
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from rich.console import Console
 
+from common.pricing import PRICE_SOURCE
+from control.cli.costs import cost_table
 from control.cli.formats import money
 from control.cli.live import ViewPrinter
 from control.cli.tables import (
@@ -109,6 +111,19 @@ def runs(out: Console, found: list[Any], *, env: str, as_json: bool) -> None:
         out.print_json(json.dumps([r.to_dict() for r in found]))
     else:
         out.print(runs_table(found, env))
+
+
+def cost(out: Console, report: Any, *, as_json: bool) -> None:
+    """``invoke cost``: the runs' costs and savings, a line on what was not priced, the price table."""
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+        return
+    out.print(cost_table(report))
+    if report.unpriced:
+        out.print(
+            f"[yellow]{report.unpriced} run(s) could not be priced[/] (instance type not in the price table)"
+        )
+    out.print(f"prices: {PRICE_SOURCE}; spot at the price in effect at launch", soft_wrap=True)
 
 
 def console_output(out: Console, con: Any) -> None:
