@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("schemas", "common", "trainer", "infra", "localaws", "control", "bench")
+PACKAGES = ("schemas", "common", "trainer", "infra", "localaws", "control", "bench", "recovery")
 EDGE_MODULES = ("tasks.py", "__main__.py")
 PROJECT = set(PACKAGES) | {"tasks"}
 
@@ -27,10 +27,11 @@ ALLOWED: dict[str, frozenset[str]] = {
     "schemas": frozenset(),
     "common": frozenset({"schemas"}),
     "trainer": frozenset({"common", "schemas"}),
+    "recovery": frozenset({"common", "schemas"}),  # the handler: the Lambda bundle holds these three
     "infra": frozenset({"common", "schemas"}),
     "localaws": frozenset({"common", "schemas", "infra"}),
-    "control": frozenset({"common", "schemas", "trainer", "infra", "localaws"}),
-    "bench": frozenset({"common", "schemas", "trainer", "infra", "localaws", "control"}),
+    "control": frozenset({"common", "schemas", "trainer", "infra", "localaws", "recovery"}),
+    "bench": frozenset({"common", "schemas", "trainer", "infra", "localaws", "control", "recovery"}),
     "tasks": frozenset({"common", "schemas", "control"}),
     "__main__": frozenset({"common", "schemas", "infra"}),  # the Pulumi program
 }

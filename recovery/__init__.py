@@ -1,0 +1,1 @@
+"""The recovery handler: relaunches interrupted runs, ends runs past their limits (no AWS in its logic)."""
