@@ -33,7 +33,7 @@ from common.state_store import Snapshot, StateStore
 from common.status import CompletionStatus, RunStatus
 from common.timeutil import Clock, parse_iso, utc_now
 from control.backend import Backend, Clients, check_env
-from control.runs import RunSummary, read_run, run_ids
+from control.runs import RunSummary, live_ledger, read_run, run_ids, volume_gb
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,15 @@ class MonitorView:
     changed: bool = True
     metrics: dict[str, Any] = field(default_factory=dict)
     local: bool = False
+    ledger: dict[str, Any] | None = None  # per attempt: so far (live) or in total (ended)
+
+    @property
+    def attempts(self) -> int | None:
+        return len(self.ledger["attempts"]) if self.ledger else None
+
+    @property
+    def savings_usd(self) -> float | None:
+        return self.ledger["savings_usd"] if self.ledger else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -116,6 +125,9 @@ class MonitorView:
             "advice": self.advice,
             "metrics": self.metrics,
             "local": self.local,
+            "attempts": self.attempts,
+            "savings_usd": self.savings_usd,
+            "ledger": self.ledger,
         }
 
 
@@ -146,6 +158,7 @@ class Monitor:
         self.gone_since: Any = None
         self.transfers = 0
         self.polls = 0
+        self._volumes: dict[str, float] = {}  # run id -> root volume (GB), read once per run
 
     def poll(self) -> MonitorView:
         """Observe once."""
@@ -165,6 +178,12 @@ class Monitor:
             self.run_id, self.gone_since = snap.run_id, None
         return self._live(snap, changed)
 
+    def _volume_gb(self, run_id: str) -> float:
+        if run_id not in self._volumes:
+            paths = layout.RunPaths(env=self.env, run_id=run_id)
+            self._volumes[run_id] = volume_gb(self.clients.s3, self.bucket, paths)
+        return self._volumes[run_id]
+
     # -- a run in progress ----------------------------------------------------
     def _live(self, snap: Snapshot, changed: bool) -> MonitorView:
         doc, now = snap.doc, self.clock()
@@ -176,6 +195,7 @@ class Monitor:
         instance_id = doc.get("instance_id")
         inst_state = self._instance_state(instance_id) if instance_id else None
         err = doc.get("last_error") or {}
+        money = live_ledger(doc, volume_gb=self._volume_gb(snap.run_id), now=now)
         view = MonitorView(
             env=self.env,
             outcome=Outcome.RUNNING,
@@ -186,8 +206,11 @@ class Monitor:
             loss=progress.get("loss"),
             eta_s=progress.get("eta_s"),
             elapsed_s=elapsed,
-            cost_usd=round(price * elapsed / 3600.0, 4) if price is not None else None,
+            cost_usd=money["total_usd"]
+            if money
+            else (round(price * elapsed / 3600.0, 4) if price is not None else None),
             price_per_hour=price,
+            ledger=money,
             instance_id=instance_id,
             instance_type=doc.get("instance_type"),
             instance_state=inst_state,
@@ -295,6 +318,7 @@ def view_of_ended(run: RunSummary, *, changed: bool = True) -> MonitorView:
         advice=advice,
         changed=changed,
         metrics=dict(run.metrics),
+        ledger=run.ledger,
         total_steps=int(total) if isinstance(total, int | float) else None,
     )
 

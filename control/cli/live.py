@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from control.cli.costs import ledger_line
 from control.cli.formats import duration, metric, money
 from control.cli.tables import kv_table
 
@@ -30,6 +31,7 @@ def view_table(v: Any) -> Table:
             f"{money(v.cost_usd)} at {money(v.price_per_hour)}/h"
             + (" (list price; local run is free)" if v.local else ""),
         ),
+        ("ledger", ledger_line(v.ledger, live=v.outcome.value == "running")),
         ("instance", f"{v.instance_id or '-'} {v.instance_type or ''} {v.instance_state or ''}".strip()),
         ("heartbeat", f"{v.heartbeat_age_s:.0f} s ago" if v.heartbeat_age_s is not None else None),
         ("last error", v.last_error),
@@ -52,6 +54,10 @@ def view_line(v: Any) -> str:
     parts.append(f"elapsed={duration(v.elapsed_s)}")
     if v.cost_usd is not None:
         parts.append(f"cost={money(v.cost_usd)}")
+    if v.attempts:
+        parts.append(f"attempts={v.attempts}")
+    if v.savings_usd:
+        parts.append(f"saved={money(v.savings_usd)}")
     return " ".join(parts)
 
 

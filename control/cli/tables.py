@@ -107,6 +107,8 @@ def runs_table(found: list[Any], env: str) -> Table:
         "status",
         "duration",
         "cost",
+        "saved",
+        "attempts",
         "instance",
         "model WQL",
         "baseline WQL",
@@ -121,13 +123,15 @@ def runs_table(found: list[Any], env: str) -> Table:
             r.run_id,
             r.status,
             duration(r.duration_s),
-            money(r.cost_usd),
+            money(r.cost_usd) + (" so far" if r.active else ""),
+            money(r.savings_usd),
+            str(r.attempts),
             f"{r.instance_type or '-'} {r.market or ''}",
             *(metric(m.get(k)) or "-" for k in ("model_wql", "baseline_wql", "final_loss")),
             r.problem or r.last_error or "",
         )
     if not found:
-        table.add_row("-", "no runs yet", "-", "-", "-", "-", "-", "-", f"invoke launch --env={env}")
+        table.add_row("-", "no runs yet", *["-"] * 8, f"invoke launch --env={env}")
     return table
 
 
