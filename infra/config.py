@@ -28,6 +28,7 @@ CONFIG_KEYS: tuple[str, ...] = (
     "budget_email",
     "budget_monthly_usd",
     "debug_profile",
+    "notify_email",
 )
 DEFAULT_BUDGET_USD = 100.0
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -53,11 +54,17 @@ class StackConfig:
     budget_email: str | None = None
     budget_monthly_usd: float = DEFAULT_BUDGET_USD
     debug_profile: bool = False  # a second instance profile with Session Manager access
+    notify_email: str | None = None  # an SNS topic with this email subscribed: run ends, recoveries
 
     @property
     def budget_enabled(self) -> bool:
         """A budget is created only when an alert email is configured."""
         return self.budget_email is not None
+
+    @property
+    def notify_enabled(self) -> bool:
+        """The notification topic is created only when ``notify_email`` is set."""
+        return self.notify_email is not None
 
 
 def _blank_to_none(value: str | None) -> str | None:
@@ -101,11 +108,12 @@ def _parse_flag(key: str, raw: str | None) -> bool:
     raise ConfigError(f"{key} must be true or false, got {raw!r}")
 
 
-def _check_optional_formats(ami_id: str | None, email: str | None) -> None:
+def _check_optional_formats(ami_id: str | None, emails: Mapping[str, str | None]) -> None:
     if ami_id is not None and not _AMI_RE.fullmatch(ami_id):
         raise ConfigError(f"ami_id must look like ami-0123456789abcdef0, got {ami_id!r}")
-    if email is not None and not _EMAIL_RE.fullmatch(email):
-        raise ConfigError(f"budget_email is not an email address: {email!r}")
+    for key, email in emails.items():
+        if email is not None and not _EMAIL_RE.fullmatch(email):
+            raise ConfigError(f"{key} is not an email address: {email!r}")
 
 
 def parse_config(raw: Mapping[str, str | None], *, default_env: str | None = None) -> StackConfig:
@@ -117,7 +125,7 @@ def parse_config(raw: Mapping[str, str | None], *, default_env: str | None = Non
 
     Raises:
         ConfigError: unknown key, bad env name, instance type outside g4dn/g5,
-            budget not a positive number, malformed AMI id or email, a
+            budget not a positive number, malformed AMI id or email (budget or notify), a
             ``debug_profile`` that is not true or false.
     """
     unknown = sorted(set(raw) - set(CONFIG_KEYS))
@@ -132,7 +140,10 @@ def parse_config(raw: Mapping[str, str | None], *, default_env: str | None = Non
     except SpecError as exc:
         raise ConfigError(str(exc)) from None
     budget_email = values.get("budget_email")
-    _check_optional_formats(values.get("ami_id"), budget_email)
+    notify_email = values.get("notify_email")
+    _check_optional_formats(
+        values.get("ami_id"), {"budget_email": budget_email, "notify_email": notify_email}
+    )
     return StackConfig(
         env=env,
         instance_type=instance_type,
@@ -143,6 +154,7 @@ def parse_config(raw: Mapping[str, str | None], *, default_env: str | None = Non
         budget_email=budget_email,
         budget_monthly_usd=_parse_budget(values.get("budget_monthly_usd")),
         debug_profile=_parse_flag("debug_profile", values.get("debug_profile")),
+        notify_email=notify_email,
     )
 
 

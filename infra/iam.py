@@ -25,6 +25,7 @@ class InstanceIdentityArgs:
     region: str
     account_id: str
     tags: Mapping[str, str]
+    notify_topic_arn: pulumi.Input[str] | None = None  # the roles may publish there when set
 
 
 class _RoleWithProfile(pulumi.ComponentResource):
@@ -55,8 +56,12 @@ class _RoleWithProfile(pulumi.ComponentResource):
             f"{name}-policy",
             name=f"{role_name}-least-privilege",
             role=self.role.id,
-            policy=pulumi.Output.from_input(args.bucket_arn).apply(
-                lambda arn: json.dumps(policy(args.env, arn, region=args.region, account_id=args.account_id))
+            policy=pulumi.Output.all(args.bucket_arn, args.notify_topic_arn).apply(
+                lambda v: json.dumps(
+                    policy(
+                        args.env, v[0], region=args.region, account_id=args.account_id, notify_topic_arn=v[1]
+                    )
+                )
             ),
             opts=self.child,
         )

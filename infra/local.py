@@ -2,7 +2,8 @@
 
 ``provision`` creates what ``pulumi up`` creates (bucket and its settings, the
 instance role, profile and policy, the operator policy, VPC, subnets, internet
-gateway, route table, S3 gateway endpoint, security group, launch template) and
+gateway, route table, S3 gateway endpoint, security group, launch template, the
+recovery role and the optional notification topic; :mod:`infra.local_recovery`) and
 returns the same outputs as ``pulumi stack output --json``. It looks every
 resource up by name or tags before creating it and only writes settings that
 differ, so a second run changes nothing. The network is :mod:`infra.local_network`,
@@ -28,19 +29,20 @@ from botocore.exceptions import ClientError
 
 from common.aws import RETRY_CONFIG
 from common.tags import DEFAULT_COST_CENTER, MANAGED_BY_LOCAL, tag_list, tags
-from infra import local_iam, local_network
+from infra import local_iam, local_network, local_recovery
 from infra.local_support import LocalContext, is_error, same
 from infra.outputs import StackOutputs, write_outputs_file
 from infra.spec import bucket as spec_bucket
 from infra.spec import launch_template as spec_template
 from infra.spec import names as spec_names
+from infra.spec import recovery as spec_recovery
 from infra.spec import tags as spec_tags
 
 log = logging.getLogger(__name__)
 
 LOCAL_AMI_NAME = "Deep Learning OSS Nvidia Driver AMI GPU PyTorch (Ubuntu 24.04) local stand-in"
 LOCAL_MAX_AZS = 3
-_SERVICES = ("s3", "iam", "ec2", "sts", "ssm")
+_SERVICES = ("s3", "iam", "ec2", "sts", "ssm", "sns")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +63,11 @@ class ProvisionOptions:
         outputs_path: also write the outputs there as JSON.
         debug_profile: also create the debug role and profile (stack config
             ``debug_profile``); when off, a debug role left from before is removed.
+        notify_email: also create the notification topic with this address
+            subscribed (stack config ``notify_email``).
+        recovery_principal_arn: a principal allowed to assume the recovery role (the
+            local backend runs the recovery handler with its credentials), see
+            :func:`infra.spec.recovery.lambda_trust_policy`.
     """
 
     region: str = "us-east-1"
@@ -72,6 +79,8 @@ class ProvisionOptions:
     tls_only_policy: bool = False
     outputs_path: Path | None = None
     debug_profile: bool = False
+    notify_email: str | None = None
+    recovery_principal_arn: str | None = None
 
 
 def provision(
@@ -109,9 +118,12 @@ def provision(
     ctx = LocalContext(env=env, region=region, account_id=account_id, tags=resource_tags, clients=clients)
 
     bucket = _ensure_bucket(ctx, opts.tls_only_policy)
-    role_arn, profile_arn = local_iam.ensure_instance_identity(ctx, bucket, opts.local_principal_arn)
+    topic_arn = local_recovery.ensure_notify_topic(ctx, opts.notify_email)
+    role_arn, profile_arn = local_iam.ensure_instance_identity(
+        ctx, bucket, opts.local_principal_arn, notify_topic_arn=topic_arn
+    )
     debug_arns = local_iam.ensure_debug_identity(
-        ctx, bucket, opts.local_principal_arn, wanted=opts.debug_profile
+        ctx, bucket, opts.local_principal_arn, wanted=opts.debug_profile, notify_topic_arn=topic_arn
     )
     vpc_id, subnets, sg_id = local_network.ensure_network(ctx, opts.max_azs)
     image = opts.ami_id or _local_ami(ctx)
@@ -119,6 +131,19 @@ def provision(
     lt_arn = f"arn:aws:ec2:{region}:{account_id}:launch-template/{lt_id}"
     vpc_arn = f"arn:aws:ec2:{region}:{account_id}:vpc/{vpc_id}"
     operator_arn = local_iam.ensure_operator_policy(ctx, bucket, lt_arn, role_arn, vpc_arn, debug_arns[0])
+    recovery_scope = spec_recovery.RecoveryScope(
+        env=env,
+        region=region,
+        account_id=account_id,
+        bucket_arn=spec_bucket.bucket_arn(bucket),
+        launch_template_arn=lt_arn,
+        vpc_arn=vpc_arn,
+        instance_role_arn=role_arn,
+        notify_topic_arn=topic_arn,
+    )
+    recovery_role_arn = local_recovery.ensure_recovery_identity(
+        ctx, recovery_scope, opts.recovery_principal_arn
+    )
     outputs = StackOutputs(
         bucket=bucket,
         region=region,
@@ -132,6 +157,9 @@ def provision(
         operator_policy_arn=operator_arn,
         debug_role_arn=debug_arns[0],
         debug_instance_profile_arn=debug_arns[1],
+        recovery_function_name=spec_recovery.function_name(env),  # run by the local backend, no Lambda
+        recovery_role_arn=recovery_role_arn,
+        notify_topic_arn=topic_arn,
     )
     if opts.outputs_path is not None:
         write_outputs_file(outputs, opts.outputs_path)

@@ -24,9 +24,14 @@ log = logging.getLogger(__name__)
 
 
 def ensure_instance_identity(
-    ctx: LocalContext, bucket: str, local_principal_arn: str | None, kind: str = "instance"
+    ctx: LocalContext,
+    bucket: str,
+    local_principal_arn: str | None,
+    kind: str = "instance",
+    notify_topic_arn: str | None = None,
 ) -> tuple[str, str]:
-    """Role, its inline policy and the instance profile; returns their ARNs."""
+    """Role, its inline policy (publishing to ``notify_topic_arn`` when set) and the
+    instance profile; returns their ARNs."""
     name = ctx.name(kind)
     trust = spec_iam.instance_trust_policy(local_principal_arn)
     try:
@@ -43,7 +48,7 @@ def ensure_instance_identity(
             Tags=tag_list(ctx.tags),
         )["Role"]
         log.info("created role %s", name)
-    _ensure_role_policy(ctx, name, bucket)
+    _ensure_role_policy(ctx, name, bucket, notify_topic_arn)
     return role["Arn"], _ensure_instance_profile(ctx, name)
 
 
@@ -52,10 +57,14 @@ def _document(value: str | Mapping[str, Any]) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _ensure_role_policy(ctx: LocalContext, role: str, bucket: str) -> None:
+def _ensure_role_policy(ctx: LocalContext, role: str, bucket: str, notify_topic_arn: str | None) -> None:
     policy_name = f"{role}-least-privilege"
     desired = spec_iam.instance_role_policy(
-        ctx.env, spec_bucket.bucket_arn(bucket), region=ctx.region, account_id=ctx.account_id
+        ctx.env,
+        spec_bucket.bucket_arn(bucket),
+        region=ctx.region,
+        account_id=ctx.account_id,
+        notify_topic_arn=notify_topic_arn,
     )
     try:
         current = _document(ctx.iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"])
@@ -84,7 +93,12 @@ def _ensure_instance_profile(ctx: LocalContext, name: str) -> str:
 
 
 def ensure_debug_identity(
-    ctx: LocalContext, bucket: str, local_principal_arn: str | None, *, wanted: bool
+    ctx: LocalContext,
+    bucket: str,
+    local_principal_arn: str | None,
+    *,
+    wanted: bool,
+    notify_topic_arn: str | None = None,
 ) -> tuple[str | None, str | None]:
     """The debug role and profile (:func:`infra.spec.debug.debug_role_name`) when wanted, else removed.
 
@@ -97,7 +111,7 @@ def ensure_debug_identity(
         _remove_debug_identity(ctx)
         return None, None
     role_arn, profile_arn = ensure_instance_identity(
-        ctx, bucket, local_principal_arn, spec_debug.DEBUG_ROLE_KIND
+        ctx, bucket, local_principal_arn, spec_debug.DEBUG_ROLE_KIND, notify_topic_arn
     )
     name = spec_debug.debug_role_name(ctx.env)
     listed = ctx.iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]

@@ -39,23 +39,38 @@ class StackOutputs:
     # Only when the stack config enables ``debug_profile`` (Session Manager debug sessions).
     debug_instance_profile_arn: str | None = None
     debug_role_arn: str | None = None
+    # The recovery function and its role (every stack since automatic recovery; absent in
+    # outputs of an older stack), and the notification topic (null unless ``notify_email``).
+    recovery_function_name: str | None = None
+    recovery_role_arn: str | None = None
+    notify_topic_arn: str | None = None
 
     @property
     def has_debug_profile(self) -> bool:
         """Whether runs may launch with ``debug = true``."""
         return self.debug_instance_profile_arn is not None
 
+    @property
+    def has_recovery(self) -> bool:
+        """Whether the stack has the recovery function (automatic relaunch after an interruption)."""
+        return self.recovery_function_name is not None
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready mapping (the ``pulumi stack output --json`` shape; absent
-        optional outputs are left out, as Pulumi leaves out outputs it does not export)."""
+        optional outputs are left out, as Pulumi leaves out outputs it does not export;
+        ``notify_topic_arn`` is null next to the recovery outputs when notifications are off)."""
         data = asdict(self)
         data["subnets_by_az"] = dict(sorted(self.subnets_by_az.items()))
-        return {k: v for k, v in data.items() if not (k in DEBUG_OUTPUT_KEYS and v is None)}
+        optional = set(DEBUG_OUTPUT_KEYS) | set(RECOVERY_OUTPUT_KEYS)
+        if self.has_recovery:
+            optional.discard("notify_topic_arn")
+        return {k: v for k, v in data.items() if not (k in optional and v is None)}
 
 
 DEBUG_OUTPUT_KEYS: tuple[str, ...] = ("debug_instance_profile_arn", "debug_role_arn")
+RECOVERY_OUTPUT_KEYS: tuple[str, ...] = ("recovery_function_name", "recovery_role_arn", "notify_topic_arn")
 OUTPUT_KEYS: tuple[str, ...] = tuple(
-    f.name for f in fields(StackOutputs) if f.name not in DEBUG_OUTPUT_KEYS
+    f.name for f in fields(StackOutputs) if f.name not in DEBUG_OUTPUT_KEYS + RECOVERY_OUTPUT_KEYS
 )  # always present
 
 
@@ -98,6 +113,7 @@ def read_outputs(mapping: Mapping[str, Any]) -> StackOutputs:
     }
     values["subnets_by_az"] = _require_subnets(mapping)
     values.update(_debug_outputs(mapping))
+    values.update(_recovery_outputs(mapping))
     try:
         spec_names.validate_env(values["env"])
     except SpecError as exc:
@@ -114,6 +130,21 @@ def _debug_outputs(mapping: Mapping[str, Any]) -> dict[str, str]:
         missing = sorted(set(DEBUG_OUTPUT_KEYS) - set(present))
         raise OutputsError(f"stack outputs have {present} but not {missing}: run `pulumi up` again")
     return {key: _require_str(mapping, key) for key in DEBUG_OUTPUT_KEYS}
+
+
+def _recovery_outputs(mapping: Mapping[str, Any]) -> dict[str, str | None]:
+    """The recovery outputs: the function and its role both or neither; the topic ARN or null."""
+    names = ("recovery_function_name", "recovery_role_arn")
+    present = [key for key in names if mapping.get(key) is not None]
+    values: dict[str, str | None] = {}
+    if present:
+        if len(present) != len(names):
+            missing = sorted(set(names) - set(present))
+            raise OutputsError(f"stack outputs have {present} but not {missing}: run `pulumi up` again")
+        values = {key: _require_str(mapping, key) for key in names}
+    if mapping.get("notify_topic_arn") is not None:
+        values["notify_topic_arn"] = _require_str(mapping, "notify_topic_arn")
+    return values
 
 
 def read_outputs_json(text: str) -> StackOutputs:

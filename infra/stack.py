@@ -8,6 +8,7 @@ from typing import Any
 import pulumi_aws as aws
 
 from common import tags as common_tags
+from infra import lambda_package
 from infra.budget import Budget, BudgetArgs
 from infra.compute import Compute, ComputeArgs
 from infra.config import StackConfig
@@ -19,6 +20,8 @@ from infra.iam import (
     OperatorAccessArgs,
 )
 from infra.network import Network, NetworkArgs
+from infra.notify import Notifications, NotificationsArgs
+from infra.recovery import Recovery, RecoveryArgs
 from infra.spec import names as spec_names
 from infra.spec import network as spec_network
 from infra.storage import Storage, StorageArgs
@@ -32,11 +35,17 @@ def _availability_zones(limit: int | None) -> list[str]:
     return spec_network.select_availability_zones(zones.names, limit)
 
 
-def build_stack(cfg: StackConfig) -> dict[str, Any]:
+def build_stack(cfg: StackConfig, *, installer: lambda_package.Installer | None = None) -> dict[str, Any]:
     """Declare every resource of the stack; return the outputs to export.
 
-    The keys are :data:`infra.outputs.OUTPUT_KEYS`, plus
+    The keys are :data:`infra.outputs.OUTPUT_KEYS` and
+    :data:`infra.outputs.RECOVERY_OUTPUT_KEYS`, plus
     :data:`infra.outputs.DEBUG_OUTPUT_KEYS` when ``cfg.debug_profile`` is on.
+
+    Args:
+        cfg: the validated stack config.
+        installer: installs the recovery function's third-party packages
+            (default :func:`infra.lambda_package.pip_installer`, which needs the package index).
     """
     account_id = aws.get_caller_identity().account_id
     region = aws.get_region().region
@@ -44,8 +53,14 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
     network = _network(cfg, region, resource_tags)
     bucket_name = spec_names.bucket_name(cfg.env, account_id, region)
     storage = Storage("storage", StorageArgs(env=cfg.env, bucket_name=bucket_name, tags=resource_tags))
+    notify = _notifications(cfg, resource_tags)
     identity_args = InstanceIdentityArgs(
-        env=cfg.env, bucket_arn=storage.bucket_arn, region=region, account_id=account_id, tags=resource_tags
+        env=cfg.env,
+        bucket_arn=storage.bucket_arn,
+        region=region,
+        account_id=account_id,
+        tags=resource_tags,
+        notify_topic_arn=notify.topic_arn if notify else None,
     )
     identity = InstanceIdentity("instance", identity_args)
     debug = DebugInstanceIdentity("instance-debug", identity_args) if cfg.debug_profile else None
@@ -63,6 +78,22 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
             ami_parameter=cfg.ami_ssm_parameter,
             tags=resource_tags,
             debug_role_arn=debug.role_arn if debug else None,
+        ),
+    )
+    recovery = Recovery(
+        "recovery",
+        RecoveryArgs(
+            env=cfg.env,
+            region=region,
+            account_id=account_id,
+            bucket_name=storage.bucket_name,
+            bucket_arn=storage.bucket_arn,
+            launch_template_arn=compute.launch_template_arn,
+            vpc_arn=network.vpc_arn,
+            instance_role_arn=identity.role_arn,
+            package=lambda_package.build(installer=installer),
+            tags=resource_tags,
+            notify_topic_arn=notify.topic_arn if notify else None,
         ),
     )
     _budget(cfg, resource_tags)
@@ -83,7 +114,17 @@ def build_stack(cfg: StackConfig) -> dict[str, Any]:
         "instance_profile_arn": identity.instance_profile_arn,
         "instance_role_arn": identity.role_arn,
         "operator_policy_arn": operator.policy_arn,
+        "recovery_function_name": recovery.function_name,
+        "recovery_role_arn": recovery.role_arn,
+        "notify_topic_arn": notify.topic_arn if notify else None,
     }
+
+
+def _notifications(cfg: StackConfig, resource_tags: Mapping[str, str]) -> Notifications | None:
+    """The optional notification topic (only with ``notify_email``)."""
+    if cfg.notify_email is None:
+        return None
+    return Notifications("notify", NotificationsArgs(env=cfg.env, email=cfg.notify_email, tags=resource_tags))
 
 
 def _network(cfg: StackConfig, region: str, resource_tags: Mapping[str, str]) -> Network:

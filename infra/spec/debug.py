@@ -39,10 +39,17 @@ def debug_role_name(env: str) -> str:
 
 
 def debug_role_policy(
-    env: str, bucket_arn_: str, *, region: str = "*", account_id: str = "*"
+    env: str,
+    bucket_arn_: str,
+    *,
+    region: str = "*",
+    account_id: str = "*",
+    notify_topic_arn: str | None = None,
 ) -> dict[str, Any]:
     """Inline policy of the debug role: exactly the instance role's (one source)."""
-    return instance_role_policy(env, bucket_arn_, region=region, account_id=account_id)
+    return instance_role_policy(
+        env, bucket_arn_, region=region, account_id=account_id, notify_topic_arn=notify_topic_arn
+    )
 
 
 def debug_managed_policy_arns() -> tuple[str, ...]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from infra.spec.bucket import CACHED_DATASETS_PREFIX, env_prefix
 from infra.spec.names import validate_env
+from infra.spec.notify import publish_statements
 from infra.spec.tags import project_env_condition
 
 POLICY_VERSION = "2012-10-17"
@@ -63,7 +64,12 @@ def instance_trust_policy(local_principal_arn: str | None = None) -> dict[str, A
 
 
 def instance_role_policy(
-    env: str, bucket_arn_: str, *, region: str = "*", account_id: str = "*"
+    env: str,
+    bucket_arn_: str,
+    *,
+    region: str = "*",
+    account_id: str = "*",
+    notify_topic_arn: str | None = None,
 ) -> dict[str, Any]:
     """Everything the training instance may do, and nothing else.
 
@@ -77,7 +83,9 @@ def instance_role_policy(
       the statement matches nothing and the OS shutdown (behaviour terminate)
       still ends the instance;
     - DescribeInstances, DescribeTags and DescribeVolumes (these take no resource
-      ARN; cleanup checks for instances and volumes left behind).
+      ARN; cleanup checks for instances and volumes left behind);
+    - publish to the env's notification topic, when the stack has one
+      (:mod:`infra.spec.notify`; the run's end and a ``max_cost`` stop).
     """
     env = validate_env(env)
     return policy_document(
@@ -113,4 +121,5 @@ def instance_role_policy(
             ["ec2:DescribeInstances", "ec2:DescribeTags", "ec2:DescribeVolumes"],
             "*",
         ),
+        *publish_statements(notify_topic_arn),
     )

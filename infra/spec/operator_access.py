@@ -121,11 +121,15 @@ def _spot_request_statement(env: str, region: str, account_id: str) -> dict[str,
     )
 
 
-def _operator_ec2_statements(
+def launch_statements(
     env: str, region: str, account_id: str, launch_template_arn: str, vpc_arn: str
 ) -> list[dict[str, Any]]:
-    tagged = {"StringEquals": project_env_condition(env)}
-    arn = lambda kind: ec2_arn(region, account_id, kind)  # noqa: E731
+    """What a launch of this env needs: RunInstances from the launch template (GPU types,
+    this VPC), on the spot request it creates, and CreateTags at launch only.
+
+    The operator's policy and the recovery function's role (which relaunches a run from
+    its stored launch request) both grant exactly these statements.
+    """
     launched = sorted(launch_created_types("spot"))
     return [
         _run_instances_statement(region, account_id, launch_template_arn, vpc_arn),
@@ -133,9 +137,29 @@ def _operator_ec2_statements(
         allow(
             "TagOnlyAtLaunch",
             ["ec2:CreateTags"],
-            [arn(k) for k in launched],
+            [ec2_arn(region, account_id, k) for k in launched],
             {"StringEquals": {"ec2:CreateAction": "RunInstances"}},
         ),
+    ]
+
+
+def pass_instance_role_statement(role_arn: str) -> dict[str, Any]:
+    """iam:PassRole on the instance role only, and only to EC2 (a launch attaches its profile)."""
+    return allow(
+        "PassOnlyTheInstanceRole",
+        ["iam:PassRole"],
+        role_arn,
+        {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+    )
+
+
+def _operator_ec2_statements(
+    env: str, region: str, account_id: str, launch_template_arn: str, vpc_arn: str
+) -> list[dict[str, Any]]:
+    tagged = {"StringEquals": project_env_condition(env)}
+    arn = lambda kind: ec2_arn(region, account_id, kind)  # noqa: E731
+    return [
+        *launch_statements(env, region, account_id, launch_template_arn, vpc_arn),
         allow(
             "ManageTaggedInstances",
             ["ec2:TerminateInstances", "ec2:GetConsoleOutput"],
@@ -168,12 +192,7 @@ def operator_policy(scope: OperatorScope) -> dict[str, Any]:
     region, account_id, bucket_arn_ = scope.region, scope.account_id, scope.bucket_arn
     return policy_document(
         *_operator_ec2_statements(env, region, account_id, scope.launch_template_arn, scope.vpc_arn),
-        allow(
-            "PassOnlyTheInstanceRole",
-            ["iam:PassRole"],
-            scope.role_arn,
-            {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
-        ),
+        pass_instance_role_statement(scope.role_arn),
         allow(
             "CreateSpotServiceLinkedRole",
             ["iam:CreateServiceLinkedRole"],

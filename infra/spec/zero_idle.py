@@ -11,6 +11,8 @@ from typing import Any
 
 COMPONENT_TYPE_PREFIX = "chronos:infra:"
 VPC_ENDPOINT_TYPE = "aws:ec2/vpcEndpoint:VpcEndpoint"
+LAMBDA_FUNCTION_TYPE = "aws:lambda/function:Function"
+LOG_GROUP_TYPE = "aws:cloudwatch/logGroup:LogGroup"
 
 # Resource types that cost nothing while no instance runs (S3 bills only for
 # bytes stored and requests made). Anything else is refused by
@@ -38,15 +40,48 @@ ZERO_IDLE_RESOURCE_TYPES: frozenset[str] = frozenset(
         "aws:iam/instanceProfile:InstanceProfile",
         "aws:iam/policy:Policy",
         "aws:budgets/budget:Budget",
+        # Recovery: Lambda bills per request and GB-second of a run, EventBridge rules on
+        # the default bus match AWS service events (free) or a schedule, a log group bills
+        # per GB ingested and stored (like S3, bytes, not time), an SNS topic per publish.
+        # Provisioned concurrency (its own resource type) would bill by the hour: not here.
+        LAMBDA_FUNCTION_TYPE,
+        "aws:lambda/permission:Permission",
+        "aws:cloudwatch/eventRule:EventRule",
+        "aws:cloudwatch/eventTarget:EventTarget",
+        LOG_GROUP_TYPE,
+        "aws:sns/topic:Topic",
+        "aws:sns/topicSubscription:TopicSubscription",
     }
 )
+
+
+def _get(inputs: Mapping[str, Any], camel: str, snake: str) -> Any:
+    return inputs.get(camel, inputs.get(snake))
+
+
+def _conditional_violation(type_token: str, inputs: Mapping[str, Any]) -> str | None:
+    """Allowed types that bill while idle in one configuration: that configuration."""
+    if type_token == VPC_ENDPOINT_TYPE:
+        kind = _get(inputs, "vpcEndpointType", "vpc_endpoint_type")
+        return None if kind == "Gateway" else f"{type_token} of type {kind!r} bills hourly"
+    if type_token == LAMBDA_FUNCTION_TYPE:
+        # SnapStart on Python bills for caching the snapshot while the version exists
+        # (AWS Lambda pricing, "SnapStart"): a function must not turn it on.
+        snap = _get(inputs, "snapStart", "snap_start") or {}
+        apply_on = _get(snap, "applyOn", "apply_on") if isinstance(snap, Mapping) else None
+        if apply_on not in (None, "None"):
+            return f"{type_token} with SnapStart on {apply_on!r} bills while idle"
+    if type_token == LOG_GROUP_TYPE and not _get(inputs, "retentionInDays", "retention_in_days"):
+        return f"{type_token} without a retention keeps (and bills) its logs forever"
+    return None
 
 
 def idle_cost_violations(resources: Iterable[tuple[str, Mapping[str, Any]]]) -> list[str]:
     """Which of ``(type token, inputs)`` would bill while no run is active.
 
     Components (``chronos:infra:*``) are grouping only. A VPC endpoint passes
-    only as a Gateway endpoint; interface endpoints bill by the hour.
+    only as a Gateway endpoint (interface endpoints bill by the hour), a Lambda
+    function only without SnapStart, a log group only with a retention.
     """
     violations = []
     for type_token, inputs in resources:
@@ -54,8 +89,6 @@ def idle_cost_violations(resources: Iterable[tuple[str, Mapping[str, Any]]]) -> 
             continue
         if type_token not in ZERO_IDLE_RESOURCE_TYPES:
             violations.append(f"{type_token} is not in the zero-idle allowlist")
-        elif type_token == VPC_ENDPOINT_TYPE:
-            kind = inputs.get("vpcEndpointType", inputs.get("vpc_endpoint_type"))
-            if kind != "Gateway":
-                violations.append(f"{type_token} of type {kind!r} bills hourly")
+        elif (violation := _conditional_violation(type_token, inputs)) is not None:
+            violations.append(violation)
     return violations

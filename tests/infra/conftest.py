@@ -149,3 +149,26 @@ def registered(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
 
     monkeypatch.setattr(pulumi.ComponentResource, "register_outputs", spy)
     return seen
+
+
+def fake_installer(requirements, target: Path) -> None:
+    """Stands in for pip: one tiny package per requirement, with its dist-info (no network)."""
+    for requirement in requirements:
+        name, _, version = requirement.partition("==")
+        package = target / name.replace("-", "_")
+        package.mkdir(parents=True, exist_ok=True)
+        (package / "__init__.py").write_text(f'__version__ = "{version}"\n')
+        info = target / f"{name.replace('-', '_')}-{version or '0'}.dist-info"
+        info.mkdir(exist_ok=True)
+        (info / "METADATA").write_text(f"Name: {name}\nVersion: {version}\n")
+
+
+@pytest.fixture(autouse=True)
+def no_pip_for_the_lambda_package(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The Pulumi program builds the recovery package: with the fake installer, into a temporary folder."""
+    from infra import lambda_package
+
+    monkeypatch.setattr(lambda_package, "pip_installer", fake_installer)
+    monkeypatch.setattr(lambda_package, "BUILD_DIR", tmp_path_factory.mktemp("lambda-build"))

@@ -117,6 +117,13 @@ class DeclaredStack:
     def of_type(self, type_token: str) -> list[pulumi.runtime.MockResourceArgs]:
         return [r for r in self.resources if r.typ == type_token]
 
+    def named(self, type_token: str, name: str) -> dict[str, Any]:
+        """The inputs of the ``type_token`` resource of logical name ``name``."""
+        found = [r for r in self.of_type(type_token) if r.name == name]
+        if len(found) != 1:
+            raise LookupError(f"expected one {type_token} named {name!r}, found {len(found)}")
+        return found[0].inputs
+
     def one(self, type_token: str) -> dict[str, Any]:
         found = self.of_type(type_token)
         if len(found) != 1:

@@ -30,6 +30,7 @@ def test_every_key_is_parsed() -> None:
         "budget_email": "ops@example.com",
         "budget_monthly_usd": "250.5",
         "debug_profile": "true",
+        "notify_email": "runs@example.com",
     }
     assert set(raw) == set(CONFIG_KEYS)
     cfg = parse_config(raw, default_env="dev")
@@ -37,6 +38,11 @@ def test_every_key_is_parsed() -> None:
     assert (cfg.budget_email, cfg.budget_monthly_usd) == ("ops@example.com", 250.5)
     assert cfg.budget_enabled
     assert cfg.debug_profile
+    assert (cfg.notify_email, cfg.notify_enabled) == ("runs@example.com", True)
+
+
+def test_notifications_are_off_unless_an_email_is_set() -> None:
+    assert not parse_config({"notify_email": "  "}, default_env="dev").notify_enabled
 
 
 def test_config_is_frozen() -> None:
@@ -57,6 +63,7 @@ def test_config_is_frozen() -> None:
         ({"env": "dev", "max_azs": "two"}, "integer"),
         ({"env": "dev", "ami_id": "ubuntu"}, "ami_id"),
         ({"env": "dev", "budget_email": "not-an-email"}, "budget_email"),
+        ({"env": "dev", "notify_email": "me@localhost"}, "notify_email is not an email address"),
         ({"env": "dev", "region": "us-east-1"}, "unknown config key"),
         ({"env": "dev", "debug_profile": "sometimes"}, "debug_profile must be true or false"),
         ({"env": "dev", "debugProfile": "true"}, "unknown config key"),

@@ -21,7 +21,7 @@ from pulumi_harness import ACCOUNT, PROJECT, REGION, DeclaredStack, RecordingMoc
 
 from infra.config import StackConfig
 from infra.local import ProvisionOptions, provision
-from infra.outputs import DEBUG_OUTPUT_KEYS, OUTPUT_KEYS, OutputsError, read_outputs
+from infra.outputs import DEBUG_OUTPUT_KEYS, OUTPUT_KEYS, RECOVERY_OUTPUT_KEYS, OutputsError, read_outputs
 from infra.spec import bucket as spec_bucket
 from infra.spec import debug as spec_debug
 from infra.spec import iam as spec_iam
@@ -68,6 +68,14 @@ def _sids(document: dict[str, Any]) -> set[str]:
     return {s["Sid"] for s in document["Statement"]}
 
 
+ALWAYS = set(OUTPUT_KEYS) | set(RECOVERY_OUTPUT_KEYS)
+
+
+def _instance_roles(declared: DeclaredStack) -> list[Any]:
+    """The roles instances run with (the recovery function's role is the Lambda's)."""
+    return [r for r in declared.of_type(ROLE) if r.inputs["name"].startswith("chronos-dev-instance")]
+
+
 def _operator(declared: DeclaredStack) -> dict[str, Any]:
     return json.loads(declared.one("aws:iam/policy:Policy")["policy"])
 
@@ -76,7 +84,7 @@ def _operator(declared: DeclaredStack) -> dict[str, Any]:
 
 
 def test_off_by_default_nothing_of_it_exists(plain: DeclaredStack) -> None:
-    assert [r.inputs["name"] for r in plain.of_type(ROLE)] == ["chronos-dev-instance"]
+    assert [r.inputs["name"] for r in _instance_roles(plain)] == ["chronos-dev-instance"]
     assert [r.inputs["name"] for r in plain.of_type(PROFILE)] == ["chronos-dev-instance"]
     assert plain.of_type(ATTACHMENT) == []
     assert not set(DEBUG_OUTPUT_KEYS) & set(plain.outputs)
@@ -90,11 +98,11 @@ def test_off_by_default_nothing_of_it_exists(plain: DeclaredStack) -> None:
 
 
 def test_on_a_second_role_with_the_instance_roles_policy_and_session_manager(debug: DeclaredStack) -> None:
-    roles = {r.inputs["name"]: r for r in debug.of_type(ROLE)}
+    roles = {r.inputs["name"]: r for r in _instance_roles(debug)}
     assert set(roles) == {"chronos-dev-instance", "chronos-dev-instance-debug"}
     role = roles["chronos-dev-instance-debug"]
     assert json.loads(role.inputs["assumeRolePolicy"]) == spec_iam.instance_trust_policy()
-    policies = debug.of_type("aws:iam/rolePolicy:RolePolicy")
+    policies = [r for r in debug.of_type("aws:iam/rolePolicy:RolePolicy") if "instance" in r.name]
     inline = {r.inputs["name"]: json.loads(r.inputs["policy"]) for r in policies}
     bucket_arn = f"arn:aws:s3:::{debug.outputs['bucket']}"
     expected = spec_iam.instance_role_policy("dev", bucket_arn, region=REGION, account_id=ACCOUNT)
@@ -120,7 +128,7 @@ def test_on_the_normal_instance_role_and_launch_template_are_unchanged(
 
 
 def test_on_its_outputs_are_exported_and_read(debug: DeclaredStack) -> None:
-    assert set(debug.outputs) == set(OUTPUT_KEYS) | set(DEBUG_OUTPUT_KEYS)
+    assert set(debug.outputs) == ALWAYS | set(DEBUG_OUTPUT_KEYS)
     outputs = read_outputs(debug.outputs)
     assert outputs.has_debug_profile
     assert outputs.debug_instance_profile_arn == (
@@ -269,7 +277,7 @@ def test_debug_outputs_come_both_or_not_at_all(debug: DeclaredStack) -> None:
     round_trip = read_outputs(debug.outputs).to_dict()
     assert read_outputs(round_trip) == read_outputs(debug.outputs)
     plain = {k: v for k, v in debug.outputs.items() if k not in DEBUG_OUTPUT_KEYS}
-    assert set(read_outputs(plain).to_dict()) == set(OUTPUT_KEYS)
+    assert set(read_outputs(plain).to_dict()) == ALWAYS
 
 
 # ---------------------------------------------------------- local provisioner
@@ -295,7 +303,7 @@ def test_local_provisioner_mirrors_the_flag_on_then_off(local_aws: Any) -> None:
     session = local_aws.session()
     iam = local_aws.client("iam", session)
     outputs = provision(session, env="dev", endpoint_url=local_aws.endpoint_url, options=DEBUG_ON)
-    assert set(outputs) == set(OUTPUT_KEYS) | set(DEBUG_OUTPUT_KEYS)
+    assert set(outputs) == ALWAYS | set(DEBUG_OUTPUT_KEYS)
     read = read_outputs(outputs)
     assert read.debug_role_arn.endswith(":role/chronos-dev-instance-debug")
     assert read.debug_instance_profile_arn.endswith(":instance-profile/chronos-dev-instance-debug")
@@ -317,7 +325,7 @@ def test_local_provisioner_mirrors_the_flag_on_then_off(local_aws: Any) -> None:
     assert again == outputs and _iam_state(iam) == state
 
     off = provision(session, env="dev", endpoint_url=local_aws.endpoint_url)
-    assert set(off) == set(OUTPUT_KEYS)
+    assert set(off) == ALWAYS
     assert "chronos-dev-instance-debug" not in _iam_state(iam)["roles"]
     assert "chronos-dev-instance-debug" not in _iam_state(iam)["profiles"]
     version = iam.get_policy(PolicyArn=off["operator_policy_arn"])["Policy"]["DefaultVersionId"]

@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from infra.local import ProvisionOptions, provision
-from infra.outputs import OUTPUT_KEYS, read_outputs, read_outputs_file
+from infra.outputs import OUTPUT_KEYS, RECOVERY_OUTPUT_KEYS, read_outputs, read_outputs_file
 from infra.spec import bucket as spec_bucket
 from infra.spec import iam as spec_iam
 from infra.spec import names as spec_names
@@ -133,7 +133,7 @@ def test_outputs_have_the_shape_pulumi_exports(
 ) -> None:
     outputs = _run(local_aws, outputs_path=tmp_path / "outputs.json")
     assert outputs == provisioned
-    assert set(outputs) == set(OUTPUT_KEYS)
+    assert set(outputs) == set(OUTPUT_KEYS) | set(RECOVERY_OUTPUT_KEYS)
     assert read_outputs(outputs) == read_outputs_file(tmp_path / "outputs.json")
     assert outputs["bucket"] == spec_names.bucket_name("dev", outputs["account_id"], "us-east-1")
     assert len(outputs["subnets_by_az"]) >= 2

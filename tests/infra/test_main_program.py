@@ -11,7 +11,7 @@ import pulumi
 import pytest
 from pulumi_harness import PROJECT, RecordingMocks, run_program
 
-from infra.outputs import OUTPUT_KEYS, read_outputs
+from infra.outputs import OUTPUT_KEYS, RECOVERY_OUTPUT_KEYS, read_outputs
 
 MAIN = Path(__file__).resolve().parents[2] / "__main__.py"
 
@@ -41,7 +41,7 @@ def test_program_exports_every_key_the_outputs_reader_needs(
 ) -> None:
     stack_config[f"{PROJECT}:env"] = "dev"
     outputs = run_main(stack_config, monkeypatch)
-    assert set(outputs) == set(OUTPUT_KEYS)
+    assert set(outputs) == set(OUTPUT_KEYS) | set(RECOVERY_OUTPUT_KEYS)
     assert read_outputs(outputs).bucket == "chronos-training-dev-123456789012-us-east-1"
 
 

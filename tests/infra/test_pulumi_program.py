@@ -12,7 +12,7 @@ from iam_eval import Request, allowed
 from pulumi_harness import ACCOUNT, AZS, REGION, SSM_AMI, DeclaredStack, RecordingMocks, run_program
 
 from infra.config import StackConfig
-from infra.outputs import OUTPUT_KEYS, read_outputs
+from infra.outputs import OUTPUT_KEYS, RECOVERY_OUTPUT_KEYS, read_outputs
 from infra.spec import bucket as spec_bucket
 from infra.spec import iam as spec_iam
 from infra.spec import launch_template as spec_template
@@ -202,9 +202,9 @@ def test_bucket_policy_is_tls_only(stack: DeclaredStack) -> None:
 
 
 def test_role_trusts_only_ec2_and_carries_the_specs_policy(stack: DeclaredStack) -> None:
-    role = stack.one("aws:iam/role:Role")
+    role = stack.named("aws:iam/role:Role", "instance-role")
     assert json.loads(role["assumeRolePolicy"]) == spec_iam.instance_trust_policy()
-    document = json.loads(stack.one("aws:iam/rolePolicy:RolePolicy")["policy"])
+    document = json.loads(stack.named("aws:iam/rolePolicy:RolePolicy", "instance-policy")["policy"])
     bucket_arn = f"arn:aws:s3:::{stack.outputs['bucket']}"
     assert document == spec_iam.instance_role_policy("dev", bucket_arn, region=REGION, account_id=ACCOUNT)
     assert not stack.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
@@ -226,6 +226,7 @@ def test_operator_policy_names_the_real_launch_template_and_role(stack: Declared
 def _resource_class(type_token: str) -> type:
     package, module_type = type_token.split(":", 1)
     module = module_type.split("/")[0]
+    module = "lambda_" if module == "lambda" else module  # a Python keyword
     class_name = type_token.rsplit(":", 1)[1]
     return getattr(importlib.import_module(f"pulumi_{package}.{module}"), class_name)
 
@@ -254,7 +255,7 @@ def test_every_resource_lives_inside_a_component(stack: DeclaredStack) -> None:
 
 
 def test_exports_are_what_the_outputs_reader_needs(stack: DeclaredStack) -> None:
-    assert set(stack.outputs) == set(OUTPUT_KEYS)
+    assert set(stack.outputs) == set(OUTPUT_KEYS) | set(RECOVERY_OUTPUT_KEYS)
     outputs = read_outputs(stack.outputs)
     assert (outputs.env, outputs.region, outputs.account_id) == ("dev", REGION, ACCOUNT)
 
@@ -280,7 +281,7 @@ def test_no_budget_without_an_email() -> None:
 
 def test_every_component_registers_its_outputs(registered: dict[str, dict[str, Any]]) -> None:
     declare(budget_email="alerts@example.com")
-    components = {"Network", "Storage", "InstanceIdentity", "Compute", "OperatorAccess", "Budget"}
+    components = {"Network", "Storage", "InstanceIdentity", "Compute", "OperatorAccess", "Budget", "Recovery"}
     assert set(registered) == components
     assert all(registered[name] for name in components)
 
