@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from common import attempts
 from common.aws import error_code, is_access_denied
 from common.errors import AccessDeniedError, UserError
 from common.placement import Placement, Refusal, refusal, strategy_for
@@ -62,19 +63,16 @@ class Launched:
     def attempt(self) -> dict[str, Any]:
         """The state file's ``attempts[0]``: the launch's instance, not ended."""
         p = self.placement
-        return {
-            "attempt": 1,
-            "instance_id": self.instance_id,
-            "instance_type": p.instance_type,
-            "market": p.market.value,
-            "availability_zone": p.availability_zone,
-            "price_per_hour": p.price_per_hour,
-            "price_source": p.price_source,
-            "launched_at": self.at,
-            "ended_at": None,
-            "end": None,
-            "notice_at": None,
-        }
+        return attempts.new_attempt(
+            attempt=1,
+            instance_id=self.instance_id,
+            instance_type=p.instance_type,
+            market=p.market.value,
+            availability_zone=p.availability_zone,
+            price_per_hour=p.price_per_hour,
+            price_source=p.price_source,
+            launched_at=self.at,
+        )
 
 
 def apply_launch(
@@ -206,15 +204,6 @@ def _all_refused(
 
 def _record(plan: LaunchPlan, launched: Launched, *, store: StateStore, s3: Any) -> None:
     """Name the instance in the state file (attempt 1, and the refusals), and write the launch record."""
-    placement = launched.placement
-    store.set_instance(
-        plan.run_id,
-        instance_id=launched.instance_id,
-        instance_type=placement.instance_type,
-        availability_zone=placement.availability_zone,
-        market=placement.market.value,
-        price_per_hour=placement.price_per_hour,
-    )
     record_attempt(store, plan.run_id, launched.attempt(), launched.refused)
     s3.put_object(
         Bucket=plan.bucket,
@@ -225,16 +214,11 @@ def _record(plan: LaunchPlan, launched: Launched, *, store: StateStore, s3: Any)
 
 
 def record_attempt(
-    store: StateStore, run_id: str, attempt: dict[str, Any], refused: list[dict[str, Any]]
+    store: StateStore, run_id: str, attempt: dict[str, Any], refused: Sequence[dict[str, Any]]
 ) -> None:
-    """Add ``attempt`` and the ``refused`` placements to the state file (one conditional write)."""
-
-    def mutate(doc: dict[str, Any]) -> None:
-        doc.setdefault("attempts", []).append(dict(attempt))
-        doc["attempt"] = attempt["attempt"]
-        doc.setdefault("refused", []).extend(dict(r) for r in refused)
-
-    store.update(run_id, mutate)
+    """Add ``attempt`` (its instance becomes the run's) and the ``refused`` placements to the
+    state file, in one conditional write."""
+    store.update(run_id, lambda doc: attempts.add_refused(attempts.add_attempt(doc, attempt), list(refused)))
 
 
 def _launch_record(plan: LaunchPlan, launched: Launched) -> dict[str, Any]:

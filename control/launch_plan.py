@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from common import layout
+from common import attempts, layout
 from common.errors import ConfigError, LockHeldError
 from common.placement import LaunchRequest, Placement, run_instances_request, strategy_for
 from common.runspec import InstanceSpec, RunSpec
@@ -305,9 +305,9 @@ def recovery_policy(instance: InstanceSpec) -> dict[str, Any]:
     """The first state document's recovery fields: attempt 1, no recovery yet, the spec's limits."""
     return {
         "attempt": 1,
-        "recoveries": 0,
-        "max_recoveries": instance.max_recoveries,
-        "max_runtime_minutes": instance.max_runtime_minutes,
+        **attempts.policy(
+            max_recoveries=instance.max_recoveries, max_runtime_minutes=instance.max_runtime_minutes
+        ),
     }
 
 
