@@ -1,9 +1,11 @@
 """An HTML report of one fetched run, with PNG plots (matplotlib, Agg backend).
 
 Plots: the loss curve, forecasts against actuals on held-out series (median and
-the 10-90 % band, with the seasonal-naive baseline), the phase timeline, and the
-cost per phase. Inputs are the files ``fetch`` put in ``runs/{env}/{run_id}/``;
-anything missing is left out of the page with a note rather than failing.
+the 10-90 % band, with the seasonal-naive baseline), the timeline of phases and attempts
+with each interruption's latencies, and the cost of each attempt by use
+(:mod:`control.report_cost`, which also writes the cost ledger's tables). Inputs are
+the files ``fetch`` put in ``runs/{env}/{run_id}/``; anything missing is left out of
+the page with a note rather than failing.
 """
 
 from __future__ import annotations
@@ -12,15 +14,15 @@ import html
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from common import layout
+from common.pricing import PRICE_SOURCE
 from common.timeutil import parse_iso
 from control.backend import Backend
-from control.cost import PRICE_SOURCE
 from control.fetch import DEFAULT_RUNS_DIR, fetch_run, mirror_name, resolve_run_id
+from control.report_cost import ledger_html, plot_cost, plot_timeline
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +102,13 @@ def _draw(
 
     add("loss.png", "Training loss", _plot_loss, training.get("loss_curve") or [])
     add("forecasts.png", "Forecasts on held-out series", _plot_forecasts, forecasts)
-    add("phases.png", "Phase timeline", _plot_phases, training.get("phases") or [])
+    add("phases.png", "Timeline: phases, attempts and interruptions", plot_timeline, training)
     add(
         "cost.png",
-        "Cost by phase",
-        _plot_cost,
-        training.get("phases") or [],
-        record.get("price_per_hour"),
-        bool(record.get("local")),
+        "Cost by attempt and use" if training.get("ledger") else "Cost by phase",
+        plot_cost,
+        training,
+        record,
     )
     return images, sections, notes
 
@@ -202,74 +203,6 @@ def _plot_forecasts(path: Path, forecasts: Any) -> bool | str:
     return True
 
 
-def _phase_spans(phases: list[dict[str, Any]]) -> list[tuple[str, datetime, float, str]]:
-    spans = []
-    for ph in phases:
-        try:
-            start = parse_iso(ph["started_at"])
-        except (KeyError, ValueError):
-            continue
-        dur = ph.get("duration_s")
-        if dur is None and ph.get("ended_at"):
-            dur = (parse_iso(ph["ended_at"]) - start).total_seconds()
-        spans.append((str(ph.get("name")), start, float(dur or 0.0), str(ph.get("status"))))
-    return spans
-
-
-def _plot_phases(path: Path, phases: list[dict[str, Any]]) -> bool | str:
-    spans = _phase_spans(phases)
-    if not spans:
-        return "no phases in training.json"
-    import matplotlib.pyplot as plt
-
-    t0 = min(s[1] for s in spans)
-    colors = {
-        "succeeded": "tab:green",
-        "failed": "tab:red",
-        "interrupted": "tab:orange",
-        "skipped": "0.7",
-        "running": "tab:blue",
-    }
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(spans) + 1.2))
-    for row, (_name, start, dur, status) in enumerate(spans):
-        offset = (start - t0).total_seconds()
-        ax.barh(row, max(dur, 0.05), left=offset, color=colors.get(status, "tab:gray"))
-        ax.text(offset + max(dur, 0.05), row, f" {dur:.1f} s ({status})", va="center", fontsize=8)
-    ax.set_yticks(range(len(spans)), [s[0] for s in spans])
-    ax.invert_yaxis()
-    ax.set_xlabel("seconds since the first phase started")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
-
-
-def _plot_cost(
-    path: Path, phases: list[dict[str, Any]], price: float | None, local: bool = False
-) -> bool | str:
-    spans = _phase_spans(phases)
-    if price is None:
-        return "no price recorded for this run (launch-record.json missing)"
-    if not spans:
-        return "no phases in training.json"
-    import matplotlib.pyplot as plt
-
-    names = [s[0] for s in spans]
-    costs = [price * s[2] / 3600.0 for s in spans]
-    fig, ax = plt.subplots(figsize=(8, 3))
-    ax.bar(names, costs, color="tab:purple")
-    for i, c in enumerate(costs):
-        ax.text(i, c, f"\\${c:.4f}", ha="center", va="bottom", fontsize=8)  # \$: no mathtext
-    ax.set_ylabel("USD")
-    note = " (list price of the instance type; a local run costs nothing)" if local else ""
-    ax.set_title(f"at \\${price:.3f}/h, total \\${sum(costs):.4f}{note}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
-
-
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -302,6 +235,7 @@ th{{background:#f6f6f6}}img{{max-width:100%}}.good{{color:#176b2c}}.bad{{color:#
 {_table(_summary(run_id, training, record))}
 <h2>Metrics</h2>{_verdict(metrics)}{_table(sorted(metrics.items()))}
 {"".join(sections)}
+{ledger_html(training)}
 <h2>Hyperparameters</h2>{_table(sorted(hyper.items())) if hyper else "<p>not recorded</p>"}
 <h2>Errors</h2><ul>{_errors_html(training.get("errors") or [])}</ul>
 {f"<h2>Not shown</h2><ul>{notes_html}</ul>" if notes else ""}

@@ -52,3 +52,43 @@ def test_report_of_a_run_that_died_early_says_what_is_missing(tmp_path):
     assert result.index.exists() and result.images == ()
     notes = " ".join(result.notes)
     assert "no loss_curve" in notes and "forecasts.json" in notes and "no price recorded" in notes
+
+
+def test_report_shows_the_ledger_and_the_interruption_latencies_on_the_timeline(tmp_path):
+    from common import ledger
+    from common.timeutil import parse_iso
+    from schemas import validate
+
+    run = tmp_path / "dev" / "20261125-140502"
+    (run / "logs").mkdir(parents=True)
+    training = examples("training")[0]
+    base = {"instance_type": "g5.xlarge", "availability_zone": "us-east-1a", "notice_at": None}
+    training["attempts"] = [
+        {**base, "attempt": 1, "instance_id": "i-1", "market": "spot", "price_per_hour": 0.4,
+         "price_source": "spot-history", "launched_at": "2026-11-25T14:05:02Z",
+         "ended_at": "2026-11-25T14:20:00Z", "end": "interrupted"},
+        {**base, "attempt": 2, "instance_id": "i-2", "market": "on-demand", "price_per_hour": 1.006,
+         "price_source": "on-demand-table", "launched_at": "2026-11-25T14:22:00Z",
+         "ended_at": "2026-11-25T14:31:09Z", "end": "completed"},
+    ]  # fmt: skip
+    training["interruptions"] = [
+        {"attempt": 1, "notice_at": "2026-11-25T14:18:00Z", "checkpoint_durable_at": "2026-11-25T14:18:45Z",
+         "replacement_launched_at": "2026-11-25T14:22:00Z", "first_resumed_step_at": "2026-11-25T14:25:30Z",
+         "steps_lost": 3},
+    ]  # fmt: skip
+    training["ledger"] = ledger.ledger(
+        training["attempts"],
+        phases=training["phases"],
+        interruptions=training["interruptions"],
+        volume_gb=100,
+        now=parse_iso(training["ended_at"]),
+    ).to_dict()
+    validate("training", training)
+    (run / "logs" / "training.json").write_text(json.dumps(training))
+    result = write_report(run)
+    assert {"phases.png", "cost.png"} <= {p.name for p in result.images}
+    page = result.index.read_text()
+    assert "Timeline: phases, attempts and interruptions" in page and "Cost by attempt and use" in page
+    assert "<h2>Cost ledger</h2>" in page and "on-demand" in page and "saved $" in page
+    # notice 14:18:00 -> durable +45 s -> replacement +240 s -> first resumed step +450 s; 3 steps lost
+    assert "<td>45.0 s</td><td>240.0 s</td><td>450.0 s</td><td>3</td>" in page
