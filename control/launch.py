@@ -8,7 +8,7 @@ The phases live apart:
   (credentials, stack outputs, the lock, the code bundle, the data, the prices);
 - the plan: :func:`control.launch_plan.plan_launch` is pure, ``(spec, world) ->
   LaunchPlan``; ``--dry-run`` prints it and stops;
-- placement: :mod:`control.placement` orders the instance types and AZs by the spec's
+- placement: :mod:`common.placement` orders the instance types and AZs by the spec's
   market and says which refusals move on to the next one;
 - apply: :func:`control.launch_apply.apply_launch` does the side effects in order and
   rolls them back on failure.

@@ -1,9 +1,10 @@
 """Carry out a launch plan: the side effects, in order, undone together on failure.
 
 :func:`apply_launch` takes the lock (the state file), uploads the resolved run spec,
-the user's configs and (if new) the content-addressed code bundle, runs the instance
-from the launch template (the next placement on a capacity refusal, see
-:mod:`control.placement`), records it in the state file and the launch record and,
+the user's configs, the launch request (``launch-request.json``, what a relaunch sends
+again) and (if new) the content-addressed code bundle, runs the instance from the launch
+template (the next placement on a capacity refusal, see :mod:`common.placement`), records
+it (attempt 1, and every refusal) in the state file and the launch record and,
 in local mode, starts the supervisor. Any failure after the lock is taken terminates
 the instance, deletes the run's user-configs and releases the lock again.
 """

@@ -148,8 +148,8 @@ class LaunchPlan:
             "instance_type": first.instance_type,
             "availability_zone": first.availability_zone,
             "subnet_id": first.subnet_id,
-            "market": self.market,
-            "first_market": first.market.value,
+            "market": first.market.value,  # the first placement's, as instance_type and AZ
+            "market_choice": self.market,  # the spec's
             "price_per_hour": first.price_per_hour,
             "price_source": first.price_source,
             "max_runtime_minutes": minutes,

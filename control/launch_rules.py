@@ -13,7 +13,7 @@ top) against what AWS enforces:
 - the user data is at most 16 KB before base64 encoding (EC2 User Guide, "Run
   commands when you launch an EC2 instance with user data input").
 
-Quota errors are not capacity errors (``control.placement`` tells them apart): a new
+Quota errors are not capacity errors (``common.placement`` tells them apart): a new
 account has 0 vCPUs for G-family spot instances (EC2 User Guide, "Spot Instance
 quotas"); :func:`quota_for` names the quota to raise.
 """
