@@ -192,9 +192,10 @@ def split_attempt(
         phases: training.json's phases; each counts only where it overlaps ``window``.
         billable_s: the attempt's billable seconds.
         checkpoint_at: the newest durable checkpoint of an interrupted attempt (``None``:
-            none was, so all its training is lost).
+            none was, so all its recorded training is lost).
         interrupted: the attempt ended by an interruption: training after ``checkpoint_at``
-            is ``lost``.
+            is ``lost``; with no phase recorded in the attempt (its training.json never
+            written), the time from ``checkpoint_at`` to its end is.
     """
     split = dict.fromkeys(SPLIT, 0.0)
     first: datetime | None = None
@@ -212,9 +213,12 @@ def split_attempt(
         split["boot_setup"] += (min(first, window[1]) - window[0]).total_seconds()
     if interrupted:
         lost_from = max(checkpoint_at or window[0], window[0])
-        lost = sum(_overlap(span, (lost_from, window[1])) for span in training_spans)
-        split["training"] -= lost
-        split["lost"] += lost
+        if training_spans:
+            lost = sum(_overlap(span, (lost_from, window[1])) for span in training_spans)
+            split["training"] -= lost
+        else:  # its phases were never written (the instance went away): the checkpoint to the end
+            lost = (window[1] - lost_from).total_seconds() if checkpoint_at is not None else 0.0
+        split["lost"] += max(0.0, lost)
     split["other"] = max(0.0, billable_s - sum(split.values()))
     return split
 

@@ -156,3 +156,17 @@ def test_attempts_of_a_state_without_attempts_is_its_one_instance():
     assert one["attempt"] == 1 and one["launched_at"] == _at("12:00:00") and one["ended_at"] is None
     assert ledger.attempts_of({**state, "attempts": [{"attempt": 7}]}) == [{"attempt": 7}]
     assert ledger.attempts_of({"started_at": _at("12:00:00")}) == []
+
+
+def test_an_attempt_that_vanished_before_writing_its_phases_loses_the_time_since_its_checkpoint():
+    attempts = [
+        _attempt(1, "spot", "12:00:00", "13:00:00", price=0.40, how="vanished"),
+        _attempt(2, "spot", "13:05:00", "13:20:00", price=0.40),
+    ]
+    phases = [_phase("training", "13:08:00", "13:18:00")]  # only the second attempt's training.json
+    interruptions = [{"attempt": 1, "checkpoint_durable_at": _at("12:40:00")}]
+    first, second = ledger.ledger(
+        attempts, phases=phases, interruptions=interruptions, volume_gb=0, now=NOW
+    ).attempts
+    assert first.split_s["lost"] == 20 * 60 and first.split_s["other"] == 40 * 60
+    assert second.split_s["training"] == 600 and second.split_s["lost"] == 0
