@@ -172,7 +172,7 @@ def decide(
     iid = doc.get("instance_id")
     if status.is_final() and status is not RunStatus.INTERRUPTED:
         return _nothing(f"the run is {status.value}: its own cleanup (or kill) ends it")
-    if event.instance_id is not None and event.instance_id != iid and status is not RunStatus.INTERRUPTED:
+    if event.instance_id not in (None, iid) and status.is_active():  # an older attempt's instance
         return _nothing(f"the event is about {event.instance_id}; the run's instance is {iid}")
     gone = instance_gone(doc, instance, event, now, policy)
     alive = iid is not None and instance is not None and not gone
