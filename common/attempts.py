@@ -12,12 +12,21 @@ Pure edits of a system-state document (schema ``system-state``), applied by
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from common.status import RunStatus
+from common.timeutil import parse_iso
 
 Doc = dict[str, Any]
+
+# A ``recovering`` claim with no instance recorded this long may be claimed again by the
+# handler's schedule (``rate(5 minutes)``): its handler died, or every placement was refused.
+STALE_CLAIM_S = 300.0
+# ``monitor`` and ``verify`` call a recovering lock healthy this long after its claim: the stale
+# threshold plus one schedule period, by when the schedule has claimed it again if it could.
+CLAIM_GRACE_S = STALE_CLAIM_S + 300.0
 
 
 class AttemptEnd(StrEnum):
@@ -84,6 +93,20 @@ def current_attempt(doc: Doc) -> Doc | None:
     """The newest ``attempts[]`` entry, or ``None`` when none was recorded."""
     attempts = doc.get("attempts") or []
     return attempts[-1] if attempts else None
+
+
+def claim_age_s(doc: Doc, now: datetime) -> float | None:
+    """Seconds since the handler claimed the run; ``None`` unless the run is ``recovering``."""
+    claimed_at = (doc.get("recovery") or {}).get("claimed_at")
+    if doc["status"] != RunStatus.RECOVERING.value or not claimed_at:
+        return None
+    return (now - parse_iso(claimed_at)).total_seconds()
+
+
+def recovering_in_grace(doc: Doc, now: datetime) -> bool:
+    """True for a ``recovering`` run within :data:`CLAIM_GRACE_S` of its claim: not stale."""
+    age = claim_age_s(doc, now)
+    return age is not None and age <= CLAIM_GRACE_S
 
 
 def exhausted_reason(interruptions: int, max_recoveries: int) -> str:

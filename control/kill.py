@@ -10,6 +10,10 @@
    and writes ``cleanup_status.json`` itself (``written_by: control``).
 
 Idempotent: killing an env with no active run reports that and changes nothing.
+
+A run ``recovering`` (the recovery handler relaunching it) is killed the same way: with
+no instance recorded yet the control plane clears the lock itself, and a handler that
+launches meanwhile finds its claim lost and terminates what it launched.
 """
 
 from __future__ import annotations

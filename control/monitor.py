@@ -26,6 +26,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from common import layout
+from common.attempts import recovering_in_grace
 from common.ec2 import instance_state, is_gone
 from common.exitcodes import ExitCode
 from common.staleness import STALENESS, Stale, StalenessPolicy
@@ -223,6 +224,11 @@ class Monitor:
         return self._judge(view, snap, now)
 
     def _judge(self, view: MonitorView, snap: Snapshot, now: Any) -> MonitorView:
+        if recovering_in_grace(snap.doc, now):  # the recovery handler is relaunching: no stale verdict
+            attempt = int(snap.doc.get("attempt") or 1) + (0 if view.instance_id else 1)
+            where = f"on {view.instance_id}" if view.instance_id else "(launching)"
+            advice = f"recovering: attempt {attempt} {where}, resuming from the newest checkpoint"
+            return replace(view, advice=advice)
         gone = is_gone(view.instance_state) if view.instance_state is not None else False
         self.gone_since = (self.gone_since or now) if gone else None
         stale = self.policy.judge(

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common import layout
+from common.attempts import recovering_in_grace
 from common.cleanup_status import ActionStatus, CleanupLog
 from common.errors import ConfigError, CorruptStateError
 from common.exitcodes import ExitCode
@@ -222,6 +223,8 @@ class Inspector:
             since_launch_s=age,
             heartbeat_age_s=hb_age,
         )
+        if recovering_in_grace(doc, now):  # the recovery handler relaunches it: healthy within the grace
+            stale = None
         problem = {
             None: None,
             Stale.INSTANCE_GONE: f"instance {iid} is gone but the lock is held ({doc['status']})",

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from common.attempts import AttemptEnd, current_attempt, exhausted_reason
+from common.attempts import STALE_CLAIM_S, AttemptEnd, current_attempt, exhausted_reason
 from common.ec2 import is_gone
 from common.staleness import STALENESS, StalenessPolicy
 from common.status import RunStatus
@@ -44,7 +44,7 @@ class RecoveryPolicy:
         staleness: the heartbeat threshold (``common.staleness``).
     """
 
-    stale_claim_s: float = 300.0
+    stale_claim_s: float = STALE_CLAIM_S
     interrupted_grace_s: float = 300.0
     listing_grace_s: float = 300.0
     runtime_margin_minutes: int = 15
