@@ -167,7 +167,12 @@ def _s3_statements(env: str, bucket_arn: str) -> list[dict[str, Any]]:
         allow("ReadLaunchRequests", ["s3:GetObject"], f"{run}*/user-configs/*"),
         # A GetObject of a missing key answers 403 without ListBucket; the state store then
         # lists exactly that key to tell "absent" from "denied" (common.state_store).
-        allow("ListOwnEnvOnly", ["s3:ListBucket"], bucket_arn, {"StringLike": {"s3:prefix": [f"{run}*"]}}),
+        allow(
+            "ListOwnEnvOnly",
+            ["s3:ListBucket"],
+            bucket_arn,
+            {"StringLike": {"s3:prefix": [f"{env_prefix(env)}*"]}},
+        ),
     ]
 
 
@@ -182,7 +187,8 @@ def recovery_role_policy(scope: RecoveryScope) -> dict[str, Any]:
     - relaunch as the operator's launch does (the same statements,
       :func:`infra.spec.operator_access.launch_statements`) and pass only the instance role;
     - terminate only instances tagged with this project and env;
-    - DescribeInstances and DescribeSpotPriceHistory (no resource ARN);
+    - DescribeInstances, DescribeVolumes (what still bills, for cleanup_status.json) and
+      DescribeSpotPriceHistory (no resource ARN);
     - publish to the env's topic when notifications are on;
     - write its own log group's streams.
     """
@@ -199,7 +205,9 @@ def recovery_role_policy(scope: RecoveryScope) -> dict[str, Any]:
             {"StringEquals": project_env_condition(env)},
         ),
         allow(
-            "DescribeInstancesAndSpotPrices", ["ec2:DescribeInstances", "ec2:DescribeSpotPriceHistory"], "*"
+            "DescribeInstancesVolumesAndSpotPrices",
+            ["ec2:DescribeInstances", "ec2:DescribeVolumes", "ec2:DescribeSpotPriceHistory"],
+            "*",
         ),
         *publish_statements(scope.notify_topic_arn),
         allow(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pulumi
 import pulumi_aws as aws
 import pytest
 from pulumi_harness import DeclaredStack, RecordingMocks, run_program
@@ -13,7 +14,21 @@ from infra.config import StackConfig
 from infra.spec import zero_idle as spec_zero_idle
 from infra.stack import build_stack
 
-FULL = StackConfig(env="dev", budget_email="alerts@example.com", ami_id="ami-0123456789abcdef0")
+FULL = StackConfig(
+    env="dev",
+    budget_email="alerts@example.com",
+    ami_id="ami-0123456789abcdef0",
+    notify_email="runs@example.com",
+)
+RECOVERY_TYPES = {
+    "aws:lambda/function:Function",
+    "aws:lambda/permission:Permission",
+    "aws:cloudwatch/eventRule:EventRule",
+    "aws:cloudwatch/eventTarget:EventTarget",
+    "aws:cloudwatch/logGroup:LogGroup",
+    "aws:sns/topic:Topic",
+    "aws:sns/topicSubscription:TopicSubscription",
+}
 
 
 def violations(declared: DeclaredStack) -> list[str]:
@@ -26,6 +41,7 @@ def test_the_whole_stack_is_in_the_zero_idle_allowlist() -> None:
     declared_types = {r.typ for r in declared.resources if not r.typ.startswith("chronos:")}
     assert declared_types <= spec_zero_idle.ZERO_IDLE_RESOURCE_TYPES
     assert len(declared_types) >= 15  # the check really saw the stack
+    assert declared_types >= RECOVERY_TYPES  # the recovery function, its triggers, logs and topic
 
 
 BILLING_WHILE_IDLE: dict[str, Callable[[], Any]] = {
@@ -40,6 +56,26 @@ BILLING_WHILE_IDLE: dict[str, Callable[[], Any]] = {
     ),
     "aws:ec2/eip:Eip": lambda: aws.ec2.Eip("idle-eip", domain="vpc"),
     "aws:kms/key:Key": lambda: aws.kms.Key("idle-key"),
+    # A warm Lambda bills by the hour whether invoked or not.
+    "aws:lambda/provisionedConcurrencyConfig:ProvisionedConcurrencyConfig": lambda: (
+        aws.lambda_.ProvisionedConcurrencyConfig(
+            "idle-warm-lambda",
+            function_name="chronos-dev-recovery",
+            qualifier="1",
+            provisioned_concurrent_executions=1,
+        )
+    ),
+    # A CloudWatch alarm bills per alarm-month: the function's errors are in its log group instead.
+    "aws:cloudwatch/metricAlarm:MetricAlarm": lambda: aws.cloudwatch.MetricAlarm(
+        "idle-alarm",
+        comparison_operator="GreaterThanThreshold",
+        evaluation_periods=1,
+        metric_name="Errors",
+        namespace="AWS/Lambda",
+        period=300,
+        statistic="Sum",
+        threshold=0,
+    ),
 }
 
 
@@ -67,3 +103,34 @@ def test_an_interface_endpoint_fails_the_check_though_gateway_ones_pass() -> Non
 
     found = violations(run_program(program, RecordingMocks()))
     assert found == ["aws:ec2/vpcEndpoint:VpcEndpoint of type 'Interface' bills hourly"]
+
+
+def test_a_lambda_with_snapstart_fails_the_check() -> None:
+    """SnapStart for Python bills for caching the snapshot while the version exists."""
+
+    def program() -> dict[str, Any]:
+        outputs = build_stack(FULL)
+        aws.lambda_.Function(
+            "idle-snapstart",
+            role="arn:aws:iam::123456789012:role/x",
+            runtime="python3.12",
+            handler="x.handler",
+            code=pulumi.AssetArchive({}),
+            snap_start={"apply_on": "PublishedVersions"},
+        )
+        return outputs
+
+    found = violations(run_program(program, RecordingMocks()))
+    assert found == ["aws:lambda/function:Function with SnapStart on 'PublishedVersions' bills while idle"]
+
+
+def test_a_log_group_that_keeps_logs_forever_fails_the_check() -> None:
+    def program() -> dict[str, Any]:
+        outputs = build_stack(FULL)
+        aws.cloudwatch.LogGroup("forever", name="/aws/lambda/other")
+        return outputs
+
+    found = violations(run_program(program, RecordingMocks()))
+    assert found == [
+        "aws:cloudwatch/logGroup:LogGroup without a retention keeps (and bills) its logs forever"
+    ]
