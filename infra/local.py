@@ -140,6 +140,7 @@ def provision(
         vpc_arn=vpc_arn,
         instance_role_arn=role_arn,
         notify_topic_arn=topic_arn,
+        debug_role_arn=debug_arns[0],
     )
     recovery_role_arn = local_recovery.ensure_recovery_identity(
         ctx, recovery_scope, opts.recovery_principal_arn

@@ -32,6 +32,7 @@ class RecoveryArgs:
         package: the function's code (:func:`infra.lambda_package.build`).
         tags: the stack's tags.
         notify_topic_arn: the notification topic, ``None`` when notifications are off.
+        debug_role_arn: the debug role, when the stack has one (a debug run is relaunched with it).
     """
 
     env: str
@@ -45,11 +46,17 @@ class RecoveryArgs:
     package: LambdaPackage
     tags: Mapping[str, str]
     notify_topic_arn: pulumi.Input[str] | None = None
+    debug_role_arn: pulumi.Input[str] | None = None
 
 
 def _policy(args: RecoveryArgs) -> pulumi.Output[str]:
     return pulumi.Output.all(
-        args.bucket_arn, args.launch_template_arn, args.vpc_arn, args.instance_role_arn, args.notify_topic_arn
+        args.bucket_arn,
+        args.launch_template_arn,
+        args.vpc_arn,
+        args.instance_role_arn,
+        args.notify_topic_arn,
+        args.debug_role_arn,
     ).apply(
         lambda v: json.dumps(
             spec_recovery.recovery_role_policy(
@@ -62,6 +69,7 @@ def _policy(args: RecoveryArgs) -> pulumi.Output[str]:
                     vpc_arn=v[2],
                     instance_role_arn=v[3],
                     notify_topic_arn=v[4],
+                    debug_role_arn=v[5],
                 )
             )
         )

@@ -94,6 +94,7 @@ def build_stack(cfg: StackConfig, *, installer: lambda_package.Installer | None 
             package=lambda_package.build(installer=installer),
             tags=resource_tags,
             notify_topic_arn=notify.topic_arn if notify else None,
+            debug_role_arn=debug.role_arn if debug else None,
         ),
     )
     _budget(cfg, resource_tags)

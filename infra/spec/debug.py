@@ -57,6 +57,17 @@ def debug_managed_policy_arns() -> tuple[str, ...]:
     return (SSM_MANAGED_INSTANCE_CORE_ARN,)
 
 
+def pass_debug_role_statement(debug_role_arn: str) -> dict[str, Any]:
+    """iam:PassRole on the debug role, to EC2 only: a ``debug = true`` launch names its profile
+    (the operator's launch, and the recovery function's relaunch of that run)."""
+    return allow(
+        "PassTheDebugRole",
+        ["iam:PassRole"],
+        debug_role_arn,
+        {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+    )
+
+
 def debug_operator_statements(
     env: str, debug_role_arn: str | None, *, region: str, account_id: str
 ) -> list[dict[str, Any]]:
@@ -75,12 +86,7 @@ def debug_operator_statements(
     env = validate_env(env)
     tagged = project_env_condition(env, "ssm:resourceTag")
     return [
-        allow(
-            "PassTheDebugRole",
-            ["iam:PassRole"],
-            debug_role_arn,
-            {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
-        ),
+        pass_debug_role_statement(debug_role_arn),
         allow(
             "DebugSessionsOnTaggedInstances",
             ["ssm:StartSession"],

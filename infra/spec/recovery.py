@@ -28,6 +28,7 @@ from typing import Any
 
 from common import layout
 from infra.spec.bucket import env_prefix
+from infra.spec.debug import pass_debug_role_statement
 from infra.spec.iam import allow, ec2_arn, policy_document
 from infra.spec.names import resource_name, validate_env
 from infra.spec.notify import publish_statements
@@ -141,8 +142,10 @@ class RecoveryScope:
         env, region, account_id: the env and where its stack lives.
         bucket_arn: the training bucket.
         launch_template_arn, vpc_arn: what a relaunch may use (as the operator's launch).
-        instance_role_arn: the only role a relaunch may pass.
+        instance_role_arn: the role a relaunch passes.
         notify_topic_arn: the notification topic, ``None`` when notifications are off.
+        debug_role_arn: the debug role when the stack has one: a ``debug = true`` run
+            launched with its profile is relaunched with it.
     """
 
     env: str
@@ -153,6 +156,7 @@ class RecoveryScope:
     vpc_arn: str
     instance_role_arn: str
     notify_topic_arn: str | None = None
+    debug_role_arn: str | None = None
 
 
 def _s3_statements(env: str, bucket_arn: str) -> list[dict[str, Any]]:
@@ -185,7 +189,8 @@ def recovery_role_policy(scope: RecoveryScope) -> dict[str, Any]:
       ``{env}/*/user-configs/*``: read (launch-request.json, the run spec);
     - list the bucket under ``{env}/`` only;
     - relaunch as the operator's launch does (the same statements,
-      :func:`infra.spec.operator_access.launch_statements`) and pass only the instance role;
+      :func:`infra.spec.operator_access.launch_statements`) and pass only the instance role
+      (and the debug role when the stack has one), to EC2;
     - terminate only instances tagged with this project and env;
     - DescribeInstances, DescribeVolumes (what still bills, for cleanup_status.json) and
       DescribeSpotPriceHistory (no resource ARN);
@@ -198,6 +203,7 @@ def recovery_role_policy(scope: RecoveryScope) -> dict[str, Any]:
         *_s3_statements(env, scope.bucket_arn),
         *launch_statements(env, region, account_id, scope.launch_template_arn, scope.vpc_arn),
         pass_instance_role_statement(scope.instance_role_arn),
+        *([pass_debug_role_statement(scope.debug_role_arn)] if scope.debug_role_arn else []),
         allow(
             "TerminateTaggedInstancesOfThisEnv",
             ["ec2:TerminateInstances"],

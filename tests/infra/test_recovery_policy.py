@@ -283,3 +283,16 @@ def test_parliament_finds_nothing_of_medium_severity_or_above(
         if not (b[1] == "RESOURCE_MISMATCH" and all(d.get("action") == "ec2:RunInstances" for d in b[2]))
     ]
     assert blocking == []
+
+
+def test_with_a_debug_profile_a_debug_run_is_relaunched_with_its_role() -> None:
+    debug_role = f"arn:aws:iam::{ACCOUNT}:role/chronos-dev-instance-debug"
+    to_ec2 = {"iam:PassedToService": "ec2.amazonaws.com"}
+    assert not allowed(POLICY, Request("iam:PassRole", debug_role, to_ec2))
+    with_debug = spec_recovery.recovery_role_policy(
+        spec_recovery.RecoveryScope(**{**SCOPE.__dict__, "debug_role_arn": debug_role})
+    )
+    assert allowed(with_debug, Request("iam:PassRole", debug_role, to_ec2))
+    assert not allowed(
+        with_debug, Request("iam:PassRole", debug_role, {"iam:PassedToService": "ssm.amazonaws.com"})
+    )

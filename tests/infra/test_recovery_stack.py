@@ -198,3 +198,14 @@ def test_every_new_component_registers_its_outputs(registered: dict[str, dict[st
     declare(notify_email="runs@example.com")
     assert set(registered["Recovery"]) == {"function_name", "role_arn"}
     assert set(registered["Notifications"]) == {"topic_arn"}
+
+
+def test_a_stack_with_a_debug_profile_lets_the_function_pass_the_debug_role() -> None:
+    declared = declare(debug_profile=True)
+    document = _policy(declared, "recovery-policy")
+    to_ec2 = {"iam:PassedToService": "ec2.amazonaws.com"}
+    assert allowed(document, Request("iam:PassRole", declared.outputs["debug_role_arn"], to_ec2))
+    assert allowed(document, Request("iam:PassRole", declared.outputs["instance_role_arn"], to_ec2))
+    operator = json.loads(declared.one("aws:iam/policy:Policy")["policy"])
+    (passing,) = [s for s in document["Statement"] if s["Sid"] == "PassTheDebugRole"]
+    assert passing in operator["Statement"]
