@@ -20,7 +20,7 @@ from common.cleanup_status import ActionStatus, CleanupLog, describe
 from common.layout import RunPaths
 from common.placement import LaunchRequest, Placement, Refusal, refusal
 from common.state_doc import apply_transition
-from common.state_store import ClaimLostError, NotHeldError, Snapshot, StateStore
+from common.state_store import ClaimLostError, ConflictError, NotHeldError, Snapshot, StateStore
 from common.status import Market, RunStatus
 from common.timeutil import Clock, iso
 from recovery.cloud import Cloud, Refused
@@ -136,10 +136,14 @@ def _release(ctx: Context, run_id: str, cleanup: CleanupLog) -> bool:
 
 
 def _write_cleanup_status(ctx: Context, run_id: str, cleanup: CleanupLog, released: bool) -> None:
-    """cleanup_status.json, unless the instance's own cleanup already wrote one."""
+    """cleanup_status.json, unless one already says the state file is gone.
+
+    An interrupted trainer that left the lock for the handler wrote one saying the state
+    file stayed; the handler's release makes that stale, so its own replaces it.
+    """
     key = RunPaths(env=ctx.env, run_id=run_id).cleanup_status
     try:
-        if ctx.cloud.read_json(key) is not None:
+        if (ctx.cloud.read_json(key) or {}).get("state_file_removed"):
             return
         checked = ctx.cloud.verification(ctx.env, checked_at=ctx.now())
         ctx.cloud.write_json(key, cleanup.document(verification=checked, state_file_removed=released))
@@ -185,7 +189,7 @@ def relaunch(ctx: Context, snap: Snapshot, decision: Decision) -> Outcome:
     )
     try:
         recorded = ctx.store.add_attempt(run_id, attempt, claim=claim)
-    except (ClaimLostError, NotHeldError) as exc:
+    except (ClaimLostError, NotHeldError, ConflictError) as exc:  # killed, released, or unwritable
         ctx.cloud.terminate(instance_id)
         return ctx.outcome(
             run_id, Action.TERMINATED, f"launched {instance_id} but {exc}: terminated it", instance_id

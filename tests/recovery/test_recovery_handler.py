@@ -139,10 +139,15 @@ def test_past_max_recoveries_the_run_fails_with_the_reason(cloud, start_run, clo
 
 def test_max_recoveries_zero_never_relaunches(cloud, start_run, clock):
     start_run(RunStatus.INTERRUPTED, max_recoveries=0)
+    key = RunPaths(env=ENV, run_id=RUN).cleanup_status
+    cloud.write_json(
+        key, {"written_by": "instance", "state_file_removed": False}
+    )  # the trainer left the lock
     cloud.end_instance("i-0001")
     out = handle(event("instance_ended"), cloud, clock=clock)
     assert _actions(out) == [Action.FAILED] and "max_recoveries is 0" in out[0].reason
-    assert cloud.launched == []
+    assert cloud.launched == [] and _state(cloud) is None
+    assert cloud.read_json(key)["written_by"] == "recovery" and cloud.read_json(key)["state_file_removed"]
 
 
 def test_an_instance_that_vanished_without_an_event_is_relaunched_on_schedule(cloud, start_run, clock):
