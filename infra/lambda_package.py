@@ -38,6 +38,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_DIR = REPO_ROOT / "build" / "lambda"
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can hold
 _SKIPPED_DIRS = frozenset({"__pycache__"})
+_SKIPPED_SITE_TOPS = frozenset({"bin"})  # console scripts: their shebang names this machine's Python
 _SKIPPED_SUFFIXES = (".pyc", ".pyo")
 
 Installer = Callable[[Sequence[str], Path], None]
@@ -106,6 +107,8 @@ def _entries(source_root: Path, site: Path) -> dict[str, Path]:
             entries[path.relative_to(source_root).as_posix()] = path
     for path in _files(site):
         name = path.relative_to(site).as_posix()
+        if name.split("/", 1)[0] in _SKIPPED_SITE_TOPS:
+            continue
         if name.split("/", 1)[0] in ROOMS:
             raise PackageError(
                 f"the installed package {name!r} would shadow the project's own {name.split('/')[0]}/"

@@ -169,3 +169,18 @@ def test_a_failing_pip_is_one_line_with_its_last_words(
     with pytest.raises(PackageError, match="pip could not install .* No matching distribution") as raised:
         PIP_INSTALLER(["jsonschema==0"], tmp_path)
     assert "\n" not in str(raised.value)
+
+
+def test_console_scripts_stay_out(tmp_path: Path) -> None:
+    """pip's bin/ holds scripts whose shebang names this machine's Python: useless in Lambda."""
+
+    def installer(requirements, target: Path) -> None:
+        fake_installer(requirements, target)
+        (target / "bin").mkdir()
+        (target / "bin" / "jsonschema").write_text("#!/home/me/.venv/bin/python\n")
+
+    root = _tree(tmp_path / "src")
+    built = lambda_package.build(
+        source_root=root, build_dir=tmp_path, installer=installer, requirements=["j==1"]
+    )
+    assert not any(n.startswith("bin/") for n in _names(built.path))
