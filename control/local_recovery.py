@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from common import logfmt
@@ -196,7 +197,7 @@ class Pump:
 
 
 # -- the process ------------------------------------------------------------------------------------
-def pump_file(local_dir: LocalDir, env: str) -> Any:
+def pump_file(local_dir: LocalDir, env: str) -> Path:
     """``.local/recovery/{env}.json``: the pump's pid and endpoint."""
     return local_dir.root / "recovery" / f"{env}.json"
 
@@ -268,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from localaws import audit
 
     audit.install_from_env()  # CHRONOS_IAM_AUDIT_LOG: the handler's calls are audited too
-    local_dir = LocalDir(args.local_dir)
+    local_dir = LocalDir(Path(args.local_dir))
     cloud, handle = handler_for(local_dir, env=args.env, endpoint_url=args.endpoint_url)
     pump = Pump(source=source_from_environment(args.env), cloud=cloud, handle=handle, local_dir=local_dir)
     for sig in (signal.SIGTERM, signal.SIGINT):
