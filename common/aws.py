@@ -60,6 +60,26 @@ def is_not_found(exc: BaseException) -> bool:
     return error_code(exc) in {"NoSuchKey", "404", "NotFound", "NoSuchBucket"} or http_status(exc) == 404
 
 
+def absent_behind_403(s3: Any, bucket: str, key: str, exc: BaseException) -> bool:
+    """True when a 403 on GetObject only hides a missing key.
+
+    S3 answers 403 instead of 404 for a missing key when the caller may not list the
+    bucket (``s3:ListBucket``) at that key: "If you don't have the s3:ListBucket
+    permission, Amazon S3 returns an HTTP status code 403" (GetObject, API reference).
+    The instance and recovery roles list only their own prefixes, so a listing of
+    exactly this key decides; when even that is refused the key counts as present.
+    """
+    if not is_access_denied(exc):
+        return False
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        resp = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+    except (ClientError, BotoCoreError):  # could not tell: treat the key as present
+        return False
+    return not any(o["Key"] == key for o in resp.get("Contents", []))
+
+
 def is_retriable(exc: BaseException) -> bool:
     """Throttling, 5xx and timeouts: worth another try."""
     from botocore.exceptions import ConnectionError as BotoConnectionError

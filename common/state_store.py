@@ -24,11 +24,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from common import attempts as att
 from common import layout
-from common.aws import error_code, http_status, is_access_denied, is_not_found
+from common.aws import absent_behind_403, error_code, http_status, is_access_denied, is_not_found
 from common.errors import AccessDeniedError, CorruptStateError, LockHeldError
 from common.state_doc import Doc, IllegalTransitionError, Snapshot, apply_transition, new_state
 from common.status import RunStatus
@@ -386,19 +386,8 @@ class StateStore:
         return str(resp["ETag"])
 
     def _absent_behind_403(self, exc: BaseException) -> bool:
-        """True when a 403 on GetObject only hides a missing key.
-
-        S3 answers 403 instead of 404 for a missing key when the caller may not
-        list the whole bucket (the instance role lists only its own prefixes),
-        so a listing of exactly this key decides.
-        """
-        if not is_access_denied(exc):
-            return False
-        try:
-            resp = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=self.key, MaxKeys=1)
-        except (ClientError, BotoCoreError):  # could not tell: treat the key as present
-            return False
-        return not any(o["Key"] == self.key for o in resp.get("Contents", []))
+        """True when a 403 on GetObject only hides a missing state file (:func:`absent_behind_403`)."""
+        return absent_behind_403(self.s3, self.bucket, self.key, exc)
 
     def _raise_denied(self, exc: BaseException, action: str) -> None:
         if is_access_denied(exc):

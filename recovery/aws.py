@@ -116,8 +116,8 @@ class AwsCloud:
         try:
             body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except ClientError as exc:
-            if aws.is_not_found(exc):
-                return None
+            if aws.is_not_found(exc) or aws.absent_behind_403(self.s3, self.bucket, key, exc):
+                return None  # the role lists only {env}/: a missing key answers 403 on AWS
             raise
         doc = json.loads(body)
         return doc if isinstance(doc, dict) else None
