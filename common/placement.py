@@ -95,7 +95,7 @@ def refusal(code: str) -> Refusal | None:
 
 
 class PriceLike(Protocol):
-    """An hourly price and where it came from (``control.cost.Price`` or the like)."""
+    """An hourly price and where it came from (``common.pricing.Price`` or the like)."""
 
     usd_per_hour: float | None
     source: str

@@ -3,8 +3,7 @@
 Each ended run is priced by the ledger its training.json carries (``common.ledger``: per
 attempt, per-second billing with the 60 s minimum, EBS prorated); the active run by the
 state file's attempts priced up to now; a run from before the ledger by its launch price
-times its duration (``estimate``). The prices themselves live in :mod:`common.pricing`
-(re-exported here for the laptop side's older imports).
+times its duration (``estimate``). The prices themselves live in :mod:`common.pricing`.
 """
 
 from __future__ import annotations
@@ -16,35 +15,11 @@ from typing import Any
 
 from common import layout
 from common.errors import ConfigError
-from common.pricing import (
-    ON_DEMAND_USD_PER_HOUR,
-    PRICE_SOURCE,
-    SPOT_PRODUCT,
-    Price,
-    launch_price,
-    newest_per_az,
-    on_demand_price,
-    spot_price,
-)
+from common.pricing import PRICE_SOURCE
 from common.state_store import StateStore
 from common.timeutil import Clock, utc_now
 from control.backend import Backend, check_env
 from control.runs import RunSummary, read_run, run_ids
-
-__all__ = [
-    "ON_DEMAND_USD_PER_HOUR",
-    "PRICE_SOURCE",
-    "SPOT_PRODUCT",
-    "CostReport",
-    "Price",
-    "RunCost",
-    "cost_report",
-    "launch_price",
-    "newest_per_az",
-    "on_demand_price",
-    "parse_since",
-    "spot_price",
-]
 
 _UNITS = {"m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
 

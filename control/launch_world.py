@@ -21,11 +21,11 @@ from common import layout
 from common.aws import error_code, is_not_found
 from common.errors import ConfigError
 from common.placement import PriceKey, strategy_for
+from common.pricing import Price, launch_price
 from common.runspec import RunSpec
 from common.state_store import Snapshot, StateStore
 from control.backend import Backend
 from control.bundle import build_code_bundle, code_key_for
-from control.cost import Price, launch_price
 from control.launch_rules import TEMPLATE_VERSION, TemplateFacts
 from control.localdir import PROJECT_ROOT
 from control.placement import availability_zones

@@ -16,10 +16,10 @@ from invoke import Context, Exit
 
 from common import layout
 from common.errors import ConfigError
+from common.pricing import Price
 from common.runspec import from_dict
 from common.state_store import StateStore
 from control.backend import Backend
-from control.cost import Price
 from control.debug import DebugError, debug_launch_profile, find_target, missing_tools, start_session
 from control.launch_apply import apply_launch
 from control.launch_plan import plan_launch

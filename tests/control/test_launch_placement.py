@@ -23,8 +23,8 @@ from common.placement import (
     run_instances_request,
     strategy_for,
 )
+from common.pricing import Price
 from common.status import Market
-from control.cost import Price
 from control.launch_apply import try_placements
 from control.placement import LaunchError, QuotaError, no_capacity
 from infra.spec import tags as spec_tags
