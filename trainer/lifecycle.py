@@ -142,7 +142,9 @@ def plan_ending(
     if completion is not CompletionStatus.INTERRUPTED or stop is None or stop.source not in RECOVERABLE:
         return EndPlan(completion=completion, reason=reason, why=why)
     snap = _read(ctx)
-    policy = Policy.of(snap.doc if snap is not None and snap.run_id == ctx.opts.run_id else None)
+    if snap is None or snap.run_id != ctx.opts.run_id or snap.status is RunStatus.RECOVERING:
+        return EndPlan(completion=completion, reason=reason, why=why)  # not ours to decide any more
+    policy = Policy.of(snap.doc)
     if policy.exhausted:
         failed = policy.exhausted_reason()
         log.warning("run %s: %s: it fails", ctx.opts.run_id, failed)

@@ -165,10 +165,12 @@ class Driver:
         ctx = self.ctx
         ctx.stops.finish()
         if ctx.attempt.foreign:
-            return self._power_off_foreign()
+            return self._power_off_only("the run recovers on another instance")
         plan = lifecycle.plan_ending(ctx, completion, reason, why)
         completion, reason, why = plan.completion, plan.reason, plan.why
         status = ctx.state.final(completion, reason)
+        if status is RunStatus.RECOVERING:  # claimed by the handler: the next attempt finalizes
+            return self._power_off_only("the recovery handler relaunches the run", ExitCode.INTERRUPTED)
         if status is RunStatus.KILLED and completion is CompletionStatus.INTERRUPTED:
             completion = CompletionStatus.KILLED  # e.g. SIGTERM from a terminate after `invoke kill`
             why = ctx.state.kill_reason() or why  # the sentinel says who killed it, not "SIGTERM"
@@ -199,16 +201,17 @@ class Driver:
         log.info("run %s ended: %s (exit %d)", ctx.opts.run_id, completion.value, exit_code)
         return int(exit_code)
 
-    def _power_off_foreign(self) -> int:
-        """An instance whose run recovers elsewhere: power off, touching neither state nor outputs."""
+    def _power_off_only(self, why: str, code: ExitCode = ExitCode.FAILED) -> int:
+        """An instance whose run recovers elsewhere: power off, touching neither state nor outputs
+        (the run's training.json, sentinel and cleanup_status.json are the next attempt's)."""
         ctx, opts = self.ctx, self.ctx.opts
         if self.watcher is not None:
             self.watcher.stop()
         poweroff = ctx.deps.poweroff or select_poweroff(local=opts.local, ec2=ctx.ec2)
-        log.warning("instance %s is not the run's: powering off", ctx.instance_id)
+        log.warning("instance %s powers off: %s", ctx.instance_id, why)
         poweroff(ctx.instance_id)
         ctx.transfers.close()
-        return int(ExitCode.FAILED)
+        return int(code)
 
     def _cleanup(self, completion: CompletionStatus, *, keep_lock: str | None = None) -> Cleanup:
         ctx, opts, deps = self.ctx, self.ctx.opts, self.ctx.deps

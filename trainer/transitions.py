@@ -12,8 +12,10 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from common.state_doc import apply_transition
 from common.state_store import IllegalTransitionError, NotHeldError, StateStore
 from common.status import CompletionStatus, ErrorClass, RunStatus
+from common.timeutil import iso
 from trainer.errors import ErrorLog, Retrier, TerminalError
 from trainer.stopping import StopRequest, StopSwitch
 
@@ -72,20 +74,27 @@ class RunState:
         log.info("status -> %s", status.value)
 
     def final(self, completion: CompletionStatus, reason: str | None) -> RunStatus:
-        """Write the final status (if the state still allows it) and return the status now."""
+        """Write the final status (if the state still allows it) and return the status now.
+
+        A ``recovering`` state is never ended here: the recovery handler claimed the run (this
+        instance went away under it) and relaunches it elsewhere; ``recovering`` is returned.
+        """
         target = _FINAL.get(completion)
         if target is None:
             return RunStatus.RESULTS_SYNC
         error = self.errors.last() if target is RunStatus.FAILED else None
+        text = (reason or target.value)[:REASON_MAX]
+
+        def mutate(doc: dict[str, Any]) -> dict[str, Any]:
+            if doc["status"] == RunStatus.RECOVERING.value:
+                raise IllegalTransitionError(RunStatus.RECOVERING, target)
+            return apply_transition(doc, target, reason=text, error=error, now=iso(self.store.clock()))
+
         try:
-            return self.call(
-                lambda: self.store.transition(
-                    self.run_id, target, reason=(reason or target.value)[:REASON_MAX], error=error
-                )
-            ).status
+            return self.call(lambda: self.store.update(self.run_id, mutate)).status
         except IllegalTransitionError as exc:
             log.info("state is already %s (%s)", exc.current.value, exc)
-            return exc.current if exc.current.is_final() else target
+            return exc.current if exc.current.is_final() or exc.current.is_recovering() else target
         except Exception as exc:  # noqa: BLE001 - the run must still finalize and power off
             log.error("could not write status %s: %s", target.value, exc)
             return target
