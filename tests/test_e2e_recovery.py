@@ -221,7 +221,7 @@ def test_spot_interruption_is_recovered_and_the_run_finishes_with_both_attempts(
     stamps = [gap[name] for name in order]
     assert all(stamps) and stamps == sorted(stamps), gap
     assert set(run_instances(world, run_id)) == {first, two["instance_id"]}
-    assert billing(world, run_id) == []
+    wait(lambda: billing(world, run_id) == [], 30, "the last instance to power off")
     verified_and_audited(world)
 
 
@@ -235,7 +235,8 @@ def test_an_instance_terminated_without_notice_is_recovered_by_the_schedule(worl
     training = training_json(world, run_id)
     assert training["completion_status"] == "normal" and training["loss_curve"][-1][0] == 600
     assert len(training["attempts"]) == 2 and training["attempts"][0]["notice_at"] is None
-    assert len(run_instances(world, run_id)) == 2 and billing(world, run_id) == []
+    assert len(run_instances(world, run_id)) == 2
+    wait(lambda: billing(world, run_id) == [], 30, "the last instance to power off")
     verified_and_audited(world)
 
 
@@ -284,6 +285,7 @@ def test_more_interruptions_than_max_recoveries_fail_the_run_without_a_relaunch(
     )
     assert sentinel["reason"] == "interrupted 2 times; max_recoveries is 1"
     assert [a["end"] for a in training["attempts"]] == ["interrupted", "interrupted"]
+    wait(lambda: billing(world, run_id) == [], 30, "the last instance to power off")
     time.sleep(6)  # three schedule ticks: nothing relaunches a failed run
     assert set(run_instances(world, run_id)) == {first, relaunched} and billing(world, run_id) == []
     verified_and_audited(world)
