@@ -1,7 +1,9 @@
 """The recovery handler's cloud in local mode: :class:`recovery.aws.AwsCloud` on moto.
 
-The same boto3 cloud the Lambda uses, pointed at the local AWS, signing with the
-credentials the event pump was started with, and with a starter for each relaunched
+The same boto3 cloud the Lambda uses, pointed at the local AWS, signing as the env's
+recovery role (the Lambda role's policy, assumed by the local recovery host user of
+:mod:`localaws.identities`; the credentials it was started with when IAM enforcement is
+off), and with a starter for each relaunched
 instance: after RunInstances, the local supervisor boots it
 (:func:`control.local_instance.spawn`, as :meth:`control.local_backend.LocalBackend.start_instance`
 does after a launch).
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +28,8 @@ from control.localdir import LocalDir, read_json
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_RUNTIME_MINUTES = 60
+ROLE_SESSION_S = 3600
+REFRESH_MARGIN_S = 300
 
 
 class LocalStarter:
@@ -77,8 +82,44 @@ def _credentials_env(session: boto3.Session, endpoint_url: str, region: str) -> 
     return out
 
 
+def recovery_session(
+    local_dir: LocalDir, *, env: str, endpoint_url: str, region: str
+) -> tuple[boto3.Session, float]:
+    """The session the handler signs with, and when it expires (monotonic; ``inf``: never).
+
+    The env's recovery role, assumed by its local recovery host as Lambda assumes it on AWS
+    (its key recorded for the IAM call audit); without local identities (IAM enforcement
+    off) the credentials this process was started with.
+
+    Raises:
+        localaws.identities.IdentitiesError: identities are recorded, but no recovery identity.
+    """
+    from localaws import audit, identities
+
+    record = identities.load(local_dir.identities_file)
+    env_ids = record.envs.get(env) if record is not None else None
+    if env_ids is None:
+        return boto3.Session(region_name=region), float("inf")
+    creds = identities.assume_recovery_role(endpoint_url, region, env_ids, duration_s=ROLE_SESSION_S)
+    session = boto3.Session(
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+        region_name=region,
+    )
+    user_id = session.client("sts", endpoint_url=endpoint_url).get_caller_identity()["UserId"]
+    audit.record_credentials(
+        access_key_id=str(creds["AccessKeyId"]),
+        role_arn=str(env_ids.recovery_role_arn),
+        role_id=str(user_id).split(":", 1)[0],
+        session_name=identities.RECOVERY_SESSION,
+    )
+    log.info("recovery role credentials %s (until %s)", creds["AccessKeyId"], creds["Expiration"])
+    return session, time.monotonic() + ROLE_SESSION_S - REFRESH_MARGIN_S
+
+
 def handler_for(local_dir: LocalDir, *, env: str, endpoint_url: str) -> tuple[Any, Callable[[Any], Any]]:
-    """The env's local cloud and the recovery handler bound to it.
+    """The env's local cloud and the recovery handler bound to it (fresh role credentials as they age).
 
     Raises:
         SystemExit: the env is not provisioned locally (no stack outputs).
@@ -90,14 +131,29 @@ def handler_for(local_dir: LocalDir, *, env: str, endpoint_url: str) -> tuple[An
     if not outputs.get("bucket"):
         raise SystemExit(f"env {env!r} is not provisioned locally; run `invoke local.up --env={env}`")
     region = (read_json(local_dir.aws_file) or {}).get("region") or LOCAL_REGION
-    session = boto3.Session(region_name=region)
-    starter = LocalStarter(local_dir, env=env, endpoint_url=endpoint_url, region=region, session=session)
-    cloud = AwsCloud(
-        bucket=str(outputs["bucket"]),
-        envs=[env],
-        session=session,
-        endpoint_url=endpoint_url,
-        on_launch=starter,
-    )
-    starter.cloud = cloud
-    return cloud, lambda event: handle(event, cloud)
+
+    def build() -> tuple[Any, float]:
+        session, expires = recovery_session(local_dir, env=env, endpoint_url=endpoint_url, region=region)
+        starter = LocalStarter(local_dir, env=env, endpoint_url=endpoint_url, region=region, session=session)
+        cloud = AwsCloud(
+            bucket=str(outputs["bucket"]),
+            envs=[env],
+            session=session,
+            endpoint_url=endpoint_url,
+            on_launch=starter,
+        )
+        starter.cloud = cloud
+        return cloud, expires
+
+    current = list(build())
+
+    def handle_event(event: Any) -> Any:
+        if time.monotonic() >= current[1]:
+            current[:] = build()
+        return handle(event, current[0])
+
+    class _Cloud:  # the pump lists instances through the cloud of the moment
+        def project_instances(self) -> Any:
+            return current[0].project_instances()
+
+    return _Cloud(), handle_event

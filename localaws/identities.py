@@ -14,7 +14,11 @@ Three kinds of principal exist, recorded in ``.local/identities.json`` (mode 060
   ``ec2.amazonaws.com`` in the instance role's trust policy and allowed only
   ``sts:AssumeRole`` on that role; :func:`assume_instance_role` gives the local
   instance the role's own credentials, session name = the instance id, so
-  ``aws:userid`` is ``ROLEID:<instance-id>`` as on EC2.
+  ``aws:userid`` is ``ROLEID:<instance-id>`` as on EC2;
+- per env, ``recovery_host`` (``chronos-{env}-recovery-host``): named with
+  ``lambda.amazonaws.com`` in the recovery role's trust policy and allowed only
+  ``sts:AssumeRole`` on it; :func:`assume_recovery_role` gives the local recovery event
+  pump (:mod:`control.local_recovery`) the role's credentials, as Lambda gives the function.
 
 moto checks EC2 actions against ``Resource: "*"`` only and ignores conditions, so
 an ARN-scoped EC2 statement denies everything there. Each principal (operator
@@ -43,6 +47,8 @@ MOTO_ONLY_POLICY_NAME = "moto-only-allowance"
 ADMIN_USER = "chronos-local-admin"
 ADMIN_POLICY_NAME = "everything"
 HOST_POLICY_NAME = "assume-the-instance-role"
+RECOVERY_HOST_POLICY_NAME = "assume-the-recovery-role"
+RECOVERY_SESSION = "local-recovery"
 
 
 class IdentitiesError(Exception):
@@ -82,15 +88,20 @@ class EnvIdentities:
     instance_role_arn: str
     instance_role_name: str
     instance_profile_name: str
+    recovery_host: Keys | None = None
+    recovery_role_arn: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "operator": self.operator.to_dict(),
             "instance_host": self.instance_host.to_dict(),
             "instance_role_arn": self.instance_role_arn,
             "instance_role_name": self.instance_role_name,
             "instance_profile_name": self.instance_profile_name,
         }
+        if self.recovery_host is not None and self.recovery_role_arn:
+            out.update(recovery_host=self.recovery_host.to_dict(), recovery_role_arn=self.recovery_role_arn)
+        return out
 
 
 @dataclass(frozen=True)
@@ -135,6 +146,10 @@ def _env_ids(doc: Any, where: str) -> EnvIdentities:
             instance_role_arn=str(doc["instance_role_arn"]),
             instance_role_name=str(doc["instance_role_name"]),
             instance_profile_name=str(doc["instance_profile_name"]),
+            recovery_host=_keys(doc["recovery_host"], f"{where}.recovery_host")
+            if "recovery_host" in doc
+            else None,
+            recovery_role_arn=str(doc["recovery_role_arn"]) if doc.get("recovery_role_arn") else None,
         )
     except KeyError as exc:
         raise IdentitiesError(f"{where} lacks {exc.args[0]!r}") from None
@@ -242,11 +257,28 @@ def assume_instance_role(
     }
 
 
+def assume_recovery_role(
+    endpoint_url: str, region: str, env_ids: EnvIdentities, *, duration_s: int = 3600
+) -> Any:
+    """Credentials of the env's recovery role for the local event pump (AssumeRole's ``Credentials``).
+
+    Raises:
+        IdentitiesError: the env has no recovery identity (provisioned before it existed).
+        botocore.exceptions.ClientError: the local AWS refused the AssumeRole.
+    """
+    if env_ids.recovery_host is None or not env_ids.recovery_role_arn:
+        raise IdentitiesError("no recovery identity recorded; run `invoke local.up` again")
+    sts = env_ids.recovery_host.session(region).client("sts", endpoint_url=endpoint_url)
+    return sts.assume_role(
+        RoleArn=env_ids.recovery_role_arn, RoleSessionName=RECOVERY_SESSION, DurationSeconds=duration_s
+    )["Credentials"]
+
+
 # ---------------------------------------------------------------------- names
 
 
 def user_name(env: str, kind: str) -> str:
-    """``chronos-{env}-{kind}``: ``operator`` or ``instance-host``."""
+    """``chronos-{env}-{kind}``: ``operator``, ``instance-host`` or ``recovery-host``."""
     from infra.spec import names as spec_names
 
     return spec_names.resource_name(env, kind)

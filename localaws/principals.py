@@ -23,6 +23,7 @@ from localaws.identities import (
     ADMIN_USER,
     HOST_POLICY_NAME,
     MOTO_ONLY_POLICY_NAME,
+    RECOVERY_HOST_POLICY_NAME,
     EnvIdentities,
     Identities,
     IdentitiesError,
@@ -246,12 +247,23 @@ def ensure_identities(
     role_name = role_arn.rsplit("/", 1)[1]
     _allow_host_and_role(iam, host_name, role_arn, role_name)
     operator = _ensure_operator(iam, user_name(env, "operator"), stored.operator if stored else None)
+    recovery_role_arn = outputs.get("recovery_role_arn")
+    recovery_host = None
+    if recovery_role_arn:
+        recovery_host = _ensure_recovery_host(
+            iam,
+            user_name(env, "recovery-host"),
+            str(recovery_role_arn),
+            stored.recovery_host if stored else None,
+        )
     env_ids = EnvIdentities(
         operator=operator,
         instance_host=host,
         instance_role_arn=role_arn,
         instance_role_name=role_name,
         instance_profile_name=str(outputs["instance_profile_arn"]).rsplit("/", 1)[1],
+        recovery_host=recovery_host,
+        recovery_role_arn=str(recovery_role_arn) if recovery_role_arn else None,
     )
     record = Identities(account=record.account, admin=record.admin, envs={**record.envs, env: env_ids})
     write(path, record)
@@ -271,6 +283,35 @@ def _allow_host_and_role(iam: Any, host_name: str, role_arn: str, role_name: str
     )
     role_allowance = moto_only_allowance(_role_documents(iam, role_name))
     _ensure_role_policy(iam, role_name, MOTO_ONLY_POLICY_NAME, role_allowance)
+
+
+def _ensure_recovery_host(iam: Any, name: str, role_arn: str, stored: Keys | None) -> Keys:
+    """The user the local event pump assumes the recovery role with (as Lambda does on AWS).
+
+    The role's trust policy names it in the Lambda statement (``infra.spec.recovery.lambda_trust_policy``,
+    the one form moto accepts); the user may only assume that role.
+    """
+    from infra.spec.recovery import lambda_trust_policy
+
+    arn = _ensure_user(iam, name)
+    keys = _ensure_key(iam, name, arn, stored)
+    role_name = role_arn.rsplit("/", 1)[1]
+    trust = lambda_trust_policy(arn)
+    if _document(iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"]) != trust:
+        iam.update_assume_role_policy(RoleName=role_name, PolicyDocument=json.dumps(trust))
+    _ensure_user_policy(
+        iam,
+        name,
+        RECOVERY_HOST_POLICY_NAME,
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}],
+        },
+    )
+    _ensure_role_policy(
+        iam, role_name, MOTO_ONLY_POLICY_NAME, moto_only_allowance(_role_documents(iam, role_name))
+    )
+    return keys
 
 
 def _ensure_operator(iam: Any, operator_name: str, stored: Keys | None) -> Keys:

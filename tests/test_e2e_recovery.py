@@ -198,6 +198,7 @@ def verified_and_audited(world) -> None:
     assert report.ok, report.summary()
     principals = set(report.calls_by_principal)
     assert any(p.startswith("assumed-role/chronos-dev-instance/") for p in principals), principals
+    assert "assumed-role/chronos-dev-recovery/local-recovery" in principals, principals  # the handler
 
 
 def test_spot_interruption_is_recovered_and_the_run_finishes_with_both_attempts(world):
