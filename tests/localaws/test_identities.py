@@ -222,3 +222,31 @@ def test_reset_forgets_the_admin_and_relaxes(local_aws, tmp_path) -> None:
     local_aws.reset()
     assert local_aws.admin is None
     assert local_aws.client("s3").list_buckets()["Buckets"] == []  # the test keys work again
+
+
+def test_the_recovery_host_may_only_assume_the_recovery_role_and_the_role_only_what_lambda_may(
+    env: Env,
+) -> None:
+    from infra.spec.recovery import lambda_trust_policy
+
+    dev = env.record.envs["dev"]
+    host, bucket = dev.recovery_host, env.outputs["bucket"]
+    assert host is not None and host.arn == "arn:aws:iam::123456789012:user/chronos-dev-recovery-host"
+    assert dev.recovery_role_arn == env.outputs["recovery_role_arn"]
+    assert identities.load(env.path) == env.record  # recorded
+    assert _denied(lambda: env.client("s3", host).list_objects_v2(Bucket=bucket))
+    role = env.aws.client("iam").get_role(RoleName="chronos-dev-recovery")["Role"]
+    assert role["AssumeRolePolicyDocument"] == lambda_trust_policy(
+        host.arn
+    )  # Lambda and the host, one statement
+    creds = identities.assume_recovery_role(env.aws.endpoint_url, env.aws.region, dev)
+    session = boto3.Session(
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+        region_name=env.aws.region,
+    )
+    s3 = env.aws.client("s3", session=session)
+    s3.put_object(Bucket=bucket, Key="dev/logs/20261125-140502/cleanup_status.json", Body=b"{}")
+    assert _denied(lambda: s3.put_object(Bucket=bucket, Key="prod/system-state.json", Body=b"{}"))
+    assert _denied(lambda: env.aws.client("iam", session=session).create_user(UserName="intruder"))
