@@ -165,3 +165,50 @@ def test_every_check_can_be_unknown(local_aws: Any, bucket: str, tmp_path: Path)
     verification = status_doc(local_aws.client("s3"), bucket)["verification"]
     assert verification["instances_running"] is None and verification["volumes_available"] is None
     assert "ec2:DescribeInstances" in verification["unknown"]["instances_running"]
+
+
+def test_a_run_that_may_recover_keeps_its_lock_but_still_reports_and_powers_off(
+    local_aws: Any, bucket: str, tmp_path: Path
+):
+    cleanup, store, instance_id, _ = make(local_aws, bucket, tmp_path)
+    cleanup.keep_lock = "left for the recovery handler (recovery 1 of 3)"
+    result = cleanup.run()
+    assert result.succeeded
+    snap = store.read()
+    # untouched: not moved to cleanup, not deleted
+    assert snap is not None and snap.status is RunStatus.FAILED
+    doc = status_doc(local_aws.client("s3"), bucket)
+    assert doc["state_file_removed"] is False
+    actions = {a["action"]: a for a in doc["actions"]}
+    assert actions["delete"]["status"] == "skipped" and "recovery handler" in actions["delete"]["error"]
+    assert actions["status->cleanup"]["status"] == "skipped"
+    assert actions["poweroff (api)"]["status"] == "succeeded"
+
+
+def test_the_final_status_never_ends_a_run_the_recovery_handler_claimed(local_aws: Any, bucket: str):
+    from common.status import CompletionStatus
+    from trainer.stopping import StopSwitch
+    from trainer.transitions import RunState
+
+    store = StateStore(local_aws.client("s3"), bucket, "dev")
+    doc = new_state(env="dev", run_id=PATHS.run_id, market="spot", total_steps=10, now=iso(utc_now()))
+    store.acquire(
+        {
+            **doc,
+            "status": "recovering",
+            "history": [*doc["history"], {"status": "recovering", "at": doc["started_at"]}],
+        }
+    )
+    errors = ErrorLog()
+    state = RunState(
+        store=store,
+        run_id=PATHS.run_id,
+        retrier=Retrier(ExponentialBackoff(max_retries=1), errors=errors, sleep=lambda s: None),
+        stops=StopSwitch(),
+        errors=errors,
+    )
+    assert (
+        state.final(CompletionStatus.FAILED, "interrupted 2 times; max_recoveries is 1")
+        is RunStatus.RECOVERING
+    )
+    assert store.read().status is RunStatus.RECOVERING
