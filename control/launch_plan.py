@@ -298,6 +298,8 @@ def _state_doc(resolved: RunSpec, world: World, first: Placement) -> Mapping[str
         price_per_hour=first.price_per_hour,
     )
     doc.update(recovery_policy(resolved.instance))
+    if world.outputs.notify_topic_arn:  # the trainer and the recovery handler publish here
+        doc["notify_topic_arn"] = world.outputs.notify_topic_arn
     return doc
 
 

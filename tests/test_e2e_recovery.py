@@ -222,6 +222,10 @@ def test_spot_interruption_is_recovered_and_the_run_finishes_with_both_attempts(
     stamps = [gap[name] for name in order]
     assert all(stamps) and stamps == sorted(stamps), gap
     assert set(run_instances(world, run_id)) == {first, two["instance_id"]}
+    ledger = training["ledger"]  # both attempts priced: each billed at least AWS's 60 s minimum
+    assert [a["attempt"] for a in ledger["attempts"]] == [1, 2], ledger
+    assert all(a["billable_s"] >= 60 and a["total_usd"] > 0 for a in ledger["attempts"]), ledger
+    assert ledger["total_usd"] == pytest.approx(sum(a["total_usd"] for a in ledger["attempts"]), abs=1e-3)
     wait(lambda: billing(world, run_id) == [], 30, "the last instance to power off")
     verified_and_audited(world)
 

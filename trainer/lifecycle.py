@@ -32,6 +32,7 @@ from common.timeutil import iso
 from trainer.attempts import RECOVERABLE, Policy, attempt_end, interruption, merge_interruptions
 from trainer.context import RunContext
 from trainer.errors import CLIENT_CONFIG, TerminalError
+from trainer.stopping import BUDGET
 
 log = logging.getLogger(__name__)
 
@@ -219,8 +220,10 @@ def fill_record(ctx: RunContext, doc: dict[str, Any]) -> None:
 
 
 def notify(ctx: RunContext, completion: CompletionStatus, reason: str | None, snap: Snapshot | None) -> None:
-    """One notification of the run's end (succeeded, failed, killed) when a topic is configured."""
+    """One notification of the run's end (succeeded, failed, killed, budget) when a topic is configured."""
     kind = _NOTIFY_KINDS.get(completion)
+    if completion is CompletionStatus.KILLED and (reason or "").startswith(f"{BUDGET}:"):
+        kind = notifications.NotifyKind.BUDGET  # a max_cost stop, not a user's kill
     topic = (snap.doc.get("notify_topic_arn") if snap is not None else None) or None
     if kind is None or topic is None:
         return

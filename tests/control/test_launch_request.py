@@ -151,3 +151,13 @@ def test_the_dry_run_plan_names_the_launch_request_upload(backend, dev, repo):
     paths = layout.RunPaths(env="dev", run_id=seen.run_id)
     assert keys.index(paths.launch_request) == keys.index(paths.run_spec) + 1
     assert plan.summary()["max_recoveries"] == 3 and plan.summary()["cost_limit"] is None
+
+
+def test_the_first_state_names_the_notification_topic_only_when_the_stack_has_one(backend, dev, repo):
+    from dataclasses import replace
+
+    spec, seen = _world(backend, repo)
+    assert "notify_topic_arn" not in plan_launch(spec, seen).state_doc
+    topic = "arn:aws:sns:us-east-1:123456789012:chronos-dev-notify"
+    with_topic = replace(seen, outputs=replace(seen.outputs, notify_topic_arn=topic))
+    assert plan_launch(spec, with_topic).state_doc["notify_topic_arn"] == topic

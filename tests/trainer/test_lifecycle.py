@@ -50,3 +50,13 @@ def test_no_topic_or_a_run_left_for_recovery_publishes_nothing(local_aws: Any, b
     notify(ctx, CompletionStatus.NORMAL, "completed", Snapshot({"notify_topic_arn": None}, "e"))
     notify(ctx, CompletionStatus.INTERRUPTED, "spot", Snapshot({"notify_topic_arn": topic}, "e"))
     assert not sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages")
+
+
+def test_a_max_cost_stop_is_published_as_budget_not_as_a_kill(local_aws: Any, bucket: str):
+    topic, sqs, url = _queue_on_topic(local_aws)
+    ctx = _context(local_aws, bucket)
+    reason = "budget: projected cost $2.10 passes max_cost $2.00 ($1.20 spent so far)"
+    notify(ctx, CompletionStatus.KILLED, reason, Snapshot({"notify_topic_arn": topic}, "e"))
+    [message] = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1)["Messages"]
+    body = json.loads(message["Body"])
+    assert body["MessageAttributes"]["kind"]["Value"] == "budget" and "max_cost" in body["Message"]
