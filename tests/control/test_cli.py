@@ -92,16 +92,15 @@ def test_number_formats():
 
 def test_the_demo_prints_each_step_the_final_view_and_its_verdict():
     from pathlib import Path
-    from types import SimpleNamespace
 
     from rich.console import Console
 
     from control.cli import render
     from control.demo import DemoEvent
-    from control.monitor import Outcome
+    from control.monitor import MonitorView, Outcome
     from control.report import ReportResult
 
-    view = SimpleNamespace(
+    view = MonitorView(  # the real view, so the renderer and the view cannot drift apart
         run_id="20261125-140502",
         env="dev",
         outcome=Outcome.SUCCEEDED,
