@@ -13,7 +13,8 @@ from boto3.s3.transfer import TransferConfig
 
 from bench.report import Result
 from common.layout import TRAINING_DATA
-from common.state_store import StateStore, new_state
+from common.state_doc import new_state
+from common.state_store import StateStore
 from common.status import Market, RunStatus
 from localaws import moto
 

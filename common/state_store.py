@@ -30,15 +30,13 @@ from common import attempts as att
 from common import layout
 from common.aws import absent_behind_403, error_code, http_status, is_access_denied, is_not_found
 from common.errors import AccessDeniedError, CorruptStateError, LockHeldError
-from common.state_doc import Doc, IllegalTransitionError, Snapshot, apply_transition, new_state
+from common.state_doc import Doc, IllegalTransitionError, Snapshot, apply_transition
 from common.status import RunStatus
 from common.timeutil import Clock, iso, utc_now
 from schemas import SchemaValidationError, validate
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClaimLostError", "ConflictError", "IllegalTransitionError", "NotHeldError"]
-__all__ += ["Snapshot", "StateStore", "new_state"]
 Mutation = Callable[[Doc], Doc | None]
 
 

@@ -19,7 +19,7 @@ from common import attempts, layout
 from common.errors import ConfigError, LockHeldError
 from common.placement import LaunchRequest, Placement, run_instances_request, strategy_for
 from common.runspec import InstanceSpec, RunSpec
-from common.state_store import new_state
+from common.state_doc import new_state
 from common.status import Market
 from common.tags import RUN_ID_KEY, tag_list, tags
 from common.timeutil import iso

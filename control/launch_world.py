@@ -23,7 +23,8 @@ from common.errors import ConfigError
 from common.placement import PriceKey, strategy_for
 from common.pricing import Price, launch_price
 from common.runspec import RunSpec
-from common.state_store import Snapshot, StateStore
+from common.state_doc import Snapshot
+from common.state_store import StateStore
 from control.backend import Backend
 from control.bundle import build_code_bundle, code_key_for
 from control.launch_rules import TEMPLATE_VERSION, TemplateFacts

@@ -30,7 +30,8 @@ from common.attempts import recovering_in_grace
 from common.ec2 import instance_state, is_gone
 from common.exitcodes import ExitCode
 from common.staleness import STALENESS, Stale, StalenessPolicy
-from common.state_store import Snapshot, StateStore
+from common.state_doc import Snapshot
+from common.state_store import StateStore
 from common.status import CompletionStatus, RunStatus
 from common.timeutil import Clock, parse_iso, utc_now
 from control.backend import Backend, Clients, check_env

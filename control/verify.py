@@ -30,7 +30,8 @@ from common.cleanup_status import ActionStatus, CleanupLog
 from common.errors import ConfigError, CorruptStateError
 from common.exitcodes import ExitCode
 from common.staleness import STALENESS, Stale, StalenessPolicy
-from common.state_store import Snapshot, StateStore
+from common.state_doc import Snapshot
+from common.state_store import StateStore
 from common.tags import RUN_ID_KEY
 from common.timeutil import Clock, iso, parse_iso, utc_now
 from control.backend import Backend, Clients, check_env

@@ -19,8 +19,8 @@ from common import attempts as att
 from common.cleanup_status import ActionStatus, CleanupLog, describe
 from common.layout import RunPaths
 from common.placement import LaunchRequest, Placement, Refusal, refusal
-from common.state_doc import apply_transition
-from common.state_store import ClaimLostError, ConflictError, NotHeldError, Snapshot, StateStore
+from common.state_doc import Snapshot, apply_transition
+from common.state_store import ClaimLostError, ConflictError, NotHeldError, StateStore
 from common.status import Market, RunStatus
 from common.timeutil import Clock, iso
 from recovery.cloud import Cloud, Refused

@@ -18,7 +18,8 @@ from datetime import timedelta
 
 from common.ec2 import is_gone
 from common.layout import RunPaths
-from common.state_store import ConflictError, IllegalTransitionError, NotHeldError
+from common.state_doc import IllegalTransitionError
+from common.state_store import ConflictError, NotHeldError
 from common.timeutil import Clock, parse_duration_minutes, utc_now
 from recovery import actions
 from recovery.actions import Action, Context, Outcome

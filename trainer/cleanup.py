@@ -28,7 +28,8 @@ from typing import Any
 from common.cleanup_status import ActionStatus, CleanupLog, Count, verification
 from common.ec2 import BILLING_STATES
 from common.layout import RunPaths
-from common.state_store import IllegalTransitionError, NotHeldError, StateStore
+from common.state_doc import IllegalTransitionError
+from common.state_store import NotHeldError, StateStore
 from common.status import ErrorClass, RunStatus
 from common.tags import env_filters
 from common.timeutil import Clock, iso, utc_now

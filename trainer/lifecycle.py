@@ -26,7 +26,7 @@ import boto3
 from common import attempts as common_attempts
 from common import notify as notifications
 from common.aws import client as make_client
-from common.state_store import Snapshot
+from common.state_doc import Snapshot
 from common.status import CompletionStatus, RunStatus
 from common.timeutil import iso
 from trainer.attempts import RECOVERABLE, Policy, attempt_end, interruption, merge_interruptions

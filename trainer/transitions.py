@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from common.state_doc import apply_transition
-from common.state_store import IllegalTransitionError, NotHeldError, StateStore
+from common.state_doc import IllegalTransitionError, apply_transition
+from common.state_store import NotHeldError, StateStore
 from common.status import CompletionStatus, ErrorClass, RunStatus
 from common.timeutil import iso
 from trainer.errors import ErrorLog, Retrier, TerminalError

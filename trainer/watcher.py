@@ -27,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from common.state_store import NotHeldError, Snapshot
+from common.state_doc import Snapshot
+from common.state_store import NotHeldError
 from common.status import RunStatus
 from trainer.stopping import Budget, StopRequest
 

@@ -5,13 +5,8 @@ from __future__ import annotations
 import pytest
 
 from common import attempts as att
-from common.state_store import (
-    ClaimLostError,
-    ConflictError,
-    IllegalTransitionError,
-    StateStore,
-    new_state,
-)
+from common.state_doc import IllegalTransitionError, new_state
+from common.state_store import ClaimLostError, ConflictError, StateStore
 from common.status import RunStatus
 from common.timeutil import iso
 from schemas import SchemaValidationError, validate

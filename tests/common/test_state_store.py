@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import pytest
 
 from common.errors import CorruptStateError, LockHeldError, UserError
-from common.state_store import IllegalTransitionError, NotHeldError, StateStore, new_state
+from common.state_doc import IllegalTransitionError, new_state
+from common.state_store import NotHeldError, StateStore
 from common.status import RunStatus
 from common.timeutil import iso
 

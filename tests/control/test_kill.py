@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 from common import layout
 from common import tags as common_tags
-from common.state_store import StateStore, new_state
+from common.state_doc import new_state
+from common.state_store import StateStore
 from common.status import RunStatus
 from common.timeutil import iso
 from schemas import validate

@@ -11,7 +11,8 @@ from botocore.exceptions import ClientError
 from common import layout
 from common.errors import AccessDeniedError, ConfigError, LockHeldError
 from common.runspec import from_dict
-from common.state_store import Snapshot, StateStore, new_state
+from common.state_doc import Snapshot, new_state
+from common.state_store import StateStore
 from control.backend import Clients
 from control.launch import InstanceOverrides, load_spec
 from control.launch_apply import apply_launch

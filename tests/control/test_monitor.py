@@ -10,7 +10,8 @@ from common import layout
 from common import tags as common_tags
 from common.exitcodes import ExitCode
 from common.staleness import StalenessPolicy
-from common.state_store import StateStore, new_state
+from common.state_doc import new_state
+from common.state_store import StateStore
 from common.status import CompletionStatus, RunStatus
 from common.timeutil import iso
 from control.backend import Clients

@@ -6,7 +6,8 @@ import pytest
 from rich.console import Console
 
 from common.attempts import new_attempt
-from common.state_store import StateStore, new_state
+from common.state_doc import new_state
+from common.state_store import StateStore
 from common.timeutil import iso
 from control.backend import Clients
 from control.cli.live import view_line, view_table

@@ -6,7 +6,8 @@ import pytest
 
 from common import tags as common_tags
 from common.staleness import STALENESS
-from common.state_store import StateStore, new_state
+from common.state_doc import new_state
+from common.state_store import StateStore
 from common.status import RunStatus
 from common.timeutil import iso
 from control.backend import Clients

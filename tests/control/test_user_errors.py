@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 import requests
 
-from common.state_store import StateStore, new_state
+from common.state_doc import new_state
+from common.state_store import StateStore
 from common.timeutil import iso
 from control.localdir import write_json
 

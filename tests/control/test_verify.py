@@ -6,7 +6,8 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from common import tags as common_tags
-from common.state_store import StateStore, new_state
+from common.state_doc import new_state
+from common.state_store import StateStore
 from common.timeutil import iso
 
 

@@ -14,7 +14,7 @@ from recovery_fakes import BASE, ENV, RUN, FakeCloud, placements  # noqa: E402
 from common import attempts as att
 from common.layout import RunPaths
 from common.placement import LaunchRequest
-from common.state_store import new_state
+from common.state_doc import new_state
 from common.status import RunStatus
 from common.timeutil import iso
 

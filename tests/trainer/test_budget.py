@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
-from common.state_store import Snapshot
+from common.state_doc import Snapshot
 from common.status import RunStatus
 from trainer.stopping import BUDGET, Budget, StopRequest, price_run
 from trainer.watcher import Progress, Watcher, WatchPlan

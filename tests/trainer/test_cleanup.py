@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from common.layout import RunPaths
-from common.state_store import StateStore, new_state
+from common.state_doc import new_state
+from common.state_store import StateStore
 from common.status import RunStatus
 from common.timeutil import iso, utc_now
 from schemas import validate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from common.state_store import Snapshot
+from common.state_doc import Snapshot
 from common.status import CompletionStatus
 from trainer.context import Deps, RunContext, RunOptions
 from trainer.lifecycle import notify

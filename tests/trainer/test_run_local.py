@@ -24,7 +24,8 @@ import pytest
 from common import runspec
 from common.exitcodes import ExitCode
 from common.layout import RunPaths
-from common.state_store import StateStore, new_state
+from common.state_doc import new_state
+from common.state_store import StateStore
 from common.timeutil import iso, utc_now
 from localaws.imds import FakeIMDS
 from schemas import validate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from common.state_store import Snapshot
+from common.state_doc import Snapshot
 from common.status import RunStatus
 from trainer.stopping import StopRequest
 from trainer.watcher import Heartbeat, Progress, Watcher, WatchPlan
