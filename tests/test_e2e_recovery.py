@@ -154,6 +154,20 @@ def spot_notice(world, instance_id: str) -> None:
     requests.post(record["imds_url"] + "/_fake/spot-notice", timeout=5).raise_for_status()
 
 
+def next_attempt(world, run_id: str, previous: str):
+    """A probe for ``wait``: the relaunched instance once it trains past ``previous``'s newest checkpoint."""
+    reached = max(checkpoints(world, run_id))
+
+    def probe() -> str | None:
+        snap = world["store"].read()
+        iid = snap.doc["instance_id"] if snap is not None else None
+        return (
+            iid if iid not in (None, previous) and training_on(world, iid, run_id, beyond=reached) else None
+        )
+
+    return probe
+
+
 def run_instances(world, run_id: str) -> list[str]:
     """Every instance ever launched for ``run_id`` (moto keeps terminated ones listed)."""
     resp = world["ec2"].describe_instances(Filters=[{"Name": "tag:RunId", "Values": [run_id]}])
@@ -276,14 +290,7 @@ def test_more_interruptions_than_max_recoveries_fail_the_run_without_a_relaunch(
     run_id, first = world["launch"](100000, recoveries=1)
     wait(lambda: training_on(world, first, run_id), 240, "a checkpoint of attempt 1")
     spot_notice(world, first)
-    reached = max(checkpoints(world, run_id))
-
-    def second() -> str | None:
-        snap = world["store"].read()
-        iid = snap.doc["instance_id"] if snap is not None else None
-        return iid if iid not in (None, first) and training_on(world, iid, run_id, beyond=reached) else None
-
-    relaunched = wait(second, 240, "attempt 2 training past the first checkpoint")
+    relaunched = wait(next_attempt(world, run_id, first), 240, "attempt 2 training past the first checkpoint")
     spot_notice(world, relaunched)
     wait(lambda: world["store"].read() is None, 180, "the run to end")
     training = training_json(world, run_id)
@@ -298,4 +305,23 @@ def test_more_interruptions_than_max_recoveries_fail_the_run_without_a_relaunch(
     wait(lambda: billing(world, run_id) == [], 30, "the last instance to power off")
     time.sleep(6)  # three schedule ticks: nothing relaunches a failed run
     assert set(run_instances(world, run_id)) == {first, relaunched} and billing(world, run_id) == []
+    verified_and_audited(world)
+
+
+def test_two_interruptions_in_one_run_are_both_recovered_and_the_ledger_prices_three_attempts(world):
+    steps = 900
+    run_id, first = world["launch"](steps, recoveries=2)
+    wait(lambda: training_on(world, first, run_id), 240, "a checkpoint of attempt 1")
+    spot_notice(world, first)
+    relaunched = wait(next_attempt(world, run_id, first), 240, "attempt 2 training past the first checkpoint")
+    spot_notice(world, relaunched)
+    wait(lambda: world["store"].read() is None, 300, "the run to end")
+    training = training_json(world, run_id)
+    assert training["completion_status"] == "normal" and training["loss_curve"][-1][0] == steps
+    assert [s for s, _ in training["loss_curve"]] == list(range(1, steps + 1))
+    assert [a["end"] for a in training["attempts"]] == ["interrupted", "interrupted", "completed"]
+    assert [g["attempt"] for g in training["interruptions"]] == [1, 2]
+    assert [a["attempt"] for a in training["ledger"]["attempts"]] == [1, 2, 3]
+    assert len(set(run_instances(world, run_id))) == 3
+    wait(lambda: billing(world, run_id) == [], 30, "the last instance to power off")
     verified_and_audited(world)
