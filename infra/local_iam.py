@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 from botocore.exceptions import ClientError
 
 from common.tags import tag_list
-from infra.local_support import LocalContext, is_error, same
+from infra.local_support import LocalContext, ensure_role, iam_document, is_error, same
 from infra.spec import bucket as spec_bucket
 from infra.spec import debug as spec_debug
 from infra.spec import iam as spec_iam
@@ -34,27 +32,9 @@ def ensure_instance_identity(
     instance profile; returns their ARNs."""
     name = ctx.name(kind)
     trust = spec_iam.instance_trust_policy(local_principal_arn)
-    try:
-        role = ctx.iam.get_role(RoleName=name)["Role"]
-        if not same(_document(role["AssumeRolePolicyDocument"]), trust):
-            ctx.iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
-    except ClientError as exc:
-        if not is_error(exc, "NoSuchEntity"):
-            raise
-        role = ctx.iam.create_role(
-            RoleName=name,
-            AssumeRolePolicyDocument=json.dumps(trust),
-            Description=f"Chronos training instances of env {ctx.env}",
-            Tags=tag_list(ctx.tags),
-        )["Role"]
-        log.info("created role %s", name)
+    role = ensure_role(ctx, name, trust, f"Chronos training instances of env {ctx.env}")
     _ensure_role_policy(ctx, name, bucket, notify_topic_arn)
     return role["Arn"], _ensure_instance_profile(ctx, name)
-
-
-def _document(value: str | Mapping[str, Any]) -> Any:
-    """IAM returns documents URL-decoded as dicts (boto3) or as JSON strings."""
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def _ensure_role_policy(ctx: LocalContext, role: str, bucket: str, notify_topic_arn: str | None) -> None:
@@ -67,7 +47,9 @@ def _ensure_role_policy(ctx: LocalContext, role: str, bucket: str, notify_topic_
         notify_topic_arn=notify_topic_arn,
     )
     try:
-        current = _document(ctx.iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"])
+        current = iam_document(
+            ctx.iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"]
+        )
     except ClientError as exc:
         if not is_error(exc, "NoSuchEntity"):
             raise
@@ -182,7 +164,7 @@ def ensure_operator_policy(
         log.info("created operator policy %s", name)
         return arn
     current = ctx.iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]
-    if not same(_document(current["Document"]), desired):
+    if not same(iam_document(current["Document"]), desired):
         _prune_policy_versions(ctx, arn)
         ctx.iam.create_policy_version(PolicyArn=arn, PolicyDocument=json.dumps(desired), SetAsDefault=True)
         log.info("updated operator policy %s", name)

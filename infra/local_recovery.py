@@ -14,20 +14,15 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 from botocore.exceptions import ClientError
 
 from common.tags import tag_list
-from infra.local_support import LocalContext, is_error, same
+from infra.local_support import LocalContext, ensure_role, iam_document, is_error, same
 from infra.spec import notify as spec_notify
 from infra.spec import recovery as spec_recovery
 
 log = logging.getLogger(__name__)
-
-
-def _document(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def ensure_notify_topic(ctx: LocalContext, email: str | None) -> str | None:
@@ -52,24 +47,13 @@ def ensure_recovery_identity(
     """The role ``chronos-{env}-recovery`` and its inline least-privilege policy; returns its ARN."""
     name = spec_recovery.function_name(ctx.env)
     trust = spec_recovery.lambda_trust_policy(recovery_principal_arn)
-    try:
-        role = ctx.iam.get_role(RoleName=name)["Role"]
-        if not same(_document(role["AssumeRolePolicyDocument"]), trust):
-            ctx.iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
-    except ClientError as exc:
-        if not is_error(exc, "NoSuchEntity"):
-            raise
-        role = ctx.iam.create_role(
-            RoleName=name,
-            AssumeRolePolicyDocument=json.dumps(trust),
-            Description=f"The Chronos recovery function of env {ctx.env}",
-            Tags=tag_list(ctx.tags),
-        )["Role"]
-        log.info("created role %s", name)
+    role = ensure_role(ctx, name, trust, f"The Chronos recovery function of env {ctx.env}")
     policy_name = f"{name}-least-privilege"
     desired = spec_recovery.recovery_role_policy(scope)
     try:
-        current = _document(ctx.iam.get_role_policy(RoleName=name, PolicyName=policy_name)["PolicyDocument"])
+        current = iam_document(
+            ctx.iam.get_role_policy(RoleName=name, PolicyName=policy_name)["PolicyDocument"]
+        )
     except ClientError as exc:
         if not is_error(exc, "NoSuchEntity"):
             raise

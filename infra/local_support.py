@@ -1,8 +1,9 @@
-"""Shared pieces of the local provisioner: the context and comparison helpers."""
+"""Shared pieces of the local provisioner: the context, comparison helpers and role upkeep."""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,8 @@ from botocore.exceptions import ClientError
 from common import tags as common_tags
 from common.aws import error_code
 from infra.spec import names as spec_names
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,3 +58,28 @@ def canonical(value: Any) -> Any:
 def same(current: Any, desired: Any) -> bool:
     """Whether an AWS answer already equals the desired setting (list order ignored)."""
     return canonical(current) == canonical(desired)
+
+
+def iam_document(value: str | Mapping[str, Any]) -> Any:
+    """IAM returns documents URL-decoded as dicts (boto3) or as JSON strings."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def ensure_role(ctx: LocalContext, name: str, trust: Mapping[str, Any], description: str) -> dict[str, Any]:
+    """The IAM role ``name`` with exactly the trust policy ``trust`` (created or corrected)."""
+    try:
+        role = ctx.iam.get_role(RoleName=name)["Role"]
+        if not same(iam_document(role["AssumeRolePolicyDocument"]), trust):
+            ctx.iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
+        return dict(role)
+    except ClientError as exc:
+        if not is_error(exc, "NoSuchEntity"):
+            raise
+    role = ctx.iam.create_role(
+        RoleName=name,
+        AssumeRolePolicyDocument=json.dumps(trust),
+        Description=description,
+        Tags=common_tags.tag_list(ctx.tags),
+    )["Role"]
+    log.info("created role %s", name)
+    return dict(role)
