@@ -70,6 +70,26 @@ class InstanceFacts:
         ]
 
 
+def spawn_detached(cmd: list[str], *, env_vars: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own session, its output appended to ``log_path``.
+
+    The child gets this environment less any AWS profile (a local process must use only the
+    credentials it is given) plus ``env_vars``, and never asks a real IMDS.
+    """
+    child_env = {k: v for k, v in os.environ.items() if k not in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")}
+    child_env.update({**env_vars, "PYTHONUNBUFFERED": "1", "AWS_EC2_METADATA_DISABLED": "true"})
+    with open(log_path, "ab") as console:
+        return subprocess.Popen(
+            cmd,
+            cwd=PROJECT_ROOT,
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stdout=console,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def spawn(
     *,
     local_dir: LocalDir,
@@ -109,19 +129,7 @@ def spawn(
         "--identities",
         str(identities_path),
     ]
-    child_env = {k: v for k, v in os.environ.items() if k not in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")}
-    child_env.update(env_vars)
-    child_env.update({"PYTHONUNBUFFERED": "1", "AWS_EC2_METADATA_DISABLED": "true"})
-    with open(folder / "console.log", "ab") as console:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=PROJECT_ROOT,
-            env=child_env,
-            stdin=subprocess.DEVNULL,
-            stdout=console,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = spawn_detached(cmd, env_vars=env_vars, log_path=folder / "console.log")
     write_json(local_dir.instance_file(instance_id), _first_record(folder, instance_id, facts, proc.pid))
     log.info("local instance %s: supervisor pid %d", instance_id, proc.pid)
     return proc.pid

@@ -28,7 +28,6 @@ import argparse
 import logging
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -40,7 +39,8 @@ from typing import Any
 from common import logfmt
 from common.ec2 import GONE_STATES
 from common.timeutil import iso, utc_now
-from control.localdir import PROJECT_ROOT, LocalDir, pid_alive, read_json, write_json
+from control.local_instance import spawn_detached
+from control.localdir import LocalDir, pid_alive, read_json, write_json
 
 log = logging.getLogger("control.local_recovery")
 
@@ -209,20 +209,9 @@ def ensure_running(local_dir: LocalDir, *, env: str, endpoint_url: str, env_vars
     if pid_alive(record.get("pid")) and record.get("endpoint_url") == endpoint_url:
         return int(record["pid"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    child_env = {k: v for k, v in os.environ.items() if k not in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")}
-    child_env.update({**env_vars, "PYTHONUNBUFFERED": "1", "AWS_EC2_METADATA_DISABLED": "true"})
     cmd = [sys.executable, "-m", MODULE, "--env", env, "--endpoint-url", endpoint_url]
     cmd += ["--local-dir", str(local_dir.root)]
-    with open(path.with_suffix(".log"), "ab") as console:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=PROJECT_ROOT,
-            env=child_env,
-            stdin=subprocess.DEVNULL,
-            stdout=console,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = spawn_detached(cmd, env_vars=env_vars, log_path=path.with_suffix(".log"))
     write_json(
         path, {"pid": proc.pid, "env": env, "endpoint_url": endpoint_url, "started_at": iso(utc_now())}
     )
