@@ -46,9 +46,11 @@ def tag_list(tag_map: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in sorted(tag_map.items())]
 
 
+def project_filters() -> list[dict[str, Any]]:
+    """EC2 ``Filters`` selecting this project's resources of every env."""
+    return [{"Name": f"tag:{PROJECT_KEY}", "Values": [PROJECT_TAG]}]
+
+
 def env_filters(env: str) -> list[dict[str, Any]]:
     """EC2 ``Filters`` selecting this project's resources of ``env``."""
-    return [
-        {"Name": f"tag:{PROJECT_KEY}", "Values": [PROJECT_TAG]},
-        {"Name": f"tag:{ENVIRONMENT_KEY}", "Values": [check_env(env)]},
-    ]
+    return [*project_filters(), {"Name": f"tag:{ENVIRONMENT_KEY}", "Values": [check_env(env)]}]

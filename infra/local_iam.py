@@ -12,7 +12,7 @@ import logging
 from botocore.exceptions import ClientError
 
 from common.tags import tag_list
-from infra.local_support import LocalContext, ensure_role, iam_document, is_error, same
+from infra.local_support import LocalContext, ensure_inline_policy, ensure_role, iam_document, is_error, same
 from infra.spec import bucket as spec_bucket
 from infra.spec import debug as spec_debug
 from infra.spec import iam as spec_iam
@@ -46,17 +46,7 @@ def _ensure_role_policy(ctx: LocalContext, role: str, bucket: str, notify_topic_
         account_id=ctx.account_id,
         notify_topic_arn=notify_topic_arn,
     )
-    try:
-        current = iam_document(
-            ctx.iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"]
-        )
-    except ClientError as exc:
-        if not is_error(exc, "NoSuchEntity"):
-            raise
-        current = None
-    if current is None or not same(current, desired):
-        ctx.iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(desired))
-        log.info("set policy %s of role %s", policy_name, role)
+    ensure_inline_policy(ctx, role, policy_name, desired)
 
 
 def _ensure_instance_profile(ctx: LocalContext, name: str) -> str:

@@ -12,13 +12,10 @@ Each resource is looked up by name first and only written where it differs.
 
 from __future__ import annotations
 
-import json
 import logging
 
-from botocore.exceptions import ClientError
-
 from common.tags import tag_list
-from infra.local_support import LocalContext, ensure_role, iam_document, is_error, same
+from infra.local_support import LocalContext, ensure_inline_policy, ensure_role
 from infra.spec import notify as spec_notify
 from infra.spec import recovery as spec_recovery
 
@@ -50,15 +47,5 @@ def ensure_recovery_identity(
     role = ensure_role(ctx, name, trust, f"The Chronos recovery function of env {ctx.env}")
     policy_name = f"{name}-least-privilege"
     desired = spec_recovery.recovery_role_policy(scope)
-    try:
-        current = iam_document(
-            ctx.iam.get_role_policy(RoleName=name, PolicyName=policy_name)["PolicyDocument"]
-        )
-    except ClientError as exc:
-        if not is_error(exc, "NoSuchEntity"):
-            raise
-        current = None
-    if current is None or not same(current, desired):
-        ctx.iam.put_role_policy(RoleName=name, PolicyName=policy_name, PolicyDocument=json.dumps(desired))
-        log.info("set policy %s of role %s", policy_name, name)
+    ensure_inline_policy(ctx, name, policy_name, desired)
     return str(role["Arn"])

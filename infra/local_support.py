@@ -83,3 +83,18 @@ def ensure_role(ctx: LocalContext, name: str, trust: Mapping[str, Any], descript
     )["Role"]
     log.info("created role %s", name)
     return dict(role)
+
+
+def ensure_inline_policy(ctx: LocalContext, role: str, policy_name: str, desired: Mapping[str, Any]) -> None:
+    """The role's inline policy ``policy_name`` equal to ``desired`` (put only when it differs)."""
+    try:
+        current = iam_document(
+            ctx.iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"]
+        )
+    except ClientError as exc:
+        if not is_error(exc, "NoSuchEntity"):
+            raise
+        current = None
+    if current is None or not same(current, desired):
+        ctx.iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(desired))
+        log.info("set policy %s of role %s", policy_name, role)

@@ -29,7 +29,7 @@ from common.notify import NotifyEvent, try_publish
 from common.placement import refusal
 from common.pricing import spot_price
 from common.state_store import StateStore
-from common.tags import ENVIRONMENT_KEY, PROJECT_KEY, PROJECT_TAG, RUN_ID_KEY, env_filters
+from common.tags import ENVIRONMENT_KEY, RUN_ID_KEY, env_filters, project_filters
 from common.timeutil import Clock, utc_now
 from recovery.cloud import InstanceInfo, Refused
 
@@ -79,9 +79,8 @@ class AwsCloud:
         return list(self._envs)
 
     def project_instances(self) -> list[InstanceInfo]:
-        filters = [{"Name": f"tag:{PROJECT_KEY}", "Values": [PROJECT_TAG]}]
         out = []
-        for page in self.ec2.get_paginator("describe_instances").paginate(Filters=filters):
+        for page in self.ec2.get_paginator("describe_instances").paginate(Filters=project_filters()):
             for res in page.get("Reservations", []):
                 out += [_info(inst) for inst in res.get("Instances", [])]
         return out
