@@ -168,6 +168,10 @@ def training_threads(rounds: int = 3, steps: int = 150, contended: bool = False)
                         output_dir=Path(tmp) / f"run-{i}-{n}",
                         cpu_threads=n,
                         seed=i,
+                        eval_interval=steps,
+                        early_stopping_patience=None,
+                        precision="auto",
+                        log_interval=1,
                     )
                     values.append(train("tiny", inputs, cfg).duration_s)
         finally:

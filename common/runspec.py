@@ -21,6 +21,15 @@ from schemas import SchemaValidationError, validate, with_defaults
 
 PRETRAINED_DEFAULT = "amazon/chronos-2"
 TINY = "tiny"
+TINY_PRETRAINED = "tiny-pretrained"
+AUTO = "auto"
+# "auto" context length and learning rate of the small local bases: (context, lr full, lr LoRA).
+# The random-init one learns from scratch (lr 1e-3); the shipped pretrained one is fine-tuned.
+SMALL_BASE_DEFAULTS: dict[str, tuple[int, float, float]] = {
+    TINY: (128, 1e-3, 1e-3),
+    TINY_PRETRAINED: (128, 3e-4, 1e-3),
+}
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEBUG_KEEP_ON_FAILURE_MINUTES = 30
 
 
@@ -60,8 +69,11 @@ class DataSpec:
         past_covariates: numeric or string columns known only in the past.
         known_covariates: columns whose future values are known (calendar, promotions).
         frequency: pandas frequency alias (``"h"``, ``"D"``, ``"15min"``, ``"MS"``...);
-            ``None`` (never from a run spec, whose default is ``"h"``) lets the loader
-            infer it from the timestamps.
+            ``None`` (the run spec's ``"auto"``, its default) lets the loader infer it
+            from the timestamps.
+        max_nan_fraction: an item whose target is missing (NaN, or a gap filled with NaN
+            on the frequency grid) for more than this share of its steps is dropped.
+        min_items: the run fails only when fewer items remain after the drops.
 
     Raises:
         ValueError: a column named twice.
@@ -74,8 +86,12 @@ class DataSpec:
     past_covariates: tuple[str, ...]
     known_covariates: tuple[str, ...]
     frequency: str | None
+    max_nan_fraction: float
+    min_items: int
 
     def __post_init__(self) -> None:
+        if self.frequency == AUTO:
+            object.__setattr__(self, "frequency", None)
         object.__setattr__(self, "past_covariates", tuple(self.past_covariates))
         object.__setattr__(self, "known_covariates", tuple(self.known_covariates))
         names = list(self.columns)
@@ -95,7 +111,9 @@ class DataSpec:
 
     def to_dict(self) -> dict[str, Any]:
         """The section as a run-spec document (inverse of :meth:`from_dict`)."""
-        return _plain(dataclasses.asdict(self))
+        doc = _plain(dataclasses.asdict(self))
+        doc["frequency"] = doc["frequency"] or AUTO
+        return doc
 
     @classmethod
     def from_dict(cls, section: dict[str, Any], *, source: str = "run spec") -> DataSpec:
@@ -109,6 +127,18 @@ class DataSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
+    """The run spec's ``model`` section (every field documented in the schema).
+
+    Attributes:
+        backtest_windows: K test windows of ``prediction_length`` at the end of every series.
+        eval_interval: validation every N steps (capped at ``num_steps``).
+        early_stopping_patience: validations without improvement before stopping; ``None``: off.
+        keep_base_if_worse: export the base when fine-tuning does not beat it on validation.
+        mase_season: MASE's seasonal period; ``"auto"``: GluonTS's for the frequency.
+        precision: ``auto``, ``fp32``, ``fp16`` or ``bf16``.
+        log_interval: report the loss every N steps; ``"auto"``: 10 on CUDA, 1 on CPU.
+    """
+
     base: str
     finetune_mode: FinetuneMode
     prediction_length: int
@@ -118,6 +148,13 @@ class ModelSpec:
     learning_rate: float | str
     checkpoint_interval: int
     seed: int
+    backtest_windows: int
+    eval_interval: int
+    early_stopping_patience: int | None
+    keep_base_if_worse: bool
+    mase_season: int | str
+    precision: str
+    log_interval: int | str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,19 +167,22 @@ class RunSpec:
     def resolved(self, *, local: bool) -> RunSpec:
         """Settle every ``"auto"``: the base model, context length and learning rate."""
         m = self.model
-        base = (TINY if local else PRETRAINED_DEFAULT) if m.base == "auto" else m.base
+        base = (TINY_PRETRAINED if local else PRETRAINED_DEFAULT) if m.base == AUTO else m.base
+        lora = m.finetune_mode is FinetuneMode.LORA
+        small = SMALL_BASE_DEFAULTS.get(base)
         ctx = m.context_length
-        if ctx == "auto":
-            ctx = 128 if base == TINY else 2048
+        if ctx == AUTO:
+            ctx = small[0] if small else 2048
         lr = m.learning_rate
-        if lr == "auto":
-            lr = 1e-3 if base == TINY else (1e-4 if m.finetune_mode is FinetuneMode.LORA else 1e-5)
+        if lr == AUTO:
+            lr = (small[2] if lora else small[1]) if small else (1e-4 if lora else 1e-5)
         model = dataclasses.replace(m, base=base, context_length=int(ctx), learning_rate=float(lr))
         return dataclasses.replace(self, model=model)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as a run-spec document (tuples as lists, enums as strings)."""
         doc = dataclasses.asdict(self)
+        doc["data"] = self.data.to_dict()
         inst = doc["instance"]
         inst["max_runtime"] = inst.pop("max_runtime_minutes")
         keep = inst.pop("keep_on_failure_minutes")
@@ -194,8 +234,8 @@ def from_dict(doc: dict[str, Any], *, source: str = "run spec") -> RunSpec:
         raise ConfigError(f"{source}: {exc.path}: {exc.reason}") from None
     full = with_defaults("run-spec", doc)
     inst, data, model = full["instance"], full["data"], full["model"]
-    if model["checkpoint_interval"] > model["num_steps"]:
-        model["checkpoint_interval"] = model["num_steps"]
+    for interval in ("checkpoint_interval", "eval_interval"):
+        model[interval] = min(model[interval], model["num_steps"])
     max_runtime = parse_duration_minutes(inst["max_runtime"])
     return RunSpec(
         env=full["env"],

@@ -20,6 +20,8 @@ CHECKPOINTS_DIRNAME = "checkpoints"
 FINAL_MODEL_DIRNAME = "model"
 FINETUNE_MODES = ("full", "lora")
 DEVICES = ("cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+GPU_LOG_INTERVAL = 10  # log_interval "auto" on CUDA: each loss report is a device sync
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +39,12 @@ class TrainConfig:
         finetune_mode: ``"full"`` or ``"lora"`` (fit's LoRA defaults).
         checkpoint_interval: save a full checkpoint every this many steps.
         seed: seeds model init, LoRA init and data sampling.
+        eval_interval: score the validation window every this many steps (and at step 0,
+            the base model, and at the last step).
+        early_stopping_patience: stop after this many validations without a better
+            validation WQL; ``None``: never.
+        precision: ``auto``, ``fp32``, ``fp16`` or ``bf16`` (see :mod:`trainer.precision`).
+        log_interval: report the loss every this many steps.
         device: ``"cpu"`` or ``"cuda"``.
         min_past: fewest past steps per training window (``None``: prediction_length).
         save_total_limit: keep at most this many checkpoints locally (``None``: all).
@@ -60,6 +68,10 @@ class TrainConfig:
     finetune_mode: str
     checkpoint_interval: int
     seed: int
+    eval_interval: int
+    early_stopping_patience: int | None
+    precision: str
+    log_interval: int
     device: str = "cpu"
     min_past: int | None = None
     save_total_limit: int | None = None
@@ -69,7 +81,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_dir", Path(self.output_dir))
         for name in ("prediction_length", "context_length", "num_steps", "batch_size",
-                     "checkpoint_interval"):  # fmt: skip
+                     "checkpoint_interval", "eval_interval", "log_interval"):  # fmt: skip
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         if not self.learning_rate > 0:
@@ -78,6 +90,8 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.finetune_mode must be one of {FINETUNE_MODES}, got {self.finetune_mode!r}"
             )
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.device not in DEVICES:
             raise ValueError(f"TrainConfig.device must be one of {DEVICES}, got {self.device!r}")
         self._check_optional()
@@ -85,6 +99,8 @@ class TrainConfig:
     def _check_optional(self) -> None:
         if self.min_past is not None and self.min_past < 1:
             raise ValueError(f"TrainConfig.min_past must be >= 1, got {self.min_past}")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError("TrainConfig.early_stopping_patience must be >= 1 or None")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise ValueError("TrainConfig.save_total_limit must be >= 1 or None")
         if self.step_delay_s < 0:
@@ -103,6 +119,9 @@ class TrainConfig:
         """
         if isinstance(model.context_length, str) or isinstance(model.learning_rate, str):
             raise ValueError("resolve the run spec first: context_length and learning_rate are 'auto'")
+        log_interval = model.log_interval
+        if isinstance(log_interval, str):  # "auto"
+            log_interval = GPU_LOG_INTERVAL if device == "cuda" else 1
         return cls(
             prediction_length=model.prediction_length,
             context_length=model.context_length,
@@ -113,6 +132,10 @@ class TrainConfig:
             finetune_mode=model.finetune_mode.value,
             checkpoint_interval=model.checkpoint_interval,
             seed=model.seed,
+            eval_interval=model.eval_interval,
+            early_stopping_patience=model.early_stopping_patience,
+            precision=model.precision,
+            log_interval=int(log_interval),
             device=device,
             step_delay_s=step_delay_s,
         )

@@ -13,10 +13,17 @@ def test_an_empty_spec_is_a_valid_local_run(tmp_path):
     f.write_text("")
     spec = runspec.load(f).resolved(local=True)
     assert spec.env == "dev"
-    assert spec.model.base == "tiny" and spec.model.context_length == 128
-    assert spec.model.learning_rate == pytest.approx(1e-3)
+    # local mode fine-tunes the shipped tiny pretrained Chronos-2, at a fine-tuning learning rate
+    assert spec.model.base == "tiny-pretrained" and spec.model.context_length == 128
+    assert spec.model.learning_rate == pytest.approx(3e-4)
+    assert spec.data.frequency is None  # "auto": inferred from the timestamps
     assert spec.instance.market is MarketChoice.SPOT
     assert spec.instance.max_runtime_minutes == 240
+
+
+def test_the_random_init_tiny_model_learns_from_scratch_at_a_higher_rate():
+    spec = runspec.from_dict({"model": {"base": "tiny"}}).resolved(local=True)
+    assert spec.model.context_length == 128 and spec.model.learning_rate == pytest.approx(1e-3)
 
 
 def test_auto_on_aws_means_pretrained_chronos2():

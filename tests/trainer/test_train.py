@@ -44,6 +44,10 @@ def _config(out: Path, **overrides: Any) -> TrainConfig:
         "finetune_mode": "full",
         "checkpoint_interval": 20,
         "seed": 7,
+        "eval_interval": 20,
+        "early_stopping_patience": None,
+        "precision": "auto",
+        "log_interval": 1,
         "output_dir": out,
     }
     values.update(overrides)
@@ -320,7 +324,8 @@ def test_tiny_model_beats_seasonal_naive_on_synthetic_data(tmp_path: Path) -> No
     spec = DataSpec.from_dict({"past_covariates": [PAST_COVARIATE], "known_covariates": [KNOWN_COVARIATE]})
     dataset = load_dataset(files, spec, prediction_length=int(TINY_TRAINING["prediction_length"]))
     config = TrainConfig(
-        **TINY_TRAINING, output_dir=tmp_path / "out", checkpoint_interval=10_000, finetune_mode="full", seed=0
+        **TINY_TRAINING, output_dir=tmp_path / "out", checkpoint_interval=10_000, finetune_mode="full", seed=0,
+        eval_interval=10_000, early_stopping_patience=None, precision="auto", log_interval=1,
     )
     result = train("tiny", dataset.train_inputs, config)
     scores = evaluate(result.final_model_dir, dataset.eval_set)

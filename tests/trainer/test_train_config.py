@@ -44,6 +44,7 @@ def test_no_train_config_field_has_a_default_the_schema_could_contradict() -> No
     assert shared == {
         "prediction_length", "context_length", "num_steps", "learning_rate",
         "batch_size", "finetune_mode", "checkpoint_interval", "seed",
+        "eval_interval", "early_stopping_patience", "precision", "log_interval",
     }  # fmt: skip
 
 
