@@ -101,7 +101,9 @@ class RunData:
     files: list[Path] = field(default_factory=list)
     dataset: Any = None
     inputs: Path | None = None
-    base_model: str = ""
+    validation: Path | None = None  # the validation window for the child (inputs_file.save_window)
+    base_model: str = ""  # what the child loads: a tiny config name or a model folder
+    base_ref: dict[str, Any] = field(default_factory=dict)  # trainer.base_model.BaseRef.to_dict()
     base_info: dict[str, Any] = field(default_factory=dict)
 
 
