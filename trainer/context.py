@@ -105,6 +105,8 @@ class RunData:
     base_model: str = ""  # what the child loads: a tiny config name or a model folder
     base_ref: dict[str, Any] = field(default_factory=dict)  # trainer.base_model.BaseRef.to_dict()
     base_info: dict[str, Any] = field(default_factory=dict)
+    validation_result: dict[str, Any] | None = None  # the child's validation block (result file)
+    adapter_dir: Path | None = None  # the exported model's LoRA adapter alone (LoRA runs)
 
 
 class RunContext:
