@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 logger = logging.getLogger(__name__)
@@ -96,27 +97,33 @@ def generate_table(
     timestamps = np.datetime64(start, "s") + np.arange(length) * step
     t = np.arange(length, dtype=np.float64)
     day_phase = 2 * np.pi * (t % per_day) / per_day if per_day > 1 else np.zeros(length)
-    columns: dict[str, list[np.ndarray]] = {k: [] for k in ("item_id", "timestamp", "target")}
+    week_wave = np.sin(2 * np.pi * t / (7 * per_day))
+    temperature_wave = 15 + 8 * np.sin(day_phase - 1.0)
+    columns: dict[str, list[np.ndarray]] = {"target": []}
     if with_covariates:
         columns[PAST_COVARIATE] = []
         columns[KNOWN_COVARIATE] = []
-    for i in range(n_items):
+    for _ in range(n_items):
         level = rng.uniform(20.0, 100.0)
         daily = rng.uniform(0.15, 0.35) * np.sin(day_phase + rng.uniform(0, 2 * np.pi))
-        weekly = rng.uniform(0.02, 0.05) * np.sin(2 * np.pi * t / (7 * per_day))
+        weekly = rng.uniform(0.02, 0.05) * week_wave
         trend = rng.uniform(-0.05, 0.1) * t / length
         noise = rng.normal(0.0, NOISE, length)
         shape = 1.0 + daily + weekly + trend + noise
         if with_covariates:
             promo = _promo_flags(rng, length, per_day)
             shape = shape + PROMO_LIFT * promo
-            temperature = 15 + 8 * np.sin(day_phase - 1.0) + rng.normal(0, 1.0, length)
+            temperature = temperature_wave + rng.normal(0, 1.0, length)
             columns[PAST_COVARIATE].append(temperature.astype(np.float32))
             columns[KNOWN_COVARIATE].append(promo.astype(np.float32))
-        columns["item_id"].append(np.full(length, f"item_{i:03d}"))
-        columns["timestamp"].append(timestamps)
         columns["target"].append((level * shape).astype(np.float32))
-    return pa.table({k: np.concatenate(v) for k, v in columns.items()})
+    names = pa.array([f"item_{i:03d}" for i in range(n_items)])
+    codes = pa.array(np.repeat(np.arange(n_items, dtype=np.int32), length))
+    table = {
+        "item_id": pa.DictionaryArray.from_arrays(codes, names).cast(pa.string()),
+        "timestamp": pa.array(np.tile(timestamps, n_items)),
+    }
+    return pa.table(table | {k: np.concatenate(v) for k, v in columns.items()})
 
 
 def _promo_flags(rng: np.random.Generator, length: int, per_day: int) -> np.ndarray:
@@ -131,20 +138,21 @@ def _promo_flags(rng: np.random.Generator, length: int, per_day: int) -> np.ndar
 
 
 def _write_by_month(table: pa.Table, out_dir: Path, *, items_per_file: int) -> list[Path]:
-    timestamps = table.column("timestamp").to_numpy()
-    months = timestamps.astype("datetime64[M]")
-    items = table.column("item_id").to_numpy(zero_copy_only=False)
-    unique_items = list(dict.fromkeys(items.tolist()))
-    item_group = {item: n // items_per_file for n, item in enumerate(unique_items)}
-    groups = np.array([item_group[x] for x in items])
+    """One file per month and group of items (rows keep their order within a file)."""
+    months = table.column("timestamp").to_numpy().astype("datetime64[M]")
+    month_codes, month_index = np.unique(months, return_inverse=True)
+    first_seen = pc.dictionary_encode(table.column("item_id")).combine_chunks()
+    groups = first_seen.indices.to_numpy() // items_per_file
+    key = month_index.astype(np.int64) * (int(groups.max(initial=0)) + 1) + groups
+    order = np.argsort(key, kind="stable")
+    key, table = key[order], table.take(pa.array(order))
+    bounds = np.flatnonzero(np.r_[True, key[1:] != key[:-1], True])
     written: list[Path] = []
-    for month in np.unique(months):
-        year, mon = str(month).split("-")
-        for group in np.unique(groups[months == month]):
-            mask = (months == month) & (groups == group)
-            path = out_dir / year / mon / f"part-{int(group):03d}.parquet"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(table.filter(pa.array(mask)), path)
-            written.append(path)
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        year, mon = str(month_codes[month_index[order[start]]]).split("-")
+        path = out_dir / year / mon / f"part-{int(groups[order[start]]):03d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.slice(start, end - start), path)
+        written.append(path)
     logger.info("wrote %d synthetic parquet files under %s", len(written), out_dir)
     return sorted(written)
