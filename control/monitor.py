@@ -96,6 +96,12 @@ class MonitorView:
     metrics: dict[str, Any] = field(default_factory=dict)
     local: bool = False
     ledger: dict[str, Any] | None = None  # per attempt: so far (live) or in total (ended)
+    # validation: the newest and the best fine-tuned WQL, and the base model's (zero-shot, step 0)
+    val_wql: float | None = None
+    best_val_wql: float | None = None
+    best_step: int | None = None
+    zero_shot_val_wql: float | None = None
+    beats_zero_shot: bool | None = None  # ended runs: training.json's evaluation.beats_zero_shot
 
     @property
     def attempts(self) -> int | None:
@@ -130,6 +136,11 @@ class MonitorView:
             "attempts": self.attempts,
             "savings_usd": self.savings_usd,
             "ledger": self.ledger,
+            "val_wql": self.val_wql,
+            "best_val_wql": self.best_val_wql,
+            "best_step": self.best_step,
+            "zero_shot_val_wql": self.zero_shot_val_wql,
+            "beats_zero_shot": self.beats_zero_shot,
         }
 
 
@@ -207,6 +218,10 @@ class Monitor:
             total_steps=progress.get("total_steps"),
             loss=progress.get("loss"),
             eta_s=progress.get("eta_s"),
+            val_wql=progress.get("val_wql"),
+            best_val_wql=progress.get("best_val_wql"),
+            best_step=progress.get("best_step"),
+            zero_shot_val_wql=progress.get("zero_shot_val_wql"),
             elapsed_s=elapsed,
             cost_usd=money["total_usd"]
             if money
@@ -309,6 +324,8 @@ def view_of_ended(run: RunSummary, *, changed: bool = True) -> MonitorView:
             f"`invoke launch --env={run.env} --resume={run.run_id}` "
             "(add --market=on-demand to avoid another spot interruption)"
         )
+    elif outcome is Outcome.SUCCEEDED and run.beats_zero_shot is False:
+        advice = run.versus_base  # the run succeeded: a note, not an error exit
     total = run.metrics.get("steps") if run.metrics else None
     return MonitorView(
         env=run.env,
@@ -327,6 +344,10 @@ def view_of_ended(run: RunSummary, *, changed: bool = True) -> MonitorView:
         metrics=dict(run.metrics),
         ledger=run.ledger,
         total_steps=int(total) if isinstance(total, int | float) else None,
+        best_val_wql=run.val_wql,
+        best_step=run.best_step,
+        zero_shot_val_wql=run.zero_shot_val_wql,
+        beats_zero_shot=run.beats_zero_shot,
     )
 
 

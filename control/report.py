@@ -1,9 +1,11 @@
 """An HTML report of one fetched run, with PNG plots (matplotlib, Agg backend).
 
-Plots: the loss curve, forecasts against actuals on held-out series (median and
-the 10-90 % band, with the seasonal-naive baseline), the timeline of phases and attempts
+Plots: the loss curve, the validation curve, forecasts against actuals on the last test
+window (the fine-tuned median and 10-90 % band, the zero-shot median of the base model and the
+seasonal-naive baseline), the timeline of phases and attempts
 with each interruption's latencies, and the cost of each attempt by use
-(:mod:`control.report_cost`, which also writes the cost ledger's tables). Inputs are
+(:mod:`control.report_cost`, which also writes the cost ledger's tables). The three models'
+table and the verdict on fine-tuning are :mod:`control.report_eval`'s. Inputs are
 the files ``fetch`` put in ``runs/{env}/{run_id}/``; anything missing is left out of
 the page with a note rather than failing.
 """
@@ -23,6 +25,7 @@ from common.timeutil import parse_iso
 from control.backend import Backend
 from control.fetch import DEFAULT_RUNS_DIR, fetch_run, mirror_name, resolve_run_id
 from control.report_cost import ledger_html, plot_cost, plot_timeline
+from control.report_eval import evaluation_html, evaluation_of, plot_validation, verdict_html
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ class ReportResult:
     images: tuple[Path, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
     metrics: dict[str, Any] = field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None  # training.json's evaluation (None: a run without one)
 
 
 def _load(path: Path) -> Any:
@@ -76,6 +80,7 @@ def write_report(run_dir: Path) -> ReportResult:
         images=tuple(images),
         notes=tuple(notes),
         metrics=dict(training.get("metrics") or {}),
+        evaluation=evaluation_of(training),
     )
 
 
@@ -101,7 +106,16 @@ def _draw(
             notes.append(f"{title}: {made}")
 
     add("loss.png", "Training loss", _plot_loss, training.get("loss_curve") or [])
-    add("forecasts.png", "Forecasts on held-out series", _plot_forecasts, forecasts)
+    if evaluation_of(training) is not None:
+        add("validation.png", "Validation WQL: fine-tuned vs zero-shot", plot_validation, training)
+        add(
+            "forecasts.png",
+            "Forecasts on the last test window: fine-tuned, zero-shot and seasonal naive",
+            _plot_forecasts,
+            forecasts,
+        )
+    else:
+        add("forecasts.png", "Forecasts on held-out series", _plot_forecasts, forecasts)
     add("phases.png", "Timeline: phases, attempts and interruptions", plot_timeline, training)
     add(
         "cost.png",
@@ -185,9 +199,21 @@ def _plot_forecasts(path: Path, forecasts: Any) -> bool | str:
             ax.plot(hor_t[: len(actual)], actual, color="k", lw=1.5, label="actual")
         lo, hi = _series(item, "q10", "p10", "low"), _series(item, "q90", "p90", "high")
         if lo and hi and len(lo) == len(hi):
-            ax.fill_between(hor_t[: len(lo)], lo, hi, color="tab:blue", alpha=0.25, label="10-90 %")
+            ax.fill_between(
+                hor_t[: len(lo)], lo, hi, color="tab:blue", alpha=0.25, label="fine-tuned 10-90 %"
+            )
         if median:
-            ax.plot(hor_t[: len(median)], median, color="tab:blue", lw=1.5, label="Chronos-2 median")
+            ax.plot(hor_t[: len(median)], median, color="tab:blue", lw=1.5, label="fine-tuned median")
+        zero_shot = _series(item, "zero_shot_median")
+        if zero_shot:
+            ax.plot(
+                hor_t[: len(zero_shot)],
+                zero_shot,
+                color="tab:green",
+                lw=1.2,
+                ls="-.",
+                label="zero-shot median",
+            )
         naive = _series(item, "seasonal_naive", "baseline", "naive")
         if naive:
             ax.plot(hor_t[: len(naive)], naive, color="tab:orange", lw=1, ls="--", label="seasonal naive")
@@ -230,10 +256,13 @@ def _page(
 <style>body{{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse;margin:.5em 0}}
 th,td{{border:1px solid #ddd;padding:.25em .6em;text-align:left}}
-th{{background:#f6f6f6}}img{{max-width:100%}}.good{{color:#176b2c}}.bad{{color:#a11}}</style></head>
+th{{background:#f6f6f6}}img{{max-width:100%}}.good{{color:#176b2c}}.bad{{color:#a11}}
+.verdict{{font-size:1.15em}}.alarm{{border:2px solid #a11;background:#fdeaea;padding:.6em 1em}}
+caption{{caption-side:bottom;text-align:left;font-size:.85em;color:#555}}</style></head>
 <body><h1>Chronos-2 training run {html.escape(run_id)}</h1>
 {_table(_summary(run_id, training, record))}
-<h2>Metrics</h2>{_verdict(metrics)}{_table(sorted(metrics.items()))}
+<h2>Metrics</h2>{verdict_html(training)}{evaluation_html(training)}
+<h3>All metrics</h3>{_table(sorted(metrics.items()))}
 {"".join(sections)}
 {ledger_html(training)}
 <h2>Hyperparameters</h2>{_table(sorted(hyper.items())) if hyper else "<p>not recorded</p>"}
@@ -261,20 +290,6 @@ def _summary(run_id: str, training: dict[str, Any], record: dict[str, Any]) -> l
     if record.get("price_per_hour") is not None:
         summary.append(("price", f"${record['price_per_hour']}/h ({record.get('price_source', '')})"))
     return summary
-
-
-def _verdict(metrics: dict[str, Any]) -> str:
-    numbers = (int, float)
-    if not (
-        isinstance(metrics.get("model_wql"), numbers) and isinstance(metrics.get("baseline_wql"), numbers)
-    ):
-        return ""
-    better = metrics["model_wql"] < metrics["baseline_wql"]
-    return (
-        f"<p class='{'good' if better else 'bad'}'>Model WQL {metrics['model_wql']:.4f} vs "
-        f"seasonal-naive {metrics['baseline_wql']:.4f}: "
-        f"{'the model beats the baseline' if better else 'the baseline is better'}.</p>"
-    )
 
 
 def _errors_html(errors: list[dict[str, Any]]) -> str:

@@ -70,6 +70,13 @@ class RunSummary:
     reason: str | None = None
     ledger: dict[str, Any] | None = None  # training.json's ledger, or the live run's priced so far
     interruptions: list[dict[str, Any]] = field(default_factory=list)
+    # training.json's evaluation: did the fine-tuned model beat the base (zero-shot) on validation
+    # (None: not measured, or a run from before validation), what models/ holds, the best step
+    beats_zero_shot: bool | None = None
+    exported: str | None = None  # "fine_tuned" | "base"
+    best_step: int | None = None
+    early_stopped: bool = False
+    stopped_at_step: int | None = None
 
     @property
     def duration_s(self) -> float | None:
@@ -98,6 +105,28 @@ class RunSummary:
     def succeeded(self) -> bool:
         return self.status == SUCCEEDED
 
+    @property
+    def zero_shot_wql(self) -> float | None:  # the base model's test WQL
+        return _number(self.metrics.get("zero_shot_wql"))
+
+    @property
+    def val_wql(self) -> float | None:  # the best fine-tuned validation WQL
+        return _number(self.metrics.get("val_wql"))
+
+    @property
+    def zero_shot_val_wql(self) -> float | None:
+        return _number(self.metrics.get("zero_shot_val_wql"))
+
+    @property
+    def versus_base(self) -> str | None:
+        """One sentence on the fine-tuned model against the base on validation (None: not measured)."""
+        return versus_base(
+            self.beats_zero_shot,
+            val_wql=self.val_wql,
+            zero_shot_val_wql=self.zero_shot_val_wql,
+            exported=self.exported,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id,
@@ -122,7 +151,49 @@ class RunSummary:
             "savings_usd": self.savings_usd,
             "ledger": self.ledger,
             "interruptions": self.interruptions,
+            "zero_shot_wql": self.zero_shot_wql,
+            "val_wql": self.val_wql,
+            "zero_shot_val_wql": self.zero_shot_val_wql,
+            "beats_zero_shot": self.beats_zero_shot,
+            "exported": self.exported,
+            "best_step": self.best_step,
+            "early_stopped": self.early_stopped,
+            "stopped_at_step": self.stopped_at_step,
+            "versus_base": self.versus_base,
         }
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def versus_base(
+    beats: bool | None,
+    *,
+    val_wql: float | None,
+    zero_shot_val_wql: float | None,
+    exported: str | None,
+) -> str | None:
+    """The fine-tuned model against the base (zero-shot) on validation, in one sentence; ``None``
+    when not measured (``beats``: ``evaluation.beats_zero_shot``, ``exported``: what models/ holds)."""
+    if beats is None:
+        return None
+    scores = (
+        f": WQL {val_wql:.4f} vs {zero_shot_val_wql:.4f}"
+        if val_wql is not None and zero_shot_val_wql is not None
+        else ""
+    )
+    if beats:
+        return f"the fine-tuned model beats the base model (zero-shot) on validation{scores}"
+    held = (
+        "the base model (keep_base_if_worse)"
+        if exported == "base"
+        else "the fine-tuned model anyway (set keep_base_if_worse = true to export the base)"
+    )
+    return (
+        f"the fine-tuned model does NOT beat the base model (zero-shot) on validation{scores}; "
+        f"models/ holds {held}"
+    )
 
 
 def run_ids(s3: Any, bucket: str, env: str) -> list[str]:
@@ -291,7 +362,22 @@ def _from_training(
         last_error=errors[-1]["message"] if errors else None,
         ledger=training.get("ledger"),
         interruptions=list(training.get("interruptions") or []),
+        **_evaluation_facts(training.get("evaluation")),
     )
+
+
+def _evaluation_facts(evaluation: dict[str, Any] | None) -> dict[str, Any]:
+    """The summary's fields from training.json's ``evaluation`` (none for a run without one)."""
+    if not isinstance(evaluation, dict):
+        return {}
+    val = evaluation.get("validation") or {}
+    return {
+        "beats_zero_shot": evaluation.get("beats_zero_shot"),
+        "exported": evaluation.get("exported"),
+        "best_step": val.get("best_step"),
+        "early_stopped": bool(val.get("early_stopped")),
+        "stopped_at_step": val.get("stopped_at_step"),
+    }
 
 
 def _quiet_json(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:

@@ -12,7 +12,37 @@ from control.cli.costs import ledger_line
 from control.cli.formats import duration, metric, money
 from control.cli.tables import kv_table
 
-_METRICS = ("model_wql", "baseline_wql", "model_mase", "baseline_mase", "final_loss")
+_METRICS = (
+    "model_wql",
+    "zero_shot_wql",
+    "baseline_wql",
+    "model_mase",
+    "zero_shot_mase",
+    "baseline_mase",
+    "final_loss",
+)
+
+
+def validation_text(v: Any) -> str | None:
+    """Validation WQL: the newest, the best (at its step) and the base model's (zero-shot)."""
+    extra = []
+    if v.best_val_wql is not None:
+        at = f" at step {v.best_step}" if v.best_step is not None else ""
+        extra.append(f"best {v.best_val_wql:.4f}{at}")
+    if v.zero_shot_val_wql is not None:
+        extra.append(f"zero-shot {v.zero_shot_val_wql:.4f}")
+    if v.val_wql is not None:
+        text = f"{v.val_wql:.4f}" + (f" ({', '.join(extra)})" if extra else "")
+    elif extra:
+        text = ", ".join(extra)
+    else:
+        return None
+    best, zs = v.best_val_wql, v.zero_shot_val_wql
+    if v.beats_zero_shot is None and best is not None and zs is not None and best >= zs:
+        text += ": not better than zero-shot yet"
+    elif v.beats_zero_shot is not None:
+        text += ": beats zero-shot" if v.beats_zero_shot else ": does NOT beat zero-shot"
+    return text
 
 
 def view_table(v: Any) -> Table:
@@ -25,6 +55,7 @@ def view_table(v: Any) -> Table:
         ("step", step),
         ("loss", metric(v.loss)),
         ("ETA", duration(v.eta_s) if v.eta_s is not None else None),
+        ("validation WQL", validation_text(v)),
         ("elapsed", duration(v.elapsed_s)),
         (
             "cost so far",
@@ -51,6 +82,12 @@ def view_line(v: Any) -> str:
         parts.append(f"loss={v.loss:.4f}")
     if v.eta_s is not None:
         parts.append(f"eta={duration(v.eta_s)}")
+    if v.val_wql is not None:
+        parts.append(f"val_wql={v.val_wql:.4f}")
+    if v.best_val_wql is not None:
+        parts.append(f"best={v.best_val_wql:.4f}" + (f"@{v.best_step}" if v.best_step is not None else ""))
+    if v.zero_shot_val_wql is not None:
+        parts.append(f"zero_shot={v.zero_shot_val_wql:.4f}")
     parts.append(f"elapsed={duration(v.elapsed_s)}")
     if v.cost_usd is not None:
         parts.append(f"cost={money(v.cost_usd)}")

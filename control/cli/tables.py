@@ -101,7 +101,10 @@ def inventory_table(inv: Any, title: str) -> Table:
 
 
 def runs_table(found: list[Any], env: str) -> Table:
-    """The runs of an env, newest first, with their cost and metrics."""
+    """The runs of an env, newest first, with their cost and the three models' test WQL.
+
+    ``vs base`` says whether the fine-tuned model beat the base model (zero-shot) on validation.
+    """
     table = Table(
         "run id",
         "status",
@@ -111,7 +114,9 @@ def runs_table(found: list[Any], env: str) -> Table:
         "attempts",
         "instance",
         "model WQL",
+        "zero-shot WQL",
         "baseline WQL",
+        "vs base",
         "final loss",
         "note",
         title=f"runs in env {env}",
@@ -127,12 +132,23 @@ def runs_table(found: list[Any], env: str) -> Table:
             money(r.savings_usd),
             str(r.attempts),
             f"{r.instance_type or '-'} {r.market or ''}",
-            *(metric(m.get(k)) or "-" for k in ("model_wql", "baseline_wql", "final_loss")),
+            *(metric(m.get(k)) or "-" for k in ("model_wql", "zero_shot_wql", "baseline_wql")),
+            versus_base_cell(r.beats_zero_shot, r.exported),
+            metric(m.get("final_loss")) or "-",
             r.problem or r.last_error or "",
         )
     if not found:
-        table.add_row("-", "no runs yet", *["-"] * 8, f"invoke launch --env={env}")
+        table.add_row("-", "no runs yet", *["-"] * 10, f"invoke launch --env={env}")
     return table
+
+
+def versus_base_cell(beats: bool | None, exported: str | None) -> str:
+    """The fine-tuned model against the base (zero-shot) on validation, in a narrow cell."""
+    if beats is None:
+        return "-"
+    if beats:
+        return "[green]better[/]"
+    return "[red]WORSE[/]" + (" (base exported)" if exported == "base" else "")
 
 
 def phases_table(run_id: str, training: dict[str, Any]) -> Table:
