@@ -50,6 +50,7 @@ class LaunchFlags:
     dry_run: bool = False
     resume: str | None = None
     skip_doctor: bool = False
+    skip_data_check: bool = False
     local: bool = False
     json_: bool = False
 
@@ -65,6 +66,7 @@ class LaunchFlags:
         "resume": "relaunch this interrupted/killed run (RUN_ID) with its own spec; training resumes "
         "from its newest checkpoint",
         "skip-doctor": "do not run `invoke doctor`'s checks before creating anything",
+        "skip-data-check": "do not check the S3 training data against the spec first (`invoke data.check`)",
         "local": LOCAL_HELP,
         "json": JSON_HELP,
     }
@@ -86,6 +88,7 @@ def launch(c, flags: LaunchFlags):
         dry_run=flags.dry_run,
         resume=flags.resume,
         skip_doctor=flags.skip_doctor,
+        skip_data_check=flags.skip_data_check,
     )
     render.launch(open_console(), outcome, as_json=flags.json_)
 
@@ -301,6 +304,31 @@ def debug(c, run_id, env="dev", start=False, local=False):
         raise Exit(code=code)
 
 
+# -------------------------------------------------------------------- data
+
+
+@task(
+    name="check",
+    help={
+        "env": ENV_HELP,
+        "spec": "run spec TOML file whose data section (prefix, columns, frequency) and horizon to check",
+        "local": LOCAL_HELP,
+        "json": JSON_HELP,
+    },
+)
+@edge
+def data_check(c, env="dev", spec=None, local=False, json_=False):
+    """Check the training data in S3 against the run spec (footers and a small sample); exit 2 on an error."""
+    from control.cli.data_check import data_check as show
+    from control.data_check import DataCheckError
+    from control.data_check import data_check as check
+
+    result = check(lambda: _backend(local), env=env, spec_path=_path(spec))
+    show(open_console(), result, as_json=json_)
+    if not result.ok:
+        raise DataCheckError(result, listed=True)
+
+
 # -------------------------------------------------------------------- demo
 
 
@@ -360,3 +388,4 @@ ns = Collection(
     launch, doctor, monitor, kill, verify, runs, cost, logs, fetch, report, wheelhouse, demo, debug
 )
 ns.add_collection(local_ns)
+ns.add_collection(Collection("data", data_check))

@@ -140,7 +140,7 @@ def with_spec_changes(spec: RunSpec, **model_changes: Any) -> RunSpec:
 # ------------------------------------------------------------ the operation
 
 
-def launch(
+def launch(  # noqa: PLR0913 (a skip flag per pre-launch gate, as the command line has them)
     backend: Backend | Callable[[], Backend],
     *,
     env: str,
@@ -149,6 +149,7 @@ def launch(
     dry_run: bool = False,
     resume: str | None = None,
     skip_doctor: bool = False,
+    skip_data_check: bool = False,
     clock: Clock = utc_now,
 ) -> LaunchOutcome:
     """``invoke launch``: validate, plan, run the doctor, and unless ``dry_run`` apply.
@@ -158,10 +159,13 @@ def launch(
     ``resume``: relaunch that run under its own id with its stored spec; the trainer
     resumes from its newest complete checkpoint. The doctor (:mod:`control.doctor`)
     runs on the plan, after everything has been read and before anything is created;
-    ``skip_doctor`` skips it (a dry run never runs it: it creates nothing).
+    ``skip_doctor`` skips it (a dry run never runs it: it creates nothing). Then the
+    training data is checked against the spec (:mod:`control.data_check`: parquet
+    footers and a small sample); ``skip_data_check`` skips that.
 
     Raises:
         DoctorFailedError: a doctor check failed; nothing was created.
+        DataCheckError: the data would fail the run; nothing was created.
     """
     check_env(env)
     new_spec = _check_arguments(env=env, spec_path=spec_path, overrides=overrides, resume=resume)
@@ -186,6 +190,10 @@ def launch(
         )
         if not report.ok:
             raise DoctorFailedError(report)
+    if not skip_data_check:
+        from control.data_check import require_data
+
+        require_data(backend.clients().s3, world.outputs.bucket, spec, guard=backend.errors)
     with backend.errors("launch", f"s3://{plan.bucket}"):
         result = apply_launch(plan, backend.clients(), start_instance=backend.start_instance, clock=clock)
     return LaunchOutcome(plan=plan, result=result)

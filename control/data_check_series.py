@@ -1,0 +1,274 @@
+"""The sample's series, judged as the trainer will judge them: timestamps, frequency, lengths.
+
+:func:`series_findings` takes the item ids and timestamps :mod:`control.data_check`
+read from the first row group of a few files and says what the run would die of
+(timestamps that do not parse, a duplicate timestamp, data whose steps are not the
+spec's frequency, too little data for one series) and what the trainer only drops or
+repairs (gaps, short series: warnings). The frequency is compared on the spec's grid,
+as the trainer reindexes: sub-daily steps in UTC, daily and longer ones in local time
+(so tz-aware daily data crosses DST changes).
+"""
+
+from __future__ import annotations
+
+import warnings as py_warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from common.runspec import RunSpec
+from trainer.data_validation import frequency_offset
+
+DAY_NS = 86_400 * 10**9
+MAX_GRID_ITEMS = 2000  # sampled items whose grid is checked
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampledSeries:
+    """The spec's item id and timestamp columns of the first row group of one file."""
+
+    key: str
+    table: pa.Table = field(repr=False)
+    complete: bool  # the row group is the whole file
+
+
+@dataclass(kw_only=True)
+class SeriesFindings:
+    """What the sample shows: counts, the inferred frequency, warnings and errors (full messages)."""
+
+    items: int = 0
+    long_enough: int = 0
+    inferred_frequency: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Rows:
+    """Every sampled row, sorted by item then time."""
+
+    names: np.ndarray  # item id per code
+    codes: np.ndarray
+    utc: np.ndarray  # int64 ns since the epoch
+    wall: np.ndarray  # int64 ns of the local wall time (== utc for naive timestamps)
+    keys: np.ndarray  # the file of each row
+    tz: Any
+    bounds: list[tuple[int, int]]
+    cut: frozenset[int]  # codes of items the sample may have cut at a row group's end
+
+
+def _timestamps(column: pa.ChunkedArray) -> pd.DatetimeIndex:
+    """The column as datetimes. Raises ValueError naming a value that is not a timestamp."""
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column, kind = column.cast(kind.value_type), kind.value_type
+    if pa.types.is_timestamp(kind):
+        return pd.DatetimeIndex(column.to_pandas())
+    if pa.types.is_date(kind):
+        return pd.DatetimeIndex(column.cast(pa.timestamp("s")).to_pandas())
+    text = pd.Index(column.to_pandas(), dtype=object)
+    for utc in (False, True):
+        try:
+            return pd.DatetimeIndex(pd.to_datetime(text, format="ISO8601", utc=utc))
+        except (ValueError, TypeError):
+            continue
+    parsed = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    bad = text[np.asarray(parsed.isna())]
+    raise ValueError(repr(bad[0]) if len(bad) else "mixed values")
+
+
+def _rows(sample: list[SampledSeries], spec: RunSpec, bucket: str, out: SeriesFindings) -> _Rows | None:
+    item_col, ts_col = spec.data.item_id_column, spec.data.timestamp_column
+    parts, tz, dropped = [], None, 0
+    for s in sample:
+        try:
+            stamps = _timestamps(s.table.column(ts_col))
+        except ValueError as exc:
+            out.errors.append(
+                f"s3://{bucket}/{s.key}: column {ts_col!r} holds a value that is not a timestamp ({exc}); "
+                "write ISO 8601 strings or a timestamp column (set data.timestamp_column in the run spec)"
+            )
+            continue
+        items = pc.fill_null(s.table.column(item_col).cast(pa.string()), "\0").to_numpy(zero_copy_only=False)
+        keep = np.asarray(~stamps.isna()) & (items != "\0")
+        dropped += int((~keep).sum())
+        tz = tz or stamps.tz
+        naive = stamps.tz_convert("UTC").tz_localize(None) if stamps.tz is not None else stamps
+        wall = stamps.tz_localize(None) if stamps.tz is not None else stamps
+        last = items[-1] if not s.complete and len(items) else None
+        parts.append(
+            (items[keep], naive.as_unit("ns").asi8[keep], wall.as_unit("ns").asi8[keep], s.key, last)
+        )
+    if dropped:
+        out.warnings.append(f"{dropped} sampled rows have no item id or no timestamp")
+    if not parts or not sum(p[0].size for p in parts):
+        return None
+    items = np.concatenate([p[0] for p in parts])
+    names, codes = np.unique(items, return_inverse=True)
+    utc, wall = np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+    keys = np.concatenate([np.full(p[0].size, p[3], dtype=object) for p in parts])
+    order = np.lexsort((utc, codes))
+    codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    cut = {int(np.searchsorted(names, p[4])) for p in parts if p[4] is not None and p[4] in names}
+    return _Rows(
+        names=names, codes=codes, utc=utc[order], wall=wall[order], keys=keys[order], tz=tz,
+        bounds=list(zip(starts.tolist(), np.r_[starts[1:], codes.size].tolist(), strict=True)),
+        cut=frozenset(cut),
+    )  # fmt: skip
+
+
+def _duplicates(rows: _Rows, ts_col: str, bucket: str) -> str | None:
+    dup = np.flatnonzero((rows.codes[1:] == rows.codes[:-1]) & (rows.utc[1:] == rows.utc[:-1]))
+    if dup.size == 0:
+        return None
+    i = int(dup[0]) + 1
+    n = np.unique(rows.codes[dup]).size
+    more = f" ({n - 1} other item(s) too)" if n > 1 else ""
+    when = pd.Timestamp(int(rows.utc[i]), unit="ns").isoformat()
+    return (
+        f"s3://{bucket}/{rows.keys[i]}: column {ts_col!r}: item {rows.names[rows.codes[i]]!r} has the "
+        f"timestamp {when} (UTC) twice{more}; keep one row per item and timestamp"
+    )
+
+
+def _alias(step_ns: int) -> str:
+    if step_ns % DAY_NS == 0:
+        days = step_ns // DAY_NS
+        return "W" if days == 7 else f"{days}D" if days > 1 else "D"
+    return str(pd.tseries.frequencies.to_offset(pd.Timedelta(step_ns, unit="ns")).freqstr)
+
+
+def _infer(rows: _Rows) -> str | None:
+    """pandas' frequency of the longest sampled item; when it has gaps, the most common step."""
+    start, end = max(rows.bounds, key=lambda b: b[1] - b[0])
+    if end - start >= 3:
+        index = pd.DatetimeIndex(rows.utc[start:end].astype("datetime64[ns]"))
+        if rows.tz is not None:
+            index = index.tz_localize("UTC").tz_convert(rows.tz)
+        with py_warnings.catch_warnings():
+            py_warnings.simplefilter("ignore")
+            found = pd.infer_freq(index)
+        if found is not None:
+            return str(getattr(found, "freqstr", found))
+    steps = np.concatenate([np.diff(rows.wall[a:b]) for a, b in rows.bounds])
+    steps = steps[steps > 0]
+    if steps.size == 0:
+        return None
+    values, counts = np.unique(steps, return_counts=True)
+    return _alias(int(values[np.argmax(counts)]))
+
+
+def _on_grid(offset: Any, rows: _Rows, a: int, b: int) -> tuple[int, int]:
+    """(timestamps off the grid, grid steps from the first to the last timestamp) of one item."""
+    if isinstance(offset, pd.offsets.Tick):
+        ts, step = rows.utc[a:b], int(offset.nanos)
+    elif isinstance(offset, pd.offsets.Day):
+        ts, step = rows.wall[a:b], int(offset.n) * DAY_NS
+    else:
+        wall = pd.DatetimeIndex(rows.wall[a:b].astype("datetime64[ns]"))
+        grid = pd.date_range(wall[0], wall[-1], freq=offset)
+        off = int((~wall.isin(grid)).sum()) + (0 if offset.is_on_offset(wall[0]) else 1)
+        return off, max(len(grid), 1)
+    rel = ts - ts[0]
+    return int(np.count_nonzero(rel % step)), int(rel[-1] // step) + 1
+
+
+def _frequency(rows: _Rows, spec: RunSpec, bucket: str, out: SeriesFindings) -> Any:
+    """The offset the lengths are counted in; adds the frequency's error or warning."""
+    data = spec.data
+    if data.frequency is None:
+        if out.inferred_frequency is None:
+            out.warnings.append(
+                "cannot infer the frequency from the sample (too few timestamps per item); "
+                "set data.frequency in the run spec if the run cannot either"
+            )
+            return None
+        return frequency_offset(out.inferred_frequency)
+    try:
+        offset = frequency_offset(data.frequency)
+    except ValueError as exc:
+        out.errors.append(f'data.frequency: {exc}; use a pandas alias such as h, D, W or 15min, or "auto"')
+        return None
+    off_items, sparse, missing, first = 0, 0, [], None
+    checked = [(a, b) for a, b in rows.bounds if b - a >= 2][:MAX_GRID_ITEMS]
+    for a, b in checked:
+        off, grid = _on_grid(offset, rows, a, b)
+        share = 1 - (b - a) / grid
+        if off:
+            off_items += 1
+        elif share > data.max_nan_fraction:
+            sparse += 1
+            missing.append(share)
+        if (off or share > data.max_nan_fraction) and first is None:
+            first = a
+    bad = off_items + sparse
+    if first is None:
+        return offset
+    inferred = out.inferred_frequency
+    what = []
+    if off_items:
+        what.append(
+            f"{off_items} of {len(checked)} sampled items have timestamps off the {data.frequency!r} grid"
+        )
+    if sparse:
+        what.append(
+            f"{sparse} of {len(checked)} would miss more than {data.max_nan_fraction:.0%} of its steps "
+            f"(typically {float(np.median(missing)):.0%})"
+        )
+    if bad * 2 > len(checked) and not (inferred is not None and frequency_offset(inferred) == offset):
+        looks = f"look like frequency {inferred!r}" if inferred else "do not follow it"
+        out.errors.append(
+            f"s3://{bucket}/{rows.keys[first]}: column {data.timestamp_column!r}: the timestamps {looks}, "
+            f"not data.frequency {data.frequency!r}: {', '.join(what)}; set data.frequency = "
+            f'"{inferred or "auto"}" (or "auto") in the run spec'
+        )
+        return None
+    out.warnings.append(f"{', '.join(what)}: the trainer drops such items")
+    return offset
+
+
+def series_findings(
+    sample: list[SampledSeries], spec: RunSpec, *, bucket: str, where: str, min_length: int, exhaustive: bool
+) -> SeriesFindings:
+    """Judge the sampled series. ``exhaustive``: the sample holds every row of the data."""
+    out = SeriesFindings()
+    rows = _rows(sample, spec, bucket, out)
+    if rows is None:
+        return out
+    duplicate = _duplicates(rows, spec.data.timestamp_column, bucket)
+    if duplicate:
+        out.errors.append(duplicate)
+    out.inferred_frequency = _infer(rows)
+    offset = _frequency(rows, spec, bucket, out)
+    lengths = []
+    for code, (a, b) in enumerate(rows.bounds):
+        if code in rows.cut:
+            continue
+        lengths.append(_on_grid(offset, rows, a, b)[1] if offset is not None and b > a else b - a)
+    out.items = len(lengths)
+    out.long_enough = sum(n >= min_length for n in lengths)
+    if not lengths:
+        return out
+    h, k = spec.model.prediction_length, spec.model.backtest_windows
+    need = (
+        f"{min_length} steps a run needs ((model.backtest_windows {k} + 1) x model.prediction_length {h} "
+        f"+ {h} to train on + {h} of context)"
+    )
+    if exhaustive and out.long_enough < spec.data.min_items:
+        out.errors.append(
+            f"{where}: {out.long_enough} of the {len(lengths)} items have the {need}, data.min_items "
+            f"is {spec.data.min_items} (the longest has {max(lengths)}); add data or lower "
+            "model.prediction_length or model.backtest_windows"
+        )
+    elif 2 * (len(lengths) - out.long_enough) > len(lengths):
+        out.warnings.append(
+            f"{len(lengths) - out.long_enough} of the {len(lengths)} sampled items are shorter than the "
+            f"{need} in the sampled files: the trainer drops such series (items spanning several files "
+            "may be longer)"
+        )
+    return out

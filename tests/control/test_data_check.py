@@ -1,0 +1,265 @@
+"""The pre-launch data check: the parquet data in S3 against the run spec, footers and a small sample."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from common.runspec import from_dict
+from control import data_check
+from control.data_check import DataCheckError, check_data, require_data
+from control.launch import launch
+
+PREFIX = "cached-datasets/x/"
+
+
+def spec(**data):
+    """A run spec with a short horizon: a series needs (3 + 1) x 4 + 4 + 4 = 24 steps."""
+    return from_dict({"data": {"prefix": PREFIX, **data}, "model": {"prediction_length": 4}})
+
+
+def frame(items=3, length=60, freq="h", start="2024-01-01", **extra) -> pd.DataFrame:
+    parts = []
+    for n in range(items):
+        ts = pd.date_range(start, periods=length, freq=freq)
+        parts.append(
+            pd.DataFrame({"item_id": f"s{n}", "timestamp": ts, "target": np.arange(length, dtype=float)})
+        )
+    df = pd.concat(parts, ignore_index=True)
+    for name, value in extra.items():
+        df[name] = value
+    return df
+
+
+def put(s3, bucket, name, df_or_bytes, **write):
+    if isinstance(df_or_bytes, bytes):
+        body = df_or_bytes
+    else:
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(df_or_bytes, preserve_index=False), buf, **write)
+        body = buf.getvalue()
+    s3.put_object(Bucket=bucket, Key=PREFIX + name, Body=body)
+    return len(body)
+
+
+def test_a_good_dataset_passes(s3, bucket):
+    put(s3, bucket, "part-0.parquet", frame(promo=1.0))
+    put(s3, bucket, "part-1.parquet", frame(start="2024-01-04", promo=0.0))
+    r = check_data(s3, bucket, spec(known_covariates=["promo"]))
+    assert r.ok, r.errors
+    assert r.warnings == ()
+    assert (r.files, r.files_checked, r.rows) == (2, 2, 360)
+    assert r.inferred_frequency == "h" and r.sampled_items == 3 and r.long_enough == 3
+    doc = r.to_dict()
+    assert doc["location"] == f"s3://{bucket}/{PREFIX}" and doc["frequency"] == "auto" and doc["ok"]
+    assert json.loads(json.dumps(doc)) == doc
+    assert check_data(s3, bucket, spec(frequency="h")).ok
+
+
+def test_a_missing_column_names_the_key_and_the_column(s3, bucket):
+    put(s3, bucket, "part-0.parquet", frame())
+    put(s3, bucket, "part-1.parquet", frame().rename(columns={"target": "sales"}))
+    r = check_data(s3, bucket, spec())
+    assert r.errors == (
+        f"s3://{bucket}/{PREFIX}part-1.parquet: column 'target' is missing "
+        "(has: item_id, timestamp, sales; set data.target_column in the run spec)",
+    )
+    with pytest.raises(DataCheckError) as caught:
+        require_data(s3, bucket, spec())
+    assert caught.value.exit_code == 2 and "part-1.parquet: column 'target' is missing" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_same_problem_in_many_files_is_listed_once(s3, bucket):
+    for n in range(3):
+        put(s3, bucket, f"part-{n}.parquet", frame())
+    r = check_data(s3, bucket, spec(past_covariates=["temperature"]))
+    assert len(r.errors) == 1
+    assert r.errors[0].startswith(
+        f"s3://{bucket}/{PREFIX}part-0.parquet (and 2 other files): column 'temperature'"
+    )
+    assert "set data.past_covariates" in r.errors[0]
+
+
+def test_a_wrong_frequency_is_reported(s3, bucket):
+    put(s3, bucket, "part-0.parquet", frame(freq="D"))
+    r = check_data(s3, bucket, spec(frequency="h"))
+    assert len(r.errors) == 1, r.errors
+    err = r.errors[0]
+    assert err.startswith(f"s3://{bucket}/{PREFIX}part-0.parquet: column 'timestamp': ")
+    assert "look like frequency 'D', not data.frequency 'h'" in err and 'data.frequency = "D"' in err
+    assert r.inferred_frequency == "D"
+    # hourly data under a daily spec: off the grid
+    put(s3, bucket, "part-0.parquet", frame(freq="h", length=200))
+    err = check_data(s3, bucket, spec(frequency="D")).errors[0]
+    assert "look like frequency 'h', not data.frequency 'D'" in err and "off the 'D' grid" in err
+
+
+def test_a_non_numeric_target(s3, bucket):
+    df = frame()
+    df["target"] = df["target"].astype(str)
+    put(s3, bucket, "part-0.parquet", df)
+    r = check_data(s3, bucket, spec())
+    assert r.errors == (
+        f"s3://{bucket}/{PREFIX}part-0.parquet: column 'target' has type string, expected numbers "
+        "(set data.target_column in the run spec)",
+    )
+
+
+def test_an_empty_prefix(s3, bucket):
+    s3.put_object(Bucket=bucket, Key="cached-datasets/other/part-0.parquet", Body=b"x")
+    r = check_data(s3, bucket, spec())
+    assert r.files == 0 and len(r.errors) == 1
+    assert r.errors[0].startswith(f"no .parquet object under s3://{bucket}/{PREFIX}; upload your data")
+    assert "set data.prefix in the run spec" in r.errors[0]
+
+
+def test_a_non_parquet_object(s3, bucket):
+    put(s3, bucket, "part-0.parquet", frame())
+    put(s3, bucket, "part-1.parquet", b"item_id,timestamp,target\na,2024-01-01,1\n")
+    put(s3, bucket, "README.txt", b"notes")
+    r = check_data(s3, bucket, spec())
+    assert len(r.errors) == 1
+    assert r.errors[0].startswith(
+        f"s3://{bucket}/{PREFIX}part-1.parquet: not a parquet file: no parquet footer"
+    )
+    assert r.warnings == (
+        f"1 object under s3://{bucket}/{PREFIX} not ending in .parquet (e.g. {PREFIX}README.txt) is ignored",
+    )
+
+
+def test_what_the_trainer_tolerates_is_not_an_error(s3, bucket):
+    """Gaps, unsorted rows and short series are the trainer's to drop or fix: warnings at most."""
+    df = frame(items=4, length=60)
+    df = df.drop(index=[5, 6, 7]).sample(frac=1.0, random_state=0)  # a gap, rows shuffled
+    short = frame(items=1, length=10).assign(item_id="short")
+    put(s3, bucket, "part-0.parquet", pd.concat([df, short]))
+    r = check_data(s3, bucket, spec(frequency="h"))
+    assert r.ok, r.errors
+    assert r.sampled_items == 5 and r.long_enough == 4
+
+
+def test_too_little_data_for_one_series(s3, bucket):
+    put(s3, bucket, "part-0.parquet", frame(items=2, length=10))
+    r = check_data(s3, bucket, spec())
+    assert len(r.errors) == 1 and "cannot hold one series of the 24 steps a run needs" in r.errors[0]
+    # enough rows in all, but every series too short: the sample is the whole data, so it is sure
+    put(s3, bucket, "part-0.parquet", frame(items=5, length=10))
+    r = check_data(s3, bucket, spec())
+    assert len(r.errors) == 1
+    assert r.errors[0].startswith(f"s3://{bucket}/{PREFIX}: 0 of the 5 items have the 24 steps a run needs")
+    assert "data.min_items is 1 (the longest has 10)" in r.errors[0]
+
+
+def test_mostly_short_series_in_a_partial_sample_only_warn(s3, bucket):
+    put(s3, bucket, "part-0.parquet", frame(items=20, length=10), row_group_size=100)
+    r = check_data(s3, bucket, spec())
+    assert r.ok, r.errors
+    assert any("sampled items are shorter than the 24 steps" in w for w in r.warnings), r.warnings
+
+
+def test_duplicate_timestamps_and_unparseable_strings(s3, bucket):
+    df = frame(items=2)
+    put(s3, bucket, "part-0.parquet", pd.concat([df, df.iloc[[3]]]))
+    (err,) = check_data(s3, bucket, spec()).errors
+    assert (
+        "part-0.parquet: column 'timestamp': item 's0' has the timestamp 2024-01-01T03:00:00 (UTC) twice"
+        in err
+    )
+    df["timestamp"] = df["timestamp"].astype(str)
+    df.loc[7, "timestamp"] = "yesterday"
+    put(s3, bucket, "part-0.parquet", df)
+    (err,) = check_data(s3, bucket, spec()).errors
+    assert "part-0.parquet: column 'timestamp' holds a value that is not a timestamp ('yesterday')" in err
+
+
+def test_daily_data_in_a_dst_time_zone_is_daily(s3, bucket):
+    df = frame(items=2, length=60, freq="D", start="2024-03-01")
+    df["timestamp"] = df["timestamp"].dt.tz_localize("Europe/Berlin")
+    put(s3, bucket, "part-0.parquet", df)
+    r = check_data(s3, bucket, spec(frequency="D"))
+    assert r.ok and r.warnings == (), (r.errors, r.warnings)
+    assert r.inferred_frequency == "D"
+
+
+def test_the_footer_read_uses_range_requests(s3, bucket, monkeypatch):
+    rows = 400_000
+    df = pd.DataFrame(
+        {
+            "item_id": np.repeat([f"s{n}" for n in range(40)], rows // 40),
+            "timestamp": np.tile(pd.date_range("2020-01-01", periods=rows // 40, freq="h"), 40),
+            "target": np.random.default_rng(0).normal(size=rows),
+        }
+    )
+    size = put(s3, bucket, "big.parquet", df, row_group_size=20_000)
+    got: list[tuple[str, int]] = []
+
+    def count(http_response, parsed, model, **kw):
+        if model.name == "GetObject":
+            got.append((kw["context"].get("range", ""), int(parsed["ContentLength"])))
+
+    def remember_range(params, context, **kw):
+        context["range"] = params.get("Range", "")
+
+    s3.meta.events.register("before-parameter-build.s3.GetObject", remember_range)
+    s3.meta.events.register("after-call.s3.GetObject", count)
+    r = check_data(s3, bucket, spec(frequency="h"))
+    assert r.ok, r.errors
+    assert got and all(rng.startswith("bytes=") for rng, _ in got)
+    read = sum(n for _, n in got)
+    assert read == r.bytes_read and read < size / 10, (read, size)
+    assert r.rows == rows and r.sampled_rows == 20_000 and r.sampled_files == (PREFIX + "big.parquet",)
+    # the sample's budget is respected: nothing beyond the footer when it is spent
+    got.clear()
+    monkeypatch.setattr(data_check, "SAMPLE_BYTES", 1)
+    r = check_data(s3, bucket, spec(frequency="h"))
+    assert r.sampled_files == () and len(got) == 1 and got[0][1] == data_check.FOOTER_READ_BYTES
+
+
+def test_a_launch_with_bad_data_stops_before_anything_is_created(
+    backend, dev, local_aws, inventory, tmp_path
+):
+    s3 = local_aws.client("s3")
+    df = frame(items=2, freq="D", length=60)
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf)
+    s3.put_object(Bucket=dev["bucket"], Key="cached-datasets/daily/part-0.parquet", Body=buf.getvalue())
+    run_toml = tmp_path / "run.toml"
+    run_toml.write_text(
+        '[data]\nprefix = "cached-datasets/daily/"\nfrequency = "h"\n[model]\nprediction_length = 4\n'
+    )
+    before = inventory()
+    with pytest.raises(DataCheckError) as caught:
+        launch(backend, env="dev", spec_path=run_toml, skip_doctor=True)
+    assert caught.value.exit_code == 2
+    assert "cached-datasets/daily/part-0.parquet: column 'timestamp'" in str(caught.value)
+    after = inventory()
+    assert after == before  # no instance, no lock (state file), no upload
+    assert not any(key.endswith("system-state.json") for key in after["objects"])
+    assert after["instances"] == {}
+
+
+def test_invoke_data_check(dev, cli, error_line, local_aws, tmp_path):
+    ok = cli("data.check", "--env=dev", "--local")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "data ok" in ok.stdout and "cached-datasets/training-data/" in ok.stdout
+    as_json = cli("data.check", "--env=dev", "--local", "--json")
+    assert as_json.returncode == 0 and json.loads(as_json.stdout)["inferred_frequency"] == "h"
+    run_toml = tmp_path / "run.toml"
+    run_toml.write_text('[data]\ntarget_column = "sales"\n')
+    bad = cli("data.check", "--env=dev", "--local", f"--spec={run_toml}")
+    assert bad.returncode == 2
+    line = error_line(bad)
+    assert line.startswith("error: the training data does not fit the run spec: 1 error listed above")
+    assert (
+        "training-data/2024/01/part-000.parquet (and 3 other files): column 'sales' is missing" in bad.stdout
+    )
+    help_text = cli("--help", "data.check").stdout
+    for flag in ("--env", "--spec", "--json", "--local"):
+        assert flag in help_text
