@@ -1,19 +1,33 @@
-"""Validation of long-format training data: every check and the error it raises.
+"""Validation of long-format training data: order, duplicates, frequency and the grid.
 
 :class:`DataValidationError` carries a one-line message naming the file, item and
-column concerned. The checks work on the sorted arrays :mod:`trainer.data` builds:
-unsorted or duplicate timestamps within a file or across files, gaps or an irregular
-step for the frequency, and series too short to hold out a tail and train on.
+column concerned. The checks work on the arrays :mod:`trainer.data` builds (item
+codes, UTC nanosecond timestamps, file indices):
+
+- :func:`sort_rows`: rows by item then time; items whose rows were out of time order
+  within a file are counted (they are sorted, not refused).
+- :func:`check_duplicates`: two rows of an item at one timestamp (in one file or two).
+- :func:`infer_frequency`: the most common frequency over the longest items.
+- :func:`place_on_grid`: every row's step on the frequency grid, so gaps can be filled.
+  Day and calendar frequencies are placed in the data's own timezone (daily data at
+  local midnight is regular across DST changes); sub-daily ones in UTC. A timestamp
+  off the grid is an error.
 """
 
 from __future__ import annotations
 
+import re
+import warnings
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 NS = np.dtype("datetime64[ns]")
+_DAY = 86_400 * 10**9
+_SAMPLE = 64  # items the frequency is inferred from (the longest)
 
 
 class DataValidationError(Exception):
@@ -30,122 +44,283 @@ class DataValidationError(Exception):
         self.item = item
 
 
-def check_sorted_within_file(path: Path, items: np.ndarray, timestamps: np.ndarray) -> None:
-    if items.size < 2:
-        return
-    _, codes = np.unique(items, return_inverse=True)
+def sort_rows(codes: np.ndarray, timestamps: np.ndarray, file_index: np.ndarray) -> tuple[np.ndarray, int]:
+    """The row order by item then time, and how many items had rows out of order within a file.
+
+    Rows of an item in several files are joined in time order whatever the file order.
+    """
     order = np.argsort(codes, kind="stable")
-    same_item = codes[order][1:] == codes[order][:-1]
-    ts = timestamps[order]
-    bad = np.flatnonzero(same_item & (ts[1:] <= ts[:-1]))
-    if bad.size == 0:
-        return
-    k = int(bad[0])
-    item = str(items[order][k])
-    if ts[k + 1] == ts[k]:
-        raise DataValidationError(
-            f"{path}: duplicate timestamp {fmt_time(ts[k])} for item {item}", file=path, item=item
-        )
-    raise DataValidationError(
-        f"{path}: timestamps of item {item} are not sorted ({fmt_time(ts[k + 1])} comes after "
-        f"{fmt_time(ts[k])})",
-        file=path, item=item,
-    )  # fmt: skip
+    ts, sorted_codes = timestamps[order], codes[order]
+    back = np.flatnonzero((sorted_codes[1:] == sorted_codes[:-1]) & (ts[1:] < ts[:-1]))
+    if back.size == 0:
+        return order, 0
+    files = file_index[order]
+    unsorted = np.unique(sorted_codes[back[files[back] == files[back + 1]]]).size
+    counts = np.bincount(sorted_codes)
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    for code in np.unique(sorted_codes[back]):
+        start, end = starts[code], starts[code] + counts[code]
+        order[start:end] = order[start:end][np.argsort(ts[start:end], kind="stable")]
+    return order, int(unsorted)
 
 
-def check_cross_file_duplicates(
-    codes: np.ndarray,
-    timestamps: np.ndarray,
-    file_index: np.ndarray,
-    unique_items: np.ndarray,
-    paths: list[Path],
+def check_duplicates(
+    codes: np.ndarray, timestamps: np.ndarray, file_index: np.ndarray, names: np.ndarray, paths: list[Path]
 ) -> None:
+    """Two rows of one item at one timestamp (arrays sorted by item then time).
+
+    Raises:
+        DataValidationError: naming the item, the timestamp and the file(s).
+    """
     dup = np.flatnonzero((codes[1:] == codes[:-1]) & (timestamps[1:] == timestamps[:-1]))
     if dup.size == 0:
         return
     k = int(dup[0])
-    item = str(unique_items[codes[k]])
+    item, when = str(names[codes[k]]), fmt_time(timestamps[k])
     first, second = paths[file_index[k]], paths[file_index[k + 1]]
-    raise DataValidationError(
-        f"duplicate timestamp {fmt_time(timestamps[k])} for item {item} in {first} and {second}",
-        file=second, item=item,
+    if first == second:
+        message = f"{first}: duplicate timestamp {when} for item {item}"
+    else:
+        message = f"duplicate timestamp {when} for item {item} in {first} and {second}"
+    raise DataValidationError(message + "; keep one row per item and timestamp", file=second, item=item)
+
+
+def infer_frequency(timestamps: np.ndarray, starts: np.ndarray, counts: np.ndarray, tz: str | None) -> str:
+    """The most common frequency among the longest items (``pandas.infer_freq``).
+
+    An item with gaps does not infer as a whole: then stretches of it vote, and when
+    none infers either, the most common step between timestamps decides.
+
+    Raises:
+        DataValidationError: no frequency can be inferred.
+    """
+    sample = np.argsort(counts, kind="stable")[::-1][:_SAMPLE]
+    items = [timestamps[starts[code] : starts[code] + counts[code]] for code in sample]
+    votes = Counter(a for a in (_infer(ts, tz) for ts in items) if a)
+    if not votes:  # gaps: stretches of the items infer
+        votes = Counter(a for ts in items for a in (_infer(part, tz) for part in _stretches(ts)) if a)
+    alias = votes.most_common(1)[0][0] if votes else _from_steps(timestamps, starts, counts, sample)
+    if alias is None:
+        raise DataValidationError(
+            "cannot infer the frequency from the timestamps (too few regular steps); set "
+            'data.frequency in the run spec (e.g. "h", "D", "W")'
+        )
+    return _short_alias(alias)
+
+
+def _stretches(ts: np.ndarray, size: int = 16, most: int = 8) -> list[np.ndarray]:
+    """Up to ``most`` stretches of ``size`` points, spread over the series."""
+    if ts.size < 2 * size:
+        return []
+    firsts = np.linspace(0, ts.size - size, num=min(most, ts.size // size)).astype(int)
+    return [ts[k : k + size] for k in firsts]
+
+
+def _infer(ts: np.ndarray, tz: str | None) -> str | None:
+    import pandas as pd
+
+    if ts.size < 3:
+        return None
+    index = pd.DatetimeIndex(ts.view(NS))
+    found = _infer_freq(index)
+    if found is None and tz is not None:
+        found = _infer_freq(index.tz_localize("UTC").tz_convert(tz))
+    return found
+
+
+def _infer_freq(index: Any) -> str | None:
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            found = pd.infer_freq(index)
+        except (TypeError, ValueError):
+            return None
+    return None if found is None else str(getattr(found, "freqstr", found))
+
+
+def _from_steps(timestamps: np.ndarray, starts: np.ndarray, counts: np.ndarray, sample: np.ndarray) -> Any:
+    """The alias of the most common step, read from three points in a row that take it."""
+    import pandas as pd
+
+    diffs = [np.diff(timestamps[starts[c] : starts[c] + counts[c]]) for c in sample]
+    steps = np.concatenate(diffs) if diffs else np.empty(0, np.int64)
+    steps = steps[steps > 0]
+    if steps.size == 0:
+        return None
+    values, freq = np.unique(steps, return_counts=True)
+    step = int(values[np.argmax(freq)])
+    for code, diff in zip(sample, diffs, strict=True):
+        run = np.flatnonzero((diff[1:] == step) & (diff[:-1] == step))
+        if run.size:
+            first = starts[code] + int(run[0])
+            found = _infer_freq(pd.DatetimeIndex(timestamps[first : first + 3].view(NS)))
+            if found:
+                return found
+    if step % _DAY == 0:
+        return f"{step // _DAY}D"
+    return str(pd.tseries.frequencies.to_offset(pd.Timedelta(step)).freqstr)
+
+
+def _short_alias(alias: str) -> str:
+    """``"W-SUN"`` -> ``"W"``, ``"1D"`` -> ``"D"``: the plain alias when it means the same."""
+    offset = frequency_offset(alias)
+    for short in (alias.split("-")[0], re.sub(r"^1(?=\D)", "", alias)):
+        try:
+            if short and frequency_offset(short) == offset:
+                return short
+        except ValueError:
+            continue
+    return alias
+
+
+@dataclass(frozen=True, kw_only=True)
+class Grid:
+    """Where every row (sorted by item then time) lies on the frequency grid.
+
+    Attributes:
+        frequency: the frequency alias.
+        tz: the timestamps' timezone (``None``: naive).
+        local: the grid is in the data's local wall time (else in UTC).
+        step: the fixed step in that time, ns (``None``: the calendar grid ``points``).
+        points: the calendar grid (wall times, ns), when ``step`` is ``None``.
+        starts, counts: each item's first row and number of rows.
+        first: each item's first wall time (ns), or its index into ``points``.
+        positions: each row's step within its item.
+        lengths: each item's length on the grid (first to last row).
+    """
+
+    frequency: str
+    tz: str | None
+    local: bool
+    step: int | None
+    points: np.ndarray | None
+    starts: np.ndarray
+    counts: np.ndarray
+    first: np.ndarray
+    positions: np.ndarray
+    lengths: np.ndarray
+
+    def utc_strings(self, codes: np.ndarray, index: np.ndarray) -> tuple[str, ...]:
+        """The UTC time of step ``index[i]`` of item ``codes[i]``, as ``%Y-%m-%dT%H:%M:%SZ``."""
+        import pandas as pd
+
+        if self.step is not None:
+            wall = self.first[codes] + index * self.step
+        else:
+            wall = self.points[self.first[codes] + index]
+        times = pd.DatetimeIndex(np.asarray(wall, dtype=np.int64).view(NS))
+        if self.local and self.tz is not None:
+            times = times.tz_localize(
+                self.tz, ambiguous=np.zeros(len(times), dtype=bool), nonexistent="shift_forward"
+            ).tz_convert("UTC")
+        return tuple(f"{t}Z" for t in times.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+def place_on_grid(
+    frequency: str, timestamps: np.ndarray, counts: np.ndarray, tz: str | None, where: Any
+) -> Grid:
+    """Every row's step on the ``frequency`` grid (rows sorted by item then time).
+
+    Args:
+        frequency: a pandas alias.
+        timestamps: UTC ns, sorted by item then time.
+        counts: rows per item code.
+        tz: the data's timezone, ``None`` for naive timestamps.
+        where: ``where(row) -> (item, file)`` for the error message.
+
+    Raises:
+        DataValidationError: a timestamp not on the grid, naming the item and file.
+    """
+    offset = frequency_offset(frequency)
+    sub_daily = _is_tick(offset) and offset.nanos < _DAY
+    modes = [False] if tz is None else ([False, True] if sub_daily else [True, False])
+    starts = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64)
+    error: DataValidationError | None = None
+    for local in modes:
+        wall = _local_wall(timestamps, tz) if local else timestamps
+        try:
+            return _place(frequency, offset, wall, starts, counts, tz=tz, local=local, where=where)
+        except DataValidationError as exc:
+            error = error or exc
+    raise error  # type: ignore[misc]  # modes is never empty
+
+
+def _place(
+    frequency: str, offset: Any, wall: np.ndarray, starts: np.ndarray, counts: np.ndarray, **kw: Any
+) -> Grid:
+    step = _fixed_step(offset)
+    points = None
+    if step is not None:
+        first = wall[starts]
+        positions = wall - np.repeat(first, counts)
+        bad = np.flatnonzero(positions % step)
+        if bad.size == 0 and getattr(offset, "weekday", None) is not None:
+            weekday = (first // _DAY + 3) % 7  # 1970-01-01 was a Thursday (3)
+            bad = starts[weekday != offset.weekday]
+        positions //= step
+    else:
+        points = _calendar_points(offset, wall)
+        index = np.searchsorted(points, wall)
+        bad = np.flatnonzero(points[np.minimum(index, points.size - 1)] != wall)
+        first = index[starts]
+        positions = index - np.repeat(first, counts)
+    if bad.size:
+        item, path = kw["where"](int(bad[0]))
+        raise DataValidationError(
+            f"item {item}: timestamp {fmt_time(wall[bad[0]])} is not on the {frequency!r} grid (in "
+            f"{path}); set data.frequency to the data's frequency or remove the off-grid rows",
+            file=path, item=item,
+        )  # fmt: skip
+    lengths = positions[starts + counts - 1] + 1
+    return Grid(
+        frequency=frequency, tz=kw["tz"], local=kw["local"], step=step, points=points,
+        starts=starts, counts=counts, first=first, positions=positions, lengths=lengths,
     )  # fmt: skip
 
 
-def infer_frequency(timestamps: np.ndarray, bounds: list[tuple[int, int]]) -> str:
+def _is_tick(offset: Any) -> bool:
     import pandas as pd
 
-    start, end = max(bounds, key=lambda b: b[1] - b[0])
-    if end - start >= 3:
-        freq = pd.infer_freq(pd.DatetimeIndex(timestamps[start:end]))
-        if freq:
-            return str(freq)
-    raise DataValidationError(
-        "cannot infer the frequency from the timestamps; set the frequency in the run spec"
-    )
+    return isinstance(offset, pd.offsets.Tick) and not isinstance(offset, pd.offsets.Day)
 
 
-def check_regular(
-    frequency: str,
-    timestamps: np.ndarray,
-    bounds: list[tuple[int, int]],
-    unique_items: np.ndarray,
-    file_index: np.ndarray,
-    paths: list[Path],
-) -> None:
+def _fixed_step(offset: Any) -> int | None:
+    """The step in wall time when it is fixed (ticks, days, weeks), else ``None``."""
     import pandas as pd
 
-    offset = frequency_offset(frequency)
-    fixed = getattr(offset, "nanos", None) if isinstance(offset, pd.offsets.Tick) else None
-    if isinstance(offset, pd.offsets.Day):  # a calendar day is 24 h on naive timestamps
-        fixed = int(offset.n) * 86_400 * 10**9
-    for code, (start, end) in enumerate(bounds):
-        ts = timestamps[start:end]
-        if fixed is not None:
-            steps = np.diff(ts.astype(np.int64))
-            bad = np.flatnonzero(steps != fixed)
-            k = int(bad[0]) if bad.size else None
-        else:
-            expected = pd.date_range(ts[0], periods=ts.size, freq=offset).to_numpy().astype(NS)
-            mismatch = np.flatnonzero(expected != ts)
-            k = int(mismatch[0]) - 1 if mismatch.size else None
-        if k is None:
-            continue
-        item = str(unique_items[code])
-        if k < 0:
-            raise DataValidationError(
-                f"item {item}: timestamp {fmt_time(ts[0])} is not on the {frequency!r} grid "
-                f"(in {paths[file_index[start]]})",
-                file=paths[file_index[start]], item=item,
-            )  # fmt: skip
-        path = paths[file_index[start + k + 1]]
-        raise DataValidationError(
-            f"item {item}: gap or irregular step after {fmt_time(ts[k])} (next is "
-            f"{fmt_time(ts[k + 1])}, expected frequency {frequency!r}) in {path}",
-            file=path, item=item,
-        )  # fmt: skip
+    if _is_tick(offset):
+        return int(offset.nanos)
+    if isinstance(offset, pd.offsets.Day):
+        return int(offset.n) * _DAY
+    if isinstance(offset, pd.offsets.Week):
+        return int(offset.n) * 7 * _DAY
+    return None
 
 
-def check_lengths(
-    bounds: list[tuple[int, int]], unique_items: np.ndarray, *, prediction_length: int, min_past: int
-) -> None:
-    """Every series holds the held-out tail plus one training window (horizon + ``min_past``)."""
-    min_length = 2 * prediction_length + min_past
-    lengths = np.array([end - start for start, end in bounds])
-    short = np.flatnonzero(lengths < min_length)
-    if short.size == 0:
-        return
-    item = str(unique_items[short[0]])
-    others = f" ({short.size - 1} other item(s) too)" if short.size > 1 else ""
-    raise DataValidationError(
-        f"item {item} has {lengths[short[0]]} observations, at least {min_length} are needed "
-        f"(held-out tail {prediction_length} + training horizon {prediction_length} "
-        f"+ min_past {min_past}){others}",
-        item=item,
-    )
+def _calendar_points(offset: Any, wall: np.ndarray) -> np.ndarray:
+    import pandas as pd
+
+    first, last = pd.Timestamp(int(wall.min())), pd.Timestamp(int(wall.max()))
+    points = pd.date_range(first, last, freq=offset).asi8
+    return points if points.size else np.array([first.value], dtype=np.int64)
+
+
+def _local_wall(timestamps: np.ndarray, tz: str | None) -> np.ndarray:
+    """UTC ns -> the wall time in ``tz`` (ns, naive)."""
+    import pandas as pd
+
+    index = pd.DatetimeIndex(timestamps.view(NS)).tz_localize("UTC").tz_convert(tz)
+    return np.asarray(index.tz_localize(None).asi8)
 
 
 def frequency_offset(frequency: str) -> Any:
+    """The pandas offset of a frequency alias.
+
+    Raises:
+        ValueError: an unknown alias.
+    """
     from pandas.tseries.frequencies import to_offset
 
     try:
@@ -154,5 +329,6 @@ def frequency_offset(frequency: str) -> Any:
         raise ValueError(f"unknown frequency {frequency!r}: {exc}") from exc
 
 
-def fmt_time(ts: np.datetime64) -> str:
-    return str(np.datetime_as_string(ts, unit="s"))
+def fmt_time(ts: Any) -> str:
+    """A ns timestamp (int or datetime64) as ISO 8601 to the second."""
+    return str(np.datetime_as_string(np.asarray(ts).astype(np.int64).view(NS), unit="s"))

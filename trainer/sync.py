@@ -125,6 +125,9 @@ def download_user_configs(transfers: Transfers, prefix: str, dest: Path) -> list
 def load_training_data(files: list[Path], spec: RunSpec) -> Dataset:
     """Validate and load the parquet files (``trainer.data``) as the run spec describes them.
 
+    The horizon and the number of backtest windows come from the spec's model section;
+    unusable items are dropped and counted (``Dataset.drops``), not fatal.
+
     Raises:
         TerminalError: the data module's message, naming the file and item.
     """
@@ -132,7 +135,12 @@ def load_training_data(files: list[Path], spec: RunSpec) -> Dataset:
     from trainer.data_validation import DataValidationError
 
     try:
-        return load_dataset(files, spec.data, prediction_length=spec.model.prediction_length)
+        return load_dataset(
+            files,
+            spec.data,
+            prediction_length=spec.model.prediction_length,
+            backtest_windows=spec.model.backtest_windows,
+        )
     except DataValidationError as exc:
         details = {k: str(v) for k, v in (("file", exc.file), ("item", exc.item)) if v is not None}
         raise TerminalError(f"invalid training data: {exc}", component="data_sync", details=details) from None

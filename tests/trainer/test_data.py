@@ -1,4 +1,4 @@
-"""Loading and validating long-format parquet data."""
+"""Loading long-format parquet data: what is refused, what is repaired and counted."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -18,6 +19,8 @@ from trainer.data_validation import DataValidationError
 from trainer.inputs_file import load_inputs, save_inputs
 
 H = 4
+K = 1
+NEEDED = (K + 1) * H + H + 2  # 14 steps: K test windows, validation, one training window (min_past 2)
 SPEC = DataSpec.from_dict({"frequency": "h"})
 START = np.datetime64("2024-03-01T00:00:00", "s")
 
@@ -41,8 +44,8 @@ def _concat(*parts: dict[str, list]) -> dict[str, list]:
     return {k: sum((p[k] for p in parts), []) for k in parts[0]}
 
 
-def _load(files: list[Path], spec: DataSpec = SPEC, *, horizon: int = H, min_past: int = 2) -> Dataset:
-    return load_dataset(files, spec, prediction_length=horizon, min_past=min_past)
+def _load(files: list[Path], spec: DataSpec = SPEC, *, horizon: int = H, windows: int = K) -> Dataset:
+    return load_dataset(files, spec, prediction_length=horizon, backtest_windows=windows, min_past=2)
 
 
 def _error(files: list[Path], spec: DataSpec = SPEC, *, horizon: int = H) -> DataValidationError:
@@ -52,30 +55,97 @@ def _error(files: list[Path], spec: DataSpec = SPEC, *, horizon: int = H) -> Dat
     return info.value
 
 
-def test_synthetic_data_loads_and_splits_the_tail(small_files, small_spec) -> None:
-    ds = load_dataset(small_files, small_spec, prediction_length=24)
+def _whole(ds: Dataset, item: int = 0) -> np.ndarray:
+    """An item's series on the grid: the last test window's context and future."""
+    last = ds.test_windows[-1]
+    return np.concatenate([last.past[item], last.future[item]])
+
+
+def test_synthetic_data_loads_and_splits(small_files, small_spec) -> None:
+    ds = load_dataset(small_files, small_spec, prediction_length=24, backtest_windows=3)
     assert ds.frequency == "h" and len(ds.item_ids) == 8 and ds.n_rows == 8 * 24 * 14
     first = ds.train_inputs[0]
-    assert first["target"].shape == (24 * 14 - 24,)
+    assert first["target"].shape == (24 * 14 - 4 * 24,)
     assert set(first["past_covariates"]) == {"temperature", "promo"}
     assert first["future_covariates"] == {"promo": None}
-    ev = ds.eval_set
-    assert ev.future.shape == (8, 24)
-    assert ev.inputs[0]["future_covariates"]["promo"].shape == (24,)
-    assert "temperature" not in ev.inputs[0]["future_covariates"]
-    np.testing.assert_array_equal(ev.past[0], first["target"])
-    assert ds.summary()["items"] == 8
+    assert [w.name for w in ds.test_windows] == ["test-1", "test-2", "test-3"]
+    for window in (ds.validation, *ds.test_windows):
+        assert window.future.shape == (8, 24) and window.future.dtype == np.float32
+        assert window.inputs[0]["future_covariates"]["promo"].shape == (24,)
+        assert "temperature" not in window.inputs[0]["future_covariates"]
+    np.testing.assert_array_equal(ds.validation.past[0], first["target"])
+    summary = ds.summary()
+    assert summary["items"] == 8 and summary["backtest_windows"] == 3
+    assert summary["frequency_source"] == "spec" and summary["drops"]["items_kept"] == 8
 
 
 def test_items_spanning_files_are_joined_in_time_order(tmp_path: Path) -> None:
-    late = _write(tmp_path / "a.parquet", _concat(_series("x", 6, offset=6), _series("y", 12)))
-    early = _write(tmp_path / "b.parquet", _series("x", 6))
+    late = _write(tmp_path / "a.parquet", _concat(_series("x", 8, offset=8), _series("y", 16)))
+    early = _write(tmp_path / "b.parquet", _series("x", 8))
     ds = _load([late, early])
     assert ds.item_ids == ("x", "y")
-    np.testing.assert_array_equal(
-        np.concatenate([ds.eval_set.past[0], ds.eval_set.future[0]]),
-        [10 + h % 5 for h in range(12)],
+    np.testing.assert_array_equal(_whole(ds), [10 + h % 5 for h in range(16)])
+    assert ds.drops["unsorted_items"] == 0  # each file was in time order
+
+
+def test_unsorted_rows_are_sorted_and_counted(tmp_path: Path) -> None:
+    rows = _concat(_series("ok", 16), _series("late", 8, offset=8), _series("late", 8))
+    rows = _concat(rows, _series("rev", 1, offset=15), _series("rev", 15))
+    ds = _load([_write(tmp_path / "u.parquet", rows)])
+    assert ds.drops["unsorted_items"] == 2
+    for item in range(3):
+        np.testing.assert_array_equal(_whole(ds, item), [10 + h % 5 for h in range(16)])
+
+
+def test_gaps_are_filled_with_nan_and_counted(tmp_path: Path) -> None:
+    rows = _concat(_series("gappy", 5), _series("gappy", 10, offset=7), _series("full", 17))
+    rows["price"] = [float(v) for v in range(len(rows["target"]))]
+    rows["day"] = ["mon"] * len(rows["target"])
+    spec = DataSpec.from_dict({"frequency": "h", "past_covariates": ["price"], "known_covariates": ["day"]})
+    ds = _load([_write(tmp_path / "g.parquet", rows)], spec)
+    assert ds.item_ids == ("full", "gappy")
+    series = _whole(ds, 1)
+    assert (
+        series.shape == (17,)
+        and np.isnan(series[5:7]).all()
+        and not np.isnan(np.delete(series, [5, 6])).any()
     )
+    assert ds.drops["gaps_filled"] == {"items": 1, "values": 2}
+    train = ds.train_inputs[1]
+    assert np.isnan(train["past_covariates"]["price"][5:7]).all()
+    assert list(train["past_covariates"]["day"][4:8]) == ["mon", "", "", "mon"]
+
+
+def test_an_item_with_too_many_missing_values_is_dropped(tmp_path: Path) -> None:
+    sparse = _concat(_series("sparse", 4), _series("sparse", 12, offset=8))  # 4 of 20 steps missing
+    sparse["target"][6] = float("nan")  # and one NaN in the data: 5 of 20 = 25% > 20%
+    rows = _concat(_series("good", 20), sparse)
+    ds = _load([_write(tmp_path / "n.parquet", rows)])
+    assert ds.item_ids == ("good",)
+    assert ds.drops["dropped"]["too_many_nan"] == {"count": 1, "examples": ["sparse (25% missing)"]}
+    relaxed = dataclasses.replace(SPEC, max_nan_fraction=0.3)
+    assert _load([tmp_path / "n.parquet"], relaxed).item_ids == ("good", "sparse")
+
+
+def test_short_series_are_dropped_with_examples(tmp_path: Path) -> None:
+    shorts = [_series(f"s{i}", NEEDED - 1 - i) for i in range(6)]
+    path = _write(tmp_path / "s.parquet", _concat(_series("long", NEEDED), *shorts))
+    ds = _load([path])
+    assert ds.item_ids == ("long",)
+    dropped = ds.drops["dropped"]["too_short"]
+    assert dropped["count"] == 6 and len(dropped["examples"]) == 5
+    assert dropped["examples"][0] == f"s0 ({NEEDED - 1} of {NEEDED} steps)"
+    assert ds.drops["items_in"] == 7 and ds.drops["items_kept"] == 1
+
+
+def test_fewer_than_min_items_fails_with_the_counts(tmp_path: Path) -> None:
+    rows = _concat(_series("a", 20), _series("b", 5), _concat(_series("c", 3), _series("c", 3, offset=17)))
+    path = _write(tmp_path / "m.parquet", rows)
+    assert _load([path]).item_ids == ("a",)
+    message = str(_error([path], dataclasses.replace(SPEC, min_items=2)))
+    assert "only 1 of 3 item(s) are usable" in message and "min_items is 2" in message
+    assert "1 too short" in message and "b (5 of 14 steps)" in message
+    assert "1 with more than 20%" in message and "c (70% missing)" in message
 
 
 def test_missing_column_names_file_and_column(tmp_path: Path) -> None:
@@ -94,7 +164,7 @@ def test_missing_covariate_column(tmp_path: Path) -> None:
 
 
 def test_duplicate_timestamp_names_file_and_item(tmp_path: Path) -> None:
-    rows = _concat(_series("good", 12), _series("dup", 6), _series("dup", 7, offset=5))
+    rows = _concat(_series("good", 16), _series("dup", 6), _series("dup", 11, offset=5))
     path = _write(tmp_path / "d.parquet", rows)
     error = _error([path])
     message = str(error)
@@ -102,25 +172,20 @@ def test_duplicate_timestamp_names_file_and_item(tmp_path: Path) -> None:
     assert error.item == "dup"
 
 
-def test_unsorted_timestamps_name_file_and_item(tmp_path: Path) -> None:
-    rows = _concat(_series("ok", 12), _series("late", 6, offset=6), _series("late", 6))
-    path = _write(tmp_path / "u.parquet", rows)
-    message = str(_error([path]))
-    assert "not sorted" in message and str(path) in message and "late" in message
-
-
 def test_duplicate_across_files_names_both(tmp_path: Path) -> None:
-    a = _write(tmp_path / "a.parquet", _series("x", 12))
-    b = _write(tmp_path / "b.parquet", _series("x", 2, offset=11))
+    a = _write(tmp_path / "a.parquet", _series("x", 16))
+    b = _write(tmp_path / "b.parquet", _series("x", 2, offset=15))
     message = str(_error([a, b]))
     assert "duplicate" in message and str(a) in message and str(b) in message and "x" in message
 
 
-def test_gap_names_item_and_time(tmp_path: Path) -> None:
-    rows = _concat(_series("gappy", 5), _series("gappy", 10, offset=6))
+def test_a_timestamp_off_the_grid_names_item_file_and_time(tmp_path: Path) -> None:
+    rows = _series("odd", 16)
+    rows["timestamp"][4] = START + np.timedelta64(270, "m")  # 04:30 on an hourly grid
     path = _write(tmp_path / "g.parquet", rows)
-    message = str(_error([path]))
-    assert "gap" in message and "gappy" in message and "2024-03-01T04:00:00" in message
+    error = _error([path])
+    assert "odd" in str(error) and str(path) in str(error) and "2024-03-01T04:30:00" in str(error)
+    assert "not on the 'h' grid" in str(error) and error.item == "odd"
 
 
 def test_irregular_step_for_a_calendar_frequency(tmp_path: Path) -> None:
@@ -135,27 +200,57 @@ def test_irregular_step_for_a_calendar_frequency(tmp_path: Path) -> None:
     assert _load([_write(tmp_path / "ok.parquet", rows)], spec, horizon=2).frequency == "MS"
 
 
-def test_too_short_names_item_and_min_length(tmp_path: Path) -> None:
-    path = _write(tmp_path / "s.parquet", _concat(_series("long", 12), _series("short", 9)))
-    error = _error([path])
-    assert error.item == "short"
-    assert "short" in str(error) and "9 observations" in str(error)
-    assert "at least 10 are needed" in str(error)  # tail 4 + horizon 4 + min_past 2
+@pytest.mark.parametrize(("freq", "expected"), [("h", "h"), ("D", "D"), ("W", "W"), ("30min", "30min")])
+def test_frequency_auto_is_inferred(tmp_path: Path, freq: str, expected: str) -> None:
+    times = pd.date_range("2024-01-07", periods=40, freq=freq).to_numpy()
+    rows = {"item_id": ["a"] * 40, "timestamp": times, "target": np.arange(40.0)}
+    gappy = {"item_id": ["b"] * 38, "timestamp": np.delete(times, [20, 21]), "target": np.arange(38.0)}
+    spec = DataSpec.from_dict({"frequency": "auto"})
+    assert spec.frequency is None
+    ds = _load([_write(tmp_path / "a.parquet", rows)], spec)
+    assert ds.frequency == expected and ds.frequency_source == "inferred"
+    ds = _load([_write(tmp_path / "a.parquet", gappy)], spec)  # gaps: still inferred, then filled
+    assert ds.frequency == expected and ds.drops["gaps_filled"] == {"items": 1, "values": 2}
 
 
-def test_frequency_inferred_when_not_given(tmp_path: Path) -> None:
-    path = _write(tmp_path / "f.parquet", _series("a", 12))
-    spec = dataclasses.replace(SPEC, frequency=None)
-    assert _load([path], spec).frequency == "h"
+def test_daily_data_across_dst_changes_is_regular(tmp_path: Path) -> None:
+    """Local midnight in Europe/Berlin is 23 h, 24 h or 25 h apart in UTC: still daily, no gaps."""
+    times = pd.date_range("2024-03-20", "2024-11-05", freq="D", tz="Europe/Berlin")
+    rows = {
+        "item_id": ["a"] * len(times),
+        "timestamp": pa.array(times),
+        "target": np.arange(len(times), 0.0, -1),
+    }
+    path = _write(tmp_path / "berlin.parquet", rows)
+    assert pq.read_schema(path).field("timestamp").type.tz == "Europe/Berlin"
+    for frequency in ("D", "auto"):
+        ds = _load([path], DataSpec.from_dict({"frequency": frequency}), horizon=7, windows=3)
+        assert ds.frequency == "D" and ds.drops["gaps_filled"]["values"] == 0
+        assert ds.n_rows == len(times) and _whole(ds).size == len(times)
+    assert ds.test_windows[-1].starts == ("2024-10-29T23:00:00Z",)  # CET midnight, after October
+    assert ds.validation.starts == ("2024-10-08T22:00:00Z",)  # CEST midnight
+
+
+def test_hourly_tz_aware_data_across_dst_is_regular(tmp_path: Path) -> None:
+    times = pd.date_range("2024-03-30", "2024-04-01", freq="h", tz="Europe/Berlin")
+    rows = {
+        "item_id": ["a"] * len(times),
+        "timestamp": pa.array(times),
+        "target": np.arange(len(times), 0.0, -1),
+    }
+    ds = _load([_write(tmp_path / "h.parquet", rows)], DataSpec.from_dict({"frequency": "auto"}))
+    assert ds.frequency == "h" and ds.drops["gaps_filled"]["values"] == 0
 
 
 def test_null_timestamp_and_non_numeric_target(tmp_path: Path) -> None:
-    rows = _series("n", 12)
+    rows = _series("n", 16)
     rows["timestamp"][3] = None
     assert "null timestamp" in str(_error([_write(tmp_path / "n.parquet", rows)]))
-    rows = _series("t", 12)
+    rows = _series("t", 16)
     rows["target"] = [str(v) for v in rows["target"]]
-    assert "expected numbers" in str(_error([_write(tmp_path / "t.parquet", rows)]))
+    path = _write(tmp_path / "t.parquet", rows)
+    error = _error([path])
+    assert "expected numbers" in str(error) and "target" in str(error) and error.file == path
 
 
 def test_no_files_and_unreadable_file(tmp_path: Path) -> None:
@@ -166,9 +261,11 @@ def test_no_files_and_unreadable_file(tmp_path: Path) -> None:
 
 
 def test_spec_and_horizon_reject_bad_values(tmp_path: Path) -> None:
-    path = _write(tmp_path / "p.parquet", _series("a", 12))
+    path = _write(tmp_path / "p.parquet", _series("a", 16))
     with pytest.raises(ValueError, match="prediction_length"):
         _load([path], horizon=0)
+    with pytest.raises(ValueError, match="backtest_windows"):
+        _load([path], windows=0)
     with pytest.raises(ValueError, match="twice"):
         dataclasses.replace(SPEC, past_covariates=("target",))
     with pytest.raises(ConfigError, match=r"\$\.data: .*twice"):
@@ -190,7 +287,7 @@ def test_the_data_spec_defaults_are_the_schemas() -> None:
 
 
 def test_inputs_round_trip_through_npz(small_files, small_spec, tmp_path: Path) -> None:
-    inputs = load_dataset(small_files, small_spec, prediction_length=24).train_inputs
+    inputs = load_dataset(small_files, small_spec, prediction_length=24, backtest_windows=3).train_inputs
     loaded = load_inputs(save_inputs(inputs, tmp_path / "inputs.npz"))
     assert len(loaded) == len(inputs)
     for a, b in zip(inputs, loaded, strict=True):
@@ -207,5 +304,5 @@ def test_daily_data(tmp_path: Path) -> None:
 
     files = generate_dataset(tmp_path, n_items=2, length=60, freq="D", with_covariates=False)
     daily = DataSpec.from_dict({"frequency": "D"})
-    assert load_dataset(files, daily, prediction_length=7).frequency == "D"
+    assert load_dataset(files, daily, prediction_length=7, backtest_windows=3).frequency == "D"
     assert "2D" in str(_error(files, DataSpec.from_dict({"frequency": "2D"}), horizon=7))
