@@ -1,14 +1,18 @@
 """Progress callbacks of the training loop: what :func:`trainer.finetune.train` reports and obeys.
 
-:class:`TrainHooks` is what a caller passes in (per-step loss, on-demand checkpoints,
-stop requests, saved-checkpoint hook); :class:`ControlCallback` wires them into the
-``transformers`` Trainer, and :class:`RestoreTorchRngCallback` keeps a resume exact.
+:class:`TrainHooks` is what a caller passes in (loss reports, validations, on-demand
+checkpoints, stop requests, saved-checkpoint hook); :class:`ControlCallback` wires them
+into the ``transformers`` Trainer, :class:`ValidationCallback` scores the validation
+window and keeps the best weights, :class:`CheckpointFilesCallback` writes the run's own
+files into a checkpoint before the Trainer's ``trainer_state.json`` (which marks it
+complete), and :class:`RestoreTorchRngCallback` keeps a resume exact.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -19,7 +23,9 @@ import torch
 from transformers.trainer_callback import TrainerCallback
 
 from common.layout import checkpoint_name
-from trainer.checkpoints import BASE_MODEL_INFO_NAME
+from trainer.best_model import BestModel
+from trainer.train_config import TrainConfig
+from trainer.validation import Score, ValidationState, score
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +35,10 @@ class TrainHooks:
     """What a :func:`~trainer.finetune.train` call reports to and asks of its caller.
 
     Attributes:
-        on_step: called after every step with ``(step, total_steps, loss)``.
+        on_step: called with ``(step, total_steps, loss)`` at every logged step (every
+            ``log_interval`` steps and the last one); the loss is the mean since the last.
+        on_validation: called with ``{"step", "wql", "loss", "best_step", "best_wql"}``
+            after every validation.
         should_checkpoint_now: polled at the end of every step (before ``on_step`` of that
             step); ``True`` saves a checkpoint of that step.
         should_stop: polled at the end of every step, first; ``True`` saves a checkpoint of
@@ -39,6 +48,7 @@ class TrainHooks:
     """
 
     on_step: Callable[[int, int, float], None] | None = None
+    on_validation: Callable[[dict[str, Any]], None] | None = None
     should_checkpoint_now: Callable[[], bool] | None = None
     should_stop: Callable[[], bool] | None = None
     on_checkpoint_saved: Callable[[Path, int], None] | None = None
@@ -53,11 +63,12 @@ class ControlCallback(TrainerCallback):
         self.hooks = hooks
         self.step_delay_s = step_delay_s
         self.saved: list[Path] = []
-        self.base_model: dict[str, Any] | None = None
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         if self.step_delay_s:
             time.sleep(self.step_delay_s)
+        if state.global_step >= self.total:
+            control.should_log = True  # the last step is always reported
         hooks = self.hooks
         if hooks.should_stop is not None and hooks.should_stop():
             logger.info("stop requested: checkpoint at step %d, then stop", state.global_step)
@@ -75,8 +86,6 @@ class ControlCallback(TrainerCallback):
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         path = Path(args.output_dir) / checkpoint_name(state.global_step)
-        if self.base_model is not None:
-            (path / BASE_MODEL_INFO_NAME).write_text(json.dumps(self.base_model, indent=2))
         self.saved.append(path)
         logger.info("checkpoint saved: %s", path)
         if self.hooks.on_checkpoint_saved is not None:
@@ -108,3 +117,117 @@ class RestoreTorchRngCallback(TrainerCallback):
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.random.set_rng_state(rng["cuda"])
         return control
+
+
+class ValidationCallback(TrainerCallback):
+    """Scores the validation window at step 0, every ``interval`` steps and at the last step.
+
+    A better WQL saves the weights as the best (:class:`~trainer.validation.BestModel`);
+    ``patience`` validations in a row without one stop training (saving a checkpoint).
+
+    Args:
+        model: the model being trained (the Trainer's, LoRA-wrapped or not).
+        window: the validation ``EvalSet``.
+        best: where the best weights live.
+        state: the history so far (a resume's, or empty).
+        config: ``eval_interval``, ``num_steps`` (the last step), ``early_stopping_patience``,
+            ``context_length`` and ``batch_size`` (series per forward pass).
+        on_validation: :attr:`TrainHooks.on_validation`.
+    """
+
+    def __init__(
+        self, *, model: Any, window: Any, best: BestModel, state: ValidationState, config: TrainConfig,
+        on_validation: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:  # fmt: skip
+        self.model, self.window, self.best, self.state = model, window, best, state
+        self.config, self.on_validation = config, on_validation
+        self.interval, self.total = config.eval_interval, config.num_steps
+        self.patience = config.early_stopping_patience
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if int(state.global_step) == 0 and not self.state.history:
+            self.validate(0)  # the base model, before any step: zero-shot
+        return control
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        step = int(state.global_step)
+        if step % self.interval != 0 and step < self.total:
+            return control
+        self.validate(step)
+        if self.patience is not None and self.state.since_best >= self.patience and step < self.total:
+            logger.info(
+                "early stopping at step %d: %d validations without a better WQL than %.4f (step %d)",
+                step, self.state.since_best, self.state.best_wql, self.state.best_step,
+            )  # fmt: skip
+            self.state.early_stopped, self.state.stopped_at_step = True, step
+            control.should_training_stop = control.should_save = control.should_log = True
+        return control
+
+    def validate(self, step: int) -> Score:
+        """Score the current weights as of ``step``; save them when they are the best."""
+        cfg = self.config
+        ctx, batch = cfg.context_length, cfg.batch_size
+        wql, loss = score(self.model, self.window, context_length=ctx, batch_size=batch)
+        result = Score(step=step, wql=wql, loss=loss)
+        if self.state.add(result):
+            self.best.save(self.model, step, wql)
+        logger.info("validation at step %d: WQL %.4f, loss %.4f (best %.4f at step %s)",
+                    step, wql, loss, self.state.best_wql or float("nan"), self.state.best_step)  # fmt: skip
+        if self.on_validation is not None:
+            self.on_validation(
+                {"step": step, "wql": _finite(wql), "loss": _finite(loss),
+                 "best_step": self.state.best_step, "best_wql": _finite(self.state.best_wql)}
+            )  # fmt: skip
+        return result
+
+    def write_into(self, checkpoint: Path) -> None:
+        """The best weights, then ``validation_state.json``, into ``checkpoint``."""
+        if self.state.best_step is not None:
+            self.best.link_into(checkpoint)
+        self.state.save(checkpoint)
+
+
+class CheckpointFilesCallback(TrainerCallback):
+    """Writes the run's files into a checkpoint folder before the Trainer completes it.
+
+    At the end of a step that will save (``control.should_save``; put this callback last),
+    each writer is called with the folder, so they land before ``trainer_state.json``;
+    a save this did not foresee gets them at ``on_save`` instead.
+
+    Args:
+        writers: functions of the checkpoint folder.
+    """
+
+    def __init__(self, writers: Sequence[Callable[[Path], None]]) -> None:
+        self.writers = list(writers)
+        self.written: int | None = None
+
+    def _write(self, args: Any, state: Any) -> None:
+        path = Path(args.output_dir) / checkpoint_name(state.global_step)
+        path.mkdir(parents=True, exist_ok=True)
+        for writer in self.writers:
+            writer(path)
+        self.written = int(state.global_step)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if control.should_save:
+            self._write(args, state)
+        return control
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if self.written != int(state.global_step):
+            self._write(args, state)
+        return control
+
+
+def json_writer(name: str, data: dict[str, Any]) -> Callable[[Path], None]:
+    """A :class:`CheckpointFilesCallback` writer of ``data`` as ``<folder>/<name>``."""
+
+    def write(folder: Path) -> None:
+        (folder / name).write_text(json.dumps(data, indent=2))
+
+    return write
+
+
+def _finite(value: float | None) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None

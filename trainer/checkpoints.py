@@ -1,10 +1,13 @@
 """Local checkpoint folders: which are complete, the newest to resume from, and whether it fits.
 
 A checkpoint is ``checkpoints/checkpoint-<step>/`` (names from :mod:`common.layout`)
-holding weights or a LoRA adapter, optimizer, scheduler and RNG states, then
-``trainer_state.json`` written last (its presence marks the folder complete) and
-``base_model.json`` (what a LoRA adapter applies to). Torch-free: the trainer's driver
-checks checkpoints without importing the training stack.
+holding weights or a LoRA adapter, optimizer, scheduler and RNG states, the run's own
+files (``base_model.json``: what a LoRA adapter applies to; ``run_settings.json``: the
+settings a resume must keep; ``validation_state.json`` and ``best-model/``: the
+validation history and the best weights so far; ``precision.json``: the precision
+plan), then ``trainer_state.json`` written last (its presence marks the folder
+complete). Torch-free: the trainer's driver checks checkpoints without importing the
+training stack.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 from common.layout import CHECKPOINT_PREFIX, TRAINER_STATE_NAME, checkpoint_step
 from trainer.train_config import TrainConfig
@@ -19,19 +23,47 @@ from trainer.train_config import TrainConfig
 logger = logging.getLogger(__name__)
 
 BASE_MODEL_INFO_NAME = "base_model.json"
+RUN_SETTINGS_NAME = "run_settings.json"
+VALIDATION_STATE_NAME = "validation_state.json"
+BEST_MODEL_DIRNAME = "best-model"
+BEST_INFO_NAME = "best.json"  # inside a best-model folder: {"step", "wql"}
 WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "pytorch_model.bin")
 STATE_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth")
+RESUME_HINT = "start a new run, or resume with the settings the checkpoint was trained with"
 
 
 class CheckpointError(Exception):
     """A checkpoint cannot be resumed from; the message says which and why."""
 
 
+def run_settings(config: TrainConfig) -> dict[str, Any]:
+    """What a resume must keep: recorded as ``run_settings.json`` in every checkpoint."""
+    return {
+        "finetune_mode": config.finetune_mode,
+        "context_length": config.context_length,
+        "prediction_length": config.prediction_length,
+        "learning_rate": config.learning_rate,
+        "num_steps": config.num_steps,
+        "batch_size": config.batch_size,
+    }
+
+
+def best_model_problem(folder: Path, step: int) -> str | None:
+    """Why ``folder`` is not the best model of ``step`` (``None``: it is)."""
+    info = _read_json(folder / BEST_INFO_NAME)
+    if not isinstance(info, dict) or info.get("step") != step:
+        return f"{BEST_MODEL_DIRNAME}/ does not hold the best model of step {step}"
+    if not any((folder / w).is_file() for w in WEIGHT_FILES):
+        return f"{BEST_MODEL_DIRNAME}/ has no weights"
+    return None
+
+
 def checkpoint_problem(path: Path) -> str | None:
     """Why ``path`` is not a complete checkpoint, or ``None`` when it is.
 
     Complete: ``trainer_state.json`` (written last) loads and names the folder's step,
-    and weights, optimizer, scheduler and RNG state files are present.
+    weights, optimizer, scheduler and RNG state files are present, and the best model
+    a ``validation_state.json`` names is in ``best-model/``.
     """
     path = Path(path)
     step = checkpoint_step(path.name)
@@ -51,7 +83,20 @@ def checkpoint_problem(path: Path) -> str | None:
     missing = [f for f in STATE_FILES if not (path / f).is_file()]
     if missing:
         return f"missing {', '.join(missing)}"
-    return None
+    return _validation_problem(path)
+
+
+def _validation_problem(path: Path) -> str | None:
+    state_file = path / VALIDATION_STATE_NAME
+    if not state_file.exists():
+        return None
+    state = _read_json(state_file)
+    if not isinstance(state, dict):
+        return f"{VALIDATION_STATE_NAME} does not load"
+    best_step = state.get("best_step")
+    if best_step is None:
+        return None
+    return best_model_problem(path / BEST_MODEL_DIRNAME, int(best_step))
 
 
 def find_latest_complete_checkpoint(directory: Path) -> Path | None:
@@ -78,26 +123,54 @@ def find_latest_complete_checkpoint(directory: Path) -> Path | None:
     return None
 
 
-def check_resumable(path: Path, config: TrainConfig) -> None:
-    """Raise unless ``path`` is complete and was made with ``config``'s steps, batch and mode.
+def check_resumable(path: Path, config: TrainConfig, *, base_revision: str | None = None) -> None:
+    """Raise unless ``path`` is complete and was made with this run's base and settings.
+
+    Compared: the base model revision (``base_model.json``; only when ``base_revision``
+    is given), finetune mode, context length, prediction length, learning rate, steps
+    and batch size (``run_settings.json``, ``trainer_state.json``). A changed precision
+    plan (micro-batch x accumulation) is fine as long as the batch size is the same.
 
     Raises:
-        CheckpointError: naming the checkpoint and what differs.
+        CheckpointError: naming the checkpoint, the field, both values and what to do.
     """
+    path = Path(path)
     problem = checkpoint_problem(path)
     if problem is not None:
         raise CheckpointError(f"cannot resume from {path}: {problem}")
     state = json.loads((path / TRAINER_STATE_NAME).read_text())
-    expected = {"max_steps": config.num_steps, "train_batch_size": config.batch_size}
-    for key, value in expected.items():
-        if key in state and state[key] != value:
-            raise CheckpointError(
-                f"cannot resume from {path}: it was trained with {key}={state[key]}, "
-                f"this run has {value} (keep num_steps and batch_size identical across resumes)"
-            )
+    if "max_steps" in state:
+        _same(path, "num_steps", state["max_steps"], config.num_steps)
+    settings = _read_json(path / RUN_SETTINGS_NAME)
+    if isinstance(settings, dict):
+        for key, value in run_settings(config).items():
+            if key in settings:
+                _same(path, key, settings[key], value)
+    elif "train_batch_size" in state:  # a checkpoint from before run_settings.json
+        _same(path, "batch_size", state["train_batch_size"], config.batch_size)
+    if base_revision is not None:
+        base = _read_json(path / BASE_MODEL_INFO_NAME)
+        if isinstance(base, dict) and "revision" in base:
+            _same(path, "base model revision", base["revision"], base_revision)
     is_adapter = (path / "adapter_model.safetensors").is_file()
     if is_adapter != (config.finetune_mode == "lora"):
         kind = "a LoRA adapter" if is_adapter else "full weights"
         raise CheckpointError(
-            f"cannot resume from {path}: it holds {kind}, this run is finetune_mode={config.finetune_mode!r}"
+            f"cannot resume from {path}: it holds {kind}, this run is finetune_mode={config.finetune_mode!r} "
+            f"({RESUME_HINT})"
         )
+
+
+def _same(path: Path, field: str, recorded: Any, wanted: Any) -> None:
+    if recorded != wanted:
+        raise CheckpointError(
+            f"cannot resume from {path}: it was trained with {field}={recorded}, this run has {wanted} "
+            f"({RESUME_HINT})"
+        )
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -7,36 +7,51 @@ reproduces the per-step losses and final weights of an uninterrupted run bit for
 on CUDA (bf16/tf32 kernels) a resume continues from the same state but is not
 promised to be bit-identical. The training child (:mod:`trainer.train`) calls it.
 
+With a validation window (:mod:`trainer.validation`) the base model is scored before
+the first step (zero-shot), every ``eval_interval`` steps and at the last step; the
+best weights (lowest validation WQL) are kept and are the final model, and
+``early_stopping_patience`` validations without a better WQL end training early (a
+completed run). Without one the last weights are the final model.
+
 Layout under ``TrainConfig.output_dir``::
 
     checkpoints/checkpoint-<step>/   full checkpoints (see :mod:`trainer.checkpoints`)
+    best-model/                      the best weights so far (full: model folder; LoRA: adapter)
     model/                           final model: Chronos2Pipeline.from_pretrained(model/)
                                      (LoRA merged into the base), plus training_info.json
+    adapter/                         LoRA only: the final model's adapter alone
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from common.layout import TRAINER_STATE_NAME, checkpoint_step
-from trainer.callbacks import ControlCallback, RestoreTorchRngCallback, TrainHooks
-from trainer.checkpoints import check_resumable
+from trainer import precision as prec
+from trainer.best_model import BestModel, save_final_model
+from trainer.callbacks import (
+    CheckpointFilesCallback,
+    ControlCallback,
+    RestoreTorchRngCallback,
+    TrainHooks,
+    ValidationCallback,
+    json_writer,
+)
+from trainer.checkpoints import BASE_MODEL_INFO_NAME, RUN_SETTINGS_NAME, check_resumable, run_settings
+from trainer.fallbacks import PRECISION_RECORD_NAME, run_attempts
 from trainer.model import BaseModelInfo, load_base_model, seed_everything
 from trainer.train_config import TrainConfig
+from trainer.validation import ValidationState
 
 logger = logging.getLogger(__name__)
 
-TRAINING_INFO_NAME = "training_info.json"
 
 # fit's LoRA defaults (chronos.chronos2.pipeline.Chronos2Pipeline.fit)
 LORA_DEFAULTS: dict[str, Any] = {
@@ -59,15 +74,20 @@ class TrainResult:
     Attributes:
         final_step: global step reached.
         total_steps: ``num_steps`` requested.
-        losses: ``(step, loss)`` for every step so far, including steps before a resume.
-        final_model_dir: the saved final model, ``None`` when interrupted.
+        losses: ``(step, loss)`` for every logged step so far (every ``log_interval``
+            steps and the last one), including steps before a resume.
+        final_model_dir: the saved final model (the best by validation WQL when there is a
+            validation window), ``None`` when interrupted.
+        adapter_dir: LoRA only: that model's adapter alone, ``None`` otherwise.
         checkpoints: checkpoint folders saved by this call, oldest first.
-        interrupted: stopped before ``total_steps`` (``should_stop``).
+        interrupted: stopped before ``total_steps`` (``should_stop``), not early stopping.
         resumed_from: the checkpoint this call resumed from.
         duration_s: wall time of the call (model build, training, final save).
         steps_per_s: optimizer steps per second of this call's training loop.
         base_model: where the weights came from.
         trainable_params: parameters updated by training.
+        validation: the validations (:meth:`ValidationState.summary`; empty without a window).
+        precision: the precision plans (:meth:`trainer.precision.PrecisionRecord.to_dict`).
     """
 
     final_step: int
@@ -81,6 +101,14 @@ class TrainResult:
     steps_per_s: float
     base_model: BaseModelInfo
     trainable_params: int
+    adapter_dir: Path | None = None
+    validation: dict[str, Any] = field(default_factory=lambda: ValidationState().summary())
+    precision: dict[str, Any] | None = None
+
+    @property
+    def early_stopped(self) -> bool:
+        """Training ended early because validation stopped improving."""
+        return bool(self.validation.get("early_stopped"))
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict."""
@@ -89,6 +117,7 @@ class TrainResult:
             "total_steps": self.total_steps,
             "losses": [[s, loss] for s, loss in self.losses],
             "final_model_dir": str(self.final_model_dir) if self.final_model_dir else None,
+            "adapter_dir": str(self.adapter_dir) if self.adapter_dir else None,
             "checkpoints": [str(p) for p in self.checkpoints],
             "interrupted": self.interrupted,
             "resumed_from": str(self.resumed_from) if self.resumed_from else None,
@@ -96,7 +125,21 @@ class TrainResult:
             "steps_per_s": self.steps_per_s,
             "base_model": self.base_model.to_dict(),
             "trainable_params": self.trainable_params,
+            "validation": self.validation,
+            "precision": self.precision,
         }
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Setup:
+    """What every training attempt of one :func:`train` call shares."""
+
+    model_source: str
+    train_inputs: Sequence[dict[str, Any]]
+    config: TrainConfig
+    hooks: TrainHooks
+    validation: Any
+    base_revision: str | None
 
 
 def train(
@@ -106,8 +149,14 @@ def train(
     *,
     resume_from: Path | None = None,
     hooks: TrainHooks | None = None,
+    validation: Any = None,
+    base_revision: str | None = None,
 ) -> TrainResult:
     """Train (or resume training) and save the final model.
+
+    A CUDA out-of-memory or a non-finite loss under fp16/bf16 retries from the newest
+    complete checkpoint with the next precision plan (:func:`trainer.precision.after_oom`,
+    :func:`~trainer.precision.after_nan`); the plans are in the result's ``precision``.
 
     Args:
         model_source: base model string (see :func:`trainer.model.load_base_model`).
@@ -115,6 +164,10 @@ def train(
         config: hyperparameters and output folder.
         resume_from: a complete checkpoint folder to resume from.
         hooks: progress callbacks, checkpoint and stop requests (none by default).
+        validation: the validation window (an ``EvalSet``); ``None``: no validation, the
+            last weights are the final model.
+        base_revision: the base model's pinned revision; a checkpoint of another is
+            refused (``None``: compared with the loaded model's revision).
 
     Returns:
         The :class:`TrainResult`.
@@ -123,6 +176,7 @@ def train(
         trainer.checkpoints.CheckpointError: ``resume_from`` is incomplete or was made
             with other settings.
         trainer.model.ModelLoadError: the base model cannot be loaded.
+        trainer.precision.NonFiniteLoss: a non-finite loss with no precision left to try.
         ValueError: the inputs are empty or too short for the config.
     """
     from transformers.utils import logging as hf_logging
@@ -131,43 +185,54 @@ def train(
     started = time.monotonic()
     if resume_from is not None:
         resume_from = Path(resume_from).resolve()
-        check_resumable(resume_from, config)
-    hooks = hooks or TrainHooks()
-    control = ControlCallback(total=config.num_steps, hooks=hooks, step_delay_s=config.step_delay_s)
-    extra = [control, *hooks.callbacks]
-    if resume_from is not None:
-        extra.insert(0, RestoreTorchRngCallback(resume_from))
+        check_resumable(resume_from, config, base_revision=base_revision)
+    setup = _Setup(
+        model_source=model_source, train_inputs=train_inputs, config=config, hooks=hooks or TrainHooks(),
+        validation=validation, base_revision=base_revision,
+    )  # fmt: skip
     threads = torch.get_num_threads()
     if config.device == "cpu" and config.cpu_threads is not None:
         torch.set_num_threads(config.cpu_threads)
+    saved: list[Path] = []
+
+    def attempt(plan: prec.PrecisionPlan, record: prec.PrecisionRecord, checkpoint: Path | None) -> _Run:
+        control = ControlCallback(total=config.num_steps, hooks=setup.hooks, step_delay_s=config.step_delay_s)
+        try:
+            return _run(setup, control, plan, record, checkpoint)
+        finally:
+            saved.extend(control.saved)
+
     try:
-        run = _run(model_source, train_inputs, config, control, extra, resume_from)
+        run, record = run_attempts(config, resume_from, attempt)
     finally:
         torch.set_num_threads(threads)
-    result = run.result(config, control, resume_from, time.monotonic() - started)
+    result = replace(run, saved=tuple(saved)).result(config, resume_from, time.monotonic() - started, record)
     logger.info(
         "training %s at step %d/%d (%.1f steps/s)",
-        "interrupted" if result.interrupted else "finished", result.final_step, config.num_steps,
-        result.steps_per_s,
+        "interrupted" if result.interrupted else "early-stopped" if result.early_stopped else "finished",
+        result.final_step, config.num_steps, result.steps_per_s,
     )  # fmt: skip
     return result
 
 
 @dataclass(frozen=True, kw_only=True)
 class _Run:
-    """What the training loop left: the trainer, its base model and the loop's time."""
+    """What the training loop left: the trainer, its base model, the loop's time, the exports."""
 
     trainer: Any
     info: BaseModelInfo
     trainable: int
     loop_s: float
+    start_step: int
     final_dir: Path | None
+    adapter_dir: Path | None
+    validation: ValidationState
+    saved: tuple[Path, ...]
 
     def result(
-        self, config: TrainConfig, control: ControlCallback, resume_from: Path | None, duration_s: float
+        self, config: TrainConfig, resume_from: Path | None, duration_s: float, record: prec.PrecisionRecord
     ) -> TrainResult:
         final_step = int(self.trainer.state.global_step)
-        start_step = (checkpoint_step(resume_from.name) or 0) if resume_from else 0
         return TrainResult(
             final_step=final_step,
             total_steps=config.num_steps,
@@ -177,45 +242,82 @@ class _Run:
                 if "loss" in entry and "step" in entry
             ),
             final_model_dir=self.final_dir,
-            checkpoints=tuple(control.saved),
-            interrupted=final_step < config.num_steps,
+            adapter_dir=self.adapter_dir,
+            checkpoints=self.saved,
+            interrupted=final_step < config.num_steps and not self.validation.early_stopped,
             resumed_from=resume_from,
             duration_s=duration_s,
-            steps_per_s=(final_step - start_step) / self.loop_s if self.loop_s > 0 else 0.0,
+            steps_per_s=(final_step - self.start_step) / self.loop_s if self.loop_s > 0 else 0.0,
             base_model=self.info,
             trainable_params=self.trainable,
+            validation=self.validation.summary(),
+            precision=record.to_dict(),
         )
 
 
 def _run(
-    model_source: str,
-    train_inputs: Sequence[dict[str, Any]],
-    config: TrainConfig,
+    setup: _Setup,
     control: ControlCallback,
-    callbacks: list[Any],
+    plan: prec.PrecisionPlan,
+    record: prec.PrecisionRecord,
     resume_from: Path | None,
 ) -> _Run:
-    """Build the trainer, train (or load the finished last checkpoint), save the final model."""
-    trainer, info, trainable = _build_trainer(model_source, train_inputs, config, callbacks)
-    control.base_model = {**info.to_dict(), "seed": config.seed}
+    """One attempt: build the trainer, train (or load a finished checkpoint), save the final model."""
+    config = setup.config
+    trainer, info, trainable = _build_trainer(setup.model_source, setup.train_inputs, config, plan)
+    if resume_from is not None and setup.base_revision is None:
+        check_resumable(resume_from, config, base_revision=info.revision)
+    state = (ValidationState.load(resume_from) if resume_from is not None else None) or ValidationState()
+    best = BestModel(config.output_dir) if setup.validation is not None else None
+    if best is not None and resume_from is not None and state.best_step is not None:
+        best.restore_from(resume_from, state.best_step)
+    writers = [
+        json_writer(BASE_MODEL_INFO_NAME, {**info.to_dict(), "seed": config.seed}),
+        json_writer(RUN_SETTINGS_NAME, run_settings(config)),
+        json_writer(PRECISION_RECORD_NAME, record.to_dict()),
+        lambda folder: prec.save_plan(plan, folder),
+    ]
+    callbacks: list[Any] = [control, *setup.hooks.callbacks]
+    if resume_from is not None:
+        callbacks.insert(0, RestoreTorchRngCallback(resume_from))
+    if best is not None:
+        validator = ValidationCallback(
+            model=trainer.model, window=setup.validation, best=best, state=state, config=config,
+            on_validation=setup.hooks.on_validation,
+        )  # fmt: skip
+        callbacks.append(validator)
+        writers.append(validator.write_into)
+    callbacks += [prec.NanGuard(plan), CheckpointFilesCallback(writers)]
+    for callback in callbacks:
+        trainer.add_callback(callback)
+    prec.save_plan(plan, config.output_dir)
+    start_step = (checkpoint_step(resume_from.name) or 0) if resume_from else 0
     loop_started = time.monotonic()
-    if resume_from is not None and checkpoint_step(resume_from.name) == config.num_steps:
+    if resume_from is not None and (start_step == config.num_steps or state.early_stopped):
         _load_finished_checkpoint(trainer, resume_from)
     else:
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     loop_s = time.monotonic() - loop_started
-    interrupted = int(trainer.state.global_step) < config.num_steps
-    final_dir = None if interrupted else _save_final_model(trainer.model, info, config)
-    return _Run(trainer=trainer, info=info, trainable=trainable, loop_s=loop_s, final_dir=final_dir)
+    step = int(trainer.state.global_step)
+    final_dir = adapter_dir = None
+    if step >= config.num_steps or state.early_stopped:
+        lora = LORA_DEFAULTS if config.finetune_mode == "lora" else None
+        final_dir, adapter_dir = save_final_model(
+            trainer.model, info, config, best=best, state=state, step=step, lora_config=lora
+        )
+    return _Run(
+        trainer=trainer, info=info, trainable=trainable, loop_s=loop_s, start_step=start_step,
+        final_dir=final_dir, adapter_dir=adapter_dir, validation=state, saved=tuple(control.saved),
+    )  # fmt: skip
 
 
 def _build_trainer(
     model_source: str,
     train_inputs: Sequence[dict[str, Any]],
     config: TrainConfig,
-    callbacks: list[Any],
+    plan: prec.PrecisionPlan,
 ) -> tuple[Any, BaseModelInfo, int]:
-    """Seeded model (and LoRA wrapper), training dataset and ``Chronos2Trainer``."""
+    """Seeded model (and LoRA wrapper), training dataset (micro-batches) and ``Chronos2Trainer``."""
     from chronos.chronos2.dataset import Chronos2Dataset, DatasetMode
     from chronos.chronos2.trainer import Chronos2Trainer
     from transformers.trainer_callback import PrinterCallback
@@ -232,59 +334,56 @@ def _build_trainer(
         inputs=list(train_inputs),
         context_length=config.context_length,
         prediction_length=config.prediction_length,
-        batch_size=config.batch_size,
+        batch_size=plan.micro_batch,
         output_patch_size=output_patch_size,
         min_past=config.min_past if config.min_past is not None else config.prediction_length,
         mode=DatasetMode.TRAIN,
     )
-    trainer = Chronos2Trainer(
-        model=model,
-        args=training_arguments(config),
-        train_dataset=dataset,
-        callbacks=callbacks,
-    )
+    trainer = Chronos2Trainer(model=model, args=training_arguments(config, plan), train_dataset=dataset)
     trainer.pop_callback(PrinterCallback)
     logger.info(
-        "training %s (%s) for %d steps; %d trainable parameters",
-        info.base, config.finetune_mode, config.num_steps, trainable,
+        "training %s (%s) for %d steps in %s (%s); %d trainable parameters",
+        info.base, config.finetune_mode, config.num_steps, plan.describe(), plan.reason, trainable,
     )  # fmt: skip
     return trainer, info, trainable
 
 
 def _load_finished_checkpoint(trainer: Any, checkpoint: Path) -> None:
-    """Take weights and state from the last step's checkpoint without training.
+    """Take weights and state from a checkpoint that ends training, without training.
 
-    ``Trainer.train`` would run one step past ``max_steps`` when resumed at the end.
+    ``Trainer.train`` would run one step past ``max_steps`` when resumed at the end (or
+    go on training after an early stop).
     """
     from transformers.trainer_callback import TrainerState
 
-    logger.info("%s is the last step: loading it, no training left", checkpoint)
+    logger.info("%s ends the training: loading it, no training left", checkpoint)
     trainer._load_from_checkpoint(str(checkpoint))
     trainer.state = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE_NAME))
 
 
-def training_arguments(config: TrainConfig) -> Any:
-    """The ``TrainingArguments`` of ``config`` (batch, lr schedule, seed, save steps, precision)."""
+def training_arguments(config: TrainConfig, plan: prec.PrecisionPlan | None = None) -> Any:
+    """The ``TrainingArguments`` of ``config`` (lr schedule, seed, save and log steps) under
+    ``plan`` (precision, micro-batch x accumulation; default: ``plan_precision`` of the config)."""
     from transformers.training_args import TrainingArguments
 
     on_gpu = config.device == "cuda"
-    has_sm80 = on_gpu and torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+    if plan is None:
+        plan = prec.plan_precision(
+            config.precision, device=config.device, capability=prec.capability() if on_gpu else None,
+            batch_size=config.batch_size,
+        )  # fmt: skip
     args = TrainingArguments(
         output_dir=str(config.checkpoints_dir),
-        per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         lr_scheduler_type="linear",
         warmup_steps=0,
         optim="adamw_torch_fused",
         logging_strategy="steps",
-        logging_steps=1,
+        logging_steps=config.log_interval,
         disable_tqdm=True,
         report_to="none",
         max_steps=config.num_steps,
-        gradient_accumulation_steps=1,
         dataloader_num_workers=0,
-        tf32=has_sm80,
-        bf16=has_sm80,
         save_strategy="steps",
         save_steps=config.checkpoint_interval,
         save_only_model=False,
@@ -294,38 +393,8 @@ def training_arguments(config: TrainConfig) -> Any:
         ignore_data_skip=True,
         seed=config.seed,
         use_cpu=not on_gpu,
+        **plan.training_args(),
     )
     if on_gpu:
         args._n_gpu = 1  # no DataParallel (as fit's disable_data_parallel)
     return args
-
-
-def _save_final_model(model: Any, info: BaseModelInfo, config: TrainConfig) -> Path:
-    from chronos.chronos2 import Chronos2Pipeline
-
-    if config.finetune_mode == "lora":
-        model = model.merge_and_unload()
-    chronos_config = model.chronos_config
-    chronos_config.context_length = max(chronos_config.context_length, config.context_length)
-    chronos_config.max_output_patches = max(
-        chronos_config.max_output_patches,
-        math.ceil(config.prediction_length / chronos_config.output_patch_size),
-    )
-    model.config.chronos_config = chronos_config.__dict__
-    model.eval()
-    final_dir = config.final_model_dir
-    staging = final_dir.with_name(final_dir.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    Chronos2Pipeline(model=model).save_pretrained(staging)
-    training_info = {
-        "base_model": info.to_dict(),
-        "finetune_mode": config.finetune_mode,
-        "lora": LORA_DEFAULTS if config.finetune_mode == "lora" else None,
-        "final_step": config.num_steps,
-        "train_config": config.to_dict(),
-    }
-    (staging / TRAINING_INFO_NAME).write_text(json.dumps(training_info, indent=2))
-    shutil.rmtree(final_dir, ignore_errors=True)
-    staging.rename(final_dir)
-    logger.info("final model saved to %s", final_dir)
-    return final_dir

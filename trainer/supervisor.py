@@ -4,7 +4,7 @@
 progress file and relays its output into this log. A stop request becomes SIGTERM once
 the child has installed its handlers (its ``start`` event): it checkpoints and exits
 :attr:`~common.exitcodes.ExitCode.STOPPED`. :class:`ProgressEvents` turns the events into
-heartbeat progress, the loss curve and checkpoint uploads.
+heartbeat progress (loss and validation WQL), the loss curve and checkpoint uploads.
 """
 
 from __future__ import annotations
@@ -170,7 +170,24 @@ class ProgressEvents:
             eta = (total - step) * (now - self._first[0]) / done if done > 0 else None
             self.progress.update(step=step, total_steps=total, loss=loss, eta_s=eta)
             self.loss_curve.append([step, loss])
+        elif kind == "validation":
+            self._validation(event)
         elif kind == "checkpoint":
             self.on_checkpoint(Path(event["path"]), int(event["step"]))
         elif kind == "end":
             log.info("training child ended: %s at step %s", event.get("status"), event.get("step"))
+
+    def _validation(self, event: dict[str, Any]) -> None:
+        fields: dict[str, Any] = {
+            "val_wql": _number(event.get("wql")),
+            "best_val_wql": _number(event.get("best_wql")),
+        }
+        best_step = event.get("best_step")
+        fields["best_step"] = int(best_step) if best_step is not None else None
+        if int(event.get("step") or 0) == 0:
+            fields["zero_shot_val_wql"] = fields["val_wql"]
+        self.progress.update(**fields)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if value is not None else None

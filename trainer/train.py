@@ -9,7 +9,10 @@ it; the training itself is :func:`trainer.finetune.train`.
       "base_model": "tiny" | "/abs/model/dir" | "amazon/chronos-2[@revision]",
       "train": {<TrainConfig fields>, "output_dir": "/abs/dir"},
       "inputs": "/abs/train_inputs.npz",            # written by trainer.inputs_file.save_inputs
-        or "data": {"files": ["/abs/a.parquet", ...], "spec": {<the run spec's data section>}},
+        or "data": {"files": ["/abs/a.parquet", ...], "spec": {<the run spec's data section>},
+                 "backtest_windows": 3},               # training inputs only: before the windows
+      "validation": null | "/abs/validation.npz",   # trainer.inputs_file.save_window
+      "base_revision": null | "<sha>",              # the pinned base; a resume of another is refused
       "resume_from": null | "auto" | "/abs/checkpoints/checkpoint-40",
       "progress_path": "/abs/progress.jsonl",
       "result_path": "/abs/result.json"
@@ -21,20 +24,24 @@ it; the training itself is :func:`trainer.finetune.train`.
 Progress file: JSON lines, appended and flushed one event per line:
 
 - ``{"event": "start", "ts", "pid", "total", "start_step", "resume_from"}``
-- ``{"event": "step", "step", "total", "loss", "ts"}`` after every optimizer step
+- ``{"event": "step", "step", "total", "loss", "ts"}`` every ``log_interval`` steps and
+  at the last step (``loss``: the mean since the previous one)
+- ``{"event": "validation", "step", "wql", "loss", "best_step", "best_wql", "ts"}`` after
+  each validation (step 0: the base model, zero-shot)
 - ``{"event": "checkpoint", "step", "path", "ts"}`` once the checkpoint folder is complete
 - ``{"event": "end", "status", "step", "exit_code", "ts"[, "error"]}``
 
 ``ts`` is Unix time in seconds. ``status`` is ``completed``, ``interrupted`` or
 ``failed``. The result file (written atomically at exit) holds
-:meth:`TrainResult.to_dict` plus ``status`` and ``exit_code``. A SIGKILLed child
+:meth:`TrainResult.to_dict` plus ``status`` and ``exit_code``; a run that stopped early
+because validation stopped improving is ``completed`` (``validation.early_stopped``). A SIGKILLed child
 writes no ``end`` event and no result: resume with ``"resume_from": "auto"``.
 
 Signals: SIGTERM or SIGINT -> checkpoint at the end of the current step, then stop
 (exit STOPPED); SIGUSR1 -> checkpoint at the end of the current step and go on.
 
-Exit codes (:class:`common.exitcodes.ExitCode`): OK (0) completed all steps (final
-model saved); STOPPED (8) stopped early on request after saving a checkpoint;
+Exit codes (:class:`common.exitcodes.ExitCode`): OK (0) completed all steps or stopped
+early on validation (final model saved); STOPPED (8) stopped early on request after saving a checkpoint;
 BAD_DATA (7) invalid training data (the message names file/item); USAGE (2) invalid
 config, arguments, inputs file, base model or checkpoint; FAILED (1) any other
 failure. On failure the result file holds ``{"status": "failed", "error", "exit_code"}``
@@ -141,6 +148,7 @@ def _run_child(cfg: dict[str, Any], config: TrainConfig, base_model: str, flags:
     step = 0
     try:
         inputs = _load_child_inputs(cfg, config)
+        validation = _load_validation(cfg.get("validation"))
         resume_from = _resolve_resume(cfg.get("resume_from"), config)
         step = (checkpoint_step(resume_from.name) or 0) if resume_from else 0
         progress.write(
@@ -149,11 +157,15 @@ def _run_child(cfg: dict[str, Any], config: TrainConfig, base_model: str, flags:
         )  # fmt: skip
         hooks = TrainHooks(
             on_step=lambda s, total, loss: progress.write("step", step=s, total=total, loss=loss),
+            on_validation=lambda fields: progress.write("validation", **fields),
             should_checkpoint_now=flags.take_checkpoint,
             should_stop=flags.stop.is_set,
             on_checkpoint_saved=lambda p, s: progress.write("checkpoint", step=s, path=str(p)),
         )
-        result = train(base_model, inputs, config, resume_from=resume_from, hooks=hooks)
+        result = train(
+            base_model, inputs, config, resume_from=resume_from, hooks=hooks, validation=validation,
+            base_revision=cfg.get("base_revision") or None,
+        )  # fmt: skip
     except DataValidationError as exc:
         return _fail(progress, result_path, step, ExitCode.BAD_DATA, str(exc))
     except (ValueError, ConfigError, CheckpointError, ModelLoadError) as exc:
@@ -180,10 +192,20 @@ def _load_child_inputs(cfg: dict[str, Any], config: TrainConfig) -> list[dict[st
         spec = DataSpec.from_dict(cfg["data"]["spec"], source="data.spec")
         files = [Path(f) for f in cfg["data"]["files"]]
         dataset = load_dataset(
-            files, spec, prediction_length=config.prediction_length, min_past=config.min_past
-        )
+            files, spec, prediction_length=config.prediction_length, min_past=config.min_past,
+            backtest_windows=int(cfg["data"]["backtest_windows"]),
+        )  # fmt: skip
         return dataset.train_inputs
     raise ValueError("config needs 'inputs' (an .npz from save_inputs) or 'data' (files + spec)")
+
+
+def _load_validation(value: Any) -> Any:
+    """The validation window saved by ``trainer.inputs_file.save_window``; ``None``: no validation."""
+    if value in (None, ""):
+        return None
+    from trainer.inputs_file import load_window
+
+    return load_window(Path(value))
 
 
 def _resolve_resume(value: Any, config: TrainConfig) -> Path | None:

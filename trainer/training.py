@@ -60,6 +60,8 @@ def phase(ctx: RunContext, details: dict[str, Any]) -> None:
         device=ctx.opts.device,
         base_model=ctx.data.base_model,
         inputs=ctx.data.inputs or Path(),
+        validation=ctx.data.validation,
+        base_revision=ctx.data.base_ref.get("revision"),
         step_delay_s=ctx.opts.step_delay_s,
     )
     child = TrainingChild(
@@ -87,7 +89,11 @@ def phase(ctx: RunContext, details: dict[str, Any]) -> None:
     stop = ctx.stops.request
     if stop is not None:
         details["stop"] = {"status": stop.status.value, "reason": stop.reason, "source": stop.source}
-    outcome(ctx, code, _read_json(Path(config["result_path"])))
+    result = _read_json(Path(config["result_path"]))
+    details["validation"] = validation_of(result)
+    if result.get("precision"):
+        details["precision"] = result["precision"]
+    outcome(ctx, code, result)
 
 
 def _flush_checkpoints(ctx: RunContext, uploader: CheckpointUploader, details: dict[str, Any]) -> None:
@@ -123,12 +129,30 @@ def outcome(ctx: RunContext, code: int, result: dict[str, Any]) -> None:
         )
     ctx.outputs.model_dir = Path(result["final_model_dir"])
     ctx.outputs.checkpoints_dir = local_checkpoints(ctx.opts.work)
+    ctx.data.validation_result = validation_of(result)
+    ctx.data.adapter_dir = Path(result["adapter_dir"]) if result.get("adapter_dir") else None
     ctx.record.loss_curve[:] = [[int(s), float(v)] for s, v in result.get("losses", [])]
     curve = ctx.record.loss_curve
     ctx.record.metrics.update(
         final_loss=curve[-1][1] if curve else None, steps_per_s=float(result.get("steps_per_s") or 0.0)
     )
     ctx.data.base_info = result.get("base_model") or {}
+
+
+def validation_of(result: dict[str, Any]) -> dict[str, Any]:
+    """The validation block of the child's result file (no window, or no result: the empty block).
+
+    ``{"zero_shot_wql", "zero_shot_loss", "best_wql", "best_step", "history": [[step, wql,
+    loss], ...], "early_stopped", "stopped_at_step"}``.
+    """
+    empty: dict[str, Any] = {
+        "zero_shot_wql": None, "zero_shot_loss": None, "best_wql": None, "best_step": None,
+        "history": [], "early_stopped": False, "stopped_at_step": None,
+    }  # fmt: skip
+    block = result.get("validation")
+    if not isinstance(block, dict):
+        return empty
+    return {**empty, **{k: v for k, v in block.items() if k in empty}}
 
 
 def child_config(
@@ -138,9 +162,16 @@ def child_config(
     device: str,
     base_model: str,
     inputs: Path,
+    validation: Path | None = None,
+    base_revision: str | None = None,
     step_delay_s: float = 0.0,
 ) -> dict[str, Any]:
-    """The config of ``python -m trainer.train`` for this run (resume: the newest local checkpoint)."""
+    """The config of ``python -m trainer.train`` for this run (resume: the newest local checkpoint).
+
+    ``validation`` is the validation window's file (``None``: no validation, the last
+    weights are exported); ``base_revision`` the pinned base (a checkpoint of another is
+    refused on resume).
+    """
     train = TrainConfig.from_spec(
         spec.model, output_dir=workdir / "train", device=device, step_delay_s=step_delay_s
     )
@@ -148,6 +179,8 @@ def child_config(
         "base_model": base_model,
         "train": train.to_dict(),
         "inputs": str(inputs),
+        "validation": str(validation) if validation is not None else None,
+        "base_revision": base_revision,
         "resume_from": "auto",
         "progress_path": str(workdir / "progress.jsonl"),
         "result_path": str(workdir / "result.json"),

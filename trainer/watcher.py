@@ -51,13 +51,21 @@ class _StateSource(Protocol):
 
 @dataclass
 class Progress:
-    """Training progress as the heartbeat reports it (updated by the training phase)."""
+    """Training progress as the heartbeat reports it (updated by the training phase).
+
+    ``val_wql`` is the newest validation's WQL, ``best_val_wql``/``best_step`` the best so
+    far, ``zero_shot_val_wql`` the base model's (step 0); all ``None`` without validation.
+    """
 
     step: int = 0
     total_steps: int = 0
     loss: float | None = None
     eta_s: float | None = None
     last_checkpoint_step: int | None = None
+    val_wql: float | None = None
+    best_val_wql: float | None = None
+    best_step: int | None = None
+    zero_shot_val_wql: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def update(self, **fields: Any) -> None:
@@ -74,6 +82,10 @@ class Progress:
                 "loss": self.loss,
                 "eta_s": None if self.eta_s is None else max(0.0, round(self.eta_s, 1)),
                 "last_checkpoint_step": self.last_checkpoint_step,
+                "val_wql": self.val_wql,
+                "best_val_wql": self.best_val_wql,
+                "best_step": self.best_step,
+                "zero_shot_val_wql": self.zero_shot_val_wql,
             }
 
 

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def inputs(small_files, small_spec) -> list[dict[str, Any]]:
-    return load_dataset(small_files, small_spec, prediction_length=24).train_inputs
+    return load_dataset(small_files, small_spec, prediction_length=24, backtest_windows=1).train_inputs
 
 
 def _config(out: Path, **overrides: Any) -> TrainConfig:
@@ -169,7 +169,7 @@ def test_find_latest_skips_torn_folders(inputs, tmp_path: Path, caplog) -> None:
     assert find_latest_complete_checkpoint(tmp_path / "absent") is None
     with pytest.raises(CheckpointError, match="trainer_state.json"):
         train("tiny", inputs, _config(tmp_path, num_steps=20), resume_from=ckpts / "checkpoint-30")
-    with pytest.raises(CheckpointError, match="max_steps"):
+    with pytest.raises(CheckpointError, match="num_steps=20, this run has 25"):
         train("tiny", inputs, _config(tmp_path, num_steps=25), resume_from=ckpts / "checkpoint-20")
 
 
@@ -302,7 +302,7 @@ def test_entry_point_reports_invalid_data_and_config(tmp_path: Path) -> None:
     bad.write_text("not parquet")
     cfg = json.loads(_child_config(tmp_path, tmp_path / "unused.npz").read_text())
     del cfg["inputs"]
-    cfg["data"] = {"files": [str(bad)], "spec": {}}
+    cfg["data"] = {"files": [str(bad)], "spec": {}, "backtest_windows": 1}
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     assert main(["--config", str(tmp_path / "cfg.json")]) == ExitCode.BAD_DATA
     result = json.loads((tmp_path / "result.json").read_text())
@@ -322,12 +322,14 @@ def test_tiny_model_beats_seasonal_naive_on_synthetic_data(tmp_path: Path) -> No
 
     files = generate_dataset(tmp_path / "data")
     spec = DataSpec.from_dict({"past_covariates": [PAST_COVARIATE], "known_covariates": [KNOWN_COVARIATE]})
-    dataset = load_dataset(files, spec, prediction_length=int(TINY_TRAINING["prediction_length"]))
-    config = TrainConfig(
-        **TINY_TRAINING, output_dir=tmp_path / "out", checkpoint_interval=10_000, finetune_mode="full", seed=0,
-        eval_interval=10_000, early_stopping_patience=None, precision="auto", log_interval=1,
+    dataset = load_dataset(
+        files, spec, prediction_length=int(TINY_TRAINING["prediction_length"]), backtest_windows=1
     )
+    config = TrainConfig(
+        **TINY_TRAINING, output_dir=tmp_path / "out", checkpoint_interval=10_000, finetune_mode="full",
+        seed=0, eval_interval=10_000, early_stopping_patience=None, precision="auto", log_interval=1,
+    )  # fmt: skip
     result = train("tiny", dataset.train_inputs, config)
-    scores = evaluate(result.final_model_dir, dataset.eval_set)
+    scores = evaluate(result.final_model_dir, dataset.test_windows[-1])
     assert scores["model_wql"] < 0.8 * scores["seasonal_naive_wql"], scores
     assert scores["model_mase"] < scores["seasonal_naive_mase"], scores
