@@ -84,6 +84,8 @@ class TrainingLog:
         self.interruptions: list[dict[str, Any]] = []
         self.volume_gb: float | None = None  # the spec's root_volume_gb; None: no ledger
         self.max_cost: float | None = None
+        # fine-tuned vs zero-shot vs seasonal naive (trainer.evaluate), once the evaluation ran
+        self.evaluation: dict[str, Any] | None = None
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -163,6 +165,8 @@ class TrainingLog:
                 "resumed_from_step": self.resumed_from_step,
             }
             doc.update(self._recovery_and_cost(doc["phases"]))
+            if self.evaluation is not None:
+                doc["evaluation"] = dict(self.evaluation)
         return validate("training", doc, source="training.json")
 
     def _recovery_and_cost(self, phases: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,347 @@
+"""Fine-tuned vs zero-shot vs seasonal naive on the same test windows, the documents, the export choice."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from common import runspec
+from common.layout import RunPaths
+from common.status import CompletionStatus, RunStatus
+from trainer import evaluate, metrics
+from trainer.context import RunData
+from trainer.errors import ErrorLog, TerminalError
+from trainer.evaluation import phase
+from trainer.finalize import Outputs
+from trainer.record import TrainingLog
+from trainer.sync import Manifest
+from trainer.synthetic import generate_table
+
+H, K = 24, 2
+PATHS = RunPaths(env="dev", run_id="20261201-000000")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Window:
+    """The fields of ``trainer.data.EvalSet`` the evaluation reads."""
+
+    name: str
+    item_ids: tuple[str, ...]
+    inputs: list[dict[str, Any]] = field(repr=False)
+    past: list[np.ndarray] = field(repr=False)
+    future: np.ndarray = field(repr=False)
+    starts: tuple[str, ...]
+    prediction_length: int
+    frequency: str
+
+
+def synthetic_windows(n_items: int = 10, length: int = 24 * 9) -> list[Window]:
+    """K rolling-origin test windows of the synthetic hourly data (test-1 oldest)."""
+    df = generate_table(n_items=n_items, length=length, with_covariates=False).to_pandas()
+    windows = []
+    for k in range(1, K + 1):
+        cut = length - (K - k + 1) * H
+        ids, past, future, starts = [], [], [], []
+        for item, rows in df.groupby("item_id", sort=True):
+            target = rows["target"].to_numpy(np.float32)
+            ids.append(str(item))
+            past.append(target[:cut])
+            future.append(target[cut : cut + H])
+            starts.append(pd.Timestamp(rows["timestamp"].iloc[cut]).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        windows.append(
+            Window(
+                name=f"test-{k}",
+                item_ids=tuple(ids),
+                inputs=[{"target": p} for p in past],
+                past=past,
+                future=np.stack(future),
+                starts=tuple(starts),
+                prediction_length=H,
+                frequency="h",
+            )  # fmt: skip
+        )
+    return windows
+
+
+def tiny_pipeline(seed: int) -> Any:
+    from chronos.chronos2 import Chronos2Pipeline
+
+    from trainer.model import load_base_model
+
+    model, _ = load_base_model("tiny", seed=seed)
+    model.eval()
+    return Chronos2Pipeline(model=model)
+
+
+@pytest.fixture(scope="module")
+def windows() -> list[Window]:
+    return synthetic_windows()
+
+
+@pytest.fixture(scope="module")
+def result(windows: list[Window]) -> evaluate.Evaluation:
+    pipelines = {evaluate.FINE_TUNED: tiny_pipeline(1), evaluate.ZERO_SHOT: tiny_pipeline(0)}
+    validation = {
+        "zero_shot_wql": 0.2, "zero_shot_loss": 1.5, "best_wql": 0.1, "best_step": 20,
+        "history": [[0, 0.2, 1.5], [20, 0.1, 1.2]], "early_stopped": False, "stopped_at_step": None,
+    }  # fmt: skip
+    return evaluate.evaluate_models(pipelines, windows, validation=validation)
+
+
+def training_doc(record: dict[str, Any]) -> dict[str, Any]:
+    log = TrainingLog(run_id=PATHS.run_id, env=PATHS.env, errors=ErrorLog())
+    log.evaluation = record
+    return log.document(status=RunStatus.CLEANUP, completion=CompletionStatus.NORMAL, exit_code=0)
+
+
+def test_three_models_reported_on_the_same_windows(
+    result: evaluate.Evaluation, windows: list[Window]
+) -> None:
+    record = result.record
+    assert [w["name"] for w in record["windows"]] == ["test-1", "test-2"]
+    start = windows[1].starts[0]
+    assert record["windows"][1] == {"name": "test-2", "items": 10, "first_start": start, "last_start": start}
+    assert record["season"] == 24 and record["season_source"] == "gluonts"
+    for name in evaluate.MODELS:
+        scores = record["models"][name]
+        assert [w["name"] for w in scores["windows"]] == ["test-1", "test-2"]
+        assert all(isinstance(v, float) for v in (scores["wql"], scores["mase"]))
+    # a random-init model with another seed forecasts differently
+    assert record["models"]["fine_tuned"]["wql"] != record["models"]["zero_shot"]["wql"]
+    # seasonal naive over both windows, by hand: sum |y - naive| / sum |y|
+    naive = [np.stack([metrics.seasonal_naive(p, H, 24)[0] for p in w.past]) for w in windows]
+    errors = sum(np.abs(w.future - n).sum() for w, n in zip(windows, naive, strict=True))
+    expected = errors / sum(np.abs(w.future).sum() for w in windows)
+    assert record["models"]["seasonal_naive"]["wql"] == pytest.approx(expected)
+    assert len(record["items"]) == 10 and record["items_truncated"] is False
+    assert set(record["items"][0]) == {"item_id", *evaluate.MODELS}
+
+
+def test_evaluation_object_is_schema_valid_in_training_json(result: evaluate.Evaluation) -> None:
+    doc = training_doc(result.record)
+    assert doc["evaluation"]["beats_zero_shot"] is True and doc["evaluation"]["exported"] == "fine_tuned"
+    assert doc["evaluation"]["validation"]["history"] == [[0, 0.2, 1.5], [20, 0.1, 1.2]]
+    plain = TrainingLog(run_id=PATHS.run_id, env=PATHS.env, errors=ErrorLog())
+    assert "evaluation" not in plain.document(
+        status=RunStatus.CLEANUP, completion=CompletionStatus.NORMAL, exit_code=0
+    )
+
+
+def test_flat_metrics_name_every_model(result: evaluate.Evaluation) -> None:
+    flat = result.metrics
+    assert flat["model_wql"] == result.record["models"]["fine_tuned"]["wql"]
+    assert flat["zero_shot_mase"] == result.record["models"]["zero_shot"]["mase"]
+    assert flat["baseline_wql"] == result.record["models"]["seasonal_naive"]["wql"]
+    assert (flat["val_wql"], flat["zero_shot_val_wql"]) == (0.1, 0.2)
+    assert (flat["season"], flat["eval_items"], flat["backtest_windows"]) == (24.0, 10.0, 2.0)
+
+
+def test_metrics_document_has_every_model_window_and_item(result: evaluate.Evaluation) -> None:
+    doc = result.scores
+    assert doc["models"] == list(evaluate.MODELS) and len(doc["items"]) == 10
+    item = doc["items"][3]
+    assert set(item["windows"]) == {"test-1", "test-2"}
+    assert set(item["windows"]["test-2"]) == set(evaluate.MODELS)
+    assert doc["overall"]["seasonal_naive"]["skipped"] == {"no_forecast": 0, "no_mase": 0}
+    assert doc["overall"]["fine_tuned"]["wql"] == result.record["models"]["fine_tuned"]["wql"]
+    json.dumps(doc, allow_nan=False)  # plain JSON: no NaN
+
+
+def test_forecasts_document_shape(result: evaluate.Evaluation, windows: list[Window]) -> None:
+    doc = result.forecasts
+    assert doc["window"] == "test-2" and doc["quantile_levels"] == [0.1, 0.5, 0.9]
+    assert len(doc["items"]) == 8  # 10 items: at most 8 charted
+    item = doc["items"][0]
+    assert set(item) == {
+        "item_id", "context_timestamps", "context_values", "horizon_timestamps", "actual", "median", "q10",
+        "q90", "zero_shot_median", "zero_shot_q10", "zero_shot_q90", "seasonal_naive",
+    }  # fmt: skip
+    assert len(item["context_values"]) == len(item["context_timestamps"]) == 3 * H
+    assert len(item["horizon_timestamps"]) == len(item["median"]) == len(item["zero_shot_q90"]) == H
+    start = pd.Timestamp(windows[1].starts[0])
+    assert item["horizon_timestamps"][0] == windows[1].starts[0]
+    assert item["context_timestamps"][-1] == (start - pd.Timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert item["actual"] == pytest.approx(windows[1].future[0].tolist())
+    assert item["median"] != item["zero_shot_median"]
+
+
+@pytest.mark.parametrize(
+    ("validation", "keep", "beats", "exported"),
+    [({"best_wql": 0.1, "zero_shot_wql": 0.2}, True, True, "fine_tuned"),
+     ({"best_wql": 0.3, "zero_shot_wql": 0.2}, False, False, "fine_tuned"),
+     ({"best_wql": 0.2, "zero_shot_wql": 0.2}, True, False, "base"),
+     (None, True, None, "fine_tuned")],
+)  # fmt: skip
+def test_decision_from_the_validation_block(validation: Any, keep: bool, beats: Any, exported: str) -> None:
+    decision = evaluate.decide(validation, keep_base_if_worse=keep)
+    assert (decision.beats_zero_shot, decision.exported) == (beats, exported)
+    if beats is False:
+        assert decision.warnings[0] == (
+            "fine-tuned model does not beat the base model (zero-shot) on validation: WQL "
+            f"{validation['best_wql']} vs 0.2"
+        )
+    else:
+        assert decision.warnings == ()
+
+
+def test_no_validation_block_is_recorded_as_not_measured(windows: list[Window]) -> None:
+    naive_only = {evaluate.FINE_TUNED: tiny_pipeline(0), evaluate.ZERO_SHOT: tiny_pipeline(0)}
+    result = evaluate.evaluate_models(naive_only, windows[-1:], mase_season=12)
+    assert result.record["validation"] == {
+        "zero_shot_wql": None, "best_wql": None, "best_step": None, "stopped_at_step": None,
+        "history": [], "early_stopped": False,
+    }  # fmt: skip
+    assert result.record["season"] == 12 and result.record["season_source"] == "spec"
+    assert result.record["beats_zero_shot"] is None and result.metrics["val_wql"] is None
+    assert result.record["models"]["fine_tuned"] == result.record["models"]["zero_shot"]  # same model
+    training_doc(result.record)  # schema-valid
+
+
+def test_compat_evaluate_scores_one_model_and_the_baseline(windows: list[Window]) -> None:
+    scores = metrics.evaluate(tiny_pipeline(0), windows[0], [0.1, 0.5, 0.9])
+    assert scores["season"] == 24 and scores["n_items"] == 10
+    naive = np.stack([metrics.seasonal_naive(p, H, 24)[0] for p in windows[0].past])
+    expected = np.abs(windows[0].future - naive).sum() / np.abs(windows[0].future).sum()
+    assert scores["seasonal_naive_wql"] == pytest.approx(expected)
+    assert scores["model_wql"] > 0 and scores["model_mase"] > 0
+
+
+# --- the phase -------------------------------------------------------------------------
+
+
+class FakeExport(types.ModuleType):
+    """``trainer.export`` stand-in: copies the source folder and records the calls."""
+
+    class ExportError(Exception):
+        pass
+
+    def __init__(self, fail: bool = False) -> None:
+        super().__init__("trainer.export")
+        self.calls: list[dict[str, Any]] = []
+        self.fail = fail
+
+    def export_models(self, **kwargs: Any) -> Path:
+        self.calls.append(kwargs)
+        out = kwargs["out_dir"]
+        out.mkdir(parents=True, exist_ok=True)
+        for f in Path(kwargs["source_dir"]).iterdir():
+            (out / f.name).write_bytes(f.read_bytes())
+        (out / "README.md").write_text(json.dumps(kwargs["card"], default=str))
+        return out
+
+    def smoke_test(self, model_dir: Path, window: Any, *, device: str) -> None:
+        self.calls.append({"smoke": model_dir, "window": window.name, "device": device})
+        if self.fail:
+            raise self.ExportError("the exported model forecast NaN")
+
+
+@pytest.fixture
+def fake_export(monkeypatch: pytest.MonkeyPatch) -> FakeExport:
+    import trainer
+
+    fake = FakeExport()
+    monkeypatch.setitem(sys.modules, "trainer.export", fake)
+    monkeypatch.setattr(trainer, "export", fake, raising=False)
+    return fake
+
+
+def run_ctx(tmp_path: Path, windows: list[Window], validation: dict[str, Any] | None, keep: bool) -> Any:
+    spec = runspec.from_dict(
+        {"env": "dev", "instance": {"types": ["g5.xlarge"], "market": "spot", "max_runtime": 60},
+         "data": {"prefix": "cached-datasets/demo/"},
+         "model": {"base": "tiny", "prediction_length": H, "num_steps": 10, "seed": 3, "backtest_windows": K,
+                   "keep_base_if_worse": keep}},
+    )  # fmt: skip
+    tuned = tmp_path / "final-model"
+    tiny_pipeline(5).model.save_pretrained(str(tuned))
+    data = RunData(dataset=types.SimpleNamespace(test_windows=tuple(windows)), base_model="tiny")
+    data.manifest = Manifest(prefix="cached-datasets/demo/", files=())
+    data.base_ref = {"base": "tiny", "kind": "tiny", "location": "tiny-32", "revision": None}
+    data.base_info = {"param_count": 1000, "kind": "tiny", "revision": None}
+    data.validation_result = validation
+    return types.SimpleNamespace(
+        opts=types.SimpleNamespace(work=tmp_path / "work", device="cpu"),
+        require_spec=lambda: spec,
+        data=data,
+        outputs=Outputs(model_dir=tuned),
+        record=TrainingLog(run_id=PATHS.run_id, env=PATHS.env, errors=ErrorLog()),
+        paths=PATHS,
+        deps=types.SimpleNamespace(clock=lambda: pd.Timestamp("2026-12-01T00:00:00Z").to_pydatetime()),
+    )
+
+
+def test_phase_exports_the_base_when_fine_tuning_is_worse_and_kept(
+    tmp_path: Path, windows: list[Window], fake_export: FakeExport
+) -> None:
+    worse = {
+        "zero_shot_wql": 0.2, "best_wql": 0.25, "best_step": 0,
+        "history": [[0, 0.2, 1.0], [10, 0.25, 1.1]], "early_stopped": False, "stopped_at_step": None,
+    }  # fmt: skip
+    ctx = run_ctx(tmp_path, windows, worse, keep=True)
+    details: dict[str, Any] = {}
+    phase(ctx, details)
+    export_call, smoke = fake_export.calls
+    assert export_call["source_dir"] == tmp_path / "work" / "zero-shot-model"  # the tiny base, saved
+    assert export_call["adapter_dir"] is None and export_call["base"]["kind"] == "tiny"
+    assert export_call["card"]["exported"] == "base" and "fine_tuned" in export_call["card"]["metrics"]
+    assert smoke == {"smoke": tmp_path / "work" / "export", "window": "test-2", "device": "cpu"}
+    assert ctx.outputs.model_dir == tmp_path / "work" / "export"
+    record = ctx.record.evaluation
+    assert record["exported"] == "base" and record["beats_zero_shot"] is False
+    assert record["warnings"][0].startswith(
+        "fine-tuned model does not beat the base model (zero-shot) on validation"
+    )
+    assert ctx.outputs.model_metadata["exported"] == "base"
+    assert ctx.outputs.model_metadata["base_model"] == {
+        "id": "tiny",
+        "revision": None,
+        "parameters": 1000,
+        "kind": "tiny",
+    }
+    assert ctx.outputs.model_metadata["windows"] == {
+        "prediction_length": H,
+        "backtest_windows": K,
+        "validation": True,
+    }
+    assert details["exported"] == "base" and ctx.record.metrics["zero_shot_val_wql"] == 0.2
+    # the zero-shot of a random-init base is the child's step-0 model: the run's seed
+    from trainer.evaluation import zero_shot_pipeline
+
+    step0 = evaluate.predict_window(zero_shot_pipeline(ctx), windows[-1], (0.5,))
+    again = evaluate.predict_window(tiny_pipeline(3), windows[-1], (0.5,))
+    np.testing.assert_allclose(step0, again)
+    assert json.loads((tmp_path / "work" / "evaluation" / "metrics.json").read_text())["models"] == list(
+        evaluate.MODELS
+    )
+    assert json.loads(ctx.outputs.forecasts.read_text())["window"] == "test-2"
+    training_doc(record)
+
+
+def test_phase_exports_the_fine_tuned_model_with_its_adapter_otherwise(
+    tmp_path: Path, windows: list[Window], fake_export: FakeExport
+) -> None:
+    worse = {"zero_shot_wql": 0.2, "best_wql": 0.25, "best_step": 0, "history": [], "early_stopped": False}
+    ctx = run_ctx(tmp_path, windows, worse, keep=False)
+    ctx.data.adapter_dir = tmp_path / "adapter"
+    phase(ctx, {})
+    assert fake_export.calls[0]["source_dir"] == tmp_path / "final-model"
+    assert fake_export.calls[0]["adapter_dir"] == tmp_path / "adapter"
+    assert ctx.record.evaluation["exported"] == "fine_tuned" and len(ctx.record.evaluation["warnings"]) == 1
+
+
+def test_a_broken_export_is_a_terminal_error(
+    tmp_path: Path, windows: list[Window], fake_export: FakeExport
+) -> None:
+    fake_export.fail = True
+    ctx = run_ctx(tmp_path, windows, None, keep=False)
+    with pytest.raises(TerminalError, match="model export failed: the exported model forecast NaN") as caught:
+        phase(ctx, {})
+    assert caught.value.component == "evaluation"
