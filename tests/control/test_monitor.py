@@ -138,3 +138,95 @@ def test_an_ended_run_exits_with_the_trainers_code(completion):
 
     run = RunSummary(run_id=RUN_ID, env="dev", status=status_of_completion(completion))
     assert view_of_ended(run).outcome.exit_code == ExitCode.for_completion(completion)
+
+
+def _text(renderable) -> str:
+    from rich.console import Console
+
+    out = Console(record=True, width=200)
+    out.print(renderable)
+    return out.export_text()
+
+
+def test_the_live_view_shows_validation_wql_the_best_step_and_zero_shot(running):
+    from control.cli.live import view_line, view_table
+
+    mon = running["monitor"]
+    running["store"].heartbeat(
+        RUN_ID,
+        progress={"step": 300, "loss": 0.4, "val_wql": 0.0461, "best_val_wql": 0.0432, "best_step": 200,
+                  "zero_shot_val_wql": 0.0487},
+    )  # fmt: skip
+    view = mon.poll()
+    assert (view.val_wql, view.best_val_wql, view.best_step, view.zero_shot_val_wql) == (
+        0.0461,
+        0.0432,
+        200,
+        0.0487,
+    )
+    assert view.to_dict()["best_step"] == 200 and view.to_dict()["zero_shot_val_wql"] == 0.0487
+    assert "│ validation WQL │ 0.0461 (best 0.0432 at step 200, zero-shot 0.0487)" in _text(view_table(view))
+    assert "val_wql=0.0461 best=0.0432@200 zero_shot=0.0487" in view_line(view)
+    running["store"].heartbeat(RUN_ID, progress={"val_wql": 0.05, "best_val_wql": 0.0487, "best_step": 0})
+    assert "not better than zero-shot yet" in _text(view_table(mon.poll()))
+
+
+def test_a_live_view_without_validation_has_no_validation_row(running):
+    from control.cli.live import view_line, view_table
+
+    view = running["monitor"].poll()
+    assert "validation" not in _text(view_table(view)) and "val_wql" not in view_line(view)
+
+
+def _evaluated(beats: bool, exported: str = "fine_tuned") -> dict:
+    from schemas import validate
+
+    def scores(wql: float) -> dict:
+        return {"wql": wql, "mase": 1.0, "windows": [{"name": "test-1", "wql": wql, "mase": 1.0}]}
+
+    best = 0.0412 if beats else 0.0533
+    training = examples("training")[0]
+    training.update(run_id=RUN_ID)
+    training["metrics"].update(zero_shot_wql=0.0455, val_wql=best, zero_shot_val_wql=0.0487)
+    training["evaluation"] = {
+        "windows": [{"name": "test-1", "items": 2}], "season": 24, "season_source": "gluonts",
+        "quantile_levels": [0.5],
+        "models": {"fine_tuned": scores(0.031), "zero_shot": scores(0.0455), "seasonal_naive": scores(0.069)},
+        "validation": {"zero_shot_wql": 0.0487, "best_wql": best, "best_step": 200,
+                       "history": [[0, 0.0487, 1.0], [200, best, 0.9]], "early_stopped": False},
+        "beats_zero_shot": beats, "exported": exported, "warnings": [],
+    }  # fmt: skip
+    validate("training", training)
+    return training
+
+
+def test_the_final_view_says_when_fine_tuning_did_not_beat_zero_shot_and_still_succeeds(running):
+    from rich.console import Console
+
+    from control.cli.live import ViewPrinter, view_table
+
+    mon, s3, bucket = running["monitor"], running["s3"], running["bucket"]
+    mon.poll()
+    running["store"].release(RUN_ID)
+    key = layout.RunPaths(env="dev", run_id=RUN_ID).training_log
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(_evaluated(False, "base")).encode())
+    view = mon.poll()
+    assert view.outcome is Outcome.SUCCEEDED and view.outcome.exit_code == ExitCode.OK
+    assert view.beats_zero_shot is False and view.to_dict()["beats_zero_shot"] is False
+    line = (
+        "the fine-tuned model does NOT beat the base model (zero-shot) on validation: WQL 0.0533 vs 0.0487; "
+        "models/ holds the base model (keep_base_if_worse)"
+    )
+    assert view.advice == line
+    out = Console(record=True, width=300, force_terminal=False)
+    printer = ViewPrinter(out)
+    printer.show(view)
+    printer.close()
+    text = out.export_text()
+    assert text.count(line) == 1 and "│ zero_shot_wql  │ 0.0455" in text
+    assert "best 0.0533 at step 200, zero-shot 0.0487: does NOT beat zero-shot" in text
+
+    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(_evaluated(True)).encode())
+    beaten = mon.poll()
+    assert beaten.outcome is Outcome.SUCCEEDED and beaten.advice is None and beaten.beats_zero_shot is True
+    assert "beats zero-shot" in _text(view_table(beaten)) and "NOT beat" not in _text(view_table(beaten))

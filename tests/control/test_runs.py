@@ -67,3 +67,88 @@ def test_fetch_mirrors_every_run_key_under_the_run_dir_and_checks_both_sentinels
         mirror_name(PATHS, "dev/system-state.json")
     kinds = schema_of(PATHS)
     assert kinds["_SUCCESS"] == kinds["_FAILED_UPLOAD"] == "sentinel"
+
+
+def _evaluated(beats: bool | None, exported: str = "fine_tuned") -> dict:
+    """A training.json whose evaluation says whether fine-tuning beat the base model on validation."""
+    from schemas import validate
+
+    def scores(wql: float) -> dict:
+        return {"wql": wql, "mase": 1.0, "windows": [{"name": "test-1", "wql": wql, "mase": 1.0}]}
+
+    training = examples("training")[0]
+    best = 0.0412 if beats else 0.0533
+    training["metrics"].update(
+        zero_shot_wql=0.0455, zero_shot_mase=0.9, val_wql=best, zero_shot_val_wql=0.0487
+    )
+    training["evaluation"] = {
+        "windows": [{"name": "test-1", "items": 2}], "season": 24, "season_source": "gluonts",
+        "quantile_levels": [0.1, 0.5, 0.9],
+        "models": {"fine_tuned": scores(0.031), "zero_shot": scores(0.0455), "seasonal_naive": scores(0.069)},
+        "validation": {"zero_shot_wql": 0.0487, "best_wql": best, "best_step": 200,
+                       "history": [[0, 0.0487, 1.0], [200, best, 0.9]], "early_stopped": True,
+                       "stopped_at_step": 300},
+        "beats_zero_shot": beats, "exported": exported, "warnings": [],
+    }  # fmt: skip
+    validate("training", training)
+    return training
+
+
+def _text(renderable) -> str:
+    from rich.console import Console
+
+    out = Console(record=True, width=250)
+    out.print(renderable)
+    return out.export_text()
+
+
+def _put_training(s3, bucket, training: dict) -> None:
+    s3.put_object(Bucket=bucket, Key=PATHS.training_log, Body=json.dumps(training).encode())
+
+
+@pytest.mark.parametrize("exported", ["base", "fine_tuned"])
+def test_a_run_whose_fine_tuned_model_lost_to_zero_shot_is_marked(s3, bucket, exported):
+    from control.cli.tables import runs_table
+
+    _put_training(s3, bucket, _evaluated(False, exported))
+    run = read_run(s3, bucket, "dev", PATHS.run_id)
+    assert (run.beats_zero_shot, run.exported, run.best_step, run.early_stopped) == (
+        False,
+        exported,
+        200,
+        True,
+    )
+    assert run.zero_shot_wql == 0.0455 and run.val_wql == 0.0533 and run.zero_shot_val_wql == 0.0487
+    listed = _text(runs_table([run], "dev"))
+    assert "zero-shot WQL" in listed and "vs base" in listed and "0.0455" in listed and "WORSE" in listed
+    assert ("(base exported)" in listed) is (exported == "base")
+    doc = json.loads(json.dumps(run.to_dict()))  # what `invoke runs --json` prints
+    assert doc["beats_zero_shot"] is False and doc["exported"] == exported and doc["zero_shot_wql"] == 0.0455
+    assert doc["val_wql"] == 0.0533 and doc["zero_shot_val_wql"] == 0.0487 and doc["best_step"] == 200
+    assert (
+        "does NOT beat the base model (zero-shot) on validation: WQL 0.0533 vs 0.0487" in doc["versus_base"]
+    )
+
+
+def test_a_run_whose_fine_tuned_model_beat_zero_shot_is_not_marked(s3, bucket):
+    from control.cli.tables import runs_table
+
+    _put_training(s3, bucket, _evaluated(True))
+    run = read_run(s3, bucket, "dev", PATHS.run_id)
+    listed = _text(runs_table([run], "dev"))
+    assert run.beats_zero_shot is True and "better" in listed and "WORSE" not in listed
+    assert run.to_dict()["versus_base"] == (
+        "the fine-tuned model beats the base model (zero-shot) on validation: WQL 0.0412 vs 0.0487"
+    )
+
+
+def test_a_run_from_before_the_evaluation_lists_without_it(s3, bucket):
+    from control.cli.tables import runs_table
+
+    _put_training(s3, bucket, examples("training")[0])
+    run = read_run(s3, bucket, "dev", PATHS.run_id)
+    doc = run.to_dict()
+    assert doc["beats_zero_shot"] is None and doc["zero_shot_wql"] is None and doc["versus_base"] is None
+    listed = _text(runs_table([run], "dev"))
+    assert "0.0310" in listed and "WORSE" not in listed and "better" not in listed
+    assert "no runs yet" in _text(runs_table([], "dev"))
