@@ -1,39 +1,47 @@
-"""Build the Chronos-2 model that training starts from.
+"""Build the Chronos-2 model that training starts from, and the base model's zero-shot pipeline.
 
-A base model is named by one string (the run spec's ``base_model``):
-
-- ``"tiny"`` or ``"tiny-<d_model>"`` (``tiny-32``, ``tiny-64``): a small random-init
-  Chronos-2 for local mode and tests (no download; the seed fixes the weights);
-- a local directory holding a saved Chronos-2 model (``config.json`` + weights);
-- otherwise a Hugging Face model id such as ``"amazon/chronos-2"`` (optionally
-  ``"<id>@<revision>"``), downloaded through ``from_pretrained``.
+A base is resolved first (:func:`trainer.base_model.resolve_base`: ``tiny``,
+``tiny-pretrained``, a local folder or a pinned Hugging Face snapshot) and then loaded
+here with an explicit dtype: :func:`load_base_model` for training, :func:`base_pipeline`
+for zero-shot forecasts. ``"tiny"``/``"tiny-<d_model>"`` is a small random-init model
+(no weights; the seed fixes them) for unit tests.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from trainer.base_model import (
+    DEFAULT_TINY_D_MODEL,
+    TINY_PREFIX,
+    BaseRef,
+    ModelLoadError,
+    parse_tiny,
+    resolve_base,
+)
+
+__all__ = [
+    "DEFAULT_TINY_D_MODEL",
+    "TINY_PREFIX",
+    "BaseModelInfo",
+    "ModelLoadError",
+    "base_pipeline",
+    "load_base_model",
+    "parse_tiny",
+    "seed_everything",
+    "tiny_config",
+]
+
 logger = logging.getLogger(__name__)
 
-TINY_PREFIX = "tiny"
-DEFAULT_TINY_D_MODEL = 32
 TINY_QUANTILES: tuple[float, ...] = (
     0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99,
 )  # fmt: skip
-
-
-class ModelLoadError(Exception):
-    """The base model could not be built or loaded; the message (one line) says which and why."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(message.split()))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,13 +49,15 @@ class BaseModelInfo:
     """What the training started from, recorded in checkpoints and metadata.
 
     Attributes:
-        base: the base string as given (``"tiny"``, a path, or a Hugging Face id).
-        kind: ``"tiny"``, ``"local"`` or ``"hub"``.
-        resolved: absolute path for ``local``, the model id for ``hub``, the config
-            name for ``tiny``.
-        revision: the Hugging Face commit/revision when known, else ``None``.
+        base: the base string as given (``"tiny"``, ``"tiny-pretrained"``, a path, a Hub id).
+        kind: ``"tiny"``, ``"bundled"``, ``"local"`` or ``"hub"``.
+        resolved: what was loaded: the folder (bundled, local, the Hub snapshot) or the
+            tiny config name (``"tiny-32"``).
+        revision: hub: the commit sha; bundled/local: sha256 of the weights; tiny: ``None``.
         param_count: number of parameters of the base model.
         d_model: hidden size of the model.
+        dtype: the dtype the weights were loaded in (``"float32"``).
+        model_id: the Hub id without ``@revision`` (hub), else ``base``.
     """
 
     base: str
@@ -56,6 +66,8 @@ class BaseModelInfo:
     revision: str | None
     param_count: int
     d_model: int
+    dtype: str = "float32"
+    model_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serialisable dict."""
@@ -66,7 +78,13 @@ class BaseModelInfo:
             "revision": self.revision,
             "param_count": self.param_count,
             "d_model": self.d_model,
+            "dtype": self.dtype,
+            "model_id": self.model_id or self.base,
         }
+
+    def base_ref(self) -> BaseRef:
+        """The :class:`BaseRef` this model was loaded from."""
+        return BaseRef(base=self.base, kind=self.kind, location=self.resolved, revision=self.revision)
 
 
 def tiny_config(*, d_model: int = DEFAULT_TINY_D_MODEL, context_length: int = 128) -> Any:
@@ -108,14 +126,6 @@ def tiny_config(*, d_model: int = DEFAULT_TINY_D_MODEL, context_length: int = 12
     )
 
 
-def parse_tiny(base: str) -> int | None:
-    """Return the d_model of a ``tiny``/``tiny-<d_model>`` base string, else ``None``."""
-    if base == TINY_PREFIX:
-        return DEFAULT_TINY_D_MODEL
-    match = re.fullmatch(rf"{TINY_PREFIX}-(\d+)", base)
-    return int(match.group(1)) if match else None
-
-
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (CPU and CUDA) the way the Trainer does."""
     from transformers.trainer_utils import set_seed
@@ -123,83 +133,91 @@ def seed_everything(seed: int) -> None:
     set_seed(seed)
 
 
-def load_base_model(base: str, *, device: str = "cpu", seed: int = 0) -> tuple[Any, BaseModelInfo]:
+def load_base_model(
+    base: str | BaseRef | Mapping[str, Any],
+    *,
+    device: str = "cpu",
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Any, BaseModelInfo]:
     """Build or load the base Chronos-2 model.
 
     The global RNGs are seeded with ``seed`` first, so a ``tiny`` model is the same
     for the same seed in every process.
 
     Args:
-        base: ``"tiny"``/``"tiny-<d_model>"``, a local model directory, or a Hugging Face
-            id (``"amazon/chronos-2"``, optionally ``"<id>@<revision>"``).
+        base: a base string (resolved with :func:`trainer.base_model.resolve_base`), a
+            :class:`BaseRef` already resolved, or its ``to_dict()``.
         device: ``"cpu"`` or ``"cuda"``.
         seed: seed for the random init (and the global RNGs).
+        dtype: dtype of the weights (``from_pretrained(dtype=...)``); float32 to train.
 
     Returns:
         ``(model, info)``: a ``Chronos2Model`` on ``device`` in train mode, and its
-        ``BaseModelInfo``.
+        ``BaseModelInfo`` (with the base's revision).
 
     Raises:
-        ModelLoadError: unknown/unloadable base, or a Hub id while offline.
+        ModelLoadError: unknown/unloadable base, or a Hub id not in the cache while offline.
     """
     from chronos.chronos2 import Chronos2Model
 
+    ref = _as_ref(base)
     seed_everything(seed)
-    tiny_d_model = parse_tiny(base)
-    revision: str | None = None
-    if tiny_d_model is not None:
-        model = Chronos2Model(tiny_config(d_model=tiny_d_model))
-        kind, resolved = "tiny", f"tiny-{tiny_d_model}"
-    elif _looks_like_path(base):
-        path = Path(base).expanduser().resolve()
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(f"base model directory {path} has no config.json")
-        model = _from_pretrained(str(path), revision=None, base=base)
-        kind, resolved = "local", str(path)
+    if ref.kind == "tiny":
+        d_model = parse_tiny(ref.location) or DEFAULT_TINY_D_MODEL
+        model = Chronos2Model(tiny_config(d_model=d_model)).to(dtype)
     else:
-        model_id, _, revision_given = base.partition("@")
-        model = _from_pretrained(model_id, revision=revision_given or None, base=base)
-        kind, resolved = "hub", model_id
-        revision = _hub_revision(model) or revision_given or None
+        model = _from_pretrained(ref.location, dtype=dtype, base=ref.base)
     model = model.to(torch.device(device))
     model.train()
     info = BaseModelInfo(
-        base=base,
-        kind=kind,
-        resolved=resolved,
-        revision=revision,
+        base=ref.base,
+        kind=ref.kind,
+        resolved=ref.location,
+        revision=ref.revision,
         param_count=sum(p.numel() for p in model.parameters()),
         d_model=int(model.config.d_model),
+        dtype=str(dtype).removeprefix("torch."),
+        model_id=ref.model_id,
     )
-    logger.info("base model %s (%s): %d parameters", base, kind, info.param_count)
+    logger.info("base model %s (%s, %s): %d parameters", ref.base, ref.kind, info.dtype, info.param_count)
     return model, info
 
 
-def _looks_like_path(base: str) -> bool:
-    return base.startswith(("/", ".", "~")) or Path(base).expanduser().exists()
+def base_pipeline(ref: str | BaseRef | Mapping[str, Any], device: str = "cpu") -> Any:
+    """The base model, untrained, as a ``Chronos2Pipeline`` in eval mode (zero-shot forecasts).
 
-
-def _from_pretrained(name: str, *, revision: str | None, base: str) -> Any:
+    Raises:
+        ModelLoadError: as :func:`load_base_model`.
+    """
     from chronos.chronos2 import Chronos2Pipeline
 
-    kwargs: dict[str, Any] = {}
-    if revision:
-        kwargs["revision"] = revision
+    model, _ = load_base_model(ref, device=device, seed=0)
+    model.eval()
+    return Chronos2Pipeline(model=model)
+
+
+def _as_ref(base: str | BaseRef | Mapping[str, Any]) -> BaseRef:
+    if isinstance(base, BaseRef):
+        return base
+    if isinstance(base, Mapping):
+        try:
+            return BaseRef.from_dict(base)
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
+    return resolve_base(base)
+
+
+def _from_pretrained(folder: str, *, dtype: torch.dtype, base: str) -> Any:
+    from chronos.chronos2 import Chronos2Pipeline
+
     try:
-        pipeline = Chronos2Pipeline.from_pretrained(name, **kwargs)
+        pipeline = Chronos2Pipeline.from_pretrained(folder, dtype=dtype)
     except OSError as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-        hint = " (HF_HUB_OFFLINE is set: no download possible)" if offline else ""
-        raise ModelLoadError(f"cannot load base model {base!r}{hint}: {exc}") from exc
-    except (ValueError, AssertionError, KeyError) as exc:
-        raise ModelLoadError(f"{base!r} is not a Chronos-2 model: {exc}") from exc
+        raise ModelLoadError(f"cannot load base model {base!r} from {folder}: {exc}") from exc
+    except (ValueError, AssertionError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f"{base!r} is not a loadable Chronos-2 model ({folder}): {exc}") from exc
     model = pipeline.model
     if type(model).__name__ != "Chronos2Model":
         raise ModelLoadError(f"{base!r} is a {type(model).__name__}, not a Chronos-2 model")
     return model
-
-
-def _hub_revision(model: Any) -> str | None:
-    """Best effort: the commit hash of the snapshot ``from_pretrained`` resolved."""
-    commit = getattr(model.config, "_commit_hash", None)
-    return str(commit) if commit else None

@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.model import ModelLoadError, load_base_model, parse_tiny, tiny_config
+from trainer.base_model import BUNDLED_TINY_DIR, resolve_base, weights_sha256
+from trainer.model import ModelLoadError, base_pipeline, load_base_model, parse_tiny, tiny_config
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -40,7 +43,8 @@ def test_local_directory_loads_the_saved_model(tmp_path: Path) -> None:
     Chronos2Pipeline(model=model).save_pretrained(tmp_path / "saved")
     loaded, info = load_base_model(str(tmp_path / "saved"), seed=0)
     assert info.kind == "local" and info.resolved == str((tmp_path / "saved").resolve())
-    assert info.param_count == 54144
+    assert info.param_count == 54144 and info.revision == weights_sha256(tmp_path / "saved")
+    assert info.dtype == "float32" and info.to_dict()["revision"] == info.revision
     assert _same_weights(model, loaded)
 
 
@@ -58,3 +62,47 @@ def test_hub_id_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
 def test_bad_tiny_size() -> None:
     with pytest.raises(ModelLoadError, match="multiple of 4"):
         tiny_config(d_model=30)
+
+
+def test_explicit_dtype_is_loaded_and_recorded(tmp_path: Path) -> None:
+    from chronos.chronos2 import Chronos2Pipeline
+
+    model, _ = load_base_model("tiny", seed=1)
+    Chronos2Pipeline(model=model).save_pretrained(tmp_path / "saved")
+    loaded, info = load_base_model(str(tmp_path / "saved"), dtype=torch.bfloat16)
+    assert info.dtype == "bfloat16"
+    assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
+    tiny, tiny_info = load_base_model("tiny", dtype=torch.float64)
+    assert tiny_info.dtype == "float64" and next(tiny.parameters()).dtype == torch.float64
+
+
+def test_hub_snapshot_loads_with_its_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chronos.chronos2 import Chronos2Pipeline
+
+    repo = tmp_path / "hub" / "models--acme--tiny-chronos"
+    model, _ = load_base_model("tiny", seed=2)
+    Chronos2Pipeline(model=model).save_pretrained(repo / "snapshots" / SHA)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(SHA)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ref = resolve_base("acme/tiny-chronos")
+    loaded, info = load_base_model(ref.to_dict(), seed=0)  # the child gets the resolved record
+    assert info.kind == "hub" and info.revision == SHA and info.model_id == "acme/tiny-chronos"
+    assert info.resolved == ref.location and info.base_ref() == ref
+    assert _same_weights(model, loaded)
+
+
+def test_bundled_tiny_pretrained_loads_and_forecasts() -> None:
+    model, info = load_base_model("tiny-pretrained", seed=0)
+    assert (
+        info.kind == "bundled" and info.resolved == str(BUNDLED_TINY_DIR) and len(info.revision or "") == 64
+    )
+    assert info.param_count == 54144
+    pipeline = base_pipeline(resolve_base("tiny-pretrained"))
+    assert not pipeline.model.training
+    t = torch.arange(200, dtype=torch.float32)
+    quantiles, _ = pipeline.predict_quantiles(
+        [100 + 10 * torch.sin(2 * torch.pi * t / 24)], prediction_length=24
+    )
+    assert quantiles[0].shape[1] == 24 and torch.isfinite(quantiles[0]).all()
