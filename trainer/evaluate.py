@@ -6,9 +6,7 @@ MASE) next to seasonal naive, decides whether the fine-tuned model beats the bas
 the training child's validation block (:func:`decide`), and builds four documents:
 
 - ``record``: training.json's ``evaluation`` (schema ``training`` ``$defs/evaluation``).
-- ``metrics``: the flat training.json metrics (``model_wql``, ``model_mase``,
-  ``baseline_wql``, ``baseline_mase``, ``zero_shot_wql``, ``zero_shot_mase``, ``val_wql``,
-  ``zero_shot_val_wql``, ``season``, ``eval_items``, ``backtest_windows``).
+- ``metrics``: the flat training.json metrics (:func:`_flat_metrics`).
 - ``scores`` (:data:`METRICS_KEY`): every model on every window and item, and overall::
 
     {"prediction_length", "frequency", "season", "season_source", "quantile_levels",
@@ -118,14 +116,6 @@ def predict_window(
     return np.stack([q[0].float().cpu().numpy() for q in quantiles]).astype(np.float64)
 
 
-def naive_window(
-    window: Any, season: int, quantile_levels: Sequence[float] = m.DEFAULT_QUANTILE_LEVELS
-) -> np.ndarray:
-    """Seasonal-naive quantile forecasts of one window (every level the point forecast)."""
-    horizon = int(window.prediction_length)
-    return np.stack([m.seasonal_naive(p, horizon, season, quantile_levels)[1] for p in window.past])
-
-
 def evaluate_models(
     pipelines: Mapping[str, Any],
     windows: Sequence[Any],
@@ -192,7 +182,7 @@ def _predict_and_score(
     for window in windows:
         for name in MODELS:
             if name == SEASONAL_NAIVE:
-                preds = naive_window(window, season, levels)
+                preds = m.naive_window(window, season, levels)
             else:
                 preds = predict_window(pipelines[name], window, levels, batch_size=batch_size)
             predictions[name].append(preds)
@@ -338,7 +328,9 @@ def _skip_warnings(overall: Mapping[str, m.ItemScores]) -> list[str]:
             out.append(f"{label}: {skipped['no_forecast']} items without a finite past value are left out")
         if skipped["no_mase"] > skipped["no_forecast"]:
             flat = skipped["no_mase"] - skipped["no_forecast"]
-            out.append(f"{label}: MASE leaves out {flat} items whose past has no seasonal variation")
+            out.append(
+                f"{label}: MASE leaves out {flat} items whose past gives no seasonal error (flat or missing)"
+            )
     return out
 
 

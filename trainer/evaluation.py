@@ -30,7 +30,6 @@ from trainer.record import TrainingLog
 log = logging.getLogger(__name__)
 
 COMPONENT = "evaluation"
-METRICS_FILE = "evaluation/metrics.json"  # under the work dir and the run prefix (beside the forecasts)
 EXPORT_DIR = "export"
 
 
@@ -56,7 +55,7 @@ def phase(ctx: RunContext, details: dict[str, Any]) -> None:
     ctx.record.evaluation = result.record
     ctx.record.metrics.update(result.metrics)
     ctx.outputs.forecasts = _write_json(work / FORECASTS_KEY, result.forecasts)
-    metrics_path = _write_json(work / METRICS_FILE, result.scores)
+    metrics_path = _write_json(work / evaluate.METRICS_KEY, result.scores)
     for warning in result.record["warnings"]:
         log.warning("%s", warning)
     metadata = model_metadata(

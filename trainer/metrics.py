@@ -212,6 +212,14 @@ def seasonal_naive(
     return point, np.repeat(point[:, None], len(quantile_levels), axis=1)
 
 
+def naive_window(
+    window: Any, season: int, quantile_levels: Sequence[float] = DEFAULT_QUANTILE_LEVELS
+) -> np.ndarray:
+    """Seasonal-naive quantile forecasts of a window's items, ``(n_items, horizon, len(levels))``."""
+    horizon = int(window.prediction_length)
+    return np.stack([seasonal_naive(p, horizon, season, quantile_levels)[1] for p in window.past])
+
+
 def _last_season(values: np.ndarray, season: int) -> np.ndarray:
     """The last season; a NaN takes the same phase of an earlier season, else the last finite value."""
     start = values.size - season
@@ -366,7 +374,7 @@ def evaluate(
         ``{"model_wql", "model_mase", "seasonal_naive_wql", "seasonal_naive_mase", "season",
         "n_items", "prediction_length", "quantile_levels"}`` (None where undefined).
     """
-    from trainer.evaluate import naive_window, predict_window
+    from trainer.evaluate import predict_window
 
     levels = [float(q) for q in quantile_levels]
     season = season if season is not None else get_seasonality(str(window.frequency))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import types
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,60 +15,30 @@ import pytest
 
 from common import runspec
 from common.layout import RunPaths
+from common.runspec import DataSpec
 from common.status import CompletionStatus, RunStatus
 from trainer import evaluate, metrics
 from trainer.context import RunData
+from trainer.data import Dataset, load_dataset
 from trainer.errors import ErrorLog, TerminalError
 from trainer.evaluation import phase
 from trainer.finalize import Outputs
 from trainer.record import TrainingLog
 from trainer.sync import Manifest
-from trainer.synthetic import generate_table
+from trainer.synthetic import KNOWN_COVARIATE, PAST_COVARIATE, generate_dataset
+from trainer.windows import EvalSet
 
 H, K = 24, 2
 PATHS = RunPaths(env="dev", run_id="20261201-000000")
 
 
-@dataclass(frozen=True, kw_only=True)
-class Window:
-    """The fields of ``trainer.data.EvalSet`` the evaluation reads."""
-
-    name: str
-    item_ids: tuple[str, ...]
-    inputs: list[dict[str, Any]] = field(repr=False)
-    past: list[np.ndarray] = field(repr=False)
-    future: np.ndarray = field(repr=False)
-    starts: tuple[str, ...]
-    prediction_length: int
-    frequency: str
-
-
-def synthetic_windows(n_items: int = 10, length: int = 24 * 9) -> list[Window]:
-    """K rolling-origin test windows of the synthetic hourly data (test-1 oldest)."""
-    df = generate_table(n_items=n_items, length=length, with_covariates=False).to_pandas()
-    windows = []
-    for k in range(1, K + 1):
-        cut = length - (K - k + 1) * H
-        ids, past, future, starts = [], [], [], []
-        for item, rows in df.groupby("item_id", sort=True):
-            target = rows["target"].to_numpy(np.float32)
-            ids.append(str(item))
-            past.append(target[:cut])
-            future.append(target[cut : cut + H])
-            starts.append(pd.Timestamp(rows["timestamp"].iloc[cut]).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        windows.append(
-            Window(
-                name=f"test-{k}",
-                item_ids=tuple(ids),
-                inputs=[{"target": p} for p in past],
-                past=past,
-                future=np.stack(future),
-                starts=tuple(starts),
-                prediction_length=H,
-                frequency="h",
-            )  # fmt: skip
-        )
-    return windows
+def synthetic_dataset(root: Path, n_items: int = 10) -> Dataset:
+    """Nine days of the hourly synthetic data, covariates on: K test windows of a day."""
+    files = generate_dataset(root, n_items=n_items, length=24 * 9, items_per_file=5)
+    spec = DataSpec.from_dict(
+        {"frequency": "auto", "past_covariates": [PAST_COVARIATE], "known_covariates": [KNOWN_COVARIATE]}
+    )
+    return load_dataset(files, spec, prediction_length=H, backtest_windows=K)
 
 
 def tiny_pipeline(seed: int) -> Any:
@@ -82,12 +52,17 @@ def tiny_pipeline(seed: int) -> Any:
 
 
 @pytest.fixture(scope="module")
-def windows() -> list[Window]:
-    return synthetic_windows()
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    return synthetic_dataset(tmp_path_factory.mktemp("eval-data"))
 
 
 @pytest.fixture(scope="module")
-def result(windows: list[Window]) -> evaluate.Evaluation:
+def windows(dataset: Dataset) -> list[EvalSet]:
+    return list(dataset.test_windows)
+
+
+@pytest.fixture(scope="module")
+def result(windows: list[EvalSet]) -> evaluate.Evaluation:
     pipelines = {evaluate.FINE_TUNED: tiny_pipeline(1), evaluate.ZERO_SHOT: tiny_pipeline(0)}
     validation = {
         "zero_shot_wql": 0.2, "zero_shot_loss": 1.5, "best_wql": 0.1, "best_step": 20,
@@ -103,7 +78,7 @@ def training_doc(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_three_models_reported_on_the_same_windows(
-    result: evaluate.Evaluation, windows: list[Window]
+    result: evaluate.Evaluation, windows: list[EvalSet]
 ) -> None:
     record = result.record
     assert [w["name"] for w in record["windows"]] == ["test-1", "test-2"]
@@ -155,7 +130,7 @@ def test_metrics_document_has_every_model_window_and_item(result: evaluate.Evalu
     json.dumps(doc, allow_nan=False)  # plain JSON: no NaN
 
 
-def test_forecasts_document_shape(result: evaluate.Evaluation, windows: list[Window]) -> None:
+def test_forecasts_document_shape(result: evaluate.Evaluation, windows: list[EvalSet]) -> None:
     doc = result.forecasts
     assert doc["window"] == "test-2" and doc["quantile_levels"] == [0.1, 0.5, 0.9]
     assert len(doc["items"]) == 8  # 10 items: at most 8 charted
@@ -192,7 +167,7 @@ def test_decision_from_the_validation_block(validation: Any, keep: bool, beats: 
         assert decision.warnings == ()
 
 
-def test_no_validation_block_is_recorded_as_not_measured(windows: list[Window]) -> None:
+def test_no_validation_block_is_recorded_as_not_measured(windows: list[EvalSet]) -> None:
     naive_only = {evaluate.FINE_TUNED: tiny_pipeline(0), evaluate.ZERO_SHOT: tiny_pipeline(0)}
     result = evaluate.evaluate_models(naive_only, windows[-1:], mase_season=12)
     assert result.record["validation"] == {
@@ -205,7 +180,7 @@ def test_no_validation_block_is_recorded_as_not_measured(windows: list[Window]) 
     training_doc(result.record)  # schema-valid
 
 
-def test_compat_evaluate_scores_one_model_and_the_baseline(windows: list[Window]) -> None:
+def test_compat_evaluate_scores_one_model_and_the_baseline(windows: list[EvalSet]) -> None:
     scores = metrics.evaluate(tiny_pipeline(0), windows[0], [0.1, 0.5, 0.9])
     assert scores["season"] == 24 and scores["n_items"] == 10
     naive = np.stack([metrics.seasonal_naive(p, H, 24)[0] for p in windows[0].past])
@@ -253,7 +228,7 @@ def fake_export(monkeypatch: pytest.MonkeyPatch) -> FakeExport:
     return fake
 
 
-def run_ctx(tmp_path: Path, windows: list[Window], validation: dict[str, Any] | None, keep: bool) -> Any:
+def run_ctx(tmp_path: Path, dataset: Dataset, validation: dict[str, Any] | None, keep: bool) -> Any:
     spec = runspec.from_dict(
         {"env": "dev", "instance": {"types": ["g5.xlarge"], "market": "spot", "max_runtime": 60},
          "data": {"prefix": "cached-datasets/demo/"},
@@ -262,7 +237,7 @@ def run_ctx(tmp_path: Path, windows: list[Window], validation: dict[str, Any] | 
     )  # fmt: skip
     tuned = tmp_path / "final-model"
     tiny_pipeline(5).model.save_pretrained(str(tuned))
-    data = RunData(dataset=types.SimpleNamespace(test_windows=tuple(windows)), base_model="tiny")
+    data = RunData(dataset=dataset, base_model="tiny")
     data.manifest = Manifest(prefix="cached-datasets/demo/", files=())
     data.base_ref = {"base": "tiny", "kind": "tiny", "location": "tiny-32", "revision": None}
     data.base_info = {"param_count": 1000, "kind": "tiny", "revision": None}
@@ -279,19 +254,24 @@ def run_ctx(tmp_path: Path, windows: list[Window], validation: dict[str, Any] | 
 
 
 def test_phase_exports_the_base_when_fine_tuning_is_worse_and_kept(
-    tmp_path: Path, windows: list[Window], fake_export: FakeExport
+    tmp_path: Path, dataset: Dataset, windows: list[EvalSet], fake_export: FakeExport
 ) -> None:
     worse = {
         "zero_shot_wql": 0.2, "best_wql": 0.25, "best_step": 0,
         "history": [[0, 0.2, 1.0], [10, 0.25, 1.1]], "early_stopped": False, "stopped_at_step": None,
     }  # fmt: skip
-    ctx = run_ctx(tmp_path, windows, worse, keep=True)
+    ctx = run_ctx(tmp_path, dataset, worse, keep=True)
     details: dict[str, Any] = {}
     phase(ctx, details)
     export_call, smoke = fake_export.calls
     assert export_call["source_dir"] == tmp_path / "work" / "zero-shot-model"  # the tiny base, saved
     assert export_call["adapter_dir"] is None and export_call["base"]["kind"] == "tiny"
-    assert export_call["card"]["exported"] == "base" and "fine_tuned" in export_call["card"]["metrics"]
+    card = export_call["card"]
+    assert card["exported"] == "base" and set(card["metrics"]) == set(evaluate.MODELS)
+    assert card["data"] == dataset.summary() and [w["name"] for w in card["windows"]["test"]] == [
+        "test-1",
+        "test-2",
+    ]
     assert smoke == {"smoke": tmp_path / "work" / "export", "window": "test-2", "device": "cpu"}
     assert ctx.outputs.model_dir == tmp_path / "work" / "export"
     record = ctx.record.evaluation
@@ -326,10 +306,10 @@ def test_phase_exports_the_base_when_fine_tuning_is_worse_and_kept(
 
 
 def test_phase_exports_the_fine_tuned_model_with_its_adapter_otherwise(
-    tmp_path: Path, windows: list[Window], fake_export: FakeExport
+    tmp_path: Path, dataset: Dataset, windows: list[EvalSet], fake_export: FakeExport
 ) -> None:
     worse = {"zero_shot_wql": 0.2, "best_wql": 0.25, "best_step": 0, "history": [], "early_stopped": False}
-    ctx = run_ctx(tmp_path, windows, worse, keep=False)
+    ctx = run_ctx(tmp_path, dataset, worse, keep=False)
     ctx.data.adapter_dir = tmp_path / "adapter"
     phase(ctx, {})
     assert fake_export.calls[0]["source_dir"] == tmp_path / "final-model"
@@ -338,10 +318,49 @@ def test_phase_exports_the_fine_tuned_model_with_its_adapter_otherwise(
 
 
 def test_a_broken_export_is_a_terminal_error(
-    tmp_path: Path, windows: list[Window], fake_export: FakeExport
+    tmp_path: Path, dataset: Dataset, windows: list[EvalSet], fake_export: FakeExport
 ) -> None:
     fake_export.fail = True
-    ctx = run_ctx(tmp_path, windows, None, keep=False)
+    ctx = run_ctx(tmp_path, dataset, None, keep=False)
     with pytest.raises(TerminalError, match="model export failed: the exported model forecast NaN") as caught:
         phase(ctx, {})
     assert caught.value.component == "evaluation"
+
+
+def test_missing_values_are_tolerated_and_counted(windows: list[EvalSet]) -> None:
+    last = windows[-1]
+    past = [p.copy() for p in last.past]
+    past[0][:] = np.nan  # no finite past: seasonal naive cannot forecast item 0
+    past[1][-30:-20] = np.nan  # gaps in the last season: filled
+    future = last.future.copy()
+    future[2, :5] = np.nan  # masked like GluonTS
+    holed = dataclasses.replace(last, past=past, future=future)
+    pipeline = tiny_pipeline(0)
+    result = evaluate.evaluate_models({evaluate.FINE_TUNED: pipeline, evaluate.ZERO_SHOT: pipeline}, [holed])
+    skipped = result.scores["overall"]
+    assert skipped["seasonal_naive"]["skipped"] == {"no_forecast": 1, "no_mase": 1}
+    assert skipped["fine_tuned"]["skipped"] == {"no_forecast": 0, "no_mase": 1}  # no seasonal error
+    naive = result.record["items"][0]["seasonal_naive"]
+    assert naive == {"wql": None, "mase": None}
+    assert result.record["models"]["seasonal_naive"]["wql"] is not None
+    assert any("seasonal naive: 1 items" in w for w in result.record["warnings"])
+    assert result.forecasts["items"][1]["seasonal_naive"][0] is not None
+    training_doc(result.record)
+
+
+def test_phase_with_the_shipped_pretrained_base_exports_its_folder_when_forced_worse(
+    tmp_path: Path, dataset: Dataset, fake_export: FakeExport
+) -> None:
+    base_model = pytest.importorskip("trainer.base_model")
+    if not (base_model.BUNDLED_TINY_DIR / "config.json").is_file():
+        pytest.skip("the tiny pretrained model is not shipped in this checkout")
+    ref = base_model.resolve_base("tiny-pretrained")
+    forced = {"zero_shot_wql": 0.1, "best_wql": 0.5, "best_step": 10, "history": [], "early_stopped": False}
+    ctx = run_ctx(tmp_path, dataset, forced, keep=True)
+    ctx.data.base_ref, ctx.data.base_model = ref.to_dict(), ref.location
+    phase(ctx, {})
+    models = ctx.record.evaluation["models"]
+    assert models["zero_shot"]["wql"] != models["fine_tuned"]["wql"]  # both reported, different models
+    assert fake_export.calls[0]["source_dir"] == Path(ref.location)  # the shipped folder itself
+    assert ctx.outputs.model_metadata["base_model"]["revision"] == ref.revision
+    assert ctx.outputs.model_metadata["base_model"]["kind"] == "bundled"
