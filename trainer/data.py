@@ -229,39 +229,55 @@ def _read_files(paths: list[Path], spec: DataSpec) -> _Rows:
     if total == 0:
         raise DataValidationError(f"the {len(paths)} data file(s) hold no rows")
     first = schemas[0][0]
-    strings = {c for c in spec.covariates if not _is_number(first.field(c).type)}
-    columns = {
-        c: np.empty(total, dtype=np.int32 if c in strings else np.float32)
-        for c in (spec.target_column, *spec.covariates)
-    }
-    codes, stamps = np.empty(total, dtype=np.int32), np.empty(total, dtype=np.int64)
-    file_index = np.empty(total, dtype=np.int32)
-    items, labels = _Codes(), {c: _Codes() for c in strings}
-    zones: dict[str | None, Path] = {}
-    offset = 0
-    for n, (path, (_, expected)) in enumerate(zip(paths, schemas, strict=True)):
-        table = pq.read_table(path, columns=list(spec.columns))
-        if table.num_rows != expected:
+    reader = _Reader(spec, total, strings={c for c in spec.covariates if not _is_number(first.field(c).type)})
+    for n, path in enumerate(paths):
+        with pq.ParquetFile(path) as parquet:
+            for group in range(parquet.num_row_groups):  # one row group in memory at a time
+                reader.add(parquet.read_row_group(group, columns=list(spec.columns)), n, path)
+    if reader.offset != total:
+        raise DataValidationError(f"{paths[-1]}: the files changed while they were read; sync the data again")
+    return reader.rows()
+
+
+class _Reader:
+    """Fills preallocated columns from one table (a file's row group) at a time."""
+
+    def __init__(self, spec: DataSpec, total: int, *, strings: set[str]) -> None:
+        self.spec, self.strings, self.offset = spec, strings, 0
+        self.columns = {
+            c: np.empty(total, dtype=np.int32 if c in strings else np.float32)
+            for c in (spec.target_column, *spec.covariates)
+        }
+        self.codes, self.stamps = np.empty(total, dtype=np.int32), np.empty(total, dtype=np.int64)
+        self.file_index = np.empty(total, dtype=np.int32)
+        self.items, self.labels = _Codes(), {c: _Codes() for c in strings}
+        self.zones: dict[str | None, Path] = {}
+
+    def add(self, table: pa.Table, n: int, path: Path) -> None:
+        spec = self.spec
+        rows = slice(self.offset, self.offset + table.num_rows)
+        if rows.stop > self.codes.size:
             raise DataValidationError(f"{path}: changed while it was read; sync the data again", file=path)
-        rows = slice(offset, offset + table.num_rows)
-        codes[rows] = items.encode(_item_ids(table, spec.item_id_column, path))
-        stamps[rows], zone = _timestamps(table, spec.timestamp_column, path, spec.item_id_column)
-        zones.setdefault(zone, path)
-        file_index[rows] = n
-        columns[spec.target_column][rows] = _numbers(table, spec.target_column, path, booleans=False)
+        self.codes[rows] = self.items.encode(_item_ids(table, spec.item_id_column, path))
+        self.stamps[rows], zone = _timestamps(table, spec.timestamp_column, path, spec.item_id_column)
+        self.zones.setdefault(zone, path)
+        self.file_index[rows] = n
+        self.columns[spec.target_column][rows] = _numbers(table, spec.target_column, path, booleans=False)
         for name in spec.covariates:
-            column = table.column(name)
-            if name in strings:
-                columns[name][rows] = labels[name].encode(pc.fill_null(column.cast(pa.string()), ""))
+            if name in self.strings:
+                column = pc.fill_null(table.column(name).cast(pa.string()), "")
+                self.columns[name][rows] = self.labels[name].encode(column)
             else:
-                columns[name][rows] = _numbers(table, name, path)
-        offset += table.num_rows
-        del table
-    names, rank = items.sorted()
-    return _Rows(
-        names=names, codes=rank[codes], timestamps=stamps, file_index=file_index, columns=columns,
-        labels={c: v.array() for c, v in labels.items()}, tz=_one_zone(zones, spec.timestamp_column),
-    )  # fmt: skip
+                self.columns[name][rows] = _numbers(table, name, path)
+        self.offset = rows.stop
+
+    def rows(self) -> _Rows:
+        names, rank = self.items.sorted()
+        return _Rows(
+            names=names, codes=rank[self.codes], timestamps=self.stamps, file_index=self.file_index,
+            columns=self.columns, labels={c: v.array() for c, v in self.labels.items()},
+            tz=_one_zone(self.zones, self.spec.timestamp_column),
+        )  # fmt: skip
 
 
 def _schema(path: Path, spec: DataSpec) -> tuple[pa.Schema, int]:

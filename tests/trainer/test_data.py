@@ -25,9 +25,9 @@ SPEC = DataSpec.from_dict({"frequency": "h"})
 START = np.datetime64("2024-03-01T00:00:00", "s")
 
 
-def _write(path: Path, rows: dict[str, list]) -> Path:
+def _write(path: Path, rows: dict[str, list], *, row_group_size: int | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(rows), path)
+    pq.write_table(pa.table(rows), path, row_group_size=row_group_size)
     return path
 
 
@@ -91,7 +91,9 @@ def test_items_spanning_files_are_joined_in_time_order(tmp_path: Path) -> None:
 def test_unsorted_rows_are_sorted_and_counted(tmp_path: Path) -> None:
     rows = _concat(_series("ok", 16), _series("late", 8, offset=8), _series("late", 8))
     rows = _concat(rows, _series("rev", 1, offset=15), _series("rev", 15))
-    ds = _load([_write(tmp_path / "u.parquet", rows)])
+    path = _write(tmp_path / "u.parquet", rows, row_group_size=7)  # read a row group at a time
+    assert pq.ParquetFile(path).num_row_groups == 7
+    ds = _load([path])
     assert ds.drops["unsorted_items"] == 2
     for item in range(3):
         np.testing.assert_array_equal(_whole(ds, item), [10 + h % 5 for h in range(16)])
@@ -251,6 +253,17 @@ def test_null_timestamp_and_non_numeric_target(tmp_path: Path) -> None:
     path = _write(tmp_path / "t.parquet", rows)
     error = _error([path])
     assert "expected numbers" in str(error) and "target" in str(error) and error.file == path
+
+
+def test_wrong_types_name_the_file_and_column(tmp_path: Path) -> None:
+    rows = _series("a", 16)
+    rows["timestamp"] = [float(h) for h in range(16)]
+    path = _write(tmp_path / "f.parquet", rows)
+    error = _error([path])
+    assert "column timestamp has type double, expected a timestamp" in str(error) and error.file == path
+    rows = _series("a", 16)
+    rows["item_id"] = [7] * 16  # integer ids are ids
+    assert _load([_write(tmp_path / "i.parquet", rows)]).item_ids == ("7",)
 
 
 def test_no_files_and_unreadable_file(tmp_path: Path) -> None:
