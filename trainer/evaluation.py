@@ -142,24 +142,19 @@ def export_and_check(
 
 
 def model_card_facts(metadata: dict[str, Any], record: dict[str, Any], dataset: Any) -> dict[str, Any]:
-    """What the model card (README.md of ``models/``) states: data, windows, settings, the three models."""
-    summary = dataset.summary() if hasattr(dataset, "summary") else {}
-    return {
+    """The model card's facts (:func:`trainer.export.model_card`): data, settings, the evaluation record."""
+    facts: dict[str, Any] = {
+        "title": f"Chronos-2 fine-tuned in run {metadata['run_id']}",
         "run_id": metadata["run_id"],
-        "exported": record["exported"],
-        "base_model": metadata["base_model"],
-        "data": summary,
-        "windows": {**metadata.get("windows", {}), "test": record["windows"]},
+        "data": dataset.summary() if hasattr(dataset, "summary") else {},
+        "windows": metadata.get("windows", {}),
         "hyperparameters": metadata["hyperparameters"],
-        "season": record["season"],
-        "season_source": record["season_source"],
-        "quantile_levels": record["quantile_levels"],
-        "metrics": record["models"],
-        "validation": record["validation"],
-        "beats_zero_shot": record["beats_zero_shot"],
-        "warnings": record["warnings"],
-        "versions": metadata["versions"],
+        "evaluation": record,
+        "base_model": metadata["base_model"],
     }
+    if any(metadata["versions"].values()):  # else the card states the installed versions
+        facts["versions"] = metadata["versions"]
+    return facts
 
 
 def model_metadata(
@@ -211,6 +206,11 @@ def model_metadata(
             "checkpoint_interval": m.checkpoint_interval,
             "seed": m.seed,
             "device": device,
+            "eval_interval": m.eval_interval,
+            "early_stopping_patience": m.early_stopping_patience,
+            "keep_base_if_worse": m.keep_base_if_worse,
+            "mase_season": m.mase_season,
+            "precision": m.precision,
         },
         "metrics": dict(record.metrics),
         "phase_durations": record.durations(),

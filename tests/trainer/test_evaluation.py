@@ -267,11 +267,9 @@ def test_phase_exports_the_base_when_fine_tuning_is_worse_and_kept(
     assert export_call["source_dir"] == tmp_path / "work" / "zero-shot-model"  # the tiny base, saved
     assert export_call["adapter_dir"] is None and export_call["base"]["kind"] == "tiny"
     card = export_call["card"]
-    assert card["exported"] == "base" and set(card["metrics"]) == set(evaluate.MODELS)
-    assert card["data"] == dataset.summary() and [w["name"] for w in card["windows"]["test"]] == [
-        "test-1",
-        "test-2",
-    ]
+    assert card["evaluation"]["exported"] == "base"
+    assert set(card["evaluation"]["models"]) == set(evaluate.MODELS)
+    assert card["data"] == dataset.summary() and card["hyperparameters"]["keep_base_if_worse"] is True
     assert smoke == {"smoke": tmp_path / "work" / "export", "window": "test-2", "device": "cpu"}
     assert ctx.outputs.model_dir == tmp_path / "work" / "export"
     record = ctx.record.evaluation
