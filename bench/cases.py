@@ -150,7 +150,7 @@ def training_threads(rounds: int = 3, steps: int = 150, contended: bool = False)
         files = generate_dataset(Path(tmp) / "data", seed=0)
         horizon, context = int(TINY_TRAINING["prediction_length"]), int(TINY_TRAINING["context_length"])
         inputs = load_dataset(
-            files, DataSpec.from_dict({"frequency": "h"}), prediction_length=horizon
+            files, DataSpec.from_dict({"frequency": "h"}), prediction_length=horizon, backtest_windows=1
         ).train_inputs
         res = _threads_result(steps, int(TINY_TRAINING["batch_size"]), torch.get_num_threads(), contended)
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if contended else None

@@ -120,8 +120,10 @@ def test_training_data_is_loaded_as_the_validated_run_spec_describes_it(small_fi
 
     spec = runspec.from_dict({"data": {"past_covariates": ["temperature"], "known_covariates": ["promo"]}})
     dataset = load_training_data(small_files, spec)
-    assert dataset.spec is spec.data and dataset.frequency == "h"  # the schema's default frequency
+    # the schema's default frequency is "auto": inferred from the hourly timestamps
+    assert dataset.spec is spec.data and dataset.frequency == "h" and dataset.frequency_source == "inferred"
     assert dataset.prediction_length == spec.model.prediction_length == 24  # the schema's default horizon
-    assert dataset.eval_set.future.shape == (8, 24)
+    assert len(dataset.test_windows) == spec.model.backtest_windows == 3  # the schema's default K
+    assert dataset.test_windows[-1].future.shape == (8, 24)
     with pytest.raises(TerminalError, match="invalid training data.*missing column"):
         load_training_data(small_files, runspec.from_dict({"data": {"target_column": "sales"}}))
