@@ -265,14 +265,15 @@ def _run(
     """One attempt: build the trainer, train (or load a finished checkpoint), save the final model."""
     config = setup.config
     trainer, info, trainable = _build_trainer(setup.model_source, setup.train_inputs, config, plan)
+    revision = setup.base_revision or info.revision  # the pinned one when the run names it
     if resume_from is not None and setup.base_revision is None:
-        check_resumable(resume_from, config, base_revision=info.revision)
+        check_resumable(resume_from, config, base_revision=revision)
     state = (ValidationState.load(resume_from) if resume_from is not None else None) or ValidationState()
     best = BestModel(config.output_dir) if setup.validation is not None else None
     if best is not None and resume_from is not None and state.best_step is not None:
         best.restore_from(resume_from, state.best_step)
     writers = [
-        json_writer(BASE_MODEL_INFO_NAME, {**info.to_dict(), "seed": config.seed}),
+        json_writer(BASE_MODEL_INFO_NAME, {**info.to_dict(), "revision": revision, "seed": config.seed}),
         json_writer(RUN_SETTINGS_NAME, run_settings(config)),
         json_writer(PRECISION_RECORD_NAME, record.to_dict()),
         lambda folder: prec.save_plan(plan, folder),
