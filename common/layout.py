@@ -34,6 +34,7 @@ LAUNCH_REQUEST_NAME = "launch-request.json"  # under user-configs/: what a relau
 TRAINER_LOG_NAME = "trainer.log"  # under logs/{run_id}/
 BOOTSTRAP_LOG_NAME = "bootstrap.log"  # under logs/{run_id}/
 FORECASTS_KEY = "evaluation/forecasts.json"  # relative to the run prefix (and the local mirror)
+METRICS_KEY = "evaluation/metrics.json"  # every model x window x item scored, beside the forecasts
 CHECKPOINT_PREFIX = "checkpoint-"  # checkpoints/checkpoint-<step>/
 TRAINER_STATE_NAME = "trainer_state.json"  # written last into a checkpoint folder: "complete"
 LOCAL_RUNS_DIR = "runs"  # the laptop's mirror: runs/{env}/{run_id}/
@@ -161,6 +162,10 @@ class RunPaths:
     @property
     def forecasts(self) -> str:
         return self.prefix + FORECASTS_KEY
+
+    @property
+    def evaluation_metrics(self) -> str:
+        return self.prefix + METRICS_KEY
 
     @property
     def model_metadata(self) -> str:

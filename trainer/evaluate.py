@@ -7,7 +7,7 @@ the training child's validation block (:func:`decide`), and builds four document
 
 - ``record``: training.json's ``evaluation`` (schema ``training`` ``$defs/evaluation``).
 - ``metrics``: the flat training.json metrics (:func:`_flat_metrics`).
-- ``scores`` (:data:`METRICS_KEY`): every model on every window and item, and overall::
+- ``scores`` (:data:`common.layout.METRICS_KEY`): every model on every window and item, and overall::
 
     {"prediction_length", "frequency", "season", "season_source", "quantile_levels",
      "models": [...], "windows": [{"name", "items", "first_start", "last_start"}],
@@ -46,7 +46,6 @@ MODELS = (FINE_TUNED, ZERO_SHOT, SEASONAL_NAIVE)
 MAX_ITEMS = 8
 MAX_RECORD_ITEMS = 1000
 FORECAST_LEVELS = (0.1, 0.5, 0.9)
-METRICS_KEY = "evaluation/metrics.json"  # relative to the run prefix, beside the forecasts
 WORSE = (
     "fine-tuned model does not beat the base model (zero-shot) on validation: WQL {best:.4g} vs {zero:.4g}"
 )

@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from common.layout import FORECASTS_KEY, RunPaths
+from common.layout import FORECASTS_KEY, METRICS_KEY, RunPaths
 from common.timeutil import Clock, iso, utc_now
 from schemas import validate
 from trainer.context import RunContext
@@ -55,7 +55,8 @@ def phase(ctx: RunContext, details: dict[str, Any]) -> None:
     ctx.record.evaluation = result.record
     ctx.record.metrics.update(result.metrics)
     ctx.outputs.forecasts = _write_json(work / FORECASTS_KEY, result.forecasts)
-    metrics_path = _write_json(work / evaluate.METRICS_KEY, result.scores)
+    metrics_path = _write_json(work / METRICS_KEY, result.scores)
+    ctx.outputs.evaluation_metrics = metrics_path
     for warning in result.record["warnings"]:
         log.warning("%s", warning)
     metadata = model_metadata(

@@ -4,7 +4,7 @@
 ``_SUCCESS`` already exists it does nothing (no upload at all). Otherwise it
 uploads, in parallel and under the retry policy, the final model (``models/``),
 any checkpoint the background uploader did not get to, the evaluation
-(``evaluation/forecasts.json``), ``model_metadata.json`` and ``trainer.log``,
+(``evaluation/forecasts.json`` and ``metrics.json``), ``model_metadata.json`` and ``trainer.log``,
 lists what landed (verification pass), writes training.json, and writes the
 sentinel last. An upload that fails after every retry leaves ``_FAILED_UPLOAD``
 instead of ``_SUCCESS``.
@@ -70,6 +70,7 @@ class Outputs:
     model_dir: Path | None = None
     checkpoints_dir: Path | None = None
     forecasts: Path | None = None
+    evaluation_metrics: Path | None = None
     model_metadata: dict[str, Any] | None = None
     trainer_log: Path | None = None
     user_configs: list[Artifact] = field(default_factory=list)
@@ -175,8 +176,12 @@ class _Uploads:
                 for p in sorted(outputs.model_dir.rglob("*"))
                 if p.is_file()
             ]
-        if outputs.forecasts is not None and outputs.forecasts.is_file():
-            pairs.append((outputs.forecasts, paths.forecasts))
+        for local, key in (
+            (outputs.forecasts, paths.forecasts),
+            (outputs.evaluation_metrics, paths.evaluation_metrics),
+        ):
+            if local is not None and local.is_file():
+                pairs.append((local, key))
         missing = self._missing_checkpoints(outputs.checkpoints_dir)
         artifacts = self._upload(pairs)
         for folder in missing:
