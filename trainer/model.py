@@ -184,15 +184,19 @@ def load_base_model(
     return model, info
 
 
-def base_pipeline(ref: str | BaseRef | Mapping[str, Any], device: str = "cpu") -> Any:
+def base_pipeline(ref: str | BaseRef | Mapping[str, Any], device: str = "cpu", *, seed: int = 0) -> Any:
     """The base model, untrained, as a ``Chronos2Pipeline`` in eval mode (zero-shot forecasts).
+
+    ``seed`` matters only for a ``tiny`` (random-init) base: pass the run's seed to get
+    the weights its training started from. ``pipeline.save_pretrained(folder)`` gives a
+    folder to export when the base itself is exported.
 
     Raises:
         ModelLoadError: as :func:`load_base_model`.
     """
     from chronos.chronos2 import Chronos2Pipeline
 
-    model, _ = load_base_model(ref, device=device, seed=0)
+    model, _ = load_base_model(ref, device=device, seed=seed)
     model.eval()
     return Chronos2Pipeline(model=model)
 
