@@ -52,6 +52,10 @@ class BestModel:
         _swap(staging, self.folder)
         logger.info("best validation so far at step %d (WQL %.4f)", step, wql_value)
 
+    def clear(self) -> None:
+        """Forget a previous training's best (a fresh start in the same folder)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
     def step(self) -> int | None:
         """The step of the saved best, ``None`` when there is none."""
         try:

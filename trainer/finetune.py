@@ -270,7 +270,9 @@ def _run(
         check_resumable(resume_from, config, base_revision=revision)
     state = (ValidationState.load(resume_from) if resume_from is not None else None) or ValidationState()
     best = BestModel(config.output_dir) if setup.validation is not None else None
-    if best is not None and resume_from is not None and state.best_step is not None:
+    if best is not None and resume_from is None:
+        best.clear()
+    elif best is not None and state.best_step is not None:
         best.restore_from(resume_from, state.best_step)
     writers = [
         json_writer(BASE_MODEL_INFO_NAME, {**info.to_dict(), "revision": revision, "seed": config.seed}),

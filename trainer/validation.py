@@ -89,7 +89,11 @@ def _wql(core: Any, window: Any, batch_size: int) -> float:
         limit_prediction_length=False,
     )
     preds = np.stack([q[0].float().cpu().numpy() for q in quantiles])
-    return wql(np.asarray(window.future, dtype=np.float64), preds, levels)
+    future = np.asarray(window.future, dtype=np.float64)
+    if not np.nansum(np.abs(future)) > 0:  # all zero or missing: no WQL, no best to choose
+        logger.warning("validation WQL is undefined: the validation window's values are all zero or missing")
+        return float("nan")
+    return wql(future, preds, levels)
 
 
 def _loss(core: Any, window: Any, batch_size: int) -> float:
@@ -160,7 +164,8 @@ class ValidationState:
         history: one :class:`Score` per validation, oldest first (step 0 is the base model).
         best_step: step of the lowest WQL (the first one on ties).
         best_wql: that WQL.
-        since_best: validations since the best one (the patience counter).
+        since_best: validations since the best one (the patience counter; validations
+            with an undefined WQL do not count).
         early_stopped: training stopped because ``since_best`` reached the patience.
         stopped_at_step: the step it stopped at.
     """
@@ -178,7 +183,7 @@ class ValidationState:
         better = math.isfinite(result.wql) and (self.best_wql is None or result.wql < self.best_wql)
         if better:
             self.best_step, self.best_wql, self.since_best = result.step, result.wql, 0
-        else:
+        elif math.isfinite(result.wql):  # an undefined WQL is no evidence either way
             self.since_best += 1
         return better
 

@@ -238,3 +238,19 @@ def test_best_model_survives_sigkill_and_resume(dataset, tmp_path: Path) -> None
     assert {e["step"] for e in validations} == set(range(0, 41, 5))
     starts = [e["start_step"] for e in _events(progress) if e["event"] == "start"]
     assert starts[0] == 0 and starts[1] >= 10  # the second child resumed from a checkpoint
+
+
+def test_validation_state_best_patience_and_round_trip(tmp_path: Path) -> None:
+    from trainer.validation import Score, ValidationState
+
+    state = ValidationState()
+    assert state.add(Score(step=0, wql=0.5, loss=2.0))
+    assert not state.add(Score(step=10, wql=0.5, loss=1.9))  # a tie keeps the first
+    assert not state.add(Score(step=20, wql=float("nan"), loss=float("nan")))  # undefined: not counted
+    assert (state.best_step, state.since_best) == (0, 1)
+    assert state.add(Score(step=30, wql=0.4, loss=1.8)) and state.since_best == 0
+    state.save(tmp_path)
+    again = ValidationState.load(tmp_path)
+    assert again.summary() == state.summary() and again.since_best == 0
+    assert again.summary()["history"][2] == [20, None, None]
+    assert ValidationState.load(tmp_path / "absent") is None
