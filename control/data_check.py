@@ -353,6 +353,11 @@ def check_data(s3: Any, bucket: str, spec: RunSpec, *, guard: Guard | None = Non
         usable = [f for f in footers if not f.problems]
         sample = list(_sample(usable, spec))
     rows = sum(f.rows for f in footers)
+    if usable and rows and not sample:
+        warnings.append(
+            f"no sample read: the first row groups' {data.item_id_column} and {data.timestamp_column} "
+            f"columns exceed {SAMPLE_BYTES // 2**20} MiB; timestamps, frequency and lengths are not checked"
+        )
     every_row = len(chosen) == len(listed) and sum(s.table.num_rows for s in sample if s.complete) == rows
     findings = series_findings(
         sample, spec, bucket=bucket, where=where, min_length=min_length,

@@ -191,8 +191,11 @@ def _frequency(rows: _Rows, spec: RunSpec, bucket: str, out: SeriesFindings) -> 
         return frequency_offset(out.inferred_frequency)
     try:
         offset = frequency_offset(data.frequency)
-    except ValueError as exc:
-        out.errors.append(f'data.frequency: {exc}; use a pandas alias such as h, D, W or 15min, or "auto"')
+    except ValueError:
+        out.errors.append(
+            f"data.frequency {data.frequency!r} is not a pandas frequency alias; "
+            'use one such as h, D, W, MS or 15min, or "auto" (set data.frequency in the run spec)'
+        )
         return None
     off_items, sparse, missing, first = 0, 0, [], None
     checked = [(a, b) for a, b in rows.bounds if b - a >= 2][:MAX_GRID_ITEMS]
@@ -217,7 +220,8 @@ def _frequency(rows: _Rows, spec: RunSpec, bucket: str, out: SeriesFindings) -> 
         )
     if sparse:
         what.append(
-            f"{sparse} of {len(checked)} would miss more than {data.max_nan_fraction:.0%} of its steps "
+            f"{sparse} of {len(checked)} sampled items would miss more than {data.max_nan_fraction:.0%} of "
+            "their steps on it "
             f"(typically {float(np.median(missing)):.0%})"
         )
     if bad * 2 > len(checked) and not (inferred is not None and frequency_offset(inferred) == offset):

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from common.runspec import from_dict
+from common.state_store import StateStore
 from control import data_check
 from control.data_check import DataCheckError, check_data, require_data
 from control.launch import launch
@@ -110,6 +111,24 @@ def test_a_non_numeric_target(s3, bucket):
         f"s3://{bucket}/{PREFIX}part-0.parquet: column 'target' has type string, expected numbers "
         "(set data.target_column in the run spec)",
     )
+
+
+def test_wrong_column_types_and_a_bad_frequency_alias(s3, bucket):
+    df = frame(items=2)
+    df["timestamp"] = np.arange(len(df))
+    df["item_id"] = np.repeat([7, 8], 60)  # integer ids are fine
+    df["tags"] = [[1, 2]] * len(df)
+    put(s3, bucket, "part-0.parquet", df)
+    errors = check_data(s3, bucket, spec(past_covariates=["tags"])).errors
+    assert errors == (
+        f"s3://{bucket}/{PREFIX}part-0.parquet: column 'timestamp' has type int64, expected timestamps "
+        "(a timestamp, date or ISO 8601 string column) (set data.timestamp_column in the run spec)",
+        f"s3://{bucket}/{PREFIX}part-0.parquet: column 'tags' has type list<element: int64>, expected "
+        "numbers, booleans or strings (set data.past_covariates in the run spec)",
+    )
+    put(s3, bucket, "part-0.parquet", frame())
+    (err,) = check_data(s3, bucket, spec(frequency="hourly")).errors
+    assert err.startswith("data.frequency 'hourly' is not a pandas frequency alias")
 
 
 def test_an_empty_prefix(s3, bucket):
@@ -220,10 +239,11 @@ def test_the_footer_read_uses_range_requests(s3, bucket, monkeypatch):
     monkeypatch.setattr(data_check, "SAMPLE_BYTES", 1)
     r = check_data(s3, bucket, spec(frequency="h"))
     assert r.sampled_files == () and len(got) == 1 and got[0][1] == data_check.FOOTER_READ_BYTES
+    assert r.ok and "no sample read" in r.warnings[0]
 
 
 def test_a_launch_with_bad_data_stops_before_anything_is_created(
-    backend, dev, local_aws, inventory, tmp_path
+    backend, dev, local_aws, inventory, tmp_path, monkeypatch
 ):
     s3 = local_aws.client("s3")
     df = frame(items=2, freq="D", length=60)
@@ -243,9 +263,14 @@ def test_a_launch_with_bad_data_stops_before_anything_is_created(
     assert after == before  # no instance, no lock (state file), no upload
     assert not any(key.endswith("system-state.json") for key in after["objects"])
     assert after["instances"] == {}
+    # the user who knows better skips it
+    monkeypatch.setattr(backend, "start_instance", lambda **kw: None)
+    outcome = launch(backend, env="dev", spec_path=run_toml, skip_doctor=True, skip_data_check=True)
+    assert outcome.result is not None and len(inventory()["instances"]) == 1
+    StateStore(backend.clients().s3, dev["bucket"], "dev").release(outcome.result.run_id)
 
 
-def test_invoke_data_check(dev, cli, error_line, local_aws, tmp_path):
+def test_invoke_data_check(dev, cli, error_line, local_aws, tmp_path, inventory):
     ok = cli("data.check", "--env=dev", "--local")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "data ok" in ok.stdout and "cached-datasets/training-data/" in ok.stdout
@@ -260,6 +285,11 @@ def test_invoke_data_check(dev, cli, error_line, local_aws, tmp_path):
     assert (
         "training-data/2024/01/part-000.parquet (and 3 other files): column 'sales' is missing" in bad.stdout
     )
+    before = inventory()  # and the launch refuses the same data: nothing created
+    refused = cli("launch", "--env=dev", "--local", f"--spec={run_toml}", "--skip-doctor")
+    assert refused.returncode == 2 and inventory() == before
+    line = error_line(refused)
+    assert "nothing was launched" in line and "part-000.parquet (and 3 other files): column 'sales'" in line
     help_text = cli("--help", "data.check").stdout
     for flag in ("--env", "--spec", "--json", "--local"):
         assert flag in help_text
