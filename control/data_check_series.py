@@ -163,76 +163,99 @@ def _infer(rows: _Rows) -> str | None:
     return _alias(int(values[np.argmax(counts)]))
 
 
-def _on_grid(offset: Any, rows: _Rows, a: int, b: int) -> tuple[int, int]:
-    """(timestamps off the grid, grid steps from the first to the last timestamp) of one item."""
-    if isinstance(offset, pd.offsets.Tick):
-        ts, step = rows.utc[a:b], int(offset.nanos)
-    elif isinstance(offset, pd.offsets.Day):
-        ts, step = rows.wall[a:b], int(offset.n) * DAY_NS
-    else:
-        wall = pd.DatetimeIndex(rows.wall[a:b].astype("datetime64[ns]"))
-        grid = pd.date_range(wall[0], wall[-1], freq=offset)
-        off = int((~wall.isin(grid)).sum()) + (0 if offset.is_on_offset(wall[0]) else 1)
-        return off, max(len(grid), 1)
-    rel = ts - ts[0]
-    return int(np.count_nonzero(rel % step)), int(rel[-1] // step) + 1
+def _on_grid(offset: Any, ts: np.ndarray) -> tuple[int, int]:
+    """(timestamps off the grid, grid steps from the first to the last) of one item's times (ns)."""
+    if isinstance(offset, pd.offsets.Tick | pd.offsets.Day):
+        step = int(offset.nanos) if isinstance(offset, pd.offsets.Tick) else int(offset.n) * DAY_NS
+        rel = ts - ts[0]
+        return int(np.count_nonzero(rel % step)), int(rel[-1] // step) + 1
+    wall = pd.DatetimeIndex(ts.astype("datetime64[ns]"))
+    grid = pd.date_range(wall[0], wall[-1], freq=offset)
+    off = int((~wall.isin(grid)).sum()) + (0 if offset.is_on_offset(wall[0]) else 1)
+    return off, max(len(grid), 1)
 
 
-def _frequency(rows: _Rows, spec: RunSpec, bucket: str, out: SeriesFindings) -> Any:
-    """The offset the lengths are counted in; adds the frequency's error or warning."""
-    data = spec.data
-    if data.frequency is None:
+def _grid(offset: Any, rows: _Rows, items: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Each item's :func:`_on_grid`, with the grid laid as the trainer lays it.
+
+    Sub-daily steps in UTC, longer ones in local wall time; for tz-aware data the
+    other one when it fits better (daily data stamped at UTC midnight).
+    """
+    sub_daily = isinstance(offset, pd.offsets.Tick) and offset.nanos < DAY_NS
+    modes = [rows.utc, rows.wall] if sub_daily else [rows.wall, rows.utc]
+    best: list[tuple[int, int]] | None = None
+    for times in modes[: 2 if rows.tz is not None else 1]:
+        stats = [_on_grid(offset, times[a:b]) for a, b in items]
+        if best is None or sum(o for o, _ in stats) < sum(o for o, _ in best):
+            best = stats
+    return best or []
+
+
+def _spec_offset(spec: RunSpec, out: SeriesFindings) -> tuple[Any, bool]:
+    """(the offset the lengths are counted in or ``None``, whether it is the spec's to check)."""
+    frequency = spec.data.frequency
+    if frequency is None:
         if out.inferred_frequency is None:
             out.warnings.append(
                 "cannot infer the frequency from the sample (too few timestamps per item); "
                 "set data.frequency in the run spec if the run cannot either"
             )
-            return None
-        return frequency_offset(out.inferred_frequency)
+            return None, False
+        return frequency_offset(out.inferred_frequency), False
     try:
-        offset = frequency_offset(data.frequency)
+        return frequency_offset(frequency), True
     except ValueError:
         out.errors.append(
-            f"data.frequency {data.frequency!r} is not a pandas frequency alias; "
+            f"data.frequency {frequency!r} is not a pandas frequency alias; "
             'use one such as h, D, W, MS or 15min, or "auto" (set data.frequency in the run spec)'
         )
-        return None
-    off_items, sparse, missing, first = 0, 0, [], None
+        return None, False
+
+
+def _check_grid(offset: Any, rows: _Rows, spec: RunSpec, bucket: str, out: SeriesFindings) -> Any:
+    """The spec's frequency on the sample; the offset the lengths are counted in (``None``: rows)."""
+    data = spec.data
     checked = [(a, b) for a, b in rows.bounds if b - a >= 2][:MAX_GRID_ITEMS]
-    for a, b in checked:
-        off, grid = _on_grid(offset, rows, a, b)
-        share = 1 - (b - a) / grid
-        if off:
-            off_items += 1
-        elif share > data.max_nan_fraction:
-            sparse += 1
-            missing.append(share)
-        if (off or share > data.max_nan_fraction) and first is None:
-            first = a
-    bad = off_items + sparse
-    if first is None:
+    stats = _grid(offset, rows, checked)
+    off_at = [a for (a, _), (off, _) in zip(checked, stats, strict=True) if off]
+    sparse = [
+        (a, 1 - (b - a) / grid)
+        for (a, b), (off, grid) in zip(checked, stats, strict=True)
+        if not off and 1 - (b - a) / grid > data.max_nan_fraction
+    ]
+    if not off_at and not sparse:
         return offset
-    inferred = out.inferred_frequency
     what = []
-    if off_items:
+    if off_at:
         what.append(
-            f"{off_items} of {len(checked)} sampled items have timestamps off the {data.frequency!r} grid"
+            f"{len(off_at)} of {len(checked)} sampled items have timestamps off the {data.frequency!r} grid"
         )
     if sparse:
+        typical = float(np.median([share for _, share in sparse]))
         what.append(
-            f"{sparse} of {len(checked)} sampled items would miss more than {data.max_nan_fraction:.0%} of "
-            "their steps on it "
-            f"(typically {float(np.median(missing)):.0%})"
+            f"{len(sparse)} of {len(checked)} sampled items would miss more than {data.max_nan_fraction:.0%} "
+            f"of their steps on it (typically {typical:.0%})"
         )
-    if bad * 2 > len(checked) and not (inferred is not None and frequency_offset(inferred) == offset):
+    inferred = out.inferred_frequency
+    first = min(off_at + [a for a, _ in sparse])
+    at = f"s3://{bucket}/{rows.keys[first]}: column {data.timestamp_column!r}: "
+    if 2 * (len(off_at) + len(sparse)) > len(checked) and not (
+        inferred is not None and frequency_offset(inferred) == offset
+    ):
         looks = f"look like frequency {inferred!r}" if inferred else "do not follow it"
         out.errors.append(
-            f"s3://{bucket}/{rows.keys[first]}: column {data.timestamp_column!r}: the timestamps {looks}, "
-            f"not data.frequency {data.frequency!r}: {', '.join(what)}; set data.frequency = "
-            f'"{inferred or "auto"}" (or "auto") in the run spec'
+            f"{at}the timestamps {looks}, not data.frequency {data.frequency!r}: {', '.join(what)}; "
+            f'set data.frequency = "{inferred or "auto"}" (or "auto") in the run spec'
         )
         return None
-    out.warnings.append(f"{', '.join(what)}: the trainer drops such items")
+    if off_at:
+        out.errors.append(
+            f"s3://{bucket}/{rows.keys[off_at[0]]}: column {data.timestamp_column!r}: item "
+            f"{rows.names[rows.codes[off_at[0]]]!r}: {what[0]}, and the trainer refuses a timestamp off the "
+            "grid; remove those rows or set data.frequency to the data's frequency in the run spec"
+        )
+        return offset
+    out.warnings.append(f"{what[0]}: the trainer drops such items")
     return offset
 
 
@@ -248,12 +271,14 @@ def series_findings(
     if duplicate:
         out.errors.append(duplicate)
     out.inferred_frequency = _infer(rows)
-    offset = _frequency(rows, spec, bucket, out)
-    lengths = []
-    for code, (a, b) in enumerate(rows.bounds):
-        if code in rows.cut:
-            continue
-        lengths.append(_on_grid(offset, rows, a, b)[1] if offset is not None and b > a else b - a)
+    offset, from_spec = _spec_offset(spec, out)
+    if from_spec:
+        offset = _check_grid(offset, rows, spec, bucket, out)
+    kept = [(a, b) for code, (a, b) in enumerate(rows.bounds) if code not in rows.cut]
+    if offset is not None and kept:
+        lengths = [grid for _, grid in _grid(offset, rows, kept)]
+    else:
+        lengths = [b - a for a, b in kept]
     out.items = len(lengths)
     out.long_enough = sum(n >= min_length for n in lengths)
     if not lengths:

@@ -207,6 +207,26 @@ def test_daily_data_in_a_dst_time_zone_is_daily(s3, bucket):
     assert r.inferred_frequency == "D"
 
 
+def test_daily_data_stamped_at_utc_midnight_with_a_time_zone_is_daily(s3, bucket):
+    df = frame(items=2, length=60, freq="D", start="2024-03-01")
+    df["timestamp"] = df["timestamp"].dt.tz_localize("UTC").dt.tz_convert("Europe/Berlin")
+    put(s3, bucket, "part-0.parquet", df)
+    r = check_data(s3, bucket, spec(frequency="D"))
+    assert r.ok and r.warnings == (), (r.errors, r.warnings)
+
+
+def test_one_item_off_the_grid_is_an_error(s3, bucket):
+    """The trainer fills gaps but refuses a timestamp off the grid: even one item would fail the run."""
+    df = frame(items=4)
+    df.loc[70, "timestamp"] += pd.Timedelta(minutes=30)  # item s1
+    put(s3, bucket, "part-0.parquet", df)
+    (err,) = check_data(s3, bucket, spec(frequency="h")).errors
+    assert err.startswith(
+        f"s3://{bucket}/{PREFIX}part-0.parquet: column 'timestamp': item 's1': 1 of 4 sampled items have "
+        "timestamps off the 'h' grid"
+    )
+
+
 def test_the_footer_read_uses_range_requests(s3, bucket, monkeypatch):
     rows = 400_000
     df = pd.DataFrame(
