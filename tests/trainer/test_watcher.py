@@ -137,7 +137,10 @@ def test_heartbeat_writes_at_most_once_per_interval_with_progress():
         advance(watcher, clock, 0.5)
     assert len(store.beats) == 4  # t = 0, 20, 40, 60
     assert store.beats[-1]["step"] == 120 and store.beats[-1]["total_steps"] == 100
-    assert set(store.beats[0]) == {"step", "total_steps", "loss", "eta_s", "last_checkpoint_step"}
+    assert set(store.beats[0]) == {
+        "step", "total_steps", "loss", "eta_s", "last_checkpoint_step",
+        "val_wql", "best_val_wql", "best_step", "zero_shot_val_wql",  # validation, null until scored
+    }  # fmt: skip
 
 
 def test_heartbeat_that_meets_a_kill_stops_the_run_without_waiting_for_the_poll():
