@@ -15,7 +15,6 @@ rows) is at most a warning. Each error names the S3 key and the column.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
@@ -28,9 +27,9 @@ import pyarrow.parquet as pq
 
 from common.errors import UserError
 from common.runspec import RunSpec
+from control.data_check_schema import NotParquet, RangedObject, across_files, open_parquet, schema_errors
 from control.data_check_series import SampledSeries, series_findings
 
-FOOTER_READ_BYTES = 64 * 1024
 SAMPLE_BYTES = 16 * 1024 * 1024  # item ids and timestamps read for the sample, all files together
 SAMPLE_FILES = 8  # files the sample may come from (first, last and evenly between)
 MAX_FOOTERS = 1000  # more files: an even sample of this many footers
@@ -100,136 +99,6 @@ class DataCheckResult:
             "warnings": list(self.warnings),
             "errors": list(self.errors),
         }
-
-
-class RangedObject(io.RawIOBase):
-    """A read-only, seekable file over one S3 object: each read the cache lacks is one ranged GET."""
-
-    def __init__(self, s3: Any, bucket: str, key: str, size: int) -> None:
-        super().__init__()
-        self.s3, self.bucket, self.key, self.size = s3, bucket, key, size
-        self.pos = 0
-        self.fetched = 0  # bytes received
-        self._cache: list[tuple[int, bytes]] = []
-
-    def fetch(self, start: int, end: int) -> bytes:
-        """Bytes ``[start, end)``, from the cache or one ranged GET (then cached)."""
-        start, end = max(0, start), min(end, self.size)
-        for at, data in self._cache:
-            if at <= start and end <= at + len(data):
-                return data[start - at : end - at]
-        if end <= start:
-            return b""
-        got = self.s3.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end - 1}")
-        data = got["Body"].read()
-        self.fetched += len(data)
-        self._cache.append((start, data))
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
-        self.pos = base + offset
-        return self.pos
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.fetch(self.pos, self.pos + len(buffer))
-        buffer[: len(data)] = data
-        self.pos += len(data)
-        return len(data)
-
-
-class NotParquet(ValueError):
-    """The object is not a parquet file."""
-
-
-def open_parquet(s3: Any, bucket: str, key: str, size: int) -> tuple[pq.ParquetFile, RangedObject]:
-    """A parquet file over ranged GETs: its footer is read at once (one or two GETs).
-
-    Raises:
-        NotParquet: too small, no ``PAR1`` magic, or a footer pyarrow cannot read.
-    """
-    if size < 12:
-        raise NotParquet(f"{size} bytes is too small to be parquet")
-    obj = RangedObject(s3, bucket, key, size)
-    tail = obj.fetch(size - FOOTER_READ_BYTES, size)
-    if tail[-4:] != b"PAR1":
-        raise NotParquet("no parquet footer (the magic bytes PAR1 are missing)")
-    need = int.from_bytes(tail[-8:-4], "little") + 8
-    if need > len(tail):
-        obj.fetch(size - need, size)
-    try:
-        return pq.ParquetFile(obj), obj
-    except (OSError, pa.ArrowException) as exc:
-        raise NotParquet(f"unreadable parquet footer ({' '.join(str(exc).split())})") from None
-
-
-# ------------------------------------------------------------------ columns and types
-
-
-def _numeric(t: pa.DataType) -> bool:
-    return pa.types.is_integer(t) or pa.types.is_floating(t)
-
-
-def _stringy(t: pa.DataType) -> bool:
-    if pa.types.is_dictionary(t):
-        return _stringy(t.value_type)
-    return pa.types.is_string(t) or pa.types.is_large_string(t)
-
-
-_EXPECTED: dict[str, tuple[Callable[[pa.DataType], bool], str]] = {
-    "item_id_column": (lambda t: _stringy(t) or pa.types.is_integer(t), "strings or integers"),
-    "timestamp_column": (
-        lambda t: pa.types.is_timestamp(t) or pa.types.is_date(t) or _stringy(t),
-        "timestamps (a timestamp, date or ISO 8601 string column)",
-    ),
-    "target_column": (_numeric, "numbers"),
-    "past_covariates": (
-        lambda t: _numeric(t) or pa.types.is_boolean(t) or _stringy(t),
-        "numbers, booleans or strings",
-    ),
-}
-_EXPECTED["known_covariates"] = _EXPECTED["past_covariates"]
-
-
-def column_roles(spec: RunSpec) -> list[tuple[str, str]]:
-    """``(column, spec field)`` for every column the run spec names, in order."""
-    d = spec.data
-    roles = [(d.item_id_column, "item_id_column"), (d.timestamp_column, "timestamp_column")]
-    roles.append((d.target_column, "target_column"))
-    roles += [(c, "past_covariates") for c in d.past_covariates]
-    return roles + [(c, "known_covariates") for c in d.known_covariates]
-
-
-def schema_errors(schema: pa.Schema, spec: RunSpec) -> list[str]:
-    """What the file's schema lacks for the spec, one message per column (no key). Pure."""
-    names = list(schema.names)
-    problems = []
-    for column, role in column_roles(spec):
-        if column not in names:
-            problems.append(
-                f"column {column!r} is missing (has: {', '.join(names)}; set data.{role} in the run spec)"
-            )
-            continue
-        fits, expected = _EXPECTED[role]
-        kind = schema.field(column).type
-        if not fits(kind):
-            problems.append(
-                f"column {column!r} has type {'string' if _stringy(kind) else kind}, expected {expected} "
-                f"(set data.{role} in the run spec)"
-            )
-    return problems
-
-
-# ------------------------------------------------------------------ the check
 
 
 @dataclass(kw_only=True)
@@ -364,6 +233,7 @@ def check_data(s3: Any, bucket: str, spec: RunSpec, *, guard: Guard | None = Non
         exhaustive=every_row and rows >= min_length and not any(f.problems for f in footers),
     )  # fmt: skip
     errors = _grouped(bucket, footers)
+    errors += across_files([(f"s3://{bucket}/{f.key}", f.parquet.schema_arrow) for f in usable], spec)
     if len(chosen) == len(listed) and rows < min_length and not errors:
         errors.append(
             f"the {rows} rows under {where} cannot hold one series of the {min_length} steps a run needs "

@@ -83,7 +83,7 @@ def _timestamps(column: pa.ChunkedArray) -> pd.DatetimeIndex:
 
 def _rows(sample: list[SampledSeries], spec: RunSpec, bucket: str, out: SeriesFindings) -> _Rows | None:
     item_col, ts_col = spec.data.item_id_column, spec.data.timestamp_column
-    parts, tz, dropped = [], None, 0
+    parts, tz = [], None
     for s in sample:
         try:
             stamps = _timestamps(s.table.column(ts_col))
@@ -93,9 +93,14 @@ def _rows(sample: list[SampledSeries], spec: RunSpec, bucket: str, out: SeriesFi
                 "write ISO 8601 strings or a timestamp column (set data.timestamp_column in the run spec)"
             )
             continue
+        for column in (item_col, ts_col):
+            if s.table.column(column).null_count:
+                out.errors.append(
+                    f"s3://{bucket}/{s.key}: column {column!r} has {s.table.column(column).null_count} null "
+                    "value(s) in the sample; every row needs an item id and a timestamp"
+                )
         items = pc.fill_null(s.table.column(item_col).cast(pa.string()), "\0").to_numpy(zero_copy_only=False)
         keep = np.asarray(~stamps.isna()) & (items != "\0")
-        dropped += int((~keep).sum())
         tz = tz or stamps.tz
         naive = stamps.tz_convert("UTC").tz_localize(None) if stamps.tz is not None else stamps
         wall = stamps.tz_localize(None) if stamps.tz is not None else stamps
@@ -103,8 +108,6 @@ def _rows(sample: list[SampledSeries], spec: RunSpec, bucket: str, out: SeriesFi
         parts.append(
             (items[keep], naive.as_unit("ns").asi8[keep], wall.as_unit("ns").asi8[keep], s.key, last)
         )
-    if dropped:
-        out.warnings.append(f"{dropped} sampled rows have no item id or no timestamp")
     if not parts or not sum(p[0].size for p in parts):
         return None
     items = np.concatenate([p[0] for p in parts])

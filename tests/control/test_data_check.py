@@ -13,7 +13,7 @@ import pytest
 
 from common.runspec import from_dict
 from common.state_store import StateStore
-from control import data_check
+from control import data_check, data_check_schema
 from control.data_check import DataCheckError, check_data, require_data
 from control.launch import launch
 
@@ -129,6 +129,27 @@ def test_wrong_column_types_and_a_bad_frequency_alias(s3, bucket):
     put(s3, bucket, "part-0.parquet", frame())
     (err,) = check_data(s3, bucket, spec(frequency="hourly")).errors
     assert err.startswith("data.frequency 'hourly' is not a pandas frequency alias")
+
+
+def test_what_must_agree_across_files(s3, bucket):
+    """One timezone in every file, a covariate numeric everywhere or nowhere; ids and timestamps not null."""
+    put(s3, bucket, "part-0.parquet", frame(promo=1.0))
+    aware = frame(start="2024-01-04", promo="yes")
+    aware["timestamp"] = aware["timestamp"].dt.tz_localize("UTC")
+    put(s3, bucket, "part-1.parquet", aware)
+    errors = check_data(s3, bucket, spec(known_covariates=["promo"])).errors
+    assert errors == (
+        f"s3://{bucket}/{PREFIX}part-1.parquet: column 'timestamp' has timezone UTC, "
+        f"s3://{bucket}/{PREFIX}part-0.parquet has none; store every file's timestamps in one timezone",
+        f"s3://{bucket}/{PREFIX}part-1.parquet: column 'promo' holds strings, "
+        f"s3://{bucket}/{PREFIX}part-0.parquet numbers; give the column one type in every file",
+    )
+    df = frame()
+    df.loc[3, "item_id"] = None
+    s3.delete_object(Bucket=bucket, Key=PREFIX + "part-1.parquet")
+    put(s3, bucket, "part-0.parquet", df)
+    (err,) = check_data(s3, bucket, spec()).errors
+    assert err.startswith(f"s3://{bucket}/{PREFIX}part-0.parquet: column 'item_id' has 1 null value(s)")
 
 
 def test_an_empty_prefix(s3, bucket):
@@ -258,7 +279,7 @@ def test_the_footer_read_uses_range_requests(s3, bucket, monkeypatch):
     got.clear()
     monkeypatch.setattr(data_check, "SAMPLE_BYTES", 1)
     r = check_data(s3, bucket, spec(frequency="h"))
-    assert r.sampled_files == () and len(got) == 1 and got[0][1] == data_check.FOOTER_READ_BYTES
+    assert r.sampled_files == () and len(got) == 1 and got[0][1] == data_check_schema.FOOTER_READ_BYTES
     assert r.ok and "no sample read" in r.warnings[0]
 
 
