@@ -31,6 +31,7 @@ from control.data_check_schema import NotParquet, RangedObject, across_files, op
 from control.data_check_series import SampledSeries, series_findings
 
 SAMPLE_BYTES = 16 * 1024 * 1024  # item ids and timestamps read for the sample, all files together
+SAMPLE_ROWS = 2_000_000  # rows of the sample, all files together (the time it takes)
 SAMPLE_FILES = 8  # files the sample may come from (first, last and evenly between)
 MAX_FOOTERS = 1000  # more files: an even sample of this many footers
 FOOTER_THREADS = 8
@@ -160,7 +161,7 @@ def _grouped(bucket: str, footers: list[_Footer]) -> list[str]:
 def _sample(footers: list[_Footer], spec: RunSpec) -> Iterator[SampledSeries]:
     """The item ids and timestamps of the first row group of a few files, within the byte budget."""
     columns = [spec.data.item_id_column, spec.data.timestamp_column]
-    budget = SAMPLE_BYTES
+    budget, rows_left = SAMPLE_BYTES, SAMPLE_ROWS
     for f in _spread(footers, SAMPLE_FILES):
         meta = f.parquet.metadata if f.parquet is not None else None
         if meta is None or meta.num_row_groups == 0 or meta.num_rows == 0:
@@ -176,7 +177,12 @@ def _sample(footers: list[_Footer], spec: RunSpec) -> Iterator[SampledSeries]:
         except (OSError, pa.ArrowException) as exc:
             f.problems.append(f"not readable parquet ({' '.join(str(exc).split())})")
             continue
-        yield SampledSeries(key=f.key, table=table, complete=group.num_rows == meta.num_rows)
+        if table.num_rows > rows_left:
+            table = table.slice(0, rows_left)
+        rows_left -= table.num_rows
+        yield SampledSeries(key=f.key, table=table, complete=table.num_rows == meta.num_rows)
+        if rows_left <= 0:
+            return
 
 
 def check_data(s3: Any, bucket: str, spec: RunSpec, *, guard: Guard | None = None) -> DataCheckResult:

@@ -55,10 +55,15 @@ class _Rows:
     codes: np.ndarray
     utc: np.ndarray  # int64 ns since the epoch
     wall: np.ndarray  # int64 ns of the local wall time (== utc for naive timestamps)
-    keys: np.ndarray  # the file of each row
+    files: np.ndarray  # the file of each row, an index into file_keys
+    file_keys: tuple[str, ...]
     tz: Any
     bounds: list[tuple[int, int]]
     cut: frozenset[int]  # codes of items the sample may have cut at a row group's end
+
+    def key(self, row: int) -> str:
+        """The S3 key of the file ``row`` came from."""
+        return self.file_keys[int(self.files[row])]
 
 
 def _timestamps(column: pa.ChunkedArray) -> pd.DatetimeIndex:
@@ -99,27 +104,32 @@ def _rows(sample: list[SampledSeries], spec: RunSpec, bucket: str, out: SeriesFi
                     f"s3://{bucket}/{s.key}: column {column!r} has {s.table.column(column).null_count} null "
                     "value(s) in the sample; every row needs an item id and a timestamp"
                 )
-        items = pc.fill_null(s.table.column(item_col).cast(pa.string()), "\0").to_numpy(zero_copy_only=False)
-        keep = np.asarray(~stamps.isna()) & (items != "\0")
+        ids = s.table.column(item_col).cast(pa.string())
+        keep = np.asarray(~stamps.isna()) & pc.is_valid(ids).to_numpy(zero_copy_only=False)
         tz = tz or stamps.tz
         naive = stamps.tz_convert("UTC").tz_localize(None) if stamps.tz is not None else stamps
         wall = stamps.tz_localize(None) if stamps.tz is not None else stamps
-        last = items[-1] if not s.complete and len(items) else None
-        parts.append(
-            (items[keep], naive.as_unit("ns").asi8[keep], wall.as_unit("ns").asi8[keep], s.key, last)
-        )
-    if not parts or not sum(p[0].size for p in parts):
+        last = ids[len(ids) - 1].as_py() if not s.complete and len(ids) else None
+        kept = ids.filter(pa.array(keep))
+        parts.append((kept, naive.as_unit("ns").asi8[keep], wall.as_unit("ns").asi8[keep], s.key, last))
+    if not parts or not sum(len(p[0]) for p in parts):
         return None
-    items = np.concatenate([p[0] for p in parts])
-    names, codes = np.unique(items, return_inverse=True)
+    # integer codes from an arrow dictionary: no sort of the id strings
+    encoded = pc.dictionary_encode(pa.chunked_array([c for p in parts for c in p[0].chunks], pa.string()))
+    encoded = encoded.combine_chunks()
+    names = np.asarray(encoded.dictionary.to_pylist(), dtype=object)
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     utc, wall = np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
-    keys = np.concatenate([np.full(p[0].size, p[3], dtype=object) for p in parts])
+    files = np.repeat(np.arange(len(parts)), [len(p[0]) for p in parts])
     order = np.lexsort((utc, codes))
     codes = codes[order]
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    cut = {int(np.searchsorted(names, p[4])) for p in parts if p[4] is not None and p[4] in names}
+    index = {name: n for n, name in enumerate(names.tolist())}
+    # every code occurs (the dictionary holds only kept ids), so code n is bounds[n]
+    cut = {index[p[4]] for p in parts if p[4] in index}
     return _Rows(
-        names=names, codes=codes, utc=utc[order], wall=wall[order], keys=keys[order], tz=tz,
+        names=names, codes=codes, utc=utc[order], wall=wall[order], files=files[order],
+        file_keys=tuple(p[3] for p in parts), tz=tz,
         bounds=list(zip(starts.tolist(), np.r_[starts[1:], codes.size].tolist(), strict=True)),
         cut=frozenset(cut),
     )  # fmt: skip
@@ -134,7 +144,7 @@ def _duplicates(rows: _Rows, ts_col: str, bucket: str) -> str | None:
     more = f" ({n - 1} other item(s) too)" if n > 1 else ""
     when = pd.Timestamp(int(rows.utc[i]), unit="ns").isoformat()
     return (
-        f"s3://{bucket}/{rows.keys[i]}: column {ts_col!r}: item {rows.names[rows.codes[i]]!r} has the "
+        f"s3://{bucket}/{rows.key(i)}: column {ts_col!r}: item {rows.names[rows.codes[i]]!r} has the "
         f"timestamp {when} (UTC) twice{more}; keep one row per item and timestamp"
     )
 
@@ -241,7 +251,7 @@ def _check_grid(offset: Any, rows: _Rows, spec: RunSpec, bucket: str, out: Serie
         )
     inferred = out.inferred_frequency
     first = min(off_at + [a for a, _ in sparse])
-    at = f"s3://{bucket}/{rows.keys[first]}: column {data.timestamp_column!r}: "
+    at = f"s3://{bucket}/{rows.key(first)}: column {data.timestamp_column!r}: "
     if 2 * (len(off_at) + len(sparse)) > len(checked) and not (
         inferred is not None and frequency_offset(inferred) == offset
     ):
@@ -253,7 +263,7 @@ def _check_grid(offset: Any, rows: _Rows, spec: RunSpec, bucket: str, out: Serie
         return None
     if off_at:
         out.errors.append(
-            f"s3://{bucket}/{rows.keys[off_at[0]]}: column {data.timestamp_column!r}: item "
+            f"s3://{bucket}/{rows.key(off_at[0])}: column {data.timestamp_column!r}: item "
             f"{rows.names[rows.codes[off_at[0]]]!r}: {what[0]}, and the trainer refuses a timestamp off the "
             "grid; remove those rows or set data.frequency to the data's frequency in the run spec"
         )

@@ -275,6 +275,9 @@ def test_the_footer_read_uses_range_requests(s3, bucket, monkeypatch):
     read = sum(n for _, n in got)
     assert read == r.bytes_read and read < size / 10, (read, size)
     assert r.rows == rows and r.sampled_rows == 20_000 and r.sampled_files == (PREFIX + "big.parquet",)
+    monkeypatch.setattr(data_check, "SAMPLE_ROWS", 5_000)  # the sample's rows are capped too
+    r = check_data(s3, bucket, spec(frequency="h"))
+    assert r.ok and r.sampled_rows == 5_000 and r.sampled_items == 0  # the one item seen may be cut
     # the sample's budget is respected: nothing beyond the footer when it is spent
     got.clear()
     monkeypatch.setattr(data_check, "SAMPLE_BYTES", 1)
