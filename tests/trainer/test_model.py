@@ -106,3 +106,20 @@ def test_bundled_tiny_pretrained_loads_and_forecasts() -> None:
         [100 + 10 * torch.sin(2 * torch.pi * t / 24)], prediction_length=24
     )
     assert quantiles[0].shape[1] == 24 and torch.isfinite(quantiles[0]).all()
+
+
+def test_pretrain_script_is_deterministic_and_saves_a_loadable_model(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from trainer.pretrain_tiny import main, synthetic_corpus
+
+    a, b = synthetic_corpus(40, seed=3), synthetic_corpus(40, seed=3)
+    assert all(np.array_equal(x["target"], y["target"]) for x, y in zip(a, b, strict=True))
+    assert any("past_covariates" in x for x in synthetic_corpus(200, seed=0))
+    assert main(["--out", str(tmp_path / "m"), "--steps", "3", "--n-series", "60", "--batch-size", "8"]) == 0
+    info = json.loads((tmp_path / "m" / "training_info.json").read_text())
+    assert info["steps"] == 3 and info["corpus"]["n_series"] == 60 and info["param_count"] == 54144
+    _, loaded = load_base_model(str(tmp_path / "m"))
+    assert loaded.kind == "local" and loaded.param_count == 54144
