@@ -15,7 +15,7 @@ def test_an_empty_spec_is_a_valid_local_run(tmp_path):
     assert spec.env == "dev"
     # local mode fine-tunes the shipped tiny pretrained Chronos-2, at a fine-tuning learning rate
     assert spec.model.base == "tiny-pretrained" and spec.model.context_length == 128
-    assert spec.model.learning_rate == pytest.approx(3e-4)
+    assert spec.model.learning_rate == pytest.approx(1e-3)
     assert spec.data.frequency is None  # "auto": inferred from the timestamps
     assert spec.instance.market is MarketChoice.SPOT
     assert spec.instance.max_runtime_minutes == 240

@@ -69,7 +69,9 @@ def test_plan_is_pure_and_complete(world):
         ("g5.xlarge", "us-east-1b"),
     ]
     assert plan.placements[-1].instance_type == "g4dn.xlarge"
-    assert plan.spec.model.base == "tiny"  # 'auto' resolved for local mode
+    assert (
+        plan.spec.model.base == "tiny-pretrained"
+    )  # 'auto' resolved for local mode: the shipped pretrained tiny model
     request = plan.run_instances_request(plan.placements[0])
     assert request["InstanceMarketOptions"]["MarketType"] == "spot"
     assert request["LaunchTemplate"]["LaunchTemplateId"] == seen.outputs.launch_template_id
@@ -202,7 +204,7 @@ def test_apply_uploads_launches_records_and_skips_unchanged_code(world, backend,
             "Body"
         ].read()
     )
-    assert stored["model"]["base"] == "tiny" and stored["model"]["learning_rate"] == 0.001
+    assert stored["model"]["base"] == "tiny-pretrained" and stored["model"]["learning_rate"] == 0.001
     inst = clients.ec2.describe_instances(InstanceIds=[result.instance_id])["Reservations"][0]["Instances"][0]
     assert inst["InstanceLifecycle"] == "spot"
     assert {"Key": "RunId", "Value": result.run_id} in inst["Tags"]
