@@ -188,7 +188,8 @@ def test_launch_monitor_verify_fetch_then_the_next_launch_and_demo(world):
         "succeeded",
         "verify: clean",
         "fetched",
-        "seasonal-naive baseline: WQL",
+        "test WQL over 3 windows: fine-tuned",  # the three models on the same backtest windows
+        "zero-shot (base)",
         "report:",
     ):
         assert expected in demo.stdout, expected
