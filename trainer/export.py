@@ -209,7 +209,7 @@ def model_card(facts: Mapping[str, Any]) -> str:
     lines += _exported_section(evaluation, base)
     lines += ["## Data", ""] + _bullets(
         ("files", _count(data.get("files"))), ("items", data.get("items")), ("rows", data.get("rows")),
-        ("frequency", _frequency(data)), ("dropped", _drops(data.get("drops"))),
+        ("frequency", _frequency(data)), ("kept", _drops(data.get("drops"))),
     )  # fmt: skip
     lines += ["## Windows", ""] + _bullets(
         ("horizon (prediction_length)", data.get("prediction_length")),
