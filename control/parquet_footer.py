@@ -7,46 +7,12 @@ downloading the data: parquet keeps its schema at the end of the file, so the la
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 from common.runspec import DataSpec
+from control.data_check_schema import FOOTER_READ_BYTES, open_parquet
 
-FOOTER_READ_BYTES = 64 * 1024
-
-
-class _Tail(io.RawIOBase):
-    """A read-only file of ``size`` bytes of which only the last ``len(tail)`` are known.
-
-    pyarrow reads a parquet footer from the end; any read before the tail is an error.
-    """
-
-    def __init__(self, size: int, tail: bytes) -> None:
-        super().__init__()
-        self.size, self.tail, self.pos = size, tail, 0
-        self.start = size - len(tail)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
-        self.pos = base + offset
-        return self.pos
-
-    def readinto(self, buffer: Any) -> int:
-        if self.pos < self.start:
-            raise OSError(f"read at {self.pos} before the fetched footer (from {self.start})")
-        chunk = self.tail[self.pos - self.start : self.pos - self.start + len(buffer)]
-        buffer[: len(chunk)] = chunk
-        self.pos += len(chunk)
-        return len(chunk)
+__all__ = ["FOOTER_READ_BYTES", "read_footer_schema", "schema_problems"]
 
 
 def read_footer_schema(s3: Any, bucket: str, key: str, size: int) -> Any:
@@ -55,21 +21,8 @@ def read_footer_schema(s3: Any, bucket: str, key: str, size: int) -> Any:
     Raises:
         ValueError: not a parquet file.
     """
-    import pyarrow.parquet as pq
-
-    def tail(n: int) -> bytes:
-        n = min(n, size)
-        return s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={size - n}-{size - 1}")["Body"].read()
-
-    if size < 12:
-        raise ValueError("too small to be parquet")
-    data = tail(FOOTER_READ_BYTES)
-    if data[-4:] != b"PAR1":
-        raise ValueError("no parquet footer (magic PAR1 missing)")
-    need = int.from_bytes(data[-8:-4], "little") + 8
-    if need > len(data):
-        data = tail(need)
-    return pq.ParquetFile(_Tail(size, data)).schema_arrow
+    parquet, _ = open_parquet(s3, bucket, key, size)  # NotParquet is a ValueError
+    return parquet.schema_arrow
 
 
 def schema_problems(schema: Any, data: DataSpec) -> list[str]:
