@@ -90,17 +90,9 @@ def zero_shot_pipeline(ctx: RunContext) -> Any:
     """
     from trainer import model as models
 
-    spec, device = ctx.require_spec(), ctx.opts.device
-    ref, base = dict(ctx.data.base_ref or {}), ctx.data.base_model or spec.model.base
-    if ref.get("kind") == "tiny" or (not ref and not Path(base).is_dir()):
-        from chronos.chronos2 import Chronos2Pipeline
-
-        model, _ = models.load_base_model(base, device=device, seed=spec.model.seed)
-        model.eval()
-        return Chronos2Pipeline(model=model)
-    if ref and hasattr(models, "base_pipeline"):
-        return models.base_pipeline(ref, device)
-    return _load_pipeline(Path(base), device)
+    spec = ctx.require_spec()
+    ref = ctx.data.base_ref or ctx.data.base_model or spec.model.base  # a resolved BaseRef, or its name
+    return models.base_pipeline(ref, ctx.opts.device, seed=spec.model.seed)
 
 
 def base_model_dir(ctx: RunContext, pipeline: Any) -> Path:
