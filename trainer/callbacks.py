@@ -37,7 +37,7 @@ class TrainHooks:
     Attributes:
         on_step: called with ``(step, total_steps, loss)`` at every logged step (every
             ``log_interval`` steps and the last one); the loss is the mean since the last.
-        on_validation: called with ``{"step", "wql", "loss", "best_step", "best_wql"}``
+        on_validation: called with ``{"step", "wql", "loss", "best_step", "best_wql", "zero_shot_wql"}``
             after every validation.
         should_checkpoint_now: polled at the end of every step (before ``on_step`` of that
             step); ``True`` saves a checkpoint of that step.
@@ -176,7 +176,8 @@ class ValidationCallback(TrainerCallback):
         if self.on_validation is not None:
             self.on_validation(
                 {"step": step, "wql": _finite(wql), "loss": _finite(loss),
-                 "best_step": self.state.best_step, "best_wql": _finite(self.state.best_wql)}
+                 "best_step": self.state.best_step, "best_wql": _finite(self.state.best_wql),
+                 "zero_shot_wql": _finite(zero.wql) if (zero := self.state.zero_shot) else None}
             )  # fmt: skip
         return result
 

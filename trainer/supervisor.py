@@ -180,12 +180,16 @@ class ProgressEvents:
     def _validation(self, event: dict[str, Any]) -> None:
         fields: dict[str, Any] = {
             "val_wql": _number(event.get("wql")),
+            "val_loss": _number(event.get("loss")),
             "best_val_wql": _number(event.get("best_wql")),
         }
         best_step = event.get("best_step")
         fields["best_step"] = int(best_step) if best_step is not None else None
-        if int(event.get("step") or 0) == 0:
-            fields["zero_shot_val_wql"] = fields["val_wql"]
+        zero_shot = event.get("zero_shot_wql")
+        if zero_shot is None and int(event.get("step") or 0) == 0:
+            zero_shot = event.get("wql")
+        if zero_shot is not None:
+            fields["zero_shot_val_wql"] = float(zero_shot)
         self.progress.update(**fields)
 
 

@@ -26,8 +26,9 @@ Progress file: JSON lines, appended and flushed one event per line:
 - ``{"event": "start", "ts", "pid", "total", "start_step", "resume_from"}``
 - ``{"event": "step", "step", "total", "loss", "ts"}`` every ``log_interval`` steps and
   at the last step (``loss``: the mean since the previous one)
-- ``{"event": "validation", "step", "wql", "loss", "best_step", "best_wql", "ts"}`` after
-  each validation (step 0: the base model, zero-shot)
+- ``{"event": "validation", "step", "wql", "loss", "best_step", "best_wql", "zero_shot_wql", "ts"}``
+  after each validation (step 0: the base model, zero-shot; a resumed child repeats the
+  checkpoint's zero-shot WQL)
 - ``{"event": "checkpoint", "step", "path", "ts"}`` once the checkpoint folder is complete
 - ``{"event": "end", "status", "step", "exit_code", "ts"[, "error"]}``
 

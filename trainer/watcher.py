@@ -53,8 +53,9 @@ class _StateSource(Protocol):
 class Progress:
     """Training progress as the heartbeat reports it (updated by the training phase).
 
-    ``val_wql`` is the newest validation's WQL, ``best_val_wql``/``best_step`` the best so
-    far, ``zero_shot_val_wql`` the base model's (step 0); all ``None`` without validation.
+    ``val_wql`` and ``val_loss`` are the newest validation's WQL and loss,
+    ``best_val_wql``/``best_step`` the best so far, ``zero_shot_val_wql`` the base model's
+    (step 0); all ``None`` without validation.
     """
 
     step: int = 0
@@ -63,6 +64,7 @@ class Progress:
     eta_s: float | None = None
     last_checkpoint_step: int | None = None
     val_wql: float | None = None
+    val_loss: float | None = None
     best_val_wql: float | None = None
     best_step: int | None = None
     zero_shot_val_wql: float | None = None
@@ -83,6 +85,7 @@ class Progress:
                 "eta_s": None if self.eta_s is None else max(0.0, round(self.eta_s, 1)),
                 "last_checkpoint_step": self.last_checkpoint_step,
                 "val_wql": self.val_wql,
+                "val_loss": self.val_loss,
                 "best_val_wql": self.best_val_wql,
                 "best_step": self.best_step,
                 "zero_shot_val_wql": self.zero_shot_val_wql,

@@ -74,7 +74,15 @@ def test_validation_events_reach_the_heartbeat_progress() -> None:
     events({"event": "validation", "step": 20, "wql": 0.2, "loss": 1.9, "best_step": 20, "best_wql": 0.2})
     state = progress.as_state()
     assert (state["best_val_wql"], state["best_step"], state["zero_shot_val_wql"]) == (0.2, 20, 0.3)
+    assert state["val_loss"] == 1.9
     assert curve == [[10, 1.5]]  # validations are not losses
+    # a resumed child has no step 0: its events carry the checkpoint's zero-shot WQL
+    resumed = Progress()
+    ProgressEvents(resumed, [], lambda *_: None)(
+        {"event": "validation", "step": 30, "wql": 0.25, "loss": 1.8, "best_step": 20, "best_wql": 0.2,
+         "zero_shot_wql": 0.3}
+    )  # fmt: skip
+    assert resumed.as_state()["zero_shot_val_wql"] == 0.3
     Draft202012Validator(schema_for("system-state")["properties"]["progress"]).validate(state)
     assert Progress().as_state()["val_wql"] is None
 

@@ -139,7 +139,8 @@ def test_heartbeat_writes_at_most_once_per_interval_with_progress():
     assert store.beats[-1]["step"] == 120 and store.beats[-1]["total_steps"] == 100
     assert set(store.beats[0]) == {
         "step", "total_steps", "loss", "eta_s", "last_checkpoint_step",
-        "val_wql", "best_val_wql", "best_step", "zero_shot_val_wql",  # validation, null until scored
+        # validation, null until the first one
+        "val_wql", "val_loss", "best_val_wql", "best_step", "zero_shot_val_wql",
     }  # fmt: skip
 
 
