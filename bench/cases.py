@@ -1,34 +1,64 @@
-"""The benchmarks. Each returns a :class:`bench.report.Result` measured side by side."""
+"""The measurements of the first BENCHMARKS.md, until their sections take them over.
+
+The transfer rows move to :mod:`bench.transfer`, the CPU-thread training rows to
+:mod:`bench.training`, monitor's conditional poll to :mod:`bench.control_plane`; this
+module goes once they have. :func:`run` is a section of its own meanwhile.
+"""
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from boto3.s3.transfer import TransferConfig
-
-from bench.report import Result
+from bench.core import Section, Settings, Table, interleave, median, ratio
 from common.layout import TRAINING_DATA
 from common.state_doc import new_state
 from common.state_store import StateStore
 from common.status import Market, RunStatus
 from localaws import moto
 
+NAME = "earlier"
 BUCKET = "bench-bucket"
+COLUMNS = ["benchmark", "baseline", "candidate", "baseline median (s)", "candidate median (s)", "ratio"]
 
 
-def _timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
+def run(settings: Settings) -> Section:
+    """The earlier rows side by side: downloads, monitor's poll, CPU threads."""
+    rows = Table(title="Baseline against candidate (ratio: baseline / candidate)", columns=COLUMNS)
+    rounds = settings.rounds
+    s3_download_many(rows, rounds, n=16 if settings.quick else 64, size=256 * 1024)
+    if not settings.quick:
+        s3_download_many(rows, rounds, n=8, size=32 * 1024 * 1024)
+    monitor_poll(rows, rounds, polls=10 if settings.quick else 50)
+    if not settings.quick:  # two torch runs per round: too slow for the quick run
+        training_threads(rows, settings.workdir, min(rounds, 3), steps=150, contended=False)
+        training_threads(rows, settings.workdir, min(rounds, 3), steps=150, contended=True)
+    return Section(
+        name=NAME,
+        title="Earlier measurements",
+        intro="The rows of the first BENCHMARKS.md, measured as before (moto on 127.0.0.1), "
+        "until the sections above take them over.",
+        tables=[rows],
+        notes=[
+            "moto is one Python server process and serves requests about one at a time, so "
+            "threads add overhead there; the data-sync section measures a concurrent server too.",
+            "local mode pins the training child to one CPU thread: when another process holds a "
+            "core, a second OpenMP thread spin-waits for it.",
+        ],
+    )
 
 
-def s3_download_many(rounds: int = 5, n: int = 64, size: int = 256 * 1024) -> Result:
-    """data_sync's parallel transfer manager against a one-at-a-time GetObject loop."""
+def _add(rows: Table, name: str, baseline: str, candidate: str, times: dict[str, list[float]]) -> None:
+    b, c = median(times[baseline]), median(times[candidate])
+    rows.add(name, baseline, candidate, b, c, ratio(b, c))
+
+
+def s3_download_many(rows: Table, rounds: int, *, n: int, size: int) -> None:
+    """A one-at-a-time GetObject loop against boto3's transfer manager on 8 threads."""
     aws = moto.start()
     try:
         s3 = aws.client("s3")
@@ -37,46 +67,30 @@ def s3_download_many(rounds: int = 5, n: int = 64, size: int = 256 * 1024) -> Re
         keys = [f"{TRAINING_DATA}2026/11/part-{i:03d}.parquet" for i in range(n)]
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda k: s3.put_object(Bucket=BUCKET, Key=k, Body=payload), keys))
-        res = Result(
-            name=f"s3-download-{n}x{size // 1024}KiB",
-            what=f"download {n} x {size // 1024} KiB from moto (127.0.0.1)",
-            baseline="sequential get_object",
-            candidate="boto3 transfer manager, 8 threads",
-            unit="s",
-            notes="moto is one Python server process on 2 cores and serves these requests about one at a "
-            "time, so here threads only add overhead; this run cannot show the gain of parallel "
-            "requests on S3, which serves them concurrently.",
+
+        def sequential() -> None:
+            with TemporaryDirectory() as tmp:
+                for k in keys:
+                    Path(tmp, k.replace("/", "_")).write_bytes(
+                        s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()
+                    )
+
+        def parallel() -> None:
+            with TemporaryDirectory() as tmp, ThreadPoolExecutor(8) as pool:
+                list(
+                    pool.map(lambda k: s3.download_file(BUCKET, k, str(Path(tmp, k.replace("/", "_")))), keys)
+                )
+
+        times = interleave(
+            {"sequential get_object": sequential, "transfer manager, 8 threads": parallel}, rounds
         )
-        cfg = TransferConfig(max_concurrency=8)
-        for _ in range(rounds):
-            with TemporaryDirectory() as tmp:
-
-                def sequential(t=tmp) -> None:
-                    for k in keys:
-                        body = s3.get_object(Bucket=BUCKET, Key=k)["Body"].read()
-                        Path(t, k.replace("/", "_")).write_bytes(body)
-
-                res.baseline_values.append(_timed(sequential))
-            with TemporaryDirectory() as tmp:
-
-                def parallel(t=tmp) -> None:
-                    with ThreadPoolExecutor(8) as pool:
-                        list(
-                            pool.map(
-                                lambda k: s3.download_file(
-                                    BUCKET, k, str(Path(t, k.replace("/", "_"))), Config=cfg
-                                ),
-                                keys,
-                            )
-                        )
-
-                res.candidate_values.append(_timed(parallel))
-        return res
+        name = f"download {n} x {size // 1024} KiB from moto"
+        _add(rows, name, "sequential get_object", "transfer manager, 8 threads", times)
     finally:
         aws.stop()
 
 
-def monitor_poll(rounds: int = 5) -> Result:
+def monitor_poll(rows: Table, rounds: int, *, polls: int) -> None:
     """monitor's conditional GET (304 when unchanged) against a full GET of the state file."""
     aws = moto.start()
     try:
@@ -92,52 +106,22 @@ def monitor_poll(rounds: int = 5) -> Result:
         )
         doc["history"] += [{"status": RunStatus.INITIALIZATION.value, "at": "2026-11-25T14:05:02Z"}] * 40
         snap = store.acquire(doc)
-        polls = 50
         size = len(json.dumps(doc, indent=2, sort_keys=True))
-        res = Result(
-            name="monitor-poll",
-            what=f"{polls} polls of an unchanged {size / 1024:.1f} KiB state file",
-            baseline="full GET + parse + validate",
-            candidate="conditional GET (If-None-Match)",
-            unit="s",
-            notes=f"the conditional GET transfers 0 body bytes per unchanged poll (full GET: {size} B).",
+        full, cond = "full GET + parse + validate", "conditional GET (If-None-Match)"
+        times = interleave(
+            {
+                full: lambda: [store.read() for _ in range(polls)],
+                cond: lambda: [store.read_if_changed(snap.etag) for _ in range(polls)],
+            },
+            rounds,
         )
-        for _ in range(rounds):
-            res.baseline_values.append(_timed(lambda: [store.read() for _ in range(polls)]))
-            res.candidate_values.append(
-                _timed(lambda: [store.read_if_changed(snap.etag) for _ in range(polls)])
-            )
-        return res
+        _add(rows, f"{polls} polls of an unchanged {size / 1024:.1f} KiB state file", full, cond, times)
     finally:
         aws.stop()
 
 
-def _threads_result(steps: int, batch_size: int, threads: int, contended: bool) -> Result:
-    """The empty :class:`Result` of one ``training_threads`` benchmark."""
-    return Result(
-        name="training-cpu-threads" + ("-contended" if contended else ""),
-        what=f"tiny Chronos-2, {steps} steps, batch {batch_size}, CPU"
-        + (", one core kept busy by another process" if contended else ", idle machine"),
-        baseline=f"torch default ({threads} threads)",
-        candidate="1 thread (trainer default)",
-        unit="s",
-        notes="local mode pins the training child to one CPU thread: on an idle machine two threads "
-        "gain nothing for this tiny model, and when another process holds a core the second "
-        "OpenMP thread spin-waits for it."
-        if contended
-        else "",
-    )
-
-
-def training_threads(rounds: int = 3, steps: int = 150, contended: bool = False) -> Result:
-    """The trainer's CPU default (one torch thread) against torch's default thread count.
-
-    ``contended``: a busy process holds one core meanwhile, as the moto server and
-    the trainer's parent process do in local mode.
-    """
-    import subprocess
-    import sys
-
+def training_threads(rows: Table, workdir: Path, rounds: int, *, steps: int, contended: bool) -> None:
+    """The trainer's CPU default (one torch thread) against torch's default thread count."""
     import torch
 
     from common.runspec import DataSpec
@@ -146,51 +130,29 @@ def training_threads(rounds: int = 3, steps: int = 150, contended: bool = False)
     from trainer.synthetic import TINY_TRAINING, generate_dataset
     from trainer.train_config import TrainConfig
 
-    with TemporaryDirectory() as tmp:
-        files = generate_dataset(Path(tmp) / "data", seed=0)
-        horizon, context = int(TINY_TRAINING["prediction_length"]), int(TINY_TRAINING["context_length"])
-        inputs = load_dataset(
-            files, DataSpec.from_dict({"frequency": "h"}), prediction_length=horizon, backtest_windows=1
-        ).train_inputs
-        res = _threads_result(steps, int(TINY_TRAINING["batch_size"]), torch.get_num_threads(), contended)
-        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if contended else None
-        try:
-            for i in range(rounds):
-                for values, n in ((res.baseline_values, None), (res.candidate_values, 1)):
-                    cfg = TrainConfig(
-                        prediction_length=horizon,
-                        context_length=context,
-                        num_steps=steps,
-                        batch_size=int(TINY_TRAINING["batch_size"]),
-                        learning_rate=float(TINY_TRAINING["learning_rate"]),
-                        finetune_mode="full",
-                        checkpoint_interval=steps,
-                        output_dir=Path(tmp) / f"run-{i}-{n}",
-                        cpu_threads=n,
-                        seed=i,
-                        eval_interval=steps,
-                        early_stopping_patience=None,
-                        precision="auto",
-                        log_interval=1,
-                    )
-                    values.append(train("tiny", inputs, cfg).duration_s)
-        finally:
-            if busy is not None:
-                busy.kill()
-                busy.wait()
-        return res
-
-
-ALL: list[tuple[str, Callable[..., Result]]] = [
-    ("s3-download-small-files", s3_download_many),
-    ("s3-download-large-files", lambda rounds: s3_download_many(rounds, n=8, size=32 * 1024 * 1024)),
-    ("monitor-poll", monitor_poll),
-    ("training-cpu-threads", training_threads),
-    ("training-cpu-threads-contended", lambda rounds: training_threads(rounds, contended=True)),
-]
-
-
-def extra_sections() -> list[str]:
-    """Free-form sections appended to BENCHMARKS.md (e.g. GPU numbers recorded elsewhere)."""
-    path = Path(__file__).with_name("gpu.md")
-    return [path.read_text()] if path.exists() else []
+    files = generate_dataset(workdir / "threads-data", seed=0)
+    horizon, context = int(TINY_TRAINING["prediction_length"]), int(TINY_TRAINING["context_length"])
+    inputs = load_dataset(
+        files, DataSpec.from_dict({"frequency": "h"}), prediction_length=horizon, backtest_windows=1
+    ).train_inputs
+    default, one = f"torch default ({torch.get_num_threads()} threads)", "1 thread (trainer default)"
+    times: dict[str, list[float]] = {default: [], one: []}
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if contended else None
+    try:
+        for i in range(rounds):
+            for name, n in ((default, None), (one, 1)):
+                cfg = TrainConfig(
+                    prediction_length=horizon, context_length=context, num_steps=steps,
+                    batch_size=int(TINY_TRAINING["batch_size"]),
+                    learning_rate=float(TINY_TRAINING["learning_rate"]),
+                    finetune_mode="full", checkpoint_interval=steps, output_dir=workdir / f"threads-{i}-{n}",
+                    cpu_threads=n, seed=i, eval_interval=steps, early_stopping_patience=None,
+                    precision="auto", log_interval=1,
+                )  # fmt: skip
+                times[name].append(train("tiny", inputs, cfg).duration_s)
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
+    what = f"tiny Chronos-2, {steps} steps, CPU" + (", one core kept busy" if contended else "")
+    _add(rows, what, default, one, times)

@@ -1,62 +1,132 @@
-"""Benchmark results and their markdown."""
+"""BENCHMARKS.md from :class:`bench.core.Section` objects: the one place numbers become text.
+
+Cells are formatted here, never by the sections:
+
+- ``None`` and NaN: ``-``; infinities: ``inf``.
+- numbers: 3-4 significant digits (``0.1235``, ``12.35``, ``123.5``), whole numbers of
+  1,000 and more with no decimals (``12346``); booleans as ``yes`` / ``no``.
+- ratios: a number in a column whose header says ``ratio`` or ends in ``(x)`` is written
+  ``**1.23x**`` (:func:`times`); a section may also pass :func:`times`' string itself.
+- strings: as they are (markdown allowed; ``|`` is escaped).
+"""
 
 from __future__ import annotations
 
-import statistics
-from dataclasses import dataclass, field
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bench.core import Cell, Section, Table
 
 
-@dataclass
-class Result:
-    """Two alternatives timed side by side; ``ratio`` = baseline / candidate (higher: candidate faster)."""
+def number(value: float | int) -> str:
+    """A measurement with 3-4 significant digits."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if math.isnan(value):
+        return "-"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if abs(value) >= 1000:
+        return f"{value:.0f}"
+    if value == 0:
+        return "0"
+    if abs(value) >= 100:
+        return f"{value:.1f}"
+    return f"{value:.4g}" if abs(value) >= 1e-4 else f"{value:.3g}"
+
+
+def times(value: float | None) -> str:
+    """A ratio, bold, with its ``x``: ``**1.23x**`` (``-`` for none)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if math.isinf(value):
+        return "**inf**"
+    digits = 2 if abs(value) < 10 else 1 if abs(value) < 100 else 0
+    return f"**{value:.{digits}f}x**"
+
+
+def is_ratio_column(header: str) -> bool:
+    """Whether the numbers of a column are ratios (written ``**1.23x**``)."""
+    low = header.lower()
+    return "ratio" in low or low.rstrip().endswith("(x)")
+
+
+def cell(value: Cell, *, ratio: bool = False) -> str:
+    """One table cell as markdown."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value.replace("|", "\\|").replace("\n", " ")
+    if ratio and not isinstance(value, bool):
+        return times(float(value))
+    return number(value)
+
+
+def table(t: Table) -> list[str]:
+    """A table's markdown lines: its title in bold, the header, the rows."""
+    ratios = [is_ratio_column(c) for c in t.columns]
+    lines = [f"**{t.title}**", "", "| " + " | ".join(t.columns) + " |"]
+    lines.append("| " + " | ".join("---" for _ in t.columns) + " |")
+    for row in t.rows:
+        lines.append("| " + " | ".join(cell(v, ratio=r) for v, r in zip(row, ratios, strict=True)) + " |")
+    return lines
+
+
+def section(s: Section) -> list[str]:
+    """A section's markdown lines: heading, intro, why it was skipped, tables, notes."""
+    lines = [f"## {s.title}", ""]
+    if s.intro:
+        lines += [s.intro.strip(), ""]
+    if s.skipped:
+        lines += [f"**Skipped here:** {s.skipped.strip()}", ""]
+    for t in s.tables:
+        lines += [*table(t), ""]
+    if s.notes:
+        lines += [f"- {note.strip()}" for note in s.notes]
+        lines.append("")
+    return lines
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timing:
+    """How one section's run went, for the summary table."""
 
     name: str
-    what: str
-    baseline: str
-    candidate: str
-    unit: str
-    baseline_values: list[float] = field(default_factory=list)
-    candidate_values: list[float] = field(default_factory=list)
-    notes: str = ""
-
-    @property
-    def baseline_median(self) -> float:
-        return statistics.median(self.baseline_values)
-
-    @property
-    def candidate_median(self) -> float:
-        return statistics.median(self.candidate_values)
-
-    @property
-    def ratio(self) -> float:
-        return self.baseline_median / self.candidate_median if self.candidate_median else float("inf")
-
-    def summary(self) -> str:
-        return (
-            f"  {self.baseline}: {self.baseline_median:.4g} {self.unit} | "
-            f"{self.candidate}: {self.candidate_median:.4g} {self.unit} | ratio {self.ratio:.2f}x"
-        )
+    title: str
+    seconds: float
+    skipped: str | None
 
 
-def render(results: list[Result], header: str, extra: list[str] | None = None) -> str:
-    lines = [
-        "# Benchmarks",
-        "",
-        "Written by `make bench`. Each row times two alternatives side by side in one run",
-        f"(interleaved rounds, medians); the ratio is baseline / candidate. {header}",
-        "Absolute numbers depend on the machine; compare ratios, not values across runs.",
-        "",
-        "| benchmark | what | baseline | candidate | baseline median | candidate median | ratio |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r.name} | {r.what} | {r.baseline} | {r.candidate} | {r.baseline_median:.4g} {r.unit} "
-            f"| {r.candidate_median:.4g} {r.unit} | **{r.ratio:.2f}x** |"
-        )
-    notes = [f"- **{r.name}**: {r.notes}" for r in results if r.notes]
-    if notes:
-        lines += ["", "## Notes", "", *notes]
-    for section in extra or []:
-        lines += ["", section]
-    return "\n".join(lines) + "\n"
+def summary(timings: Sequence[Timing]) -> Table:
+    """The wall time of each section, and why any was skipped."""
+    t = Table(title="Sections and their wall time", columns=["section", "ran", "wall time (s)"])
+    for x in timings:
+        t.add(f"[{x.title}](#{anchor(x.title)})", "skipped: " + x.skipped if x.skipped else "yes", x.seconds)
+    t.add("**total**", "", sum(x.seconds for x in timings))
+    return t
+
+
+def anchor(title: str) -> str:
+    """GitHub's anchor for a heading."""
+    kept = "".join(ch for ch in title.lower() if ch.isalnum() or ch in " -_")
+    return kept.replace(" ", "-")
+
+
+def document(
+    *, title: str, preamble: Sequence[str], sections: Sequence[Section], timings: Sequence[Timing]
+) -> str:
+    """The whole BENCHMARKS.md.
+
+    Args:
+        title: the top heading.
+        preamble: markdown lines under it (how the file was made, how to reproduce).
+        sections: the sections, in order.
+        timings: one per section, for the summary table.
+    """
+    lines = [f"# {title}", "", *preamble, "", *table(summary(timings)), ""]
+    for s in sections:
+        lines += section(s)
+    return "\n".join(lines).rstrip() + "\n"
