@@ -32,8 +32,10 @@ test: venv
 test-fast: venv
 	@$(MAKE) --no-print-directory test PYTEST_ARGS='-m "not slow"'
 
+# make bench: every benchmark, BENCHMARKS.md rewritten (under 10 minutes on 2 cores).
+# make bench QUICK=1: the smallest run of every path (under a minute; CI runs it).
 bench: venv
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(if $(filter-out 0,$(QUICK)),--quick) $(BENCH_ARGS)
 
 lint: venv
 	$(BIN)/ruff format --check .
