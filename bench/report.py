@@ -102,10 +102,11 @@ class Timing:
 
 def summary(timings: Sequence[Timing]) -> Table:
     """The wall time of each section, and why any was skipped."""
-    t = Table(title="Sections and their wall time", columns=["section", "ran", "wall time (s)"])
+    t = Table(title="Sections and their wall time", columns=["section", "--only", "ran", "wall time (s)"])
     for x in timings:
-        t.add(f"[{x.title}](#{anchor(x.title)})", "skipped: " + x.skipped if x.skipped else "yes", x.seconds)
-    t.add("**total**", "", sum(x.seconds for x in timings))
+        ran = "skipped: " + x.skipped if x.skipped else "yes"
+        t.add(f"[{x.title}](#{anchor(x.title)})", f"`{x.name}`", ran, x.seconds)
+    t.add("**total**", "", "", sum(x.seconds for x in timings))
     return t
 
 
