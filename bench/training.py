@@ -1,18 +1,15 @@
 """Training speed: the trainer against upstream ``Chronos2Pipeline.fit``, and what checkpoints,
 validation and CPU threads cost.
 
-Every alternative trains the same model (the tiny random-init config of
-:func:`trainer.model.tiny_config`, and the shipped ``tiny-pretrained`` base) on the same
-synthetic data, batch size, learning rate, seed and number of steps, one after the other
-in each round (interleaved), and is timed as a whole call (model build, training, final
-save). Upstream ``fit`` gets what the trainer does on CPU: the same seed, a loss logged
-every step, no progress bar. Without a validation window and with one checkpoint at the
-end (``checkpoint_interval = num_steps``) both do the same work, so they must end with
-the same weights: :func:`compare_weights` checks the saved safetensors tensor by tensor.
+Each alternative trains the same model (:func:`trainer.model.tiny_config`, and the shipped
+``tiny-pretrained`` base) on the same data, batch, lr, seed and steps, in turn each round,
+timed as a whole call. Without validation and with only the final checkpoint both do the same
+work, so they must end with the same weights (:func:`compare_weights`, tensor by tensor).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -237,9 +234,7 @@ def run(settings: Settings) -> Section:
         import chronos.chronos2  # noqa: F401
         import torch
     except ImportError as exc:
-        return Section(
-            name=NAME, title=TITLE, intro="", skipped=f"chronos-forecasting cannot be imported: {exc}"
-        )
+        return Section(name=NAME, title=TITLE, intro="", skipped=f"chronos cannot be imported: {exc}")
     p = plan(settings)
     runs = _make_runs(settings.workdir, p.steps, torch.get_num_threads())
     section = Section(name=NAME, title=TITLE, intro=_intro(p, runs.default_threads))
@@ -250,7 +245,9 @@ def run(settings: Settings) -> Section:
         pretrained = None
         section.notes.append(f"The tiny pretrained base is not measured: {exc}")
     runs.warm_up([tiny] if pretrained is None else [tiny, pretrained])
-    fit_default, ck, val, default = _labels(p, n)
+    fit_default = f"upstream fit (torch default, {n} threads)"
+    ck = f"trainer, checkpoint every {p.steps // p.checkpoints} steps"
+    val = f"trainer, validation every {p.steps // p.validations} steps"
     alternatives: Alternatives = {
         TRAINER: lambda s: runs.trainer("tiny", s),
         UPSTREAM: lambda s: runs.upstream(tiny, s),
@@ -268,7 +265,7 @@ def run(settings: Settings) -> Section:
         "(ratio: upstream fit's time / this one's; above 1 is faster than fit)",
         p.steps, {k: times[k] for k in (TRAINER, UPSTREAM, fit_default) if k in times}, baseline=UPSTREAM,
     ))  # fmt: skip
-    section.notes += _fit_notes("tiny random-init", times, diffs[pairs[0]], fit_default)
+    section.notes += _fit_notes("tiny random-init", times, diffs[pairs[0]], fit_default, explain=True)
     if pretrained is not None:
         pre: Alternatives = {
             TRAINER: lambda s: runs.trainer("tiny-pretrained", s),
@@ -285,23 +282,11 @@ def run(settings: Settings) -> Section:
     tables, notes = _overheads(p, times, ck, val)
     section.tables += tables
     section.notes += notes
-    section.tables.append(_threads_table(p, runs, default))
-    section.notes.append(
-        "Local mode pins the training child to one CPU thread: on an idle machine a second thread gains "
-        "little for this tiny model, and when another process holds a core the second OpenMP thread "
-        "spin-waits for it (the busy rows)."
-    )
+    section.tables.append(_threads_table(p, runs, section.notes))
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    busy = " (other work shared the machine: the times are noisy)" if load > cores else ""
+    section.notes.append(f"Load average at the end: {load:.1f} on {cores} cores{busy}.")
     return section
-
-
-def _labels(p: Plan, threads: int) -> tuple[str, str, str, str]:
-    """Row names: fit at default threads, checkpointing, validation, the trainer at default threads."""
-    return (
-        f"upstream fit (torch default, {threads} threads)",
-        f"trainer, checkpoint every {p.steps // p.checkpoints} steps",
-        f"trainer, validation every {p.steps // p.validations} steps",
-        f"trainer, torch default ({threads} threads)",
-    )
 
 
 def _make_runs(workdir: Path, steps: int, default_threads: int) -> _Runs:
@@ -318,21 +303,22 @@ def _make_runs(workdir: Path, steps: int, default_threads: int) -> _Runs:
 
 
 def _intro(p: Plan, default_threads: int) -> str:
+    user = f"a second row runs it at torch's default ({default_threads} threads), as a user would"
     return (
         "The trainer's `trainer.finetune.train` against upstream `Chronos2Pipeline.fit` (chronos) "
         f"on the same model, synthetic data (24 hourly series), batch size {BATCH_SIZE}, learning rate "
         f"{LEARNING_RATE:g}, seed and {p.steps} steps, interleaved in each of {p.rounds} round(s). Each time "
         "is the whole call (model build, training, final save); the weights both save are compared tensor by "
         "tensor. fit is given what the trainer does on CPU (the same seed, the loss logged every step, no "
-        "progress bar) and one CPU thread like the trainer; a second row runs it at torch's default "
-        f"({default_threads} threads), as a user would. Then the trainer's own costs against its plain run: "
+        f"progress bar) and one CPU thread like the trainer{'; ' + user if p.fit_default_threads else ''}. "
+        "Then the trainer's own costs against its plain run: "
         f"{p.checkpoints} checkpoints per run instead of the final one only, and a validation window scored "
         f"{p.validations} times (plus the zero-shot score before the first step)."
     )
 
 
 def _fit_notes(model: str, times: Mapping[str, list[float]], diffs: Sequence[WeightDiff],
-               default_row: str | None) -> list[str]:  # fmt: skip
+               default_row: str | None, *, explain: bool = False) -> list[str]:  # fmt: skip
     speed = ratio(median(times[UPSTREAM]), median(times[TRAINER]))
     spread = round_ratios(times[UPSTREAM], times[TRAINER])
     verdict = "met" if speed >= 1.0 else "not met by the median"
@@ -343,17 +329,24 @@ def _fit_notes(model: str, times: Mapping[str, list[float]], diffs: Sequence[Wei
     largest = max((d.max_abs_diff for d in diffs), default=0.0)
     notes = [
         f"{model}: the trainer runs at {speed:.2f}x upstream fit's speed (target at least 1.0x: {verdict}). "
-        "Both drive the same transformers Trainer loop over the same Chronos2Dataset; the trainer adds "
-        "per-step callbacks (stop and checkpoint requests, the NaN guard) and writes its run settings and "
-        f"training_info.json. Final weights bit-identical in {sum(d.identical for d in diffs)} of "
-        f"{len(diffs)} round(s) (max abs diff {largest:.3g})."
+        + (_WHY if explain else "")
+        + f"Final weights bit-identical in {sum(d.identical for d in diffs)} of {len(diffs)} round(s) "
+        f"(max abs diff {largest:.3g})."
     ]
     if default_row in times:
         notes.append(
             f"Against fit at torch's default threads the trainer's one thread runs at "
-            f"{ratio(median(times[default_row]), median(times[TRAINER])):.2f}x its speed."
+            f"{ratio(median(times[default_row]), median(times[TRAINER])):.2f}x its speed; their weights "
+            "differ in the last bits (another thread count sums in another order)."
         )
     return notes
+
+
+_WHY = (
+    "Both drive the same transformers Trainer loop over the same Chronos2Dataset; the trainer adds "
+    "per-step callbacks (stop and checkpoint requests, the NaN guard) and writes its run settings and "
+    "training_info.json. "
+)
 
 
 def _overheads(p: Plan, times: Mapping[str, list[float]], ck: str, val: str) -> tuple[list[Table], list[str]]:
@@ -390,7 +383,8 @@ def _met(ok: bool) -> str:
     return "met" if ok else "not met"
 
 
-def _threads_table(p: Plan, runs: _Runs, default: str) -> Table:
+def _threads_table(p: Plan, runs: _Runs, notes: list[str]) -> Table:
+    default = f"trainer, torch default ({runs.default_threads} threads)"
     one = "trainer, 1 thread (its default)"
     pair: Alternatives = {
         default: lambda s: runs.trainer("tiny", s, threads=None, steps=p.thread_steps),
@@ -405,9 +399,17 @@ def _threads_table(p: Plan, runs: _Runs, default: str) -> Table:
         busy.wait()
     title = f"CPU threads, {p.thread_steps} steps, idle and with one core kept busy by another process"
     table = Table(title=title + " (ratio: torch default threads' time / this one's)", columns=list(COLUMNS))
+    speed = {}
     for state, times in (("idle", idle), ("one core busy", loaded)):
         base = median(times[default])
+        speed[state] = ratio(base, median(times[one]))
         for name in (default, one):
             seconds = median(times[name])
             table.add(f"{name}, {state}", seconds, rate(p.thread_steps, seconds), ratio(base, seconds))
+    notes.append(
+        f"One CPU thread (the trainer's default, which local mode keeps) runs this tiny model at "
+        f"{speed['idle']:.2f}x the speed of torch's default {runs.default_threads} threads, and at "
+        f"{speed['one core busy']:.2f}x while another process holds a core (a second OpenMP thread "
+        "spin-waits for a core it does not get)."
+    )
     return table
