@@ -269,11 +269,11 @@ def _moto_part(settings: Settings, audit_log: Path) -> _Moto:
             store = StateStore(clients.s3, backend.outputs.bucket, ENV)
             doc = live_doc(None if settings.quick else _instance(clients.ec2))  # moto's EC2: ~5 s to import
             etag = store.acquire(doc).etag
-            before = len(recorder.read_log(audit_log))
-            label = "a run whose state does not change (hand-made)"
-            watched = follow(backend, traffic, label, max_polls=3 if settings.quick else 15)
+            before, label = len(recorder.read_log(audit_log)), "a run whose state does not change (hand-made)"
+            watched = follow(backend, traffic, label, max_polls=3 if settings.quick else 8)
             records = recorder.read_log(audit_log)[before:]
-        reads = reads_table(store, etag, traffic, 10 if settings.quick else 50, max(settings.rounds, 2))
+        rounds = min(max(settings.rounds, 2), 3)  # a few: the bench's whole budget is 10 minutes
+        reads = reads_table(store, etag, traffic, 10 if settings.quick else 50, rounds)
         size = len(json.dumps(doc, indent=2, sort_keys=True))
         return _Moto(watched=watched, reads=reads, state_bytes=size, records=records)
     finally:
@@ -403,15 +403,15 @@ def notes(calls: Calls, moto_part: _Moto, whole: _Run | None) -> list[str]:
         "Modified when nothing changed, still billed as a GET) and one free EC2 `DescribeInstances`.",
         "The conditional GET saves bytes and parsing, not money: a 304 has no body (the full GET "
         f"carries the {moto_part.state_bytes} B state file) and S3 prices both as one GET. Bytes are "
-        "moto's responses; S3 adds a few headers (request ids), so they are a lower bound.",
+        "moto's responses (status line, headers, body); AWS's headers and EC2's XML differ a little.",
     ]
     if whole is None:
         quick = "Quick mode measured the monitor only (moto, a hand-made state file, no instance): the "
         return [*out, quick + "per-run tables count its polls alone; `make bench` counts a whole run."]
     stand_in = sum(calls.get(STAND_IN, Counter()).values())
     return [*out,
-        f"{stand_in} calls by local stand-ins are left out: the local instance's supervisor and the IAM "
-        "audit (the local admin), and the host users' `AssumeRole` (EC2 and Lambda make it on AWS).",
+        f"Left out: {stand_in} call(s) signed by local stand-ins (the admin, the host users' "
+        "`AssumeRole`, which EC2 and Lambda make on AWS for the instance and recovery roles).",
         "The recovery role's `DescribeInstances` are mostly local mode's event pump looking for ended "
         "instances every second; on AWS EventBridge pushes those events, and the `rate(5 minutes)` "
         "schedule (set here too) makes a few calls per delivery.",
