@@ -7,6 +7,8 @@ Cells are formatted here, never by the sections:
   1,000 and more with no decimals (``12346``); booleans as ``yes`` / ``no``.
 - ratios: a number in a column whose header says ``ratio`` or ends in ``(x)`` is written
   ``**1.23x**`` (:func:`times`); a section may also pass :func:`times`' string itself.
+- shares: a number in a column whose header says ``share`` is a fraction, written as a
+  percentage (``0.2345`` -> ``23.4%``).
 - strings: as they are (markdown allowed; ``|`` is escaped).
 """
 
@@ -54,24 +56,41 @@ def is_ratio_column(header: str) -> bool:
     return "ratio" in low or low.rstrip().endswith("(x)")
 
 
-def cell(value: Cell, *, ratio: bool = False) -> str:
+def is_share_column(header: str) -> bool:
+    """Whether the numbers of a column are fractions of a whole (written as percentages)."""
+    return "share" in header.lower()
+
+
+def percent(value: float) -> str:
+    """A fraction as a percentage with 3 significant digits (``0.2345`` -> ``23.4%``)."""
+    if math.isnan(value):
+        return "-"
+    return "0%" if value == 0 else f"{100 * value:.3g}%"
+
+
+def cell(value: Cell, *, ratio: bool = False, share: bool = False) -> str:
     """One table cell as markdown."""
     if value is None:
         return "-"
     if isinstance(value, str):
         return value.replace("|", "\\|").replace("\n", " ")
-    if ratio and not isinstance(value, bool):
+    if isinstance(value, bool):
+        return number(value)
+    if ratio:
         return times(float(value))
+    if share:
+        return percent(float(value))
     return number(value)
 
 
 def table(t: Table) -> list[str]:
     """A table's markdown lines: its title in bold, the header, the rows."""
-    ratios = [is_ratio_column(c) for c in t.columns]
+    kinds = [(is_ratio_column(c), is_share_column(c)) for c in t.columns]
     lines = [f"**{t.title}**", "", "| " + " | ".join(t.columns) + " |"]
     lines.append("| " + " | ".join("---" for _ in t.columns) + " |")
     for row in t.rows:
-        lines.append("| " + " | ".join(cell(v, ratio=r) for v, r in zip(row, ratios, strict=True)) + " |")
+        cells = (cell(v, ratio=r, share=sh) for v, (r, sh) in zip(row, kinds, strict=True))
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -105,8 +124,8 @@ def summary(timings: Sequence[Timing]) -> Table:
     t = Table(title="Sections and their wall time", columns=["section", "--only", "ran", "wall time (s)"])
     for x in timings:
         ran = "skipped: " + x.skipped if x.skipped else "yes"
-        t.add(f"[{x.title}](#{anchor(x.title)})", f"`{x.name}`", ran, x.seconds)
-    t.add("**total**", "", "", sum(x.seconds for x in timings))
+        t.add(f"[{x.title}](#{anchor(x.title)})", f"`{x.name}`", ran, f"{x.seconds:.1f}")
+    t.add("**total**", "", "", f"{sum(x.seconds for x in timings):.1f}")
     return t
 
 

@@ -37,6 +37,18 @@ def test_columns_named_ratio_or_x_hold_ratios():
     assert not report.is_ratio_column("seconds")
 
 
+def test_shares_are_percentages():
+    t = Table(title="Split", columns=["part", "seconds", "share of the run"])
+    t.add("boot", 37.02, 0.3592)
+    t.add("preflight", 0.024, 0.0002329)
+    t.add("finalize", 0, 0)
+    assert report.table(t)[4:] == [
+        "| boot | 37.02 | 35.9% |",
+        "| preflight | 0.024 | 0.0233% |",
+        "| finalize | 0 | 0% |",
+    ]
+
+
 def test_a_table_renders_its_title_header_and_formatted_cells():
     t = Table(title="Downloads", columns=["tool", "MB/s", "ratio"])
     t.add("s5cmd", 123.456, 2.0)
@@ -81,7 +93,7 @@ def test_the_document_has_the_title_preamble_a_summary_with_wall_times_and_every
     ]
     doc = report.document(title="Benchmarks", preamble=["made here"], sections=sections, timings=timings)
     assert doc.startswith("# Benchmarks\n\nmade here\n")
-    assert "| [Data sync](#data-sync) | `a` | yes | 2 |" in doc
+    assert "| [Data sync](#data-sync) | `a` | yes | 2.0 |" in doc
     assert "| [GPU](#gpu) | `b` | skipped: no GPU | 0.5 |" in doc
     assert "| **total** |  |  | 2.5 |" in doc
     assert doc.index("## Data sync") < doc.index("## GPU") and doc.endswith("\n")
