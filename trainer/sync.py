@@ -1,8 +1,9 @@
 """Data in for the ``data_sync`` phase: the training data (manifest-verified), user configs, base model.
 
 - :func:`sync_data` lists the data prefix, downloads the parquet files in parallel
-  and verifies them against the listing (count, bytes, and the MD5 of single-part
-  uploads, whose ETag is that MD5 with SSE-S3).
+  (:mod:`trainer.fast_sync`: s5cmd, boto3 for what it does not deliver) and verifies
+  them against the listing (count, bytes, and the MD5 of single-part uploads, whose
+  ETag is that MD5 with SSE-S3).
 - :func:`load_training_data` validates them as the run spec describes them.
 - :func:`clear_previous_sentinel` lets a relaunch resume an interrupted run.
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from common.status import CompletionStatus
+from trainer import fast_sync
 from trainer.errors import TerminalError
 from trainer.transfers import Artifact, RemoteObject, Transfers, md5_file, sha256_file
 
@@ -53,12 +55,23 @@ class Manifest:
 
 
 def sync_data(
-    transfers: Transfers, prefix: str, dest: Path, *, component: str = "data_sync"
+    transfers: Transfers,
+    prefix: str,
+    dest: Path,
+    *,
+    component: str = "data_sync",
+    engine: str = fast_sync.S5CMD,
 ) -> tuple[Manifest, list[Path], dict[str, Any]]:
     """List, download and verify the parquet files under ``prefix``.
 
+    Args:
+        engine: the download engine (:mod:`trainer.fast_sync`: s5cmd when its binary is
+            there, boto3 for whatever it does not deliver; ``boto3`` alone).
+
     Returns:
-        ``(manifest, local files, verification details)``.
+        ``(manifest, local files, verification details)``; the details name the engine
+        that delivered the files (``engine``, ``engine_files``, ``fallback_files``, and
+        ``fallback_reason`` when boto3 took over).
 
     Raises:
         TerminalError: no parquet file there, or a download that does not match the listing.
@@ -73,8 +86,11 @@ def sync_data(
         )
     manifest = Manifest(prefix=prefix, files=tuple(listed))
     log.info("data_sync: %d files, %d bytes under %s", manifest.count, manifest.total_bytes, prefix)
-    paths = transfers.download(manifest.files, dest, strip=prefix, component=component)
-    return manifest, paths, verify_manifest(manifest, dest, component=component)
+    paths, outcome = fast_sync.download(
+        transfers, manifest.files, dest, strip=prefix, component=component, engine=engine
+    )
+    log.info("data_sync: downloaded by %s", outcome.engine)
+    return manifest, paths, {**verify_manifest(manifest, dest, component=component), **outcome.to_dict()}
 
 
 def verify_manifest(manifest: Manifest, dest: Path, *, component: str = "data_sync") -> dict[str, Any]:

@@ -47,7 +47,8 @@ def test_data_is_downloaded_in_parallel_and_verified_against_the_listing(
     assert sorted(p.relative_to(tmp_path).as_posix() for p in files) == [
         f"2026/0{n + 1}/part-000.parquet" for n in range(5)
     ]
-    assert verified == {"files": 5, "bytes": manifest.total_bytes, "md5_verified": 5}
+    assert verified.items() >= {"files": 5, "bytes": manifest.total_bytes, "md5_verified": 5}.items()
+    assert verified["engine"] in {"s5cmd", "boto3"}  # trainer.fast_sync; tests/trainer/test_fast_sync.py
     assert manifest.to_dict()["files"][0]["etag"].strip('"')
 
 
