@@ -23,6 +23,7 @@ TITLE = "GPU"
 BATCH, CONTEXT, HORIZON = 32, 2048, 24
 PRECISIONS = ("fp32", "bf16", "fp16")
 TRAINER, UPSTREAM = "trainer", "upstream fit"
+DEVICE = "cuda"  # a module setting so a CPU smoke run can drive the same code
 # Chronos-2's shape as published in amazon/chronos-2's config.json (random weights here)
 CHRONOS2_SHAPE: dict[str, Any] = {"d_model": 768, "d_kv": 64, "d_ff": 3072, "num_layers": 12, "num_heads": 12}
 CHRONOS2_QUANTILES = [0.01, 0.05, *(round(0.05 * i, 2) for i in range(2, 19)), 0.95, 0.99]
@@ -65,9 +66,8 @@ def run(settings: Settings) -> Section:
                     key = (model, precision, tool)
                     try:
                         out = settings.workdir / "out" / f"{model}-{precision}-{tool}".replace(" ", "-")
-                        measured.setdefault(key, []).append(
-                            _measure(tool, folder, data, precision, steps[model], warmup, out)
-                        )
+                        run = _measure(tool, folder, data, precision, steps[model], warmup, out)
+                        measured.setdefault(key, []).append(run)
                     except Exception as exc:  # noqa: BLE001 - one failed configuration becomes a note
                         errors.append(f"{model}, {precision}, {tool}: {type(exc).__name__}: {str(exc)[:200]}")
     return build(facts, measured, errors, steps=steps, warmup=warmup)
@@ -106,7 +106,7 @@ def build(
         columns=["model", "parameters", "precision", "trainer steps/s", "upstream steps/s", "ratio",
                  "trainer peak GPU (MiB)", "upstream peak GPU (MiB)"],
     )  # fmt: skip
-    for model, precision in dict.fromkeys((m, p) for m, p, _ in measured):
+    for model, precision in dict.fromkeys((m, p) for (m, p, _), runs in measured.items() if runs):
         ours, theirs = (
             measured.get((model, precision, TRAINER), []),
             measured.get((model, precision, UPSTREAM), []),
@@ -228,7 +228,7 @@ def _train_trainer(
         prediction_length=HORIZON, context_length=CONTEXT, num_steps=steps, learning_rate=1e-5,
         output_dir=out, batch_size=BATCH, finetune_mode="full", checkpoint_interval=steps, seed=0,
         eval_interval=steps, early_stopping_patience=None, precision=precision,
-        log_interval=GPU_LOG_INTERVAL, device="cuda",
+        log_interval=GPU_LOG_INTERVAL, device=DEVICE,
     )  # fmt: skip
     result = train(str(folder), inputs, config, hooks=TrainHooks(callbacks=[timer]))
     return result.trainable_params
@@ -240,9 +240,9 @@ def _train_upstream(
     import torch
     from chronos.chronos2 import Chronos2Pipeline
 
-    sm80 = torch.cuda.get_device_capability()[0] >= 8
+    sm80 = DEVICE == "cuda" and torch.cuda.get_device_capability()[0] >= 8
     flags = {"bf16": precision == "bf16", "fp16": precision == "fp16", "tf32": sm80 and precision != "fp32"}
-    pipeline = Chronos2Pipeline.from_pretrained(str(folder), device_map="cuda")
+    pipeline = Chronos2Pipeline.from_pretrained(str(folder), device_map=DEVICE)
     pipeline.fit(
         inputs, prediction_length=HORIZON, context_length=CONTEXT, learning_rate=1e-5, num_steps=steps,
         batch_size=BATCH, output_dir=out, callbacks=[timer], remove_printer_callback=True,
