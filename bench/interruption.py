@@ -34,6 +34,7 @@ from common.timeutil import parse_iso
 log = logging.getLogger(__name__)
 
 NOTICE_S = 120.0  # EC2's spot interruption warning
+NOTICE_COLUMN = "save + upload, share of the 2-min notice"
 STEPS, CHECKPOINT_EVERY = 200, 20
 BUCKET = "bench-checkpoints"
 # Chronos-2's size (amazon/chronos-2: T5-base-like encoder), random weights.
@@ -90,6 +91,11 @@ class Roundtrip:
     def restore_s(self) -> float:
         """Download + load: what the replacement pays before its first step."""
         return self.download_s + self.load_s
+
+
+def rate_mb(size: int, seconds: float) -> float:
+    """MB (10^6 bytes) per second; 0 for no time."""
+    return size / 1e6 / seconds if seconds > 0 else 0.0
 
 
 def estimate_resume(tiny_total_s: float | None, tiny: Roundtrip, big: Roundtrip) -> float | None:
@@ -336,30 +342,11 @@ def fill(section: Section, run_doc: dict[str, Any] | None, trips: list[Roundtrip
                 table.add(name, seconds, in_steps(seconds, rate))
             table.add("steps lost", gap.get("steps_lost"), None)
         section.tables.append(table)
-    trip_table = Table(
-        title="A checkpoint through S3 (moto on 127.0.0.1)",
-        columns=[
-            "model",
-            "parameters",
-            "MB",
-            "save s",
-            "upload s",
-            "download s",
-            "load s",
-            "save + upload, share of the 2-min notice",
-        ],
-    )
+    columns = ["model", "parameters", "MB", "save s", "upload s", "download s", "load s"]
+    trip_table = Table(title="A checkpoint through S3 (moto on 127.0.0.1)", columns=[*columns, NOTICE_COLUMN])
     for t in trips:
-        trip_table.add(
-            t.model,
-            t.params,
-            t.bytes / 1e6,
-            t.save_s,
-            t.upload_s,
-            t.download_s,
-            t.load_s,
-            t.durable_s / NOTICE_S,
-        )
+        legs = (t.save_s, t.upload_s, t.download_s, t.load_s)
+        trip_table.add(t.model, t.params, t.bytes / 1e6, *legs, t.durable_s / NOTICE_S)
     section.tables.append(trip_table)
     section.notes += notes(gaps, trips, rate, quick=quick)
 
@@ -399,9 +386,15 @@ def notes(
     for t in trips:
         legs = {"save": t.save_s, "upload": t.upload_s, "download": t.download_s, "load": t.load_s}
         top = max(legs, key=legs.__getitem__)
+        up, down = rate_mb(t.bytes, t.upload_s), rate_mb(t.bytes, t.download_s)
         out.append(
-            f"{t.model}: {t.bytes / 1e6:.1f} MB, {t.save_s + t.upload_s + t.download_s + t.load_s:.1f} s "
-            f"round trip, {top} dominates ({legs[top]:.1f} s)."
+            f"{t.model}: {t.bytes / 1e6:.1f} MB, {sum(legs.values()):.1f} s round trip, {top} dominates "
+            f"({legs[top]:.1f} s); upload {up:.0f} MB/s, download {down:.0f} MB/s."
+        )
+    if len(trips) > 1:
+        out.append(
+            "The S3 legs are moto's speed: one Python server process on this machine's cores; S3 serves the "
+            "multipart parts concurrently, so on AWS they are bounded by the instance's network instead."
         )
     if rate:
         out.append(

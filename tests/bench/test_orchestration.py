@@ -205,7 +205,11 @@ def test_the_interruption_section_reports_the_run_and_both_checkpoints():
     assert checkpoints.rows[1][2] == 1430.0 and checkpoints.rows[1][-1] == pytest.approx(28.0 / 120)
     text = " ".join(section.notes)
     assert "86% of it the replacement booting" in text and "about 117 s" in text
-    assert "big: 1430.0 MB, 48.0 s round trip, upload dominates (20.0 s)" in text
+    assert (
+        "big: 1430.0 MB, 48.0 s round trip, upload dominates (20.0 s); upload 72 MB/s, download 95 MB/s"
+        in text
+    )
+    assert interruption.rate_mb(10**6, 0.0) == 0.0
 
 
 def test_quick_mode_says_what_it_left_out():
