@@ -103,9 +103,9 @@ def test_the_boot_timeline_times_each_user_data_step_until_the_driver_starts():
         ]
     )
     assert orchestration.boot_timeline(console) == [
-        ("code bundle ...", 6.0),
-        ("no packed env: the AMI's Python ...", 31.0),
-        ("starting the trainer", 4.0),
+        ("code bundle ...", "no packed env: the AMI's Python ...", 6.0),
+        ("no packed env: the AMI's Python ...", "starting the trainer", 31.0),
+        ("starting the trainer", "trainer: run 20261125-140000 (env dev) on cpu (local mode)", 4.0),
     ]
     assert orchestration.boot_timeline("") == []
 
@@ -131,7 +131,7 @@ def _whole(wall_s: float, train_call_s: float) -> orchestration.WholeRun:
     return orchestration.WholeRun(
         launched=launched, wall_s=wall_s, first_step_s=45.0, training=TRAINING,
         result={"duration_s": train_call_s, "steps_per_s": 10.0}, work=Path("/nowhere"),
-        boot=[("code bundle ...", 6.0)],
+        boot=[("code bundle ...", "starting the trainer", 6.0)],
     )  # fmt: skip
 
 
