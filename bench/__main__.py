@@ -46,7 +46,6 @@ class Entry:
     name: str
     module: str
     title: str
-    optional: bool = False  # absent module: left out, not reported as skipped
 
 
 SECTIONS: tuple[Entry, ...] = (
@@ -58,7 +57,6 @@ SECTIONS: tuple[Entry, ...] = (
     Entry(name="data-loading", module="bench.loading", title="Data loading at scale"),
     Entry(name="quality", module="bench.quality", title="Model quality"),
     Entry(name="gpu", module="bench.gpu", title="GPU"),
-    Entry(name="earlier", module="bench.cases", title="Earlier measurements", optional=True),
 )
 
 
@@ -66,7 +64,7 @@ SECTIONS: tuple[Entry, ...] = (
 class Outcome:
     """A section's result, how long it took, and whether it failed (missing module or raised)."""
 
-    section: Section | None
+    section: Section
     seconds: float
     failed: bool
 
@@ -84,8 +82,6 @@ def run_entry(entry: Entry, *, quick: bool, rounds: int) -> Outcome:
         except ModuleNotFoundError as exc:
             if exc.name != entry.module:
                 raise
-            if entry.optional:
-                return Outcome(section=None, seconds=0.0, failed=False)
             path = entry.module.replace(".", "/") + ".py"
             return _failed(entry, f"`{path}` is not written yet", began)
         section = module.run(Settings(quick=quick, rounds=rounds, workdir=workdir))
@@ -194,7 +190,7 @@ def preamble(*, quick: bool, rounds: int, began: datetime) -> list[str]:
         "",
         "Reproduce: `make bench` (the full run, under 10 minutes on 2 cores) or `make bench QUICK=1` "
         "(under a minute; CI runs it); `python -m bench --only NAME` runs one section "
-        "(`" + "`, `".join(e.name for e in SECTIONS if not e.optional) + "`).",
+        "(`" + "`, `".join(e.name for e in SECTIONS) + "`).",
     ]
 
 
@@ -219,9 +215,6 @@ def main(argv: list[str] | None = None) -> int:
     for i, entry in enumerate(entries, 1):
         print(f"== [{i}/{len(entries)}] {entry.name} ({entry.module})", flush=True)
         outcome = run_entry(entry, quick=args.quick, rounds=rounds)
-        if outcome.section is None:
-            print("   not present: left out", flush=True)
-            continue
         s = outcome.section
         sections.append(s)
         timings.append(report.Timing(name=s.name, title=s.title, seconds=outcome.seconds, skipped=s.skipped))

@@ -29,7 +29,7 @@ def _fake(monkeypatch: pytest.MonkeyPatch, name: str, run: object) -> None:
 
 
 def test_the_sections_run_in_the_issues_order():
-    names = [e.name for e in cli.SECTIONS if not e.optional]
+    names = [e.name for e in cli.SECTIONS]
     assert names == ["data-sync", "orchestration", "interruption", "training", "control-plane",
                      "data-loading", "quality", "gpu"]  # fmt: skip
 
@@ -39,11 +39,6 @@ def test_a_section_module_not_written_yet_is_a_skipped_section_saying_so():
     assert out.failed and out.section is not None
     assert out.section.skipped == "`bench/not_there_yet.py` is not written yet"
     assert out.section.title == "Title of bench.not_there_yet"
-
-
-def test_an_optional_module_that_is_gone_is_left_out():
-    out = cli.run_entry(_entry("bench.gone_for_good", optional=True), quick=True, rounds=1)
-    assert out.section is None and not out.failed
 
 
 def test_a_section_that_raises_is_skipped_with_the_error_and_its_scratch_folder_removed(monkeypatch):
@@ -90,7 +85,7 @@ def test_only_picks_sections_by_name():
 
 
 def _all_sections_exist() -> bool:
-    return all(importlib.util.find_spec(e.module) is not None for e in cli.SECTIONS if not e.optional)
+    return all(importlib.util.find_spec(e.module) is not None for e in cli.SECTIONS)
 
 
 @pytest.mark.slow
@@ -106,7 +101,7 @@ def test_quick_bench_runs_every_section(tmp_path):
     rows = re.findall(
         r"^\| \[(?P<title>[^\]]+)\]\(#[^)]*\) \| `(?P<name>[^`]+)` \| (?P<ran>[^|]*) \|", text, re.M
     )
-    names = [e.name for e in cli.SECTIONS if not e.optional]
+    names = [e.name for e in cli.SECTIONS]
     assert [name for _, name, _ in rows if name in names] == names, rows
     for title, name, ran in rows:
         assert f"\n## {title}\n" in text, f"no heading for {name}"
