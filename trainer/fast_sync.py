@@ -195,7 +195,8 @@ def _run_s5cmd(
         log.warning("data_sync: removed %d files staged after the listing (not in the manifest)", len(extra))
     done = delivered & wanted
     if proc.returncode != 0:
-        raise EngineFailed(f"s5cmd exited {proc.returncode}: {_first_error(proc.stderr)}", done)
+        secrets = [env[k] for k in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN") if env.get(k)]
+        raise EngineFailed(f"s5cmd exited {proc.returncode}: {_first_error(proc.stderr, secrets)}", done)
     if len(done) < len(wanted):
         raise EngineFailed(f"s5cmd did not fetch {len(wanted) - len(done)} listed files", done)
     return done, extra
@@ -216,14 +217,16 @@ def _delivered(stdout: bytes | str | None, strip: str) -> set[str]:
     return {k for k in keys if k.startswith(strip)}
 
 
-def _first_error(stderr: bytes | None) -> str:
-    """The first error s5cmd reported, shortened (its messages name keys, never credentials)."""
+def _first_error(stderr: bytes | None, secrets: Sequence[str] = ()) -> str:
+    """The first error s5cmd reported, shortened, any of ``secrets`` in it masked."""
     for line in (stderr or b"").decode(errors="replace").splitlines():
         try:
             doc = json.loads(line)
         except ValueError:
             doc = {"error": line}
         message = str(doc.get("error", "")) if isinstance(doc, dict) else ""
+        for secret in secrets:
+            message = message.replace(secret, "***")
         if message.strip():
             return message.strip()[:300]
     return "no error message"

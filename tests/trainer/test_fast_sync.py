@@ -223,3 +223,31 @@ def test_only_a_custom_endpoint_is_passed_to_s5cmd():
     assert fast_sync.custom_endpoint(Client("https://s3.us-east-1.amazonaws.com")) is None
     assert fast_sync.custom_endpoint(Client("https://s3.amazonaws.com")) is None
     assert fast_sync.custom_endpoint(Client("http://127.0.0.1:5000")) == "http://127.0.0.1:5000"
+
+
+@needs_s5cmd
+def test_a_failing_engine_that_echoes_the_secret_has_it_masked(
+    local_aws: Any, bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    secret, token = "echoed-secret-0123456789", "echoed-token-9876543210"
+    s3 = make_client(
+        local_aws.session("AKIAECHO0000TEST", secret, token), "s3", endpoint_url=local_aws.endpoint_url
+    )
+    bodies = stage(s3, bucket)
+    fake = fake_engine(
+        tmp_path,
+        """
+message = "denied for " + os.environ["AWS_SECRET_ACCESS_KEY"] + " / " + os.environ["AWS_SESSION_TOKEN"]
+print(json.dumps({"operation": "cp", "error": message}), file=sys.stderr)
+sys.exit(1)
+""",
+    )
+    caplog.set_level(logging.DEBUG, logger="trainer")
+    t = transfers(s3, bucket)
+    objects = [o for o in t.list(PREFIX, component="test") if o.key.endswith(".parquet")]
+    _, outcome = fast_sync.download(
+        t, objects, tmp_path / "data", strip=PREFIX, component="test", binary=fake
+    )
+    assert tree(tmp_path / "data") == bodies and outcome.engine == "boto3"
+    assert outcome.fallback_reason == "s5cmd exited 1: denied for *** / ***"
+    assert secret not in caplog.text and token not in caplog.text
