@@ -210,9 +210,10 @@ def test_a_weed_that_dies_at_start_is_reported_and_reaped(tmp_path: Path, monkey
 @pytest.mark.slow  # ~5-12 s: every client runs (awscli starts a Python each time)
 def test_the_quick_run_without_weed_still_measures_moto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Every client's path once, on moto, the shapes cut down to a few files."""
-    monkeypatch.setattr(transfer, "QUICK_SHAPES", (Shape(files=3, size=1024),))
+    monkeypatch.setattr(transfer, "QUICK_SHAPES", (Shape(files=3, size=1024), Shape(files=2, size=2048)))
     section = transfer.run(Settings(quick=True, rounds=1, workdir=tmp_path))
-    assert section.skipped is None and [t.title for t in section.tables] == ["moto, 3 x 1 KiB (0 MB)"]
-    checks = {row[1]: row[-1] for row in section.tables[0].rows}
-    assert checks and all(c == "ok (1 runs)" for c in checks.values()), checks
+    titles = [t.title for t in section.tables]
+    assert section.skipped is None and titles == ["moto, 3 x 1 KiB (0 MB)", "moto, 2 x 2 KiB (0 MB)"]
+    checks = {(t.title, row[0], row[1]): row[-1] for t in section.tables for row in t.rows}
+    assert len(checks) == 16 and all(c == "ok (1 runs)" for c in checks.values()), checks
     assert any("SeaweedFS: not measured here" in n for n in section.notes)
