@@ -215,5 +215,11 @@ def test_the_quick_run_without_weed_still_measures_moto(tmp_path: Path, monkeypa
     titles = [t.title for t in section.tables]
     assert section.skipped is None and titles == ["moto, 3 x 1 KiB (0 MB)", "moto, 2 x 2 KiB (0 MB)"]
     checks = {(t.title, row[0], row[1]): row[-1] for t in section.tables for row in t.rows}
-    assert len(checks) == 16 and all(c == "ok (1 runs)" for c in checks.values()), checks
+    awscli_later = {
+        k: checks.pop(k) for k in list(checks) if k[0].startswith("moto, 2") and k[2] == "aws s3 sync"
+    }
+    assert set(awscli_later.values()) == {
+        "left out after the first shape of the quick run (a Python start per call)"
+    }
+    assert len(checks) == 14 and all(c == "ok (1 runs)" for c in checks.values()), checks
     assert any("SeaweedFS: not measured here" in n for n in section.notes)
