@@ -26,6 +26,9 @@ import requests
 from common.aws import client as make_client
 from localaws.identities import Keys
 
+# moto's admin calls (reset, reset-auth) walk every resource of the process-wide server; on a
+# loaded 2-core machine a reset after a whole run was seen taking more than 10 s.
+ADMIN_TIMEOUT_S = 60
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
 REGION = "us-east-1"
@@ -111,13 +114,13 @@ class LocalAWS:
     def _reset_auth(self, count: bytes) -> None:
         # moto's admin API: the number of requests served before authentication starts
         # ("inf": never, "0": from now on). Process-wide on the server.
-        resp = requests.post(f"{self.endpoint_url}/moto-api/reset-auth", data=count, timeout=10)
+        resp = requests.post(f"{self.endpoint_url}/moto-api/reset-auth", data=count, timeout=ADMIN_TIMEOUT_S)
         resp.raise_for_status()
 
     def reset(self) -> None:
         """Forget every resource and the admin's keys, and switch IAM enforcement off."""
         self.relax_iam()
-        requests.post(f"{self.endpoint_url}/moto-api/reset", timeout=10)
+        requests.post(f"{self.endpoint_url}/moto-api/reset", timeout=ADMIN_TIMEOUT_S)
         self.use_admin(None)
 
     def is_up(self) -> bool:
