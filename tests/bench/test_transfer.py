@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from bench import s3servers, transfer
+from bench import transfer_checks as checks
 from bench.core import Settings
 from bench.transfer import Measured, Shape, Stage
 from bench.transfer_clients import Client, clients
@@ -30,29 +31,29 @@ def test_shapes_name_themselves_and_their_bytes():
 
 def test_the_checksum_sample_spreads_over_the_whole_set():
     names = [f"f{i:03d}" for i in range(100)]
-    assert transfer.sample_of(names, 5) == ["f000", "f020", "f040", "f060", "f080"]
-    assert transfer.sample_of(["b", "a"], 5) == ["a", "b"]
+    assert checks.sample_of(names, 5) == ["f000", "f020", "f040", "f060", "f080"]
+    assert checks.sample_of(["b", "a"], 5) == ["a", "b"]
 
 
 def test_a_copy_is_wrong_by_count_bytes_name_or_checksum(tmp_path: Path):
-    expected = transfer.make_source(tmp_path / "src", SMALL)
+    expected = checks.make_source(tmp_path / "src", SMALL)
     assert len(expected) == 4 and all(size == 1024 for size, _ in expected.values())
-    assert transfer.check_folder(tmp_path / "src", expected) is None
+    assert checks.check_folder(tmp_path / "src", expected) is None
     sizes = {name: size for name, (size, _) in expected.items()}
 
     def good(name: str) -> str:
         return expected[name][1]
 
-    assert transfer.check_copy(dict(list(sizes.items())[:3]), expected, good) == "3 files, expected 4"
+    assert checks.check_copy(dict(list(sizes.items())[:3]), expected, good) == "3 files, expected 4"
     first = next(iter(sizes))
-    assert transfer.check_copy({**sizes, first: 1023}, expected, good) == "4095 bytes, expected 4096"
+    assert checks.check_copy({**sizes, first: 1023}, expected, good) == "4095 bytes, expected 4096"
     renamed = {("x" + k if k == first else k): v for k, v in sizes.items()}
-    assert transfer.check_copy(renamed, expected, good) == f"{first} missing"
-    assert transfer.check_copy(sizes, expected, lambda name: "0" * 64).endswith("SHA-256 differs")
+    assert checks.check_copy(renamed, expected, good) == f"{first} missing"
+    assert checks.check_copy(sizes, expected, lambda name: "0" * 64).endswith("SHA-256 differs")
     # a same-size file with other bytes is caught by the checksum
     path = tmp_path / "src" / first
     path.write_bytes(os.urandom(1024))
-    assert transfer.check_folder(tmp_path / "src", expected) == f"{first}: SHA-256 differs"
+    assert checks.check_folder(tmp_path / "src", expected) == f"{first}: SHA-256 differs"
 
 
 def test_rows_give_rates_from_medians_and_the_trainer_over_each_client():
@@ -116,7 +117,7 @@ def test_the_section_names_the_servers_it_could_not_run():
 
 
 def test_a_wrong_or_failing_client_gets_no_time(tmp_path: Path):
-    expected = transfer.make_source(tmp_path / "src", SMALL)
+    expected = checks.make_source(tmp_path / "src", SMALL)
 
     def right(server, bucket, prefix, dest: Path) -> None:
         for name in expected:
