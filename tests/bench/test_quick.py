@@ -90,11 +90,14 @@ def _all_sections_exist() -> bool:
 
 @pytest.mark.slow
 def test_quick_bench_runs_every_section(tmp_path):
+    """``make bench QUICK=1`` in CI. It takes ~1.5-3 min on 2 idle cores (the orchestration and
+    interruption sections each start a real local run), longer beside the rest of the suite;
+    the issue's 1-minute budget for it is not met yet."""
     out = tmp_path / "B.md"
     strict = ["--strict"] if _all_sections_exist() else []
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(out), *strict],
-        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=540, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = out.read_text()
