@@ -137,15 +137,15 @@ def build(
 
 
 def chronos2_config(context_length: int = CONTEXT) -> Any:
-    """A ``Chronos2CoreConfig`` of Chronos-2's published shape."""
+    """A ``Chronos2CoreConfig`` of Chronos-2's published shape (random weights: 119.5M parameters)."""
     from chronos.chronos2.config import Chronos2CoreConfig
 
     return Chronos2CoreConfig(
         **CHRONOS2_SHAPE, dropout_rate=0.1, feed_forward_proj="relu",
         chronos_config={
-            "context_length": 8192, "input_patch_size": 16, "input_patch_stride": 16, "output_patch_size": 16,
-            "quantiles": CHRONOS2_QUANTILES, "use_reg_token": True, "use_arcsinh": True,
-            "max_output_patches": 64, "time_encoding_scale": 8192,
+            "context_length": context_length, "input_patch_size": 16, "input_patch_stride": 16,
+            "output_patch_size": 16, "quantiles": CHRONOS2_QUANTILES, "use_reg_token": True,
+            "use_arcsinh": True, "max_output_patches": 64, "time_encoding_scale": context_length,
         },
         architectures=["Chronos2Model"], chronos_pipeline_class="Chronos2Pipeline",
     )  # fmt: skip

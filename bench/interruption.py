@@ -28,6 +28,7 @@ from typing import Any
 
 from bench import local_run
 from bench.core import Section, Settings, Table
+from bench.gpu import chronos2_config
 from common import layout
 from common.timeutil import parse_iso
 
@@ -38,8 +39,6 @@ NOTICE_COLUMN = "save + upload, share of the 2-min notice"
 STEPS, CHECKPOINT_EVERY = 200, 20
 BUCKET = "bench-checkpoints"
 # Chronos-2's size (amazon/chronos-2: T5-base-like encoder), random weights.
-CHRONOS2_SIZE = {"d_model": 768, "d_kv": 64, "d_ff": 3072, "num_layers": 12, "num_heads": 12}
-CHRONOS2_QUANTILES = [0.01, 0.05, *(round(0.05 * i, 2) for i in range(2, 19)), 0.95, 0.99]
 ROUNDTRIP_CONTEXT, ROUNDTRIP_BATCH = 256, 4  # the one step's size; the checkpoint's does not depend on it
 
 
@@ -162,28 +161,6 @@ def interrupted_run(
 
 
 # -- the checkpoint round trip -----------------------------------------------------------------------
-def chronos2_config(context_length: int = 8192) -> Any:
-    """A ``Chronos2CoreConfig`` of Chronos-2's size (random weights when built)."""
-    from chronos.chronos2.config import Chronos2CoreConfig
-
-    return Chronos2CoreConfig(
-        **CHRONOS2_SIZE,
-        chronos_config={
-            "context_length": context_length,
-            "input_patch_size": 16,
-            "input_patch_stride": 16,
-            "output_patch_size": 16,
-            "quantiles": CHRONOS2_QUANTILES,
-            "use_reg_token": True,
-            "use_arcsinh": True,
-            "max_output_patches": 64,
-            "time_encoding_scale": context_length,
-        },
-        architectures=["Chronos2Model"],
-        chronos_pipeline_class="Chronos2Pipeline",
-    )
-
-
 def save_random_base(folder: Path) -> int:
     """A random-init model of Chronos-2's size saved as a base folder; its parameter count."""
     from chronos.chronos2 import Chronos2Model
