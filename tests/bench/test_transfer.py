@@ -114,6 +114,10 @@ def test_the_section_names_the_servers_it_could_not_run():
     assert "moto: not measured here (it broke)." in section.notes
     assert "SeaweedFS 3" in section.intro
     assert any("Fastest over slowest client" in n for n in section.notes)
+    assert any(
+        n.startswith("Large files (1000 x 10 KiB down on SeaweedFS): the trainer is 1.00x")
+        for n in section.notes
+    )
 
 
 def test_a_wrong_or_failing_client_gets_no_time(tmp_path: Path):
