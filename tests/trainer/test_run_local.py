@@ -515,7 +515,13 @@ class Faults:
 
 
 @pytest.mark.slow
-def test_throttling_and_5xx_on_s3_are_retried_and_the_run_succeeds(local_aws: Any, staged_factory: Callable):
+def test_throttling_and_5xx_on_s3_are_retried_and_the_run_succeeds(
+    local_aws: Any, staged_factory: Callable, monkeypatch: pytest.MonkeyPatch
+):
+    # The faults are injected into boto3's calls; the data sync's s5cmd engine makes its own
+    # requests, so this run takes the boto3 path for the data (the engine's fallback) to retry
+    # the injected SlowDowns on the parquet GETs.
+    monkeypatch.setattr("trainer.fast_sync.s5cmd_binary", lambda: None)
     staged = staged_factory(num_steps=20, checkpoint_interval=10)
     s3 = trainer_client(local_aws, "s3")
     faults = Faults(
@@ -539,6 +545,8 @@ def test_throttling_and_5xx_on_s3_are_retried_and_the_run_succeeds(local_aws: An
     assert {e["component"] for e in retried} >= {"data_sync", "run_spec", "results_sync"}
     assert any("SlowDown" in e["message"] and ".parquet" in e["message"] for e in retried)
     assert len(sleeps) == 6 and set(sleeps) <= {1, 2}  # 1 s before a first retry, 2 s before a second
+    data_sync = next(p for p in training["phases"] if p["name"] == "data_sync")
+    assert data_sync["details"]["verification"]["engine"] == "boto3"
 
 
 # -- access denied (IAM enforced on a moto server of its own) ------------------------------------------
