@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench lint venv clean
+.PHONY: demo test test-fast bench fuzz soak reliability lint venv clean
 
 venv: $(STAMP)
 
@@ -36,6 +36,22 @@ test-fast: venv
 # make bench QUICK=1: the smallest run of every path (under a minute; CI runs it).
 bench: venv
 	$(BIN)/python -m bench $(if $(filter-out 0,$(QUICK)),--quick) $(BENCH_ARGS)
+
+# make fuzz: the property-based tests at full size (10,000+ examples in all; make test runs a smaller profile).
+fuzz: venv
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -n $(TEST_WORKERS) -p no:cacheprovider tests/fuzz $(PYTEST_ARGS)
+
+# make soak: the load tests' long profile (30 consecutive local runs, concurrent launches over 3 envs).
+soak: venv
+	RELIABILITY_PROFILE=long $(BIN)/python -m pytest -n $(TEST_WORKERS) -p no:cacheprovider tests/load $(PYTEST_ARGS)
+
+# make reliability: every test that proves a RELIABILITY.md row, then RELIABILITY.md written from
+# what they observed (PROFILE=long for the long profiles). Fails unless every row passed.
+PROFILE ?= short
+reliability: venv
+	@$(BIN)/python -m reliability --clear
+	-RELIABILITY_PROFILE=$(PROFILE) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -p no:cacheprovider -m row $(PYTEST_ARGS)
+	$(BIN)/python -m reliability --check
 
 lint: venv
 	$(BIN)/ruff format --check .

@@ -82,3 +82,17 @@ class FakeClock:
 def clock() -> FakeClock:
     """2026-11-25T14:05:02Z until ticked."""
     return FakeClock()
+
+
+# -- RELIABILITY.md: the outcome of every test that proves a row (reliability/record.py) ----------
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    rows = [m.args[0] for m in item.iter_markers("row") if m.args]
+    # the call's outcome; a failure or skip in setup counts too (the row did not pass)
+    if rows and (report.when == "call" or (report.when == "setup" and not report.passed)):
+        from reliability import record
+
+        for row in rows:
+            record.test_outcome(row, item.nodeid, report.outcome, round(report.duration, 3))

@@ -16,7 +16,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("schemas", "common", "trainer", "infra", "localaws", "control", "bench", "recovery")
+PACKAGES = (
+    "schemas",
+    "common",
+    "trainer",
+    "infra",
+    "localaws",
+    "control",
+    "bench",
+    "recovery",
+    "reliability",
+)
 EDGE_MODULES = ("tasks.py", "__main__.py")
 PROJECT = set(PACKAGES) | {"tasks"}
 
@@ -32,6 +42,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "localaws": frozenset({"common", "schemas", "infra"}),
     "control": frozenset({"common", "schemas", "trainer", "infra", "localaws", "recovery"}),
     "bench": frozenset({"common", "schemas", "trainer", "infra", "localaws", "control", "recovery"}),
+    "reliability": frozenset({"common", "schemas", "trainer", "infra", "localaws", "control", "recovery"}),
     "tasks": frozenset({"common", "schemas", "control"}),
     "__main__": frozenset({"common", "schemas", "infra"}),  # the Pulumi program
 }
