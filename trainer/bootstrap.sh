@@ -180,7 +180,12 @@ fi
 
 cd "${APP}/code"
 export PYTHONPATH="${APP}/code"
-if ! found="$("$PY" -c 'import torch, chronos, trainer; print(torch.__version__, trainer.__file__)' 2>&1)"; then
+# Found, not imported (importing torch + chronos costs ~10 s at boot; preflight imports torch next).
+FIND='import importlib.metadata as m,importlib.util as u,trainer
+for n in ("torch","chronos"):
+  if not u.find_spec(n):raise ModuleNotFoundError(f"No module named {n!r}")
+print(m.version("torch"),trainer.__file__)'
+if ! found="$("$PY" -c "$FIND" 2>&1)"; then
   fail "${PY} cannot import torch, chronos (${found##*$'\n'}): rebuild the wheelhouse (invoke wheelhouse --env=${ENV_NAME} --dir=DIR, README 'On AWS') or use the PyTorch Deep Learning AMI"
 fi
 say "python ${PY}: torch ${found%% *}, trainer from ${found##* }"
