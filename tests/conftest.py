@@ -96,3 +96,18 @@ def pytest_runtest_makereport(item, call):
 
         for row in rows:
             record.test_outcome(row, item.nodeid, report.outcome, round(report.duration, 3))
+
+
+# -- the order files start in ----------------------------------------------------------------------
+def pytest_collection_modifyitems(session, config, items):
+    """Files with more slow (end-to-end) tests first, then the rest, each group in collected order.
+
+    ``make test`` hands whole files to the workers (``--dist loadfile``) in this order: the
+    longest files start at once, and the many short ones fill the cores behind them, instead
+    of one long file starting last and running alone. The sort is stable and the same in every
+    worker (xdist requires one collection order).
+    """
+    slow: dict[object, int] = {}
+    for item in items:
+        slow[item.path] = slow.get(item.path, 0) + bool(item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])
