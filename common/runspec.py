@@ -8,7 +8,9 @@ settled by :meth:`RunSpec.resolved` once it is known whether the run is local.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from common.errors import ConfigError
 from common.placement import MarketChoice
 from common.status import FinetuneMode
 from common.timeutil import parse_duration_minutes
-from schemas import SchemaValidationError, validate, with_defaults
+from schemas import SchemaValidationError, schema_for, validate, with_defaults
 
 PRETRAINED_DEFAULT = "amazon/chronos-2"
 TINY = "tiny"
@@ -197,6 +199,26 @@ def default_keep_on_failure(debug: bool, max_runtime_minutes: int) -> int:
     return max(0, min(DEBUG_KEEP_ON_FAILURE_MINUTES, max_runtime_minutes - 1)) if debug else 0
 
 
+def _max_runtime(raw: str | int, source: str) -> int:
+    """``instance.max_runtime`` in minutes, held to the schema's integer minimum in either form
+    (the schema's pattern alone lets ``"0m"`` through: a dead-man switch that fires at once)."""
+    minutes = parse_duration_minutes(raw)
+    least = _schema_minimum("instance", "max_runtime")
+    if minutes < least:
+        raise ConfigError(
+            f"{source}: $.instance.max_runtime: {raw!r} is {minutes} min; it must be at least {least} min "
+            "(e.g. '90m', '4h')"
+        )
+    return minutes
+
+
+def _schema_minimum(section: str, name: str) -> int:
+    """The ``minimum`` of the integer form of ``section.name`` in the run-spec schema."""
+    field_ = schema_for("run-spec")["properties"][section]["properties"][name]
+    forms = field_.get("oneOf", [field_])
+    return int(next(f["minimum"] for f in forms if f.get("type") == "integer"))
+
+
 def _keep_on_failure(inst: dict[str, Any], max_runtime: int, source: str) -> int:
     """``instance.keep_on_failure`` in minutes, checked to end before the max runtime."""
     raw = inst.get("keep_on_failure")
@@ -232,11 +254,12 @@ def from_dict(doc: dict[str, Any], *, source: str = "run spec") -> RunSpec:
         validate("run-spec", doc, source=source)
     except SchemaValidationError as exc:
         raise ConfigError(f"{source}: {exc.path}: {exc.reason}") from None
+    _check_beyond_schema(doc, source)
     full = with_defaults("run-spec", doc)
     inst, data, model = full["instance"], full["data"], full["model"]
     for interval in ("checkpoint_interval", "eval_interval"):
         model[interval] = min(model[interval], model["num_steps"])
-    max_runtime = parse_duration_minutes(inst["max_runtime"])
+    max_runtime = _max_runtime(inst["max_runtime"], source)
     return RunSpec(
         env=full["env"],
         instance=InstanceSpec(
@@ -253,6 +276,35 @@ def from_dict(doc: dict[str, Any], *, source: str = "run spec") -> RunSpec:
         data=_data_spec(data, source),
         model=ModelSpec(**{**model, "finetune_mode": FinetuneMode(model["finetune_mode"])}),
     )
+
+
+SEED_MAX = 2**32 - 1  # numpy's legacy seed range (transformers.set_seed seeds numpy with it)
+
+
+def _check_beyond_schema(doc: dict[str, Any], source: str) -> None:
+    """What the schema lets through and the trainer cannot take: a non-finite number (TOML's
+    ``inf``/``nan``), a seed outside numpy's 32 bits (the run would fail after the GPU is rented).
+
+    Raises:
+        ConfigError: naming the JSON path.
+    """
+    for path, value in _numbers(doc, "$"):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{source}: {path}: {value} is not a finite number")
+    seed = (doc.get("model") or {}).get("seed")
+    if isinstance(seed, int) and seed > SEED_MAX:
+        raise ConfigError(f"{source}: $.model.seed: {seed} is too large; use 0 to {SEED_MAX}")
+
+
+def _numbers(value: Any, path: str) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _numbers(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _numbers(v, f"{path}[{i}]")
+    elif isinstance(value, float):
+        yield path, value
 
 
 def _data_spec(data: dict[str, Any], source: str) -> DataSpec:
@@ -277,6 +329,14 @@ def load(path: Path | None) -> RunSpec:
         doc = tomllib.loads(Path(path).read_text("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"run spec {path} not found; pass an existing TOML file with --spec") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"run spec {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML"
+        ) from None
+    except OSError as exc:  # a folder, no permission ...
+        raise ConfigError(
+            f"run spec {path} cannot be read ({exc.strerror or exc}); pass a TOML file with --spec"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"run spec {path} is not valid TOML: {exc}") from None
     return from_dict(doc, source=str(path))
