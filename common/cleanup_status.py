@@ -6,6 +6,11 @@ control``) and the recovery handler (``written_by: recovery``). :class:`CleanupL
 collects the actions as they happen and :meth:`CleanupLog.document` returns the whole
 document, validated against schema ``cleanup-status``. Writing it (S3, retries) stays with the caller.
 
+An action is ``succeeded`` only once a describe confirmed its effect (the instance
+``terminated``, the volume gone, the state file gone); until then it is ``requested``,
+and ``observed`` says what the last describe saw. (``requested`` and ``observed`` are
+newer than the first documents: a document without them still reads.)
+
 The ``verification`` part says what still bills. A count that could not be made
 (access denied, AWS unreachable) is ``None`` with its reason under ``unknown``,
 never a number: "could not check" must not read as "checked, zero".
@@ -34,7 +39,8 @@ WRITERS: tuple[str, ...] = ("instance", "control", "recovery")
 class ActionStatus(StrEnum):
     """How one cleanup action ended (the schema's ``actions[].status``)."""
 
-    SUCCEEDED = "succeeded"
+    SUCCEEDED = "succeeded"  # done, and a describe confirmed it
+    REQUESTED = "requested"  # the API accepted it; no describe has confirmed it (yet)
     FAILED = "failed"
     SKIPPED = "skipped"
 
@@ -112,15 +118,35 @@ class CleanupLog:
         """The actions recorded so far (copies: change them through :meth:`record`)."""
         return tuple(dict(a) for a in self._actions)
 
-    def record(self, resource: str, action: str, status: str, error: str | None = None) -> None:
+    def record(
+        self,
+        resource: str,
+        action: str,
+        status: str,
+        error: str | None = None,
+        *,
+        observed: str | None = None,
+    ) -> None:
         """Append one action, stamped now.
+
+        Args:
+            observed: what the describe that judged the action saw (``"DescribeInstances:
+                terminated"``, ``"DescribeInstances: shutting-down after 60 s"``).
 
         Raises:
             ValueError: ``status`` is not an :class:`ActionStatus`.
         """
-        self._actions.append(self._action(resource, action, status, error))
+        self._actions.append(self._action(resource, action, status, error, observed))
 
-    def replace_last(self, resource: str, action: str, status: str, error: str | None = None) -> None:
+    def replace_last(
+        self,
+        resource: str,
+        action: str,
+        status: str,
+        error: str | None = None,
+        *,
+        observed: str | None = None,
+    ) -> None:
         """Replace the last action (e.g. a poweroff recorded as done that then failed).
 
         Raises:
@@ -129,7 +155,7 @@ class CleanupLog:
         """
         if not self._actions:
             raise IndexError("no action recorded to replace")
-        self._actions[-1] = self._action(resource, action, status, error)
+        self._actions[-1] = self._action(resource, action, status, error, observed)
 
     def document(self, *, verification: dict[str, Any], state_file_removed: bool) -> dict[str, Any]:
         """The cleanup_status.json document, validated against schema ``cleanup-status``.
@@ -153,11 +179,16 @@ class CleanupLog:
         }
         return validate("cleanup-status", doc, source=f"cleanup_status.json of run {self.run_id}")
 
-    def _action(self, resource: str, action: str, status: str, error: str | None) -> dict[str, Any]:
-        return {
+    def _action(
+        self, resource: str, action: str, status: str, error: str | None, observed: str | None
+    ) -> dict[str, Any]:
+        doc = {
             "resource": resource,
             "action": action,
             "status": ActionStatus(status).value,
             "at": iso(self.clock()),
             "error": None if error is None else error[:ERROR_MAX],
         }
+        if observed is not None:
+            doc["observed"] = observed[:ERROR_MAX]
+        return doc

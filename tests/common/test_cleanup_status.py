@@ -95,3 +95,22 @@ def test_the_log_refuses_an_unknown_status_or_writer_and_an_invalid_document():
 def test_action_statuses_are_the_schema_enum():
     items = schema_for("cleanup-status")["properties"]["actions"]["items"]
     assert sorted(items["properties"]["status"]["enum"]) == sorted(s.value for s in ActionStatus)
+
+
+@pytest.mark.row("records-action-requested")
+def test_an_unconfirmed_action_is_requested_with_what_the_describe_saw():
+    log = _log()
+    log.record("i-0abc", "terminate", ActionStatus.SUCCEEDED, observed="DescribeInstances: terminated")
+    log.record("vol-0abc", "delete", ActionStatus.REQUESTED, observed="DescribeVolumes: deleting after 60 s")
+    checked = verification(
+        checked_at="2026-11-25T14:31:10Z", instances_running=Count(0), volumes_available=Count(1)
+    )
+    doc = log.document(verification=checked, state_file_removed=True)
+    assert [(a["status"], a.get("observed")) for a in doc["actions"]] == [
+        ("succeeded", "DescribeInstances: terminated"),
+        ("requested", "DescribeVolumes: deleting after 60 s"),
+    ]
+    # the documents written before `requested` and `observed` existed still read
+    for example in schema_for("cleanup-status")["examples"]:
+        assert all("observed" not in a for a in example["actions"])
+        validate("cleanup-status", example)
