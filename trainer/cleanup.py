@@ -11,10 +11,15 @@ next step still runs):
 3. verification: other instances of this env still alive, available volumes
    (a count that could not be made is recorded as unknown with its reason, never 0);
 4. cleanup_status.json (``written_by: instance``, built by
-   :class:`common.cleanup_status.CleanupLog`), recording the poweroff about to happen;
+   :class:`common.cleanup_status.CleanupLog`), recording the poweroff about to happen
+   as ``requested``: the instance cannot observe its own end (``invoke verify`` can);
 5. ``STATE: TERMINATING``, ``trainer.log`` one last time, and the poweroff strategy.
    If the poweroff fails the instance is still alive, so cleanup_status.json (and
    the log) are written again to say so.
+
+The state file's delete is ``succeeded`` (and ``state_file_removed`` true) only once a read
+after it finds the file gone; a delete that answered but left the file, or whose check
+could not be read, is ``requested`` with what the read saw.
 """
 
 from __future__ import annotations
@@ -86,7 +91,12 @@ class Cleanup:
             log.info("state file kept: %s", self.keep_lock)
         verification = self.verify()
         resource = self.instance_id or "this instance"
-        self.cleanup_log.record(resource, f"poweroff ({self.poweroff.name})", ActionStatus.SUCCEEDED)
+        self.cleanup_log.record(
+            resource,
+            f"poweroff ({self.poweroff.name})",
+            ActionStatus.REQUESTED,
+            observed="the instance cannot observe its own end; invoke verify confirms it",
+        )
         self._write_status(verification, removed is True)
         state_line("TERMINATING", f"instance {resource} via {self.poweroff.name}", clock=self.clock)
         self._upload_log()
@@ -115,7 +125,7 @@ class Cleanup:
         except (IllegalTransitionError, NotHeldError) as exc:
             raise _Skip(str(exc)) from None
 
-    def _release(self) -> bool:
+    def _release(self) -> _Observed:
         if self.keep_lock is not None:
             raise _Skip(self.keep_lock)
         try:
@@ -129,7 +139,21 @@ class Cleanup:
             raise _Skip(str(exc)) from None
         if not released:
             raise _Skip("state file already gone")
-        return True
+        return self._confirm_released()
+
+    def _confirm_released(self) -> _Observed:
+        """Confirmed once a read finds the state file gone (or another run's); what the read saw."""
+        try:
+            snap = self.store.read()
+        except Exception as exc:  # noqa: BLE001 - an unreadable check leaves the delete unconfirmed
+            return _Observed(False, f"GetObject after the delete failed: {exc}")
+        if snap is None:
+            return _Observed(True, "GetObject after the delete: gone")
+        if snap.run_id != self.paths.run_id:  # ours is gone; a new launch took the lock since
+            return _Observed(True, f"GetObject after the delete: gone (now run {snap.run_id}'s lock)")
+        return _Observed(
+            False, f"GetObject after the delete: the state file is still there ({snap.doc['status']})"
+        )
 
     def verify(self) -> dict[str, Any]:
         """Instances of this env still alive (not counting itself) and available volumes.
@@ -210,6 +234,12 @@ class Cleanup:
             self._record(f"{action} {resource} failed: {exc}")
             self.cleanup_log.record(resource, action, ActionStatus.FAILED, str(exc))
             return None, str(exc)
+        if isinstance(value, _Observed):  # the call answered; a read judged its effect
+            status = ActionStatus.SUCCEEDED if value.confirmed else ActionStatus.REQUESTED
+            if not value.confirmed:
+                log.warning("cleanup %s %s not confirmed: %s", action, resource, value.observed)
+            self.cleanup_log.record(resource, action, status, observed=value.observed)
+            return (True, None) if value.confirmed else (None, f"not confirmed: {value.observed}")
         self.cleanup_log.record(resource, action, ActionStatus.SUCCEEDED)
         return value, None
 
@@ -223,3 +253,11 @@ class Cleanup:
 
 class _Skip(Exception):
     """A cleanup step with nothing to do (e.g. the lock is already gone)."""
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """A step whose call answered, judged by a read after it: confirmed or not, and what it saw."""
+
+    confirmed: bool
+    observed: str

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from common.layout import RunPaths
 from common.state_doc import new_state
 from common.state_store import StateStore
@@ -78,7 +80,7 @@ def test_cleanup_releases_the_lock_writes_its_status_and_terminates_itself(
     assert doc["verification"]["instances_running"] == 1  # `other`, not itself, not the untagged one
     actions = {a["action"]: a for a in doc["actions"]}
     assert actions["status->cleanup"]["status"] == "succeeded" and actions["delete"]["status"] == "succeeded"
-    assert actions["poweroff (api)"]["status"] == "succeeded"
+    assert actions["poweroff (api)"]["status"] == "requested"  # the instance cannot see its own end
     state = local_aws.client("ec2").describe_instances(InstanceIds=[instance_id, other])
     states = {i["InstanceId"]: i["State"]["Name"] for r in state["Reservations"] for i in r["Instances"]}
     assert states[instance_id] in ("shutting-down", "terminated") and states[other] == "running"
@@ -183,7 +185,7 @@ def test_a_run_that_may_recover_keeps_its_lock_but_still_reports_and_powers_off(
     actions = {a["action"]: a for a in doc["actions"]}
     assert actions["delete"]["status"] == "skipped" and "recovery handler" in actions["delete"]["error"]
     assert actions["status->cleanup"]["status"] == "skipped"
-    assert actions["poweroff (api)"]["status"] == "succeeded"
+    assert actions["poweroff (api)"]["status"] == "requested"
 
 
 def test_the_final_status_never_ends_a_run_the_recovery_handler_claimed(local_aws: Any, bucket: str):
@@ -213,3 +215,55 @@ def test_the_final_status_never_ends_a_run_the_recovery_handler_claimed(local_aw
         is RunStatus.RECOVERING
     )
     assert store.read().status is RunStatus.RECOVERING
+
+
+class _DeleteIgnored:
+    """A state store whose delete answers success but leaves the file (or whose read then fails)."""
+
+    def __init__(self, real: StateStore, *, read_fails: bool = False) -> None:
+        self._real, self._read_fails, self.deleted = real, read_fails, False
+
+    def release(self, run_id: str) -> bool:
+        self._real.read()  # the ownership check a real release makes; the delete "answers" but is lost
+        self.deleted = True
+        return True
+
+    def read(self) -> Any:
+        if self.deleted and self._read_fails:
+            raise ConnectionError("GetObject timed out")
+        return self._real.read()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+@pytest.mark.row("records-cleanup-confirmed")
+@pytest.mark.parametrize("read_fails", [False, True], ids=["file-still-there", "read-fails"])
+def test_a_state_delete_is_succeeded_only_once_a_read_finds_the_file_gone(
+    local_aws: Any, bucket: str, tmp_path: Path, read_fails: bool
+):
+    cleanup, store, _, _ = make(local_aws, bucket, tmp_path)
+    cleanup.store = _DeleteIgnored(store, read_fails=read_fails)
+    assert cleanup.run().succeeded
+    assert store.read() is not None  # the delete was lost: the lock is still there
+    doc = status_doc(local_aws.client("s3"), bucket)
+    delete = {a["action"]: a for a in doc["actions"]}["delete"]
+    assert delete["status"] == "requested", delete
+    assert ("GetObject timed out" if read_fails else "still there") in delete["observed"]
+    assert doc["state_file_removed"] is False
+
+
+@pytest.mark.row("records-cleanup-confirmed")
+def test_a_confirmed_delete_says_what_the_read_saw_and_the_poweroff_is_only_requested(
+    local_aws: Any, bucket: str, tmp_path: Path
+):
+    cleanup, store, instance_id, _ = make(local_aws, bucket, tmp_path)
+    assert cleanup.run().succeeded
+    doc = status_doc(local_aws.client("s3"), bucket)
+    actions = {a["action"]: a for a in doc["actions"]}
+    assert actions["delete"]["status"] == "succeeded" and "gone" in actions["delete"]["observed"]
+    assert doc["state_file_removed"] is True and store.read() is None
+    # the instance cannot describe its own end: the poweroff is requested, never succeeded
+    poweroff = actions["poweroff (api)"]
+    assert poweroff["status"] == "requested" and poweroff["resource"] == instance_id
+    assert "cannot observe" in poweroff["observed"]
