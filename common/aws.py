@@ -22,6 +22,10 @@ RETRY_CONFIG = Config(
 THROTTLING_CODES = frozenset(
     {"Throttling", "ThrottlingException", "SlowDown", "RequestLimitExceeded", "TooManyRequestsException"}
 )
+# transient, not throttling: S3's 400 RequestTimeout ("Your socket connection to the server was not
+# read from or written to within the timeout period") and the codes botocore's standard retry mode
+# retries as transient (botocore.retries.standard.TransientRetryableChecker)
+TRANSIENT_CODES = frozenset({"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete"})
 DENIED_CODES = frozenset(
     {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AllAccessDisabled"}
 )
@@ -81,10 +85,16 @@ def absent_behind_403(s3: Any, bucket: str, key: str, exc: BaseException) -> boo
 
 
 def is_retriable(exc: BaseException) -> bool:
-    """Throttling, 5xx and timeouts: worth another try."""
-    from botocore.exceptions import ConnectionError as BotoConnectionError
-    from botocore.exceptions import ReadTimeoutError
+    """Throttling, 5xx, timeouts and dropped connections: worth another try.
 
-    if isinstance(exc, BotoConnectionError | ReadTimeoutError):
+    The connection errors are what botocore's standard retry mode retries: its ``ConnectionError``
+    (refused, connect timeout) and ``HTTPClientError`` (a connection reset or closed mid-answer,
+    ``ConnectionClosedError``; a read timeout; a body cut short), plus ``IncompleteReadError``.
+    """
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError, IncompleteReadError
+
+    if isinstance(exc, BotoConnectionError | HTTPClientError | IncompleteReadError):
         return True
-    return error_code(exc) in THROTTLING_CODES or http_status(exc) >= 500
+    code = error_code(exc)
+    return code in THROTTLING_CODES or code in TRANSIENT_CODES or http_status(exc) >= 500

@@ -141,11 +141,12 @@ class Rule:
         return True
 
 
-@dataclass(frozen=True)
+@dataclass
 class Injection:
     kind: Kind
     request: Request
     rule: int  # index in the proxy's rules
+    status: str = ""  # what :attr:`FaultProxy.probe` said when it was injected (the run's state)
 
 
 class FaultProxy:
@@ -163,6 +164,7 @@ class FaultProxy:
         self.injected: list[Injection] = []
         self.seen: list[Request] = []
         self.roles: dict[str, str] = {}  # access key id -> assumed-role ARN (from AssumeRole answers)
+        self.probe: Callable[[], str] | None = None  # called at each injection (e.g. the state file's status)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), type("Handler", (_Handler,), {"proxy": self}))
@@ -229,11 +231,17 @@ class FaultProxy:
             arn = self.roles.get(req.caller)
             for index, rule in enumerate(self.rules):
                 if rule.matches(req, arn) and rule.decide():
-                    self.injected.append(Injection(Kind(rule.kind), req, index))
+                    injection = Injection(Kind(rule.kind), req, index)
+                    self.injected.append(injection)
                     break
             else:
                 return None
         record.count(record.Total.FAULTS_INJECTED)
+        if self.probe is not None:
+            try:
+                injection.status = self.probe()
+            except Exception as exc:  # noqa: BLE001 - a probe that fails says so, the fault still lands
+                injection.status = f"unknown: {exc}"
         return rule
 
 
