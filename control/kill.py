@@ -9,6 +9,11 @@
 3. If the instance could not clean up, the control plane removes the state file
    and writes ``cleanup_status.json`` itself (``written_by: control``).
 
+A terminate is recorded ``succeeded`` only once DescribeInstances shows the instance
+``terminated`` (or EC2 no longer knows it); until then it is ``requested`` with the state
+last seen (an instance may stay ``shutting-down`` for a while). The state file's removal
+is recorded once a read finds it gone.
+
 Idempotent: killing an env with no active run reports that and changes nothing.
 
 A run ``recovering`` (the recovery handler relaunching it) is killed the same way: with
@@ -25,7 +30,7 @@ from dataclasses import dataclass, field
 
 from common import layout
 from common.cleanup_status import ActionStatus, CleanupLog
-from common.ec2 import instance_state, is_gone
+from common.ec2 import NOT_FOUND, instance_state, is_gone
 from common.state_store import NotHeldError, StateStore
 from common.timeutil import Clock, iso, utc_now
 from control.backend import Backend, Clients, check_env
@@ -48,7 +53,8 @@ class KillResult:
     instance_id: str | None = None
     status_before: str | None = None
     finalized_by_instance: bool = False
-    terminated_by_control: bool = False
+    terminated_by_control: bool = False  # terminated through the API, and a describe saw it terminated
+    termination_requested: bool = False  # TerminateInstances answered (confirmed or not)
     state_cleared_by_control: bool = False
     cleanup_written_by: str | None = None
     waited_s: float = 0.0
@@ -115,22 +121,32 @@ class Killer:
         start = self.monotonic()
         state_gone = self._wait(instance_id, grace_s)
         waited = self.monotonic() - start
-        terminated = False
+        requested, seen = False, None
         if instance_id and not is_gone(self.instance_state(instance_id)):
             self.clients.ec2.terminate_instances(InstanceIds=[instance_id])
-            terminated = True
-            actions.append(f"terminated {instance_id} through the API")
-            self._wait_terminated(instance_id)
-        cleared = False
+            requested = True
+            seen = self._wait_terminated(instance_id)
+            if confirmed_terminated(seen):
+                actions.append(f"terminated {instance_id} through the API")
+            else:
+                actions.append(
+                    f"requested termination of {instance_id} through the API; DescribeInstances still "
+                    f"shows {seen} after {TERMINATE_WAIT_S:.0f} s (check with invoke verify)"
+                )
+        cleared = None
         if not state_gone:
             cleared = self._clear_state(run_id)
             if cleared:
                 actions.append(f"removed {self.store.location}")
+            elif cleared is not None:
+                actions.append(f"asked S3 to delete {self.store.location}, but a read still finds it")
         paths = layout.RunPaths(env=self.env, run_id=run_id)
         existing = get_json(self.clients.s3, self.bucket, paths.cleanup_status)
         written_by = (existing or {}).get("written_by", "instance") if existing else None
         if existing is None:
-            self._write_cleanup_status(paths, run_id, instance_id, terminated=terminated, cleared=cleared)
+            self._write_cleanup_status(
+                paths, run_id, instance_id, requested=requested, seen=seen, cleared=cleared
+            )
             written_by = "control"
             actions.append(f"wrote {paths.cleanup_status}")
         return KillResult(
@@ -139,8 +155,9 @@ class Killer:
             instance_id=instance_id,
             status_before=before,
             finalized_by_instance=state_gone and existing is not None,
-            terminated_by_control=terminated,
-            state_cleared_by_control=cleared,
+            terminated_by_control=requested and confirmed_terminated(seen),
+            termination_requested=requested,
+            state_cleared_by_control=cleared is True,
             cleanup_written_by=written_by,
             waited_s=round(waited, 1),
             actions=actions,
@@ -165,34 +182,64 @@ class Killer:
                 return False
             self.sleep(POLL_S)
 
-    def _wait_terminated(self, instance_id: str, limit_s: float = TERMINATE_WAIT_S) -> None:
+    def _wait_terminated(self, instance_id: str, limit_s: float = TERMINATE_WAIT_S) -> str:
+        """Poll until DescribeInstances shows ``instance_id`` terminated (or unknown) or ``limit_s``
+        passes; the state last seen."""
         deadline = self.monotonic() + limit_s
-        while not is_gone(self.instance_state(instance_id)) and self.monotonic() < deadline:
+        while True:
+            state = self.instance_state(instance_id)
+            if confirmed_terminated(state) or self.monotonic() >= deadline:
+                return state
             self.sleep(POLL_S)
 
     def instance_state(self, instance_id: str) -> str:
         """The instance's state (``common.ec2.NOT_FOUND`` once EC2 forgot it); other errors raise."""
         return instance_state(self.clients.ec2, instance_id)
 
-    def _clear_state(self, run_id: str) -> bool:
+    def _clear_state(self, run_id: str) -> bool | None:
+        """Delete the run's state file: True once a read finds it gone, False when the delete
+        answered but a read still finds it, ``None`` when there was nothing of this run to delete."""
         snap = self.store.read()
-        if snap is None or snap.run_id != run_id:
-            return False
-        return self.store.release(run_id)
+        if snap is None or snap.run_id != run_id or not self.store.release(run_id):
+            return None
+        after = self.store.read()
+        return after is None or after.run_id != run_id
 
     def _write_cleanup_status(
-        self, paths: layout.RunPaths, run_id: str, instance_id: str | None, *, terminated: bool, cleared: bool
+        self,
+        paths: layout.RunPaths,
+        run_id: str,
+        instance_id: str | None,
+        *,
+        requested: bool,
+        seen: str | None,
+        cleared: bool | None,
     ) -> None:
         cleanup = CleanupLog(run_id=run_id, instance_id=instance_id, written_by="control", clock=self.clock)
         if instance_id:
-            if terminated:
-                cleanup.record(instance_id, "terminate", ActionStatus.SUCCEEDED)
-            else:
+            if not requested:
                 cleanup.record(instance_id, "terminate", ActionStatus.SKIPPED, "already terminated")
-        if cleared:
-            cleanup.record(self.store.location, "delete", ActionStatus.SUCCEEDED)
+            else:
+                done = ActionStatus.SUCCEEDED if confirmed_terminated(seen) else ActionStatus.REQUESTED
+                after = "" if done is ActionStatus.SUCCEEDED else f" after {TERMINATE_WAIT_S:.0f} s"
+                cleanup.record(instance_id, "terminate", done, observed=f"DescribeInstances: {seen}{after}")
+        location = self.store.location
+        if cleared is True:
+            cleanup.record(location, "delete", ActionStatus.SUCCEEDED, observed="GetObject: gone")
+        elif cleared is False:
+            cleanup.record(location, "delete", ActionStatus.REQUESTED, observed="GetObject: still there")
         else:
-            cleanup.record(self.store.location, "delete", ActionStatus.SKIPPED, "already removed")
+            cleanup.record(location, "delete", ActionStatus.SKIPPED, "already removed")
         checked = billing_verification(self.clients.ec2, self.env, checked_at=iso(self.clock()))
         doc = cleanup.document(verification=checked, state_file_removed=self.store.read() is None)
         put_json(self.clients.s3, self.bucket, paths.cleanup_status, doc)
+
+
+def confirmed_terminated(state: str | None) -> bool:
+    """True when a describe shows the instance ``terminated`` or EC2 no longer knows it.
+
+    ``shutting-down`` is not enough: the instance has not ended yet (EC2 keeps a terminated
+    instance visible for about an hour, then answers NotFound: TerminateInstances,
+    https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_TerminateInstances.html).
+    """
+    return state in ("terminated", NOT_FOUND)

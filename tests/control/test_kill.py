@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
+
 from common import layout
 from common import tags as common_tags
 from common.state_doc import new_state
@@ -93,3 +95,107 @@ def test_control_cleanup_status_records_a_denied_check_as_unknown(local_aws, buc
     assert doc["verification"]["volumes_available"] is None
     assert "ec2:DescribeVolumes" in doc["verification"]["unknown"]["volumes_available"]
     assert "UnauthorizedOperation" in doc["verification"]["unknown"]["volumes_available"]
+
+
+class _Clock:
+    """A monotonic clock that moves only when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class _TerminateLags:
+    """EC2 whose TerminateInstances answers while DescribeInstances keeps showing the instance running."""
+
+    def __init__(self, real, instance_id: str) -> None:
+        self._real, self._id, self.terminate_calls = real, instance_id, 0
+
+    def terminate_instances(self, **kwargs):
+        self.terminate_calls += 1
+        return {"TerminatingInstances": [{"InstanceId": self._id}]}
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+class _DeleteLost:
+    """A state store whose delete answers but leaves the file."""
+
+    def __init__(self, real: StateStore) -> None:
+        self._real = real
+
+    def release(self, run_id: str) -> bool:
+        return True
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def _held_run(local_aws, bucket) -> tuple[StateStore, str]:
+    s3, ec2 = local_aws.client("s3"), local_aws.client("ec2")
+    tags = common_tags.tag_list(common_tags.tags("dev", extra={"RunId": RUN_ID}))
+    instance = ec2.run_instances(
+        ImageId="ami-03cf127a",
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
+    )["Instances"][0]["InstanceId"]
+    store = StateStore(s3, bucket, "dev")
+    now = iso(datetime.now(UTC))
+    store.acquire(new_state(env="dev", run_id=RUN_ID, market="spot", total_steps=10, now=now))
+    store.set_instance(RUN_ID, instance_id=instance)
+    return store, instance
+
+
+def _cleanup_doc(s3, bucket) -> dict:
+    key = layout.RunPaths(env="dev", run_id=RUN_ID).cleanup_status
+    return validate("cleanup-status", json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+
+
+@pytest.mark.row("records-kill-confirmed")
+def test_a_terminate_no_describe_confirmed_is_requested_not_succeeded(local_aws, bucket):
+    from control.backend import Clients
+    from control.kill import Killer
+
+    s3 = local_aws.client("s3")
+    store, instance = _held_run(local_aws, bucket)
+    ec2 = _TerminateLags(local_aws.client("ec2"), instance)
+    clock = _Clock()
+    killer = Killer(Clients(s3=s3, ec2=ec2, sts=None), bucket, "dev", sleep=clock.sleep, monotonic=clock)
+    result = killer.kill(grace_s=5, reason="test")
+    assert ec2.terminate_calls == 1 and result.termination_requested
+    assert not result.terminated_by_control  # nothing saw it terminated
+    assert not any(a.startswith(f"terminated {instance}") for a in result.actions), result.actions
+    assert any(f"requested termination of {instance}" in a and "running" in a for a in result.actions)
+    terminate = {a["action"]: a for a in _cleanup_doc(s3, bucket)["actions"]}["terminate"]
+    assert terminate["status"] == "requested" and terminate["resource"] == instance
+    assert "DescribeInstances: running" in terminate["observed"]
+
+
+@pytest.mark.row("records-kill-confirmed")
+def test_a_confirmed_terminate_and_a_lost_state_delete_are_recorded_as_seen(local_aws, bucket):
+    from control.backend import Clients
+    from control.kill import Killer
+
+    s3, ec2 = local_aws.client("s3"), local_aws.client("ec2")
+    store, instance = _held_run(local_aws, bucket)
+    clock = _Clock()
+    killer = Killer(Clients(s3=s3, ec2=ec2, sts=None), bucket, "dev", sleep=clock.sleep, monotonic=clock)
+    killer.store = _DeleteLost(killer.store)
+    result = killer.kill(grace_s=5, reason="test")
+    assert result.terminated_by_control and f"terminated {instance} through the API" in result.actions
+    assert store.read() is not None  # the delete was lost
+    assert not result.state_cleared_by_control
+    assert not any(a.startswith("removed ") for a in result.actions), result.actions
+    doc = _cleanup_doc(s3, bucket)
+    actions = {a["action"]: a for a in doc["actions"]}
+    assert actions["terminate"]["status"] == "succeeded"
+    assert actions["terminate"]["observed"] == "DescribeInstances: terminated"
+    assert actions["delete"]["status"] == "requested" and "still there" in actions["delete"]["observed"]
+    assert doc["state_file_removed"] is False
