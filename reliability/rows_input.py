@@ -12,4 +12,14 @@ ROWS: tuple[Row, ...] = (
     Row(id="runspec-toml-file", section="Bad input",
         fault="--spec TOML files: mutated documents, truncated or non-UTF-8 bytes, a folder, a missing file",
         expected="a usable spec, or one line naming the file (and the JSON path when the TOML parsed)"),
+    Row(id="state-file-bytes", section="Bad input",
+        fault="{env}/system-state.json as any bytes: truncated, invalid UTF-8, flipped, not JSON, "
+        "mutated documents",
+        expected="a valid state, or CorruptStateError: one line naming the state file, the JSON path "
+        "and `invoke verify --fix --yes`"),
+    Row(id="state-file-readers", section="Bad input",
+        fault="state documents the schema accepts, at the edges of its patterns and bounds (timestamps "
+        "like 0000-00-00T00:00:00Z, run ids like 20261399-999999, 70-bit numbers)",
+        expected="monitor, the run history, the ledger and the recovery handler read them without a "
+        "traceback"),
 )  # fmt: skip

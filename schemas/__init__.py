@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import date, datetime
 from functools import cache
 from importlib import resources
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import best_match
 from referencing import Registry, Resource
 
@@ -56,13 +57,41 @@ def _registry() -> Registry:
     return Registry().with_resources(resources_)
 
 
+# The formats the schemas use, checked (jsonschema checks none by default). A pattern alone lets
+# "0000-00-00T00:00:00Z" or run id "20261399-999999" through, and every reader that does date
+# arithmetic on them then crashes; the years are held to what a run can have written.
+FORMATS = FormatChecker(formats=())
+YEARS = (1970, 2999)
+
+
+def _in_years(value: datetime | date) -> bool:
+    if not YEARS[0] <= value.year <= YEARS[1]:
+        raise ValueError(f"year {value.year} is not between {YEARS[0]} and {YEARS[1]}")
+    return True
+
+
+@FORMATS.checks("date-time", raises=ValueError)
+def _date_time(value: object) -> bool:
+    return not isinstance(value, str) or _in_years(datetime.fromisoformat(value.replace("Z", "+00:00")))
+
+
+@FORMATS.checks("date", raises=ValueError)
+def _date(value: object) -> bool:
+    return not isinstance(value, str) or _in_years(date.fromisoformat(value))
+
+
+@FORMATS.checks("run-id", raises=ValueError)
+def _run_id(value: object) -> bool:
+    return not isinstance(value, str) or _in_years(datetime.strptime(value, "%Y%m%d-%H%M%S"))
+
+
 @cache
 def _validator(kind: str) -> Draft202012Validator:
     if kind not in KINDS:
         raise KeyError(f"unknown schema kind {kind!r}; known: {', '.join(KINDS)}")
     schema = schema_for(kind)
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, registry=_registry())
+    return Draft202012Validator(schema, registry=_registry(), format_checker=FORMATS)
 
 
 @cache
@@ -114,6 +143,8 @@ def validate(kind: str, doc: Any, *, source: str | None = None) -> Any:
     error = best_match(_validator(kind).iter_errors(doc))
     if error is not None:
         reason = error.message
+        if error.validator == "format" and error.cause is not None:
+            reason += f" ({error.cause})"
         if len(reason) > 200:
             reason = reason[:197] + "..."
         raise SchemaValidationError(kind, json_path(error.absolute_path), reason, source)

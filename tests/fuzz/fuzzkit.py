@@ -136,7 +136,14 @@ def damaged_bytes(draw: Callable[..., Any], valid: Any) -> bytes:
         return b""
     if kind == "bom":
         return b"\xef\xbb\xbf" + text
-    return b"NaN" if draw(st.booleans()) else b"[" * 5000  # JSON's odd corners: NaN, deep nesting
+    return draw(
+        st.sampled_from((b"NaN", b"Infinity", b"[" * 50 + b"]" * 50, b"1" * 4000))
+    )  # JSON's odd corners
+
+
+# JSON that json.loads refuses with neither JSONDecodeError nor UnicodeDecodeError: nesting past the
+# recursion limit (RecursionError) and an integer past Python's 4300 digits (ValueError).
+JSON_BOMBS = (b"[" * 100_000, b'{"a": ' * 50_000, b"1" * 5000, b'{"step": ' + b"9" * 5000 + b"}")
 
 
 # -- TOML ---------------------------------------------------------------------------------------------
