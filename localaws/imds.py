@@ -2,8 +2,13 @@
 
 What it serves (like EC2's instance metadata service, v2 only):
 
-- ``PUT /latest/api/token`` with ``X-aws-ec2-metadata-token-ttl-seconds`` -> a token
-- every ``GET /latest/...`` needs ``X-aws-ec2-metadata-token``; 401 without a valid one
+- ``PUT /latest/api/token`` with ``X-aws-ec2-metadata-token-ttl-seconds`` -> a token that
+  lives that many seconds; a PUT carrying ``X-Forwarded-For`` (it came through a proxy) gets
+  403 and no token (AWS Security Blog, "Add defense in depth against open firewalls, reverse
+  proxies, and SSRF vulnerabilities with enhancements to the EC2 Instance Metadata Service")
+- every ``GET /latest/...`` needs ``X-aws-ec2-metadata-token``; 401 without a valid one, and
+  401 once its TTL has passed (EC2 User Guide, "How Instance Metadata Service Version 2
+  works": after the duration "you must create a new session token")
 - ``meta-data/instance-id``, ``instance-type``, ``placement/availability-zone``,
   ``instance-life-cycle`` (spot | on-demand)
 - ``meta-data/spot/instance-action``: 404 until a notice is set, then
@@ -26,6 +31,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,6 +42,7 @@ from common.timeutil import iso, parse_iso, utc_now
 
 TOKEN_HEADER = "X-aws-ec2-metadata-token"
 TTL_HEADER = "X-aws-ec2-metadata-token-ttl-seconds"
+FORWARDED_HEADER = "X-Forwarded-For"
 CREDENTIALS_PATH = "iam/security-credentials/"
 # botocore refreshes instance credentials 10-15 min before they expire; renew earlier than that.
 REFRESH_MARGIN_S = 20 * 60
@@ -90,6 +97,7 @@ class FakeIMDS:
         role: the instance profile's role (``None``: no ``iam/`` metadata, as for an
             instance launched without a profile).
         port: 0 picks a free one.
+        clock: monotonic seconds, for the tokens' TTL (tests drive it).
     """
 
     def __init__(
@@ -102,6 +110,7 @@ class FakeIMDS:
         image_id: str = "ami-0123456789abcdef0",
         port: int = 0,
         role: RoleMetadata | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.values = {
             "instance-id": instance_id,
@@ -112,7 +121,8 @@ class FakeIMDS:
         }
         self.spot_action: dict[str, str] | None = None
         self.rebalance: dict[str, str] | None = None
-        self.tokens: set[str] = set()
+        self.tokens: dict[str, float] = {}  # token -> when it expires (``clock`` seconds)
+        self.clock = clock
         self.requests_without_token = 0
         self.role = role
         self.credentials_served = 0
@@ -176,19 +186,34 @@ class FakeIMDS:
 
     # ------------------------------------------------------------- requests
 
-    def put(self, path: str, ttl: str | None) -> Reply:
-        """``PUT /latest/api/token``: a new session token for a TTL of 1 s to 6 h."""
+    def put(self, path: str, ttl: str | None, forwarded_for: str | None = None) -> Reply:
+        """``PUT /latest/api/token``: a new session token for a TTL of 1 s to 6 h.
+
+        A PUT that came through a proxy (``X-Forwarded-For``) gets no token.
+        """
         if path != "/latest/api/token":
             return NOT_FOUND
+        if forwarded_for is not None:
+            return Reply(403, "Forbidden")
         if not ttl or not ttl.isdigit() or not 1 <= int(ttl) <= 21600:
             return Reply(400, "missing or invalid " + TTL_HEADER)
         token = secrets.token_urlsafe(24)
-        self.tokens.add(token)
+        with self._lock:
+            self.tokens[token] = self.clock() + int(ttl)
         return Reply(200, token)
 
+    def token_valid(self, token: str | None) -> bool:
+        """Whether ``token`` was issued here and its TTL has not passed (expired ones are forgotten)."""
+        with self._lock:
+            expires = self.tokens.get(token or "")
+            if expires is not None and self.clock() >= expires:
+                del self.tokens[token or ""]
+                expires = None
+        return expires is not None
+
     def get(self, path: str, token: str | None) -> Reply:
-        """``GET /latest/meta-data/<item>`` with a session token (401 without a valid one)."""
-        if token not in self.tokens:
+        """``GET /latest/meta-data/<item>`` with a session token (401 without a live one)."""
+        if not self.token_valid(token):
             self.requests_without_token += 1
             return Reply(401, "Unauthorized")
         if not path.startswith(_META_PREFIX):
@@ -277,7 +302,7 @@ def _handler(imds: FakeIMDS) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
 
         def do_PUT(self) -> None:
-            self._send(imds.put(self.path, self.headers.get(TTL_HEADER)))
+            self._send(imds.put(self.path, self.headers.get(TTL_HEADER), self.headers.get(FORWARDED_HEADER)))
 
         def do_GET(self) -> None:
             self._send(imds.get(self.path, self.headers.get(TOKEN_HEADER)))
