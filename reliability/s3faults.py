@@ -100,6 +100,7 @@ class Rule:
     kind: Kind | str
     operations: Iterable[str] | str | None = None  # S3 operation names; None: any
     key_prefix: str | None = None
+    key: str | None = None  # exactly this key (a listing: exactly this prefix)
     bucket: str | None = None
     caller: CallerMatch | None = None
     count: int | None = None  # at most this many injections; None: unlimited
@@ -127,6 +128,8 @@ class Rule:
         if self.bucket is not None and req.bucket != self.bucket:
             return False
         if self.key_prefix is not None and not req.key.startswith(self.key_prefix):
+            return False
+        if self.key is not None and req.key != self.key:
             return False
         return self.caller is None or self.caller(req.caller, arn)
 
