@@ -4,4 +4,30 @@ from __future__ import annotations
 
 from reliability.matrix import Row
 
-ROWS: tuple[Row, ...] = ()
+LEAKS = (
+    "no process beyond the local AWS and one recovery pump per env, the test process's threads, "
+    "open files and children as before, no instance not terminated, no volume, no lock, "
+    "`verify` clean (each counted)"
+)
+
+ROWS: tuple[Row, ...] = (
+    Row(
+        id="load-consecutive-runs",
+        section="Load",
+        fault="consecutive whole local runs in one local world (long profile: 30, short: 2)",
+        expected=f"every run succeeds (`_SUCCESS`, completion normal); after each run: {LEAKS}",
+    ),
+    Row(
+        id="load-concurrent-launches",
+        section="Load",
+        fault=(
+            "8 concurrent launch attempts per env across 3 envs, all past the lock check and racing "
+            "at its conditional write (long profile: 5 rounds, short: 1)"
+        ),
+        expected=(
+            "exactly one launch wins per env; the other 7 are refused with 'a run is already active' "
+            "naming the winner and created nothing (no instance, no object, no AWS write accepted); "
+            f"the winners' runs succeed; afterwards: {LEAKS}"
+        ),
+    ),
+)
