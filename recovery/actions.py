@@ -42,6 +42,7 @@ class Action(StrEnum):
     RETRY_LATER = "retry_later"  # every placement refused for capacity; the schedule tries again
     FAILED = "failed"  # the run ended failed, its instance terminated, the lock released
     TERMINATED = "terminated"  # an instance terminated without a run to end (lost race, orphan)
+    RELEASED = "released"  # the lock of a final run whose instance died before its cleanup
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +113,19 @@ def fail(ctx: Context, snap: Snapshot, decision: Decision) -> Outcome:
         step=failed.doc["progress"]["step"],
     )
     return ctx.outcome(run_id, Action.FAILED, decision.reason, iid)
+
+
+def release(ctx: Context, snap: Snapshot, decision: Decision) -> Outcome:
+    """Remove the lock of a final run whose instance died before its cleanup did, and say so.
+
+    Raises:
+        ConflictError / NotHeldError: the state changed since ``snap``: decide again.
+    """
+    run_id, iid = snap.run_id, snap.doc.get("instance_id")
+    cleanup = CleanupLog(run_id=run_id, instance_id=iid, written_by="recovery", clock=ctx.clock)
+    released = _release(ctx, run_id, cleanup)
+    _write_cleanup_status(ctx, run_id, cleanup, released)
+    return ctx.outcome(run_id, Action.RELEASED, decision.reason, iid)
 
 
 def _terminate(ctx: Context, instance_id: str, cleanup: CleanupLog) -> None:

@@ -58,6 +58,7 @@ class Verdict(StrEnum):
     NOTE = "note"  # record the spot notice; the trainer checkpoints and stops
     RELAUNCH = "relaunch"  # claim, then launch the next attempt
     FAIL = "fail"  # end the run failed, terminate its instance, release the lock
+    RELEASE = "release"  # a final run whose instance died before its cleanup removed the lock
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,6 +158,32 @@ def _recovering(
     )
 
 
+def _orphaned_lock(
+    doc: Doc,
+    status: RunStatus,
+    instance: InstanceInfo | None,
+    event: Event,
+    now: datetime,
+    policy: RecoveryPolicy,
+) -> Decision:
+    """A ``cleanup`` or ``failed`` lock: its own cleanup removes it, unless the instance died first.
+
+    The trainer removes the lock right after it writes ``cleanup`` and before it powers off,
+    and cleans up right after ``failed``; an instance gone with the lock still there (SIGKILL,
+    terminated from outside) leaves a lock nobody else removes, which blocks the env. Its records
+    are final (``cleanup``: finalize is done; ``failed``: the run will not train again), so the
+    handler releases it.
+    """
+    iid = doc.get("instance_id")
+    if not instance_gone(doc, instance, event, now, policy):
+        return _nothing(f"the run is {status.value}: its own cleanup on {iid} ends it")
+    return Decision(
+        verdict=Verdict.RELEASE,
+        reason=f"instance {iid} is gone but the run's lock was still held ({status.value}): "
+        "its cleanup never finished; the lock is released",
+    )
+
+
 def decide(
     doc: Doc, *, instance: InstanceInfo | None, event: Event, now: datetime, policy: RecoveryPolicy
 ) -> Decision:
@@ -170,6 +197,8 @@ def decide(
     """
     status = RunStatus(doc["status"])
     iid = doc.get("instance_id")
+    if status in (RunStatus.CLEANUP, RunStatus.FAILED) and iid is not None:
+        return _orphaned_lock(doc, status, instance, event, now, policy)
     if status.is_final() and status is not RunStatus.INTERRUPTED:
         return _nothing(f"the run is {status.value}: its own cleanup (or kill) ends it")
     if event.instance_id not in (None, iid) and status.is_active():  # an older attempt's instance

@@ -30,7 +30,12 @@ from recovery.events import Event, EventKind
 log = logging.getLogger(__name__)
 
 MAX_ROUNDS = 5  # decisions per env and delivery: each lost conditional write costs one
-_ACT = {Verdict.NOTE: actions.note, Verdict.RELAUNCH: actions.relaunch, Verdict.FAIL: actions.fail}
+_ACT = {
+    Verdict.NOTE: actions.note,
+    Verdict.RELAUNCH: actions.relaunch,
+    Verdict.FAIL: actions.fail,
+    Verdict.RELEASE: actions.release,
+}
 
 
 def handle(
