@@ -24,6 +24,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
+from common.aws import error_code
+from common.ec2 import NOT_FOUND, instance_state
 from common.timeutil import iso
 from schemas import validate
 
@@ -34,6 +36,9 @@ ERROR_MAX = 500
 
 Writer = Literal["instance", "control", "recovery"]
 WRITERS: tuple[str, ...] = ("instance", "control", "recovery")
+TERMINATE_WAIT_S = 60.0  # how long a writer waits for a describe to confirm a terminate
+VOLUME_WAIT_S = 10.0  # ... a volume delete (a volume may stay `deleting` for minutes)
+GONE = "gone"
 
 
 class ActionStatus(StrEnum):
@@ -192,3 +197,52 @@ class CleanupLog:
         if observed is not None:
             doc["observed"] = observed[:ERROR_MAX]
         return doc
+
+
+# -- the describes that confirm an action (kill, verify --fix, the recovery handler) ---------------
+def confirmed_terminated(state: str | None) -> bool:
+    """True when a describe shows the instance ``terminated`` or EC2 no longer knows it.
+
+    ``shutting-down`` is not enough: the instance has not ended yet (EC2 keeps a terminated
+    instance visible for about an hour, then answers NotFound: TerminateInstances,
+    https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_TerminateInstances.html).
+    """
+    return state in ("terminated", NOT_FOUND)
+
+
+def await_terminated(
+    ec2: Any, ids: list[str], *, sleep: Callable[[float], None], limit_s: float = TERMINATE_WAIT_S
+) -> dict[str, str]:
+    """Describe ``ids`` once a second until each is terminated (or unknown to EC2) or ``limit_s``
+    of sleeps passed; the state last seen of each (``instance_state``'s errors raise)."""
+    waited = 0.0
+    while True:
+        seen = {i: instance_state(ec2, i) for i in ids}
+        if all(confirmed_terminated(s) for s in seen.values()) or waited >= limit_s:
+            return seen
+        sleep(1.0)
+        waited += 1.0
+
+
+def await_volume_deleted(
+    ec2: Any, volume_id: str, *, sleep: Callable[[float], None], limit_s: float = VOLUME_WAIT_S
+) -> str:
+    """:data:`GONE` once DescribeVolumes no longer finds the volume (or shows it ``deleted``), else
+    the state it shows after ``limit_s`` (a volume may stay ``deleting`` for several minutes:
+    https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DeleteVolume.html), or
+    ``unknown (<error>)`` when the describe fails."""
+    waited = 0.0
+    while True:
+        try:
+            vols = ec2.describe_volumes(VolumeIds=[volume_id]).get("Volumes", [])
+        except Exception as exc:  # noqa: BLE001 - NotFound is the answer; any other error: unknown
+            if error_code(exc) != "InvalidVolume.NotFound":
+                return f"unknown ({describe(exc)})"
+            vols = []
+        state = str(vols[0].get("State")) if vols else "deleted"
+        if state == "deleted":
+            return GONE
+        if waited >= limit_s:
+            return state
+        sleep(1.0)
+        waited += 1.0

@@ -29,8 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from common import layout
-from common.cleanup_status import ActionStatus, CleanupLog
-from common.ec2 import NOT_FOUND, instance_state, is_gone
+from common.cleanup_status import TERMINATE_WAIT_S, ActionStatus, CleanupLog, confirmed_terminated
+from common.ec2 import instance_state, is_gone
 from common.state_store import NotHeldError, StateStore
 from common.timeutil import Clock, iso, utc_now
 from control.backend import Backend, Clients, check_env
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GRACE_S = 120.0
 POLL_S = 1.0
-TERMINATE_WAIT_S = 60.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,13 +232,3 @@ class Killer:
         checked = billing_verification(self.clients.ec2, self.env, checked_at=iso(self.clock()))
         doc = cleanup.document(verification=checked, state_file_removed=self.store.read() is None)
         put_json(self.clients.s3, self.bucket, paths.cleanup_status, doc)
-
-
-def confirmed_terminated(state: str | None) -> bool:
-    """True when a describe shows the instance ``terminated`` or EC2 no longer knows it.
-
-    ``shutting-down`` is not enough: the instance has not ended yet (EC2 keeps a terminated
-    instance visible for about an hour, then answers NotFound: TerminateInstances,
-    https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_TerminateInstances.html).
-    """
-    return state in ("terminated", NOT_FOUND)

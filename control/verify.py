@@ -17,6 +17,7 @@ orphan makes ``verify`` exit 1; ``--fix --yes`` removes orphans and checks again
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from common import cleanup_status as cs
 from common import layout
 from common.attempts import recovering_in_grace
 from common.cleanup_status import ActionStatus, CleanupLog
@@ -56,14 +58,7 @@ class Finding:
     run_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "resource": self.resource,
-            "state": self.state,
-            "detail": self.detail,
-            "orphaned": self.orphaned,
-            "run_id": self.run_id,
-        }
+        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -275,28 +270,65 @@ class Inspector:
 
     # -- fixing ----------------------------------------------------------------
     def fix(self, inventory: Inventory) -> list[str]:
-        """Remove every orphan of ``inventory``; return what was done."""
+        """Remove every orphan of ``inventory``; return what was done, as the describes after it saw.
+
+        A removal is said done (and recorded ``succeeded`` in its run's cleanup_status.json)
+        only once a describe confirms it: the instance ``terminated``, the volume gone, the
+        state file gone; until then it is ``requested`` with what the describe saw. Each
+        instance and volume is recorded under its own run (its ``RunId`` tag).
+        """
         done: list[str] = []
-        ec2 = self.clients.ec2
-        orphans = inventory.orphans
-        ids = [f.resource for f in orphans if f.kind == "instance"]
-        if ids:
-            ec2.terminate_instances(InstanceIds=ids)
-            done.append(f"terminated {', '.join(ids)}")
-            self._wait_gone(ids)
+        ec2, orphans = self.clients.ec2, inventory.orphans
+        lock = self._lock_doc() if any(f.kind == "state-file" for f in orphans) else {}
+        runs: dict[str, list[_Seen]] = {}
+        instances = [f for f in orphans if f.kind == "instance"]
+        if instances:
+            ec2.terminate_instances(InstanceIds=[f.resource for f in instances])
+            seen = cs.await_terminated(ec2, [f.resource for f in instances], sleep=self.sleep)
+            for f in instances:
+                state = seen[f.resource]
+                ok = cs.confirmed_terminated(state)
+                done.append(
+                    f"terminated {f.resource}"
+                    if ok
+                    else f"requested termination of {f.resource}; DescribeInstances still shows {state} "
+                    f"after {cs.TERMINATE_WAIT_S:.0f} s"
+                )
+                run = f.run_id or (lock.get("run_id") if f.resource == lock.get("instance_id") else None)
+                runs.setdefault(run or "", []).append(
+                    _Seen(f.resource, "terminate", ok, f"DescribeInstances: {state}")
+                )
         reqs = [f.resource for f in orphans if f.kind == "spot-request"]
         if reqs:
             ec2.cancel_spot_instance_requests(SpotInstanceRequestIds=reqs)
             done.append(f"cancelled spot requests {', '.join(reqs)}")
         for vol in available_volumes(ec2, self.env):  # includes volumes freed by the terminations
-            ec2.delete_volume(VolumeId=vol["VolumeId"])
-            done.append(f"deleted volume {vol['VolumeId']}")
+            vid = vol["VolumeId"]
+            ec2.delete_volume(VolumeId=vid)
+            state = cs.await_volume_deleted(ec2, vid, sleep=self.sleep)
+            done.append(
+                f"deleted volume {vid}"
+                if state == cs.GONE
+                else f"requested deletion of volume {vid}; DescribeVolumes still shows {state}"
+            )
+            runs.setdefault(_tag(vol, RUN_ID_KEY) or "", []).append(
+                _Seen(vid, "delete", state == cs.GONE, f"DescribeVolumes: {state}")
+            )
         for f in orphans:
             if f.kind == "state-file":
-                if self.store.force_clear():
-                    done.append(f"removed stale lock {f.resource}")
-                if f.run_id:
-                    self._cleanup_status(f.run_id, ids)
+                gone = self._clear_lock()
+                done.append(
+                    f"removed stale lock {f.resource}"
+                    if gone
+                    else f"asked S3 to delete the stale lock {f.resource}, but a read still finds it"
+                )
+                seen_lock = "GetObject: gone" if gone else "GetObject: still there"
+                runs.setdefault(f.run_id or "", []).append(
+                    _Seen(self.store.location, "delete", gone, seen_lock)
+                )
+        for run_id, actions in runs.items():
+            if run_id:  # an untagged resource belongs to no run's record (the output above names it)
+                self._cleanup_status(run_id, actions, lock)
         if self.local_dir is not None:
             from control.local_instance import terminate_processes
 
@@ -306,31 +338,55 @@ class Inspector:
                     done.append(f"stopped local processes of {rec.get('instance_id')}")
         return done
 
-    def _wait_gone(self, ids: list[str], limit_s: float = 60.0) -> None:
-        waited = 0.0
-        while waited < limit_s:
-            live = {i["InstanceId"] for i in billing_instances(self.clients.ec2, self.env)}
-            if not live & set(ids):
-                return
-            self.sleep(1.0)
-            waited += 1.0
+    def _lock_doc(self) -> dict[str, Any]:
+        """The state file's document before it is cleared (empty when absent or unreadable)."""
+        try:
+            snap = self.store.read()
+        except CorruptStateError:
+            return {}
+        return dict(snap.doc) if snap is not None else {}
 
-    def _cleanup_status(self, run_id: str, terminated: list[str]) -> None:
+    def _clear_lock(self) -> bool:
+        """Delete the state file whatever it holds; True once a read finds it gone."""
+        self.store.force_clear()
+        try:
+            return self.store.read() is None
+        except CorruptStateError:  # still there (a corrupt lock reads as corrupt)
+            return False
+
+    def _cleanup_status(self, run_id: str, actions: list[_Seen], lock: dict[str, Any]) -> None:
+        """cleanup_status.json of ``run_id`` (unless it has one): each action as its describe saw it.
+
+        The run's instance is the one its lock recorded, else its only instance terminated here.
+        """
         paths = layout.RunPaths(env=self.env, run_id=run_id)
         if get_json(self.clients.s3, self.bucket, paths.cleanup_status) is not None:
             return
+        own = [a.resource for a in actions if a.action == "terminate"]
+        instance_id = lock.get("instance_id") if lock.get("run_id") == run_id else None
         cleanup = CleanupLog(
             run_id=run_id,
-            instance_id=terminated[0] if terminated else None,
+            instance_id=instance_id or (own[0] if len(own) == 1 else None),
             written_by="control",
             clock=self.clock,
         )
-        for instance_id in terminated:
-            cleanup.record(instance_id, "terminate", ActionStatus.SUCCEEDED)
-        cleanup.record(self.store.location, "delete", ActionStatus.SUCCEEDED)
+        for a in actions:
+            status = ActionStatus.SUCCEEDED if a.confirmed else ActionStatus.REQUESTED
+            cleanup.record(a.resource, a.action, status, observed=a.observed)
+        lock_gone = all(a.confirmed for a in actions if a.resource == self.store.location)
         checked = billing_verification(self.clients.ec2, self.env, checked_at=iso(self.clock()))
-        doc = cleanup.document(verification=checked, state_file_removed=True)
+        doc = cleanup.document(verification=checked, state_file_removed=lock_gone)
         put_json(self.clients.s3, self.bucket, paths.cleanup_status, doc)
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """One fix action on one resource and what the describe after it saw."""
+
+    resource: str
+    action: str
+    confirmed: bool
+    observed: str
 
 
 def verify(
