@@ -7,7 +7,6 @@ instance boots, so even a run that died in bootstrap is listed).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -18,10 +17,10 @@ from common.state_store import StateStore
 from common.status import CompletionStatus, RunStatus
 from common.timeutil import Clock, parse_iso, utc_now
 from control.backend import Backend, check_env
+from control.run_facts import launch_facts as _launch_facts
+from control.run_facts import quiet_json as _quiet_json
+from control.run_facts import volume_gb
 from control.s3io import DocumentError, common_prefixes, get_json
-from schemas import schema_for
-
-log = logging.getLogger(__name__)
 
 SUCCEEDED = "succeeded"
 FAILED_UPLOAD = "failed_upload"  # the sentinel status of _FAILED_UPLOAD
@@ -239,7 +238,7 @@ def read_run(
         sentinel = read_sentinel(s3, bucket, paths)
     except DocumentError as exc:
         return RunSummary(**base, status="invalid", problem=str(exc))
-    cleanup = _quiet_json(s3, bucket, paths.cleanup_status)
+    cleanup = _quiet_json(s3, bucket, paths.cleanup_status, "cleanup-status")
     ended = _ended_at(training, sentinel, cleanup)
     if training is not None:
         return _from_training(base, training, sentinel, ended)
@@ -282,35 +281,6 @@ def _sentinel_facts(sentinel: dict[str, Any] | None) -> dict[str, Any]:
     if sentinel["status"] == FAILED_UPLOAD:
         facts["problem"] = f"_FAILED_UPLOAD: the run's artifacts are incomplete: {sentinel['reason']}"
     return facts
-
-
-def _launch_facts(s3: Any, bucket: str, paths: layout.RunPaths) -> dict[str, Any]:
-    """What the launch record says (instance, market, price, start), over the run id's start time."""
-    record = _quiet_json(s3, bucket, paths.launch_record)
-    base: dict[str, Any] = {
-        "run_id": paths.run_id,
-        "env": paths.env,
-        "started_at": layout.parse_run_id(paths.run_id),
-    }
-    if record:
-        base.update(
-            instance_id=record.get("instance_id"),
-            instance_type=record.get("instance_type"),
-            market=record.get("market"),
-            price_per_hour=record.get("price_per_hour"),
-        )
-        if record.get("launched_at"):
-            base["started_at"] = parse_iso(record["launched_at"])
-    return base
-
-
-def volume_gb(s3: Any, bucket: str, paths: layout.RunPaths) -> float:
-    """The run's root volume (its stored run spec), else the run-spec schema's default."""
-    spec = _quiet_json(s3, bucket, paths.run_spec) or {}
-    size = (spec.get("instance") or {}).get("root_volume_gb")
-    if size is None:
-        size = schema_for("run-spec")["properties"]["instance"]["properties"]["root_volume_gb"]["default"]
-    return float(size)
 
 
 def live_ledger(state: dict[str, Any], *, volume_gb: float, now: datetime) -> dict[str, Any] | None:
@@ -378,14 +348,6 @@ def _evaluation_facts(evaluation: dict[str, Any] | None) -> dict[str, Any]:
         "early_stopped": bool(val.get("early_stopped")),
         "stopped_at_step": val.get("stopped_at_step"),
     }
-
-
-def _quiet_json(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
-    try:
-        return get_json(s3, bucket, key)
-    except DocumentError as exc:
-        log.info("ignoring %s: %s", key, exc)
-        return None
 
 
 def _ended_at(

@@ -22,4 +22,9 @@ ROWS: tuple[Row, ...] = (
         "like 0000-00-00T00:00:00Z, run ids like 20261399-999999, 70-bit numbers)",
         expected="monitor, the run history, the ledger and the recovery handler read them without a "
         "traceback"),
+    Row(id="artifact-readers", section="Bad input",
+        fault="a run's documents in S3 (training.json, _SUCCESS, cleanup_status.json, the launch record, "
+        "the stored run spec) each kept, missing, mutated or damaged below JSON",
+        expected="invoke runs / monitor / cost summarise the run: invalid with the S3 key and JSON path, "
+        "or the unusable informative document ignored; table and JSON render; nothing raises"),
 )  # fmt: skip

@@ -151,6 +151,23 @@ def validate(kind: str, doc: Any, *, source: str | None = None) -> Any:
     return doc
 
 
+def validate_timestamp(value: Any, *, source: str | None = None) -> str:
+    """``value`` if it is a timestamp as the schemas define it (``defs.schema.json#/$defs/timestamp``).
+
+    Raises:
+        SchemaValidationError: it is not.
+    """
+    error = best_match(_timestamp_validator().iter_errors(value))
+    if error is not None:
+        raise SchemaValidationError("timestamp", "$", error.message, source)
+    return str(value)
+
+
+@cache
+def _timestamp_validator() -> Draft202012Validator:
+    return Draft202012Validator(_schema("defs")["$defs"]["timestamp"], format_checker=FORMATS)
+
+
 def examples(kind: str) -> list[Any]:
     """The ``examples`` the schema itself carries (each one must validate)."""
     return copy.deepcopy(_schema(kind).get("examples", []))

@@ -139,7 +139,7 @@ def test_a_mutated_state_document_is_valid_or_refused_with_its_json_path(doc):
 
 
 @pytest.mark.row(ROW_DOC)
-@settings(max_examples=fuzzkit.scaled(40, fuzz=400))
+@settings(max_examples=fuzzkit.scaled(15, fuzz=200))
 @given(doc=odd_valid_states())
 def test_every_reader_takes_any_state_the_schema_accepts(doc, aws):
     fuzzkit.example()
