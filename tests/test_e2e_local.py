@@ -28,7 +28,10 @@ from control.local_instance import terminate_processes
 from control.local_recovery import stop_all
 from control.localdir import PROJECT_ROOT, LocalDir, read_json, write_json
 from control.localenv import provision, stage_dataset
+from localaws import identities as local_identities
 from localaws.audit import ENV_VAR as AUDIT_VAR
+from reliability import record as reliability_record
+from reliability import secrets_scan, security_probe
 from schemas import validate
 
 pytestmark = pytest.mark.slow
@@ -88,6 +91,7 @@ def world(tmp_path, local_aws, monkeypatch):
         "local_aws": local_aws,
         "runs": tmp_path / "runs",
         "audit": lambda: local_audit.audit(local_dir, calls),
+        "calls": calls,
     }
     stop_all(local_dir)  # the recovery pumps first: they would relaunch what is stopped next
     for record in local_dir.instance_records():
@@ -124,8 +128,12 @@ def _keys(s3, bucket: str, prefix: str) -> list[str]:
     return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
+@pytest.mark.row("no-secrets-in-run-outputs")
+@pytest.mark.row("instance-listens-on-no-port")
+@pytest.mark.row("imdsv2-required-at-launch")
 def test_launch_monitor_verify_fetch_then_the_next_launch_and_demo(world):
     invoke, s3, ec2, bucket = world["invoke"], world["s3"], world["ec2"], world["bucket"]
+    probe = security_probe.InstanceProbe(world["local_dir"]).start()  # both runs' instance trees
     first, instance = _launched(
         invoke("launch", "--env=dev", "--local", f"--spec={world['spec']('a', 40, 20)}")
     )
@@ -200,6 +208,45 @@ def test_launch_monitor_verify_fetch_then_the_next_launch_and_demo(world):
     assert statuses == {first: "succeeded", second: "succeeded"}
     assert "IAM audit:" in demo.stdout and " 0 findings." in demo.stdout
     _aws_would_allow_every_call(world)
+    _security_properties(world, probe.stop())
+
+
+def _security_properties(world, seen: security_probe.ProbeReport) -> None:
+    """The security rows of both runs: no listening port, IMDSv2 on every launch, no secret written."""
+    assert not seen.errors, seen.errors
+    assert len(seen.instances) == 2 and seen.training_samples > 0, seen  # sampled while training
+    assert not seen.listeners, "the instance listens:\n" + "\n".join(map(str, seen.listeners))
+    reliability_record.note(
+        "instance-listens-on-no-port", f"{seen.samples} samples of {len(seen.processes_seen)} processes"
+    )
+
+    logs = [world["calls"], *sorted((world["local_dir"].root / "audit").glob("*.jsonl"))]  # the demo's own
+    calls = [c for log in logs for c in security_probe.audit_calls(log, "RunInstances")]
+    launches = security_probe.run_instances_metadata(calls, world["ec2"])
+    assert sum(not launch.dry_run for launch in launches) == 2, launches
+    for launch in launches:
+        assert launch.options.get("HttpTokens") == "required", launch
+        assert launch.options.get("HttpEndpoint", "enabled") == "enabled", launch
+        assert launch.options.get("HttpPutResponseHopLimit") == 1, launch
+
+    # every secret value in play: each local identity's, and the role sessions the IMDS served
+    ids = local_identities.load(world["local_dir"].identities_file)
+    secrets, key_ids = security_probe.secrets_in_play(ids, seen.credentials)
+    assert ids is not None and seen.credentials, "no identities or served credentials to look for"
+    strict = secrets_scan.Scanner(secrets, key_ids=key_ids)  # artifacts have no reason to hold a key id
+    report = strict.scan_bucket(world["s3"], world["bucket"])
+    report.add(strict.scan_path(world["runs"], name="runs"))
+    for instance_id in sorted(seen.instances):
+        folder = world["local_dir"].instance_dir(instance_id)
+        user_data = world["ec2"].describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+        report.add(strict.scan_blob(user_data["UserData"]["Value"].encode(), f"{instance_id} user data"))
+        for part in sorted(folder.iterdir()):
+            # the console log also holds the host's (supervisor's) lines, which name the key id it served
+            scanner = secrets_scan.Scanner(secrets) if part.name == "console.log" else strict
+            report.add(scanner.scan_path(part, name=f"{instance_id}/{part.name}"))
+    assert report.files > 50 and not report.skipped, report.summary() + str(report.skipped)
+    assert not report.findings, report.summary()
+    reliability_record.note("no-secrets-in-run-outputs", f"{len(secrets)} secret values; {report.summary()}")
 
 
 def test_kill_during_training(world):
