@@ -8,6 +8,9 @@ state costs a 304 and no body. Two failure modes are detected and explained:
   run is going: the run died without cleaning up, so the lock is stale.
 
 Both thresholds are :data:`common.staleness.STALENESS`, the policy ``verify`` uses.
+A DescribeInstances that fails (denied, throttled, unreachable) is never hidden: the view
+says ``state unknown: <reason>``, and with the heartbeat also old the run is ``STALE``
+(nothing then shows it alive).
 When the state file disappears the run has ended and its outcome is read from
 the sentinel and ``training.json``. Exit codes are :class:`common.exitcodes.ExitCode`:
 an ended run exits as the trainer did (``ExitCode.for_completion``), a stale one
@@ -27,6 +30,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from common import layout
 from common.attempts import recovering_in_grace
+from common.cleanup_status import describe
 from common.ec2 import instance_state, is_gone
 from common.exitcodes import ExitCode
 from common.staleness import STALENESS, Stale, StalenessPolicy
@@ -87,7 +91,8 @@ class MonitorView:
     price_per_hour: float | None = None
     instance_id: str | None = None
     instance_type: str | None = None
-    instance_state: str | None = None
+    instance_state: str | None = None  # EC2's state name; "unknown" when the describe failed
+    state_unknown: str | None = None  # "state unknown: <reason>" when it failed
     market: str | None = None
     heartbeat_age_s: float | None = None
     last_error: str | None = None
@@ -127,6 +132,7 @@ class MonitorView:
             "instance_id": self.instance_id,
             "instance_type": self.instance_type,
             "instance_state": self.instance_state,
+            "state_unknown": self.state_unknown,
             "market": self.market,
             "heartbeat_age_s": self.heartbeat_age_s,
             "last_error": self.last_error,
@@ -206,7 +212,7 @@ class Monitor:
         price = doc.get("price_per_hour")
         hb_age = max((now - parse_iso(doc["heartbeat_at"])).total_seconds(), 0.0)
         instance_id = doc.get("instance_id")
-        inst_state = self._instance_state(instance_id) if instance_id else None
+        inst_state, unknown = self._instance_state(instance_id) if instance_id else (None, None)
         err = doc.get("last_error") or {}
         money = live_ledger(doc, volume_gb=self._volume_gb(snap.run_id), now=now)
         view = MonitorView(
@@ -231,6 +237,7 @@ class Monitor:
             instance_id=instance_id,
             instance_type=doc.get("instance_type"),
             instance_state=inst_state,
+            state_unknown=unknown,
             market=doc.get("market"),
             heartbeat_age_s=hb_age,
             last_error=err.get("message"),
@@ -245,7 +252,7 @@ class Monitor:
             where = f"on {view.instance_id}" if view.instance_id else "(launching)"
             advice = f"recovering: attempt {attempt} {where}, resuming from the newest checkpoint"
             return replace(view, advice=advice)
-        gone = is_gone(view.instance_state) if view.instance_state is not None else False
+        gone = is_gone(view.instance_state) if view.state_unknown is None else False
         self.gone_since = (self.gone_since or now) if gone else None
         stale = self.policy.judge(
             instance_id=view.instance_id,
@@ -266,6 +273,8 @@ class Monitor:
                 f"clear the lock with {fix} and launch again"
             )
             return replace(view, outcome=Outcome.STALE, advice=advice)
+        if view.state_unknown is not None:
+            return self._unknown(view, stale is Stale.NO_HEARTBEAT and RunStatus(snap.status).is_active())
         if stale is Stale.NO_HEARTBEAT and RunStatus(snap.status).is_active():
             advice = (
                 f"no heartbeat for {view.heartbeat_age_s:.0f} s while instance {view.instance_id} is "
@@ -276,13 +285,31 @@ class Monitor:
             return replace(view, advice=advice)
         return view
 
-    def _instance_state(self, instance_id: str) -> str | None:
-        """The instance's state; ``None`` when EC2 could not be asked (a warning, not a verdict)."""
+    def _unknown(self, view: MonitorView, heartbeat_old: bool) -> MonitorView:
+        """The view of a run whose instance could not be described: STALE once the heartbeat is old."""
+        grant = (
+            f"grant ec2:DescribeInstances to this identity, or check instance {view.instance_id} in the "
+            f"EC2 console"
+        )
+        if heartbeat_old:
+            advice = (
+                f"{view.state_unknown}; no heartbeat for {view.heartbeat_age_s:.0f} s either, so nothing "
+                f"shows the run alive: {grant}, then `invoke verify --env={self.env}` "
+                f"(`invoke kill --env={self.env}` stops it)"
+            )
+            return replace(view, outcome=Outcome.STALE, advice=advice)
+        advice = (
+            f"{view.state_unknown}; the heartbeat is {view.heartbeat_age_s:.0f} s old, so the trainer runs"
+        )
+        return replace(view, advice=f"{advice}; {grant}")
+
+    def _instance_state(self, instance_id: str) -> tuple[str | None, str | None]:
+        """``(state, None)``, or ``("unknown", "state unknown: <reason>")`` when EC2 could not be asked."""
         try:
-            return instance_state(self.clients.ec2, instance_id)
+            return instance_state(self.clients.ec2, instance_id), None
         except (ClientError, BotoCoreError) as exc:
-            log.info("describe %s: %s", instance_id, exc)
-            return None
+            log.warning("describe %s: %s", instance_id, exc)
+            return "unknown", f"state unknown: {describe(exc)} (ec2:DescribeInstances on {instance_id})"
 
     # -- no state file: the run ended (or none ran) -----------------------------
     def _ended(self, changed: bool) -> MonitorView:
