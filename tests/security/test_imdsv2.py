@@ -53,18 +53,6 @@ def test_pulumi_gets_the_same_metadata_options() -> None:
     assert options["http_endpoint"] == "enabled"
 
 
-@pytest.mark.row("imdsv2-required-at-launch")
-def test_the_provisioned_template_requires_tokens(local_aws) -> None:
-    from infra.local import provision
-
-    outputs = provision(local_aws.session(), env="dev", endpoint_url=local_aws.endpoint_url)
-    ec2 = local_aws.client("ec2")
-    (version,) = ec2.describe_launch_template_versions(
-        LaunchTemplateId=outputs["launch_template_id"], Versions=["$Default"]
-    )["LaunchTemplateVersions"]
-    assert {k: version["LaunchTemplateData"]["MetadataOptions"][k] for k in REQUIRED} == REQUIRED
-
-
 def _launch_request(**base_extra) -> dict:
     base = {
         "MinCount": 1,

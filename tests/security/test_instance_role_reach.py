@@ -35,7 +35,6 @@ from localaws.iam_eval import Request, evaluate
 from reliability import record
 
 ROW = "instance-role-stays-in-its-env"
-pytestmark = pytest.mark.row(ROW)
 INSTANCE_ID = "i-0aaaaaaaaaaaaaaaa"
 RUN = "2026/11/25-140502"
 
@@ -49,6 +48,8 @@ class Envs:
     policies: list[dict[str, Any]]
     spec: dict[str, Any]
     client: Callable[..., Any]
+    admin_ec2: Any
+    launch_template_id: str
 
 
 def _real_policies(iam: Any, role: str) -> list[dict[str, Any]]:
@@ -103,6 +104,8 @@ def envs(moto_server, tmp_path_factory) -> Iterator[Envs]:
                 "dev", spec_bucket.bucket_arn(dev["bucket"]), region="us-east-1", account_id=dev["account_id"]
             ),
             client=moto_server.client,
+            admin_ec2=moto_server.client("ec2", admin),
+            launch_template_id=dev["launch_template_id"],
         )
     moto_server.reset()
 
@@ -244,6 +247,7 @@ def _moto_denies(envs: Envs, case: Case) -> bool:
     return False
 
 
+@pytest.mark.row(ROW)
 def test_the_role_holds_the_specs_s3_statements(envs: Envs) -> None:
     real = [s for policy in envs.policies for s in policy["Statement"]]
     spec_s3 = [s for s in envs.spec["Statement"] if any(a.startswith("s3:") for a in s["Action"])]
@@ -253,6 +257,7 @@ def test_the_role_holds_the_specs_s3_statements(envs: Envs) -> None:
     assert not any(s["Effect"] == "Allow" and s["Action"] in ("*", "s3:*") for s in real)
 
 
+@pytest.mark.row(ROW)
 @pytest.mark.parametrize("what", sorted(DENIED))
 def test_the_instance_role_is_denied_outside_its_env(envs: Envs, what: str) -> None:
     case = DENIED[what]
@@ -266,8 +271,23 @@ def test_the_instance_role_is_denied_outside_its_env(envs: Envs, what: str) -> N
         )
 
 
+@pytest.mark.row(ROW)
 @pytest.mark.parametrize("what", sorted(ALLOWED))
 def test_the_instance_role_may_do_what_a_run_needs(envs: Envs, what: str) -> None:
     case = ALLOWED[what]
     assert _decision(envs, case) == "Allow", what
     assert not _moto_denies(envs, case), what
+
+
+@pytest.mark.row("imdsv2-required-at-launch")
+def test_the_provisioned_launch_template_requires_tokens(envs: Envs) -> None:
+    """The template the local provisioner made (from infra.spec) is what every launch starts from."""
+    (version,) = envs.admin_ec2.describe_launch_template_versions(
+        LaunchTemplateId=envs.launch_template_id, Versions=["$Default"]
+    )["LaunchTemplateVersions"]
+    options = version["LaunchTemplateData"]["MetadataOptions"]
+    assert (options["HttpTokens"], options["HttpPutResponseHopLimit"], options["HttpEndpoint"]) == (
+        "required",
+        1,
+        "enabled",
+    )
