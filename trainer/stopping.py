@@ -11,15 +11,19 @@ the driver raises :class:`Stopped` at its next check, so the run finalizes
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from common import ledger
+from common.layout import parse_run_id
+from common.state_doc import Snapshot
 from common.status import RunStatus
-from common.timeutil import Clock, utc_now
+from common.timeutil import Clock, parse_iso, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +126,49 @@ def price_run(ctx: Any) -> Budget | None:
         remaining_s=lambda: ctx.progress.eta_s,
         clock=ctx.deps.clock,
     )
+
+
+def launched_at(
+    *,
+    run_id: str,
+    read_state: Callable[[], Snapshot | None],
+    read_launch_record: Callable[[], Mapping[str, Any] | None],
+) -> tuple[datetime, str]:
+    """When the run was launched, for the max-runtime deadline, and where that was read.
+
+    The state file's ``started_at`` (launch took the lock then); when it cannot be read (or
+    holds another run), the launch record's ``launched_at``; else the time the run id encodes
+    (the second launch took the lock in, never later). Never "now": an instance that boots
+    late or restarts would otherwise get a fresh max runtime and bill past it.
+    """
+    try:
+        snap = read_state()
+        if snap is not None and snap.run_id == run_id:
+            return parse_iso(snap.doc["started_at"]), "state file"
+    except Exception as exc:  # noqa: BLE001 - an unreadable state falls back to the launch record
+        log.warning("launch time: state file unreadable (%s); trying the launch record", exc)
+    try:
+        record = read_launch_record()
+        if record is not None and record.get("launched_at"):
+            return parse_iso(str(record["launched_at"])), "launch record"
+    except Exception as exc:  # noqa: BLE001 - an unreadable record falls back to the run id
+        log.warning("launch time: launch record unreadable (%s); counting from the run id", exc)
+    return parse_run_id(run_id), "run id"
+
+
+def run_launched_at(ctx: Any) -> tuple[datetime, str]:
+    """:func:`launched_at` for a run (its store, and one plain GET of its launch record).
+
+    Args:
+        ctx: the run's :class:`~trainer.context.RunContext` (``store``, ``s3``, ``paths``, ``opts``).
+    """
+
+    def record() -> Mapping[str, Any] | None:
+        body = ctx.s3.get_object(Bucket=ctx.opts.bucket, Key=ctx.paths.launch_record)["Body"].read()
+        doc = json.loads(body)
+        return doc if isinstance(doc, dict) and doc.get("run_id") == ctx.opts.run_id else None
+
+    return launched_at(run_id=ctx.opts.run_id, read_state=ctx.store.read, read_launch_record=record)
 
 
 class Stopped(Exception):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import pytest
+
 from common.state_doc import Snapshot
 from common.status import RunStatus
 from trainer.stopping import StopRequest
@@ -187,3 +189,47 @@ def test_the_thread_runs_and_stops_promptly():
         threading.Event().wait(0.01)
     watcher.stop()
     assert stops and stops[0].source == "spot"
+
+
+# -- the max-runtime deadline counts from the launch, never from "now" ---------------------------
+@pytest.mark.row("records-deadline-from-launch")
+def test_the_launch_time_falls_back_to_the_launch_record_then_the_run_id_never_now(local_aws, bucket):
+    import json
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from common.layout import RunPaths
+    from trainer.stopping import run_launched_at
+
+    paths = RunPaths(env="dev", run_id="20261125-140502")
+    s3 = local_aws.client("s3")
+
+    class Unreadable:
+        def read(self):
+            raise ConnectionError("GetObject dev/system-state.json timed out")
+
+    ctx = SimpleNamespace(
+        store=Unreadable(), s3=s3, paths=paths, opts=SimpleNamespace(bucket=bucket, run_id=paths.run_id)
+    )
+    record = {"run_id": paths.run_id, "launched_at": "2026-11-25T14:05:09Z"}
+    s3.put_object(Bucket=bucket, Key=paths.launch_record, Body=json.dumps(record).encode())
+    assert run_launched_at(ctx) == (datetime(2026, 11, 25, 14, 5, 9, tzinfo=UTC), "launch record")
+    s3.delete_object(Bucket=bucket, Key=paths.launch_record)  # no record either: the run id's time
+    assert run_launched_at(ctx) == (datetime(2026, 11, 25, 14, 5, 2, tzinfo=UTC), "run id")
+
+
+def test_the_launch_time_is_the_state_files_start_when_it_reads():
+    from datetime import UTC, datetime
+
+    from trainer.stopping import launched_at
+
+    snap = Snapshot(
+        doc={"run_id": "20261125-140502", "status": "training", "started_at": "2026-11-25T14:05:03Z"},
+        etag="e",
+    )
+    got = launched_at(run_id="20261125-140502", read_state=lambda: snap, read_launch_record=lambda: None)
+    assert got == (datetime(2026, 11, 25, 14, 5, 3, tzinfo=UTC), "state file")
+    # another run's lock says nothing about this run's launch
+    other = Snapshot(doc={**snap.doc, "run_id": "20261125-150000"}, etag="e")
+    got = launched_at(run_id="20261125-140502", read_state=lambda: other, read_launch_record=lambda: None)
+    assert got == (datetime(2026, 11, 25, 14, 5, 2, tzinfo=UTC), "run id")
