@@ -29,10 +29,61 @@ def test_cpu_mode_skips_the_gpu_check_and_records_why(tmp_path: Path):
     assert details["free_disk_gib"] > 0 and details["s3"] == "reachable"
 
 
-def test_cuda_on_this_cpu_machine_fails_with_no_gpu(tmp_path: Path):
+@pytest.mark.row("records-gpu-preflight-injected")
+def test_cuda_without_a_gpu_fails_with_no_gpu_whatever_machine_runs_the_test(tmp_path: Path):
+    def no_smi() -> dict[str, Any]:  # the nvidia-smi lookup injected: a CPU host, even on a GPU runner
+        return check_gpu(which=lambda _: None, runner=smi(0), cuda_probe=lambda: {})
+
     with pytest.raises(TerminalError, match="no GPU") as info:
-        run_preflight(device="cuda", workdir=tmp_path, s3_check=ok_s3)
+        run_preflight(device="cuda", workdir=tmp_path, s3_check=ok_s3, gpu_check=no_smi)
     assert info.value.component == "preflight"
+
+
+@pytest.mark.row("records-gpu-preflight-injected")
+def test_cuda_with_a_gpu_passes_and_records_it_whatever_machine_runs_the_test(tmp_path: Path):
+    def a10g() -> dict[str, Any]:
+        return check_gpu(
+            which=lambda _: "/usr/bin/nvidia-smi",
+            runner=smi(0, "NVIDIA A10G, 23028, 550.54\n"),
+            cuda_probe=lambda: {"cuda": "12.8", "gpu_count": 1},
+        )
+
+    details = run_preflight(device="cuda", workdir=tmp_path, s3_check=ok_s3, gpu_check=a10g)
+    assert details["gpu_check"] == "passed" and details["gpu"] == "NVIDIA A10G"
+    assert details["device"] == "cuda" and details["s3"] == "reachable"
+
+
+class _FakeTorch:
+    """The few parts of torch that ``_torch_cuda`` reads."""
+
+    __version__ = "2.13.0"
+
+    def __init__(self, available: bool) -> None:
+        from types import SimpleNamespace
+
+        props = SimpleNamespace(name="NVIDIA H200", total_memory=143_771_287_552)
+        self.version = SimpleNamespace(cuda="12.8")
+        self.cuda = SimpleNamespace(
+            is_available=lambda: available,
+            get_device_properties=lambda index: props,
+            device_count=lambda: 1,
+        )
+
+
+@pytest.mark.row("records-gpu-preflight-injected")
+@pytest.mark.parametrize("available", [True, False], ids=["cuda", "no-cuda"])
+def test_the_real_cuda_probe_reads_torch(monkeypatch: pytest.MonkeyPatch, available: bool):
+    import sys
+
+    from trainer.preflight import _torch_cuda
+
+    monkeypatch.setitem(sys.modules, "torch", _FakeTorch(available))
+    if not available:
+        with pytest.raises(TerminalError, match=r"torch.cuda.is_available\(\) is False") as info:
+            _torch_cuda()
+        assert info.value.details == {"check": "torch.cuda", "torch": "2.13.0"}
+        return
+    assert _torch_cuda() == {"gpu": "NVIDIA H200", "gpu_memory_mib": 137110, "gpu_count": 1, "cuda": "12.8"}
 
 
 def test_missing_nvidia_smi_is_named():
