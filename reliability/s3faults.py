@@ -30,6 +30,7 @@ Every injected fault is counted (``record.count(Total.FAULTS_INJECTED)``) and ke
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import random
 import re
@@ -37,7 +38,7 @@ import socket
 import struct
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -220,12 +221,17 @@ class FaultProxy:
                 and (operation is None or i.request.operation == operation)
             ]
 
-    def requests(self, operation: str | None = None, key_prefix: str = "") -> list[Request]:
+    def requests(
+        self, operation: str | None = None, key_prefix: str = "", caller: str | None = None
+    ) -> list[Request]:
+        """The requests seen (of ``operation``, under ``key_prefix``, signed by ``caller``), in order."""
         with self.lock:
             return [
                 r
                 for r in self.seen
-                if (operation is None or r.operation == operation) and r.key.startswith(key_prefix)
+                if (operation is None or r.operation == operation)
+                and r.key.startswith(key_prefix)
+                and (caller is None or r.caller == caller)
             ]
 
     def _decide(self, req: Request) -> Rule | None:
@@ -348,3 +354,23 @@ class _Handler(BaseHTTPRequestHandler):
             super().finish()
         if self.upstream is not None:
             self.upstream.close()
+
+
+@contextlib.contextmanager
+def in_front_of(world: Any) -> Iterator[tuple[Any, FaultProxy]]:
+    """A fault proxy in front of a harness world (every caller -> proxy -> the world's gate -> moto).
+
+    In front, not behind: a reset or a dropped connection reaches the caller as it is (a proxy
+    behind the gate would have it answered by the gate as a 502). Yields ``(world, proxy)``,
+    the world's backend (operator, pump, instances) re-opened on the proxy's endpoint.
+    """
+    from control.local_backend import LocalBackend
+    from control.localdir import read_json, write_json
+
+    with FaultProxy(world.gate.url) as proxy:
+        record_ = read_json(world.local_dir.aws_file) or {}
+        write_json(world.local_dir.aws_file, {**record_, "endpoint_url": proxy.url})
+        try:
+            yield dataclasses.replace(world, backend=LocalBackend.open(world.local_dir, env=world.env)), proxy
+        finally:
+            write_json(world.local_dir.aws_file, record_)
