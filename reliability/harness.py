@@ -19,14 +19,13 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,6 @@ from reliability.harness_gate import Gate, Hold, Request
 
 ENV = "dev"
 INVOKE = str(Path(sys.executable).with_name("invoke"))
-SETTLE_S = 420.0  # a whole run plus a recovery on 2 loaded cores
 PUMP_TICK_S = "1"  # the local recovery pump's schedule tick (seconds)
 
 MATRIX_SPEC = """\
@@ -228,6 +226,21 @@ class Run:
         return layout.RunPaths(env=self.world.env, run_id=self.run_id)
 
 
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.3) -> Any:
+    """``condition()``'s first truthy value.
+
+    Raises:
+        TimeoutError: not within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
 # -- a phase, deterministically ----------------------------------------------------------------------
 def _state_put(status: RunStatus) -> Callable[[Request], bool]:
     needle = f'"status": "{status.value}"'.encode()
@@ -247,7 +260,8 @@ def phase_request(phase: str, paths: layout.RunPaths) -> tuple[Callable[[Request
       first under it; it makes no S3 call of its own), held once written;
     - results_sync: the first upload under ``models/``;
     - finalize: the ``_SUCCESS`` sentinel's PUT (held before it exists);
-    - cleanup: the PUT of ``cleanup_status.json``.
+    - cleanup: the state write that moves the run to ``cleanup`` (its first step), held once
+      written (the lock is released next, then cleanup_status.json).
     """
     matchers: dict[str, tuple[Callable[[Request], bool], bool]] = {
         Phase.PREFLIGHT.value: (
@@ -271,7 +285,7 @@ def phase_request(phase: str, paths: layout.RunPaths) -> tuple[Callable[[Request
         Phase.EVALUATION.value: (_state_put(RunStatus.RESULTS_SYNC), True),
         Phase.RESULTS_SYNC.value: (lambda r: r.method == "PUT" and r.key.startswith(paths.models), False),
         Phase.FINALIZE.value: (lambda r: r.method == "PUT" and r.key == paths.success, False),
-        Phase.CLEANUP.value: (lambda r: r.method == "PUT" and r.key == paths.cleanup_status, False),
+        Phase.CLEANUP.value: (_state_put(RunStatus.CLEANUP), True),
     }
     if phase not in matchers:
         raise ValueError(f"no trigger for phase {phase!r}; one of {sorted(matchers)}")
@@ -309,147 +323,25 @@ def landed(world: World, phase: str, hold: Hold, *, timeout: float = 240.0) -> d
     return doc
 
 
-# -- what was uploaded before the fault ------------------------------------------------------------
-MUTABLE = ("training.json", "cleanup_status.json", "trainer.log", "_SUCCESS", "_FAILED_UPLOAD")
+from reliability.harness_outcome import (  # noqa: E402 - the second half of the API
+    Outcome,
+    newest_checkpoint,
+    settle,
+    snapshot,
+)
 
-
-def snapshot(world: World, run_id: str) -> dict[str, str]:
-    """sha256 of every immutable artifact of ``run_id`` in S3 now: user configs, model files,
-    metrics, and each *complete* checkpoint (its ``trainer_state.json`` is written last).
-
-    Mutable documents (training.json, cleanup_status.json, the logs, the sentinels) are rewritten
-    by a later attempt by design and are not artifacts here.
-    """
-    paths = layout.RunPaths(env=world.env, run_id=run_id)
-    keys: list[str] = []
-    for prefix in (paths.prefix, paths.logs):
-        for page in world.s3.get_paginator("list_objects_v2").paginate(Bucket=world.bucket, Prefix=prefix):
-            keys += [o["Key"] for o in page.get("Contents", [])]
-    complete = {k.rsplit("/", 1)[0] for k in keys if k.endswith("/" + layout.TRAINER_STATE_NAME)}
-    out: dict[str, str] = {}
-    for key in keys:
-        name = key.rsplit("/", 1)[-1]
-        if name in MUTABLE or name.endswith(".log"):
-            continue
-        if key.startswith(paths.checkpoints) and key.rsplit("/", 1)[0] not in complete:
-            continue
-        out[key] = _sha256(world, key) or ""
-    return out
-
-
-def _sha256(world: World, key: str) -> str | None:
-    try:
-        body = world.s3.get_object(Bucket=world.bucket, Key=key)["Body"].read()
-    except world.s3.exceptions.NoSuchKey:
-        return None
-    return hashlib.sha256(body).hexdigest()
-
-
-def newest_checkpoint(manifest: dict[str, str], paths: layout.RunPaths) -> int | None:
-    """The newest complete checkpoint step in a :func:`snapshot`."""
-    steps = [
-        layout.checkpoint_step(k[len(paths.checkpoints) :].split("/")[0])
-        for k in manifest
-        if k.startswith(paths.checkpoints) and k.endswith("/" + layout.TRAINER_STATE_NAME)
-    ]
-    return max((s for s in steps if s is not None), default=None)
-
-
-# -- the outcome -----------------------------------------------------------------------------------
-@dataclass
-class Outcome:
-    """How a run ended after a fault, as the user and ``verify`` see it."""
-
-    run_id: str
-    status: str  # the run's status as `invoke runs` shows it (succeeded, failed, killed ...)
-    message: str  # what the user reads: the run's reason and problem, the last error
-    state: dict[str, Any] | None  # the env's state document after the run (None: lock released)
-    training: dict[str, Any] | None
-    sentinel: dict[str, Any] | None
-    cleanup: dict[str, Any] | None
-    orphans: list[str]  # what `verify` calls orphaned
-    checked: int  # artifacts of the snapshot compared
-    lost: list[str]  # artifacts of the snapshot missing or changed
-    resumed_from_step: int | None
-    newest_before: int | None  # the newest complete checkpoint in S3 at the fault
-    instances: list[str] = field(default_factory=list)
-
-    @property
-    def resume_used_newest(self) -> bool:
-        """True when a resume started from the newest complete checkpoint there was."""
-        return self.resumed_from_step == self.newest_before
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.3) -> Any:
-    """``condition()``'s first truthy value.
-
-    Raises:
-        TimeoutError: not within ``timeout`` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def settle(
-    world: World,
-    run: Run,
-    *,
-    before: dict[str, str] | None = None,
-    timeout: float = SETTLE_S,
-    row: str | None = None,
-) -> Outcome:
-    """Wait for ``run`` to end (lock released or left by it, nothing of it billing), then look.
-
-    Every check counts: ``verify``'s orphans (:data:`record.Total.ORPHANS_FOUND`, 0 too), the
-    snapshot's artifacts checked and lost.
-
-    Raises:
-        TimeoutError: the run did not end within ``timeout`` (the consoles' tails attached).
-    """
-    from control.runs import read_run
-    from control.verify import verify
-
-    def ended() -> bool:
-        doc = world.state()
-        mine = doc is not None and doc.get("run_id") == run.run_id
-        return (not mine or RunStatus(doc["status"]).is_terminal()) and not world.billing(run.run_id)
-
-    try:
-        wait_until(ended, timeout, f"run {run.run_id} to end", every=0.5)
-    except TimeoutError as exc:
-        raise TimeoutError(f"{exc}\nstate: {world.state()}\n{world.logs()}") from None
-    state = world.state()
-    summary = read_run(world.s3, world.bucket, world.env, run.run_id, state=state)
-    result = verify(world.backend, env=world.env)
-    orphans = [f"{f.kind} {f.resource} ({f.detail})" for f in result.final.orphans]
-    record.count(record.Total.ORPHANS_FOUND, len(orphans))
-    before = before or {}
-    lost = sorted(k for k, digest in before.items() if _sha256(world, k) != digest)
-    record.count(record.Total.ARTIFACTS_CHECKED, len(before))
-    record.count(record.Total.ARTIFACTS_LOST, len(lost))
-    training = world.get_json(run.paths.training_log)
-    sentinel = world.get_json(run.paths.success) or world.get_json(run.paths.failed_upload)
-    words = [summary.reason, summary.problem, summary.last_error]
-    outcome = Outcome(
-        run_id=run.run_id,
-        status=summary.status,
-        message="; ".join(w for w in words if w),
-        state=state,
-        training=training,
-        sentinel=sentinel,
-        cleanup=world.get_json(run.paths.cleanup_status),
-        orphans=orphans,
-        checked=len(before),
-        lost=lost,
-        resumed_from_step=(training or {}).get("resumed_from_step"),
-        newest_before=newest_checkpoint(before, run.paths),
-        instances=world.instances(run.run_id),
-    )
-    if row is not None:
-        record.note(row, f"ended {outcome.status}: {outcome.message or '(no message)'}")
-    return outcome
+__all__ = [
+    "ENV",
+    "Outcome",
+    "Run",
+    "World",
+    "hold_at",
+    "landed",
+    "matrix_spec",
+    "newest_checkpoint",
+    "open_world",
+    "phase_request",
+    "settle",
+    "snapshot",
+    "wait_until",
+]

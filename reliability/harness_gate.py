@@ -86,6 +86,7 @@ class Hold:
     hit: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
     request: Request | None = None
+    dropped: bool = False
 
     def wait(self, timeout: float) -> Request:
         """The held request, once one arrived.
@@ -98,6 +99,15 @@ class Hold:
         return self.request  # type: ignore[return-value]
 
     def release(self) -> None:
+        """Let the held request go on (a no-op once released or dropped)."""
+        self.released.set()
+
+    def drop(self) -> None:
+        """Never forward a request held before moto saw it: its connection is closed unanswered
+        (the caller died holding it, so the call never happened). After moto answered, the
+        answer is not sent."""
+        if not self.released.is_set():
+            self.dropped = True
         self.released.set()
 
 
@@ -214,10 +224,16 @@ class _Forward(BaseHTTPRequestHandler):
         if hold is not None and not hold.after:
             hold.hit.set()
             hold.released.wait(HOLD_LIMIT_S)
+        if hold is not None and hold.dropped:
+            self.close_connection = True
+            return
         status, reason, out_headers, out_body = self._upstream(headers, body)
         if hold is not None and hold.after:
             hold.hit.set()
             hold.released.wait(HOLD_LIMIT_S)
+            if hold.dropped:
+                self.close_connection = True
+                return
         with contextlib.suppress(OSError):
             self.send_response_only(status, reason)
             for k, v in out_headers:
