@@ -244,6 +244,11 @@ def _security_properties(world, seen: security_probe.ProbeReport) -> None:
             # the console log also holds the host's (supervisor's) lines, which name the key id it served
             scanner = secrets_scan.Scanner(secrets) if part.name == "console.log" else strict
             report.add(scanner.scan_path(part, name=f"{instance_id}/{part.name}"))
+    # the rest of .local/ (audit and recovery logs, stacks), but identities.json: the secrets' own store
+    lenient = secrets_scan.Scanner(secrets)  # the audit logs name the key id of every call
+    for part in sorted(world["local_dir"].root.iterdir()):
+        if part.name not in ("identities.json", "instances"):
+            report.add(lenient.scan_path(part, name=f".local/{part.name}"))
     assert report.files > 50 and not report.skipped, report.summary() + str(report.skipped)
     assert not report.findings, report.summary()
     reliability_record.note("no-secrets-in-run-outputs", f"{len(secrets)} secret values; {report.summary()}")
