@@ -142,6 +142,13 @@ class StateStore:
                 held = self.read()
                 if held is None:  # released between our put and read: try once more
                     return self.acquire(doc)
+                if doc.get("lock_id") and held.doc.get("lock_id") == doc["lock_id"]:
+                    # Our own PUT landed and its answer was lost (a 500 or a reset after S3 stored
+                    # it); the SDK's retry then met our own lock. S3: "if a PUT request returns
+                    # InternalError, a subsequent GET might retrieve the old value or the updated
+                    # value" (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html)
+                    log.info("acquired %s for run %s (first answer lost)", self.location, doc["run_id"])
+                    return held
                 raise LockHeldError(
                     env=self.env, run_id=held.run_id, status=held.doc["status"], since=held.doc["started_at"]
                 ) from None
