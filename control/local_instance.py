@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,12 +75,14 @@ def spawn_detached(cmd: list[str], *, env_vars: dict[str, str], log_path: Path) 
     """Start ``cmd`` in its own session, its output appended to ``log_path``.
 
     The child gets this environment less any AWS profile (a local process must use only the
-    credentials it is given) plus ``env_vars``, and never asks a real IMDS.
+    credentials it is given) plus ``env_vars``, and never asks a real IMDS. A daemon thread
+    waits for it, so a long-lived launcher (the recovery pump, an in-process launch, the bench)
+    leaves no zombie behind when the child ends; the thread ends with the child.
     """
     child_env = {k: v for k, v in os.environ.items() if k not in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE")}
     child_env.update({**env_vars, "PYTHONUNBUFFERED": "1", "AWS_EC2_METADATA_DISABLED": "true"})
     with open(log_path, "ab") as console:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             cmd,
             cwd=PROJECT_ROOT,
             env=child_env,
@@ -88,6 +91,8 @@ def spawn_detached(cmd: list[str], *, env_vars: dict[str, str], log_path: Path) 
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+    return proc
 
 
 def spawn(
