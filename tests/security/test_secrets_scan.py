@@ -80,12 +80,22 @@ def test_a_planted_secret_is_found_however_it_is_written(scanner: Scanner, wrap,
         f'"SecretAccessKey": "{_secret_key()}"',
         "AWS_SESSION_TOKEN=" + base64.b64encode(secrets.token_bytes(60)).decode(),
         "IQoJb3JpZ2luX2VjE" + base64.b64encode(secrets.token_bytes(60)).decode(),
+        "GET /b/k?X-Amz-Security-Token=" + quote(base64.b64encode(secrets.token_bytes(60)).decode(), safe=""),
         "-----BEGIN RSA PRIVATE KEY-----\nMIIE...",
         "GET /b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=" + secrets.token_hex(32),
         "Authorization: AWS4-HMAC-SHA256 Credential=x/y, SignedHeaders=host, Signature="
         + secrets.token_hex(32),
     ],
-    ids=["ini-key", "json-key", "env-token", "sts-token", "private-key", "presigned-url", "auth-header"],
+    ids=[
+        "ini-key",
+        "json-key",
+        "env-token",
+        "sts-token",
+        "url-token",
+        "private-key",
+        "presigned-url",
+        "auth-header",
+    ],
 )
 def test_credential_patterns_are_found_without_knowing_the_value(text: str) -> None:
     report = Scanner([]).scan_blob(LOG + text.encode() + b"\n", "console.log")
