@@ -59,7 +59,8 @@ class ProbeReport:
     instances: set[str] = field(default_factory=set)
     listeners: list[Listener] = field(default_factory=list)
     credentials: dict[str, dict[str, Any]] = field(default_factory=dict)  # AccessKeyId -> the document
-    errors: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # the probe itself failed
+    imds_misses: list[str] = field(default_factory=list)  # an IMDS that did not answer (powering off)
 
 
 class InstanceProbe:
@@ -130,7 +131,7 @@ class InstanceProbe:
         try:
             doc = served_credentials(imds_url)
         except (requests.RequestException, ValueError) as exc:  # the instance may be powering off
-            self.report.errors.append(f"{instance_id}: IMDS credentials: {exc}")
+            self.report.imds_misses.append(f"{instance_id}: IMDS credentials: {exc}")
             return
         if doc and doc.get("AccessKeyId"):
             self.report.credentials[str(doc["AccessKeyId"])] = doc
