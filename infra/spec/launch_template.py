@@ -16,6 +16,9 @@ from infra.spec.tags import LAUNCH_TEMPLATE_TAGGED_TYPES
 ROOT_DEVICE_NAME = "/dev/sda1"  # Ubuntu DLAMIs boot from /dev/sda1
 ROOT_VOLUME_GB = 100
 ROOT_VOLUME_TYPE = "gp3"
+# IMDSv2's PUT response hop limit: 1 lets only the instance's own processes get a token (EC2 User
+# Guide, "Configure the instance metadata options": the default; 2 is for containers, which this
+# image does not run). Tokens are required (IMDSv1 off): tests/security/test_imdsv2.py.
 IMDS_HOP_LIMIT = 1
 
 DLAMI_SSM_PARAMETER = (

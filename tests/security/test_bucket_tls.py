@@ -121,6 +121,14 @@ def _retry(call: Callable[[], Any], seconds: float = 60.0) -> Any:
             time.sleep(0.3)
 
 
+def _create_bucket(s3: Any) -> None:
+    try:
+        s3.create_bucket(Bucket=BUCKET)
+    except ClientError as exc:  # a retry after a create whose answer was lost
+        if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+            raise
+
+
 @pytest.fixture(scope="module")
 def seaweedfs(tmp_path_factory) -> Iterator[dict[str, Any]]:
     binary = weed_binary()
@@ -151,7 +159,7 @@ def seaweedfs(tmp_path_factory) -> Iterator[dict[str, Any]]:
         http = _client(f"http://127.0.0.1:{ports[3]}")
         https = _client(f"https://127.0.0.1:{ports[4]}", verify=str(cert))
         _retry(http.list_buckets)
-        _retry(lambda: http.create_bucket(Bucket=BUCKET))
+        _retry(lambda: _create_bucket(http))
         _retry(lambda: http.put_object(Bucket=BUCKET, Key="dev/system-state.json", Body=b"{}"))
         yield {"http": http, "https": https}
     finally:
