@@ -92,9 +92,11 @@ def test_a_relaunch_cannot_override_the_templates_metadata_options() -> None:
     a stored request that turns tokens off is refused before any RunInstances."""
     doc = _launch_request()
     try:
-        LaunchRequest.from_dict(doc)
+        stored = LaunchRequest.from_dict(doc)
     except SchemaValidationError as exc:  # the fixture itself must be valid, or the test proves nothing
         pytest.fail(f"the valid launch request was refused: {exc}")
+    for _, request in stored.attempts():  # what the relaunch sends: the template's options govern
+        assert "MetadataOptions" not in request and request["LaunchTemplate"]["LaunchTemplateId"] == "lt-0abc"
     for options in ({"HttpTokens": "optional"}, {"HttpPutResponseHopLimit": 64}, {"HttpEndpoint": "enabled"}):
         with pytest.raises(SchemaValidationError):
             LaunchRequest.from_dict(_launch_request(MetadataOptions=options))
