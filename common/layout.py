@@ -17,9 +17,12 @@ A run id is the UTC start time ``YYYYMMDD-HHMMSS``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from common.errors import UserError
 
 CACHED = "cached-datasets/"
 TRAINING_DATA = CACHED + "training-data/"
@@ -54,9 +57,34 @@ class LayoutError(ValueError):
     """A run id or env name that does not fit the layout."""
 
 
-def new_run_id(now: datetime) -> str:
-    """The run id for a run started at ``now`` (converted to UTC)."""
-    return now.astimezone(UTC).strftime(RUN_ID_FORMAT)
+class RunIdTakenError(UserError):
+    """The run id of this second is already used in the env (two launches within one second)."""
+
+    def __init__(self, *, env: str, run_id: str) -> None:
+        self.env, self.run_id = env, run_id
+        super().__init__(
+            f"run id {run_id} is already used in env {env!r}: another launch started within the same "
+            f"second and wrote its outputs; launch again in a second (a run id is its start second, so "
+            f"the next one is free)"
+        )
+
+
+def new_run_id(now: datetime, *, env: str | None = None, taken: Callable[[str], bool] | None = None) -> str:
+    """The run id for a run started at ``now`` (converted to UTC).
+
+    Args:
+        env: the env it runs in (for the refusal's message).
+        taken: whether a run id already has outputs in the env (a launch within the same second);
+            ``None`` checks nothing.
+
+    Raises:
+        RunIdTakenError: ``taken(run_id)``: the second launch is refused, never given the first's
+            outputs to overwrite (a run id stays its start second, so the start time it names is true).
+    """
+    run_id = now.astimezone(UTC).strftime(RUN_ID_FORMAT)
+    if taken is not None and taken(run_id):
+        raise RunIdTakenError(env=env or "?", run_id=run_id)
+    return run_id
 
 
 def parse_run_id(run_id: str) -> datetime:

@@ -34,3 +34,21 @@ def test_run_keys_follow_the_documented_layout():
 def test_bad_env_names_are_refused(env):
     with pytest.raises(LayoutError, match="lowercase"):
         layout.state_key(env)
+
+
+@pytest.mark.row("records-run-id-distinct")
+def test_a_run_id_already_used_in_the_env_is_refused_with_what_to_do():
+    from common.errors import UserError
+
+    now = datetime(2026, 11, 25, 14, 5, 2, 700_000, tzinfo=UTC)
+    used = {"20261125-140502"}  # an earlier launch in this second already wrote its outputs
+    with pytest.raises(layout.RunIdTakenError) as info:
+        layout.new_run_id(now, env="dev", taken=used.__contains__)
+    message = str(info.value)
+    assert isinstance(info.value, UserError)  # one clear line at the CLI edge, never a traceback
+    assert "20261125-140502" in message and "env 'dev'" in message and "launch again" in message
+    # the next second is free: a launch then gets its own id
+    assert (
+        layout.new_run_id(now + timedelta(seconds=1), env="dev", taken=used.__contains__) == "20261125-140503"
+    )
+    assert layout.new_run_id(now) == "20261125-140502"  # nothing to check against: the start second
