@@ -87,7 +87,7 @@ ROWS: tuple[Row, ...] = (
         id="records-run-id-distinct",
         section=_S,
         fault="two launches in one env within one second",
-        expected="the second gets a clear refusal naming the run id taken (never the first run's outputs "
-        "overwritten)",
+        expected="the run id of a second already used in the env is refused with one line naming it and "
+        "what to do (layout.new_run_id); a concurrent pair is refused by the lock",
     ),
 )
