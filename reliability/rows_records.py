@@ -67,8 +67,10 @@ ROWS: tuple[Row, ...] = (
     Row(
         id="records-status-after-write",
         section=_S,
-        fault="a write (heartbeat, state delete, cleanup_status.json) fails or is not yet confirmed",
-        expected="nothing logs or returns it as written before the write succeeded",
+        fault="an action reported before it happened or was confirmed: the poweroff in cleanup_status.json "
+        "written just before it, `terminated X` printed as soon as TerminateInstances answered",
+        expected="nothing is reported done before it was observed done: the poweroff reads `requested`, kill "
+        "and verify --fix say `requested termination of X` until a describe shows it terminated",
     ),
     Row(
         id="records-gpu-preflight-injected",

@@ -159,6 +159,7 @@ def _cleanup_doc(s3, bucket) -> dict:
 
 
 @pytest.mark.row("records-kill-confirmed")
+@pytest.mark.row("records-status-after-write")
 def test_a_terminate_no_describe_confirmed_is_requested_not_succeeded(local_aws, bucket):
     from control.backend import Clients
     from control.kill import Killer

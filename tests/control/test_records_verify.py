@@ -123,6 +123,7 @@ class _ClearLost:
 
 
 @pytest.mark.row("records-verify-fix-confirmed")
+@pytest.mark.row("records-status-after-write")
 def test_fix_records_requested_until_a_describe_confirms(local_aws: Any, bucket: str):
     s3, real_ec2 = local_aws.client("s3"), local_aws.client("ec2")
     instance = _instance(real_ec2, RUN)

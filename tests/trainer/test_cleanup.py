@@ -254,6 +254,7 @@ def test_a_state_delete_is_succeeded_only_once_a_read_finds_the_file_gone(
 
 
 @pytest.mark.row("records-cleanup-confirmed")
+@pytest.mark.row("records-status-after-write")
 def test_a_confirmed_delete_says_what_the_read_saw_and_the_poweroff_is_only_requested(
     local_aws: Any, bucket: str, tmp_path: Path
 ):
