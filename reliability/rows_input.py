@@ -27,4 +27,11 @@ ROWS: tuple[Row, ...] = (
         "the stored run spec) each kept, missing, mutated or damaged below JSON",
         expected="invoke runs / monitor / cost summarise the run: invalid with the S3 key and JSON path, "
         "or the unusable informative document ignored; table and JSON render; nothing raises"),
+    Row(id="launch-request-reader", section="Bad input",
+        fault="user-configs/launch-request.json (what the recovery handler relaunches from), mutated",
+        expected="the stored request exactly, or SchemaValidationError: one line with the JSON path"),
+    Row(id="checkpoint-reader", section="Bad input",
+        fault="a checkpoint's trainer_state.json mutated or damaged (truncated, not UTF-8, wrong step)",
+        expected="the checkpoint is complete, or skipped with a one-line problem; the newest complete "
+        "one is chosen, never a crash"),
 )  # fmt: skip
