@@ -32,7 +32,7 @@ from common.exitcodes import ExitCode
 from common.layout import TRAINER_LOG_NAME
 from common.logfmt import utc_formatter
 from common.status import CompletionStatus, Phase, RunStatus
-from common.timeutil import iso, parse_iso
+from common.timeutil import iso
 from trainer import data_sync, evaluation, keep, lifecycle, preflight, startup, training
 from trainer.build_info import build_info
 from trainer.cleanup import Cleanup
@@ -41,7 +41,7 @@ from trainer.errors import TrainerError, record_for, retry_policy
 from trainer.finalize import COMPLETED, Ending, finalize
 from trainer.instance import select_poweroff
 from trainer.record import software_versions
-from trainer.stopping import Stopped, StopRequest, price_run
+from trainer.stopping import Stopped, StopRequest, price_run, run_launched_at
 from trainer.watcher import Heartbeat, Progress, Watcher, WatchPlan
 
 log = logging.getLogger(__name__)
@@ -283,11 +283,9 @@ class Driver:
         return ctx.deps.monotonic() + left, total_s / 60
 
     def _launched_at(self) -> datetime:
-        """When launch took the lock (the state's ``started_at``); now when that cannot be read."""
-        try:
-            snap = self.ctx.store.read()
-            if snap is not None:
-                return parse_iso(snap.doc["started_at"])
-        except Exception as exc:  # noqa: BLE001 - an unknown launch time is not fatal: count from now
-            log.warning("launch time unknown (%s); counting max runtime from now", exc)
-        return self.ctx.deps.clock()
+        """When launch took the lock (:func:`trainer.stopping.run_launched_at`: the state file,
+        else the launch record, else the run id's second; never now)."""
+        launched, source = run_launched_at(self.ctx)
+        if source != "state file":
+            log.warning("max runtime counted from the %s: launched %s", source, iso(launched))
+        return launched

@@ -756,13 +756,24 @@ def test_max_runtime_counts_from_launch_and_keeps_a_margin_to_finalize(local_aws
     assert driver.deadline()[0] == monotonic.now + 3600 - 300 - 660
 
 
-def test_a_run_without_a_readable_launch_time_counts_max_runtime_from_now(local_aws: Any, bucket: str, clock):
+@pytest.mark.row("records-deadline-from-launch")
+def test_a_run_without_a_readable_state_counts_max_runtime_from_its_launch_not_now(
+    local_aws: Any, bucket: str, clock
+):
+    """Max runtime counts from the launch record, else the run id's second; never from now (a
+    late boot or a restart would get a fresh max runtime and bill past it)."""
     from trainer.run import Driver
 
     monotonic = Monotonic()
+    s3 = local_aws.client("s3")
     driver = Driver(
         RunOptions(bucket=bucket, env=ENV, run_id=RUN_ID, endpoint_url=local_aws.endpoint_url),
-        Deps(s3=local_aws.client("s3"), clock=clock, monotonic=monotonic),
+        Deps(s3=s3, clock=clock, monotonic=monotonic),
     )
     driver.ctx.spec = runspec.from_dict(spec_doc()).resolved(local=True)
-    assert driver.deadline() == (monotonic.now + 3600 - 300, 60)  # no state file: from now
+    clock.tick(600)  # the instance boots 10 minutes after launch
+    # no state file, no launch record: from the run id's second (14:05:02), not now
+    assert driver.deadline() == (monotonic.now + 3600 - 300 - 600, 60)
+    record = {"run_id": RUN_ID, "launched_at": "2026-11-25T14:06:02Z"}
+    s3.put_object(Bucket=bucket, Key=PATHS.launch_record, Body=json.dumps(record).encode())
+    assert driver.deadline() == (monotonic.now + 3600 - 300 - 540, 60)  # from the launch record
