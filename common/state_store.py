@@ -8,6 +8,9 @@
 - transitions are checked against :class:`common.status.RunStatus`.
 - release: ``DeleteObject(IfMatch=etag)``, only if it still belongs to the run;
   a 412 re-reads, so a newer document (or another run's lock) is never deleted.
+- a conditional write whose answer was lost (S3 applied it; the SDK's retry then meets
+  412 or 404): the lock's create knows its own ``lock_id``, an update its own document,
+  a release its own retried delete; none of them is reported as someone else's.
 - claim_recovery: ONE ``PutObject(IfMatch=etag)`` of the snapshot the recovery
   handler decided on, never retried: of two handlers deciding on one document,
   exactly one wins; the other re-reads and decides again (``common.attempts``).
@@ -161,7 +164,10 @@ class StateStore:
 
         ``mutate`` gets a copy and returns the new document (or mutates it in
         place and returns ``None``). It is called again on a fresh read after
-        every conflict, so it must decide from the document it is given.
+        every conflict, so it must decide from the document it is given. A conflict
+        the SDK met on a retry, whose fresh read is exactly the document this call
+        wrote, is this call's own write (its first answer lost): it is returned, not
+        written again.
 
         Raises:
             NotHeldError: the file is gone or belongs to another run.
@@ -177,8 +183,9 @@ class StateStore:
                 raise NotHeldError(f"{self.location} is held by {owner}, not run {run_id}")
             doc = copy.deepcopy(snap.doc)
             new = mutate(doc)
+            target = doc if new is None else new
             try:
-                return self._write(snap, doc if new is None else new)
+                return self._write(snap, target)
             except ClientError as exc:
                 if http_status(exc) in (409, 412):
                     log.info(
@@ -186,7 +193,10 @@ class StateStore:
                         error_code(exc) or http_status(exc),
                         attempt + 1,
                     )
-                    snap = None
+                    snap = self.read()
+                    if _retried(exc) and snap is not None and snap.doc == target:  # ours landed
+                        log.info("state write of run %s landed (first answer lost)", run_id)
+                        return snap
                     continue
                 if is_not_found(exc):
                     raise NotHeldError(f"{self.location} disappeared while run {run_id} wrote it") from None
@@ -272,7 +282,9 @@ class StateStore:
         """Apply ``mutate`` to ``snapshot``'s document and write it ONCE, conditional on its ETag.
 
         For a decision taken on that very document (the recovery handler's): a conflict is
-        not re-applied on a newer document, the caller re-reads and decides again.
+        not re-applied on a newer document, the caller re-reads and decides again. A lost
+        answer is never taken for a win (two deliveries of one event write the same claim):
+        the handler then finds the claim in grace, and it is re-claimed once stale.
 
         Raises:
             ConflictError: another writer changed the file since ``snapshot``.
@@ -337,15 +349,17 @@ class StateStore:
             ConflictError: conflicts persisted past ``max_conflicts``.
             AccessDeniedError: the credentials may not delete it.
         """
+        sent = False  # a delete of ours was sent more than once: the first may have landed
         for attempt in range(self.max_conflicts + 1):
             snap = self.read()
             if snap is None:
-                return False
+                return sent
             if snap.run_id != run_id:
                 raise NotHeldError(f"{self.location} belongs to run {snap.run_id}, not {run_id}")
             try:
                 self.s3.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=snap.etag)
             except ClientError as exc:
+                sent = sent or _retried(exc)
                 if http_status(exc) in (409, 412):
                     log.info(
                         "state delete conflict (%s), re-reading (attempt %d)",
@@ -353,8 +367,8 @@ class StateStore:
                         attempt + 1,
                     )
                     continue
-                if is_not_found(exc):  # removed meanwhile (If-Match on a missing key: 404)
-                    return False
+                if is_not_found(exc):  # If-Match on a missing key: 404 (conditional-deletes.html)
+                    return sent  # retried by the SDK: our first delete landed, its answer lost
                 self._raise_denied(exc, "s3:DeleteObject")
                 raise
             log.info("released %s (run %s)", self.location, run_id)
@@ -397,3 +411,10 @@ class StateStore:
     def _raise_denied(self, exc: BaseException, action: str) -> None:
         if is_access_denied(exc):
             raise AccessDeniedError(action=action, resource=self.location) from None
+
+
+def _retried(exc: ClientError) -> bool:
+    """True when the SDK sent the request more than once (its retries: a 500, a reset, a read
+    timeout), so an earlier attempt may have been applied by S3 with its answer lost."""
+    meta = exc.response.get("ResponseMetadata", {})
+    return int(meta.get("RetryAttempts", 0) or 0) > 0

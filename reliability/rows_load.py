@@ -30,4 +30,23 @@ ROWS: tuple[Row, ...] = (
             f"the winners' runs succeed; afterwards: {LEAKS}"
         ),
     ),
+    Row(
+        id="load-lock-contention",
+        section="Load",
+        fault="8 threads take and give back one env's lock 5 times each, as fast as they can",
+        expected="40 acquisitions, never two holders at once, every release says released, no lock left",
+    ),
+    Row(
+        id="load-lock-lost-answer",
+        section="Load",
+        fault=(
+            "a conditional write of the lock applied by S3 whose answer is lost (a read timeout; the "
+            "SDK retries it into 412 or 404): the create, a transition, the release, a recovery claim"
+        ),
+        expected=(
+            "the create holds the lock (not 'another run is active'), the transition is applied once "
+            "(not 'illegal'), the release says released (not 'already gone'); a claim is never taken "
+            "for a win (a duplicate delivery writes the same claim) and stays in place"
+        ),
+    ),
 )
