@@ -176,15 +176,24 @@ class ProcessCensus:
         """What this census holds beyond ``before``: each extra thread, descriptor and child.
 
         Args:
-            allowed_pids: children that are no leak (the local AWS server, the recovery pump).
+            allowed_pids: children that are no leak (the local AWS server, the recovery pump),
+                nor is the thread that waits for each of them.
         """
-        out = [f"thread {name!r}" for name in _extra(self.threads, before.threads)]
-        if self.os_threads > before.os_threads:  # native pools settled first: settle_native_pools
-            out.append(f"{self.os_threads - before.os_threads} more OS thread(s) ({self.os_threads})")
+        # the thread that waits for an allowed child (control.local_instance names it reap-<pid>)
+        waiters = [t for t in self.threads if t.startswith("reap-") and _pid(t[5:]) in allowed_pids]
+        threads = [t for t in self.threads if t not in waiters]
+        out = [f"thread {name!r}" for name in _extra(threads, before.threads)]
+        native = before.os_threads + len(waiters)  # native pools settled first: settle_native_pools
+        if self.os_threads > native:
+            out.append(f"{self.os_threads - native} more OS thread(s) ({self.os_threads})")
         out += [f"open {target}" for target in _extra(self.fd_targets, before.fd_targets, kinds=True)]
         kids = [kid for kid in self.children if int(kid.split()[0]) not in allowed_pids]
         out += [f"child process {kid}" for kid in _extra(kids, before.children)]
         return out
+
+
+def _pid(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
 
 
 def _extra(now: Iterable[str], before: Iterable[str], *, kinds: bool = False) -> list[str]:

@@ -105,9 +105,10 @@ def test_the_call_log_counts_accepted_writes_only(s3, bucket):
 
 def test_the_cloud_census_names_a_live_instance_a_volume_and_the_lock(local_aws, s3, bucket):
     ec2 = local_aws.client("ec2")
-    image = ec2.describe_images()["Images"][0]["ImageId"]
     tags = [{"ResourceType": "instance", "Tags": [{"Key": "Environment", "Value": ENV}]}]
-    [inst] = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1, TagSpecifications=tags)["Instances"]
+    [inst] = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1, TagSpecifications=tags)[
+        "Instances"
+    ]
     vol = ec2.create_volume(AvailabilityZone="us-east-1a", Size=1)["VolumeId"]
     s3.put_object(Bucket=bucket, Key=layout.state_key(ENV), Body=b'{"run_id": "20261201-120000"}')
     census = cloud_census(ec2, s3, env=ENV, bucket=bucket)
@@ -172,11 +173,6 @@ def _state(pid: int) -> str | None:
         return None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="control/local_instance.spawn_detached drops the Popen of a running child: nobody waits "
-    "for it (reported for that module's owner; remove this mark with the fix)",
-)
 def test_a_detached_local_process_is_not_left_unreaped_by_the_process_that_started_it(tmp_path):
     """``spawn_detached`` (the supervisor of every local instance, the recovery pump): once the
     detached process exits, the caller holds no zombie of it. A launch made in-process (the
@@ -191,3 +187,24 @@ def test_a_detached_local_process_is_not_left_unreaped_by_the_process_that_start
     while time.monotonic() < deadline and _state(pid) not in (None, "Z"):  # until it exited
         time.sleep(0.1)
     assert ProcessCensus.take().leaks_since(before) == []
+
+
+def test_the_thread_waiting_for_an_allowed_child_is_no_leak_and_any_other_thread_is():
+    before = ProcessCensus.take()
+    child = subprocess.Popen(["sleep", "30"])
+    stop = threading.Event()
+    waiters = [
+        threading.Thread(target=child.wait, name=f"reap-{child.pid}", daemon=True),
+        threading.Thread(target=stop.wait, name="reap-999999999", daemon=True),  # no allowed child
+    ]
+    for t in waiters:
+        t.start()
+    try:
+        leaks = ProcessCensus.take().leaks_since(before, allowed_pids=frozenset({child.pid}))
+    finally:
+        child.kill()
+        stop.set()
+        for t in waiters:
+            t.join(30)
+    assert len(leaks) == 2 and leaks[0] == "thread 'reap-999999999'", leaks
+    assert leaks[1].startswith("1 more OS thread(s) "), leaks  # the allowed child's waiter is not counted
