@@ -120,8 +120,8 @@ class Killer:
         start = self.monotonic()
         state_gone = self._wait(instance_id, grace_s)
         waited = self.monotonic() - start
-        requested, seen = False, None
-        if instance_id and not is_gone(self.instance_state(instance_id)):
+        requested, seen = False, self.instance_state(instance_id) if instance_id else None
+        if instance_id and not is_gone(seen):
             self.clients.ec2.terminate_instances(InstanceIds=[instance_id])
             requested = True
             seen = self._wait_terminated(instance_id)
@@ -217,7 +217,13 @@ class Killer:
         cleanup = CleanupLog(run_id=run_id, instance_id=instance_id, written_by="control", clock=self.clock)
         if instance_id:
             if not requested:
-                cleanup.record(instance_id, "terminate", ActionStatus.SKIPPED, "already terminated")
+                cleanup.record(
+                    instance_id,
+                    "terminate",
+                    ActionStatus.SKIPPED,
+                    f"already {seen}",
+                    observed=f"DescribeInstances: {seen}",
+                )
             else:
                 done = ActionStatus.SUCCEEDED if confirmed_terminated(seen) else ActionStatus.REQUESTED
                 after = "" if done is ActionStatus.SUCCEEDED else f" after {TERMINATE_WAIT_S:.0f} s"

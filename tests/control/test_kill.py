@@ -200,3 +200,37 @@ def test_a_confirmed_terminate_and_a_lost_state_delete_are_recorded_as_seen(loca
     assert actions["terminate"]["observed"] == "DescribeInstances: terminated"
     assert actions["delete"]["status"] == "requested" and "still there" in actions["delete"]["observed"]
     assert doc["state_file_removed"] is False
+
+
+class _ShuttingDown:
+    """EC2 that shows the instance shutting down (gone, not yet terminated)."""
+
+    def __init__(self, real) -> None:
+        self._real = real
+
+    def describe_instances(self, **kwargs):
+        resp = self._real.describe_instances(**kwargs)
+        for res in resp["Reservations"]:
+            for inst in res["Instances"]:
+                inst["State"] = {"Code": 32, "Name": "shutting-down"}
+        return resp
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+@pytest.mark.row("records-kill-confirmed")
+def test_an_instance_already_shutting_down_is_recorded_as_seen_not_as_terminated(local_aws, bucket):
+    from control.backend import Clients
+    from control.kill import Killer
+
+    s3 = local_aws.client("s3")
+    store, instance = _held_run(local_aws, bucket)
+    clock = _Clock()
+    ec2 = _ShuttingDown(local_aws.client("ec2"))
+    killer = Killer(Clients(s3=s3, ec2=ec2, sts=None), bucket, "dev", sleep=clock.sleep, monotonic=clock)
+    result = killer.kill(grace_s=5, reason="test")
+    assert not result.termination_requested and store.read() is None
+    terminate = {a["action"]: a for a in _cleanup_doc(s3, bucket)["actions"]}["terminate"]
+    assert terminate["status"] == "skipped" and terminate["error"] == "already shutting-down"
+    assert terminate["observed"] == "DescribeInstances: shutting-down"
