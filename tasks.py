@@ -18,6 +18,7 @@ from common.exitcodes import ExitCode
 from control.cli import render
 from control.cli.edge import console as open_console
 from control.cli.edge import edge, takes_flags
+from control.cli.flags import given, seconds, whole
 
 LOCAL_HELP = "use local mode (moto on 127.0.0.1; `invoke local.up` first); also CHRONOS_LOCAL=1"
 ENV_HELP = "environment name (a Pulumi stack / a local env), e.g. dev"
@@ -31,8 +32,8 @@ def _backend(local: bool) -> Any:
     return open_backend(local=local)
 
 
-def _path(value: str | None) -> Path | None:
-    return Path(value) if value else None
+def _path(value: str | None, flag: str = "--spec") -> Path | None:
+    return Path(value) if given(value, flag) is not None else None
 
 
 # ------------------------------------------------------------------ launch
@@ -83,10 +84,12 @@ def launch(c, flags: LaunchFlags):
         env=flags.env,
         spec_path=_path(flags.spec),
         overrides=InstanceOverrides(
-            instance_type=flags.instance_type, market=flags.market, max_runtime=flags.max_runtime
+            instance_type=given(flags.instance_type, "--instance-type"),
+            market=given(flags.market, "--market"),
+            max_runtime=given(flags.max_runtime, "--max-runtime"),
         ),
         dry_run=flags.dry_run,
-        resume=flags.resume,
+        resume=given(flags.resume, "--resume"),
         skip_doctor=flags.skip_doctor,
         skip_data_check=flags.skip_data_check,
     )
@@ -125,14 +128,16 @@ def doctor(c, env="dev", spec=None, local=False, json_=False):
     }
 )
 @edge
-def monitor(c, env="dev", follow=False, json_=False, local=False, interval=2.0):
+def monitor(c, env="dev", follow=False, json_=False, local=False, interval="2"):
     """Watch the active run: phase, step, loss, ETA, cost; exit 0 success, non-zero failure."""
     from control.cli.live import ViewPrinter
     from control.monitor import watch
 
     printer = ViewPrinter(open_console(), as_json=json_)
     try:
-        for view in watch(_backend(local), env=env, follow=follow, interval_s=float(interval)):
+        for view in watch(
+            _backend(local), env=env, follow=follow, interval_s=seconds(interval, "--interval", above=True)
+        ):
             printer.show(view)
     finally:
         last = printer.close()
@@ -148,11 +153,11 @@ def monitor(c, env="dev", follow=False, json_=False, local=False, interval=2.0):
     }
 )
 @edge
-def kill(c, env="dev", grace=120, local=False):
+def kill(c, env="dev", grace="120", local=False):
     """Stop the active run: mark it killed, let it checkpoint, then terminate the instance."""
     from control.kill import kill_run
 
-    r = kill_run(_backend(local), env=env, grace_s=float(grace))
+    r = kill_run(_backend(local), env=env, grace_s=seconds(grace, "--grace"))
     render.kill(open_console(), r, env=env, local=local)
 
 
@@ -178,11 +183,16 @@ def verify(c, env="dev", fix=False, yes=False, local=False, json_=False):
 
 @task(help={"env": ENV_HELP, "limit": "how many runs, newest first", "local": LOCAL_HELP, "json": JSON_HELP})
 @edge
-def runs(c, env="dev", limit=20, local=False, json_=False):
+def runs(c, env="dev", limit="20", local=False, json_=False):
     """List runs: id, status, duration, cost, metrics."""
     from control.runs import list_runs
 
-    render.runs(open_console(), list_runs(_backend(local), env=env, limit=int(limit)), env=env, as_json=json_)
+    render.runs(
+        open_console(),
+        list_runs(_backend(local), env=env, limit=whole(limit, "--limit", least=1)),
+        env=env,
+        as_json=json_,
+    )
 
 
 @task(
@@ -214,19 +224,18 @@ def cost(c, env="dev", since="30d", local=False, json_=False):
     }
 )
 @edge
-def logs(c, run_id, env="dev", tail=0, console=False, local=False):
+def logs(c, run_id, env="dev", tail="0", console=False, local=False):
     """Show a run's log: phases, errors and trainer.log; --console: the live instance's console."""
+    lines = whole(tail, "--tail") or None
     out = open_console()
     if console:
         from control.console import console_output
 
-        render.console_output(
-            out, console_output(_backend(local), env=env, run_id=run_id, tail=int(tail) or None)
-        )
+        render.console_output(out, console_output(_backend(local), env=env, run_id=run_id, tail=lines))
         return
     from control.fetch import read_logs
 
-    render.logs(out, read_logs(_backend(local), env=env, run_id=run_id, tail=int(tail) or None))
+    render.logs(out, read_logs(_backend(local), env=env, run_id=run_id, tail=lines))
 
 
 @task(
@@ -243,7 +252,9 @@ def fetch(c, run_id, env="dev", dest=None, checkpoints=False, local=False):
     """Download a run's artifacts and logs to runs/{env}/{run_id}/ and validate them."""
     from control.fetch import fetch_run
 
-    r = fetch_run(_backend(local), env=env, run_id=run_id, dest_root=_path(dest), checkpoints=checkpoints)
+    r = fetch_run(
+        _backend(local), env=env, run_id=run_id, dest_root=_path(dest, "--dest"), checkpoints=checkpoints
+    )
     render.fetch(open_console(), r)
     if not r.ok:
         raise Exit(code=ExitCode.FAILED)
@@ -262,7 +273,9 @@ def report(c, run_id, env="dev", dest=None, local=False):
     """Write an HTML report with plots (loss, forecasts, phases, cost) for a run."""
     from control.report import report_run
 
-    render.report(open_console(), report_run(_backend(local), env=env, run_id=run_id, runs_dir=_path(dest)))
+    render.report(
+        open_console(), report_run(_backend(local), env=env, run_id=run_id, runs_dir=_path(dest, "--dest"))
+    )
 
 
 @task(
@@ -278,7 +291,9 @@ def wheelhouse(c, env="dev", dir=None, packed=None, local=False):  # noqa: A002
     """Upload the instance's Python packages (wheels or a packed env) to cached-datasets/python-env/."""
     from control.pyenv import upload_python_env
 
-    r = upload_python_env(_backend(local), env=env, wheels_dir=_path(dir), packed=_path(packed))
+    r = upload_python_env(
+        _backend(local), env=env, wheels_dir=_path(dir, "--dir"), packed=_path(packed, "--packed")
+    )
     render.wheelhouse(open_console(), r)
 
 
@@ -340,11 +355,14 @@ def data_check(c, env="dev", spec=None, local=False, json_=False):
     }
 )
 @edge
-def demo(c, steps=0, env="dev", dest=None):
+def demo(c, steps="0", env="dev", dest=None):
     """Local demo: local AWS, provision, launch, monitor, verify, fetch, report."""
     from control.demo import DEMO_STEPS, run_demo
 
-    render.demo(open_console(), run_demo(env=env, steps=int(steps) or DEMO_STEPS, runs_dir=_path(dest)))
+    render.demo(
+        open_console(),
+        run_demo(env=env, steps=whole(steps, "--steps") or DEMO_STEPS, runs_dir=_path(dest, "--dest")),
+    )
 
 
 # ------------------------------------------------------------------- local
@@ -358,11 +376,14 @@ def demo(c, steps=0, env="dev", dest=None):
     }
 )
 @edge
-def up(c, env="dev", port=0, debug_profile=False):
+def up(c, env="dev", port="0", debug_profile=False):
     """Start local AWS (moto) in the background, provision an env, stage the synthetic data."""
     from control.localenv import up as local_up
 
-    render.local_up(open_console(), local_up(env=env, port=int(port), debug_profile=bool(debug_profile)))
+    render.local_up(
+        open_console(),
+        local_up(env=env, port=whole(port, "--port", most=65535), debug_profile=bool(debug_profile)),
+    )
 
 
 @task

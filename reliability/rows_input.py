@@ -34,4 +34,9 @@ ROWS: tuple[Row, ...] = (
         fault="a checkpoint's trainer_state.json mutated or damaged (truncated, not UTF-8, wrong step)",
         expected="the checkpoint is complete, or skipped with a one-line problem; the newest complete "
         "one is chosen, never a crash"),
+    Row(id="cli-arguments", section="Bad input",
+        fault="invoke tasks (launch, runs, cost, monitor, kill, verify --fix, logs, fetch, data.check) "
+        "with random and mutated arguments against a provisioned local env, data staged",
+        expected="an exit code and one error line, never a traceback; no RunInstances (every API call "
+        "counted) and a failed launch creates no object"),
 )  # fmt: skip
