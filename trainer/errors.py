@@ -203,6 +203,11 @@ class NoRetry:
         return 0.0
 
 
+WHILE_FAILING = ExponentialBackoff(name="while-failing", max_retries=3, cap=4.0)
+"""For the records a run writes while it is already failing (``_FAILED_UPLOAD``, training.json):
+1, 2, 4 s. One transient error must not lose them, and a run that gave up on S3 waits at most
+7 s more per record, not another 63 s."""
+
 RETRY_POLICIES: dict[str, Callable[..., RetryPolicy]] = {
     "exponential": ExponentialBackoff,
     "none": NoRetry,
@@ -267,7 +272,7 @@ class Retrier:
                 if is_access_denied(exc):
                     raise TerminalError(
                         f"access denied: {action} on {resource} ({_describe(exc)}); the instance role "
-                        f"needs {action} on this key",
+                        f"needs {_grant(action, resource)}",
                         component=component,
                         retry_count=retry,
                         max_retries=cap,
@@ -299,6 +304,21 @@ class Retrier:
                 )
                 self.sleep(delay)
         raise RuntimeError("unreachable: the last attempt returns or raises")
+
+
+def _grant(action: str, resource: str) -> str:
+    """What to grant for ``action`` on ``resource`` (``s3://bucket/key``), as an IAM statement says it.
+
+    s3:ListBucket's resource type is the bucket, a prefix is granted with the ``s3:prefix``
+    condition key; object actions take the object's ARN (Service Authorization Reference,
+    "Actions, resources, and condition keys for Amazon S3").
+    """
+    if not resource.startswith("s3://"):
+        return f"{action} on {resource}"
+    bucket, _, key = resource[len("s3://") :].partition("/")
+    if action == "s3:ListBucket":
+        return f"{action} on arn:aws:s3:::{bucket} with s3:prefix {key or '(any)'}"
+    return f"{action} on arn:aws:s3:::{bucket}/{key}"
 
 
 def _describe(exc: BaseException) -> str:

@@ -35,7 +35,7 @@ from common.layout import TRAINER_STATE_NAME, RunPaths
 from common.status import CompletionStatus, Phase, RunStatus, SentinelStatus
 from common.timeutil import Clock, iso, utc_now
 from schemas import validate
-from trainer.errors import NoRetry, TrainerError, record_for
+from trainer.errors import WHILE_FAILING, TrainerError, record_for
 from trainer.record import TrainingLog, state_line
 from trainer.transfers import Artifact, Transfers
 
@@ -255,7 +255,7 @@ def _failed(uploads: _Uploads, record: TrainingLog, exc: TrainerError, ending: E
     transfers, paths, clock = uploads.transfers, uploads.paths, uploads.clock
     state_line("UPLOAD_FAIL", exc.message, clock=clock)
     record.errors.add(record_for(exc, component=COMPONENT, clock=clock))
-    once = transfers.retrier.with_policy(NoRetry())
+    quick = transfers.retrier.with_policy(WHILE_FAILING)  # one transient error must not lose them
     exit_code = ending.exit_code or ExitCode.FAILED
     failed_upload = sentinel(
         paths.run_id,
@@ -270,7 +270,7 @@ def _failed(uploads: _Uploads, record: TrainingLog, exc: TrainerError, ending: E
     )
     for key, doc in ((paths.failed_upload, failed_upload), (paths.training_log, best_effort)):
         try:
-            transfers.put_json(key, doc, component=COMPONENT, retrier=once)
+            transfers.put_json(key, doc, component=COMPONENT, retrier=quick)
         except Exception as put_exc:  # noqa: BLE001 - best effort while failing: log it, write the other
             log.error("could not write %s: %s", key, put_exc)
     state_line("FINALIZE_FAILED", exc.message, clock=clock)

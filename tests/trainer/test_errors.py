@@ -112,6 +112,30 @@ def test_access_denied_is_terminal_at_once_and_names_key_and_permission():
     record = record_for(info.value, component="data_sync")
     assert record["error_class"] == "terminal" and record["severity"] == "critical"
     assert record["details"]["action"] == "s3:GetObject"
+    assert (
+        "needs s3:GetObject on arn:aws:s3:::bucket/cached-datasets/training-data/2024/01/part-000.parquet"
+        in (message)
+    )
+
+
+def test_a_denied_listing_names_the_bucket_and_the_prefix_condition_not_a_key():
+    # s3:ListBucket's resource is the bucket; a prefix is granted with the s3:prefix condition key
+    # (Service Authorization Reference, "Actions, resources, and condition keys for Amazon S3")
+    r, _errors, _sleeps = retrier()
+    with pytest.raises(TerminalError) as info:
+        r.call(
+            Flaky(client_error("AccessDenied", 403, "ListObjectsV2")),
+            component="data_sync",
+            action="s3:ListBucket",
+            resource="s3://bucket/cached-datasets/training-data/",
+        )
+    message = str(info.value)
+    assert "on this key" not in message  # before: "the instance role needs s3:ListBucket on this key"
+    assert (
+        "needs s3:ListBucket on arn:aws:s3:::bucket with s3:prefix cached-datasets/training-data/" in message
+    )
+    assert message.startswith("access denied: s3:ListBucket on s3://bucket/cached-datasets/training-data/")
+    assert "\n" not in message
 
 
 def test_other_client_errors_are_not_retried():

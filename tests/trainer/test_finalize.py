@@ -259,3 +259,34 @@ def test_a_sentinel_without_a_reason_or_with_a_run_phase_as_status_is_refused():
         at="2026-11-25T14:31:09Z",
     )
     assert len(long["reason"]) == 500
+
+
+def test_one_transient_error_while_failing_still_leaves_failed_upload_and_training_json(
+    s3: Any, bucket: str, tmp_path: Path
+):
+    from botocore.exceptions import ClientError
+
+    transfers, record, sleeps = setup(s3, bucket, max_retries=2)
+    once = {PATHS.failed_upload: 1, PATHS.training_log: 1}  # one 500 each, then S3 answers
+
+    def broken(params: dict[str, Any], **_: Any) -> None:
+        key = params.get("Key", "")
+        if key.endswith("model.safetensors") or once.get(key, 0) > 0:
+            once[key] = once.get(key, 0) - 1
+            raise ClientError(
+                {
+                    "Error": {"Code": "InternalError", "Message": "boom"},
+                    "ResponseMetadata": {"HTTPStatusCode": 500},
+                },
+                "PutObject",
+            )
+
+    s3.meta.events.register("before-parameter-build.s3.PutObject", broken)
+    result = do_finalize(transfers, record, make_outputs(tmp_path), tmp_path)
+    assert not result.succeeded
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
+    # before: the sentinel and training.json were written once, no retry: both lost to one 500
+    assert PATHS.failed_upload in keys and PATHS.training_log in keys, keys
+    assert read(s3, bucket, PATHS.failed_upload)["status"] == "failed_upload"
+    assert read(s3, bucket, PATHS.training_log)["completion_status"] == "failed"
+    assert sleeps == [1, 2, 1, 1]  # the model's two retries, then one quick retry for each document
