@@ -39,4 +39,12 @@ ROWS: tuple[Row, ...] = (
         "with random and mutated arguments against a provisioned local env, data staged",
         expected="an exit code and one error line, never a traceback; no RunInstances (every API call "
         "counted) and a failed launch creates no object"),
+    Row(id="parquet-data-check", section="Bad input",
+        fault="random parquet files under data.prefix (ids, timestamps and targets of every type, nulls, "
+        "columns missing, unsorted, jittered, truncated or flipped bytes, CSV named .parquet), odd "
+        "frequencies",
+        expected="the launch's data check never raises; every error is one line naming the S3 file"),
+    Row(id="parquet-trainer-loader", section="Bad input",
+        fault="the same random files given to the trainer's loader and validator",
+        expected="a dataset, or DataValidationError in one line (an unknown frequency: its ValueError)"),
 )  # fmt: skip
