@@ -100,9 +100,11 @@ class Killer:
         clock: Clock = utc_now,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        terminate_wait_s: float = TERMINATE_WAIT_S,
     ) -> None:
         self.clients, self.bucket, self.env = clients, bucket, env
         self.clock, self.sleep, self.monotonic = clock, sleep, monotonic
+        self.terminate_wait_s = terminate_wait_s  # how long a describe may take to confirm a terminate
         self.store = StateStore(clients.s3, bucket, env, clock=clock)
 
     def kill(self, *, grace_s: float, reason: str) -> KillResult:
@@ -130,7 +132,7 @@ class Killer:
             else:
                 actions.append(
                     f"requested termination of {instance_id} through the API; DescribeInstances still "
-                    f"shows {seen} after {TERMINATE_WAIT_S:.0f} s (check with invoke verify)"
+                    f"shows {seen} after {self.terminate_wait_s:.0f} s (check with invoke verify)"
                 )
         cleared = None
         if not state_gone:
@@ -181,10 +183,10 @@ class Killer:
                 return False
             self.sleep(POLL_S)
 
-    def _wait_terminated(self, instance_id: str, limit_s: float = TERMINATE_WAIT_S) -> str:
+    def _wait_terminated(self, instance_id: str, limit_s: float | None = None) -> str:
         """Poll until DescribeInstances shows ``instance_id`` terminated (or unknown) or ``limit_s``
-        passes; the state last seen."""
-        deadline = self.monotonic() + limit_s
+        (default ``terminate_wait_s``) passes; the state last seen."""
+        deadline = self.monotonic() + (self.terminate_wait_s if limit_s is None else limit_s)
         while True:
             state = self.instance_state(instance_id)
             if confirmed_terminated(state) or self.monotonic() >= deadline:
@@ -226,7 +228,7 @@ class Killer:
                 )
             else:
                 done = ActionStatus.SUCCEEDED if confirmed_terminated(seen) else ActionStatus.REQUESTED
-                after = "" if done is ActionStatus.SUCCEEDED else f" after {TERMINATE_WAIT_S:.0f} s"
+                after = "" if done is ActionStatus.SUCCEEDED else f" after {self.terminate_wait_s:.0f} s"
                 cleanup.record(instance_id, "terminate", done, observed=f"DescribeInstances: {seen}{after}")
         location = self.store.location
         if cleared is True:

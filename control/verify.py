@@ -169,9 +169,11 @@ class Inspector:
         local_dir: LocalDir | None = None,
         policy: StalenessPolicy = STALENESS,
         sleep: Callable[[float], None] = time.sleep,
+        terminate_wait_s: float = cs.TERMINATE_WAIT_S,
     ) -> None:
         self.clients, self.bucket, self.env, self.clock = clients, bucket, env, clock
         self.local_dir, self.policy, self.sleep = local_dir, policy, sleep
+        self.terminate_wait_s = terminate_wait_s  # how long a describe may take to confirm a terminate
         self.store = StateStore(clients.s3, bucket, env, clock=clock)
 
     # -- looking ---------------------------------------------------------------
@@ -284,7 +286,8 @@ class Inspector:
         instances = [f for f in orphans if f.kind == "instance"]
         if instances:
             ec2.terminate_instances(InstanceIds=[f.resource for f in instances])
-            seen = cs.await_terminated(ec2, [f.resource for f in instances], sleep=self.sleep)
+            ids = [f.resource for f in instances]
+            seen = cs.await_terminated(ec2, ids, sleep=self.sleep, limit_s=self.terminate_wait_s)
             for f in instances:
                 state = seen[f.resource]
                 ok = cs.confirmed_terminated(state)
@@ -292,7 +295,7 @@ class Inspector:
                     f"terminated {f.resource}"
                     if ok
                     else f"requested termination of {f.resource}; DescribeInstances still shows {state} "
-                    f"after {cs.TERMINATE_WAIT_S:.0f} s"
+                    f"after {self.terminate_wait_s:.0f} s"
                 )
                 run = f.run_id or (lock.get("run_id") if f.resource == lock.get("instance_id") else None)
                 runs.setdefault(run or "", []).append(

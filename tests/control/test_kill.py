@@ -168,8 +168,15 @@ def test_a_terminate_no_describe_confirmed_is_requested_not_succeeded(local_aws,
     store, instance = _held_run(local_aws, bucket)
     ec2 = _TerminateLags(local_aws.client("ec2"), instance)
     clock = _Clock()
-    killer = Killer(Clients(s3=s3, ec2=ec2, sts=None), bucket, "dev", sleep=clock.sleep, monotonic=clock)
-    result = killer.kill(grace_s=5, reason="test")
+    killer = Killer(
+        Clients(s3=s3, ec2=ec2, sts=None),
+        bucket,
+        "dev",
+        sleep=clock.sleep,
+        monotonic=clock,
+        terminate_wait_s=3,
+    )
+    result = killer.kill(grace_s=2, reason="test")
     assert ec2.terminate_calls == 1 and result.termination_requested
     assert not result.terminated_by_control  # nothing saw it terminated
     assert not any(a.startswith(f"terminated {instance}") for a in result.actions), result.actions
@@ -187,9 +194,16 @@ def test_a_confirmed_terminate_and_a_lost_state_delete_are_recorded_as_seen(loca
     s3, ec2 = local_aws.client("s3"), local_aws.client("ec2")
     store, instance = _held_run(local_aws, bucket)
     clock = _Clock()
-    killer = Killer(Clients(s3=s3, ec2=ec2, sts=None), bucket, "dev", sleep=clock.sleep, monotonic=clock)
+    killer = Killer(
+        Clients(s3=s3, ec2=ec2, sts=None),
+        bucket,
+        "dev",
+        sleep=clock.sleep,
+        monotonic=clock,
+        terminate_wait_s=3,
+    )
     killer.store = _DeleteLost(killer.store)
-    result = killer.kill(grace_s=5, reason="test")
+    result = killer.kill(grace_s=2, reason="test")
     assert result.terminated_by_control and f"terminated {instance} through the API" in result.actions
     assert store.read() is not None  # the delete was lost
     assert not result.state_cleared_by_control
@@ -228,8 +242,15 @@ def test_an_instance_already_shutting_down_is_recorded_as_seen_not_as_terminated
     store, instance = _held_run(local_aws, bucket)
     clock = _Clock()
     ec2 = _ShuttingDown(local_aws.client("ec2"))
-    killer = Killer(Clients(s3=s3, ec2=ec2, sts=None), bucket, "dev", sleep=clock.sleep, monotonic=clock)
-    result = killer.kill(grace_s=5, reason="test")
+    killer = Killer(
+        Clients(s3=s3, ec2=ec2, sts=None),
+        bucket,
+        "dev",
+        sleep=clock.sleep,
+        monotonic=clock,
+        terminate_wait_s=3,
+    )
+    result = killer.kill(grace_s=2, reason="test")
     assert not result.termination_requested and store.read() is None
     terminate = {a["action"]: a for a in _cleanup_doc(s3, bucket)["actions"]}["terminate"]
     assert terminate["status"] == "skipped" and terminate["error"] == "already shutting-down"
