@@ -17,7 +17,8 @@ the upstream endpoint (moto). Point a client's endpoint at :attr:`FaultProxy.url
 A rule matches on the S3 operation (``GetObject``, ``PutObject``, ``ListObjectsV2`` ...: the
 REST call, read from method, path and query), the key prefix (a listing matches on its
 ``prefix``), the caller (the SigV4 access key id; ``Caller`` helpers for assumed-role keys and
-for a role, learned from the STS ``AssumeRole`` answers that pass through) and fires on every
+for a role, learned from the STS ``AssumeRole`` answers that pass through), any test of the
+request with its body (``when``) and fires on every
 match, the first ``count`` matches after ``skip``, or at ``rate`` from a seeded RNG. S3's own
 error documentation: "Requests that receive an InternalError response might not have
 processed. For example, if a PUT request returns InternalError, a subsequent GET might
@@ -104,6 +105,7 @@ class Rule:
     key: str | None = None  # exactly this key (a listing: exactly this prefix)
     bucket: str | None = None
     caller: CallerMatch | None = None
+    when: Callable[[Request], bool] | None = None  # any other test of the request (e.g. its body)
     count: int | None = None  # at most this many injections; None: unlimited
     skip: int = 0  # let the first ``skip`` matching requests through
     rate: float | None = None  # inject with this probability (seeded); None: always
@@ -132,7 +134,9 @@ class Rule:
             return False
         if self.key is not None and req.key != self.key:
             return False
-        return self.caller is None or self.caller(req.caller, arn)
+        if self.caller is not None and not self.caller(req.caller, arn):
+            return False
+        return self.when is None or bool(self.when(req))
 
     def decide(self) -> bool:
         """Called on a match (under the proxy's lock): whether this one is injected."""
@@ -236,11 +240,11 @@ class FaultProxy:
 
     def _decide(self, req: Request) -> Rule | None:
         with self.lock:
-            self.seen.append(req)
+            self.seen.append(dataclasses.replace(req, body=b""))
             arn = self.roles.get(req.caller)
             for index, rule in enumerate(self.rules):
                 if rule.matches(req, arn) and rule.decide():
-                    injection = Injection(Kind(rule.kind), req, index)
+                    injection = Injection(Kind(rule.kind), dataclasses.replace(req, body=b""), index)
                     self.injected.append(injection)
                     break
             else:

@@ -10,7 +10,7 @@ or ``X-Amz-Target``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -63,6 +63,7 @@ class Request:
     bucket: str
     key: str  # the object key; a listing's prefix
     caller: str  # the access key id ("" when unsigned)
+    body: bytes = field(default=b"", repr=False, compare=False)  # kept only while it is matched
 
 
 def s3_operation(method: str, path: str, query: dict[str, str], headers: Any) -> tuple[str, str, str]:
@@ -101,7 +102,7 @@ def parse_request(method: str, target: str, headers: Any, body: bytes) -> Reques
     caller, service = (found.group(1), found.group(2)) if found else ("", "")
     if service in ("s3", ""):
         op, bucket, key = s3_operation(method, parts.path, query, headers.keys())
-        return Request(method, "s3", op, bucket, key, caller)
+        return Request(method, "s3", op, bucket, key, caller, body)
     target_op = (headers.get("X-Amz-Target") or "").rpartition(".")[2]
     form = dict(parse_qsl(body.decode("latin-1"), keep_blank_values=True)) if not target_op else {}
     return Request(

@@ -199,6 +199,18 @@ def test_a_rate_is_seeded_and_skip_lets_the_first_through(proxy: FaultProxy):
     assert [i.request.key for i in proxy.injected] == ["dev/2"]
 
 
+def test_when_picks_a_request_by_its_body_and_the_body_is_not_kept(proxy: FaultProxy):
+    proxy.add(Rule(kind=Kind.SLOW_DOWN, operations="PutObject", when=lambda r: b'"beat"' in r.body))
+    s3 = client(proxy)
+    s3.put_object(Bucket=BUCKET, Key="dev/s.json", Body=b'{"kind": "move"}')
+    with pytest.raises(ClientError) as caught:
+        s3.put_object(Bucket=BUCKET, Key="dev/s.json", Body=b'{"kind": "beat"}')
+    assert caught.value.response["Error"]["Code"] == "SlowDown"
+    assert s3.get_object(Bucket=BUCKET, Key="dev/s.json")["Body"].read() == b'{"kind": "move"}'
+    assert len(proxy.injected) == 1 and proxy.injected[0].request.body == b""
+    assert all(r.body == b"" for r in proxy.seen)  # uploads' bodies are not held for the whole run
+
+
 def test_rules_pick_their_caller(local_aws: Any, proxy: FaultProxy):
     iam = local_aws.client("iam")
     trust = {
