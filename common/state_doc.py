@@ -7,7 +7,6 @@ the conditional reads and writes.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +82,6 @@ def new_state(
     return {
         "schema_version": 1,
         "run_id": run_id,
-        "lock_id": uuid.uuid4().hex,  # tells this launch's lock from any other's (StateStore.acquire)
         "env": env,
         "status": RunStatus.INITIALIZATION.value,
         "history": [{"status": RunStatus.INITIALIZATION.value, "at": now, "reason": "launch"}],

@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -137,6 +138,9 @@ class StateStore:
         Raises:
             LockHeldError: another run holds it (which one, since when).
         """
+        # A random token of this acquire (the plan stays pure): tells this launch's lock from any
+        # other's, even of the same run id in the same second.
+        doc = {**doc, "lock_id": doc.get("lock_id") or uuid.uuid4().hex}
         validate("system-state", doc)
         try:
             etag = self._put(doc, IfNoneMatch="*")

@@ -90,9 +90,13 @@ def gather_world(
     with backend.errors("s3:ListBucket", f"s3://{outputs.bucket}/{spec.data.prefix}"):
         files, size = _data_inventory(s3, outputs.bucket, spec.data.prefix)
         python_env = python_env_kind(s3, outputs.bucket)
+    with backend.errors("s3:ListBucket", f"s3://{outputs.bucket}/{env}/"):
+        new_id = run_id or layout.new_run_id(
+            now, env=env, taken=lambda rid: _run_used(s3, outputs.bucket, env, rid)
+        )
     return World(
         env=env,
-        run_id=run_id or layout.new_run_id(now),
+        run_id=new_id,
         resume=run_id is not None,
         now=now,
         local=backend.local,
@@ -204,3 +208,12 @@ def _data_inventory(s3: Any, bucket: str, prefix: str) -> tuple[int, int]:
                 files += 1
                 size += int(obj.get("Size", 0))
     return files, size
+
+
+def _run_used(s3: Any, bucket: str, env: str, run_id: str) -> bool:
+    """Whether ``run_id`` already has outputs or logs in ``env`` (a launch within the same second)."""
+    paths = layout.RunPaths(env=env, run_id=run_id)
+    return any(
+        s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount", 0)
+        for prefix in (paths.prefix, paths.logs)
+    )

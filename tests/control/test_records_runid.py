@@ -13,11 +13,7 @@ from control.launch import launch
 SECOND = datetime(2026, 11, 25, 14, 5, 2, 100_000, tzinfo=UTC)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="control/launch_world.gather_world does not pass new_run_id its taken= check yet "
-    "(/tmp/brief13/findings.md, H1: control/launch_world.py); remove this mark once it does",
-)
+@pytest.mark.row("records-run-id-distinct")
 def test_a_second_launch_within_the_same_second_is_refused(backend, dev, monkeypatch):
     monkeypatch.setattr(backend, "start_instance", lambda **kw: None)
     first = launch(backend, env="dev", skip_doctor=True, clock=lambda: SECOND)
