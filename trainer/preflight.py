@@ -75,8 +75,19 @@ def check_gpu(
 
 
 def _torch_cuda() -> dict[str, Any]:
-    import torch
-
+    """torch's view of the GPU (the first import of torch on the instance: the bootstrap only checks it
+    is installed), or a terminal error when it cannot import or sees no CUDA device."""
+    try:
+        import torch
+    except (ImportError, OSError) as exc:  # e.g. a wheel built for another CUDA, a missing libcudart
+        detail = " ".join(str(exc).split())[:300]
+        raise TerminalError(
+            f"no GPU: torch could not be imported ({type(exc).__name__}: {detail}); rebuild the "
+            "wheelhouse for this AMI's CUDA (invoke wheelhouse --env=ENV --dir=DIR) or use the PyTorch "
+            "Deep Learning AMI",
+            component=COMPONENT,
+            details={"check": "torch import", "error": detail},
+        ) from None
     if not torch.cuda.is_available():
         raise TerminalError(
             "no GPU: torch.cuda.is_available() is False (driver/CUDA mismatch?)",

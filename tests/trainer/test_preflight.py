@@ -126,3 +126,42 @@ def test_unreachable_s3_fails_preflight(tmp_path: Path):
 
     with pytest.raises(TerminalError, match="s3:ListBucket"):
         run_preflight(device="cpu", workdir=tmp_path, s3_check=down)
+
+
+class _BrokenTorch:
+    """A finder that makes ``import torch`` fail as a wheel built for another CUDA does."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name == "torch":
+            raise self.error
+        return None
+
+
+@pytest.mark.row("records-gpu-preflight-injected")
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError("libcudart.so.12: cannot open shared object file: No such file or directory"),
+        ImportError("undefined symbol: cudaGetDriverEntryPointByVersion"),
+    ],
+    ids=["oserror", "importerror"],
+)
+def test_a_torch_that_cannot_import_is_one_terminal_line_with_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, error: BaseException
+):
+    import sys
+
+    from trainer.preflight import _torch_cuda
+
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_BrokenTorch(error), *sys.meta_path])
+    with pytest.raises(TerminalError) as info:
+        _torch_cuda()
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("no GPU: torch could not be imported")
+    assert str(error) in message and "invoke wheelhouse --env=ENV --dir=DIR" in message
+    assert "Deep Learning AMI" in message and info.value.component == "preflight"
+    assert info.value.details["check"] == "torch import"
