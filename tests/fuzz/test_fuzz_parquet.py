@@ -178,3 +178,31 @@ def test_the_trainer_loader_loads_or_refuses_in_one_line(data, tmp_path_factory)
         assert "unknown frequency" in str(exc) and frequency not in ("auto", "h", "D", "15min"), exc
         return
     assert dataset.item_ids and len(dataset.test_windows) == 1
+
+
+@pytest.mark.row(ROW_CHECK)
+@settings(max_examples=fuzzkit.scaled(30, fuzz=400))
+@given(data=st.data())
+def test_data_the_check_passes_whole_is_data_the_trainer_loads(data, s3, tmp_path_factory):
+    """When the check read every row (small files) and found no error, the run must not fail on
+    the instance for the data: the check exists so no GPU is rented for a run that cannot train."""
+    fuzzkit.example()
+    frequency = data.draw(FREQUENCIES)
+    spec = _spec(frequency)
+    folder = tmp_path_factory.mktemp("data")
+    files = []
+    for i in range(data.draw(st.integers(1, 2))):
+        body = parquet_bytes(data.draw(tables()), "none", data.draw)
+        key = f"{spec.data.prefix}part-{i}.parquet"
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+        (folder / f"part-{i}.parquet").write_bytes(body)
+        files.append(folder / f"part-{i}.parquet")
+    result = check_data(s3, BUCKET, spec)
+    if not result.ok or result.sampled_rows < result.rows:
+        return
+    try:
+        load_dataset(files, spec.data, prediction_length=4, backtest_windows=1)
+    except (DataValidationError, ValueError) as exc:
+        raise AssertionError(
+            f"the data check passed ({result.warnings}) but the trainer refused: {exc}"
+        ) from None
