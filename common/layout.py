@@ -31,6 +31,7 @@ ENV_PREFIX_DIR = CACHED + "python-env/"
 CONFIGS_PREFIX = CACHED + "configs/"
 
 # Names inside a run's outputs (``RunPaths``) and inside a checkpoint folder.
+USER_CONFIGS_DIR = "user-configs/"  # a run's launch inputs: written by launch, only read on the instance
 RUN_SPEC_NAME = "run-spec.json"  # under user-configs/
 LAUNCH_RECORD_NAME = "launch-record.json"  # under user-configs/
 LAUNCH_REQUEST_NAME = "launch-request.json"  # under user-configs/: what a relaunch sends again
@@ -172,7 +173,7 @@ class RunPaths:
 
     @property
     def user_configs(self) -> str:
-        return self.prefix + "user-configs/"
+        return self.prefix + USER_CONFIGS_DIR
 
     @property
     def run_spec(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from common.layout import USER_CONFIGS_DIR
 from infra.spec.bucket import CACHED_DATASETS_PREFIX, env_prefix
 from infra.spec.names import validate_env
 from infra.spec.notify import publish_statements
@@ -24,9 +25,20 @@ def policy_document(*statements: dict[str, Any]) -> dict[str, Any]:
 
 def allow(sid: str, actions: Sequence[str], resources: Any, condition: Any = None) -> dict[str, Any]:
     """An Allow statement (the ``Condition`` only when there is one)."""
+    return _statement("Allow", sid, actions, resources, condition)
+
+
+def deny(sid: str, actions: Sequence[str], resources: Any, condition: Any = None) -> dict[str, Any]:
+    """A Deny statement: it wins over every Allow (IAM's policy evaluation logic)."""
+    return _statement("Deny", sid, actions, resources, condition)
+
+
+def _statement(
+    effect: str, sid: str, actions: Sequence[str], resources: Any, condition: Any
+) -> dict[str, Any]:
     statement: dict[str, Any] = {
         "Sid": sid,
-        "Effect": "Allow",
+        "Effect": effect,
         "Action": list(actions),
         "Resource": resources,
     }
@@ -85,7 +97,11 @@ def instance_role_policy(
     - DescribeInstances, DescribeTags and DescribeVolumes (these take no resource
       ARN; cleanup checks for instances and volumes left behind);
     - publish to the env's notification topic, when the stack has one
-      (:mod:`infra.spec.notify`; the run's end and a ``max_cost`` stop).
+      (:mod:`infra.spec.notify`; the run's end and a ``max_cost`` stop);
+    - never write or delete a run's ``user-configs/`` (an explicit Deny): the recovery
+      function relaunches from its ``launch-request.json`` with the operator's launch rights,
+      so an instance that could rewrite it could choose the next instance's user data. The
+      trainer only reads there; launch writes it with the operator's credentials.
     """
     env = validate_env(env)
     return policy_document(
@@ -122,4 +138,9 @@ def instance_role_policy(
             "*",
         ),
         *publish_statements(notify_topic_arn),
+        deny(
+            "NeverRewriteLaunchInputs",
+            ["s3:PutObject", "s3:DeleteObject"],
+            f"{bucket_arn_}/{env_prefix(env)}*/{USER_CONFIGS_DIR}*",
+        ),
     )

@@ -129,7 +129,22 @@ def test_instance_role_grants_nothing_beyond_s3_and_its_ec2_calls() -> None:
         "ec2:DescribeTags",
         "ec2:DescribeVolumes",  # cleanup's check for volumes left behind
     }
-    assert all(s["Effect"] == "Allow" and "*" not in "".join(s["Action"]) for s in INSTANCE["Statement"])
+    assert all("*" not in "".join(s["Action"]) for s in INSTANCE["Statement"])
+    # every statement allows, but the one that keeps a run's launch inputs out of the instance's reach
+    denies = [s for s in INSTANCE["Statement"] if s["Effect"] != "Allow"]
+    assert [(s["Effect"], s["Sid"]) for s in denies] == [("Deny", "NeverRewriteLaunchInputs")]
+
+
+def test_the_instance_may_read_but_never_rewrite_a_runs_launch_inputs() -> None:
+    """The recovery function relaunches from user-configs/launch-request.json with the operator's
+    launch rights: an instance that could rewrite it could pick the next instance's user data."""
+    run = f"{BUCKET}/dev/2026/11/25-140502/"
+    for name in ("launch-request.json", "run-spec.json", "launch-record.json"):
+        for action in ("s3:PutObject", "s3:DeleteObject"):
+            assert not allowed(INSTANCE, Request(action, run + "user-configs/" + name)), (action, name)
+        assert allowed(INSTANCE, Request("s3:GetObject", run + "user-configs/" + name)), name
+    assert allowed(INSTANCE, Request("s3:PutObject", run + "_SUCCESS"))
+    assert allowed(INSTANCE, Request("s3:PutObject", run + "checkpoints/checkpoint-10/model.safetensors"))
 
 
 # ------------------------------------------------------------------ operator

@@ -184,6 +184,16 @@ DENIED: dict[str, Case] = {
     "read prod's cached datasets": Case(
         _get("prod_bucket", CACHED), "s3:GetObject", _obj("prod_bucket", CACHED)
     ),
+    "rewrite its run's launch request (recovery relaunches from it)": Case(
+        _put("dev_bucket", f"dev/{RUN}/user-configs/launch-request.json"),
+        "s3:PutObject",
+        _obj("dev_bucket", f"dev/{RUN}/user-configs/launch-request.json"),
+    ),
+    "delete its run's spec": Case(
+        _delete("dev_bucket", f"dev/{RUN}/user-configs/run-spec.json"),
+        "s3:DeleteObject",
+        _obj("dev_bucket", f"dev/{RUN}/user-configs/run-spec.json"),
+    ),
     "write the code bundles": Case(
         _put("dev_bucket", "cached-datasets/scripts/code-0.tar.gz"),
         "s3:PutObject",
