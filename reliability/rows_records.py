@@ -89,7 +89,7 @@ ROWS: tuple[Row, ...] = (
         id="records-run-id-distinct",
         section=_S,
         fault="two launches in one env within one second",
-        expected="the run id of a second already used in the env is refused with one line naming it and "
-        "what to do (layout.new_run_id); a concurrent pair is refused by the lock",
+        expected="the second launch is refused with one line naming the run id and what to do; it takes no "
+        "lock and the first run's outputs stay as they were (a concurrent pair: the lock refuses one)",
     ),
 )
