@@ -18,7 +18,7 @@ from __future__ import annotations
 import shlex
 import sysconfig
 import venv
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from localaws.audit import ENV_VAR as AUDIT_VAR
@@ -34,7 +34,9 @@ def project_site_packages() -> list[str]:
     return list(dict.fromkeys([paths["purelib"], paths["platlib"]]))
 
 
-def make_ami_python(root: Path, *, site_dirs: Sequence[str] | None = None, audit: bool = False) -> Path:
+def make_ami_python(
+    root: Path, *, site_dirs: Sequence[str] | None = None, audit: bool = False, faults: bool = False
+) -> Path:
     """``<root>/opt/pytorch``: a venv that sees the project's packages, like the DLAMI's torch venv.
 
     Args:
@@ -43,6 +45,8 @@ def make_ami_python(root: Path, *, site_dirs: Sequence[str] | None = None, audit
             site-packages; empty: a bare Python, e.g. to test a failing ``import torch``).
         audit: also install the IAM call audit (``localaws.audit.install_from_env()``) at
             startup when ``CHRONOS_IAM_AUDIT_LOG`` is set (a missing module is skipped).
+        faults: also install the fault ``CHRONOS_LOCAL_FAULTS`` names
+            (:func:`control.local_faults.install_from_env`: the fault matrix's full disk).
 
     Returns:
         Its ``bin/python3``.
@@ -56,6 +60,8 @@ def make_ami_python(root: Path, *, site_dirs: Sequence[str] | None = None, audit
             'import sys; exec("try:\\n import localaws.audit as _audit\\nexcept ImportError:\\n'
             ' _audit = None\\nif _audit is not None:\\n _audit.install_from_env()")'
         )
+    if faults:
+        lines.append("import control.local_faults as _faults; _faults.install_from_env()")
     purelib = sysconfig.get_paths(vars={"base": str(env_dir), "platbase": str(env_dir)})["purelib"]
     Path(purelib).mkdir(parents=True, exist_ok=True)
     (Path(purelib) / AMI_PTH).write_text("\n".join(lines) + "\n" if lines else "")
@@ -165,6 +171,7 @@ def instance_environment(
     imds_url: str,
     audit_log: str | None = None,
     path: str = SYSTEM_PATH,
+    faults: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The user data's whole environment: no AWS keys, the IMDS and the local AWS endpoints.
 
@@ -172,7 +179,7 @@ def instance_environment(
         root: ``CHRONOS_ROOT``. shims: first on PATH. endpoint_url: ``AWS_ENDPOINT_URL``.
         imds_url: ``AWS_EC2_METADATA_SERVICE_ENDPOINT`` (botocore's variable; the user
             data reads it too). audit_log: ``CHRONOS_IAM_AUDIT_LOG`` when set.
-        path: the system part of PATH.
+        path: the system part of PATH. faults: the fault variables (:mod:`control.local_faults`).
     """
     home = root / "root"
     home.mkdir(parents=True, exist_ok=True)
@@ -189,4 +196,5 @@ def instance_environment(
     }
     if audit_log:
         env[AUDIT_VAR] = audit_log
+    env.update(faults or {})
     return env

@@ -37,6 +37,7 @@ from common import logfmt
 from common.aws import client as make_client
 from common.ec2 import describe_instance, instance_state, is_gone
 from common.timeutil import iso, utc_now
+from control import local_faults
 from control.local_instance import SHUTDOWN_GRACE_S, group_alive, signal_group
 from control.local_machine import (
     AUDIT_VAR,
@@ -70,6 +71,12 @@ class Supervisor:
         self.folder = self.local_dir.instance_dir(args.instance_id)
         self.root = self.folder / "root"
         self.audit_log = os.environ.get(AUDIT_VAR) or None
+        fault = os.environ.get(local_faults.ENV_VAR)  # the fault matrix's full disk, for this instance
+        self.faults = (
+            {local_faults.ENV_VAR: fault, local_faults.LOG_VAR: str(self.folder / "faults.log")}
+            if fault
+            else {}
+        )
         recorded = load_identities(Path(args.identities) if args.identities else None)
         if recorded is not None:
             admin = recorded.admin.session(args.region)
@@ -131,7 +138,7 @@ class Supervisor:
         started = time.monotonic()
         script = self.folder / "user-data.sh"
         script.write_text(self.user_data())
-        ami_python = make_ami_python(self.root, audit=self.audit_log is not None)
+        ami_python = make_ami_python(self.root, audit=self.audit_log is not None, faults=bool(self.faults))
         shims = self.folder / "shims"
         write_shims(shims, control_dir=self.power.dir, supervisor_pid=os.getpid(), ami_python=ami_python)
         env = instance_environment(
@@ -140,6 +147,7 @@ class Supervisor:
             endpoint_url=self.args.endpoint_url,
             imds_url=self.imds.url,
             audit_log=self.audit_log,
+            faults=self.faults,
         )
         log.info("boot: bash %s (machine ready in %.2f s)", script, time.monotonic() - started)
         return subprocess.Popen(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,58 @@ def checkpoint_problem(path: Path) -> str | None:
     missing = [f for f in STATE_FILES if not (path / f).is_file()]
     if missing:
         return f"missing {', '.join(missing)}"
+    torn = [
+        f"{f} is truncated ({why})" for f in (*WEIGHT_FILES, *STATE_FILES) if (why := truncated(path / f))
+    ]
+    if torn:
+        return "; ".join(torn)
     return _validation_problem(path)
+
+
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's archive (optimizer, scheduler, RNG state, .bin weights)
+_SAFETENSORS_HEADER_MAX = 100 * 1024 * 1024  # the format's own limit on its JSON header
+
+
+def truncated(path: Path) -> str | None:
+    """Why the file at ``path`` is shorter than its own format says (``None``: whole, absent or
+    not a format known here). Torch-free and cheap: only headers and the zip's end are read.
+
+    - safetensors: an 8-byte little-endian header length, the JSON header, then the tensors'
+      bytes up to the largest ``data_offsets`` end;
+    - torch's zip archive: the end-of-central-directory record, at the file's end, is gone.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = path.stat().st_size
+            if path.suffix == ".safetensors" and len(head) == 9 and head[8:9] == b"{":
+                return _safetensors_short(f, int.from_bytes(head[:8], "little"), size)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"unreadable: {exc}"
+    if head.startswith(_ZIP_MAGIC) and not zipfile.is_zipfile(path):
+        return f"a zip archive of {size} bytes without its central directory"
+    return None
+
+
+def _safetensors_short(f: Any, header_len: int, size: int) -> str | None:
+    if header_len > _SAFETENSORS_HEADER_MAX:
+        return None  # not a safetensors header after all
+    if size < 8 + header_len:
+        return f"{size} bytes, its header alone is {8 + header_len}"
+    f.seek(8)
+    try:
+        header = json.loads(f.read(header_len))
+    except ValueError:
+        return "its header does not load"
+    ends = [
+        int(t["data_offsets"][1])
+        for name, t in (header.items() if isinstance(header, dict) else ())
+        if name != "__metadata__" and isinstance(t, dict) and isinstance(t.get("data_offsets"), list)
+    ]
+    want = 8 + header_len + max(ends, default=0)
+    return f"{size} bytes of {want}" if size < want else None
 
 
 def _validation_problem(path: Path) -> str | None:
