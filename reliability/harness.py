@@ -100,6 +100,16 @@ class World:
         record.count(record.Total.RUNS)
         return Run(world=self, run_id=result.run_id, instance_id=result.instance_id)
 
+    def resume(self, run_id: str) -> Run:
+        """``invoke launch --resume <run_id> --local`` in this process: the same run, a new instance."""
+        from control.launch import launch as launch_run
+
+        result = launch_run(self.backend, env=self.env, resume=run_id).result
+        if result is None:
+            raise RuntimeError("resume returned no run")
+        record.count(record.Total.RUNS)
+        return Run(world=self, run_id=result.run_id, instance_id=result.instance_id)
+
     def launch_process(self, spec_text: str, *, name: str = "run") -> subprocess.Popen[str]:
         """``invoke launch --env=dev --local --spec=...`` as a child process (to kill it mid-way)."""
         spec = self.write_spec(spec_text, name)

@@ -7,12 +7,17 @@
   the local host gives the processes an OS shutdown (SIGTERM, then SIGKILL after a grace).
 - :func:`start_kill`: ``invoke kill`` (:func:`control.kill.kill_run`, the command's body) in a
   thread; :class:`Kill` waits for it and holds its result.
+- :func:`disk_full`: instances booted meanwhile get ``ENOSPC`` writing matching paths
+  (:mod:`control.local_faults`); :func:`truncate_object` tears an object in S3.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,3 +119,52 @@ def start_kill(world: Any, *, grace_s: float = 90.0) -> Kill:
     record.count(record.Total.FAULTS_INJECTED)
     kill.thread.start()
     return kill
+
+
+@contextlib.contextmanager
+def disk_full(glob: str) -> Iterator[None]:
+    """Instances booted inside this block find their disk full for paths matching ``glob``.
+
+    Each write of a matching file raises ``ENOSPC`` (:mod:`control.local_faults`; the
+    supervisor hands the fault to the instance's Python). Counted per refusal by
+    :func:`disk_full_hits`.
+    """
+    from control import local_faults
+
+    local_faults.parse(f"enospc:{glob}")
+    saved = os.environ.get(local_faults.ENV_VAR)
+    os.environ[local_faults.ENV_VAR] = f"enospc:{glob}"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(local_faults.ENV_VAR, None)
+        else:
+            os.environ[local_faults.ENV_VAR] = saved
+
+
+def disk_full_hits(world: Any, instance_id: str, *, count: bool = True) -> list[str]:
+    """The paths whose write the full disk refused on ``instance_id`` (each counted once)."""
+    log = world.local_dir.instance_dir(instance_id) / "faults.log"
+    try:
+        lines = log.read_text("utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    if count:
+        seen = _COUNTED.setdefault(instance_id, 0)
+        if len(lines) > seen:
+            record.count(record.Total.FAULTS_INJECTED, len(lines) - seen)
+            _COUNTED[instance_id] = len(lines)
+    return [line.split(" ", 1)[1] for line in lines if " " in line]
+
+
+_COUNTED: dict[str, int] = {}
+
+
+def truncate_object(world: Any, key: str, *, keep: float = 0.5) -> int:
+    """Rewrite ``key`` in S3 with only its first ``keep`` share of bytes (a torn upload); its new size."""
+    body = world.s3.get_object(Bucket=world.bucket, Key=key)["Body"].read()
+    cut = body[: int(len(body) * keep)]
+    world.s3.put_object(Bucket=world.bucket, Key=key, Body=cut)
+    record.count(record.Total.FAULTS_INJECTED)
+    return len(cut)

@@ -45,7 +45,10 @@ def inject_at(
         raise ValueError(f"fault {fault!r}: one of {FAULTS}")
     hold = hold_at(world, phase, run.run_id)
     try:
-        doc = landed(world, phase, hold, timeout=timeout)
+        try:
+            doc = landed(world, phase, hold, timeout=timeout)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\nstate: {world.state()}\n{world.logs()}") from None
         iid = doc.get("instance_id")
         if not iid or iid in previous:
             raise AssertionError(f"{phase}: held on instance {iid}, which is not a new attempt's")

@@ -8,6 +8,7 @@ Re-exported by :mod:`reliability.harness`.
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from reliability.harness import Run, World
 
 SETTLE_S = 420.0  # a whole run plus its recoveries on 2 loaded cores
+LINGER_S = 60.0  # how long a final lock of a run that no longer bills may wait for the handler
 
 
 def wait_until(*args: Any, **kwargs: Any) -> Any:
@@ -117,10 +119,21 @@ def settle(
     from control.runs import read_run
     from control.verify import verify
 
+    left_since: dict[str, float] = {}
+
     def ended() -> bool:
+        if world.billing(run.run_id):
+            return False
         doc = world.state()
-        mine = doc is not None and doc.get("run_id") == run.run_id
-        return (not mine or RunStatus(doc["status"]).is_terminal()) and not world.billing(run.run_id)
+        if doc is None or doc.get("run_id") != run.run_id:
+            return True
+        if not RunStatus(doc["status"]).is_terminal():
+            return False
+        # a final lock with nothing of the run billing: its instance died before its cleanup
+        # removed it, and the recovery handler releases it once it sees the instance gone (its
+        # gone grace and a tick); a lock still there after LINGER_S stays (the outcome shows it)
+        first = left_since.setdefault(f"{doc['status']} {doc.get('instance_id')}", time.monotonic())
+        return time.monotonic() - first >= LINGER_S
 
     try:
         wait_until(ended, timeout, f"run {run.run_id} to end", every=0.5)
