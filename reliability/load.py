@@ -187,8 +187,8 @@ class ProcessCensus:
         if self.os_threads > native:
             out.append(f"{self.os_threads - native} more OS thread(s) ({self.os_threads})")
         out += [f"open {target}" for target in _extra(self.fd_targets, before.fd_targets, kinds=True)]
-        kids = [kid for kid in self.children if int(kid.split()[0]) not in allowed_pids]
-        out += [f"child process {kid}" for kid in _extra(kids, before.children)]
+        known = {int(kid.split()[0]) for kid in before.children} | set(allowed_pids) - {None}
+        out += [f"child process {kid}" for kid in self.children if int(kid.split()[0]) not in known]
         return out
 
 
