@@ -12,6 +12,7 @@ data, any other code) is a terminal error.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -111,6 +112,18 @@ def _flush_checkpoints(ctx: RunContext, uploader: CheckpointUploader, details: d
         ctx.errors.add(record_for(problem, component=COMPONENT))
 
 
+def _disk_full_advice(ctx: RunContext, error: str) -> str:
+    """What to do when the child died of a full disk (ENOSPC), else ``""``."""
+    if f"[Errno {errno.ENOSPC}]" not in error and os.strerror(errno.ENOSPC) not in error:
+        return ""
+    size = f" (now {ctx.spec.instance.root_volume_gb} GiB)" if ctx.spec is not None else ""
+    return (
+        f"; the instance's disk is full: raise instance.root_volume_gb{size} in the run spec and "
+        f"launch again (`invoke launch --env={ctx.opts.env} --resume {ctx.opts.run_id}` reuses this "
+        "run's spec, its disk size included); the checkpoints uploaded so far are kept"
+    )
+
+
 def outcome(ctx: RunContext, code: int, result: dict[str, Any]) -> None:
     """Map the child's exit code to the run: done, stopped, or a terminal error.
 
@@ -122,8 +135,9 @@ def outcome(ctx: RunContext, code: int, result: dict[str, Any]) -> None:
         ctx.stops.check()
     if code != ExitCode.OK:
         kind = CHILD_FAILURES.get(code, f"training process failed (exit {code})")
+        error = str(result.get("error") or "see trainer.log")
         raise TerminalError(
-            f"{kind}: {result.get('error') or 'see trainer.log'}",
+            f"{kind}: {error}{_disk_full_advice(ctx, error)}",
             component=COMPONENT,
             details={"exit_code": code},
         )

@@ -98,3 +98,26 @@ def test_the_fault_variable_must_name_a_kind_and_a_glob():
         local_faults.parse("enospc:")
     with pytest.raises(ValueError, match="expected one of"):
         local_faults.parse("fill:*")
+
+
+@pytest.mark.row("disk-full@training")
+def test_a_training_child_that_died_of_a_full_disk_says_to_raise_the_root_volume():
+    from types import SimpleNamespace
+
+    from trainer.errors import TerminalError
+    from trainer.training import outcome
+
+    ctx = SimpleNamespace(
+        stops=SimpleNamespace(request=None),
+        spec=SimpleNamespace(instance=SimpleNamespace(root_volume_gb=100)),
+        opts=SimpleNamespace(env="dev", run_id="20261125-140502"),
+    )
+    full = "OSError: [Errno 28] No space left on device: '/opt/chronos/work/checkpoint-30/base_model.json'"
+    with pytest.raises(TerminalError) as raised:
+        outcome(ctx, 1, {"error": full})
+    text = str(raised.value)
+    assert full in text and "disk is full" in text and "root_volume_gb (now 100 GiB)" in text, text
+    assert "invoke launch --env=dev --resume 20261125-140502" in text, text
+    with pytest.raises(TerminalError) as other:
+        outcome(ctx, 1, {"error": "RuntimeError: CUDA error"})
+    assert "disk" not in str(other.value)
