@@ -16,7 +16,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from common import attempts as att
-from common.cleanup_status import ActionStatus, CleanupLog, describe
+from common.cleanup_status import ActionStatus, CleanupLog, confirmed_terminated, describe
+from common.errors import CorruptStateError
 from common.layout import RunPaths
 from common.placement import LaunchRequest, Placement, Refusal, refusal
 from common.state_doc import Snapshot, apply_transition
@@ -135,7 +136,14 @@ def _terminate(ctx: Context, instance_id: str, cleanup: CleanupLog) -> None:
         log.warning("could not terminate %s: %s", instance_id, exc)
         cleanup.record(instance_id, "terminate", ActionStatus.FAILED, describe(exc))
         return
-    cleanup.record(instance_id, "terminate", ActionStatus.SUCCEEDED)
+    # Succeeded only once a describe shows it ended (records say only what was observed); the
+    # handler does not wait: right after the call EC2 shows shutting-down, so it is requested.
+    try:
+        seen = ctx.cloud.instance_state(instance_id)
+    except AWS_ERRORS as exc:
+        seen = f"unknown ({describe(exc)})"
+    status = ActionStatus.SUCCEEDED if confirmed_terminated(seen) else ActionStatus.REQUESTED
+    cleanup.record(instance_id, "terminate", status, observed=f"DescribeInstances: {seen}")
 
 
 def _release(ctx: Context, run_id: str, cleanup: CleanupLog) -> bool:
@@ -144,9 +152,19 @@ def _release(ctx: Context, run_id: str, cleanup: CleanupLog) -> bool:
     except (NotHeldError, *AWS_ERRORS) as exc:
         cleanup.record(ctx.store.location, "delete", ActionStatus.FAILED, str(exc))
         return False
-    status = ActionStatus.SUCCEEDED if released else ActionStatus.SKIPPED
-    cleanup.record(ctx.store.location, "delete", status, None if released else "already removed")
-    return True
+    if not released:
+        cleanup.record(ctx.store.location, "delete", ActionStatus.SKIPPED, "already removed")
+        return True
+    # succeeded only once a read after the delete finds the file gone (or another run's lock)
+    try:
+        after = ctx.store.read()
+        seen = "gone" if after is None else f"run {after.run_id} ({after.doc['status']})"
+    except (CorruptStateError, *AWS_ERRORS) as exc:
+        seen = f"unreadable ({exc})"
+    gone = seen == "gone" or (seen.startswith("run ") and not seen.startswith(f"run {run_id} "))
+    status = ActionStatus.SUCCEEDED if gone else ActionStatus.REQUESTED
+    cleanup.record(ctx.store.location, "delete", status, observed=f"GetObject after the delete: {seen}")
+    return gone
 
 
 def _write_cleanup_status(ctx: Context, run_id: str, cleanup: CleanupLog, released: bool) -> None:

@@ -24,7 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from common import aws
 from common.cleanup_status import count_or_unknown, verification
-from common.ec2 import BILLING_STATES
+from common.ec2 import BILLING_STATES, instance_state
 from common.notify import NotifyEvent, try_publish
 from common.placement import refusal
 from common.pricing import spot_price
@@ -106,6 +106,9 @@ class AwsCloud:
             if aws.error_code(exc) != "InvalidInstanceID.NotFound":
                 raise
             log.info("%s is already gone", instance_id)
+
+    def instance_state(self, instance_id: str) -> str:
+        return instance_state(self.ec2, instance_id)
 
     def spot_price(self, instance_type: str, az: str) -> float | None:
         price = spot_price(self.ec2, instance_type, az, now=self.clock())

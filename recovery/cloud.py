@@ -73,6 +73,10 @@ class Cloud(Protocol):
         """Terminate the instance (an instance already gone is no error)."""
         ...
 
+    def instance_state(self, instance_id: str) -> str:
+        """The state a DescribeInstances shows now (``common.ec2.NOT_FOUND`` when EC2 forgot it)."""
+        ...
+
     def spot_price(self, instance_type: str, az: str) -> float | None:
         """The current spot price (USD/hour) of the type in the AZ, ``None`` when unknown."""
         ...

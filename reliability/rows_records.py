@@ -92,4 +92,12 @@ ROWS: tuple[Row, ...] = (
         expected="the second launch is refused with one line naming the run id and what to do; it takes no "
         "lock and the first run's outputs stay as they were (a concurrent pair: the lock refuses one)",
     ),
+    Row(
+        id="records-recovery-terminate-observed",
+        section=_S,
+        fault="the recovery handler terminates an instance and releases a lock while a describe still "
+        "shows the instance shutting-down or a read still finds the state file",
+        expected="its cleanup_status.json records each `requested` with what the describe or read saw "
+        "(`succeeded` only once they show it ended / gone) and does not claim the state file removed",
+    ),
 )

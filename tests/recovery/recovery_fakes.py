@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from common.cleanup_status import Count, verification
-from common.ec2 import is_gone
+from common.ec2 import NOT_FOUND, is_gone
 from common.placement import Placement
 from common.state_store import StateStore
 from common.status import Market
@@ -107,6 +107,10 @@ class FakeCloud:
         self.terminated.append(instance_id)
         if instance_id in self.instances:
             self.end_instance(instance_id)
+
+    def instance_state(self, instance_id: str) -> str:
+        info = self.instances.get(instance_id)
+        return NOT_FOUND if info is None else info.state
 
     def spot_price(self, instance_type: str, az: str) -> float | None:
         return 0.31

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from recovery_fakes import ENV, RUN, event
 
 from common.layout import RunPaths
@@ -186,6 +187,46 @@ def test_an_instance_past_its_max_runtime_is_terminated_and_the_run_failed(
         "succeeded",
     )
     assert s3.head_object(Bucket=bucket, Key=key)  # checkpoints stay
+
+
+@pytest.mark.row("records-recovery-terminate-observed")
+def test_a_terminate_the_handler_made_is_succeeded_only_once_a_describe_shows_it_ended(
+    cloud, start_run, clock, monkeypatch
+):
+    """Right after TerminateInstances EC2 shows shutting-down: the handler records the terminate
+    requested with what the describe saw, not succeeded (before: succeeded on the call's answer)."""
+    from recovery.cloud import InstanceInfo
+
+    def lags(instance_id: str) -> None:
+        info = cloud.instances[instance_id]
+        cloud.instances[instance_id] = InstanceInfo(**{**info.__dict__, "state": "shutting-down"})
+
+    monkeypatch.setattr(cloud, "end_instance", lags)
+    start_run(max_runtime=60)
+    clock.tick(80 * 60)
+    cloud.store(ENV).heartbeat(RUN)
+    out = handle(event("schedule", None, "t2"), cloud, clock=clock)
+    assert _actions(out) == [Action.FAILED] and cloud.terminated == ["i-0001"]
+    status = cloud.read_json(RunPaths(env=ENV, run_id=RUN).cleanup_status)
+    terminate = next(a for a in status["actions"] if a["action"] == "terminate")
+    assert (terminate["status"], terminate["observed"]) == ("requested", "DescribeInstances: shutting-down")
+
+
+@pytest.mark.row("records-recovery-terminate-observed")
+def test_a_lock_release_is_succeeded_only_once_a_read_finds_the_state_file_gone(
+    cloud, start_run, clock, monkeypatch
+):
+    """A delete S3 answered but a read still finds: requested with what the read saw, and
+    cleanup_status.json does not claim the state file removed (before: succeeded on the answer)."""
+    monkeypatch.setattr(StateStore, "release", lambda self, run_id: True)  # answered, not done
+    start_run(max_runtime=60)
+    clock.tick(80 * 60)
+    cloud.store(ENV).heartbeat(RUN)
+    assert _actions(handle(event("schedule", None, "t2"), cloud, clock=clock)) == [Action.FAILED]
+    status = cloud.read_json(RunPaths(env=ENV, run_id=RUN).cleanup_status)
+    delete = next(a for a in status["actions"] if a["action"] == "delete")
+    assert delete["status"] == "requested" and delete["observed"].endswith(f"run {RUN} (failed)")
+    assert status["state_file_removed"] is False
 
 
 def test_a_stale_heartbeat_while_training_is_terminated_as_heartbeat_lost(cloud, start_run, clock):
