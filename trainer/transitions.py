@@ -71,6 +71,8 @@ class RunState:
         except NotHeldError as exc:
             self.stops.flip(StopRequest(status=RunStatus.KILLED, reason=str(exc), source="state"))
             self.stops.check()
+            log.warning("status %s not written: %s", status.value, exc)  # the run is finishing
+            return
         log.info("status -> %s", status.value)
 
     def final(self, completion: CompletionStatus, reason: str | None) -> RunStatus:
@@ -96,8 +98,23 @@ class RunState:
             log.info("state is already %s (%s)", exc.current.value, exc)
             return exc.current if exc.current.is_final() or exc.current.is_recovering() else target
         except Exception as exc:  # noqa: BLE001 - the run must still finalize and power off
-            log.error("could not write status %s: %s", target.value, exc)
-            return target
+            now = self._status_read_back()
+            log.error(
+                "could not write status %s: %s; the state file %s",
+                target.value,
+                exc,
+                "cannot be read" if now is None else f"still says {now.value}",
+            )
+            return now or target  # what the state file says, never a status it was not given
+
+    def _status_read_back(self) -> RunStatus | None:
+        """The run's status as the state file holds it now (``None``: unreadable or not this run's)."""
+        try:
+            snap = self.store.read()
+        except Exception as exc:  # noqa: BLE001 - a read after a failed write is a best effort
+            log.info("could not read the state back: %s", exc)
+            return None
+        return snap.status if snap is not None and snap.run_id == self.run_id else None
 
     def kill_reason(self) -> str | None:
         """The reason ``invoke kill`` wrote into the state file, if it did and the state is readable."""
