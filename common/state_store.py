@@ -8,9 +8,8 @@
 - transitions are checked against :class:`common.status.RunStatus`.
 - release: ``DeleteObject(IfMatch=etag)``, only if it still belongs to the run;
   a 412 re-reads, so a newer document (or another run's lock) is never deleted.
-- a conditional write whose answer was lost (S3 applied it; the SDK's retry then meets
-  412 or 404): the lock's create knows its own ``lock_id``, an update its own document,
-  a release its own retried delete; none of them is reported as someone else's.
+- a write whose answer was lost (S3 applied it, the SDK's retry meets 412/404) is known
+  as ours: the create by its ``lock_id``, an update by its document, a retried release.
 - claim_recovery: ONE ``PutObject(IfMatch=etag)`` of the snapshot the recovery
   handler decided on, never retried: of two handlers deciding on one document,
   exactly one wins; the other re-reads and decides again (``common.attempts``).
@@ -168,10 +167,8 @@ class StateStore:
 
         ``mutate`` gets a copy and returns the new document (or mutates it in
         place and returns ``None``). It is called again on a fresh read after
-        every conflict, so it must decide from the document it is given. A conflict
-        the SDK met on a retry, whose fresh read is exactly the document this call
-        wrote, is this call's own write (its first answer lost): it is returned, not
-        written again.
+        every conflict, so it must decide from the document it is given. A retried write
+        met by a conflict whose fresh read is exactly its document landed: it is returned.
 
         Raises:
             NotHeldError: the file is gone or belongs to another run.
@@ -379,15 +376,16 @@ class StateStore:
             return True
         raise ConflictError(f"{self.location}: {self.max_conflicts} conflicting deletes in a row")
 
-    def force_clear(self) -> bool:
-        """Delete the state file whatever it holds (for `verify --fix`); ``False`` if absent."""
+    def force_clear(self, *, etag: str | None = None) -> bool:
+        """Delete the state file whatever it holds now (`verify --fix`), or with ``etag`` only the
+        document judged stale (a lock taken since by a new launch stays); ``False``: not deleted."""
         try:
-            self.s3.head_object(Bucket=self.bucket, Key=self.key)
+            etag = etag or self.s3.head_object(Bucket=self.bucket, Key=self.key)["ETag"]
+            self.s3.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=etag)
         except ClientError as exc:
-            if is_not_found(exc):
+            if is_not_found(exc) or http_status(exc) in (409, 412):
                 return False
             raise
-        self.s3.delete_object(Bucket=self.bucket, Key=self.key)
         return True
 
     # -- internals -----------------------------------------------------------
@@ -418,7 +416,5 @@ class StateStore:
 
 
 def _retried(exc: ClientError) -> bool:
-    """True when the SDK sent the request more than once (its retries: a 500, a reset, a read
-    timeout), so an earlier attempt may have been applied by S3 with its answer lost."""
-    meta = exc.response.get("ResponseMetadata", {})
-    return int(meta.get("RetryAttempts", 0) or 0) > 0
+    """True when the SDK sent it more than once: an earlier attempt may have landed, its answer lost."""
+    return int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) or 0) > 0

@@ -154,3 +154,18 @@ def test_racing_acquires_and_releases_never_hold_the_lock_twice(local_aws, bucke
         t.join(300)
     assert overlaps == [] and sum(wins.values()) == 40
     assert StateStore(local_aws.client("s3"), bucket, ENV).read() is None
+
+
+@pytest.mark.row("load-lock-contention")
+def test_clearing_a_stale_lock_never_deletes_a_lock_taken_since_it_was_judged(store):
+    """``verify --fix`` judges a lock stale, then (after waiting for terminations) clears it; if
+    meanwhile that run released it and a new launch took the lock, the new lock must stay."""
+    stale = store.acquire(_doc("20261201-110000"))
+    assert store.release("20261201-110000") is True
+    fresh = store.acquire(_doc())  # a new launch in the window
+    assert store.force_clear(etag=stale.etag) is False
+    assert store.read().etag == fresh.etag
+    assert store.force_clear(etag=fresh.etag) is True and store.read() is None
+    store.acquire(_doc())
+    assert store.force_clear() is True and store.read() is None  # no ETag: whatever it holds
+    assert store.force_clear() is False
