@@ -1,7 +1,7 @@
 """RELIABILITY.md rows of the s3 group (see :mod:`reliability.matrix`).
 
-The faults come from the loopback S3 fault proxy (:mod:`reliability.s3faults`) between the
-harness's gate and moto, for the instance role's requests.
+The faults come from the loopback S3 fault proxy (:mod:`reliability.s3faults`) in front of the
+harness's gate, for the instance role's requests.
 """
 
 from __future__ import annotations
@@ -28,10 +28,19 @@ def _transient(phase: str, calls: str, extra: str = "") -> Row:
 ROWS: tuple[Row, ...] = (
     _transient("data_sync", "the training-data listing and downloads, and a state write"),
     _transient("training", "the checkpoint uploads, and a state write or heartbeat"),
-    _transient(
-        "results_sync",
-        "the model uploads and the upload check's listing",
-        " and a response held past the 60 s read timeout",
+    _transient("results_sync", "the model uploads and the upload check's listing"),
+    Row(
+        id="s3-timeout@results_sync",
+        section=FM,
+        phase="results_sync",
+        fault=(
+            "the forecasts.json PutObject answer held past the 60 s read timeout (in the run of "
+            "s3-exhausted@results_sync, while the model upload backs off beside it)"
+        ),
+        expected=(
+            "the trainer times out, retries and the object lands whole (sha256 of the instance's "
+            "file); the run's other upload failing does not stop it"
+        ),
     ),
     _transient("finalize", "the training.json and _SUCCESS writes"),
     _transient("cleanup", "the cleanup_status.json write and the lock's DeleteObject"),

@@ -4,6 +4,9 @@
   trainer retries each upload 6 times (1 .. 32 s) and gives up. The run must end ``failed``
   with ``_FAILED_UPLOAD``, a message naming the IAM action and the key, the checkpoints
   uploaded before intact, nothing billing, the lock released.
+- A read timeout beside it: the forecasts.json PUT's answer held past the client's 60 s read
+  timeout while the model upload backs off (the results uploads run in parallel): it is retried
+  and lands whole.
 - Access denied: every request of the instance role under ``cached-datasets/training-data/``
   answers 403 AccessDenied (S3's XML error). Not retried; one line naming the prefix and the
   action to grant; the records and logs still uploaded (they live under the env's prefix).
@@ -11,6 +14,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -40,12 +44,16 @@ def instance_caller(world: Any) -> Any:
 
 
 @pytest.mark.row("s3-exhausted@results_sync")
+@pytest.mark.row("s3-timeout@results_sync")
 def test_uploads_failing_past_the_retries_fail_the_run_truly(chained):
     world, proxy = chained
     run = world.launch(H.matrix_spec(steps=20, checkpoint_interval=10))
     proxy.probe = lambda: (world.state() or {}).get("status", "")
-    proxy.add(
-        Rule(kind=Kind.SLOW_DOWN, operations=PUTS, key_prefix=run.paths.models, caller=instance_caller(world))
+    caller = instance_caller(world)
+    proxy.add(Rule(kind=Kind.SLOW_DOWN, operations=PUTS, key_prefix=run.paths.models, caller=caller))
+    # beside it (the results uploads run in parallel): one answer held past the 60 s read timeout
+    held = proxy.add(
+        Rule(kind=Kind.READ_TIMEOUT, operations=PUTS, key=run.paths.forecasts, caller=caller, count=1)
     )
     H.wait_until(lambda: proxy.injected, 300, "the first model upload")
     before = H.snapshot(world, run.run_id)  # the checkpoints and configs uploaded before the fault
@@ -60,10 +68,21 @@ def test_uploads_failing_past_the_retries_fail_the_run_truly(chained):
     assert "SlowDown" in out.message and "gave up after 6 retries" in out.message, out.message
     terminal = [e for e in out.training["errors"] if e["severity"] == "critical"]
     assert terminal and terminal[0]["retry_count"] == 6, out.training["errors"]
-    key = proxy.injected[0].request.key
-    tries = [r for r in proxy.requests("PutObject", key, proxy.injected[0].request.caller) if r.key == key]
+    first = next(i.request for i in proxy.injected if i.kind is Kind.SLOW_DOWN)
+    tries = [r for r in proxy.requests("PutObject", first.key, first.caller) if r.key == first.key]
     assert len(tries) >= 7, tries  # the first try and its 6 retries
-    record.note("s3-exhausted@results_sync", f"{len(proxy.injected)} SlowDowns; the user read: {out.message}")
+    record.note("s3-exhausted@results_sync", f"{len(tries)} tries got SlowDown; the user read: {out.message}")
+    # the held upload timed out, was retried and landed whole while the model upload backed off
+    assert held.fired == 1, detail
+    puts = [r for r in proxy.requests("PutObject", run.paths.forecasts) if r.key == run.paths.forecasts]
+    assert len(puts) >= 2, puts
+    timeouts = [e for e in out.training["errors"] if "ReadTimeout" in e["message"]]
+    assert timeouts and run.paths.forecasts in timeouts[0]["message"], out.training["errors"]
+    [local] = (world.local_dir.instance_dir(run.instance_id) / "root").rglob("evaluation/forecasts.json")
+    body = world.s3.get_object(Bucket=world.bucket, Key=run.paths.forecasts)["Body"].read()
+    assert hashlib.sha256(body).digest() == hashlib.sha256(local.read_bytes()).digest()
+    record.count(record.Total.ARTIFACTS_CHECKED)
+    record.note("s3-timeout@results_sync", f"retried after: {timeouts[0]['message']}; landed whole")
 
 
 @pytest.mark.row("s3-denied@data_sync")
