@@ -92,7 +92,12 @@ def verify(out: Console, r: Any, *, env: str, local: bool, as_json: bool) -> Non
         return
     out.print(inventory_table(r.before, "inventory"))
     for action in r.fixed:
-        out.print(f"[green]fixed[/]: {action}", soft_wrap=True)
+        # "requested ..." / "asked S3 ...": accepted, not yet confirmed by a describe or a read
+        confirmed = not action.startswith(("requested ", "asked "))
+        out.print(
+            f"[green]fixed[/]: {action}" if confirmed else f"[yellow]not yet confirmed[/]: {action}",
+            soft_wrap=True,
+        )
     if r.after is not None:
         out.print(inventory_table(r.after, "after --fix"))
     if r.final.clean:

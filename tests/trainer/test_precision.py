@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -275,8 +276,13 @@ def test_is_cuda_oom_sees_through_a_wrapping_error():
         assert is_cuda_oom(outer)
 
 
-def test_capability_is_none_without_cuda():
-    assert capability() is None  # no GPU on the test machines
+@pytest.mark.row("records-gpu-preflight-injected")
+@pytest.mark.parametrize("available, expected", [(False, None), (True, (8, 6))])
+def test_capability_reads_torch_cuda_the_same_on_any_machine(monkeypatch, available, expected):
+    """A fake torch, so the answer does not depend on whether this machine has a GPU."""
+    cuda = SimpleNamespace(is_available=lambda: available, get_device_capability=lambda: (8, 6))
+    monkeypatch.setitem(sys.modules, "torch", SimpleNamespace(cuda=cuda))
+    assert capability() == expected
 
 
 def test_the_plan_file_round_trips(tmp_path):
