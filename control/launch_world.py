@@ -18,14 +18,19 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from common import layout
+from common.attempts import recovering_in_grace
 from common.aws import error_code, is_not_found
-from common.errors import ConfigError
+from common.ec2 import instance_state, is_gone
+from common.errors import ConfigError, LockHeldError, UserError
 from common.placement import PriceKey, strategy_for
 from common.pricing import Price, launch_price
 from common.runspec import RunSpec
 from common.state_doc import Snapshot
 from common.state_store import StateStore
+from common.status import RunStatus
+from common.tags import RUN_ID_KEY
 from control.backend import Backend
+from control.billing import billing_instances
 from control.bundle import build_code_bundle, code_key_for
 from control.launch_rules import TEMPLATE_VERSION, TemplateFacts
 from control.localdir import PROJECT_ROOT
@@ -82,6 +87,9 @@ def gather_world(
     store = StateStore(s3, outputs.bucket, env)
     with backend.errors("s3:GetObject", f"s3://{outputs.bucket}/{layout.state_key(env)}"):
         active = store.read()
+    if active is not None:
+        with backend.errors("ec2:DescribeInstances", f"the instances of env {env}"):
+            check_lock(backend.clients().ec2, store, active, env=env, now=now)
     bundle, sha = build_code_bundle(repo_root)
     code_key = code_key_for(sha)
     with backend.errors("s3:GetObject", f"s3://{outputs.bucket}/{code_key}"):
@@ -115,6 +123,63 @@ def gather_world(
         python_env=python_env,
         template=template,
     )
+
+
+class StaleLockError(LockHeldError):
+    """The lock is held by a run that cannot end it: its instance is gone, or was never recorded."""
+
+    def __init__(self, active: Snapshot, *, env: str, problem: str, fix: str) -> None:
+        doc = active.doc
+        self.env, self.run_id, self.status, self.since = env, active.run_id, doc["status"], doc["started_at"]
+        self.problem = problem
+        UserError.__init__(
+            self,
+            f"a run is already active in env {env!r}: {active.run_id} ({self.status} since {self.since}), "
+            f"but {problem}; {fix}",
+        )
+
+
+def check_lock(ec2: Any, store: StateStore, active: Snapshot, *, env: str, now: datetime) -> None:
+    """Refuse with what to do when the lock's run cannot end it (else the plan's LockHeldError).
+
+    - its instance is gone (terminated, unknown to EC2) and the lock is still the one read after
+      the describe: nothing but ``verify --fix`` removes it (a run the recovery handler is
+      relaunching is ``recovering``, and one it may still relaunch is said so);
+    - no instance is recorded but one tagged with its run id bills: its launch stopped after
+      RunInstances (or is recording it this second); ``kill`` releases the lock, ``verify --fix``
+      terminates the instance (an unrecorded instance is an orphan to it).
+
+    Raises:
+        StaleLockError: either case.
+    """
+    doc = active.doc
+    status = RunStatus(doc["status"])
+    if recovering_in_grace(doc, now):
+        return
+    iid = doc.get("instance_id")
+    fix = f"`invoke verify --env={env} --fix --yes`"
+    if iid:
+        state = instance_state(ec2, iid)
+        if not is_gone(state) or store.read_if_changed(active.etag) is not False:
+            return
+        problem = f"its instance {iid} is {state}: the lock is stale"
+        todo = f"clear it with {fix}, then launch again"
+        if not status.is_final() and int(doc.get("recoveries") or 0) < int(doc.get("max_recoveries") or 0):
+            todo = f"unless the recovery handler relaunches it (`invoke monitor --env={env}`), {todo}"
+        raise StaleLockError(active, env=env, problem=problem, fix=todo)
+    started = [i["InstanceId"] for i in billing_instances(ec2, env) if _tag(i, RUN_ID_KEY) == active.run_id]
+    if started:
+        raise StaleLockError(
+            active,
+            env=env,
+            problem=f"it has not recorded an instance, and {', '.join(started)} was started for it",
+            fix=f"if its launch died after RunInstances, release the lock with `invoke kill --env={env}` "
+            f"and terminate the instance with {fix}",
+        )
+
+
+def _tag(resource: dict[str, Any], key: str) -> str | None:
+    return next((str(t.get("Value")) for t in resource.get("Tags") or [] if t.get("Key") == key), None)
 
 
 def _prices(backend: Backend, spec: RunSpec, outputs: StackOutputs, now: datetime) -> dict[PriceKey, Price]:

@@ -57,6 +57,16 @@ def snapshot(world: World, run_id: str) -> dict[str, str]:
     return out
 
 
+def _state(world: World) -> dict[str, Any] | None:
+    """The env's state document; ``{"corrupt": <reason>}`` for one that does not read (a fault)."""
+    from common.errors import CorruptStateError
+
+    try:
+        return world.state()
+    except CorruptStateError as exc:
+        return {"corrupt": exc.reason}
+
+
 def _sha256(world: World, key: str) -> str | None:
     try:
         body = world.s3.get_object(Bucket=world.bucket, Key=key)["Body"].read()
@@ -83,7 +93,8 @@ class Outcome:
     run_id: str
     status: str  # the run's status as `invoke runs` shows it (succeeded, failed, killed ...)
     message: str  # what the user reads: the run's reason and problem, the last error
-    state: dict[str, Any] | None  # the env's state document after the run (None: lock released)
+    state: dict[str, Any] | None  # the env's state document after the run (None: lock released;
+    # {"corrupt": reason}: a state file that does not read)
     training: dict[str, Any] | None
     sentinel: dict[str, Any] | None
     cleanup: dict[str, Any] | None
@@ -124,7 +135,7 @@ def settle(
     def ended() -> bool:
         if world.billing(run.run_id):
             return False
-        doc = world.state()
+        doc = _state(world)
         if doc is None or doc.get("run_id") != run.run_id:
             return True
         if not RunStatus(doc["status"]).is_terminal():
@@ -139,8 +150,9 @@ def settle(
         wait_until(ended, timeout, f"run {run.run_id} to end", every=0.5)
     except TimeoutError as exc:
         raise TimeoutError(f"{exc}\nstate: {world.state()}\n{world.logs()}") from None
-    state = world.state()
-    summary = read_run(world.s3, world.bucket, world.env, run.run_id, state=state)
+    state = _state(world)
+    readable = state if state is not None and "corrupt" not in state else None
+    summary = read_run(world.s3, world.bucket, world.env, run.run_id, state=readable)
     result = verify(world.backend, env=world.env)
     orphans = [f"{f.kind} {f.resource} ({f.detail})" for f in result.final.orphans]
     record.count(record.Total.ORPHANS_FOUND, len(orphans))
