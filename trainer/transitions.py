@@ -62,6 +62,13 @@ class RunState:
         try:
             self.call(lambda: self.store.transition(self.run_id, status))
         except IllegalTransitionError as exc:
+            if exc.current is status:
+                # Only this trainer moves its run through the working statuses, one at a time: a
+                # state already at ``status`` is its own write that landed while its answer was lost
+                # (S3: "if a PUT request returns InternalError, a subsequent GET might retrieve the
+                # old value or the updated value"); the retry re-read it.
+                log.info("status -> %s (an earlier write landed; its answer was lost)", status.value)
+                return
             if exc.current is RunStatus.KILLED:
                 self.stops.flip(
                     StopRequest(status=RunStatus.KILLED, reason="killed by operator", source="state")

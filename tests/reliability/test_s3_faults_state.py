@@ -59,12 +59,6 @@ def lose_next_state_answer(proxy: FaultProxy) -> Rule:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="trainer/transitions.py RunState.advance: the Retrier's second call re-decides on the "
-    "document its lost write stored and raises 'illegal transition data_sync -> data_sync' "
-    "(findings.md); remove this mark with the fix",
-)
 def test_a_transition_whose_answer_was_lost_is_the_run_moving_on(proxy: FaultProxy):
     sleeps: list[float] = []
     state = run_state(proxy, sleeps)
