@@ -9,7 +9,9 @@ from reliability import record, report
 from reliability.matrix import Row
 
 ROWS = (
-    Row(id="sigkill@training", section="Fault matrix", phase="training", fault="SIGKILL", expected="recovered"),
+    Row(
+        id="sigkill@training", section="Fault matrix", phase="training", fault="SIGKILL", expected="recovered"
+    ),
     Row(id="scan", section="Security", fault="secrets scan", expected="none found"),
 )
 
