@@ -139,7 +139,9 @@ def finalize(
             with record.phase(Phase.RESULTS_SYNC) as details:
                 details.update(uploads.results(outputs, record))
             with record.phase(Phase.FINALIZE) as details:
-                details["sentinel"] = paths.success
+                # training.json goes up before the sentinel (the sentinel is last): this phase says
+                # what follows it; a sentinel that then fails is recorded by _failed.
+                details.update(sentinel=paths.success, sentinel_written="after this document")
             doc = record.document(
                 status=ending.status, completion=ending.completion, exit_code=ending.exit_code
             )
@@ -250,11 +252,24 @@ class _Uploads:
         return len(artifacts)
 
 
+def _failed_reason(message: str, paths: RunPaths) -> str:
+    """``finalize failed: <why>; <what to do>``, the why shortened so that the advice fits the
+    sentinel's 500 characters (S3 errors are long)."""
+    advice = (
+        f"; once fixed, `invoke launch --env={paths.env} --resume {paths.run_id}` uploads the results "
+        "from the final checkpoint"
+    )
+    room = REASON_MAX - len("finalize failed: ") - len(advice)
+    why = message if len(message) <= room else message[: room - 1] + "…"
+    return f"finalize failed: {why}{advice}"
+
+
 def _failed(uploads: _Uploads, record: TrainingLog, exc: TrainerError, ending: Ending) -> FinalizeResult:
     """Leave ``_FAILED_UPLOAD`` with the reason and a best-effort training.json (run ``failed``)."""
     transfers, paths, clock = uploads.transfers, uploads.paths, uploads.clock
     state_line("UPLOAD_FAIL", exc.message, clock=clock)
     record.errors.add(record_for(exc, component=COMPONENT, clock=clock))
+    record.fail_phase(Phase.FINALIZE, exc.message)  # it may have closed before the sentinel failed
     quick = transfers.retrier.with_policy(WHILE_FAILING)  # one transient error must not lose them
     exit_code = ending.exit_code or ExitCode.FAILED
     failed_upload = sentinel(
@@ -262,7 +277,7 @@ def _failed(uploads: _Uploads, record: TrainingLog, exc: TrainerError, ending: E
         status=SentinelStatus.FAILED_UPLOAD,
         completion=CompletionStatus.FAILED,
         exit_code=exit_code,
-        reason=f"finalize failed: {exc.message}",
+        reason=_failed_reason(exc.message, paths),
         at=iso(clock()),
     )
     best_effort = record.document(

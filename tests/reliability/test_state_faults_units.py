@@ -121,3 +121,16 @@ def test_a_training_child_that_died_of_a_full_disk_says_to_raise_the_root_volume
     with pytest.raises(TerminalError) as other:
         outcome(ctx, 1, {"error": "RuntimeError: CUDA error"})
     assert "disk" not in str(other.value)
+
+
+@pytest.mark.row("failed-upload-resume@results_sync")
+def test_a_failed_upload_says_how_to_resume_it_within_the_sentinels_reason():
+    from common.layout import RunPaths
+    from trainer.finalize import REASON_MAX, _failed_reason
+
+    paths = RunPaths(env="dev", run_id="20261125-140502")
+    short = _failed_reason("access denied: s3:PutObject on s3://b/k", paths)
+    assert short.startswith("finalize failed: access denied: s3:PutObject on s3://b/k; once fixed, ")
+    assert "`invoke launch --env=dev --resume 20261125-140502`" in short
+    long = _failed_reason("x" * 2000, paths)
+    assert len(long) <= REASON_MAX and long.endswith("from the final checkpoint") and "…" in long
