@@ -14,7 +14,10 @@ from __future__ import annotations
 import pytest
 
 from reliability import harness as H
-from reliability import matrix  # noqa: F401 - first: it imports every rows_*.py
+from reliability import (
+    matrix,  # noqa: F401 - first: it imports every rows_*.py
+    record,
+)
 from reliability.harness_inject import inject_at
 from reliability.rows_process import SIGKILL_PHASES
 
@@ -36,6 +39,10 @@ def test_a_sigkill_in_every_phase_is_recovered_and_the_run_succeeds(world):
         if phase == "evaluation":  # training was done: the next attempt resumes at its last checkpoint
             newest = H.newest_checkpoint(injected.before, run.paths)
     out = H.settle(world, run, before=before)
+    for phase in SIGKILL_PHASES:
+        record.note(
+            f"sigkill@{phase}", f"one of {len(SIGKILL_PHASES)} attempts of one run; ended {out.status}"
+        )
     assert out.state is None, out.state  # the lock is gone: the handler released the cleanup lock
     assert out.status == "succeeded", out.message
     assert out.training is not None and out.training["completion_status"] == "normal"
