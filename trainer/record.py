@@ -117,6 +117,14 @@ class TrainingLog:
             entry["ended_at"] = iso(self.clock())
             entry["duration_s"] = round(max(0.0, self.monotonic() - start), 3)
 
+    def fail_phase(self, name: Phase | str, error: str) -> None:
+        """Mark the newest phase ``name`` ``failed`` with ``error`` (a step after its block failed)."""
+        with self._lock:
+            entry = next((e for e in reversed(self.phases) if e["name"] == Phase(name).value), None)
+            if entry is not None:
+                entry["status"] = "failed"
+                entry["details"]["error"] = error
+
     def skip(self, name: Phase | str, reason: str) -> None:
         now = iso(self.clock())
         with self._lock:

@@ -290,3 +290,25 @@ def test_one_transient_error_while_failing_still_leaves_failed_upload_and_traini
     assert read(s3, bucket, PATHS.failed_upload)["status"] == "failed_upload"
     assert read(s3, bucket, PATHS.training_log)["completion_status"] == "failed"
     assert sleeps == [1, 2, 1, 1]  # the model's two retries, then one quick retry for each document
+
+
+@pytest.mark.row("records-status-after-write")
+def test_a_sentinel_that_fails_after_training_json_leaves_the_finalize_phase_failed(
+    s3: Any, bucket: str, tmp_path: Path
+):
+    """training.json goes up before ``_SUCCESS``; when ``_SUCCESS`` then fails, the best-effort
+    training.json must not say finalize succeeded (before: ``succeeded`` with the sentinel key)."""
+    from botocore.exceptions import ClientError
+
+    transfers, record, _ = setup(s3, bucket, max_retries=0)
+
+    def refuse_success(params: dict[str, Any], **_: Any) -> None:
+        if params.get("Key") == PATHS.success:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "PutObject")
+
+    s3.meta.events.register("before-parameter-build.s3.PutObject", refuse_success)
+    assert not do_finalize(transfers, record, make_outputs(tmp_path), tmp_path).succeeded
+    doc = read(s3, bucket, PATHS.training_log)
+    [phase] = [p for p in doc["phases"] if p["name"] == "finalize"]
+    assert phase["status"] == "failed" and "_SUCCESS" in phase["details"]["error"], phase
+    assert doc["completion_status"] == "failed"
