@@ -291,9 +291,24 @@ def _check_beyond_schema(doc: dict[str, Any], source: str) -> None:
     for path, value in _numbers(doc, "$"):
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{source}: {path}: {value} is not a finite number")
+    properties = schema_for("run-spec")["properties"]
+    for section, fields in doc.items():
+        for name, value in fields.items() if isinstance(fields, dict) else ():
+            if isinstance(value, float) and _integer_only(properties[section]["properties"][name]):
+                # JSON Schema counts 5.0 (and TOML's 1e308) as an integer; the code takes ints
+                raise ConfigError(f"{source}: $.{section}.{name}: {value!r} is not a whole number")
     seed = (doc.get("model") or {}).get("seed")
     if isinstance(seed, int) and seed > SEED_MAX:
         raise ConfigError(f"{source}: $.model.seed: {seed} is too large; use 0 to {SEED_MAX}")
+
+
+def _integer_only(field_: dict[str, Any]) -> bool:
+    """The field takes integers and no other number."""
+    types: list[Any] = []
+    for form in field_.get("oneOf", [field_]):
+        kind = form.get("type")
+        types += kind if isinstance(kind, list) else [kind]
+    return "integer" in types and "number" not in types
 
 
 def _numbers(value: Any, path: str) -> Iterator[tuple[str, Any]]:

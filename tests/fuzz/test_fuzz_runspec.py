@@ -14,7 +14,7 @@ import os
 import fuzzkit
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from common import runspec
@@ -86,6 +86,8 @@ def test_a_mutated_run_spec_is_a_spec_or_one_line_with_its_json_path(doc):
         st.sampled_from((2**32 - 1, 2**32, 2**63 - 1)),
     ),
 )
+@example(section="instance", name="max_runtime", value=1e308)  # an "integer" to JSON Schema: a traceback
+@example(section="model", name="seed", value=10.0)
 def test_edge_values_of_each_field_are_accepted_only_when_usable(section, name, value):
     fuzzkit.example()
     doc = json.loads(json.dumps(FULL))
