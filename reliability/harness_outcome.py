@@ -30,14 +30,27 @@ def wait_until(*args: Any, **kwargs: Any) -> Any:
 
 
 # -- what was uploaded before the fault ------------------------------------------------------------
-MUTABLE = ("training.json", "cleanup_status.json", "trainer.log", "_SUCCESS", "_FAILED_UPLOAD")
+MUTABLE = (
+    "training.json",
+    "cleanup_status.json",
+    "trainer.log",
+    "_SUCCESS",
+    "_FAILED_UPLOAD",
+    # rewritten by every launch of the run (a resume records its own instance and request)
+    "launch-record.json",
+    "launch-request.json",
+    # exported with the model by each attempt that finishes training; it names that attempt's
+    # work folder (train_config), so two attempts differ (the weights beside it are checked)
+    "training_info.json",
+)
 
 
 def snapshot(world: World, run_id: str) -> dict[str, str]:
     """sha256 of every immutable artifact of ``run_id`` in S3 now: user configs, model files,
     metrics, and each *complete* checkpoint (its ``trainer_state.json`` is written last).
 
-    Mutable documents (training.json, cleanup_status.json, the logs, the sentinels) are rewritten
+    Mutable documents (training.json, cleanup_status.json, the logs, the sentinels, the launch
+    record and request, the model's training_info.json: see :data:`MUTABLE`) are rewritten
     by a later attempt by design and are not artifacts here.
     """
     paths = layout.RunPaths(env=world.env, run_id=run_id)
