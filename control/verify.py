@@ -17,7 +17,6 @@ orphan makes ``verify`` exit 1; ``--fix --yes`` removes orphans and checks again
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -40,25 +39,11 @@ from control.backend import Backend, Clients, check_env
 from control.billing import available_volumes, billing_instances, billing_verification, open_spot_requests
 from control.localdir import LocalDir, pid_alive
 from control.s3io import get_json, put_json
+from control.verify_findings import Finding, instance_finding, spot_finding, tag, volume_finding
 
 log = logging.getLogger(__name__)
 
 LOCAL_SHUTDOWN_S = 20.0
-
-
-@dataclass(frozen=True, kw_only=True)
-class Finding:
-    """One thing that bills (or holds the lock), and whether it is orphaned."""
-
-    kind: str  # instance | volume | spot-request | state-file | local-process
-    resource: str
-    state: str
-    detail: str
-    orphaned: bool
-    run_id: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,55 +92,6 @@ class VerifyResult:
         return ExitCode.OK if self.final.clean else ExitCode.FAILED
 
 
-def _tag(resource: dict[str, Any], key: str) -> str | None:
-    for t in resource.get("Tags", []) or []:
-        if t.get("Key") == key:
-            return str(t.get("Value"))
-    return None
-
-
-def _instance_finding(inst: dict[str, Any], active: Snapshot | None) -> Finding:
-    """A billing instance: an orphan unless the healthy active run uses it."""
-    ours = active is not None and inst["InstanceId"] == active.doc.get("instance_id")
-    az = inst.get("Placement", {}).get("AvailabilityZone", "?")
-    detail = f"{inst.get('InstanceType', '?')} in {az}"
-    detail += f", run {active.run_id} (active)" if ours and active else ", no active run uses it"
-    return Finding(
-        kind="instance",
-        resource=inst["InstanceId"],
-        state=inst["State"]["Name"],
-        detail=detail,
-        orphaned=not ours,
-        run_id=_tag(inst, RUN_ID_KEY),
-    )
-
-
-def _volume_finding(vol: dict[str, Any]) -> Finding:
-    """A detached volume: always an orphan (nothing re-attaches it)."""
-    return Finding(
-        kind="volume",
-        resource=vol["VolumeId"],
-        state="available",
-        detail=f"{vol.get('Size', '?')} GiB {vol.get('VolumeType', '')} detached",
-        orphaned=True,
-        run_id=_tag(vol, RUN_ID_KEY),
-    )
-
-
-def _spot_finding(req: dict[str, Any], active: Snapshot | None) -> Finding:
-    """An open spot request: an orphan unless it is the healthy active run's."""
-    active_instance = active.doc.get("instance_id") if active else None
-    ours = bool(active_instance) and req.get("InstanceId") == active_instance
-    return Finding(
-        kind="spot-request",
-        resource=req["SpotInstanceRequestId"],
-        state=req.get("State", "?"),
-        detail=f"instance {req.get('InstanceId') or '-'}",
-        orphaned=not ours,
-        run_id=_tag(req, RUN_ID_KEY),
-    )
-
-
 class Inspector:
     """Builds inventories and fixes orphans on injected clients."""
 
@@ -183,9 +119,9 @@ class Inspector:
         instances = billing_instances(ec2, self.env)
         live_ids = {i["InstanceId"] for i in instances}
         state_finding, active = self._state(live_ids)
-        findings = [_instance_finding(inst, active) for inst in instances]
-        findings += [_volume_finding(vol) for vol in available_volumes(ec2, self.env)]
-        findings += [_spot_finding(req, active) for req in open_spot_requests(ec2, self.env)]
+        findings = [instance_finding(inst, active) for inst in instances]
+        findings += [volume_finding(vol) for vol in available_volumes(ec2, self.env)]
+        findings += [spot_finding(req, active) for req in open_spot_requests(ec2, self.env)]
         if state_finding is not None:
             findings.append(state_finding)
         findings += self._local_processes(live_ids)
@@ -202,13 +138,16 @@ class Inspector:
         try:
             snap = self.store.read()
         except CorruptStateError as exc:
-            return Finding(
+            etag = self.store.s3.head_object(Bucket=self.store.bucket, Key=self.store.key)["ETag"]
+            finding = Finding(
                 kind="state-file",
                 resource=self.store.location,
                 state="corrupt",
+                etag=etag,
                 detail=exc.reason,
                 orphaned=True,
-            ), None
+            )
+            return finding, None
         if snap is None:
             return None, None
         doc, now = snap.doc, self.clock()
@@ -237,6 +176,7 @@ class Inspector:
             detail=detail,
             orphaned=problem is not None,
             run_id=snap.run_id,
+            etag=snap.etag,
         )
         if problem and iid in live_ids:  # a stuck trainer: its instance is an orphan too
             return finding, None
@@ -314,12 +254,12 @@ class Inspector:
                 if state == cs.GONE
                 else f"requested deletion of volume {vid}; DescribeVolumes still shows {state}"
             )
-            runs.setdefault(_tag(vol, RUN_ID_KEY) or "", []).append(
+            runs.setdefault(tag(vol, RUN_ID_KEY) or "", []).append(
                 _Seen(vid, "delete", state == cs.GONE, f"DescribeVolumes: {state}")
             )
         for f in orphans:
             if f.kind == "state-file":
-                gone = self._clear_lock()
+                gone = self._clear_lock(f.etag)
                 done.append(
                     f"removed stale lock {f.resource}"
                     if gone
@@ -349,13 +289,16 @@ class Inspector:
             return {}
         return dict(snap.doc) if snap is not None else {}
 
-    def _clear_lock(self) -> bool:
-        """Delete the state file whatever it holds; True once a read finds it gone."""
-        self.store.force_clear()
+    def _clear_lock(self, etag: str | None) -> bool:
+        """Delete the lock judged stale (its ``etag``: a lock a new launch took since stays); True
+        once a read finds it gone (absent, or another document)."""
+        self.store.force_clear(etag=etag)
         try:
-            return self.store.read() is None
-        except CorruptStateError:  # still there (a corrupt lock reads as corrupt)
-            return False
+            after = self.store.read()
+        except CorruptStateError:  # a corrupt lock reads as corrupt: the one judged, or a newer one
+            head = self.store.s3.head_object(Bucket=self.store.bucket, Key=self.store.key)
+            return etag is not None and head["ETag"] != etag
+        return after is None or (etag is not None and after.etag != etag)
 
     def _cleanup_status(self, run_id: str, actions: list[_Seen], lock: dict[str, Any]) -> None:
         """cleanup_status.json of ``run_id`` (unless it has one): each action as its describe saw it.

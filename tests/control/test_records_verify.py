@@ -115,7 +115,7 @@ class _ClearLost:
     def __init__(self, real: StateStore) -> None:
         self._real = real
 
-    def force_clear(self) -> bool:
+    def force_clear(self, *, etag: str | None = None) -> bool:
         return True
 
     def __getattr__(self, name: str) -> Any:
@@ -164,3 +164,24 @@ def test_fix_records_a_deleted_volume_as_succeeded_once_describe_no_longer_finds
     [action] = _cleanup_doc(s3, bucket, RUN)["actions"]
     assert (action["resource"], action["action"], action["status"]) == (volume, "delete", "succeeded")
     assert action["observed"] == "DescribeVolumes: gone"
+
+
+@pytest.mark.row("records-verify-fix-confirmed")
+def test_fix_never_deletes_a_lock_a_new_launch_took_after_the_stale_one_was_judged(
+    local_aws: Any, bucket: str
+):
+    """verify judges the lock stale, then terminates and waits; if the stale run's lock was
+    released meanwhile and a new launch took it, --fix must leave the new lock (before: deleted
+    whatever the state file held)."""
+    s3, ec2 = local_aws.client("s3"), local_aws.client("ec2")
+    store = _stuck_run(s3, bucket, _instance(ec2, RUN))
+    insp = _inspector(s3, ec2, bucket)
+    before = insp.inventory()
+    assert any(f.kind == "state-file" and f.orphaned for f in before.orphans)
+    store.release(RUN)  # the slow trainer ends its run ...
+    fresh = new_state(env="dev", run_id=OTHER_RUN, market="spot", total_steps=10, now=iso(LATER))
+    store.acquire(fresh)  # ... and a new launch takes the lock
+    done = insp.fix(before)
+    held = store.read()
+    assert held is not None and held.run_id == OTHER_RUN, "the new run's lock was deleted"
+    assert any("removed stale lock" in d for d in done), done  # the stale lock is gone all the same

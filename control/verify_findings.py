@@ -1,0 +1,75 @@
+"""What ``verify`` finds: one :class:`Finding` per billing resource or lock, from its describe."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from common.state_doc import Snapshot
+from common.tags import RUN_ID_KEY
+
+
+@dataclass(frozen=True, kw_only=True)
+class Finding:
+    """One thing that bills (or holds the lock), and whether it is orphaned."""
+
+    kind: str  # instance | volume | spot-request | state-file | local-process
+    resource: str
+    state: str
+    detail: str
+    orphaned: bool
+    run_id: str | None = None
+    etag: str | None = None  # a state file's: --fix deletes only the document judged stale
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def tag(resource: dict[str, Any], key: str) -> str | None:
+    for t in resource.get("Tags", []) or []:
+        if t.get("Key") == key:
+            return str(t.get("Value"))
+    return None
+
+
+def instance_finding(inst: dict[str, Any], active: Snapshot | None) -> Finding:
+    """A billing instance: an orphan unless the healthy active run uses it."""
+    ours = active is not None and inst["InstanceId"] == active.doc.get("instance_id")
+    az = inst.get("Placement", {}).get("AvailabilityZone", "?")
+    detail = f"{inst.get('InstanceType', '?')} in {az}"
+    detail += f", run {active.run_id} (active)" if ours and active else ", no active run uses it"
+    return Finding(
+        kind="instance",
+        resource=inst["InstanceId"],
+        state=inst["State"]["Name"],
+        detail=detail,
+        orphaned=not ours,
+        run_id=tag(inst, RUN_ID_KEY),
+    )
+
+
+def volume_finding(vol: dict[str, Any]) -> Finding:
+    """A detached volume: always an orphan (nothing re-attaches it)."""
+    return Finding(
+        kind="volume",
+        resource=vol["VolumeId"],
+        state="available",
+        detail=f"{vol.get('Size', '?')} GiB {vol.get('VolumeType', '')} detached",
+        orphaned=True,
+        run_id=tag(vol, RUN_ID_KEY),
+    )
+
+
+def spot_finding(req: dict[str, Any], active: Snapshot | None) -> Finding:
+    """An open spot request: an orphan unless it is the healthy active run's."""
+    active_instance = active.doc.get("instance_id") if active else None
+    ours = bool(active_instance) and req.get("InstanceId") == active_instance
+    return Finding(
+        kind="spot-request",
+        resource=req["SpotInstanceRequestId"],
+        state=req.get("State", "?"),
+        detail=f"instance {req.get('InstanceId') or '-'}",
+        orphaned=not ours,
+        run_id=tag(req, RUN_ID_KEY),
+    )
