@@ -71,7 +71,12 @@ def kill(out: Console, r: Any, *, env: str, local: bool) -> None:
     if r.nothing_to_kill:
         out.print(f"no active run in env {env}: nothing to kill")
         return
-    out.print(f"[green]killed[/] run [bold]{r.run_id}[/] (was {r.status_before}) after {r.waited_s:.0f} s")
+    head = f"run [bold]{r.run_id}[/] (was {r.status_before}) after {r.waited_s:.0f} s"
+    if r.termination_requested and not r.terminated_by_control:
+        # TerminateInstances answered but no describe has seen the instance terminated yet
+        out.print(f"[yellow]killed, termination requested[/]: {head}; confirm with invoke verify")
+    else:
+        out.print(f"[green]killed[/] {head}")
     for action in r.actions:
         out.print(f"  - {action}", soft_wrap=True)
     who = "the instance" if r.cleanup_written_by == "instance" else "this command (the instance could not)"
