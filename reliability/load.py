@@ -20,7 +20,8 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,8 +102,9 @@ def local_processes(root: Path, *, server_pid: int | None = None) -> list[LocalP
 
 
 # -- this process ---
-def settle_native_pools(scratch: Path) -> None:
-    """Give pyarrow's thread pools a fixed size and start their threads now.
+@contextmanager
+def settled_native_pools(scratch: Path) -> Iterator[None]:
+    """pyarrow's thread pools at a fixed size, their threads started now; the sizes restored after.
 
     pyarrow starts its CPU and I/O pools' OS threads lazily, up to their capacity (the cores,
     and 8), whenever a parquet read needs them: a count of this process's OS threads taken
@@ -114,13 +116,19 @@ def settle_native_pools(scratch: Path) -> None:
     import pyarrow.dataset as ds
     import pyarrow.parquet as pq
 
+    sizes = pa.cpu_count(), pa.io_thread_count()
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
-    scratch.mkdir(parents=True, exist_ok=True)
-    for i in range(2):
-        pq.write_table(pa.table({"a": list(range(20_000))}), scratch / f"warm-{i}.parquet")
-    ds.dataset(scratch).to_table()
-    pq.read_table(scratch / "warm-0.parquet")
+    try:
+        scratch.mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            pq.write_table(pa.table({"a": list(range(20_000))}), scratch / f"warm-{i}.parquet")
+        ds.dataset(scratch).to_table()
+        pq.read_table(scratch / "warm-0.parquet")
+        yield
+    finally:
+        pa.set_cpu_count(sizes[0])
+        pa.set_io_thread_count(sizes[1])
 
 
 def _fd_kind(target: str) -> str:
@@ -183,7 +191,7 @@ class ProcessCensus:
         waiters = [t for t in self.threads if t.startswith("reap-") and _pid(t[5:]) in allowed_pids]
         threads = [t for t in self.threads if t not in waiters]
         out = [f"thread {name!r}" for name in _extra(threads, before.threads)]
-        native = before.os_threads + len(waiters)  # native pools settled first: settle_native_pools
+        native = before.os_threads + len(waiters)  # native pools settled first: settled_native_pools
         if self.os_threads > native:
             out.append(f"{self.os_threads - native} more OS thread(s) ({self.os_threads})")
         out += [f"open {target}" for target in _extra(self.fd_targets, before.fd_targets, kinds=True)]

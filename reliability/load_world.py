@@ -41,12 +41,6 @@ checkpoint_interval = 2
 eval_interval = 4
 backtest_windows = 1
 """
-# Why a census may still count exited processes nobody waited for (tests/load name it when they do).
-UNREAPED = (
-    "control.local_instance.spawn_detached drops the Popen of the child it starts, so an in-process "
-    "launch (and the recovery pump's relaunches) leaves each ended supervisor <defunct> until a later "
-    "Popen reaps it"
-)
 RUN_TIMEOUT_S = 420.0  # one run on 2 loaded cores; only a hung run reaches it, never a slow one
 
 
@@ -89,17 +83,6 @@ class Census:
     volumes: tuple[str, ...]
     orphans: tuple[str, ...]  # what `invoke verify` calls orphaned, per env
     leaks: tuple[str, ...] = field(default=())
-
-    @property
-    def unreaped(self) -> tuple[str, ...]:
-        """The leaks that are exited processes nobody waited for (``<defunct>``: no CPU, no
-        memory, a process-table entry each) -- told apart from the rest so a test can name them."""
-        return tuple(leak for leak in self.leaks if leak.endswith(" zombie") or ", zombie)" in leak)
-
-    @property
-    def live_leaks(self) -> tuple[str, ...]:
-        """Every leak but :attr:`unreaped`."""
-        return tuple(leak for leak in self.leaks if leak not in self.unreaped)
 
     def summary(self) -> str:
         return "; ".join(self.leaks) or "nothing leaked"
@@ -208,7 +191,7 @@ class LoadWorld:
     def census(self, baseline: ProcessCensus) -> Census:
         """What is left now, each leak named: processes beyond the local AWS and one recovery pump
         per env, this process's threads, descriptors and children beyond ``baseline`` (taken
-        after :func:`reliability.load.settle_native_pools`), instances not terminated, volumes,
+        after :func:`reliability.load.settled_native_pools`), instances not terminated, volumes,
         locks, and what ``invoke verify`` calls orphaned."""
         from control.verify import verify
 

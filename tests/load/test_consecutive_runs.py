@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 
 from reliability import record
-from reliability.load import ProcessCensus, settle_native_pools
-from reliability.load_world import RUN_TIMEOUT_S, UNREAPED, LoadWorld, by_profile
+from reliability.load import ProcessCensus, settled_native_pools
+from reliability.load_world import RUN_TIMEOUT_S, LoadWorld, by_profile
 
 pytestmark = pytest.mark.slow
 
@@ -26,9 +26,8 @@ RUNS = by_profile(short=2, long=30)
 @pytest.mark.row(ROW)
 @pytest.mark.timeout(int(RUNS * RUN_TIMEOUT_S + 120))
 def test_consecutive_local_runs_each_succeed_and_leave_nothing(tmp_path, load_spec):
-    seen_leaks, unreaped = 0, ()
-    with LoadWorld.up(tmp_path, (ENV,)) as world:
-        settle_native_pools(tmp_path / "warm")
+    seen_leaks = 0
+    with LoadWorld.up(tmp_path, (ENV,)) as world, settled_native_pools(tmp_path / "warm"):
         baseline = ProcessCensus.take()  # the world up, no run yet
         for n in range(1, RUNS + 1):
             result = world.launch(ENV, load_spec)
@@ -41,8 +40,7 @@ def test_consecutive_local_runs_each_succeed_and_leave_nothing(tmp_path, load_sp
             census = world.census(baseline)
             record.count(record.Total.ORPHANS_FOUND, len(census.leaks))
             seen_leaks += len(census.leaks)
-            assert census.live_leaks == (), f"after run {n} of {RUNS} ({result.run_id}): {census.summary()}"
-            unreaped += census.unreaped
+            assert census.leaks == (), f"after run {n} of {RUNS} ({result.run_id}): {census.summary()}"
             [cloud] = census.clouds
             assert cloud.instances_ever == n  # one instance per run, each terminated
     left = [p.describe() for p in world.processes()]
@@ -54,6 +52,3 @@ def test_consecutive_local_runs_each_succeed_and_leave_nothing(tmp_path, load_sp
         f"test process at the start: {len(baseline.threads)} Python threads, {baseline.os_threads} OS "
         f"threads (pyarrow's pools at one thread each), {sum(baseline.fds.values())} open fds",
     )
-    if unreaped:  # every other count was clean: only this known defect stands between it and a pass
-        record.note(ROW, f"{len(unreaped)} exited processes left unreaped: {UNREAPED}")
-        pytest.xfail(f"exited local processes left unreaped by the launching process: {unreaped}; {UNREAPED}")
