@@ -121,7 +121,7 @@ class StateStore:
         """
         try:
             doc = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, nesting, a 5000-digit integer
             raise CorruptStateError(location=self.location, env=self.env, reason=f"not JSON: {exc}") from None
         try:
             return validate("system-state", doc)

@@ -42,11 +42,13 @@ class ReportResult:
     evaluation: dict[str, Any] | None = None  # training.json's evaluation (None: a run without one)
 
 
-def _load(path: Path) -> Any:
+def _load(path: Path) -> dict[str, Any] | None:
+    """A fetched document, or ``None`` when it is missing, not JSON or not a JSON object."""
     try:
-        return json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError):
+        doc = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError, RecursionError):
         return None
+    return doc if isinstance(doc, dict) else None
 
 
 def write_report(run_dir: Path) -> ReportResult:

@@ -48,7 +48,7 @@ def parse_json(body: bytes, source: str, kind: str | None = None) -> dict[str, A
 
     try:
         doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, nesting, a 5000-digit integer
         raise DocumentError(f"{source} is not JSON: {exc}") from None
     if kind is not None:
         try:

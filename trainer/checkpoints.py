@@ -148,7 +148,9 @@ def _validation_problem(path: Path) -> str | None:
     best_step = state.get("best_step")
     if best_step is None:
         return None
-    return best_model_problem(path / BEST_MODEL_DIRNAME, int(best_step))
+    if not isinstance(best_step, int) or isinstance(best_step, bool) or best_step < 0:
+        return f"{VALIDATION_STATE_NAME}: best_step {str(best_step)[:40]!r} is not a step"
+    return best_model_problem(path / BEST_MODEL_DIRNAME, best_step)
 
 
 def find_latest_complete_checkpoint(directory: Path) -> Path | None:

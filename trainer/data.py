@@ -233,7 +233,11 @@ def _read_files(paths: list[Path], spec: DataSpec) -> _Rows:
     for n, path in enumerate(paths):
         with pq.ParquetFile(path) as parquet:
             for group in range(parquet.num_row_groups):  # one row group in memory at a time
-                reader.add(parquet.read_row_group(group, columns=list(spec.columns)), n, path)
+                try:
+                    table = parquet.read_row_group(group, columns=list(spec.columns))
+                except (OSError, pa.ArrowException) as exc:  # a damaged data page, the footer intact
+                    raise DataValidationError(f"{path}: not readable parquet ({exc})") from None
+                reader.add(table, n, path)
     if reader.offset != total:
         raise DataValidationError(f"{paths[-1]}: the files changed while they were read; sync the data again")
     return reader.rows()

@@ -168,7 +168,7 @@ def test_the_trainer_loader_loads_or_refuses_in_one_line(data, tmp_path_factory)
     files = []
     for i in range(data.draw(st.integers(1, 2))):
         path = folder / f"part-{i}.parquet"
-        damage = data.draw(DAMAGE.filter(lambda d: d != "flip"))  # a flipped data page: the xfail below
+        damage = data.draw(DAMAGE)
         path.write_bytes(parquet_bytes(data.draw(tables()), damage, data.draw))
         files.append(path)
     try:
@@ -222,12 +222,6 @@ def test_data_the_check_passes_whole_is_data_the_trainer_loads(body, frequency, 
         assert not result.ok, "the trainer refused the data"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(OSError, pa.ArrowException),
-    reason="trainer/data.py _read_files reads the row groups outside any except: a flipped byte in a data "
-    "page (the footer intact) is an OSError/ArrowInvalid traceback, not a DataValidationError with the file",
-)
 @pytest.mark.parametrize("at", (4, 10, 20))
 def test_a_file_whose_data_pages_are_damaged_is_refused_in_one_line(at, tmp_path):
     fuzzkit.example()

@@ -88,13 +88,7 @@ def test_a_checkpoint_with_any_state_files_is_complete_or_skipped_with_a_problem
     assert find_latest_complete_checkpoint(root) == (folder if problem is None else None)
 
 
-# -- found by these properties, in modules of other rooms (reported; strict: the mark must go when fixed) --
-@pytest.mark.xfail(
-    strict=True,
-    raises=(RecursionError, ValueError),
-    reason="common/state_store.py parse and control/s3io.py parse_json catch JSONDecodeError only: "
-    "nesting past the recursion limit (RecursionError) and a 5000-digit integer (ValueError) escape",
-)
+# -- found by these properties in modules of other rooms, now fixed: each failed before --
 @pytest.mark.parametrize(
     "body", fuzzkit.JSON_BOMBS, ids=("nested-array", "nested-object", "digits", "big-int")
 )
@@ -110,13 +104,7 @@ def test_json_that_json_loads_refuses_oddly_is_a_one_line_error(body):
         StateStore(None, "b", "dev").parse(body)
 
 
-# -- found by these properties in other rooms' modules (reported; strict: each mark goes once fixed) -------
-@pytest.mark.xfail(
-    strict=True,
-    raises=(TypeError, ValueError, OverflowError),
-    reason="trainer/checkpoints.py _validation_problem: int(best_step) of a validation_state.json whose "
-    "best_step is NaN, Infinity or a list raises (the resume crashes, not skipping the torn checkpoint)",
-)
+# -- found by these properties in other rooms, now fixed: each failed before --
 @pytest.mark.parametrize("best_step", (b"NaN", b"Infinity", b"[4]", b'"four"'))
 def test_a_checkpoint_whose_validation_state_names_no_step_is_skipped(best_step, tmp_path):
     from trainer.checkpoints import checkpoint_problem
@@ -126,12 +114,6 @@ def test_a_checkpoint_whose_validation_state_names_no_step_is_skipped(best_step,
     fuzzkit.one_line(checkpoint_problem(folder) or "")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="control/report.py _load returns any JSON value: a mirror file holding a list or a number "
-    "(valid JSON, not an object) crashes write_report ('list' object has no attribute 'get')",
-)
 @pytest.mark.parametrize("body", (b"[1]", b"7"))
 def test_the_report_is_written_when_a_fetched_document_is_not_an_object(body, tmp_path):
     from control.report import write_report
