@@ -42,6 +42,8 @@ MUTABLE = (
     # exported with the model by each attempt that finishes training; it names that attempt's
     # work folder (train_config), so two attempts differ (the weights beside it are checked)
     "training_info.json",
+    # written by each finalize: its created_at and phase durations are that attempt's
+    "model_metadata.json",
 )
 
 
@@ -50,7 +52,8 @@ def snapshot(world: World, run_id: str) -> dict[str, str]:
     metrics, and each *complete* checkpoint (its ``trainer_state.json`` is written last).
 
     Mutable documents (training.json, cleanup_status.json, the logs, the sentinels, the launch
-    record and request, the model's training_info.json: see :data:`MUTABLE`) are rewritten
+    record and request, the model's training_info.json and model_metadata.json: see
+    :data:`MUTABLE`) are rewritten
     by a later attempt by design and are not artifacts here.
     """
     paths = layout.RunPaths(env=world.env, run_id=run_id)

@@ -156,6 +156,7 @@ def finalize(
                 at=iso(clock()),
             )
             transfers.put_json(paths.success, done, component=COMPONENT)
+            _drop_failed_upload(transfers, paths)
         except TrainerError as exc:
             return _failed(uploads, record, exc, ending)
     state_line("FINALIZE_SUCCESS", paths.success, clock=clock)
@@ -250,6 +251,21 @@ class _Uploads:
                 component=Phase.RESULTS_SYNC.value,
             )
         return len(artifacts)
+
+
+def _drop_failed_upload(transfers: Transfers, paths: RunPaths) -> None:
+    """Delete an earlier attempt's ``_FAILED_UPLOAD`` once ``_SUCCESS`` says the results are whole
+    (a resume after a failed upload): two sentinels would contradict each other."""
+    key = paths.failed_upload
+    if not transfers.exists(key, component=COMPONENT):
+        return
+    transfers.retrier.call(
+        lambda: transfers.s3.delete_object(Bucket=transfers.bucket, Key=key),
+        component=COMPONENT,
+        action="s3:DeleteObject",
+        resource=transfers.url(key),
+    )
+    log.info("removed %s of an earlier attempt: the results are whole now", key)
 
 
 def _failed_reason(message: str, paths: RunPaths) -> str:

@@ -134,3 +134,26 @@ def test_a_failed_upload_says_how_to_resume_it_within_the_sentinels_reason():
     assert "`invoke launch --env=dev --resume 20261125-140502`" in short
     long = _failed_reason("x" * 2000, paths)
     assert len(long) <= REASON_MAX and long.endswith("from the final checkpoint") and "…" in long
+
+
+@pytest.mark.row("failed-upload-resume@results_sync")
+def test_a_finalize_that_succeeds_removes_an_earlier_attempts_failed_upload():
+    from types import SimpleNamespace
+
+    from common.layout import RunPaths
+    from trainer.finalize import _drop_failed_upload
+
+    paths = RunPaths(env="dev", run_id="20261125-140502")
+    deleted: list[str] = []
+    objects = {paths.failed_upload, paths.success}
+    transfers = SimpleNamespace(
+        bucket="b",
+        exists=lambda key, component: key in objects,
+        url=lambda key: f"s3://b/{key}",
+        retrier=SimpleNamespace(call=lambda fn, **_: fn()),
+        s3=SimpleNamespace(delete_object=lambda Bucket, Key: deleted.append(Key) or objects.discard(Key)),
+    )
+    _drop_failed_upload(transfers, paths)
+    assert deleted == [paths.failed_upload] and objects == {paths.success}
+    _drop_failed_upload(transfers, paths)  # none left: nothing deleted
+    assert deleted == [paths.failed_upload]
