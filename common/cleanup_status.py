@@ -162,12 +162,15 @@ class CleanupLog:
             raise IndexError("no action recorded to replace")
         self._actions[-1] = self._action(resource, action, status, error, observed)
 
-    def document(self, *, verification: dict[str, Any], state_file_removed: bool) -> dict[str, Any]:
+    def document(
+        self, *, verification: dict[str, Any], state_file_removed: bool, reason: str | None = None
+    ) -> dict[str, Any]:
         """The cleanup_status.json document, validated against schema ``cleanup-status``.
 
         Args:
             verification: from :func:`verification`.
             state_file_removed: whether the state file is gone.
+            reason: why the writer ended the run, when it did (the recovery handler's verdict).
 
         Raises:
             SchemaValidationError: the document does not match the schema.
@@ -182,6 +185,8 @@ class CleanupLog:
             "state_file_removed": bool(state_file_removed),
             "completed_at": iso(self.clock()),
         }
+        if reason:
+            doc["reason"] = reason[:ERROR_MAX]
         return validate("cleanup-status", doc, source=f"cleanup_status.json of run {self.run_id}")
 
     def _action(

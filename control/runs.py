@@ -250,6 +250,15 @@ def read_run(
             ended_at=ended,
             exit_code=sentinel.get("exit_code"),
         )
+    if cleanup and cleanup.get("written_by") == "recovery" and cleanup.get("reason"):
+        # the recovery handler ended a run whose instance died before it wrote any log
+        return RunSummary(
+            **base,
+            status=status_of_completion("failed"),
+            ended_at=ended,
+            problem=f"ended by the recovery handler: {cleanup['reason']}; its checkpoints stay: "
+            f"`invoke launch --env={env} --resume {run_id}` continues it",
+        )
     return RunSummary(
         **base,
         status=UNKNOWN,

@@ -103,7 +103,7 @@ def fail(ctx: Context, snap: Snapshot, decision: Decision) -> Outcome:
     if decision.terminate:
         _terminate(ctx, decision.terminate, cleanup)
     released = _release(ctx, run_id, cleanup)
-    _write_cleanup_status(ctx, run_id, cleanup, released)
+    _write_cleanup_status(ctx, run_id, cleanup, released, reason=decision.reason)
     ctx.cloud.publish(
         "failed",
         topic_arn=failed.doc.get("notify_topic_arn"),
@@ -167,7 +167,9 @@ def _release(ctx: Context, run_id: str, cleanup: CleanupLog) -> bool:
     return gone
 
 
-def _write_cleanup_status(ctx: Context, run_id: str, cleanup: CleanupLog, released: bool) -> None:
+def _write_cleanup_status(
+    ctx: Context, run_id: str, cleanup: CleanupLog, released: bool, *, reason: str | None = None
+) -> None:
     """cleanup_status.json, unless one already says the state file is gone.
 
     An interrupted trainer that left the lock for the handler wrote one saying the state
@@ -178,7 +180,8 @@ def _write_cleanup_status(ctx: Context, run_id: str, cleanup: CleanupLog, releas
         if (ctx.cloud.read_json(key) or {}).get("state_file_removed"):
             return
         checked = ctx.cloud.verification(ctx.env, checked_at=ctx.now())
-        ctx.cloud.write_json(key, cleanup.document(verification=checked, state_file_removed=released))
+        doc = cleanup.document(verification=checked, state_file_removed=released, reason=reason)
+        ctx.cloud.write_json(key, doc)
     except AWS_ERRORS as exc:
         log.warning("could not write %s: %s", key, exc)
 

@@ -36,6 +36,20 @@ def test_a_run_known_by_its_sentinel_says_why_it_ended(s3, bucket):
     assert view.outcome is Outcome.INTERRUPTED and "max runtime of 60 min reached" in view.advice
 
 
+@pytest.mark.row("records-recovery-terminate-observed")
+def test_a_run_the_recovery_handler_ended_before_any_log_reads_failed_with_its_reason(s3, bucket):
+    """An instance SIGKILLed with no recoveries left: the handler fails the run and writes only
+    cleanup_status.json. Before: ``unknown``, "the run ended before it wrote its logs"."""
+    reason = "instance_vanished: i-0abc gone while training; interrupted 1 times; max_recoveries is 0"
+    doc = examples("cleanup-status")[0]
+    doc.update(written_by="recovery", reason=reason)
+    s3.put_object(Bucket=bucket, Key=PATHS.cleanup_status, Body=json.dumps(doc).encode())
+    run = read_run(s3, bucket, "dev", PATHS.run_id)
+    assert run.status == "failed" and reason in run.problem
+    assert f"invoke launch --env=dev --resume {PATHS.run_id}" in run.problem
+    assert view_of_ended(run).outcome is Outcome.FAILED
+
+
 def test_a_failed_upload_sentinel_is_read_and_its_reason_is_the_problem(s3, bucket):
     doc = _sentinel("failed", "finalize failed: gave up after 6 retries", status="failed_upload")
     s3.put_object(Bucket=bucket, Key=PATHS.failed_upload, Body=json.dumps(doc).encode())

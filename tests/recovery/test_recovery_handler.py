@@ -181,6 +181,7 @@ def test_an_instance_past_its_max_runtime_is_terminated_and_the_run_failed(
     assert cloud.terminated == ["i-0001"] and _state(cloud) is None
     status = cloud.read_json(RunPaths(env=ENV, run_id=RUN).cleanup_status)
     assert status["written_by"] == "recovery" and status["verification"]["instances_running"] == 0
+    assert status["reason"] == out[0].reason  # what `invoke runs` shows when the run left no log
     assert [(a["resource"], a["action"], a["status"]) for a in status["actions"]][0] == (
         "i-0001",
         "terminate",
