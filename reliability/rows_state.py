@@ -9,6 +9,31 @@ FM = "Fault matrix"
 
 ROWS: tuple[Row, ...] = (
     Row(
+        id="disk-full@training",
+        section=FM,
+        phase="training",
+        fault="the disk is full while checkpoint-30 is written (ENOSPC injected into every Python write "
+        "under it; mounting a size-limited tmpfs is not allowed)",
+        expected="the run fails, saying the disk is full, which checkpoint and to raise root_volume_gb; "
+        "the checkpoints uploaded before are intact, verify finds no orphan, the lock released",
+    ),
+    Row(
+        id="truncated-checkpoint@data_sync",
+        section=FM,
+        phase="data_sync",
+        fault="the newest checkpoint in S3 truncated (its weights cut in half) before a resume",
+        expected="the resume skips it as truncated and restores the newest valid checkpoint (the one "
+        "before); every other artifact intact, verify finds no orphan",
+    ),
+    Row(
+        id="failed-upload-resume@results_sync",
+        section=FM,
+        phase="results_sync",
+        fault="a run that ended with _FAILED_UPLOAD (its model uploads denied) is resumed",
+        expected="the resume starts from the final checkpoint (nothing retrained), uploads the results "
+        "and succeeds; the _FAILED_UPLOAD sentinel replaced by _SUCCESS, every artifact intact, no orphan",
+    ),
+    Row(
         id="corrupt-state@training",
         section=FM,
         phase="training",
