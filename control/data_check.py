@@ -159,8 +159,8 @@ def _grouped(bucket: str, footers: list[_Footer]) -> list[str]:
 
 
 def _sample(footers: list[_Footer], spec: RunSpec) -> Iterator[SampledSeries]:
-    """The item ids and timestamps of the first row group of a few files, within the byte budget."""
-    columns = [spec.data.item_id_column, spec.data.timestamp_column]
+    """The item ids, timestamps and targets of the first row group of a few files, within the byte budget."""
+    columns = [spec.data.item_id_column, spec.data.timestamp_column, spec.data.target_column]
     budget, rows_left = SAMPLE_BYTES, SAMPLE_ROWS
     for f in _spread(footers, SAMPLE_FILES):
         meta = f.parquet.metadata if f.parquet is not None else None
@@ -168,7 +168,9 @@ def _sample(footers: list[_Footer], spec: RunSpec) -> Iterator[SampledSeries]:
             continue
         group = meta.row_group(0)
         wanted = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
-        cost = sum(wanted[c].total_compressed_size for c in columns if c in wanted)
+        if any(c not in wanted for c in columns):
+            continue  # the schema check names the missing column
+        cost = sum(wanted[c].total_compressed_size for c in columns)
         if cost > budget:
             continue
         budget -= cost

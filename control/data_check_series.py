@@ -43,6 +43,7 @@ class SeriesFindings:
     items: int = 0
     long_enough: int = 0
     inferred_frequency: str | None = None
+    too_sparse: set[int] = field(default_factory=set)  # first rows of items the trainer will drop
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -58,6 +59,7 @@ class _Rows:
     files: np.ndarray  # the file of each row, an index into file_keys
     file_keys: tuple[str, ...]
     tz: Any
+    missing: np.ndarray  # the target is null or NaN
     bounds: list[tuple[int, int]]
     cut: frozenset[int]  # codes of items the sample may have cut at a row group's end
 
@@ -105,13 +107,21 @@ def _rows(sample: list[SampledSeries], spec: RunSpec, bucket: str, out: SeriesFi
                     "value(s) in the sample; every row needs an item id and a timestamp"
                 )
         ids = s.table.column(item_col).cast(pa.string())
+        target = s.table.column(spec.data.target_column)
+        missing = (
+            pc.is_null(target, nan_is_null=True).to_numpy(zero_copy_only=False)
+            if pa.types.is_floating(target.type) or pa.types.is_integer(target.type)
+            else np.asarray(target.is_null().to_numpy(zero_copy_only=False))
+        )
         keep = np.asarray(~stamps.isna()) & pc.is_valid(ids).to_numpy(zero_copy_only=False)
         tz = tz or stamps.tz
         naive = stamps.tz_convert("UTC").tz_localize(None) if stamps.tz is not None else stamps
         wall = stamps.tz_localize(None) if stamps.tz is not None else stamps
         last = ids[len(ids) - 1].as_py() if not s.complete and len(ids) else None
         kept = ids.filter(pa.array(keep))
-        parts.append((kept, naive.as_unit("ns").asi8[keep], wall.as_unit("ns").asi8[keep], s.key, last))
+        parts.append(
+            (kept, naive.as_unit("ns").asi8[keep], wall.as_unit("ns").asi8[keep], s.key, last, missing[keep])
+        )
     if not parts or not sum(len(p[0]) for p in parts):
         return None
     # integer codes from an arrow dictionary: no sort of the id strings
@@ -121,6 +131,7 @@ def _rows(sample: list[SampledSeries], spec: RunSpec, bucket: str, out: SeriesFi
     codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     utc, wall = np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
     files = np.repeat(np.arange(len(parts)), [len(p[0]) for p in parts])
+    missing = np.concatenate([p[5] for p in parts])
     order = np.lexsort((utc, codes))
     codes = codes[order]
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
@@ -129,7 +140,7 @@ def _rows(sample: list[SampledSeries], spec: RunSpec, bucket: str, out: SeriesFi
     cut = {index[p[4]] for p in parts if p[4] in index}
     return _Rows(
         names=names, codes=codes, utc=utc[order], wall=wall[order], files=files[order],
-        file_keys=tuple(p[3] for p in parts), tz=tz,
+        file_keys=tuple(p[3] for p in parts), tz=tz, missing=missing[order],
         bounds=list(zip(starts.tolist(), np.r_[starts[1:], codes.size].tolist(), strict=True)),
         cut=frozenset(cut),
     )  # fmt: skip
@@ -228,26 +239,27 @@ def _spec_offset(spec: RunSpec, out: SeriesFindings) -> tuple[Any, bool]:
 def _check_grid(offset: Any, rows: _Rows, spec: RunSpec, bucket: str, out: SeriesFindings) -> Any:
     """The spec's frequency on the sample; the offset the lengths are counted in (``None``: rows)."""
     data = spec.data
+    named = repr(data.frequency) if data.frequency else f"inferred {out.inferred_frequency!r}"
     checked = [(a, b) for a, b in rows.bounds if b - a >= 2][:MAX_GRID_ITEMS]
     stats = _grid(offset, rows, checked)
     off_at = [a for (a, _), (off, _) in zip(checked, stats, strict=True) if off]
+    # the trainer's NaN share: steps missing from the grid and targets that are null or NaN
     sparse = [
-        (a, 1 - (b - a) / grid)
+        (a, 1 - (b - a - int(rows.missing[a:b].sum())) / grid)
         for (a, b), (off, grid) in zip(checked, stats, strict=True)
-        if not off and 1 - (b - a) / grid > data.max_nan_fraction
+        if not off and 1 - (b - a - int(rows.missing[a:b].sum())) / grid > data.max_nan_fraction
     ]
+    out.too_sparse.update(a for a, _ in sparse)
     if not off_at and not sparse:
         return offset
     what = []
     if off_at:
-        what.append(
-            f"{len(off_at)} of {len(checked)} sampled items have timestamps off the {data.frequency!r} grid"
-        )
+        what.append(f"{len(off_at)} of {len(checked)} sampled items have timestamps off the {named} grid")
     if sparse:
         typical = float(np.median([share for _, share in sparse]))
         what.append(
-            f"{len(sparse)} of {len(checked)} sampled items would miss more than {data.max_nan_fraction:.0%} "
-            f"of their steps on it (typically {typical:.0%})"
+            f"{len(sparse)} of {len(checked)} sampled items would miss (or hold NaN in) more than "
+            f"{data.max_nan_fraction:.0%} of their steps on it (typically {typical:.0%})"
         )
     inferred = out.inferred_frequency
     first = min(off_at + [a for a, _ in sparse])
@@ -260,6 +272,7 @@ def _check_grid(offset: Any, rows: _Rows, spec: RunSpec, bucket: str, out: Serie
             f"{at}the timestamps {looks}, not data.frequency {data.frequency!r}: {', '.join(what)}; "
             f'set data.frequency = "{inferred or "auto"}" (or "auto") in the run spec'
         )
+        out.too_sparse.clear()  # on a wrong grid every item looks sparse: the frequency is the error
         return None
     if off_at:
         out.errors.append(
@@ -285,7 +298,7 @@ def series_findings(
         out.errors.append(duplicate)
     out.inferred_frequency = _infer(rows)
     offset, from_spec = _spec_offset(spec, out)
-    if from_spec:
+    if offset is not None:  # "auto": the trainer infers the frequency, then refuses off-grid rows too
         offset = _check_grid(offset, rows, spec, bucket, out)
     kept = [(a, b) for code, (a, b) in enumerate(rows.bounds) if code not in rows.cut]
     if offset is not None and kept:
@@ -293,7 +306,9 @@ def series_findings(
     else:
         lengths = [b - a for a, b in kept]
     out.items = len(lengths)
-    out.long_enough = sum(n >= min_length for n in lengths)
+    # an item too sparse for the trainer (missing or NaN steps) is dropped however long it is
+    drop = out.too_sparse
+    out.long_enough = sum(n >= min_length and a not in drop for n, (a, _) in zip(lengths, kept, strict=True))
     if not lengths:
         return out
     h, k = spec.model.prediction_length, spec.model.backtest_windows

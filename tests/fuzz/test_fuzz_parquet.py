@@ -194,19 +194,11 @@ def _hourly(n: int, *, shift_s: int = 0, nan_share: float = 0.0) -> bytes:
     return out.getvalue()
 
 
-def _gap(reason: str):
-    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
-
-
 @pytest.mark.parametrize(
     ("body", "frequency"),
     (
-        pytest.param(_hourly(40, shift_s=7), "auto", id="off-grid-with-auto", marks=_gap(
-            "control/data_check_series.py checks the grid only for a frequency the spec names: with "
-            "frequency auto a row 7 s off the hourly grid passes the check; the trainer refuses it")),
-        pytest.param(_hourly(40, nan_share=0.5), "h", id="mostly-nan-target", marks=_gap(
-            "the launch's check samples ids and timestamps only: an item whose target is mostly NaN passes "
-            "it; the trainer drops it (max_nan_fraction) and has no item left")),
+        pytest.param(_hourly(40, shift_s=7), "auto", id="off-grid-with-auto"),
+        pytest.param(_hourly(40, nan_share=0.5), "h", id="mostly-nan-target"),
     ),
 )  # fmt: skip
 def test_data_the_check_passes_whole_is_data_the_trainer_loads(body, frequency, s3, tmp_path):
