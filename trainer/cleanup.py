@@ -38,7 +38,7 @@ from common.state_store import NotHeldError, StateStore
 from common.status import ErrorClass, RunStatus
 from common.tags import env_filters
 from common.timeutil import Clock, iso, utc_now
-from trainer.errors import ErrorLog, NoRetry, Retrier, error_record
+from trainer.errors import WHILE_FAILING, ErrorLog, Retrier, error_record
 from trainer.instance import Poweroff, PoweroffResult
 from trainer.record import state_line
 from trainer.transfers import Transfers
@@ -210,10 +210,10 @@ class Cleanup:
     def _upload_log(self) -> None:
         if self.trainer_log is None or not self.trainer_log.is_file():
             return
-        once = self.retrier.with_policy(NoRetry())
+        quick = self.retrier.with_policy(WHILE_FAILING)  # a transient error must not lose the last log
         try:
             self.transfers.upload(
-                [(self.trainer_log, self.paths.trainer_log)], component=COMPONENT, retrier=once
+                [(self.trainer_log, self.paths.trainer_log)], component=COMPONENT, retrier=quick
             )
         except Exception as exc:  # noqa: BLE001 - the last log upload is best effort before the poweroff
             log.warning("trainer.log not uploaded: %s", exc)

@@ -268,3 +268,24 @@ def test_a_confirmed_delete_says_what_the_read_saw_and_the_poweroff_is_only_requ
     poweroff = actions["poweroff (api)"]
     assert poweroff["status"] == "requested" and poweroff["resource"] == instance_id
     assert "cannot observe" in poweroff["observed"]
+
+
+def test_one_transient_error_does_not_lose_the_last_trainer_log(local_aws: Any, bucket: str, tmp_path: Path):
+    """The last trainer.log goes up right before the poweroff; one 500 used to lose it (no retry)."""
+    from botocore.exceptions import ClientError
+
+    cleanup, _, _, _ = make(local_aws, bucket, tmp_path)
+    s3 = cleanup.transfers.s3
+    left = {"n": 1}
+
+    def once(params: dict[str, Any], **_: Any) -> None:
+        if params.get("Key") == PATHS.logs + "trainer.log" and left["n"]:
+            left["n"] -= 1
+            raise ClientError(
+                {"Error": {"Code": "InternalError"}, "ResponseMetadata": {"HTTPStatusCode": 500}}, "PutObject"
+            )
+
+    s3.meta.events.register("before-parameter-build.s3.PutObject", once)
+    assert cleanup.run().succeeded and left["n"] == 0
+    body = local_aws.client("s3").get_object(Bucket=bucket, Key=PATHS.logs + "trainer.log")["Body"].read()
+    assert body == b"last words\n"
