@@ -11,9 +11,12 @@ A run with recoveries left then goes on under a relaunched instance, where the n
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
+from common import layout
+from common.status import RunStatus
 from reliability import harness_faults as faults
 from reliability.harness import Run, World, hold_at, landed, snapshot, wait_until
 
@@ -60,8 +63,12 @@ def inject_at(
         elif fault == "terminate":
             faults.terminate_instance(world, iid)
         else:
+            since, final = time.monotonic(), RunStatus(doc["status"]).is_final()
             kill = faults.start_kill(world)
-            wait_until(lambda: _kill_written(world, run), 60, "the kill to be written", every=0.2)
+            if final:  # a kill leaves a final run as it is (StateStore.request_kill): it read it held
+                wait_until(lambda: _kill_read(world, since), 60, "the kill to read the state", every=0.2)
+            else:
+                wait_until(lambda: _kill_written(world, run), 60, "the kill to be written", every=0.2)
             hold.release()
             result = kill.wait(timeout)
     finally:
@@ -73,6 +80,17 @@ def inject_at(
 def _kill_written(world: World, run: Run) -> bool:
     doc = world.state()
     return doc is None or doc.get("run_id") != run.run_id or doc.get("status") == "killed"
+
+
+def _kill_read(world: World, since: float) -> bool:
+    """The kill's GET of the state file arrived (nothing else reads it as the operator meanwhile:
+    this waits without reading it)."""
+    operator = world.backend.credentials_env().get("AWS_ACCESS_KEY_ID")
+    key = layout.state_key(world.env)
+    return any(
+        r.at >= since and r.method == "GET" and r.key == key and r.access_key == operator
+        for r in world.gate.log()
+    )
 
 
 def powered_off(world: World, instance_id: str, *, timeout: float = 300.0) -> None:

@@ -1,0 +1,67 @@
+"""The terminate column of the fault matrix: instances terminated from outside in every phase.
+
+A terminate (TerminateInstances as the operator: no notice, the host's OS shutdown: SIGTERM,
+then SIGKILL after a grace) while the run still works is recovered: one run takes it in
+preflight, data_sync, training and evaluation in turn, each on a new attempt held by the gate in
+its phase (checked on the state file), each recovery the product's own (the pump's
+instance-ended event, the handler's relaunch). Its next attempt is terminated in results_sync,
+whose uploads are then under way: the instance may finish them within the shutdown's grace, or
+be killed at its end and relaunched; either way the run must end succeeded with every artifact
+intact. Terminated in finalize or cleanup, a run finishes the same way, and has no later attempt
+to take another fault: each gets a short run of its own.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from reliability import harness as H
+from reliability import (
+    matrix,  # noqa: F401 - first: it imports every rows_*.py
+    record,
+)
+from reliability.harness_inject import inject_at
+from reliability.rows_process import PHASES, WORKING
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(1800),
+    *(pytest.mark.row(f"terminate@{p}") for p in PHASES),
+]
+
+
+def _succeeded(out: H.Outcome) -> None:
+    assert out.state is None, out.state  # the lock is gone
+    assert out.status == "succeeded", out.message
+    assert out.training is not None and out.training["completion_status"] == "normal"
+    assert out.sentinel is not None and out.sentinel["completion_status"] == "normal"
+    assert out.orphans == [] and out.lost == [], (out.orphans, out.lost)
+    assert out.checked > 0
+    assert out.cleanup is not None and out.cleanup["state_file_removed"] is True, out.cleanup
+
+
+def test_an_instance_terminated_in_every_phase_is_recovered_or_finishes_and_the_run_succeeds(world):
+    chain = (*WORKING, "results_sync")
+    run = world.launch(H.matrix_spec(steps=30, recoveries=len(chain), checkpoint_interval=10))
+    hit: set[str] = set()
+    before: dict[str, str] = {}
+    newest = None
+    for phase in chain:
+        injected = inject_at(world, run, phase, "terminate", previous=hit)
+        hit.add(injected.instance_id)
+        before.update(injected.before)
+        if phase == "evaluation":  # training was done: every later attempt resumes at its last checkpoint
+            newest = H.newest_checkpoint(injected.before, run.paths)
+    out = H.settle(world, run, before=before, row="terminate@results_sync")
+    _succeeded(out)
+    assert out.resumed_from_step == newest == 30, (out.resumed_from_step, newest)
+    assert hit <= set(out.instances) and len(out.instances) in (len(chain), len(chain) + 1), out.instances
+    how = "finished in the grace" if len(out.instances) == len(chain) else "relaunched after the grace"
+    for phase in chain:
+        record.note(f"terminate@{phase}", f"one of {len(chain)} faults on one run; results_sync: {how}")
+
+    for phase in ("finalize", "cleanup"):
+        short = world.launch(H.matrix_spec(steps=10, recoveries=1, checkpoint_interval=10), name=phase)
+        injected = inject_at(world, short, phase, "terminate", previous=set())
+        out = H.settle(world, short, before=injected.before, row=f"terminate@{phase}")
+        _succeeded(out)
