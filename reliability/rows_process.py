@@ -11,16 +11,42 @@ from reliability.matrix import Row
 FM = "Fault matrix"
 PHASES = ("preflight", "data_sync", "training", "evaluation", "results_sync", "finalize", "cleanup")
 SIGKILL_PHASES = PHASES  # the name the SIGKILL chain imports
+WORKING = ("preflight", "data_sync", "training", "evaluation")  # the run's work is not done yet
 HELD = "while the gate holds the instance on the request only this phase makes"
+VERIFIED = "verify finds no orphan; every artifact uploaded before the fault is unchanged"
 RECOVERED = (
     "the instance powers off, the recovery handler relaunches (or releases a final lock); the run "
-    "ends succeeded, resumed from the newest complete checkpoint; verify finds no orphan; every "
-    "artifact uploaded before the fault is unchanged"
+    f"ends succeeded, resumed from the newest complete checkpoint; {VERIFIED}"
+)
+FINISHED = (
+    "the work is done, so the instance finishes within the {grace}: the run ends succeeded with its "
+    f"results whole (nothing to recover or resume); {VERIFIED}"
 )
 
 
 def _row(fault: str, phase: str, what: str, expected: str) -> Row:
     return Row(id=f"{fault}@{phase}", section=FM, phase=phase, fault=f"{what}, {HELD}", expected=expected)
+
+
+def _kill_expected(phase: str) -> str:
+    if phase in WORKING:
+        return (
+            "the run ends killed (the lock released, its instance terminated, `invoke runs` says "
+            f"killed); {VERIFIED}; `invoke launch --resume` continues it from its newest complete "
+            "checkpoint"
+        )
+    return FINISHED.format(grace="kill's grace (`invoke kill` says the instance finalized it)")
+
+
+def _terminate_expected(phase: str) -> str:
+    if phase in WORKING:
+        return RECOVERED
+    return (
+        "the work is done (its results uploading, or whole), so the instance finishes within the OS "
+        "shutdown's grace or is "
+        "killed at its end and the handler relaunches it: either way the run ends succeeded with its "
+        f"results whole; {VERIFIED}"
+    )
 
 
 ROWS: tuple[Row, ...] = (
@@ -33,15 +59,26 @@ ROWS: tuple[Row, ...] = (
         )
         for p in PHASES
     ),
+    *(
+        _row(
+            "terminate",
+            p,
+            "TerminateInstances of the run's instance from outside (no notice; an OS shutdown)",
+            _terminate_expected(p),
+        )
+        for p in PHASES
+    ),
+    *(_row("kill", p, "`invoke kill` of the run", _kill_expected(p)) for p in PHASES),
     Row(
         id="control-death@launch",
         section=FM,
         phase="launch",
         fault="SIGKILL of `invoke launch` after RunInstances answered, before the instance was recorded",
         expected=(
-            "the next `invoke launch` is refused naming the unrecorded instance and `invoke verify "
-            "--fix`; verify finds the instance and the lock; `verify --fix` terminates it and "
-            "clears the lock; nothing bills, verify is clean, the next launch succeeds"
+            "the next `invoke launch` is refused in one line naming the run, the unrecorded instance, "
+            "`invoke kill` and `invoke verify --fix`; verify calls the instance an orphan of that run; "
+            "kill releases the lock, `verify --fix` terminates the instance; then verify is clean "
+            "and the next launch is not refused"
         ),
     ),
 )
