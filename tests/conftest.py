@@ -99,15 +99,39 @@ def pytest_runtest_makereport(item, call):
 
 
 # -- the order files start in ----------------------------------------------------------------------
-def pytest_collection_modifyitems(session, config, items):
-    """Files with more slow (end-to-end) tests first, then the rest, each group in collected order.
+# The longest files (whole local runs, several each; measured in CI on 2 cores), longest first: they
+# start at once and the many short files fill the cores behind them.
+LONGEST_FIRST = (
+    "tests/reliability/test_process_faults_sigkill.py",
+    "tests/load/test_concurrent_launches.py",
+    "tests/reliability/test_process_faults_kill.py",
+    "tests/test_e2e_recovery.py",
+    "tests/reliability/test_process_faults_terminate.py",
+    "tests/test_e2e_local.py",
+    "tests/reliability/test_s3_faults_failing.py",
+    "tests/reliability/test_s3_faults_absorbed.py",
+    "tests/reliability/test_state_faults_checkpoint.py",
+    "tests/load/test_consecutive_runs.py",
+    "tests/reliability/test_state_faults_lock.py",
+    "tests/bench/test_quick.py",
+)
 
-    ``make test`` hands whole files to the workers (``--dist loadfile``) in this order: the
-    longest files start at once, and the many short ones fill the cores behind them, instead
-    of one long file starting last and running alone. The sort is stable and the same in every
+
+def pytest_collection_modifyitems(session, config, items):
+    """The longest files first (:data:`LONGEST_FIRST`), then files with more slow tests, then the rest.
+
+    ``make test`` hands whole files to the workers (``--dist loadfile``) in this order, so one
+    long file does not start last and run alone. The sort is stable and the same in every
     worker (xdist requires one collection order).
     """
+    root = config.rootpath
+    rank = {name: n for n, name in enumerate(LONGEST_FIRST)}
     slow: dict[object, int] = {}
     for item in items:
         slow[item.path] = slow.get(item.path, 0) + bool(item.get_closest_marker("slow"))
-    items.sort(key=lambda item: -slow[item.path])
+
+    def key(item) -> tuple[int, int]:
+        name = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
+        return rank.get(name, len(rank)), -slow[item.path]
+
+    items.sort(key=key)
