@@ -235,7 +235,7 @@ def _read_files(paths: list[Path], spec: DataSpec) -> _Rows:
             for group in range(parquet.num_row_groups):  # one row group in memory at a time
                 try:
                     table = parquet.read_row_group(group, columns=list(spec.columns))
-                except (OSError, pa.ArrowException) as exc:  # a damaged data page, the footer intact
+                except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:  # a damaged page
                     raise DataValidationError(f"{path}: not readable parquet ({exc})") from None
                 reader.add(table, n, path)
     if reader.offset != total:
@@ -288,9 +288,10 @@ def _schema(path: Path, spec: DataSpec) -> tuple[pa.Schema, int]:
     try:
         meta = pq.read_metadata(path)
         schema = meta.schema.to_arrow_schema()
-    except (OSError, pa.ArrowException) as exc:
+        names = schema.names  # a damaged footer may hold names that are not UTF-8
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
         raise DataValidationError(f"{path}: not a readable parquet file ({exc})", file=path) from exc
-    missing = [c for c in spec.columns if c not in schema.names]
+    missing = [c for c in spec.columns if c not in names]
     if missing:
         raise DataValidationError(
             f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(schema.names)})",
