@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
@@ -69,7 +70,8 @@ def note(row: str, text: str) -> None:
 
 
 def test_outcome(row: str, nodeid: str, outcome: str, duration_s: float) -> None:
-    _append({"kind": "test", "row": row, "nodeid": nodeid, "outcome": outcome, "duration_s": duration_s})
+    doc = {"kind": "test", "row": row, "nodeid": nodeid, "outcome": outcome, "duration_s": duration_s}
+    _append({**doc, "at": time.time()})  # a rerun's outcome replaces an earlier one (report.py)
 
 
 def clear() -> None:

@@ -34,8 +34,10 @@ class Findings:
             elif kind == "test":
                 if doc["row"] not in known:
                     found.unknown_rows.add(doc["row"])
-                # the last outcome of a test wins (a rerun replaces it)
-                found.tests[doc["row"]][doc["nodeid"]] = doc
+                # the newest outcome of a test wins (a rerun replaces it)
+                seen = found.tests[doc["row"]].get(doc["nodeid"])
+                if seen is None or doc.get("at", 0) >= seen.get("at", 0):
+                    found.tests[doc["row"]][doc["nodeid"]] = doc
             elif kind == "note" and doc.get("text") not in found.notes[doc["row"]]:
                 found.notes[doc["row"]].append(doc["text"])
         return found
