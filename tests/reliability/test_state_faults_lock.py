@@ -173,7 +173,7 @@ def test_a_state_file_corrupted_while_training_ends_the_run_truly_and_verify_fix
         record.count(record.Total.FAULTS_INJECTED)
     finally:
         hold.release()
-    out = H.settle(world, run, before=before, row="corrupt-state@training")
+    out = H.settle(world, run, before=before, row="corrupt-state@training", planted=("state-file",))
     detail = f"{out}\n{world.logs()}"
     assert out.status == "failed", detail
     assert "corrupt" in out.message and "invoke verify --env=dev --fix" in out.message, out.message
