@@ -30,7 +30,7 @@ from bench import local_run
 from bench.core import Section, Settings, Table
 from bench.gpu import chronos2_config
 from common import layout
-from common.timeutil import parse_iso
+from common.timeutil import parse_iso, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -145,14 +145,12 @@ def interrupted_run(
             and bool(checkpoints_in_s3(world, launched.run_id))
         )
 
-    local_run.wait_for(
-        training_with_checkpoint, timeout=local_run.RUN_TIMEOUT_S, what="a checkpoint of attempt 1"
-    )
+    wait_until(training_with_checkpoint, timeout=local_run.RUN_TIMEOUT_S, what="a checkpoint of attempt 1")
     spot_notice(world, iid)
-    local_run.wait_for(
+    wait_until(
         lambda: local_run.state_doc(world) is None, timeout=local_run.RUN_TIMEOUT_S, what="the run to end"
     )
-    local_run.wait_for(
+    wait_until(
         lambda: all(s == "terminated" for _, s in local_run.run_instances(world, launched.run_id)),
         timeout=60,
         what="the last instance to terminate",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,21 +114,6 @@ def launch(world: World, spec_text: str, *, name: str = "bench-run") -> Launched
         started_mono=started_mono,
         launch_s=time.monotonic() - started_mono,
     )
-
-
-def wait_for(condition: Callable[[], Any], *, timeout: float, what: str, every: float = 0.25) -> Any:
-    """``condition()``'s first truthy value, polled every ``every`` seconds.
-
-    Raises:
-        TimeoutError: not within ``timeout`` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def instance_state(world: World, instance_id: str) -> str:

@@ -26,7 +26,7 @@ from typing import Any
 
 from bench import local_run
 from bench.core import Section, Settings, Table, ratio
-from common.timeutil import parse_iso
+from common.timeutil import parse_iso, wait_until
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class WholeRun:
 def whole_run(world: local_run.World, steps: int, *, timeout: float = local_run.RUN_TIMEOUT_S) -> WholeRun:
     """Launch a run of ``steps`` steps and follow it until its instance is terminated."""
     launched = local_run.launch(world, local_run.run_spec(steps), name=f"whole-{steps}")
-    local_run.wait_for(
+    wait_until(
         lambda: local_run.instance_state(world, launched.instance_id) == "terminated",
         timeout=timeout,
         what=f"instance {launched.instance_id} to terminate",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 Clock = Callable[[], datetime]
 
@@ -38,3 +40,18 @@ def parse_duration_minutes(value: str | int) -> int:
         raise ValueError(f"duration {value!r} is not like '90m', '12h' or '1h30m'")
     hours, minutes = (int(g) if g else 0 for g in m.groups())
     return hours * 60 + minutes
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.25) -> Any:
+    """``condition()``'s first truthy value, polled every ``every`` seconds (the bench, the harness).
+
+    Raises:
+        TimeoutError: not within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")

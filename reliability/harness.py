@@ -23,7 +23,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 
 from common import layout
 from common.status import Phase, RunStatus
+from common.timeutil import wait_until
 from reliability import record
 from reliability.harness_gate import Gate, Hold, Request
 
@@ -234,21 +234,6 @@ class Run:
     @property
     def paths(self) -> layout.RunPaths:
         return layout.RunPaths(env=self.world.env, run_id=self.run_id)
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.3) -> Any:
-    """``condition()``'s first truthy value.
-
-    Raises:
-        TimeoutError: not within ``timeout`` seconds.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 # -- a phase, deterministically ----------------------------------------------------------------------

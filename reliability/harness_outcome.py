@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from common import layout
 from common.status import RunStatus
+from common.timeutil import wait_until
 from reliability import record
 
 if TYPE_CHECKING:
@@ -21,12 +22,6 @@ if TYPE_CHECKING:
 
 SETTLE_S = 420.0  # a whole run plus its recoveries on 2 loaded cores
 LINGER_S = 60.0  # how long a final lock of a run that no longer bills may wait for the handler
-
-
-def wait_until(*args: Any, **kwargs: Any) -> Any:
-    from reliability.harness import wait_until as wait
-
-    return wait(*args, **kwargs)
 
 
 # -- what was uploaded before the fault ------------------------------------------------------------
