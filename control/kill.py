@@ -29,7 +29,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from common import layout
-from common.cleanup_status import TERMINATE_WAIT_S, ActionStatus, CleanupLog, confirmed_terminated
+from common.cleanup_status import (
+    TERMINATE_WAIT_S,
+    ActionStatus,
+    CleanupLog,
+    await_terminated,
+    confirmed_terminated,
+)
 from common.ec2 import instance_state, is_gone
 from common.state_store import NotHeldError, StateStore
 from common.timeutil import Clock, iso, utc_now
@@ -184,14 +190,10 @@ class Killer:
             self.sleep(POLL_S)
 
     def _wait_terminated(self, instance_id: str, limit_s: float | None = None) -> str:
-        """Poll until DescribeInstances shows ``instance_id`` terminated (or unknown) or ``limit_s``
-        (default ``terminate_wait_s``) passes; the state last seen."""
-        deadline = self.monotonic() + (self.terminate_wait_s if limit_s is None else limit_s)
-        while True:
-            state = self.instance_state(instance_id)
-            if confirmed_terminated(state) or self.monotonic() >= deadline:
-                return state
-            self.sleep(POLL_S)
+        """The state DescribeInstances last showed, once terminated (or unknown) or after ``limit_s``
+        (default ``terminate_wait_s``): :func:`common.cleanup_status.await_terminated`, as verify waits."""
+        limit = self.terminate_wait_s if limit_s is None else limit_s
+        return await_terminated(self.clients.ec2, [instance_id], sleep=self.sleep, limit_s=limit)[instance_id]
 
     def instance_state(self, instance_id: str) -> str:
         """The instance's state (``common.ec2.NOT_FOUND`` once EC2 forgot it); other errors raise."""
