@@ -54,3 +54,8 @@ def project_filters() -> list[dict[str, Any]]:
 def env_filters(env: str) -> list[dict[str, Any]]:
     """EC2 ``Filters`` selecting this project's resources of ``env``."""
     return [*project_filters(), {"Name": f"tag:{ENVIRONMENT_KEY}", "Values": [check_env(env)]}]
+
+
+def tag_value(resource: Mapping[str, Any], key: str) -> str | None:
+    """The value of tag ``key`` on a described EC2 resource (its ``Tags`` list), ``None`` if absent."""
+    return next((str(t.get("Value")) for t in resource.get("Tags") or [] if t.get("Key") == key), None)

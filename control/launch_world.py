@@ -28,7 +28,7 @@ from common.runspec import RunSpec
 from common.state_doc import Snapshot
 from common.state_store import StateStore
 from common.status import RunStatus
-from common.tags import RUN_ID_KEY
+from common.tags import RUN_ID_KEY, tag_value
 from control.backend import Backend
 from control.billing import billing_instances
 from control.bundle import build_code_bundle, code_key_for
@@ -167,7 +167,9 @@ def check_lock(ec2: Any, store: StateStore, active: Snapshot, *, env: str, now: 
         if not status.is_final() and int(doc.get("recoveries") or 0) < int(doc.get("max_recoveries") or 0):
             todo = f"unless the recovery handler relaunches it (`invoke monitor --env={env}`), {todo}"
         raise StaleLockError(active, env=env, problem=problem, fix=todo)
-    started = [i["InstanceId"] for i in billing_instances(ec2, env) if _tag(i, RUN_ID_KEY) == active.run_id]
+    started = [
+        i["InstanceId"] for i in billing_instances(ec2, env) if tag_value(i, RUN_ID_KEY) == active.run_id
+    ]
     if started:
         raise StaleLockError(
             active,
@@ -176,10 +178,6 @@ def check_lock(ec2: Any, store: StateStore, active: Snapshot, *, env: str, now: 
             fix=f"if its launch died after RunInstances, release the lock with `invoke kill --env={env}` "
             f"and terminate the instance with {fix}",
         )
-
-
-def _tag(resource: dict[str, Any], key: str) -> str | None:
-    return next((str(t.get("Value")) for t in resource.get("Tags") or [] if t.get("Key") == key), None)
 
 
 def _prices(backend: Backend, spec: RunSpec, outputs: StackOutputs, now: datetime) -> dict[PriceKey, Price]:

@@ -33,13 +33,13 @@ from common.exitcodes import ExitCode
 from common.staleness import STALENESS, Stale, StalenessPolicy
 from common.state_doc import Snapshot
 from common.state_store import StateStore
-from common.tags import RUN_ID_KEY
+from common.tags import RUN_ID_KEY, tag_value
 from common.timeutil import Clock, iso, parse_iso, utc_now
 from control.backend import Backend, Clients, check_env
 from control.billing import available_volumes, billing_instances, billing_verification, open_spot_requests
 from control.localdir import LocalDir, pid_alive
 from control.s3io import get_json, put_json
-from control.verify_findings import Finding, instance_finding, spot_finding, tag, volume_finding
+from control.verify_findings import Finding, instance_finding, spot_finding, volume_finding
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ class Inspector:
                 if state == cs.GONE
                 else f"requested deletion of volume {vid}; DescribeVolumes still shows {state}"
             )
-            runs.setdefault(tag(vol, RUN_ID_KEY) or "", []).append(
+            runs.setdefault(tag_value(vol, RUN_ID_KEY) or "", []).append(
                 _Seen(vid, "delete", state == cs.GONE, f"DescribeVolumes: {state}")
             )
         for f in orphans:

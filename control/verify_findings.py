@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.state_doc import Snapshot
-from common.tags import RUN_ID_KEY
+from common.tags import RUN_ID_KEY, tag_value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,13 +26,6 @@ class Finding:
         return dataclasses.asdict(self)
 
 
-def tag(resource: dict[str, Any], key: str) -> str | None:
-    for t in resource.get("Tags", []) or []:
-        if t.get("Key") == key:
-            return str(t.get("Value"))
-    return None
-
-
 def instance_finding(inst: dict[str, Any], active: Snapshot | None) -> Finding:
     """A billing instance: an orphan unless the healthy active run uses it."""
     ours = active is not None and inst["InstanceId"] == active.doc.get("instance_id")
@@ -45,7 +38,7 @@ def instance_finding(inst: dict[str, Any], active: Snapshot | None) -> Finding:
         state=inst["State"]["Name"],
         detail=detail,
         orphaned=not ours,
-        run_id=tag(inst, RUN_ID_KEY),
+        run_id=tag_value(inst, RUN_ID_KEY),
     )
 
 
@@ -57,7 +50,7 @@ def volume_finding(vol: dict[str, Any]) -> Finding:
         state="available",
         detail=f"{vol.get('Size', '?')} GiB {vol.get('VolumeType', '')} detached",
         orphaned=True,
-        run_id=tag(vol, RUN_ID_KEY),
+        run_id=tag_value(vol, RUN_ID_KEY),
     )
 
 
@@ -71,5 +64,5 @@ def spot_finding(req: dict[str, Any], active: Snapshot | None) -> Finding:
         state=req.get("State", "?"),
         detail=f"instance {req.get('InstanceId') or '-'}",
         orphaned=not ours,
-        run_id=tag(req, RUN_ID_KEY),
+        run_id=tag_value(req, RUN_ID_KEY),
     )

@@ -30,7 +30,7 @@ import psutil
 from botocore.exceptions import ClientError
 
 from common import layout
-from common.tags import ENVIRONMENT_KEY
+from common.tags import ENVIRONMENT_KEY, tag_value
 
 # Read-only AWS operations start with these; every other call changes something.
 READ_PREFIXES = ("Describe", "Get", "List", "Head", "Select")
@@ -237,15 +237,11 @@ class CloudCensus:
         return out
 
 
-def _tag(resource: dict[str, Any], key: str) -> str | None:
-    return next((t["Value"] for t in resource.get("Tags", []) if t["Key"] == key), None)
-
-
 def cloud_census(ec2: Any, s3: Any, *, env: str, bucket: str) -> CloudCensus:
     """``env``'s instances (tag ``Environment``) and the env's lock, read back now."""
     pages = ec2.get_paginator("describe_instances").paginate()
     instances = [i for page in pages for r in page["Reservations"] for i in r["Instances"]]
-    mine = [i for i in instances if _tag(i, ENVIRONMENT_KEY) == env]
+    mine = [i for i in instances if tag_value(i, ENVIRONMENT_KEY) == env]
     return CloudCensus(
         env=env,
         instances=tuple(
