@@ -24,9 +24,12 @@ demo: venv
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
 # Tests run on every core (pytest-xdist), a test file per worker; TEST_WORKERS=0 runs them in one process.
+# Files start in the order tests/conftest.py sorts them (the longest first): --no-loadscope-reorder,
+# or xdist re-sorts them by their count of tests and the long one-test files run last, alone.
 TEST_WORKERS ?= auto
+DIST := --dist loadfile --no-loadscope-reorder
 test: venv
-	@$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/python -m pytest -n $(TEST_WORKERS) $(DIST) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-fast: venv
@@ -50,7 +53,7 @@ soak: venv
 PROFILE ?= short
 reliability: venv
 	@$(BIN)/python -m reliability --clear
-	-RELIABILITY_PROFILE=$(PROFILE) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -p no:cacheprovider -m row $(PYTEST_ARGS)
+	-RELIABILITY_PROFILE=$(PROFILE) $(BIN)/python -m pytest -n $(TEST_WORKERS) $(DIST) -p no:cacheprovider -m row $(PYTEST_ARGS)
 	$(BIN)/python -m reliability --check
 
 lint: venv

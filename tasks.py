@@ -19,6 +19,8 @@ from control.cli import render
 from control.cli.edge import console as open_console
 from control.cli.edge import edge, takes_flags
 from control.cli.flags import given, seconds, whole
+from control.cli.local_tasks import down, env_, up
+from control.cli.sweep_task import kill_sweep, monitor_sweep, sweep
 
 LOCAL_HELP = "use local mode (moto on 127.0.0.1; `invoke local.up` first); also CHRONOS_LOCAL=1"
 ENV_HELP = "environment name (a Pulumi stack / a local env), e.g. dev"
@@ -125,15 +127,21 @@ def doctor(c, env="dev", spec=None, local=False, json_=False):
         "json": JSON_HELP,
         "local": LOCAL_HELP,
         "interval": "seconds between polls with --follow",
+        "sweep": "watch every member of this sweep (SWEEP_ID) with its Batch job instead",
     }
 )
 @edge
-def monitor(c, env="dev", follow=False, json_=False, local=False, interval="2"):
+def monitor(c, env="dev", follow=False, json_=False, local=False, interval="2", sweep=None):
     """Watch the active run: phase, step, loss, ETA, cost; exit 0 success, non-zero failure."""
     from control.cli.live import ViewPrinter
     from control.monitor import watch
 
-    printer = ViewPrinter(open_console(), as_json=json_)
+    if given(sweep, "--sweep"):
+        wait = seconds(interval, "--interval", above=True)
+        return monitor_sweep(
+            env=env, sweep_id=sweep, follow=follow, local=local, as_json=json_, interval_s=wait
+        )
+    printer = ViewPrinter(open_console(), as_json=json_, err=open_console(stderr=True))
     try:
         for view in watch(
             _backend(local), env=env, follow=follow, interval_s=seconds(interval, "--interval", above=True)
@@ -150,13 +158,18 @@ def monitor(c, env="dev", follow=False, json_=False, local=False, interval="2"):
         "env": ENV_HELP,
         "grace": "seconds the instance gets to checkpoint and finalize",
         "local": LOCAL_HELP,
+        "sweep": "kill every member of this sweep (SWEEP_ID): cancel queued jobs, terminate running ones",
+        "run-id": "kill this one sweep member (SWEEP_ID-NNN)",
     }
 )
 @edge
-def kill(c, env="dev", grace="120", local=False):
+def kill(c, env="dev", grace="120", local=False, sweep=None, run_id=None):
     """Stop the active run: mark it killed, let it checkpoint, then terminate the instance."""
     from control.kill import kill_run
 
+    if given(sweep, "--sweep") or given(run_id, "--run-id"):
+        wait = seconds(grace, "--grace")
+        return kill_sweep(env=env, sweep_id=sweep or None, run_id=run_id or None, grace_s=wait, local=local)
     r = kill_run(_backend(local), env=env, grace_s=seconds(grace, "--grace"))
     render.kill(open_console(), r, env=env, local=local)
 
@@ -199,16 +212,18 @@ def runs(c, env="dev", limit="20", local=False, json_=False):
     help={
         "env": ENV_HELP,
         "since": "how far back, by run start: 30d, 12h, 90m or 2w",
+        "sweep": "only this sweep's members (SWEEP_ID), and their total",
         "local": LOCAL_HELP,
         "json": JSON_HELP,
     }
 )
 @edge
-def cost(c, env="dev", since="30d", local=False, json_=False):
+def cost(c, env="dev", since="30d", sweep=None, local=False, json_=False):
     """What the runs cost: per run and in total, per attempt from each run's ledger, with the savings."""
     from control.cost import cost_report
 
-    render.cost(open_console(), cost_report(_backend(local), env=env, since=since), as_json=json_)
+    report = cost_report(_backend(local), env=env, since=since, sweep=given(sweep, "--sweep"))
+    render.cost(open_console(), report, as_json=json_)
 
 
 # ----------------------------------------------------- logs, fetch, report
@@ -365,48 +380,9 @@ def demo(c, steps="0", env="dev", dest=None):
     )
 
 
-# ------------------------------------------------------------------- local
-
-
-@task(
-    help={
-        "env": "env to provision in the local AWS",
-        "port": "TCP port on 127.0.0.1 (0: any free one)",
-        "debug-profile": "also create the debug instance profile (stack config debug_profile)",
-    }
-)
-@edge
-def up(c, env="dev", port="0", debug_profile=False):
-    """Start local AWS (moto) in the background, provision an env, stage the synthetic data."""
-    from control.localenv import up as local_up
-
-    render.local_up(
-        open_console(),
-        local_up(env=env, port=whole(port, "--port", most=65535), debug_profile=bool(debug_profile)),
-    )
-
-
-@task
-@edge
-def down(c):
-    """Stop local instances and the background local AWS."""
-    from control.localenv import down as local_down
-
-    render.local_down(open_console(), local_down())
-
-
-@task(name="env", help={"env": "env whose operator keys to export"})
-@edge
-def env_(c, env="dev"):
-    """Print `export ...` lines for the local AWS, as the env's operator (use: eval "$(invoke local.env)")."""
-    from control.localenv import exports
-
-    render.exports(open_console(), exports(env=env))
-
-
-local_ns = Collection("local", up, down, env_)
+local_ns = Collection("local", up, down, env_)  # control/cli/local_tasks.py
 ns = Collection(
-    launch, doctor, monitor, kill, verify, runs, cost, logs, fetch, report, wheelhouse, demo, debug
+    launch, sweep, doctor, monitor, kill, verify, runs, cost, logs, fetch, report, wheelhouse, demo, debug
 )
 ns.add_collection(local_ns)
 ns.add_collection(Collection("data", data_check))

@@ -10,7 +10,6 @@ section saying why (``--strict``: and the exit code is non-zero).
 from __future__ import annotations
 
 import argparse
-import importlib
 import importlib.metadata
 import os
 import platform
@@ -18,10 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import traceback
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -33,19 +29,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import logging  # noqa: E402
 
 from bench import report  # noqa: E402
-from bench.core import Section, Settings  # noqa: E402
+from bench.sections import Entry, Outcome, run_entries, run_entry  # noqa: E402, F401 - tests use them
 from common.exitcodes import ExitCode  # noqa: E402
 
 TITLE = "Benchmarks"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Entry:
-    """One section: its ``--only`` name, its module and the heading used when it cannot run."""
-
-    name: str
-    module: str
-    title: str
 
 
 SECTIONS: tuple[Entry, ...] = (
@@ -58,53 +45,6 @@ SECTIONS: tuple[Entry, ...] = (
     Entry(name="quality", module="bench.quality", title="Model quality"),
     Entry(name="gpu", module="bench.gpu", title="GPU"),
 )
-
-
-@dataclass(frozen=True, kw_only=True)
-class Outcome:
-    """A section's result, how long it took, and whether it failed (missing module or raised)."""
-
-    section: Section
-    seconds: float
-    failed: bool
-
-
-def run_entry(entry: Entry, *, quick: bool, rounds: int) -> Outcome:
-    """Import and run one section in a scratch folder of its own (removed afterwards).
-
-    A missing module or a section that raises gives a skipped section saying why.
-    """
-    began = time.perf_counter()
-    workdir = Path(tempfile.mkdtemp(prefix=f"bench-{entry.name}-"))
-    try:
-        try:
-            module = importlib.import_module(entry.module)
-        except ModuleNotFoundError as exc:
-            if exc.name != entry.module:
-                raise
-            path = entry.module.replace(".", "/") + ".py"
-            return _failed(entry, f"`{path}` is not written yet", began)
-        section = module.run(Settings(quick=quick, rounds=rounds, workdir=workdir))
-        if not isinstance(section, Section):
-            return _failed(
-                entry, f"`{entry.module}.run` returned {type(section).__name__}, not a Section", began
-            )
-        return Outcome(section=section, seconds=time.perf_counter() - began, failed=False)
-    except Exception as exc:  # noqa: BLE001 - a section that breaks must not take the others with it
-        traceback.print_exc(file=sys.stderr)
-        return _failed(entry, f"the section raised {type(exc).__name__}: {_first_line(exc)}", began)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _failed(entry: Entry, reason: str, began: float) -> Outcome:
-    section = Section(name=entry.name, title=entry.title, intro="", skipped=reason)
-    return Outcome(section=section, seconds=time.perf_counter() - began, failed=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else "(no message)"
 
 
 def selected(only: str | None) -> list[Entry]:
@@ -178,7 +118,12 @@ def _gpu() -> str:
 
 def preamble(*, quick: bool, rounds: int, began: datetime) -> list[str]:
     """How the file was made (machine, versions, date, size of the run) and how to reproduce it."""
-    kind = "quick (`make bench QUICK=1`: the smallest run of every path)" if quick else "full (`make bench`)"
+    kind = (
+        "quick (`make bench QUICK=1`: the smallest run of every path; the orchestration section in a "
+        "process of its own beside the others)"
+        if quick
+        else "full (`make bench`: the sections one after the other)"
+    )
     return [
         "Written entirely by `python -m bench`: every number below comes from one run of the "
         "benchmark code in `bench/`. Each comparison measures its alternatives in the same run, "
@@ -211,24 +156,28 @@ def main(argv: list[str] | None = None) -> int:
     entries = selected(args.only)
     if not entries:
         parser.error(f"no section name contains {args.only!r}")
-    sections, timings, failed = [], [], []
-    for i, entry in enumerate(entries, 1):
-        print(f"== [{i}/{len(entries)}] {entry.name} ({entry.module})", flush=True)
-        outcome = run_entry(entry, quick=args.quick, rounds=rounds)
-        s = outcome.section
-        sections.append(s)
-        timings.append(report.Timing(name=s.name, title=s.title, seconds=outcome.seconds, skipped=s.skipped))
-        if outcome.failed:
-            failed.append(entry.name)
+    outcomes: dict[int, Outcome] = {}
+    wall = time.perf_counter()
+    for n, outcome in run_entries(entries, quick=args.quick, rounds=rounds):
+        outcomes[n], s = outcome, outcome.section
         state = f"skipped: {s.skipped}" if s.skipped else f"{len(s.tables)} table(s)"
+        print(f"== [{n + 1}/{len(entries)}] {entries[n].name} ({entries[n].module})", flush=True)
         print(f"   {outcome.seconds:.1f} s, {state}", flush=True)
+    wall = time.perf_counter() - wall
+    ordered = [outcomes[n] for n in range(len(entries))]
+    sections = [o.section for o in ordered]
+    timings = [
+        report.Timing(name=s.name, title=s.title, seconds=o.seconds, skipped=s.skipped)
+        for o, s in zip(ordered, sections, strict=True)
+    ]
+    failed = [e.name for e, o in zip(entries, ordered, strict=True) if o.failed]
     text = report.document(
         title=TITLE, preamble=preamble(quick=args.quick, rounds=rounds, began=began),
         sections=sections, timings=timings,
     )  # fmt: skip
     args.out.write_text(text)
     total = sum(t.seconds for t in timings)
-    print(f"wrote {args.out} ({len(sections)} sections, {total:.1f} s)", flush=True)
+    print(f"wrote {args.out} ({len(sections)} sections: {total:.1f} s in all, {wall:.1f} s wall)", flush=True)
     if failed:
         print(f"sections missing or broken: {', '.join(failed)}", file=sys.stderr, flush=True)
         if args.strict:

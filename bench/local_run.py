@@ -36,12 +36,16 @@ eval_interval = {eval_interval}
 """
 
 
-def run_spec(steps: int, *, recoveries: int = 0, checkpoint_interval: int = 100) -> str:
-    """The bench's run spec (TOML): the demo's model at batch 32, defaults elsewhere."""
+def run_spec(
+    steps: int, *, recoveries: int = 0, checkpoint_interval: int = 100, backtest_windows: int | None = None
+) -> str:
+    """The bench's run spec (TOML): the demo's model at batch 32, defaults elsewhere
+    (``backtest_windows``: the spec's default, 3, unless given)."""
     every = max(1, min(checkpoint_interval, steps))
-    return RUN_SPEC.format(
+    text = RUN_SPEC.format(
         steps=steps, recoveries=recoveries, checkpoint_interval=every, eval_interval=max(1, min(100, steps))
     )
+    return text if backtest_windows is None else text + f"backtest_windows = {backtest_windows}\n"
 
 
 # -- the local world ---------------------------------------------------------------------------------

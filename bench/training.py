@@ -4,7 +4,7 @@ validation and CPU threads cost.
 Each alternative trains the same model (:func:`trainer.model.tiny_config`, and the shipped
 ``tiny-pretrained`` base) on the same data, batch, lr, seed and steps, in turn each round,
 timed as a whole call. Without validation and with only the final checkpoint both do the same
-work, so they must end with the same weights (:func:`compare_weights`, tensor by tensor).
+work, so they must end with the same weights (:func:`bench.weights.compare_weights`, tensor by tensor).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core import Section, Settings, Table, median, rate, ratio
+from bench.weights import WeightDiff, compare_files, weights_table
 from trainer.base_model import BaseRef, ModelLoadError, resolve_base
 
 NAME = "training"
@@ -43,6 +44,7 @@ class Plan:
     rounds: int
     thread_steps: int
     thread_rounds: int
+    side_rounds: int = 1  # fit at default threads, checkpointing and validation (the pair gets ``rounds``)
     fit_default_threads: bool = True
     checkpoints: int = 10
     validations: int = 4
@@ -51,51 +53,15 @@ class Plan:
 def plan(settings: Settings) -> Plan:
     """Quick: 20 steps, one round, the threads rows at 2 steps (a second thread on a busy machine
     can take seconds a step), fit at torch's default threads left out. Full: 100 steps (over 2 s
-    each at ~50 steps/s), ``settings.rounds`` rounds (the threads rows at most 3)."""
+    each at ~50 steps/s), ``settings.rounds`` rounds of the trainer against fit (the ratio with a
+    target), the other rows at most 3 rounds and the threads rows at most 2 (fit at 2 threads and
+    the busy-core rows take 5 to 35 s a run on a loaded machine: the whole bench has 10 minutes)."""
     if settings.quick:
         return Plan(steps=20, rounds=1, thread_steps=2, thread_rounds=1, fit_default_threads=False)
     rounds = max(1, settings.rounds)
-    return Plan(steps=100, rounds=rounds, thread_steps=100, thread_rounds=min(rounds, 3))
-
-
-@dataclass(frozen=True, kw_only=True)
-class WeightDiff:
-    """Two sets of weights compared tensor by tensor.
-
-    Attributes:
-        max_abs_diff: the largest absolute difference over all tensors both hold with one shape.
-        identical: same names, shapes and dtypes, and every value bit for bit equal.
-        mismatched: names held by one side only, or with another shape or dtype.
-    """
-
-    max_abs_diff: float
-    identical: bool
-    mismatched: tuple[str, ...] = ()
-
-
-def compare_weights(a: Mapping[str, Any], b: Mapping[str, Any]) -> WeightDiff:
-    """Compare two ``{name: tensor}`` state dicts (as ``safetensors.torch.load_file`` returns)."""
-    import torch
-
-    mismatched: list[str] = []
-    largest = 0.0
-    equal = True
-    for name in sorted(set(a) | set(b)):
-        x, y = a.get(name), b.get(name)
-        if x is None or y is None or x.shape != y.shape or x.dtype != y.dtype:
-            mismatched.append(name)
-            continue
-        equal = equal and bool(torch.equal(x, y))
-        if x.numel():
-            largest = max(largest, float((x.double() - y.double()).abs().max()))
-    return WeightDiff(max_abs_diff=largest, identical=equal and not mismatched, mismatched=tuple(mismatched))
-
-
-def compare_files(a: Path, b: Path) -> WeightDiff:
-    """:func:`compare_weights` of two ``model.safetensors`` files."""
-    from safetensors.torch import load_file
-
-    return compare_weights(load_file(str(a)), load_file(str(b)))
+    return Plan(
+        steps=100, rounds=rounds, thread_steps=100, thread_rounds=min(rounds, 2), side_rounds=min(rounds, 3)
+    )
 
 
 def speed_table(title: str, steps: int, times: Mapping[str, Sequence[float]], *, baseline: str) -> Table:
@@ -117,18 +83,6 @@ def overhead(without: Sequence[float], with_: Sequence[float]) -> float:
 def round_ratios(baseline: Sequence[float], candidate: Sequence[float]) -> list[float]:
     """``baseline / candidate`` per round (the spread the median hides)."""
     return [ratio(b, c) for b, c in zip(baseline, candidate, strict=True)]
-
-
-def weights_table(rows: Sequence[tuple[str, str, Sequence[WeightDiff]]]) -> Table:
-    """One row per comparison: how many rounds were bit-identical, and the largest difference."""
-    table = Table(
-        title="Final weights: the trainer against upstream fit, same seed, data and steps",
-        columns=["model", "compared with", "rounds bit-identical", "max abs diff"],
-    )
-    for model, other, diffs in rows:
-        same = sum(d.identical for d in diffs)
-        table.add(model, other, f"{same} of {len(diffs)}", max((d.max_abs_diff for d in diffs), default=None))
-    return table
 
 
 @dataclass(kw_only=True)
@@ -212,18 +166,26 @@ def interleaved(
     *,
     compare: Sequence[tuple[str, str]] = (),
     after_round: Callable[[], None] = lambda: None,
+    limits: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, list[float]], dict[tuple[str, str], list[WeightDiff]]]:
-    """Time each alternative once per round, in turn, with the round as seed; compare weights of pairs."""
+    """Time each alternative once per round, in turn, with the round as seed; compare weights of pairs.
+
+    ``limits``: the most rounds an alternative takes part in (its first ones); a pair is compared
+    in the rounds both ran.
+    """
     times: dict[str, list[float]] = {name: [] for name in alternatives}
     diffs: dict[tuple[str, str], list[WeightDiff]] = {pair: [] for pair in compare}
     for seed in range(rounds):
         weights: dict[str, Path] = {}
         for name, fn in alternatives.items():
+            if seed >= (limits or {}).get(name, rounds):
+                continue
             started = time.perf_counter()
             weights[name] = fn(seed)
             times[name].append(time.perf_counter() - started)
         for a, b in compare:
-            diffs[(a, b)].append(compare_files(weights[a], weights[b]))
+            if a in weights and b in weights:
+                diffs[(a, b)].append(compare_files(weights[a], weights[b]))
         after_round()
     return times, diffs
 
@@ -258,7 +220,8 @@ def run(settings: Settings) -> Section:
     if not p.fit_default_threads:
         del alternatives[fit_default]
     pairs = [(TRAINER, b) for b in (UPSTREAM, fit_default) if b in alternatives]
-    times, diffs = interleaved(alternatives, p.rounds, compare=pairs, after_round=runs.clean)
+    side = {name: p.side_rounds for name in (fit_default, ck, val)}
+    times, diffs = interleaved(alternatives, p.rounds, compare=pairs, after_round=runs.clean, limits=side)
     comparisons = [("tiny (random init)", b, diffs[(a, b)]) for a, b in pairs]
     section.tables.append(speed_table(
         f"Tiny random-init Chronos-2, {p.steps} steps, batch {BATCH_SIZE}: the trainer against upstream fit "
@@ -307,7 +270,8 @@ def _intro(p: Plan, default_threads: int) -> str:
     return (
         "The trainer's `trainer.finetune.train` against upstream `Chronos2Pipeline.fit` (chronos) "
         f"on the same model, synthetic data (24 hourly series), batch size {BATCH_SIZE}, learning rate "
-        f"{LEARNING_RATE:g}, seed and {p.steps} steps, interleaved in each of {p.rounds} round(s). Each time "
+        f"{LEARNING_RATE:g}, seed and {p.steps} steps, interleaved in each of {p.rounds} round(s) (the "
+        f"other rows in the first {p.side_rounds}, the threads rows in {p.thread_rounds}). Each time "
         "is the whole call (model build, training, final save); the weights both save are compared tensor by "
         "tensor. fit is given what the trainer does on CPU (the same seed, the loss logged every step, no "
         f"progress bar) and one CPU thread like the trainer{'; ' + user if p.fit_default_threads else ''}. "
@@ -345,7 +309,9 @@ def _fit_notes(model: str, times: Mapping[str, list[float]], diffs: Sequence[Wei
 _WHY = (
     "Both drive the same transformers Trainer loop over the same Chronos2Dataset; the trainer adds "
     "per-step callbacks (stop and checkpoint requests, the NaN guard) and writes its run settings and "
-    "training_info.json. "
+    "training_info.json, and it trains with the heap frozen (`trainer.finetune.frozen_heap`, `gc.freeze`): "
+    "the full garbage collection accelerate runs as the loop starts then scans only what the loop made, not "
+    "the 400,000 objects torch, transformers and the model left before it (about 0.2 s a call here). "
 )
 
 

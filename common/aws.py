@@ -98,3 +98,9 @@ def is_retriable(exc: BaseException) -> bool:
         return True
     code = error_code(exc)
     return code in THROTTLING_CODES or code in TRANSIENT_CODES or http_status(exc) >= 500
+
+
+def sdk_retried(exc: ClientError) -> bool:
+    """True when the SDK sent the request more than once: an earlier attempt may have landed, its
+    answer lost (``ResponseMetadata.RetryAttempts``)."""
+    return int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) or 0) > 0

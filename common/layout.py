@@ -4,14 +4,19 @@
 
     cached-datasets/training-data/YYYY/MM/*.parquet   training data (read-only for the instance)
     cached-datasets/configs/ scripts/ python-env/     code bundle and packed env
-    {env}/system-state.json                           live state of the active run (the lock)
-    {env}/YYYY/MM/DD-HHMMSS/                          run outputs
+    {env}/system-state.json                           live state of the active single run (the lock)
+    {env}/YYYY/MM/DD-HHMMSS/                          run outputs (a sweep member: DD-HHMMSS-NNN/)
         models/ checkpoints/ user-configs/ model_metadata.json _SUCCESS
         user-configs/ run-spec.json launch-record.json launch-request.json
     {env}/logs/{run_id}/training.json                 full execution log
     {env}/logs/{run_id}/cleanup_status.json           what was cleaned, verified
+    {env}/sweeps/{sweep_id}/sweep.json                a sweep's manifest (its points, members, job ids)
+    {env}/sweeps/{sweep_id}/runs/{run_id}/system-state.json   a sweep member's own state and lock
 
-A run id is the UTC start time ``YYYYMMDD-HHMMSS``.
+A run id is the UTC start time ``YYYYMMDD-HHMMSS``. A sweep id is its submit second in the same
+form, and its members' run ids are ``{sweep_id}-{NNN}`` (001..999, the grid point's number): a
+single run holds the env's one lock, each sweep member holds its own, so a sweep's members run at
+once beside (at most) one single run.
 """
 
 from __future__ import annotations
@@ -44,14 +49,30 @@ TRAINER_STATE_NAME = "trainer_state.json"  # written last into a checkpoint fold
 LOCAL_RUNS_DIR = "runs"  # the laptop's mirror: runs/{env}/{run_id}/
 
 RUN_ID_FORMAT = "%Y%m%d-%H%M%S"
-_RUN_ID = re.compile(r"^(\d{4})(\d{2})(\d{2})-(\d{6})$")
+# A sweep member's number: 001..999 (three digits, never 000). The run-id rule, the one definition:
+# the schema's ``$defs/run_id`` pattern is tested equal to RUN_ID_PATTERN.
+MEMBER_NUMBER = r"(?:00[1-9]|0[1-9][0-9]|[1-9][0-9]{2})"
+MAX_MEMBERS = 999
+RUN_ID_PATTERN = rf"^[0-9]{{8}}-[0-9]{{6}}(-{MEMBER_NUMBER})?$"
+SWEEP_ID_PATTERN = r"^[0-9]{8}-[0-9]{6}$"
+_RUN_ID = re.compile(rf"^(\d{{4}})(\d{{2}})(\d{{2}})-(\d{{6}})(?:-({MEMBER_NUMBER}))?$", re.ASCII)
+_SWEEP_ID = re.compile(SWEEP_ID_PATTERN, re.ASCII)
+SWEEPS_DIR = "sweeps/"  # {env}/sweeps/{sweep_id}/
+SWEEP_MANIFEST_NAME = "sweep.json"
+STATE_NAME = "system-state.json"
 # The env-name rule, the one definition: 2-16 lowercase letters, digits or '-', starting with a
 # letter (it becomes part of the bucket name, S3 prefixes and IAM names). The schema's
 # ``$defs/env`` pattern is tested equal to ENV_PATTERN.
 ENV_NAME = r"[a-z][a-z0-9-]{1,15}"
 ENV_PATTERN = f"^{ENV_NAME}$"
 _ENV = re.compile(ENV_PATTERN)
-_RUN_PREFIX = re.compile(rf"^({ENV_NAME})/(\d{{4}})/(\d{{2}})/(\d{{2}})-(\d{{6}})(/|$)")
+_RUN_PREFIX = re.compile(
+    rf"^({ENV_NAME})/(\d{{4}})/(\d{{2}})/(\d{{2}})-(\d{{6}})(?:-({MEMBER_NUMBER}))?(/|$)", re.ASCII
+)
+_MEMBER_STATE = re.compile(
+    rf"^({ENV_NAME})/sweeps/(\d{{8}}-\d{{6}})/runs/(\d{{8}}-\d{{6}}-{MEMBER_NUMBER})/system-state\.json$",
+    re.ASCII,
+)
 
 
 class LayoutError(ValueError):
@@ -89,19 +110,63 @@ def new_run_id(now: datetime, *, env: str | None = None, taken: Callable[[str], 
 
 
 def parse_run_id(run_id: str) -> datetime:
-    """The UTC start time a run id encodes.
+    """The UTC start time a run id encodes (a sweep member's: its sweep's submit second).
 
     Raises:
-        LayoutError: if ``run_id`` is not ``YYYYMMDD-HHMMSS``.
+        LayoutError: if ``run_id`` is neither ``YYYYMMDD-HHMMSS`` nor ``YYYYMMDD-HHMMSS-NNN``.
     """
     try:
-        if not _RUN_ID.fullmatch(run_id):
+        if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
             raise ValueError
-        return datetime.strptime(run_id, RUN_ID_FORMAT).replace(tzinfo=UTC)
+        return datetime.strptime(run_id[:15], RUN_ID_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         raise LayoutError(
-            f"run id {run_id!r} is not of the form YYYYMMDD-HHMMSS (UTC), e.g. 20261125-140502"
+            f"run id {run_id!r} is not of the form YYYYMMDD-HHMMSS (UTC), e.g. 20261125-140502, "
+            "or YYYYMMDD-HHMMSS-NNN for a sweep member (NNN 001..999), e.g. 20261125-140502-003"
         ) from None
+
+
+def parse_sweep_id(sweep_id: str) -> datetime:
+    """The UTC submit second a sweep id encodes.
+
+    Raises:
+        LayoutError: if ``sweep_id`` is not ``YYYYMMDD-HHMMSS``.
+    """
+    try:
+        if not isinstance(sweep_id, str) or not _SWEEP_ID.fullmatch(sweep_id):
+            raise ValueError
+        return datetime.strptime(sweep_id, RUN_ID_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        raise LayoutError(
+            f"sweep id {sweep_id!r} is not of the form YYYYMMDD-HHMMSS (UTC), e.g. 20261125-140502"
+        ) from None
+
+
+def sweep_of(run_id: str) -> str | None:
+    """The sweep id of a sweep member's run id, ``None`` for a single run.
+
+    Raises:
+        LayoutError: if ``run_id`` is not a run id.
+    """
+    parse_run_id(run_id)
+    return run_id[:15] if len(run_id) > 15 else None
+
+
+def member_number(run_id: str) -> int | None:
+    """A sweep member's grid point number (1..999), ``None`` for a single run."""
+    return int(run_id[16:]) if sweep_of(run_id) else None
+
+
+def member_run_id(sweep_id: str, number: int) -> str:
+    """The run id of grid point ``number`` (1..999) of ``sweep_id``: ``{sweep_id}-{NNN}``.
+
+    Raises:
+        LayoutError: a bad sweep id or a number outside 1..999.
+    """
+    parse_sweep_id(sweep_id)
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number <= MAX_MEMBERS:
+        raise LayoutError(f"sweep member number {number!r} is not between 1 and {MAX_MEMBERS}")
+    return f"{sweep_id}-{number:03d}"
 
 
 def check_env(env: str) -> str:
@@ -137,8 +202,37 @@ def local_run_dir(root: Path, env: str, run_id: str) -> Path:
 
 
 def state_key(env: str) -> str:
-    """Key of the live state file, which is also the run lock."""
-    return f"{check_env(env)}/system-state.json"
+    """Key of the env's live state file, which is also the single run's lock (one per env)."""
+    return f"{check_env(env)}/{STATE_NAME}"
+
+
+def sweeps_root(env: str) -> str:
+    """Prefix under which every sweep of ``env`` lives: ``{env}/sweeps/``."""
+    return f"{check_env(env)}/{SWEEPS_DIR}"
+
+
+def sweep_prefix(env: str, sweep_id: str) -> str:
+    """``{env}/sweeps/{sweep_id}/``: one sweep's manifest and its members' state files."""
+    parse_sweep_id(sweep_id)
+    return f"{sweeps_root(env)}{sweep_id}/"
+
+
+def sweep_manifest_key(env: str, sweep_id: str) -> str:
+    """``{env}/sweeps/{sweep_id}/sweep.json``: the sweep's manifest (``schemas/sweep.schema.json``)."""
+    return sweep_prefix(env, sweep_id) + SWEEP_MANIFEST_NAME
+
+
+def member_states_prefix(env: str, sweep_id: str) -> str:
+    """``{env}/sweeps/{sweep_id}/runs/``: under it, each member's ``{run_id}/system-state.json``."""
+    return sweep_prefix(env, sweep_id) + "runs/"
+
+
+def member_of_state_key(key: str) -> tuple[str, str] | None:
+    """``(env, run_id)`` of a sweep member's state key, ``None`` for any other key."""
+    m = _MEMBER_STATE.fullmatch(key)
+    if not m or not m.group(3).startswith(m.group(2) + "-"):
+        return None
+    return m.group(1), m.group(3)
 
 
 def logs_root(env: str) -> str:
@@ -159,9 +253,14 @@ class RunPaths:
 
     @property
     def prefix(self) -> str:
-        """``{env}/YYYY/MM/DD-HHMMSS/``: the run's outputs."""
+        """``{env}/YYYY/MM/DD-HHMMSS/`` (a sweep member: ``DD-HHMMSS-NNN/``): the run's outputs."""
         r = self.run_id
-        return f"{self.env}/{r[0:4]}/{r[4:6]}/{r[6:8]}-{r[9:15]}/"
+        return f"{self.env}/{r[0:4]}/{r[4:6]}/{r[6:8]}-{r[9:]}/"
+
+    @property
+    def sweep_id(self) -> str | None:
+        """The sweep this run is a member of, ``None`` for a single run."""
+        return sweep_of(self.run_id)
 
     @property
     def models(self) -> str:
@@ -232,17 +331,22 @@ class RunPaths:
 
     @property
     def state(self) -> str:
-        return state_key(self.env)
+        """The run's state file and lock: the env's for a single run, its own for a sweep member
+        (``{env}/sweeps/{sweep_id}/runs/{run_id}/system-state.json``)."""
+        sweep = self.sweep_id
+        if sweep is None:
+            return state_key(self.env)
+        return f"{member_states_prefix(self.env, sweep)}{self.run_id}/{STATE_NAME}"
 
     @classmethod
     def from_prefix(cls, key: str) -> RunPaths:
-        """The run whose output prefix ``key`` starts with (``{env}/YYYY/MM/DD-HHMMSS/...``).
+        """The run whose output prefix ``key`` starts with (``{env}/YYYY/MM/DD-HHMMSS[-NNN]/...``).
 
         Raises:
             LayoutError: if ``key`` is not under a run prefix.
         """
         m = _RUN_PREFIX.match(key)
         if not m:
-            raise LayoutError(f"{key!r} is not under a run prefix {{env}}/YYYY/MM/DD-HHMMSS/")
-        env, y, mo, d, t, _ = m.groups()
-        return cls(env=env, run_id=f"{y}{mo}{d}-{t}")
+            raise LayoutError(f"{key!r} is not under a run prefix {{env}}/YYYY/MM/DD-HHMMSS[-NNN]/")
+        env, y, mo, d, t, n, _ = m.groups()
+        return cls(env=env, run_id=f"{y}{mo}{d}-{t}" + (f"-{n}" if n else ""))

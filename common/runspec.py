@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError
+from common.gpus import batch_split_problem, gpu_count
 from common.placement import MarketChoice
 from common.status import FinetuneMode
 from common.timeutil import parse_duration_minutes
@@ -257,6 +258,7 @@ def from_dict(doc: dict[str, Any], *, source: str = "run spec") -> RunSpec:
     _check_beyond_schema(doc, source)
     full = with_defaults("run-spec", doc)
     inst, data, model = full["instance"], full["data"], full["model"]
+    _check_batch_split(inst["types"], model["batch_size"], source)
     for interval in ("checkpoint_interval", "eval_interval"):
         model[interval] = min(model[interval], model["num_steps"])
     max_runtime = _max_runtime(inst["max_runtime"], source)
@@ -300,6 +302,19 @@ def _check_beyond_schema(doc: dict[str, Any], source: str) -> None:
     seed = (doc.get("model") or {}).get("seed")
     if isinstance(seed, int) and seed > SEED_MAX:
         raise ConfigError(f"{source}: $.model.seed: {seed} is too large; use 0 to {SEED_MAX}")
+
+
+def _check_batch_split(types: list[str], batch_size: int, source: str) -> None:
+    """Each GPU of a multi-GPU type takes an equal share of every batch (``common.gpus``): a batch that
+    does not split is refused here, before anything is rented, not trained on fewer GPUs.
+
+    Raises:
+        ConfigError: naming ``$.model.batch_size`` and the type it does not split over.
+    """
+    for instance_type in types:
+        problem = batch_split_problem(int(batch_size), gpu_count(instance_type))
+        if problem is not None:
+            raise ConfigError(f"{source}: $.model.batch_size: {problem} (instance type {instance_type})")
 
 
 def _integer_only(field_: dict[str, Any]) -> bool:

@@ -31,51 +31,50 @@ from botocore.exceptions import ClientError
 
 from common import attempts as att
 from common import layout
-from common.aws import absent_behind_403, error_code, http_status, is_access_denied, is_not_found
+from common.aws import absent_behind_403, error_code, http_status, is_access_denied, is_not_found, sdk_retried
 from common.errors import AccessDeniedError, CorruptStateError, LockHeldError
 from common.state_doc import Doc, IllegalTransitionError, Snapshot, apply_transition
+from common.state_errors import (  # the store's errors live there; importable from here as before
+    ClaimLostError,
+    ConflictError,
+    NotHeldError,
+    TakenOverError,
+    check_holder,
+)
 from common.status import RunStatus
 from common.timeutil import Clock, iso, utc_now
 from schemas import SchemaValidationError, validate
 
 log = logging.getLogger(__name__)
 
+__all__ = ["ClaimLostError", "ConflictError", "NotHeldError", "StateStore", "TakenOverError"]
+
 Mutation = Callable[[Doc], Doc | None]
 
 
-class NotHeldError(RuntimeError):
-    """The state file is gone or belongs to another run."""
-
-
-class ConflictError(RuntimeError):
-    """Conditional writes kept conflicting after every retry (or the one claim lost)."""
-
-
-class ClaimLostError(RuntimeError):
-    """The recovery claim a write depended on is no longer the state's (killed, re-claimed)."""
-
-    def __init__(self, current: RunStatus, detail: str) -> None:
-        self.current = current
-        super().__init__(f"recovery claim lost: {detail}")
-
-
 class StateStore:
-    """Reads and conditionally writes one env's state file.
+    """Reads and conditionally writes one env's state file (or a sweep member's own).
 
     Args:
-        s3: a boto3 S3 client.
-        bucket: the training bucket.
-        env: the environment name.
+        s3, bucket, env: a boto3 S3 client, the training bucket, the environment name.
+        run_id: a sweep member's run id: its own state key (``RunPaths.state``); else the env's.
         clock: returns aware UTC datetimes (tests pass a fake).
         max_conflicts: how many times a conflicting write is re-read and retried.
+
+    Attributes:
+        holder: the instance id of the attempt writing through this store (set by the trainer,
+            :func:`trainer.startup.identify`): see :class:`~common.state_errors.TakenOverError`.
+            ``None`` (the control plane, the handler): the run id alone decides.
     """
 
     def __init__(
-        self, s3: Any, bucket: str, env: str, *, clock: Clock = utc_now, max_conflicts: int = 8
-    ) -> None:
+        self, s3: Any, bucket: str, env: str, *, run_id: str | None = None, clock: Clock = utc_now,
+        max_conflicts: int = 8,
+    ) -> None:  # fmt: skip
         self.s3, self.bucket, self.env = s3, bucket, env
-        self.key = layout.state_key(env)
+        self.key = layout.RunPaths(env=env, run_id=run_id).state if run_id else layout.state_key(env)
         self.clock, self.max_conflicts = clock, max_conflicts
+        self.holder: str | None = None
 
     @property
     def location(self) -> str:
@@ -131,11 +130,12 @@ class StateStore:
             ) from None
 
     # -- writing -------------------------------------------------------------
-    def acquire(self, doc: Doc) -> Snapshot:
+    def acquire(self, doc: Doc, *, _tries: int = 0) -> Snapshot:
         """Take the lock by creating the state file; it must not exist.
 
         Raises:
             LockHeldError: another run holds it (which one, since when).
+            ConflictError: the lock was taken and released between each of ``max_conflicts`` tries.
         """
         # A random token of this acquire (the plan stays pure): tells this launch's lock from any
         # other's, even of the same run id in the same second.
@@ -146,8 +146,10 @@ class StateStore:
         except ClientError as exc:
             if http_status(exc) in (409, 412):
                 held = self.read()
-                if held is None:  # released between our put and read: try once more
-                    return self.acquire(doc)
+                if held is None and _tries < self.max_conflicts:  # released between our put and read
+                    return self.acquire(doc, _tries=_tries + 1)
+                if held is None:
+                    raise ConflictError(f"{self.location}: taken and released {_tries + 1} times") from None
                 if doc.get("lock_id") and held.doc.get("lock_id") == doc["lock_id"]:
                     # Our own PUT landed and its answer was lost (a 500 or a reset after S3 stored
                     # it); the SDK's retry then met our own lock. S3: "if a PUT request returns
@@ -182,6 +184,7 @@ class StateStore:
             if snap is None or snap.run_id != run_id:
                 owner = "nobody" if snap is None else f"run {snap.run_id}"
                 raise NotHeldError(f"{self.location} is held by {owner}, not run {run_id}")
+            check_holder(snap, self.holder)
             doc = copy.deepcopy(snap.doc)
             new = mutate(doc)
             target = doc if new is None else new
@@ -195,7 +198,7 @@ class StateStore:
                         attempt + 1,
                     )
                     snap = self.read()
-                    if _retried(exc) and snap is not None and snap.doc == target:  # ours landed
+                    if sdk_retried(exc) and snap is not None and snap.doc == target:  # ours landed
                         log.info("state write of run %s landed (first answer lost)", run_id)
                         return snap
                     continue
@@ -291,6 +294,7 @@ class StateStore:
             ConflictError: another writer changed the file since ``snapshot``.
             NotHeldError: the file is gone.
         """
+        check_holder(snapshot, self.holder)
         doc = copy.deepcopy(snapshot.doc)
         new = mutate(doc)
         try:
@@ -357,10 +361,11 @@ class StateStore:
                 return sent
             if snap.run_id != run_id:
                 raise NotHeldError(f"{self.location} belongs to run {snap.run_id}, not {run_id}")
+            check_holder(snap, self.holder)
             try:
                 self.s3.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=snap.etag)
             except ClientError as exc:
-                sent = sent or _retried(exc)
+                sent = sent or sdk_retried(exc)
                 if http_status(exc) in (409, 412):
                     log.info(
                         "state delete conflict (%s), re-reading (attempt %d)",
@@ -413,8 +418,3 @@ class StateStore:
     def _raise_denied(self, exc: BaseException, action: str) -> None:
         if is_access_denied(exc):
             raise AccessDeniedError(action=action, resource=self.location) from None
-
-
-def _retried(exc: ClientError) -> bool:
-    """True when the SDK sent it more than once: an earlier attempt may have landed, its answer lost."""
-    return int(exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) or 0) > 0

@@ -22,6 +22,14 @@ ENVIRONMENT_KEY = "Environment"
 COST_CENTER_KEY = "CostCenter"
 MANAGED_BY_KEY = "ManagedBy"
 RUN_ID_KEY = "RunId"
+# The tag the stack's Batch compute environments put on every host they launch (their
+# ``computeResources.tags``, which Batch applies to the EC2 instances it launches: API Reference,
+# ComputeResource ``tags``), valued with the environment's name; beside it the tags Batch itself is
+# seen to add. Batch owns those hosts (it scales them, its retry strategy reruns their jobs), so
+# neither the recovery handler nor verify treats them as a run's instance. Our own key comes first:
+# it does not depend on what Batch adds.
+BATCH_HOST_KEY = "BatchComputeEnvironment"
+BATCH_HOST_TAG_KEYS = (BATCH_HOST_KEY, "aws:batch:compute-environment", "AWSBatchServiceTag")
 
 
 def tags(
@@ -54,6 +62,11 @@ def project_filters() -> list[dict[str, Any]]:
 def env_filters(env: str) -> list[dict[str, Any]]:
     """EC2 ``Filters`` selecting this project's resources of ``env``."""
     return [*project_filters(), {"Name": f"tag:{ENVIRONMENT_KEY}", "Values": [check_env(env)]}]
+
+
+def is_batch_host(resource: Mapping[str, Any]) -> bool:
+    """Whether a described EC2 instance was launched by AWS Batch (one of :data:`BATCH_HOST_TAG_KEYS`)."""
+    return any(tag_value(resource, key) is not None for key in BATCH_HOST_TAG_KEYS)
 
 
 def tag_value(resource: Mapping[str, Any], key: str) -> str | None:

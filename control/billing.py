@@ -15,7 +15,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from common.cleanup_status import count_or_unknown, verification
 from common.ec2 import BILLING_STATES
-from common.tags import env_filters
+from common.tags import RUN_ID_KEY, env_filters, is_batch_host, tag_value
 
 OPEN_SPOT_STATES = ("open", "active")
 
@@ -28,6 +28,16 @@ def billing_instances(ec2: Any, env: str) -> list[dict[str, Any]]:
         for res in page.get("Reservations", []):
             out += res.get("Instances", [])
     return out
+
+
+def run_instance_ids(ec2: Any, env: str, run_id: str) -> list[str]:
+    """The instances of run ``run_id`` in a billing state, found by their ``RunId`` tag, sorted
+    (never a Batch host: Batch owns those, ``common.tags.is_batch_host``)."""
+    return sorted(
+        i["InstanceId"]
+        for i in billing_instances(ec2, env)
+        if tag_value(i, RUN_ID_KEY) == run_id and not is_batch_host(i)
+    )
 
 
 def available_volumes(ec2: Any, env: str) -> list[dict[str, Any]]:

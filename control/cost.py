@@ -57,6 +57,7 @@ class RunCost:
     training_share: float | None
     lost_s: float | None
     markets: tuple[str, ...]
+    sweep_id: str | None = None
 
     @classmethod
     def of(cls, run: RunSummary) -> RunCost:
@@ -77,6 +78,7 @@ class RunCost:
                 training_share=money["training_share"],
                 lost_s=money["split_s"]["lost"],
                 markets=markets,
+                sweep_id=run.sweep_id,
             )
         estimate = run.cost_usd
         return cls(
@@ -93,6 +95,7 @@ class RunCost:
             training_share=None,
             lost_s=None,
             markets=(run.market,) if run.market else (),
+            sweep_id=run.sweep_id,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -109,6 +112,15 @@ class CostReport:
     env: str
     since: datetime
     runs: tuple[RunCost, ...]
+    sweep_id: str | None = None  # only this sweep's members (``invoke cost --sweep``)
+
+    def by_sweep(self) -> dict[str, float]:
+        """Each sweep's total over its members listed here (sweep id -> USD)."""
+        out: dict[str, float] = {}
+        for r in self.runs:
+            if r.sweep_id:
+                out[r.sweep_id] = round(out.get(r.sweep_id, 0.0) + (r.total_usd or 0.0), 4)
+        return out
 
     @property
     def total_usd(self) -> float:
@@ -137,17 +149,27 @@ class CostReport:
             "on_demand_usd": round(self.on_demand_usd, 4),
             "savings_usd": round(self.savings_usd, 4),
             "unpriced": self.unpriced,
+            "sweep_id": self.sweep_id,
+            "sweeps": self.by_sweep(),
         }
 
 
-def cost_report(backend: Backend, *, env: str, since: str = "30d", clock: Clock = utc_now) -> CostReport:
-    """``invoke cost``: every run of ``env`` started in the last ``since``, priced.
+def cost_report(
+    backend: Backend, *, env: str, since: str = "30d", sweep: str | None = None, clock: Clock = utc_now
+) -> CostReport:
+    """``invoke cost``: every run of ``env`` started in the last ``since`` (``sweep``: only that
+    sweep's members, whatever ``since`` says), priced.
 
     Raises:
-        ConfigError: a bad env name or ``since``.
+        ConfigError: a bad env name, ``since`` or sweep id.
     """
     check_env(env)
     span = parse_since(since)
+    if sweep is not None:
+        try:
+            layout.parse_sweep_id(sweep)
+        except layout.LayoutError as exc:
+            raise ConfigError(f"--sweep: {exc}") from None
     backend.check_credentials()
     outputs = backend.stack_outputs(env)
     s3 = backend.clients().s3
@@ -158,7 +180,11 @@ def cost_report(backend: Backend, *, env: str, since: str = "30d", clock: Clock 
         ids = set(run_ids(s3, outputs.bucket, env))
         if snap is not None:
             ids.add(snap.run_id)
-        recent = [r for r in sorted(ids, reverse=True) if layout.parse_run_id(r) >= start]
+        recent = [
+            r
+            for r in sorted(ids, reverse=True)
+            if (layout.sweep_of(r) == sweep if sweep else layout.parse_run_id(r) >= start)
+        ]
         state = snap.doc if snap else None
         runs = [read_run(s3, outputs.bucket, env, r, state=state, clock=clock) for r in recent]
-    return CostReport(env=env, since=start, runs=tuple(RunCost.of(r) for r in runs))
+    return CostReport(env=env, since=start, runs=tuple(RunCost.of(r) for r in runs), sweep_id=sweep)

@@ -167,7 +167,11 @@ def _sample(footers: list[_Footer], spec: RunSpec) -> Iterator[SampledSeries]:
         if meta is None or meta.num_row_groups == 0 or meta.num_rows == 0:
             continue
         group = meta.row_group(0)
-        wanted = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+        try:  # a damaged footer may name a row group's column chunk in bytes that are not UTF-8
+            wanted = {group.column(i).path_in_schema: group.column(i) for i in range(group.num_columns)}
+        except UnicodeDecodeError as exc:
+            f.problems.append(f"not readable parquet (a column name in its footer is not UTF-8: {exc})")
+            continue
         if any(c not in wanted for c in columns):
             continue  # the schema check names the missing column
         cost = sum(wanted[c].total_compressed_size for c in columns)
@@ -176,7 +180,10 @@ def _sample(footers: list[_Footer], spec: RunSpec) -> Iterator[SampledSeries]:
         budget -= cost
         try:
             table = f.parquet.read_row_group(0, columns=columns)
-        except (OSError, pa.ArrowException) as exc:
+            # arrow checks a string page's UTF-8 only when asked (as the trainer's loader does):
+            # a flipped byte in one would surface later as a UnicodeDecodeError with no file named
+            table.validate(full=True)
+        except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:
             f.problems.append(f"not readable parquet ({' '.join(str(exc).split())})")
             continue
         if table.num_rows > rows_left:

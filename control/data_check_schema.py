@@ -87,7 +87,7 @@ def open_parquet(s3: Any, bucket: str, key: str, size: int) -> tuple[pq.ParquetF
         obj.fetch(size - need, size)
     try:
         return pq.ParquetFile(obj), obj
-    except (OSError, pa.ArrowException) as exc:
+    except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:  # a damaged footer's names
         raise NotParquet(f"unreadable parquet footer ({' '.join(str(exc).split())})") from None
 
 

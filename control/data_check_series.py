@@ -69,7 +69,14 @@ class _Rows:
 
 
 def _timestamps(column: pa.ChunkedArray) -> pd.DatetimeIndex:
-    """The column as datetimes. Raises ValueError naming a value that is not a timestamp."""
+    """The column as nanosecond datetimes. Raises ValueError naming a value that is not a timestamp."""
+    try:  # a date beyond 2262 fits a second-unit index but not the trainer's nanoseconds
+        return _datetimes(column).as_unit("ns")
+    except pd.errors.OutOfBoundsDatetime as exc:
+        raise ValueError(f"out of the nanosecond range 1677-2262: {exc}") from None
+
+
+def _datetimes(column: pa.ChunkedArray) -> pd.DatetimeIndex:
     kind = column.type
     if pa.types.is_dictionary(kind):
         column, kind = column.cast(kind.value_type), kind.value_type

@@ -19,6 +19,11 @@ Idempotent: killing an env with no active run reports that and changes nothing.
 A run ``recovering`` (the recovery handler relaunching it) is killed the same way: with
 no instance recorded yet the control plane clears the lock itself, and a handler that
 launches meanwhile finds its claim lost and terminates what it launched.
+
+A state with no instance recorded may still have one billing: the launch that died between
+RunInstances and recording it, or a relaunch not recorded yet. The run's instances are then
+looked up by their ``RunId`` tag (Batch hosts excluded: Batch owns them) and treated as the
+recorded one; before, they kept billing until ``invoke verify --fix``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from common import layout
 from common.cleanup_status import (
@@ -38,9 +45,10 @@ from common.cleanup_status import (
 )
 from common.ec2 import instance_state, is_gone
 from common.state_store import NotHeldError, StateStore
+from common.tags import RUN_ID_KEY
 from common.timeutil import Clock, iso, utc_now
 from control.backend import Backend, Clients, check_env
-from control.billing import billing_verification
+from control.billing import billing_verification, run_instance_ids
 from control.s3io import get_json, put_json
 
 log = logging.getLogger(__name__)
@@ -125,6 +133,12 @@ class Killer:
         except NotHeldError:
             actions.append("the run ended before the kill was written")
         instance_id = snap.doc.get("instance_id")
+        extra: list[str] = []
+        if instance_id is None:
+            found = self._tagged_instances(run_id, actions)
+            if found:
+                instance_id, extra = found[0], found[1:]
+                actions.append(f"no instance recorded; found {', '.join(found)} by its {RUN_ID_KEY} tag")
         start = self.monotonic()
         state_gone = self._wait(instance_id, grace_s)
         waited = self.monotonic() - start
@@ -140,6 +154,11 @@ class Killer:
                     f"requested termination of {instance_id} through the API; DescribeInstances still "
                     f"shows {seen} after {self.terminate_wait_s:.0f} s (check with invoke verify)"
                 )
+        if extra:  # more than one tagged instance: none of the others is the run's either
+            self.clients.ec2.terminate_instances(InstanceIds=extra)
+            actions.append(
+                f"requested termination of {', '.join(extra)} through the API (check with invoke verify)"
+            )
         cleared = None
         if not state_gone:
             cleared = self._clear_state(run_id)
@@ -169,6 +188,16 @@ class Killer:
             waited_s=round(waited, 1),
             actions=actions,
         )
+
+    def _tagged_instances(self, run_id: str, actions: list[str]) -> list[str]:
+        """The run's instances in a billing state, by their ``RunId`` tag (not Batch hosts)."""
+        try:
+            return run_instance_ids(self.clients.ec2, self.env, run_id)
+        except (BotoCoreError, ClientError) as exc:
+            actions.append(
+                f"could not look for the run's instance by its tag ({exc}); check with invoke verify"
+            )
+            return []
 
     def _wait(self, instance_id: str | None, grace_s: float) -> bool:
         """Wait until the state file is gone (True) or the grace period ends (False)."""

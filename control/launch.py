@@ -211,7 +211,12 @@ def _check_arguments(
     if not resume:
         return load_spec(spec_path, env=env, overrides=overrides)
     try:
-        layout.parse_run_id(resume)
+        sweep_id = layout.sweep_of(resume)
     except layout.LayoutError as exc:
         raise ConfigError(f"--resume: {exc}") from None
+    if sweep_id is not None:  # its lock and its retries are its Batch job's, not the env's
+        raise ConfigError(
+            f"--resume: {resume} is a member of sweep {sweep_id}: its Batch job's retries resume it; "
+            f"see it with `invoke monitor --env={env} --sweep {sweep_id}`"
+        )
     return None

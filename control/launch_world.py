@@ -28,9 +28,8 @@ from common.runspec import RunSpec
 from common.state_doc import Snapshot
 from common.state_store import StateStore
 from common.status import RunStatus
-from common.tags import RUN_ID_KEY, tag_value
 from control.backend import Backend
-from control.billing import billing_instances
+from control.billing import run_instance_ids
 from control.bundle import build_code_bundle, code_key_for
 from control.launch_rules import TEMPLATE_VERSION, TemplateFacts
 from control.localdir import PROJECT_ROOT
@@ -146,8 +145,8 @@ def check_lock(ec2: Any, store: StateStore, active: Snapshot, *, env: str, now: 
       the describe: nothing but ``verify --fix`` removes it (a run the recovery handler is
       relaunching is ``recovering``, and one it may still relaunch is said so);
     - no instance is recorded but one tagged with its run id bills: its launch stopped after
-      RunInstances (or is recording it this second); ``kill`` releases the lock, ``verify --fix``
-      terminates the instance (an unrecorded instance is an orphan to it).
+      RunInstances (or is recording it this second); ``kill`` finds the instance by its ``RunId``
+      tag, terminates it and releases the lock (``control.kill``).
 
     Raises:
         StaleLockError: either case.
@@ -167,16 +166,14 @@ def check_lock(ec2: Any, store: StateStore, active: Snapshot, *, env: str, now: 
         if not status.is_final() and int(doc.get("recoveries") or 0) < int(doc.get("max_recoveries") or 0):
             todo = f"unless the recovery handler relaunches it (`invoke monitor --env={env}`), {todo}"
         raise StaleLockError(active, env=env, problem=problem, fix=todo)
-    started = [
-        i["InstanceId"] for i in billing_instances(ec2, env) if tag_value(i, RUN_ID_KEY) == active.run_id
-    ]
+    started = run_instance_ids(ec2, env, active.run_id)
     if started:
         raise StaleLockError(
             active,
             env=env,
             problem=f"it has not recorded an instance, and {', '.join(started)} was started for it",
-            fix=f"if its launch died after RunInstances, release the lock with `invoke kill --env={env}` "
-            f"and terminate the instance with {fix}",
+            fix=f"if its launch died after RunInstances, `invoke kill --env={env}` terminates the instance "
+            "and releases the lock",
         )
 
 

@@ -127,6 +127,23 @@ class LocalBackend(Backend):
             return self._pending_identity
         return super().check_credentials()
 
+    def client(self, service: str) -> Any:
+        """A boto3 client on the local AWS; for ``batch`` one whose jobs the local executor runs
+        (:mod:`control.local_batch_client`: moto alone would mark each job SUCCEEDED unrun)."""
+        raw = super().client(service)
+        if service != "batch":
+            return raw
+        from control.local_batch_client import LocalBatchClient
+
+        return LocalBatchClient(
+            raw,
+            local_dir=self.local_dir,
+            endpoint_url=self.endpoint_url or "",
+            region=self.region,
+            env_vars=self.credentials_env,
+            identities_path=self.local_dir.identities_file,
+        )
+
     def credentials_env(self) -> dict[str, str]:
         """Environment variables that point SDKs and CLIs at the local AWS (the current keys)."""
         creds = self._session.get_credentials().get_frozen_credentials()

@@ -104,7 +104,9 @@ def start_server(local_dir: LocalDir, *, port: int = 0) -> tuple[str, int | None
     raise UserError(f"local AWS did not start within {START_TIMEOUT_S:.0f} s; see {local_dir.aws_log}")
 
 
-def provision(backend: LocalBackend, env: str, *, debug_profile: bool = False) -> dict[str, Any]:
+def provision(
+    backend: LocalBackend, env: str, *, debug_profile: bool = False, batch: bool = False
+) -> dict[str, Any]:
     """Provision ``env`` and its identities (idempotent), switch IAM enforcement on.
 
     Order: the admin (enforcement off while it is created; an existing admin's
@@ -113,7 +115,8 @@ def provision(backend: LocalBackend, env: str, *, debug_profile: bool = False) -
     instance role's trust policy, the operator user, then enforcement on. The
     outputs go to ``.local/stacks/{env}.json`` and ``backend`` signs as the env's
     operator from then on: the admin's keys serve only this provisioning.
-    ``debug_profile`` mirrors the stack config of that name (the debug instance profile).
+    ``debug_profile`` mirrors the stack config of that name (the debug instance profile), ``batch``
+    the stack config ``batch`` (the sweep engine: queue, job definition, compute environments).
 
     Raises:
         ConfigError: unreadable ``.local/identities.json``.
@@ -130,7 +133,10 @@ def provision(backend: LocalBackend, env: str, *, debug_profile: bool = False) -
             env=env,
             endpoint_url=backend.endpoint_url,
             options=ProvisionOptions(
-                region=backend.region, local_principal_arn=principal_arn, debug_profile=debug_profile
+                region=backend.region,
+                local_principal_arn=principal_arn,
+                debug_profile=debug_profile,
+                batch=batch,
             ),
         )
 
@@ -173,14 +179,19 @@ def stage_dataset(s3: Any, bucket: str, data_dir: Path, *, prefix: str = layout.
 
 
 def up(
-    *, env: str = "dev", port: int = 0, local_dir: LocalDir | None = None, debug_profile: bool = False
+    *,
+    env: str = "dev",
+    port: int = 0,
+    local_dir: LocalDir | None = None,
+    debug_profile: bool = False,
+    batch: bool = False,
 ) -> LocalUp:
     """``invoke local.up``: local AWS running, ``env`` provisioned, dataset staged."""
     check_env(env)
     local_dir = local_dir or LocalDir.default()
     endpoint, pid, started = start_server(local_dir, port=port)
     backend = LocalBackend.open(local_dir)
-    outputs = provision(backend, env, debug_profile=debug_profile)
+    outputs = provision(backend, env, debug_profile=debug_profile, batch=batch)
     staged = stage_dataset(backend.clients().s3, outputs["bucket"], local_dir.data_dir)
     return LocalUp(
         endpoint_url=endpoint,
@@ -207,12 +218,15 @@ def exports(local_dir: LocalDir | None = None, *, env: str = "dev") -> dict[str,
 
 
 def down(*, local_dir: LocalDir | None = None) -> LocalDown:
-    """``invoke local.down``: stop the recovery pumps, local instances and the background server."""
+    """``invoke local.down``: stop the recovery pumps, local instances, sweep jobs and the local AWS."""
     from control.local_instance import terminate_processes
     from control.local_recovery import stop_all
 
     local_dir = local_dir or LocalDir.default()
     stop_all(local_dir)  # first: a pump would relaunch the instances stopped next
+    from control import local_batch
+
+    local_batch.stop_all(local_dir)  # sweep jobs the local executor runs (SIGTERM: they checkpoint)
     stopped = [
         str(rec.get("instance_id"))
         for rec in local_dir.instance_records()

@@ -315,14 +315,16 @@ class Monitor:
     def _ended(self, changed: bool) -> MonitorView:
         run_id = self.run_id
         if run_id is None:
-            ids = run_ids(self.clients.s3, self.bucket, self.env)
+            # the env's single runs only: a sweep member is watched with --sweep (its own lock)
+            ids = [r for r in run_ids(self.clients.s3, self.bucket, self.env) if layout.sweep_of(r) is None]
             if not ids:
                 return MonitorView(
                     env=self.env,
                     outcome=Outcome.NONE,
                     changed=changed,
                     advice=(
-                        f"no run in env {self.env!r} yet; start one with `invoke launch --env={self.env}`"
+                        f"no run in env {self.env!r} yet; start one with `invoke launch --env={self.env}` "
+                        f"(a sweep's members: `invoke monitor --env={self.env} --sweep SWEEP_ID`)"
                     ),
                 )
             run_id = self.run_id = ids[-1]

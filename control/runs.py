@@ -76,6 +76,7 @@ class RunSummary:
     best_step: int | None = None
     early_stopped: bool = False
     stopped_at_step: int | None = None
+    sweep_id: str | None = None  # the sweep this run is a member of (its run id is {sweep_id}-NNN)
 
     @property
     def duration_s(self) -> float | None:
@@ -159,6 +160,7 @@ class RunSummary:
             "early_stopped": self.early_stopped,
             "stopped_at_step": self.stopped_at_step,
             "versus_base": self.versus_base,
+            "sweep_id": self.sweep_id,
         }
 
 
@@ -228,9 +230,13 @@ def read_run(
     state: dict[str, Any] | None = None,
     clock: Clock = utc_now,
 ) -> RunSummary:
-    """Summarise one run from its documents (``state``: the live state if it is this run's)."""
+    """Summarise one run from its documents (``state``: the live state if it is this run's; a
+    sweep member's own state file is read here)."""
     paths = layout.RunPaths(env=env, run_id=run_id)
-    base = _launch_facts(s3, bucket, paths)
+    base = {**_launch_facts(s3, bucket, paths), "sweep_id": paths.sweep_id}
+    if paths.sweep_id is not None and (state is None or state.get("run_id") != run_id):
+        snap = StateStore(s3, bucket, env, run_id=run_id).read()
+        state = snap.doc if snap is not None else None
     if state is not None and state.get("run_id") == run_id:
         return _live(base, state, clock, volume_gb=volume_gb(s3, bucket, paths))
     try:

@@ -9,7 +9,11 @@ What is listed for an env (tags ``Project=Chronos-Training``, ``Environment={env
 - the state file: a lock whose instance is gone, that never recorded an instance,
   whose heartbeat is old (:data:`common.staleness.STALENESS`, the policy ``monitor``
   uses), or that is corrupt is stale;
-- local mode only: supervisor processes whose instance is gone.
+- local mode only: supervisor processes whose instance is gone;
+- sweeps (:mod:`control.verify_sweeps`): member locks whose Batch job is gone, finished or never
+  recorded, jobs still queued or running for a killed sweep or without their lock, and each Batch
+  compute environment (an orphan while its desired vCPUs stay above 0 with no job active).
+  Instances AWS Batch launched are listed, never orphans: Batch owns them.
 
 Everything that belongs to a healthy active run is listed but not orphaned. An
 orphan makes ``verify`` exit 1; ``--fix --yes`` removes orphans and checks again.
@@ -40,6 +44,9 @@ from control.billing import available_volumes, billing_instances, billing_verifi
 from control.localdir import LocalDir, pid_alive
 from control.s3io import get_json, put_json
 from control.verify_findings import Finding, instance_finding, spot_finding, volume_finding
+from control.verify_sweeps import BatchScope, fix_sweep_findings, sweep_findings
+
+SWEEP_KINDS = ("sweep-lock", "batch-job", "compute-environment")
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +102,7 @@ class VerifyResult:
 class Inspector:
     """Builds inventories and fixes orphans on injected clients."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 (each injected dependency a test drives, keyword-only)
         self,
         clients: Clients,
         bucket: str,
@@ -106,8 +113,10 @@ class Inspector:
         policy: StalenessPolicy = STALENESS,
         sleep: Callable[[float], None] = time.sleep,
         terminate_wait_s: float = cs.TERMINATE_WAIT_S,
+        batch: BatchScope | None = None,
     ) -> None:
         self.clients, self.bucket, self.env, self.clock = clients, bucket, env, clock
+        self.batch = batch  # the env's Batch queue and compute environments (sweeps), if the stack has them
         self.local_dir, self.policy, self.sleep = local_dir, policy, sleep
         self.terminate_wait_s = terminate_wait_s  # how long a describe may take to confirm a terminate
         self.store = StateStore(clients.s3, bucket, env, clock=clock)
@@ -124,6 +133,7 @@ class Inspector:
         findings += [spot_finding(req, active) for req in open_spot_requests(ec2, self.env)]
         if state_finding is not None:
             findings.append(state_finding)
+        findings += sweep_findings(self.clients.s3, self.bucket, self.env, self.batch, now=self.clock())
         findings += self._local_processes(live_ids)
         return Inventory(
             env=self.env,
@@ -221,6 +231,10 @@ class Inspector:
         """
         done: list[str] = []
         ec2, orphans = self.clients.ec2, inventory.orphans
+        done += fix_sweep_findings(
+            [f for f in orphans if f.kind in SWEEP_KINDS], s3=self.clients.s3, ec2=ec2, bucket=self.bucket,
+            env=self.env, scope=self.batch, clock=self.clock,
+        )  # fmt: skip
         lock = self._lock_doc() if any(f.kind == "state-file" for f in orphans) else {}
         runs: dict[str, list[_Seen]] = {}
         instances = [f for f in orphans if f.kind == "instance"]
@@ -349,7 +363,15 @@ def verify(
     outputs = backend.stack_outputs(env)
     local_dir = getattr(backend, "local_dir", None)
     with backend.errors("ec2:DescribeInstances", f"resources tagged Environment={env}"):
-        insp = Inspector(backend.clients(), outputs.bucket, env, clock=clock, local_dir=local_dir)
+        scope = None
+        if outputs.has_batch and outputs.batch_job_queue:
+            envs = tuple(getattr(outputs, "batch_compute_environments", ()) or ())
+            scope = BatchScope(
+                batch=backend.client("batch"), job_queue=outputs.batch_job_queue, compute_environments=envs
+            )
+        insp = Inspector(
+            backend.clients(), outputs.bucket, env, clock=clock, local_dir=local_dir, batch=scope
+        )
         before = insp.inventory()
         if not fix or before.clean:
             return VerifyResult(before=before)

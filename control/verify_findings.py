@@ -7,14 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.state_doc import Snapshot
-from common.tags import RUN_ID_KEY, tag_value
+from common.tags import BATCH_HOST_TAG_KEYS, RUN_ID_KEY, is_batch_host, tag_value
 
 
 @dataclass(frozen=True, kw_only=True)
 class Finding:
     """One thing that bills (or holds the lock), and whether it is orphaned."""
 
-    kind: str  # instance | volume | spot-request | state-file | local-process
+    # instance | volume | spot-request | state-file | local-process;
+    # sweeps: sweep-lock | batch-job | compute-environment (control/verify_sweeps.py)
+    kind: str
     resource: str
     state: str
     detail: str
@@ -32,6 +34,11 @@ def instance_finding(inst: dict[str, Any], active: Snapshot | None) -> Finding:
     az = inst.get("Placement", {}).get("AvailabilityZone", "?")
     detail = f"{inst.get('InstanceType', '?')} in {az}"
     detail += f", run {active.run_id} (active)" if ours and active else ", no active run uses it"
+    if is_batch_host(inst):
+        host_of = next(
+            v for k in BATCH_HOST_TAG_KEYS if (v := tag_value(inst, k)) is not None
+        )  # Batch owns its hosts: the compute environment's finding says if it idles
+        ours, detail = True, f"{inst.get('InstanceType', '?')} in {az}, an AWS Batch host of {host_of}"
     return Finding(
         kind="instance",
         resource=inst["InstanceId"],

@@ -13,7 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from common import tags as common_tags
+from common.gpus import SHAPES
 from infra.spec import SpecError
+from infra.spec import batch as spec_batch
 from infra.spec import launch_template as spec_template
 from infra.spec import names as spec_names
 from infra.spec import network as spec_network
@@ -29,6 +31,9 @@ CONFIG_KEYS: tuple[str, ...] = (
     "budget_monthly_usd",
     "debug_profile",
     "notify_email",
+    "batch",
+    "batch_max_vcpus",
+    "batch_image",
 )
 DEFAULT_BUDGET_USD = 100.0
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -55,6 +60,9 @@ class StackConfig:
     budget_monthly_usd: float = DEFAULT_BUDGET_USD
     debug_profile: bool = False  # a second instance profile with Session Manager access
     notify_email: str | None = None  # an SNS topic with this email subscribed: run ends, recoveries
+    batch: bool = False  # AWS Batch for sweeps: compute environments (0 vCPUs idle), queue, job definition
+    batch_max_vcpus: int = spec_batch.DEFAULT_MAX_VCPUS  # how many vCPUs of jobs run at once
+    batch_image: str = spec_batch.DEFAULT_IMAGE  # the jobs' container image (torch + CUDA)
 
     @property
     def budget_enabled(self) -> bool:
@@ -98,6 +106,22 @@ def _parse_max_azs(raw: str | None) -> int | None:
     return value
 
 
+def _parse_max_vcpus(raw: str | None, instance_type: str) -> int:
+    if raw is None:
+        return spec_batch.DEFAULT_MAX_VCPUS
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"batch_max_vcpus must be an integer, got {raw!r}") from None
+    vcpus = SHAPES[instance_type].vcpus
+    if value < vcpus:
+        raise ConfigError(
+            f"batch_max_vcpus {value} is below one {instance_type} ({vcpus} vCPUs): no job could start; "
+            f"set at least {vcpus}"
+        )
+    return value
+
+
 def _parse_flag(key: str, raw: str | None) -> bool:
     if raw is None:
         return False
@@ -126,7 +150,8 @@ def parse_config(raw: Mapping[str, str | None], *, default_env: str | None = Non
     Raises:
         ConfigError: unknown key, bad env name, instance type outside g4dn/g5,
             budget not a positive number, malformed AMI id or email (budget or notify), a
-            ``debug_profile`` that is not true or false.
+            ``debug_profile`` or ``batch`` that is not true or false, ``batch_max_vcpus`` not
+            an integer or below one instance's vCPUs.
     """
     unknown = sorted(set(raw) - set(CONFIG_KEYS))
     if unknown:
@@ -155,6 +180,9 @@ def parse_config(raw: Mapping[str, str | None], *, default_env: str | None = Non
         budget_monthly_usd=_parse_budget(values.get("budget_monthly_usd")),
         debug_profile=_parse_flag("debug_profile", values.get("debug_profile")),
         notify_email=notify_email,
+        batch=_parse_flag("batch", values.get("batch")),
+        batch_max_vcpus=_parse_max_vcpus(values.get("batch_max_vcpus"), instance_type),
+        batch_image=values.get("batch_image") or spec_batch.DEFAULT_IMAGE,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -28,6 +29,44 @@ class InstanceIdentityArgs:
     notify_topic_arn: pulumi.Input[str] | None = None  # the roles may publish there when set
 
 
+def least_privilege_role(
+    names: tuple[str, str],
+    *,
+    role_name: str,
+    description: str,
+    trust: Mapping[str, object],
+    policy: Callable[[str, str | None], dict],
+    args: InstanceIdentityArgs | Any,
+    opts: pulumi.ResourceOptions,
+) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
+    """A role and its inline ``{role_name}-least-privilege`` policy, ``policy(bucket_arn, topic_arn)``.
+
+    Args:
+        names: the Pulumi names of the role and of the policy (kept: they are the resources' URNs).
+        args: the stack's ``bucket_arn``, ``notify_topic_arn`` and ``tags`` (an
+            :class:`InstanceIdentityArgs` or :class:`infra.batch.BatchArgs`).
+    """
+    bucket_arn, notify_topic_arn, tags = args.bucket_arn, args.notify_topic_arn, args.tags
+    role = aws.iam.Role(
+        names[0],
+        name=role_name,
+        description=description,
+        assume_role_policy=json.dumps(trust),
+        tags=dict(tags),
+        opts=opts,
+    )
+    role_policy = aws.iam.RolePolicy(
+        names[1],
+        name=f"{role_name}-least-privilege",
+        role=role.id,
+        policy=pulumi.Output.all(bucket_arn, notify_topic_arn).apply(
+            lambda v: json.dumps(policy(v[0], v[1]))
+        ),
+        opts=opts,
+    )
+    return role, role_policy
+
+
 class _RoleWithProfile(pulumi.ComponentResource):
     """A role EC2 may assume, its inline least-privilege policy and its instance profile."""
 
@@ -44,25 +83,19 @@ class _RoleWithProfile(pulumi.ComponentResource):
     ) -> None:
         super().__init__(f"{spec_zero_idle.COMPONENT_TYPE_PREFIX}{kind}", name, None, opts)
         self.child = pulumi.ResourceOptions(parent=self)
-        self.role = aws.iam.Role(
-            f"{name}-role",
-            name=role_name,
+        self.role, self.role_policy = least_privilege_role(
+            (f"{name}-role", f"{name}-policy"),
+            role_name=role_name,
             description=description,
-            assume_role_policy=json.dumps(spec_iam.instance_trust_policy()),
-            tags=dict(args.tags),
-            opts=self.child,
-        )
-        self.role_policy = aws.iam.RolePolicy(
-            f"{name}-policy",
-            name=f"{role_name}-least-privilege",
-            role=self.role.id,
-            policy=pulumi.Output.all(args.bucket_arn, args.notify_topic_arn).apply(
-                lambda v: json.dumps(
-                    policy(
-                        args.env, v[0], region=args.region, account_id=args.account_id, notify_topic_arn=v[1]
-                    )
-                )
+            trust=spec_iam.instance_trust_policy(),
+            policy=lambda bucket_arn, topic_arn: policy(
+                args.env,
+                bucket_arn,
+                region=args.region,
+                account_id=args.account_id,
+                notify_topic_arn=topic_arn,
             ),
+            args=args,
             opts=self.child,
         )
         self.instance_profile = aws.iam.InstanceProfile(
@@ -135,6 +168,7 @@ class OperatorAccessArgs:
     ami_parameter: str
     tags: Mapping[str, str]
     debug_role_arn: pulumi.Input[str] | None = None  # the debug role, when the stack has one
+    batch: bool = False  # the stack has the sweep engine: submit, describe, stop its jobs
 
 
 class OperatorAccess(pulumi.ComponentResource):
@@ -163,6 +197,7 @@ class OperatorAccess(pulumi.ComponentResource):
                         vpc_arn=v[3],
                         ami_parameter=args.ami_parameter,
                         debug_role_arn=v[4],
+                        batch=args.batch,
                     )
                 )
             )

@@ -7,7 +7,8 @@ recovery role and the optional notification topic; :mod:`infra.local_recovery`) 
 returns the same outputs as ``pulumi stack output --json``. It looks every
 resource up by name or tags before creating it and only writes settings that
 differ, so a second run changes nothing. The network is :mod:`infra.local_network`,
-the IAM side :mod:`infra.local_iam`; the bucket and launch template are here.
+the IAM side :mod:`infra.local_iam`, the sweep engine (``batch``) :mod:`infra.local_batch`;
+the bucket and launch template are here.
 
 One deliberate difference: the TLS-only bucket policy is not applied by
 default. The local endpoint is plain HTTP on 127.0.0.1, so a policy requiring
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,20 +29,19 @@ from botocore.exceptions import ClientError
 
 from common.aws import RETRY_CONFIG
 from common.tags import DEFAULT_COST_CENTER, MANAGED_BY_LOCAL, tag_list, tags
-from infra import local_iam, local_network, local_recovery
-from infra.local_support import LocalContext, is_error, same
+from infra import local_batch, local_iam, local_network, local_recovery
+from infra.local_support import LocalContext, ensure_launch_template, is_error, same
 from infra.outputs import StackOutputs, write_outputs_file
 from infra.spec import bucket as spec_bucket
 from infra.spec import launch_template as spec_template
 from infra.spec import names as spec_names
 from infra.spec import recovery as spec_recovery
-from infra.spec import tags as spec_tags
 
 log = logging.getLogger(__name__)
 
 LOCAL_AMI_NAME = "Deep Learning OSS Nvidia Driver AMI GPU PyTorch (Ubuntu 24.04) local stand-in"
 LOCAL_MAX_AZS = 3
-_SERVICES = ("s3", "iam", "ec2", "sts", "ssm", "sns")
+_SERVICES = ("s3", "iam", "ec2", "sts", "ssm", "sns", "batch")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +67,8 @@ class ProvisionOptions:
         recovery_principal_arn: a principal allowed to assume the recovery role (the
             local backend runs the recovery handler with its credentials), see
             :func:`infra.spec.recovery.lambda_trust_policy`.
+        batch: also create the sweep engine (stack config ``batch``: :mod:`infra.local_batch`);
+            ``local_principal_arn`` may then assume the job role (the local job executor).
     """
 
     region: str = "us-east-1"
@@ -81,6 +82,7 @@ class ProvisionOptions:
     debug_profile: bool = False
     notify_email: str | None = None
     recovery_principal_arn: str | None = None
+    batch: bool = False
 
 
 def provision(
@@ -130,7 +132,10 @@ def provision(
     lt_id = _ensure_launch_template(ctx, image, opts.instance_type, profile_arn, sg_id)
     lt_arn = f"arn:aws:ec2:{region}:{account_id}:launch-template/{lt_id}"
     vpc_arn = f"arn:aws:ec2:{region}:{account_id}:vpc/{vpc_id}"
-    operator_arn = local_iam.ensure_operator_policy(ctx, bucket, lt_arn, role_arn, vpc_arn, debug_arns[0])
+    operator_arn = local_iam.ensure_operator_policy(
+        ctx, bucket, lt_arn, role_arn, vpc_arn, debug_arns[0], batch=opts.batch
+    )
+    batch_outputs = _batch(ctx, opts, endpoint_url, bucket, list(subnets.values()), sg_id, topic_arn)
     recovery_scope = spec_recovery.RecoveryScope(
         env=env,
         region=region,
@@ -161,10 +166,35 @@ def provision(
         recovery_function_name=spec_recovery.function_name(env),  # run by the local backend, no Lambda
         recovery_role_arn=recovery_role_arn,
         notify_topic_arn=topic_arn,
+        **batch_outputs,
     )
     if opts.outputs_path is not None:
         write_outputs_file(outputs, opts.outputs_path)
     return outputs.to_dict()
+
+
+def _batch(
+    ctx: LocalContext,
+    opts: ProvisionOptions,
+    endpoint_url: str | None,
+    bucket: str,
+    subnets: list[str],
+    sg_id: str,
+    topic_arn: str | None,
+) -> dict[str, str]:
+    if not opts.batch:
+        return {}
+    if endpoint_url:
+        local_batch.moto_without_docker(endpoint_url)
+    return local_batch.ensure_batch(
+        ctx,
+        bucket=bucket,
+        subnets=subnets,
+        security_group_id=sg_id,
+        instance_type=opts.instance_type,
+        local_principal_arn=opts.local_principal_arn,
+        notify_topic_arn=topic_arn,
+    )
 
 
 # ------------------------------------------------------------------ bucket
@@ -286,11 +316,6 @@ def _local_ami(ctx: LocalContext) -> str:
     return str(image_id)
 
 
-def _comparable(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Launch-template data without the template's own tags (moto copies them in)."""
-    return {**data, "TagSpecifications": spec_tags.launch_time_tag_specs(data)}
-
-
 def _ensure_launch_template(
     ctx: LocalContext, image_id: str, instance_type: str, profile_arn: str, sg_id: str
 ) -> str:
@@ -302,26 +327,4 @@ def _ensure_launch_template(
         security_group_id=sg_id,
         resource_tags=ctx.tags,
     )
-    try:
-        template = ctx.ec2.describe_launch_templates(LaunchTemplateNames=[name])["LaunchTemplates"][0]
-    except ClientError as exc:
-        if not is_error(exc, "InvalidLaunchTemplateName.NotFoundException"):
-            raise
-        created = ctx.ec2.create_launch_template(
-            LaunchTemplateName=name,
-            LaunchTemplateData=desired,
-            TagSpecifications=ctx.tag_specs("launch-template", name),
-        )["LaunchTemplate"]
-        log.info("created launch template %s", created["LaunchTemplateId"])
-        return created["LaunchTemplateId"]
-    lt_id = template["LaunchTemplateId"]
-    current = ctx.ec2.describe_launch_template_versions(LaunchTemplateId=lt_id, Versions=["$Default"])[
-        "LaunchTemplateVersions"
-    ][0]["LaunchTemplateData"]
-    if not same(_comparable(current), _comparable(desired)):
-        version = ctx.ec2.create_launch_template_version(LaunchTemplateId=lt_id, LaunchTemplateData=desired)[
-            "LaunchTemplateVersion"
-        ]["VersionNumber"]
-        ctx.ec2.modify_launch_template(LaunchTemplateId=lt_id, DefaultVersion=str(version))
-        log.info("launch template %s now at version %s", lt_id, version)
-    return lt_id
+    return ensure_launch_template(ctx, name, desired)[0]

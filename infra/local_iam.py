@@ -12,7 +12,15 @@ import logging
 from botocore.exceptions import ClientError
 
 from common.tags import tag_list
-from infra.local_support import LocalContext, ensure_inline_policy, ensure_role, iam_document, is_error, same
+from infra.local_support import (
+    LocalContext,
+    ensure_inline_policy,
+    ensure_instance_profile,
+    ensure_role,
+    iam_document,
+    is_error,
+    same,
+)
 from infra.spec import bucket as spec_bucket
 from infra.spec import debug as spec_debug
 from infra.spec import iam as spec_iam
@@ -34,7 +42,7 @@ def ensure_instance_identity(
     trust = spec_iam.instance_trust_policy(local_principal_arn)
     role = ensure_role(ctx, name, trust, f"Chronos training instances of env {ctx.env}")
     _ensure_role_policy(ctx, name, bucket, notify_topic_arn)
-    return role["Arn"], _ensure_instance_profile(ctx, name)
+    return role["Arn"], ensure_instance_profile(ctx, name)
 
 
 def _ensure_role_policy(ctx: LocalContext, role: str, bucket: str, notify_topic_arn: str | None) -> None:
@@ -47,21 +55,6 @@ def _ensure_role_policy(ctx: LocalContext, role: str, bucket: str, notify_topic_
         notify_topic_arn=notify_topic_arn,
     )
     ensure_inline_policy(ctx, role, policy_name, desired)
-
-
-def _ensure_instance_profile(ctx: LocalContext, name: str) -> str:
-    try:
-        profile = ctx.iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
-    except ClientError as exc:
-        if not is_error(exc, "NoSuchEntity"):
-            raise
-        profile = ctx.iam.create_instance_profile(InstanceProfileName=name, Tags=tag_list(ctx.tags))[
-            "InstanceProfile"
-        ]
-        log.info("created instance profile %s", name)
-    if name not in {r["RoleName"] for r in profile.get("Roles", [])}:
-        ctx.iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
-    return profile["Arn"]
 
 
 def ensure_debug_identity(
@@ -131,6 +124,8 @@ def ensure_operator_policy(
     role_arn: str,
     vpc_arn: str,
     debug_role_arn: str | None = None,
+    *,
+    batch: bool = False,
 ) -> str:
     name = ctx.name("operator")
     arn = f"arn:aws:iam::{ctx.account_id}:policy/{name}"
@@ -143,6 +138,7 @@ def ensure_operator_policy(
         role_arn=role_arn,
         vpc_arn=vpc_arn,
         debug_role_arn=debug_role_arn,
+        batch=batch,
     )
     desired = operator_policy(scope)
     try:

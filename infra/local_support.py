@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 from common import tags as common_tags
 from common.aws import error_code
 from infra.spec import names as spec_names
+from infra.spec import tags as spec_tags
 
 log = logging.getLogger(__name__)
 
@@ -98,3 +99,55 @@ def ensure_inline_policy(ctx: LocalContext, role: str, policy_name: str, desired
     if current is None or not same(current, desired):
         ctx.iam.put_role_policy(RoleName=role, PolicyName=policy_name, PolicyDocument=json.dumps(desired))
         log.info("set policy %s of role %s", policy_name, role)
+
+
+def ensure_instance_profile(ctx: LocalContext, name: str) -> str:
+    """The instance profile ``name`` holding the role of the same name; its ARN."""
+    try:
+        profile = ctx.iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"]
+    except ClientError as exc:
+        if not is_error(exc, "NoSuchEntity"):
+            raise
+        profile = ctx.iam.create_instance_profile(
+            InstanceProfileName=name, Tags=common_tags.tag_list(ctx.tags)
+        )["InstanceProfile"]
+        log.info("created instance profile %s", name)
+    if name not in {r["RoleName"] for r in profile.get("Roles", [])}:
+        ctx.iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+    return str(profile["Arn"])
+
+
+def _comparable(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Launch-template data without the template's own tags (moto copies them in)."""
+    return {**data, "TagSpecifications": spec_tags.launch_time_tag_specs(data)}
+
+
+def ensure_launch_template(ctx: LocalContext, name: str, desired: Mapping[str, Any]) -> tuple[str, str]:
+    """The launch template ``name`` whose default version holds ``desired``: ``(id, default version)``.
+
+    A template that differs gets a new version, made the default (as ``pulumi up`` does).
+    """
+    try:
+        template = ctx.ec2.describe_launch_templates(LaunchTemplateNames=[name])["LaunchTemplates"][0]
+    except ClientError as exc:
+        if not is_error(exc, "InvalidLaunchTemplateName.NotFoundException"):
+            raise
+        created = ctx.ec2.create_launch_template(
+            LaunchTemplateName=name,
+            LaunchTemplateData=dict(desired),
+            TagSpecifications=ctx.tag_specs("launch-template", name),
+        )["LaunchTemplate"]
+        log.info("created launch template %s", created["LaunchTemplateId"])
+        return str(created["LaunchTemplateId"]), str(created["LatestVersionNumber"])
+    lt_id = str(template["LaunchTemplateId"])
+    current = ctx.ec2.describe_launch_template_versions(LaunchTemplateId=lt_id, Versions=["$Default"])[
+        "LaunchTemplateVersions"
+    ][0]
+    if same(_comparable(current["LaunchTemplateData"]), _comparable(desired)):
+        return lt_id, str(current["VersionNumber"])
+    version = ctx.ec2.create_launch_template_version(
+        LaunchTemplateId=lt_id, LaunchTemplateData=dict(desired)
+    )["LaunchTemplateVersion"]["VersionNumber"]
+    ctx.ec2.modify_launch_template(LaunchTemplateId=lt_id, DefaultVersion=str(version))
+    log.info("launch template %s now at version %s", lt_id, version)
+    return lt_id, str(version)

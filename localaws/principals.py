@@ -245,7 +245,8 @@ def ensure_identities(
     outputs = provision(host_arn)
     role_arn = str(outputs["instance_role_arn"])
     role_name = role_arn.rsplit("/", 1)[1]
-    _allow_host_and_role(iam, host_name, role_arn, role_name)
+    job_role_arn = outputs.get("batch_job_role_arn")  # the stack's sweep engine (config batch)
+    _allow_host_and_role(iam, host_name, role_arn, role_name, str(job_role_arn) if job_role_arn else None)
     operator = _ensure_operator(iam, user_name(env, "operator"), stored.operator if stored else None)
     recovery_role_arn = outputs.get("recovery_role_arn")
     recovery_host = None
@@ -270,19 +271,30 @@ def ensure_identities(
     return record, outputs
 
 
-def _allow_host_and_role(iam: Any, host_name: str, role_arn: str, role_name: str) -> None:
-    """The host may assume only the role; the role gets its moto-only allowance."""
+def _allow_host_and_role(
+    iam: Any, host_name: str, role_arn: str, role_name: str, job_role_arn: str | None = None
+) -> None:
+    """The host may assume only the instance role (and, with the sweep engine, the Batch job role,
+    as the local job executor does); each role gets its moto-only allowance."""
+    roles = [role_arn, *([job_role_arn] if job_role_arn else [])]
     _ensure_user_policy(
         iam,
         host_name,
         HOST_POLICY_NAME,
         {
             "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}],
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": "sts:AssumeRole",
+                    "Resource": roles[0] if len(roles) == 1 else roles,
+                }
+            ],
         },
     )
-    role_allowance = moto_only_allowance(_role_documents(iam, role_name))
-    _ensure_role_policy(iam, role_name, MOTO_ONLY_POLICY_NAME, role_allowance)
+    for arn in roles:
+        name = role_name if arn == role_arn else arn.rsplit("/", 1)[1]
+        _ensure_role_policy(iam, name, MOTO_ONLY_POLICY_NAME, moto_only_allowance(_role_documents(iam, name)))
 
 
 def _ensure_recovery_host(iam: Any, name: str, role_arn: str, stored: Keys | None) -> Keys:

@@ -29,7 +29,7 @@ from common.notify import NotifyEvent, try_publish
 from common.placement import refusal
 from common.pricing import spot_price
 from common.state_store import StateStore
-from common.tags import ENVIRONMENT_KEY, RUN_ID_KEY, env_filters, project_filters
+from common.tags import ENVIRONMENT_KEY, RUN_ID_KEY, env_filters, is_batch_host, project_filters
 from common.timeutil import Clock, utc_now
 from recovery.cloud import InstanceInfo, Refused
 
@@ -159,4 +159,5 @@ def _info(inst: dict[str, Any]) -> InstanceInfo:
         instance_type=inst.get("InstanceType"),
         az=(inst.get("Placement") or {}).get("AvailabilityZone"),
         market="spot" if inst.get("InstanceLifecycle") == "spot" else "on-demand",
+        batch_host=is_batch_host(inst),
     )

@@ -30,6 +30,7 @@ class InstanceInfo:
         env / run_id: from its ``Environment`` / ``RunId`` tags (``None`` when untagged).
         launched_at: its ``LaunchTime`` (aware UTC).
         market: ``spot`` or ``on-demand`` (its ``InstanceLifecycle``).
+        batch_host: AWS Batch launched it (``common.tags.BATCH_HOST_TAG_KEYS``): Batch's, never a run's.
     """
 
     instance_id: str
@@ -40,6 +41,7 @@ class InstanceInfo:
     instance_type: str | None = None
     az: str | None = None
     market: str | None = None
+    batch_host: bool = False
 
 
 class Cloud(Protocol):

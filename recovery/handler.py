@@ -8,6 +8,10 @@ one document exactly one acts; the other re-reads and finds the run claimed.
 
 On the schedule it also sweeps: any instance of a served env older than its run's max
 runtime (+ the margin) that is not the lock holder's is terminated (``max_runtime_exceeded``).
+
+AWS Batch's own: the instances Batch launched for a compute environment (``InstanceInfo.batch_host``)
+and sweep members (a state with ``batch``; their locks live under ``{env}/sweeps/``, which the
+handler never reads) are left to Batch, whose retry strategy reruns a job whose host went away.
 """
 
 from __future__ import annotations
@@ -16,15 +20,18 @@ import logging
 from collections.abc import Iterable
 from datetime import timedelta
 
+from botocore.exceptions import ClientError
+
 from common.ec2 import is_gone
 from common.layout import RunPaths
 from common.state_doc import IllegalTransitionError
 from common.state_store import ConflictError, NotHeldError
+from common.status import CompletionStatus, RunStatus
 from common.timeutil import Clock, parse_duration_minutes, utc_now
 from recovery import actions
 from recovery.actions import Action, Context, Outcome
 from recovery.cloud import Cloud, InstanceInfo
-from recovery.decide import RecoveryPolicy, Verdict, decide
+from recovery.decide import Decision, RecoveryPolicy, Verdict, decide
 from recovery.events import Event, EventKind
 
 log = logging.getLogger(__name__)
@@ -47,7 +54,11 @@ def handle(
         botocore errors from the cloud (the delivery is retried by EventBridge / Lambda).
     """
     policy = policy or RecoveryPolicy()
-    instances = {i.instance_id: i for i in cloud.project_instances()}
+    listed = cloud.project_instances()
+    if event.instance_id and any(i.batch_host and i.instance_id == event.instance_id for i in listed):
+        log.info("%s is an AWS Batch host: Batch's retry strategy owns its jobs", event.instance_id)
+        return []
+    instances = {i.instance_id: i for i in listed if not i.batch_host}
     outcomes: list[Outcome] = []
     for env in _envs(event, cloud, instances):
         ctx = Context(event=event, cloud=cloud, clock=clock, policy=policy, env=env, store=cloud.store(env))
@@ -73,8 +84,13 @@ def _handle_run(ctx: Context, instances: dict[str, InstanceInfo]) -> Outcome:
         snap = ctx.store.read()
         if snap is None:
             return ctx.outcome(None, Action.NOTHING, "no run holds the lock")
+        if snap.doc.get("batch"):
+            return ctx.outcome(
+                snap.run_id, Action.NOTHING, "an AWS Batch job: Batch's retry strategy owns it"
+            )
         instance = instances.get(snap.doc.get("instance_id") or "")
         decision = decide(snap.doc, instance=instance, event=ctx.event, now=ctx.clock(), policy=ctx.policy)
+        decision = _unless_results_whole(ctx, snap.doc, decision)
         act = _ACT.get(decision.verdict)
         if act is None:
             return ctx.outcome(snap.run_id, Action.NOTHING, decision.reason, snap.doc.get("instance_id"))
@@ -83,6 +99,27 @@ def _handle_run(ctx: Context, instances: dict[str, InstanceInfo]) -> Outcome:
         except (ConflictError, IllegalTransitionError, NotHeldError) as exc:
             log.info("%s: %s; deciding again on the newer state", ctx.env, exc)
     return ctx.outcome(None, Action.NOTHING, f"the state kept changing ({MAX_ROUNDS} rounds); next delivery")
+
+
+def _unless_results_whole(ctx: Context, doc: dict, decision: Decision) -> Decision:
+    """A relaunch of a run whose instance vanished in ``results_sync`` after its finalize wrote a
+    normal ``_SUCCESS`` (the sentinel is written last: the results are whole) becomes a release:
+    what is left is the cleanup, and a new instance would only find the run finished."""
+    if decision.verdict is not Verdict.RELAUNCH or doc["status"] != RunStatus.RESULTS_SYNC.value:
+        return decision
+    key = RunPaths(env=ctx.env, run_id=doc["run_id"]).success
+    try:
+        sentinel = ctx.cloud.read_json(key)  # None: absent
+    except (ClientError, ValueError) as exc:  # unreadable or not JSON: the relaunch's finalize decides
+        log.warning("%s: could not read %s (%s); relaunching", ctx.env, key, exc)
+        return decision
+    if (sentinel or {}).get("completion_status") != CompletionStatus.NORMAL.value:
+        return decision
+    return Decision(
+        verdict=Verdict.RELEASE,
+        reason=f"{decision.reason}, after its finalize wrote {key} (completed): the results are whole; "
+        "the lock is released, nothing relaunched",
+    )
 
 
 def _sweep(ctx: Context, instances: Iterable[InstanceInfo]) -> list[Outcome]:

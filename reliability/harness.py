@@ -32,7 +32,7 @@ from common import layout
 from common.status import Phase, RunStatus
 from common.timeutil import wait_until
 from reliability import record
-from reliability.harness_gate import Gate, Hold, Request
+from reliability.harness_gate import Gate, Hold, Request, excluding_sessions
 
 ENV = "dev"
 INVOKE = str(Path(sys.executable).with_name("invoke"))
@@ -287,9 +287,15 @@ def phase_request(phase: str, paths: layout.RunPaths) -> tuple[Callable[[Request
     return matchers[phase]
 
 
-def hold_at(world: World, phase: str, run_id: str) -> Hold:
-    """Arm the gate: the instance blocks in ``phase`` of ``run_id`` (arm before the launch)."""
+def hold_at(world: World, phase: str, run_id: str, *, exclude: set[str] | None = None) -> Hold:
+    """Arm the gate: the instance blocks in ``phase`` of ``run_id`` (arm before the launch).
+
+    ``exclude``: instance ids whose requests never match (the attempts a fault already hit, which
+    may still be finishing a shutdown grace when the next attempt starts).
+    """
     match, after = phase_request(phase, layout.RunPaths(env=world.env, run_id=run_id))
+    if exclude:
+        match = excluding_sessions(world.gate, match, exclude)
     return world.gate.hold(f"{phase} of {run_id}", match, after=after)
 
 

@@ -10,6 +10,11 @@ the call has not happened) or after moto answered (``after=True``: the write is 
 caller has not heard back). The harness injects its fault while the caller is held, then
 releases it. A hold matches once. :meth:`Gate.log` is every request seen, in order.
 
+The gate also reads STS ``AssumeRole`` answers on the way back and remembers which role session
+each access key belongs to (:meth:`Gate.session_of`): an instance's credentials are a session
+named after its instance id, so a hold can skip the requests of instances a fault already hit
+(:func:`excluding_sessions`) while they finish their shutdown grace.
+
 Other proxies (the S3 fault proxy) chain behind it: ``Gate(upstream=<their url>)``.
 """
 
@@ -27,6 +32,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 HOLD_LIMIT_S = 600.0  # a hold nobody releases lets go after this (a test that forgot it still ends)
 _ACCESS_KEY = re.compile(r"Credential=([A-Z0-9]+)/")
+_ASSUMED_KEY = re.compile(rb"<AccessKeyId>([A-Z0-9]+)</AccessKeyId>")
 _HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
 
 
@@ -120,6 +126,8 @@ class Gate:
         self._holds: list[Hold] = []
         self._lock = threading.Lock()
         self._log: list[Request] = []
+        self._sessions: dict[str, str] = {}  # access key id -> RoleSessionName
+        self._sessions_lock = threading.Lock()  # its own: holds' predicates read it under _lock
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -169,6 +177,21 @@ class Gate:
         with self._lock:
             return list(self._log)
 
+    def session_of(self, access_key: str | None) -> str | None:
+        """The role session (``RoleSessionName``) whose AssumeRole answer, seen here, issued
+        ``access_key``; ``None``: not issued through the gate (or unsigned)."""
+        with self._sessions_lock:
+            return self._sessions.get(access_key or "")
+
+    def _answered(self, req: Request, status: int, body: bytes) -> None:
+        if status != 200 or req.action != "AssumeRole":
+            return
+        session = (parse_qs(req.body.decode("utf-8", "replace")).get("RoleSessionName") or [None])[0]
+        found = _ASSUMED_KEY.search(body)
+        if session and found:
+            with self._sessions_lock:
+                self._sessions[found.group(1).decode()] = session
+
     def _arrived(self, req: Request) -> Hold | None:
         with self._lock:
             self._log.append(req)
@@ -178,6 +201,15 @@ class Gate:
                     h.request = req
                     return h
         return None
+
+
+def excluding_sessions(
+    gate: Gate, match: Callable[[Request], bool], sessions: set[str]
+) -> Callable[[Request], bool]:
+    """``match``, but never a request signed with credentials of one of ``sessions`` (a key the
+    gate did not see issued matches as before). ``sessions`` is read at each request, so the
+    caller may add to it after arming."""
+    return lambda r: match(r) and gate.session_of(r.access_key) not in sessions
 
 
 class _Quiet(ThreadingHTTPServer):
@@ -228,6 +260,7 @@ class _Forward(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         status, reason, out_headers, out_body = self._upstream(headers, body)
+        self.owner._answered(req, status, out_body)
         if hold is not None and hold.after:
             hold.hit.set()
             hold.released.wait(HOLD_LIMIT_S)

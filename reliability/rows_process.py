@@ -63,7 +63,8 @@ ROWS: tuple[Row, ...] = (
         _row(
             "terminate",
             p,
-            "TerminateInstances of the run's instance from outside (no notice; an OS shutdown)",
+            "TerminateInstances of the run's instance from outside (no notice; an OS shutdown; the "
+            "recovery pump hears only its schedule, no instance-ended event)",
             _terminate_expected(p),
         )
         for p in PHASES

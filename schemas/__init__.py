@@ -27,6 +27,7 @@ KINDS = (
     "error-record",
     "run-spec",
     "launch-request",
+    "sweep",
 )
 _SHARED = ("defs",)
 
@@ -82,7 +83,8 @@ def _date(value: object) -> bool:
 
 @FORMATS.checks("run-id", raises=ValueError)
 def _run_id(value: object) -> bool:
-    return not isinstance(value, str) or _in_years(datetime.strptime(value, "%Y%m%d-%H%M%S"))
+    # a sweep member's run id is its sweep's second and "-NNN" (the pattern checks the number)
+    return not isinstance(value, str) or _in_years(datetime.strptime(value[:15], "%Y%m%d-%H%M%S"))
 
 
 @cache

@@ -100,20 +100,23 @@ def pytest_runtest_makereport(item, call):
 
 # -- the order files start in ----------------------------------------------------------------------
 # The longest files (whole local runs, several each; measured in CI on 2 cores), longest first: they
-# start at once and the many short files fill the cores behind them.
+# start at once and the many short files fill the cores behind them. ``make test`` keeps this order
+# (xdist's --no-loadscope-reorder; tests/test_scheduling.py). test_e2e_recovery.py: 4 whole runs with
+# recoveries (254 s alone on an idle machine with the 5th, 48 s of it), the longest; then the matrix (CI on
+# 2 cores: kill 186 s, SIGKILL 164 s, terminate 158 s), the concurrent launches (134 s) and the rest.
 LONGEST_FIRST = (
-    "tests/reliability/test_process_faults_sigkill.py",
-    "tests/load/test_concurrent_launches.py",
-    "tests/reliability/test_process_faults_kill.py",
     "tests/test_e2e_recovery.py",
+    "tests/reliability/test_process_faults_kill.py",
+    "tests/reliability/test_process_faults_sigkill.py",
     "tests/reliability/test_process_faults_terminate.py",
+    "tests/load/test_concurrent_launches.py",
     "tests/test_e2e_local.py",
     "tests/reliability/test_s3_faults_failing.py",
-    "tests/reliability/test_s3_faults_absorbed.py",
     "tests/reliability/test_state_faults_checkpoint.py",
+    "tests/reliability/test_s3_faults_absorbed.py",
+    "tests/bench/test_quick.py",
     "tests/load/test_consecutive_runs.py",
     "tests/reliability/test_state_faults_lock.py",
-    "tests/bench/test_quick.py",
 )
 
 

@@ -3,7 +3,7 @@
 ::
 
     python -m trainer run --bucket B --env E --run-id R [--region us-east-1]
-        [--device cuda|cpu] [--imds-endpoint URL] [--local] [--workdir DIR]
+        [--device cuda|cpu] [--imds-endpoint URL] [--local] [--workdir DIR] [--batch]
 
 The S3/EC2 endpoint comes from ``AWS_ENDPOINT_URL`` (local mode) or the SDK
 defaults. Exit code 0 only when the run completed normally; every code is in
@@ -45,6 +45,11 @@ def parser() -> argparse.ArgumentParser:
         "through the EC2 API",
     )
     r.add_argument("--workdir", type=Path, default=None, help="local work directory (default: under TMPDIR)")
+    r.add_argument(
+        "--batch",
+        action="store_true",
+        help="an AWS Batch job (trainer/batch_entry.sh): identity from AWS_BATCH_JOB_ID, no poweroff",
+    )
     return p
 
 
@@ -68,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         imds_endpoint=args.imds_endpoint,
         local=args.local,
         workdir=args.workdir,
+        batch=args.batch,
     )
 
     driver = Driver(opts, Deps())

@@ -24,6 +24,7 @@ from transformers.trainer_callback import TrainerCallback
 
 from common.layout import checkpoint_name
 from trainer.best_model import BestModel
+from trainer.distributed import World, rng_state_file
 from trainer.train_config import TrainConfig
 from trainer.validation import Score, ValidationState, score
 
@@ -56,12 +57,19 @@ class TrainHooks:
 
 
 class ControlCallback(TrainerCallback):
-    """Per-step loss reporting, on-demand checkpoints, stop requests, saved-checkpoint hook."""
+    """Per-step loss reporting, on-demand checkpoints, stop requests, saved-checkpoint hook.
 
-    def __init__(self, *, total: int, hooks: TrainHooks, step_delay_s: float) -> None:
+    Under torchrun a request seen by any rank acts on every rank at the same step
+    (:meth:`trainer.distributed.World.agree`), so no rank trains on while another saves.
+    """
+
+    def __init__(
+        self, *, total: int, hooks: TrainHooks, step_delay_s: float, world: World | None = None
+    ) -> None:
         self.total = total
         self.hooks = hooks
         self.step_delay_s = step_delay_s
+        self.world = world or World()
         self.saved: list[Path] = []
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
@@ -70,11 +78,14 @@ class ControlCallback(TrainerCallback):
         if state.global_step >= self.total:
             control.should_log = True  # the last step is always reported
         hooks = self.hooks
-        if hooks.should_stop is not None and hooks.should_stop():
+        stop = hooks.should_stop is not None and hooks.should_stop()
+        checkpoint = not stop and hooks.should_checkpoint_now is not None and hooks.should_checkpoint_now()
+        stop, checkpoint = self.world.agree(stop, checkpoint)
+        if stop:
             logger.info("stop requested: checkpoint at step %d, then stop", state.global_step)
             control.should_save = True
             control.should_training_stop = True
-        elif hooks.should_checkpoint_now is not None and hooks.should_checkpoint_now():
+        elif checkpoint:
             logger.info("checkpoint requested at step %d", state.global_step)
             control.should_save = True
         return control
@@ -111,8 +122,11 @@ class RestoreTorchRngCallback(TrainerCallback):
         self.done = True
         from transformers.trainer_pt_utils import safe_globals
 
+        path = rng_state_file(self.checkpoint)
+        if path is None:
+            return control
         with safe_globals():
-            rng = torch.load(self.checkpoint / "rng_state.pth", weights_only=True)
+            rng = torch.load(path, weights_only=True)
         torch.random.set_rng_state(rng["cpu"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.random.set_rng_state(rng["cuda"])
@@ -133,14 +147,16 @@ class ValidationCallback(TrainerCallback):
         config: ``eval_interval``, ``num_steps`` (the last step), ``early_stopping_patience``,
             ``context_length`` and ``batch_size`` (series per forward pass).
         on_validation: :attr:`TrainHooks.on_validation`.
+        world: the training processes: rank 0 scores and saves the best weights, every rank
+            gets its numbers (a broadcast), so best step and early stop agree everywhere.
     """
 
     def __init__(
         self, *, model: Any, window: Any, best: BestModel, state: ValidationState, config: TrainConfig,
-        on_validation: Callable[[dict[str, Any]], None] | None = None,
+        on_validation: Callable[[dict[str, Any]], None] | None = None, world: World | None = None,
     ) -> None:  # fmt: skip
         self.model, self.window, self.best, self.state = model, window, best, state
-        self.config, self.on_validation = config, on_validation
+        self.config, self.on_validation, self.world = config, on_validation, world or World()
         self.interval, self.total = config.eval_interval, config.num_steps
         self.patience = config.early_stopping_patience
 
@@ -166,10 +182,15 @@ class ValidationCallback(TrainerCallback):
     def validate(self, step: int) -> Score:
         """Score the current weights as of ``step``; save them when they are the best."""
         cfg = self.config
-        ctx, batch = cfg.context_length, cfg.batch_size
-        wql, loss = score(self.model, self.window, context_length=ctx, batch_size=batch)
+        ctx, batch = cfg.context_length, cfg.per_rank_batch  # rank 0 scores alone: its GPU's share
+        scored = (
+            score(self.model, self.window, context_length=ctx, batch_size=batch)
+            if self.world.is_main
+            else None
+        )
+        wql, loss = self.world.broadcast(scored)
         result = Score(step=step, wql=wql, loss=loss)
-        if self.state.add(result):
+        if self.state.add(result) and self.world.is_main:
             self.best.save(self.model, step, wql)
         logger.info("validation at step %d: WQL %.4f, loss %.4f (best %.4f at step %s)",
                     step, wql, loss, self.state.best_wql or float("nan"), self.state.best_step)  # fmt: skip

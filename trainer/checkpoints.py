@@ -18,6 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from common.gpus import batch_split_problem
 from common.layout import CHECKPOINT_PREFIX, TRAINER_STATE_NAME, checkpoint_step
 from trainer.train_config import TrainConfig
 
@@ -37,16 +38,34 @@ class CheckpointError(Exception):
     """A checkpoint cannot be resumed from; the message says which and why."""
 
 
-def run_settings(config: TrainConfig) -> dict[str, Any]:
-    """What a resume must keep: recorded as ``run_settings.json`` in every checkpoint."""
-    return {
-        "finetune_mode": config.finetune_mode,
-        "context_length": config.context_length,
-        "prediction_length": config.prediction_length,
-        "learning_rate": config.learning_rate,
-        "num_steps": config.num_steps,
-        "batch_size": config.batch_size,
-    }
+KEPT_SETTINGS = (
+    "finetune_mode", "context_length", "prediction_length", "learning_rate", "num_steps", "batch_size",
+)  # fmt: skip
+
+
+def run_settings(
+    config: TrainConfig, *, micro_batch: int | None = None, grad_accum: int | None = None
+) -> dict[str, Any]:
+    """Recorded as ``run_settings.json`` in every checkpoint: what a resume must keep
+    (:data:`KEPT_SETTINGS`; ``batch_size`` is the effective batch) and how the batch was
+    split: ``world_size`` processes x ``per_device_batch`` series x ``grad_accum``
+    micro-batches = ``effective_batch`` (when the split is given)."""
+    settings: dict[str, Any] = {key: getattr(config, key) for key in KEPT_SETTINGS}
+    settings["world_size"] = config.world_size
+    if micro_batch is not None and grad_accum is not None:
+        settings.update(
+            per_device_batch=micro_batch,
+            grad_accum=grad_accum,
+            effective_batch=micro_batch * grad_accum * config.world_size,
+        )
+    return settings
+
+
+def recorded_world_size(path: Path) -> int:
+    """The number of training processes that wrote checkpoint ``path`` (1 before it was recorded)."""
+    settings = _read_json(Path(path) / RUN_SETTINGS_NAME)
+    value = settings.get("world_size") if isinstance(settings, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else 1
 
 
 def best_model_problem(folder: Path, step: int) -> str | None:
@@ -183,7 +202,9 @@ def check_resumable(path: Path, config: TrainConfig, *, base_revision: str | Non
     Compared: the base model revision (``base_model.json``; only when ``base_revision``
     is given), finetune mode, context length, prediction length, learning rate, steps
     and batch size (``run_settings.json``, ``trainer_state.json``). A changed precision
-    plan (micro-batch x accumulation) is fine as long as the batch size is the same.
+    plan (micro-batch x accumulation) is fine as long as the batch size is the same, and
+    so is another number of data-parallel processes (GPUs) that keeps the effective batch
+    and splits it evenly.
 
     Raises:
         CheckpointError: naming the checkpoint, the field, both values and what to do.
@@ -197,9 +218,10 @@ def check_resumable(path: Path, config: TrainConfig, *, base_revision: str | Non
         _same(path, "num_steps", state["max_steps"], config.num_steps)
     settings = _read_json(path / RUN_SETTINGS_NAME)
     if isinstance(settings, dict):
-        for key, value in run_settings(config).items():
+        for key in KEPT_SETTINGS:
             if key in settings:
-                _same(path, key, settings[key], value)
+                _same(path, key, settings[key], getattr(config, key))
+        _check_world(path, settings, config)
     elif "train_batch_size" in state:  # a checkpoint from before run_settings.json
         _same(path, "batch_size", state["train_batch_size"], config.batch_size)
     if base_revision is not None:
@@ -213,6 +235,27 @@ def check_resumable(path: Path, config: TrainConfig, *, base_revision: str | Non
             f"cannot resume from {path}: it holds {kind}, this run is finetune_mode={config.finetune_mode!r} "
             f"({RESUME_HINT})"
         )
+
+
+def _check_world(path: Path, settings: dict[str, Any], config: TrainConfig) -> None:
+    """Another number of processes may resume when it keeps the effective batch and splits it."""
+    recorded = recorded_world_size(path)
+    if recorded == config.world_size:
+        return
+    effective = settings.get("effective_batch", settings.get("batch_size"))
+    if effective != config.batch_size:
+        raise CheckpointError(
+            f"cannot resume from {path}: its {recorded} processes trained with an effective batch of "
+            f"{effective}, this run's {config.world_size} would train with {config.batch_size} "
+            f"({RESUME_HINT})"
+        )
+    problem = batch_split_problem(config.batch_size, config.world_size)
+    if problem is not None:
+        raise CheckpointError(f"cannot resume from {path} on {config.world_size} processes: {problem}")
+    logger.info(
+        "resuming %s, written by %d processes, on %d: the effective batch of %d and the schedule are kept",
+        path, recorded, config.world_size, config.batch_size,
+    )  # fmt: skip
 
 
 def _same(path: Path, field: str, recorded: Any, wanted: Any) -> None:

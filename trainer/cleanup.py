@@ -13,7 +13,8 @@ next step still runs):
 4. cleanup_status.json (``written_by: instance``, built by
    :class:`common.cleanup_status.CleanupLog`), recording the poweroff about to happen
    as ``requested``: the instance cannot observe its own end (``invoke verify`` can);
-5. ``STATE: TERMINATING``, ``trainer.log`` one last time, and the poweroff strategy.
+5. ``STATE: TERMINATING``, ``trainer.log`` one last time, and the poweroff strategy (an AWS
+   Batch job's, ``batch``, does nothing and is recorded skipped: Batch owns the host).
    If the poweroff fails the instance is still alive, so cleanup_status.json (and
    the log) are written again to say so.
 
@@ -91,12 +92,20 @@ class Cleanup:
             log.info("state file kept: %s", self.keep_lock)
         verification = self.verify()
         resource = self.instance_id or "this instance"
-        self.cleanup_log.record(
-            resource,
-            f"poweroff ({self.poweroff.name})",
-            ActionStatus.REQUESTED,
-            observed="the instance cannot observe its own end; invoke verify confirms it",
-        )
+        if self.poweroff.name == "batch":  # an AWS Batch job: the job ends, Batch scales the host away
+            self.cleanup_log.record(
+                resource,
+                "poweroff (batch)",
+                ActionStatus.SKIPPED,
+                observed="AWS Batch owns the host and scales it down",
+            )
+        else:
+            self.cleanup_log.record(
+                resource,
+                f"poweroff ({self.poweroff.name})",
+                ActionStatus.REQUESTED,
+                observed="the instance cannot observe its own end; invoke verify confirms it",
+            )
         self._write_status(verification, removed is True)
         state_line("TERMINATING", f"instance {resource} via {self.poweroff.name}", clock=self.clock)
         self._upload_log()

@@ -25,6 +25,7 @@ from common.state_store import StateStore
 from common.timeutil import Clock, utc_now
 from trainer import sync
 from trainer.attempts import AttemptFacts
+from trainer.batch_job import BatchJob, BatchMetadata
 from trainer.errors import CLIENT_CONFIG, ErrorLog, Retrier, TerminalError, retry_policy
 from trainer.finalize import Outputs
 from trainer.instance import DEFAULT_ENDPOINT, IMDS, InstanceIdentity, Poweroff
@@ -65,6 +66,7 @@ class RunOptions:
     state_interval_s: float = 5.0
     max_runtime_s: float | None = None
     step_delay_s: float = 0.0
+    batch: bool = False  # an AWS Batch job (trainer.batch_job): the job's identity, no poweroff
 
     @property
     def work(self) -> Path:
@@ -120,12 +122,14 @@ class RunContext:
         self.ec2 = deps.ec2 or make_client(
             session, "ec2", endpoint_url=opts.endpoint_url, config=CLIENT_CONFIG
         )
-        self.imds: MetadataSource = deps.imds or IMDS(opts.imds_endpoint)
+        self.batch_job = BatchJob.from_environ() if opts.batch else None
+        imds: MetadataSource = deps.imds or IMDS(opts.imds_endpoint, timeout=1.0 if opts.batch else 2.0)
+        self.imds: MetadataSource = BatchMetadata(imds, self.batch_job) if self.batch_job else imds
         self.errors = ErrorLog()
         self.retrier = Retrier(
             retry_policy(opts.retry), errors=self.errors, sleep=deps.sleep, clock=deps.clock
         )
-        self.store = StateStore(self.s3, opts.bucket, opts.env)
+        self.store = StateStore(self.s3, opts.bucket, opts.env, run_id=opts.run_id)  # a member's own lock
         self.stops = StopSwitch()
         self.state = RunState(
             store=self.store, run_id=opts.run_id, retrier=self.retrier, stops=self.stops, errors=self.errors

@@ -235,6 +235,9 @@ def _read_files(paths: list[Path], spec: DataSpec) -> _Rows:
             for group in range(parquet.num_row_groups):  # one row group in memory at a time
                 try:
                     table = parquet.read_row_group(group, columns=list(spec.columns))
+                    # arrow checks a string page's UTF-8 only when asked: a flipped byte in one
+                    # would surface later as a UnicodeDecodeError with no file named
+                    table.validate(full=True)
                 except (OSError, pa.ArrowException, UnicodeDecodeError) as exc:  # a damaged page
                     raise DataValidationError(f"{path}: not readable parquet ({exc})") from None
                 reader.add(table, n, path)

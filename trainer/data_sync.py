@@ -1,24 +1,28 @@
 """The ``data_sync`` phase: everything training needs, on this disk.
 
 In order: a previous attempt's sentinel is cleared (a resume; a run that already
-finished normally is terminal), the user configs are copied, the data is downloaded and
-verified against its manifest, loaded and validated (unusable items dropped and
-counted), the child's inputs and validation window files are written, the base model
-fetched (when it lives in S3) and pinned (:func:`trainer.base_model.resolve_base`: a
-Hugging Face id to its commit sha, a folder to its weights' sha256), and the newest
-complete checkpoint of this run restored. The transfers themselves live in :mod:`trainer.sync`.
+finished normally is terminal, or, for a recovered attempt, already done), the user
+configs are copied, the data is downloaded and verified against its manifest, loaded
+and validated (unusable items dropped and counted), the child's inputs and validation
+window files are written, the base model fetched (when it lives in S3) and pinned
+(:func:`trainer.base_model.resolve_base`: a Hugging Face id to its commit sha, a folder
+to its weights' sha256), and the newest complete checkpoint of this run restored.
+The transfers themselves live in :mod:`trainer.sync`.
+Last, the evaluation's libraries start importing in the background (:mod:`trainer.warmup`),
+once the training child has reported its first step, so the evaluation does not pay for them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from trainer import checkpoint_sync, sync
+from trainer import checkpoint_sync, sync, warmup
 from trainer.base_model import BaseRef, ModelLoadError, resolve_base
 from trainer.checkpoints import checkpoint_problem
 from trainer.context import RunContext
 from trainer.errors import TerminalError
 from trainer.training import local_checkpoints
+from trainer.watcher import Progress
 
 
 def phase(ctx: RunContext, details: dict[str, Any]) -> None:
@@ -27,7 +31,7 @@ def phase(ctx: RunContext, details: dict[str, Any]) -> None:
 
     spec, work, paths = ctx.require_spec(), ctx.opts.work, ctx.paths
     details["previous_attempt"] = sync.clear_previous_sentinel(
-        ctx.transfers, paths.success, paths.failed_upload
+        ctx.transfers, paths.success, paths.failed_upload, recovered=ctx.attempt.resumed_recovery
     )
     ctx.outputs.user_configs = sync.download_user_configs(
         ctx.transfers, paths.user_configs, work / "user-configs"
@@ -53,6 +57,16 @@ def phase(ctx: RunContext, details: dict[str, Any]) -> None:
     details["restored_checkpoint_step"] = step
     if step is not None and ctx.attempt.resumed_recovery:
         ctx.attempt.checkpoint_durable_at = checkpoint_sync.durable_at(ctx.transfers, paths.checkpoints, step)
+    # after numpy/pandas/pyarrow are in (the warm-up's safety rests on it): see trainer.warmup
+    warmup.start(ready=lambda: child_stepped(ctx.progress))
+
+
+def child_stepped(progress: Progress) -> bool:
+    """The training child has reported a step (its imports and model load are behind it).
+
+    Not ``total_steps``: startup sets that from the run spec before the child exists.
+    """
+    return progress.loss is not None
 
 
 def pin_base(base: str) -> BaseRef:

@@ -35,6 +35,9 @@ EXPORT_DIR = "export"
 
 def phase(ctx: RunContext, details: dict[str, Any]) -> None:
     """Evaluate, record, export; facts into ``details``, outputs for finalize."""
+    from trainer import warmup
+
+    warmup.wait()  # torch and chronos, imported in the background since data sync (trainer.warmup)
     from trainer import evaluate  # torch and chronos: only once there is a model to evaluate
 
     spec, work, device = ctx.require_spec(), ctx.opts.work, ctx.opts.device

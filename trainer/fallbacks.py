@@ -22,7 +22,7 @@ from typing import TypeVar
 
 from common.layout import checkpoint_step
 from trainer import precision as prec
-from trainer.checkpoints import find_latest_complete_checkpoint
+from trainer.checkpoints import find_latest_complete_checkpoint, recorded_world_size
 from trainer.train_config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -33,15 +33,35 @@ Attempt = Callable[[prec.PrecisionPlan, prec.PrecisionRecord, Path | None], R]
 
 
 def initial_plan(config: TrainConfig, resume_from: Path | None) -> prec.PrecisionPlan:
-    """The plan of the first attempt: this device's, keeping a resumed checkpoint's fallbacks."""
+    """The plan of the first attempt: this device's, keeping a resumed checkpoint's fallbacks.
+
+    The plan splits one process's share of the batch (``TrainConfig.per_rank_batch``). A
+    checkpoint written by another number of processes keeps its micro-batch when it divides
+    this share (its data stream then continues batch for batch, see
+    :mod:`trainer.distributed`); otherwise the share is one micro-batch again: the effective
+    batch and the schedule are the same, the batches drawn after the resume differ.
+    """
     planned = prec.plan_precision(
         config.precision,
         device=config.device,
         capability=prec.capability() if config.device == "cuda" else None,
-        batch_size=config.batch_size,
+        batch_size=config.per_rank_batch,
     )
+    if config.micro_batch is not None:
+        planned = prec.regroup(planned, config.micro_batch)
     saved = prec.load_plan(resume_from) if resume_from is not None else None
-    return prec.resume_plan(planned, saved)
+    plan = prec.resume_plan(planned, saved)
+    if saved is None or resume_from is None or recorded_world_size(resume_from) == config.world_size:
+        return plan
+    if plan.batch_size % saved.micro_batch == 0 and saved.micro_batch <= plan.batch_size:
+        plan = prec.regroup(plan, saved.micro_batch)
+    else:
+        logger.warning(
+            "%s was trained %d micro-batches of %d per process; %d processes take %d series each: "
+            "the batches drawn from here on differ from an uninterrupted run (same effective batch)",
+            resume_from, saved.grad_accum, saved.micro_batch, config.world_size, plan.batch_size,
+        )  # fmt: skip
+    return plan
 
 
 def saved_record(checkpoint: Path | None, plan: prec.PrecisionPlan) -> prec.PrecisionRecord:
@@ -69,7 +89,7 @@ def run_attempts(
         try:
             return attempt(plan, record, resume_from), record
         except Exception as exc:
-            nxt, why = next_plan(exc, plan)
+            nxt, why = next_plan(exc, plan, distributed=config.world_size > 1)
             if nxt is None:
                 raise
         resume_from = find_latest_complete_checkpoint(config.checkpoints_dir)
@@ -79,9 +99,19 @@ def run_attempts(
         _free_device_memory()
 
 
-def next_plan(exc: BaseException, plan: prec.PrecisionPlan) -> tuple[prec.PrecisionPlan | None, str]:
-    """The plan to retry with after ``exc`` and why; ``None`` when ``exc`` is not retried."""
+def next_plan(
+    exc: BaseException, plan: prec.PrecisionPlan, *, distributed: bool = False
+) -> tuple[prec.PrecisionPlan | None, str]:
+    """The plan to retry with after ``exc`` and why; ``None`` when ``exc`` is not retried.
+
+    Data parallel, an out-of-memory is not retried: it strikes one rank while the others wait
+    in a collective, so no retry could be agreed (the run fails; a smaller ``batch_size``
+    fixes it). A non-finite loss is seen by every rank at once (the logged loss is the mean
+    over the ranks), so its fp32 retry is taken everywhere.
+    """
     if prec.is_cuda_oom(exc):
+        if distributed:
+            return None, ""
         return prec.after_oom(plan), f"CUDA out of memory with {plan.describe()}"
     if isinstance(exc, prec.NonFiniteLoss) and exc.fallback:
         return prec.after_nan(plan), str(exc)

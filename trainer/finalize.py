@@ -1,7 +1,8 @@
 """Results sync and finalize: every artifact up, training.json, then the sentinel last.
 
 :func:`finalize` is idempotent: it takes a file lock, and when the run's
-``_SUCCESS`` already exists it does nothing (no upload at all). Otherwise it
+``_SUCCESS`` already exists it does nothing (no upload at all), unless that sentinel is
+an earlier attempt's of a run it did not finish (:func:`_late`). Otherwise it
 uploads, in parallel and under the retry policy, the final model (``models/``),
 any checkpoint the background uploader did not get to, the evaluation
 (``evaluation/forecasts.json`` and ``metrics.json``), ``model_metadata.json`` and ``trainer.log``,
@@ -12,7 +13,7 @@ instead of ``_SUCCESS``.
 Both sentinels have one shape (schema ``sentinel``, built by :func:`sentinel`)::
 
     {"run_id", "finalized_at", "status": "success" | "failed_upload",
-     "completion_status", "exit_code", "reason"}
+     "completion_status", "exit_code", "reason", "attempt"}
 
 ``status`` is the finalization outcome; ``reason`` says why the run ended
 (:attr:`Ending.reason`) or, in ``_FAILED_UPLOAD``, why finalize failed.
@@ -23,6 +24,7 @@ Log lines, UTC: ``STATE: FINALIZE_START``, ``UPLOAD_SUCCESS``, ``UPLOAD_FAIL``,
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,12 +57,14 @@ class Ending:
         completion: how the run ended.
         exit_code: the process exit code the run ends with (:class:`~common.exitcodes.ExitCode`).
         reason: why: ``completed``, the stop request's reason, or the error.
+        attempt: the attempt finalizing (the state's ``attempt``), written into the sentinel.
     """
 
     status: RunStatus
     completion: CompletionStatus
     exit_code: int
     reason: str
+    attempt: int | None = None
 
 
 @dataclass(kw_only=True)
@@ -93,9 +97,10 @@ def sentinel(
     exit_code: int,
     reason: str,
     at: str,
+    attempt: int | None = None,
 ) -> dict[str, Any]:
     """The schema-valid ``_SUCCESS`` / ``_FAILED_UPLOAD`` document (``reason`` cut to 500 chars)."""
-    doc = {
+    doc: dict[str, Any] = {
         "run_id": run_id,
         "finalized_at": at,
         "status": status.value,
@@ -103,6 +108,8 @@ def sentinel(
         "exit_code": int(exit_code),
         "reason": (reason or "unknown")[:REASON_MAX],
     }
+    if attempt is not None:
+        doc["attempt"] = int(attempt)
     return validate("sentinel", doc, source=f"sentinel of run {run_id}")
 
 
@@ -132,7 +139,7 @@ def finalize(
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_path)):
         try:
-            if transfers.exists(paths.success, component=COMPONENT):
+            if transfers.exists(paths.success, component=COMPONENT) and not _late(uploads, ending):
                 log.info("%s exists: run already finalized, nothing to do", paths.success)
                 state_line("FINALIZE_SUCCESS", "no-op (already finalized)", clock=clock)
                 return FinalizeResult(noop=True, succeeded=True)
@@ -154,6 +161,7 @@ def finalize(
                 exit_code=ending.exit_code,
                 reason=ending.reason,
                 at=iso(clock()),
+                attempt=ending.attempt,
             )
             transfers.put_json(paths.success, done, component=COMPONENT)
             _drop_failed_upload(transfers, paths)
@@ -280,6 +288,40 @@ def _failed_reason(message: str, paths: RunPaths) -> str:
     return f"finalize failed: {why}{advice}"
 
 
+def _late(uploads: _Uploads, ending: Ending) -> bool:
+    """The ``_SUCCESS`` there is an earlier attempt's of a run it did not finish: finalize over it.
+
+    That attempt's instance was terminated from outside and wrote its ``interrupted`` sentinel
+    during its shutdown grace, after this attempt's data_sync had cleared the previous one
+    (``trainer.sync.clear_previous_sentinel``). Without this, this attempt's finalize would be a
+    no-op and its results would never go up. A sentinel without an attempt, or one that is not
+    readable, is taken as final (finalize stays a no-op, as before the field existed).
+    """
+    if ending.attempt is None:
+        return False
+    transfers, paths = uploads.transfers, uploads.paths
+    try:
+        doc = json.loads(transfers.get_bytes(paths.success, component=COMPONENT))
+    except Exception as exc:  # noqa: BLE001 - an unreadable sentinel is left alone
+        log.warning("%s not readable (%s): taken as final", paths.success, exc)
+        return False
+    written_by = doc.get("attempt") if isinstance(doc, dict) else None
+    if (
+        isinstance(written_by, int)
+        and written_by < ending.attempt
+        and doc.get("completion_status") != CompletionStatus.NORMAL.value
+    ):
+        log.warning(
+            "%s is attempt %d's late %s sentinel: attempt %d finalizes the run over it",
+            paths.success,
+            written_by,
+            doc.get("completion_status"),
+            ending.attempt,
+        )
+        return True
+    return False
+
+
 def _failed(uploads: _Uploads, record: TrainingLog, exc: TrainerError, ending: Ending) -> FinalizeResult:
     """Leave ``_FAILED_UPLOAD`` with the reason and a best-effort training.json (run ``failed``)."""
     transfers, paths, clock = uploads.transfers, uploads.paths, uploads.clock
@@ -295,6 +337,7 @@ def _failed(uploads: _Uploads, record: TrainingLog, exc: TrainerError, ending: E
         exit_code=exit_code,
         reason=_failed_reason(exc.message, paths),
         at=iso(clock()),
+        attempt=ending.attempt,
     )
     best_effort = record.document(
         status=ending.status, completion=CompletionStatus.FAILED, exit_code=exit_code

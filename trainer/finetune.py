@@ -13,6 +13,11 @@ best weights (lowest validation WQL) are kept and are the final model, and
 ``early_stopping_patience`` validations without a better WQL end training early (a
 completed run). Without one the last weights are the final model.
 
+Under torchrun (``TrainConfig.world_size`` > 1, :mod:`trainer.distributed`) every rank runs
+this function: the Trainer does DDP, each rank takes its share of one batch stream, and rank 0
+alone writes the run's files (checkpoint files, ``best-model/``, ``model/``); the other ranks
+return the same result without a final model folder of their own.
+
 Layout under ``TrainConfig.output_dir``::
 
     checkpoints/checkpoint-<step>/   full checkpoints (see :mod:`trainer.checkpoints`)
@@ -24,16 +29,18 @@ Layout under ``TrainConfig.output_dir``::
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from common.layout import TRAINER_STATE_NAME, checkpoint_step
+from common.layout import checkpoint_step
 from trainer import precision as prec
 from trainer.best_model import BestModel, save_final_model
 from trainer.callbacks import (
@@ -45,26 +52,17 @@ from trainer.callbacks import (
     json_writer,
 )
 from trainer.checkpoints import BASE_MODEL_INFO_NAME, RUN_SETTINGS_NAME, check_resumable, run_settings
+from trainer.distributed import World
 from trainer.fallbacks import PRECISION_RECORD_NAME, run_attempts
-from trainer.model import BaseModelInfo, load_base_model, seed_everything
+from trainer.hf_trainer import LORA_DEFAULTS, build_trainer, load_finished_checkpoint, training_arguments
+from trainer.model import BaseModelInfo
 from trainer.train_config import TrainConfig
 from trainer.validation import ValidationState
 
 logger = logging.getLogger(__name__)
 
-
-# fit's LoRA defaults (chronos.chronos2.pipeline.Chronos2Pipeline.fit)
-LORA_DEFAULTS: dict[str, Any] = {
-    "r": 8,
-    "lora_alpha": 16,
-    "target_modules": [
-        "self_attention.q",
-        "self_attention.v",
-        "self_attention.k",
-        "self_attention.o",
-        "output_patch_embedding.output_layer",
-    ],
-}
+DISTRIBUTED_KEYS = ("world_size", "per_device_batch", "grad_accum", "effective_batch")
+__all__ = ["LORA_DEFAULTS", "TrainResult", "train", "training_arguments"]  # training_arguments: re-exported
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +86,7 @@ class TrainResult:
         trainable_params: parameters updated by training.
         validation: the validations (:meth:`ValidationState.summary`; empty without a window).
         precision: the precision plans (:meth:`trainer.precision.PrecisionRecord.to_dict`).
+        distributed: how the batch was split (:data:`DISTRIBUTED_KEYS` of ``run_settings.json``).
     """
 
     final_step: int
@@ -104,6 +103,7 @@ class TrainResult:
     adapter_dir: Path | None = None
     validation: dict[str, Any] = field(default_factory=lambda: ValidationState().summary())
     precision: dict[str, Any] | None = None
+    distributed: dict[str, Any] = field(default_factory=dict)
 
     @property
     def early_stopped(self) -> bool:
@@ -127,6 +127,7 @@ class TrainResult:
             "trainable_params": self.trainable_params,
             "validation": self.validation,
             "precision": self.precision,
+            "distributed": self.distributed,
         }
 
 
@@ -140,6 +141,7 @@ class _Setup:
     hooks: TrainHooks
     validation: Any
     base_revision: str | None
+    world: World
 
 
 def train(
@@ -183,12 +185,15 @@ def train(
 
     hf_logging.disable_progress_bar()
     started = time.monotonic()
+    world = World.from_env()
+    if world.world_size != config.world_size:
+        raise ValueError(f"the config is for {config.world_size} training processes, {world.world_size} run")
     if resume_from is not None:
         resume_from = Path(resume_from).resolve()
         check_resumable(resume_from, config, base_revision=base_revision)
     setup = _Setup(
         model_source=model_source, train_inputs=train_inputs, config=config, hooks=hooks or TrainHooks(),
-        validation=validation, base_revision=base_revision,
+        validation=validation, base_revision=base_revision, world=world,
     )  # fmt: skip
     threads = torch.get_num_threads()
     if config.device == "cpu" and config.cpu_threads is not None:
@@ -196,7 +201,9 @@ def train(
     saved: list[Path] = []
 
     def attempt(plan: prec.PrecisionPlan, record: prec.PrecisionRecord, checkpoint: Path | None) -> _Run:
-        control = ControlCallback(total=config.num_steps, hooks=setup.hooks, step_delay_s=config.step_delay_s)
+        control = ControlCallback(
+            total=config.num_steps, hooks=setup.hooks, step_delay_s=config.step_delay_s, world=world
+        )
         try:
             return _run(setup, control, plan, record, checkpoint)
         finally:
@@ -228,6 +235,7 @@ class _Run:
     adapter_dir: Path | None
     validation: ValidationState
     saved: tuple[Path, ...]
+    split: dict[str, Any]
 
     def result(
         self, config: TrainConfig, resume_from: Path | None, duration_s: float, record: prec.PrecisionRecord
@@ -252,7 +260,27 @@ class _Run:
             trainable_params=self.trainable,
             validation=self.validation.summary(),
             precision=record.to_dict(),
+            distributed={k: self.split[k] for k in DISTRIBUTED_KEYS if k in self.split},
         )
+
+
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """Keep what lives before the loop (torch, transformers, the model, the data: some 400,000
+    objects) out of the garbage collector's scans while training.
+
+    The Trainer starts its loop with accelerate's ``free_memory()``, a full ``gc.collect()``, and
+    Python runs a full collection whenever enough young objects survived; each walks every
+    tracked object, 0.2 s on the tiny model's heap (about 8% of a 100-step CPU run; the training
+    section of BENCHMARKS.md). ``gc.freeze()`` moves the heap as it is to the permanent generation
+    (https://docs.python.org/3/library/gc.html#gc.freeze), so those scans see only what the loop
+    allocates. ``gc.unfreeze()`` after: what the loop leaves behind becomes collectable again.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _run(
@@ -263,20 +291,23 @@ def _run(
     resume_from: Path | None,
 ) -> _Run:
     """One attempt: build the trainer, train (or load a finished checkpoint), save the final model."""
-    config = setup.config
-    trainer, info, trainable = _build_trainer(setup.model_source, setup.train_inputs, config, plan)
+    config, main = setup.config, setup.world.is_main  # rank 0 alone writes (trainer.distributed)
+    trainer, info, trainable = build_trainer(
+        setup.model_source, setup.train_inputs, config, plan, setup.world
+    )
     revision = setup.base_revision or info.revision  # the pinned one when the run names it
     if resume_from is not None and setup.base_revision is None:
         check_resumable(resume_from, config, base_revision=revision)
     state = (ValidationState.load(resume_from) if resume_from is not None else None) or ValidationState()
     best = BestModel(config.output_dir) if setup.validation is not None else None
-    if best is not None and resume_from is None:
+    if best is not None and resume_from is None and main:
         best.clear()
-    elif best is not None and state.best_step is not None:
+    elif best is not None and state.best_step is not None and main:
         best.restore_from(resume_from, state.best_step)
+    split = run_settings(config, micro_batch=plan.micro_batch, grad_accum=plan.grad_accum)
     writers = [
         json_writer(BASE_MODEL_INFO_NAME, {**info.to_dict(), "revision": revision, "seed": config.seed}),
-        json_writer(RUN_SETTINGS_NAME, run_settings(config)),
+        json_writer(RUN_SETTINGS_NAME, split),
         json_writer(PRECISION_RECORD_NAME, record.to_dict()),
         lambda folder: prec.save_plan(plan, folder),
     ]
@@ -286,24 +317,26 @@ def _run(
     if best is not None:
         validator = ValidationCallback(
             model=trainer.model, window=setup.validation, best=best, state=state, config=config,
-            on_validation=setup.hooks.on_validation,
+            on_validation=setup.hooks.on_validation, world=setup.world,
         )  # fmt: skip
         callbacks.append(validator)
         writers.append(validator.write_into)
-    callbacks += [prec.NanGuard(plan), CheckpointFilesCallback(writers)]
+    callbacks += [prec.NanGuard(plan), CheckpointFilesCallback(writers if main else [])]
     for callback in callbacks:
         trainer.add_callback(callback)
-    prec.save_plan(plan, config.output_dir)
+    if main:
+        prec.save_plan(plan, config.output_dir)
     start_step = (checkpoint_step(resume_from.name) or 0) if resume_from else 0
     loop_started = time.monotonic()
     if resume_from is not None and (start_step == config.num_steps or state.early_stopped):
-        _load_finished_checkpoint(trainer, resume_from)
+        load_finished_checkpoint(trainer, resume_from)
     else:
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        with frozen_heap():
+            trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     loop_s = time.monotonic() - loop_started
     step = int(trainer.state.global_step)
     final_dir = adapter_dir = None
-    if step >= config.num_steps or state.early_stopped:
+    if (step >= config.num_steps or state.early_stopped) and main:
         lora = LORA_DEFAULTS if config.finetune_mode == "lora" else None
         final_dir, adapter_dir = save_final_model(
             trainer.model, info, config, best=best, state=state, step=step, lora_config=lora
@@ -311,93 +344,5 @@ def _run(
     return _Run(
         trainer=trainer, info=info, trainable=trainable, loop_s=loop_s, start_step=start_step,
         final_dir=final_dir, adapter_dir=adapter_dir, validation=state, saved=tuple(control.saved),
+        split=split,
     )  # fmt: skip
-
-
-def _build_trainer(
-    model_source: str,
-    train_inputs: Sequence[dict[str, Any]],
-    config: TrainConfig,
-    plan: prec.PrecisionPlan,
-) -> tuple[Any, BaseModelInfo, int]:
-    """Seeded model (and LoRA wrapper), training dataset (micro-batches) and ``Chronos2Trainer``."""
-    from chronos.chronos2.dataset import Chronos2Dataset, DatasetMode
-    from chronos.chronos2.trainer import Chronos2Trainer
-    from transformers.trainer_callback import PrinterCallback
-
-    model, info = load_base_model(model_source, device=config.device, seed=config.seed)
-    output_patch_size = int(model.chronos_config.output_patch_size)
-    if config.finetune_mode == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        seed_everything(config.seed)
-        model = get_peft_model(model, LoraConfig(**LORA_DEFAULTS))
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    dataset = Chronos2Dataset(
-        inputs=list(train_inputs),
-        context_length=config.context_length,
-        prediction_length=config.prediction_length,
-        batch_size=plan.micro_batch,
-        output_patch_size=output_patch_size,
-        min_past=config.min_past if config.min_past is not None else config.prediction_length,
-        mode=DatasetMode.TRAIN,
-    )
-    trainer = Chronos2Trainer(model=model, args=training_arguments(config, plan), train_dataset=dataset)
-    trainer.pop_callback(PrinterCallback)
-    logger.info(
-        "training %s (%s) for %d steps in %s (%s); %d trainable parameters",
-        info.base, config.finetune_mode, config.num_steps, plan.describe(), plan.reason, trainable,
-    )  # fmt: skip
-    return trainer, info, trainable
-
-
-def _load_finished_checkpoint(trainer: Any, checkpoint: Path) -> None:
-    """Take weights and state from a checkpoint that ends training, without training.
-
-    ``Trainer.train`` would run one step past ``max_steps`` when resumed at the end (or
-    go on training after an early stop).
-    """
-    from transformers.trainer_callback import TrainerState
-
-    logger.info("%s ends the training: loading it, no training left", checkpoint)
-    trainer._load_from_checkpoint(str(checkpoint))
-    trainer.state = TrainerState.load_from_json(str(checkpoint / TRAINER_STATE_NAME))
-
-
-def training_arguments(config: TrainConfig, plan: prec.PrecisionPlan | None = None) -> Any:
-    """The ``TrainingArguments`` of ``config`` (lr schedule, seed, save and log steps) under
-    ``plan`` (precision, micro-batch x accumulation; default: ``plan_precision`` of the config)."""
-    from transformers.training_args import TrainingArguments
-
-    on_gpu = config.device == "cuda"
-    if plan is None:
-        plan = prec.plan_precision(
-            config.precision, device=config.device, capability=prec.capability() if on_gpu else None,
-            batch_size=config.batch_size,
-        )  # fmt: skip
-    args = TrainingArguments(
-        output_dir=str(config.checkpoints_dir),
-        learning_rate=config.learning_rate,
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-        optim="adamw_torch_fused",
-        logging_strategy="steps",
-        logging_steps=config.log_interval,
-        disable_tqdm=True,
-        report_to="none",
-        max_steps=config.num_steps,
-        dataloader_num_workers=0,
-        save_strategy="steps",
-        save_steps=config.checkpoint_interval,
-        save_only_model=False,
-        save_total_limit=config.save_total_limit,
-        prediction_loss_only=True,
-        eval_strategy="no",
-        ignore_data_skip=True,
-        seed=config.seed,
-        use_cpu=not on_gpu,
-        **plan.training_args(),
-    )
-    if on_gpu:
-        args._n_gpu = 1  # no DataParallel (as fit's disable_data_parallel)
-    return args

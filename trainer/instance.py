@@ -9,7 +9,8 @@
   ``api`` (``ec2:TerminateInstances`` only). :func:`select_poweroff` picks
   ``shutdown`` in both modes: a local instance has a ``shutdown`` of its own whose
   power-off terminates the moto instance (``control.local_instance``); only a local-mode
-  trainer run outside a local instance uses ``api``. Tests inject their own.
+  trainer run outside a local instance uses ``api``; an AWS Batch job ``batch`` (no poweroff:
+  Batch owns the host). Tests inject their own.
 """
 
 from __future__ import annotations
@@ -219,19 +220,38 @@ class ShutdownPoweroff:
         )
 
 
+class BatchOwnsTheHost:
+    """No poweroff at all: an AWS Batch job exits and Batch scales its host away."""
+
+    name = "batch"
+
+    def __init__(self, ec2: Any = None) -> None:
+        self.ec2 = ec2  # unused: the job role may not terminate instances
+
+    def __call__(self, instance_id: str | None) -> PoweroffResult:
+        log.info("no poweroff: AWS Batch owns instance %s and scales it down", instance_id or "?")
+        return PoweroffResult(succeeded=True, method="none (AWS Batch owns the host)")
+
+
 POWEROFF_STRATEGIES: dict[str, Callable[..., Poweroff]] = {
     "shutdown": ShutdownPoweroff,
     "api": ApiTerminate,
+    "batch": BatchOwnsTheHost,
 }
 
 
-def select_poweroff(*, local: bool, ec2: Any, environ: Mapping[str, str] | None = None) -> Poweroff:
-    """``shutdown`` on AWS and on a local instance (its ``shutdown`` shim), ``api`` otherwise.
+def select_poweroff(
+    *, local: bool, ec2: Any, environ: Mapping[str, str] | None = None, batch: bool = False
+) -> Poweroff:
+    """``shutdown`` on AWS and on a local instance (its ``shutdown`` shim), ``api`` otherwise;
+    ``batch`` (an AWS Batch job, locally too) never powers off: Batch owns the host.
 
     A local-mode trainer started outside a local instance (no ``CHRONOS_ROOT``, e.g. a
     test running ``python -m trainer run --local`` directly) must never run the
     developer machine's own ``shutdown``: it terminates its moto instance through the API.
     """
+    if batch:
+        return POWEROFF_STRATEGIES["batch"](ec2)
     environ = os.environ if environ is None else environ
     on_local_instance = bool(environ.get(LOCAL_ROOT_VAR))
     return POWEROFF_STRATEGIES["shutdown" if not local or on_local_instance else "api"](ec2)

@@ -224,6 +224,17 @@ def resume_plan(planned: PrecisionPlan, saved: PrecisionPlan | None) -> Precisio
     return plan
 
 
+def regroup(plan: PrecisionPlan, micro_batch: int) -> PrecisionPlan:
+    """``plan`` with ``micro_batch`` series per forward pass, the accumulation keeping its batch.
+
+    Raises:
+        ValueError: ``micro_batch`` does not divide the plan's batch.
+    """
+    if micro_batch < 1 or plan.batch_size % micro_batch:
+        raise ValueError(f"micro-batch {micro_batch} does not divide the batch of {plan.batch_size}")
+    return replace(plan, micro_batch=micro_batch, grad_accum=plan.batch_size // micro_batch)
+
+
 def strip_scaler_state(checkpoint: Path, plan: PrecisionPlan) -> bool:
     """Remove an fp16 checkpoint's gradient-scaler state before resuming it in another mode.
 

@@ -95,12 +95,30 @@ def _torch_cuda() -> dict[str, Any]:
             details={"check": "torch.cuda", "torch": torch.__version__},
         )
     props = torch.cuda.get_device_properties(0)
+    count = torch.cuda.device_count()
+    nccl = bool(torch.distributed.is_available() and torch.distributed.is_nccl_available())
+    problem = data_parallel_problem(count, nccl=nccl)
+    if problem is not None:
+        raise TerminalError(problem, component=COMPONENT, details={"check": "nccl", "gpu_count": count})
     return {
         "gpu": props.name,
         "gpu_memory_mib": int(props.total_memory // 2**20),
-        "gpu_count": torch.cuda.device_count(),
+        "gpu_count": count,
         "cuda": torch.version.cuda,
+        "nccl": nccl,
     }
+
+
+def data_parallel_problem(gpu_count: int, *, nccl: bool) -> str | None:
+    """Why this torch cannot train on all ``gpu_count`` GPUs (one process each, NCCL between
+    them: :mod:`trainer.distributed`); ``None``: it can, or there is one GPU."""
+    if gpu_count <= 1 or nccl:
+        return None
+    return (
+        f"{gpu_count} GPUs but this torch build has no NCCL, which data parallel training needs: "
+        "install a CUDA build of torch (NCCL ships inside it; invoke wheelhouse --env=ENV --dir=DIR) "
+        "or use a single-GPU instance type"
+    )
 
 
 def check_disk(workdir: Path, *, min_free_gib: float) -> dict[str, Any]:

@@ -10,6 +10,10 @@ It sequences the phase modules and ends every run the same way::
     results_sync, finalize  trainer.finalize (artifacts, training.json, then _SUCCESS)
     cleanup             trainer.cleanup      (cleanup_status.json, release the lock, poweroff)
 
+As an AWS Batch job (``--batch``, :mod:`trainer.batch_job`) the same phases run; the job's
+attempt is recorded at identify, an interruption keeps the member's lock only while Batch has an
+attempt left, and nothing powers off (Batch owns the host).
+
 Each phase's status comes from :attr:`common.status.Phase.run_status`, so the state file
 and training.json name the same phases. Every state write goes through
 :class:`~trainer.transitions.RunState`. The :class:`~trainer.watcher.Watcher` turns a spot
@@ -33,7 +37,7 @@ from common.layout import TRAINER_LOG_NAME
 from common.logfmt import utc_formatter
 from common.status import CompletionStatus, Phase, RunStatus
 from common.timeutil import iso
-from trainer import data_sync, evaluation, keep, lifecycle, preflight, startup, training
+from trainer import batch_job, data_sync, evaluation, keep, lifecycle, preflight, startup, training
 from trainer.build_info import build_info
 from trainer.cleanup import Cleanup
 from trainer.context import Deps, RunContext, RunOptions
@@ -42,6 +46,7 @@ from trainer.finalize import COMPLETED, Ending, finalize
 from trainer.instance import select_poweroff
 from trainer.record import software_versions
 from trainer.stopping import Stopped, StopRequest, price_run, run_launched_at
+from trainer.sync import AlreadyFinished
 from trainer.watcher import Heartbeat, Progress, Watcher, WatchPlan
 
 log = logging.getLogger(__name__)
@@ -142,6 +147,9 @@ class Driver:
         except Stopped as stop:
             reason = stop.request.reason
             return CompletionStatus.from_status(stop.stop_status), reason, reason
+        except AlreadyFinished as done:  # finalize is a no-op, cleanup releases the lock
+            log.warning("run %s is already done: %s; this attempt only cleans up", ctx.opts.run_id, done)
+            return CompletionStatus.NORMAL, COMPLETED, COMPLETED
         except Exception as exc:  # noqa: BLE001 - every failure ends as a terminal record and `failed`
             if not isinstance(exc, TrainerError):
                 log.exception("%s failed", step)
@@ -167,15 +175,25 @@ class Driver:
         if ctx.attempt.foreign:
             return self._power_off_only("the run recovers on another instance")
         plan = lifecycle.plan_ending(ctx, completion, reason, why)
+        if ctx.batch_job is not None:  # Batch's attempts, not the recovery handler, resume it
+            plan = batch_job.plan_ending(plan, ctx.batch_job, ctx.opts.run_id)
         completion, reason, why = plan.completion, plan.reason, plan.why
         status = ctx.state.final(completion, reason)
         if status is RunStatus.RECOVERING:  # claimed by the handler: the next attempt finalizes
             return self._power_off_only("the recovery handler relaunches the run", ExitCode.INTERRUPTED)
-        if status is RunStatus.KILLED and completion is CompletionStatus.INTERRUPTED:
-            completion = CompletionStatus.KILLED  # e.g. SIGTERM from a terminate after `invoke kill`
+        if status is RunStatus.KILLED and completion in (
+            CompletionStatus.INTERRUPTED,
+            CompletionStatus.NORMAL,
+        ):
+            # SIGTERM from a terminate after `invoke kill`, or a kill the last phase did not hear
+            completion = CompletionStatus.KILLED
             why = ctx.state.kill_reason() or why  # the sentinel says who killed it, not "SIGTERM"
         snap = lifecycle.end_attempt(ctx, CompletionStatus.INTERRUPTED if plan.exhausted else completion)
-        kept = lifecycle.keep_lock(snap, plan, ctx.opts.run_id)
+        kept = (
+            batch_job.keep_lock(snap, plan, ctx.batch_job, ctx.opts.run_id)
+            if ctx.batch_job is not None
+            else lifecycle.keep_lock(snap, plan, ctx.opts.run_id)
+        )
         exit_code = ExitCode.for_completion(completion)
         result = finalize(
             transfers=ctx.transfers,
@@ -183,7 +201,11 @@ class Driver:
             record=ctx.record,
             outputs=ctx.outputs,
             ending=Ending(
-                status=status, completion=completion, exit_code=exit_code, reason=why or reason or COMPLETED
+                status=status,
+                completion=completion,
+                exit_code=exit_code,
+                reason=why or reason or COMPLETED,
+                attempt=ctx.attempt.number,
             ),
             lock_path=ctx.opts.work / "finalize.lock",
             clock=ctx.deps.clock,
@@ -207,7 +229,7 @@ class Driver:
         ctx, opts = self.ctx, self.ctx.opts
         if self.watcher is not None:
             self.watcher.stop()
-        poweroff = ctx.deps.poweroff or select_poweroff(local=opts.local, ec2=ctx.ec2)
+        poweroff = ctx.deps.poweroff or select_poweroff(local=opts.local, ec2=ctx.ec2, batch=opts.batch)
         log.warning("instance %s powers off: %s", ctx.instance_id, why)
         poweroff(ctx.instance_id)
         ctx.transfers.close()
@@ -216,7 +238,7 @@ class Driver:
     def _cleanup(self, completion: CompletionStatus, *, keep_lock: str | None = None) -> Cleanup:
         ctx, opts, deps = self.ctx, self.ctx.opts, self.ctx.deps
         poweroff = keep.for_run(  # a failed run with keep_on_failure stays up for debugging first
-            deps.poweroff or select_poweroff(local=opts.local, ec2=ctx.ec2),
+            deps.poweroff or select_poweroff(local=opts.local, ec2=ctx.ec2, batch=opts.batch),
             spec=ctx.spec,
             completion=completion,
             run=keep.KeptRun(

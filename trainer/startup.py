@@ -14,7 +14,7 @@ import logging
 from common import runspec
 from common.errors import ConfigError
 from common.state_store import NotHeldError
-from trainer import lifecycle
+from trainer import batch_job, lifecycle
 from trainer.context import RunContext
 from trainer.errors import TerminalError, TrainerError
 
@@ -25,7 +25,8 @@ def identify(ctx: RunContext) -> None:
     """IMDS identity -> training.json's ``instance`` and the state file's instance fields.
 
     A run the recovery handler relaunched on this instance moves from ``recovering`` back to
-    ``initialization`` first (:func:`trainer.lifecycle.resume_recovered`).
+    ``initialization`` first (:func:`trainer.lifecycle.resume_recovered`). A Batch job records its
+    attempt first, claiming the state a previous attempt left (:func:`trainer.batch_job.take_over`).
 
     Raises:
         IMDSError: IMDS did not answer.
@@ -33,6 +34,7 @@ def identify(ctx: RunContext) -> None:
     """
     ident = ctx.imds.identity()
     ctx.instance_id = ident.instance_id
+    job = ctx.batch_job
     ctx.record.instance = {
         "instance_id": ident.instance_id,
         "instance_type": ident.instance_type,
@@ -49,6 +51,14 @@ def identify(ctx: RunContext) -> None:
         ident.availability_zone,
         ident.market.value,
     )
+    if job is not None:  # the job's attempt, claiming a previous attempt's state first
+        try:
+            batch_job.take_over(ctx, job, ident)
+        except NotHeldError as exc:
+            raise TerminalError(
+                f"{exc}: Batch job {job.job_id} was submitted for a run that no longer holds the lock",
+                component="identify",
+            ) from None
     lifecycle.resume_recovered(ctx, ident.instance_id)
     try:
         ctx.state.call(
@@ -65,6 +75,7 @@ def identify(ctx: RunContext) -> None:
             f"{exc}: this instance was launched for a run that no longer holds the lock",
             component="identify",
         ) from None
+    ctx.store.holder = ident.instance_id  # from now on a run taken over by a later attempt is not ours
 
 
 def load_spec(ctx: RunContext) -> None:

@@ -3,8 +3,17 @@
 :class:`TrainingChild` starts the child (protocol in :mod:`trainer.train`), tails its
 progress file and relays its output into this log. A stop request becomes SIGTERM once
 the child has installed its handlers (its ``start`` event): it checkpoints and exits
-:attr:`~common.exitcodes.ExitCode.STOPPED`. :class:`ProgressEvents` turns the events into
-heartbeat progress (loss and validation WQL), the loss curve and checkpoint uploads.
+:attr:`~common.exitcodes.ExitCode.STOPPED`.
+
+With ``nproc`` > 1 the child is torchrun and its ``nproc`` workers
+(:func:`trainer.distributed.child_command`): SIGTERM goes to torchrun, which sends it on to
+every worker; SIGUSR1 (checkpoint and go on), which torchrun would take as a death signal,
+goes to rank 0 (the ``start`` event's pid), and the ranks agree on it at the next step.
+torchrun exits 1 whenever a worker exits non-zero, so the child's code is then rank 0's, from
+its result file (a worker killed outright leaves none: torchrun's code stands).
+
+:class:`ProgressEvents` turns the events into heartbeat progress (loss and validation WQL),
+the loss curve and checkpoint uploads.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from trainer.distributed import child_command
 from trainer.watcher import Progress
 
 log = logging.getLogger(__name__)
@@ -32,7 +42,8 @@ class TrainingChild:
     The progress file is tailed every ``poll_s`` and each event handed to
     ``on_event``; the child's output is relayed line by line into this log.
     A stop request becomes SIGTERM (checkpoint, exit ``STOPPED``) once the child has
-    installed its handlers (its ``start`` event); before that it is deferred.
+    installed its handlers (its ``start`` event; under torchrun the first event all ranks
+    made together, see :attr:`_ready_on`); before that it is deferred.
 
     Args:
         config: the child's config document.
@@ -40,6 +51,7 @@ class TrainingChild:
         progress_path: the progress file named in ``config``.
         on_event: called for every progress event (dict), in order.
         env: extra environment variables of the child.
+        nproc: training processes (> 1: under torchrun, one per GPU).
     """
 
     def __init__(
@@ -52,8 +64,10 @@ class TrainingChild:
         python: str = sys.executable,
         poll_s: float = 0.2,
         env: dict[str, str] | None = None,
+        nproc: int = 1,
     ) -> None:
-        self.env = env or {}
+        self.env, self.nproc = env or {}, nproc
+        self.rank0_pid: int | None = None
         self.config, self.config_path, self.progress_path = config, config_path, progress_path
         self.on_event, self.python, self.poll_s = on_event, python, poll_s
         self.proc: subprocess.Popen[str] | None = None
@@ -69,7 +83,7 @@ class TrainingChild:
         env = {**os.environ, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "PYTHONUNBUFFERED": "1", **self.env}
         with self._lock:
             self.proc = subprocess.Popen(
-                [self.python, "-m", "trainer.train", "--config", str(self.config_path)],
+                child_command(self.python, self.config_path, self.nproc),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -84,8 +98,23 @@ class TrainingChild:
             time.sleep(self.poll_s)
         self._read_events()
         relay.join(timeout=5)
-        log.info("training child exited with %d", self.proc.returncode)
-        return int(self.proc.returncode)
+        code = self._exit_code(int(self.proc.returncode))
+        log.info("training child exited with %d", code)
+        return code
+
+    def _exit_code(self, code: int) -> int:
+        """The child's code; under torchrun rank 0's own (its result file) when torchrun reports a failure."""
+        if self.nproc <= 1 or code == 0:
+            return code
+        try:
+            result = json.loads(Path(self.config["result_path"]).read_text())
+        except (OSError, ValueError, KeyError, TypeError):
+            return code
+        rank0 = result.get("exit_code") if isinstance(result, dict) else None
+        if isinstance(rank0, int) and not isinstance(rank0, bool):
+            log.info("torchrun exited with %d; rank 0 exited with %d", code, rank0)
+            return rank0
+        return code
 
     def request_stop(self) -> None:
         """SIGTERM now, or as soon as the child reports ``start``."""
@@ -101,9 +130,17 @@ class TrainingChild:
                 self._signal(signal.SIGUSR1)
 
     def _signal(self, sig: int) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            log.info("sending %s to the training child", signal.Signals(sig).name)
-            self.proc.send_signal(sig)
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        if sig == signal.SIGUSR1 and self.nproc > 1 and self.rank0_pid is not None:
+            log.info("sending SIGUSR1 to rank 0 (pid %d) of the training child", self.rank0_pid)
+            try:
+                os.kill(self.rank0_pid, sig)
+            except ProcessLookupError:
+                log.info("rank 0 (pid %d) has exited", self.rank0_pid)
+            return
+        log.info("sending %s to the training child", signal.Signals(sig).name)
+        self.proc.send_signal(sig)
 
     def _read_events(self) -> None:
         try:
@@ -120,12 +157,28 @@ class TrainingChild:
             except ValueError:
                 log.warning("unreadable progress line: %r", line[:200])
                 continue
-            if event.get("event") == "start":
+            kind = event.get("event")
+            if kind == "start":
+                self.rank0_pid = int(event["pid"]) if isinstance(event.get("pid"), int) else None
+            if kind in self._ready_on and not self.started.is_set():
                 with self._lock:
                     self.started.set()
                     if self.stop_pending:
                         self._signal(signal.SIGTERM)
             self.on_event(event)
+
+    @property
+    def _ready_on(self) -> frozenset[str]:
+        """The events after which every process has its signal handlers.
+
+        One process: its ``start``. Under torchrun rank 0's ``start`` says nothing of the other
+        ranks (a SIGTERM sent on to a rank still importing would kill it outright), so the first
+        event the ranks made together: the step-0 validation (a broadcast) or the first step
+        (a gradient all-reduce).
+        """
+        if self.nproc <= 1:
+            return frozenset({"start"})
+        return frozenset({"validation", "step", "checkpoint", "end"})
 
     def _relay(self) -> None:
         if self.proc is None or self.proc.stdout is None:

@@ -162,19 +162,36 @@ def load_training_data(files: list[Path], spec: RunSpec) -> Dataset:
         raise TerminalError(f"invalid training data: {exc}", component="data_sync", details=details) from None
 
 
-def clear_previous_sentinel(transfers: Transfers, success_key: str, failed_key: str) -> str | None:
+class AlreadyFinished(Exception):
+    """A relaunched attempt found the run's normal sentinel: the results are whole, nothing to redo.
+
+    The previous attempt went away after its finalize wrote ``_SUCCESS`` (only its cleanup was
+    left) but before the recovery handler could see the sentinel. The driver ends this attempt
+    as a normal completion: finalize is a no-op (the sentinel exists), cleanup releases the lock.
+    """
+
+
+def clear_previous_sentinel(
+    transfers: Transfers, success_key: str, failed_key: str, *, recovered: bool = False
+) -> str | None:
     """A relaunch resumes an interrupted run: remove its sentinel so finalize is not a no-op.
+
+    Args:
+        recovered: this attempt was relaunched by the recovery handler (not a user's resume).
 
     Returns:
         The previous attempt's completion status, or ``None`` when there was none.
 
     Raises:
-        TerminalError: the run already finished normally (its outputs are kept).
+        AlreadyFinished: a recovered attempt found a normal sentinel (the run is done).
+        TerminalError: a resume of a run that already finished normally (its outputs are kept).
     """
     if not transfers.exists(success_key, component="data_sync"):
         return None
     prior = json.loads(transfers.get_bytes(success_key, component="data_sync")).get("completion_status")
     if prior == CompletionStatus.NORMAL:
+        if recovered:
+            raise AlreadyFinished(f"the previous attempt finished the run normally ({success_key})")
         raise TerminalError(
             f"this run already finished normally ({success_key}); launch a new run instead",
             component="data_sync",

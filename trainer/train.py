@@ -23,7 +23,8 @@ it; the training itself is :func:`trainer.finetune.train`.
 
 Progress file: JSON lines, appended and flushed one event per line:
 
-- ``{"event": "start", "ts", "pid", "total", "start_step", "resume_from"}``
+- ``{"event": "start", "ts", "pid", "total", "start_step", "resume_from", "world_size"}``
+  (``pid``: the process that takes SIGUSR1, rank 0 under torchrun)
 - ``{"event": "step", "step", "total", "loss", "ts"}`` every ``log_interval`` steps and
   at the last step (``loss``: the mean since the previous one)
 - ``{"event": "validation", "step", "wql", "loss", "best_step", "best_wql", "zero_shot_wql", "ts"}``
@@ -40,6 +41,10 @@ writes no ``end`` event and no result: resume with ``"resume_from": "auto"``.
 
 Signals: SIGTERM or SIGINT -> checkpoint at the end of the current step, then stop
 (exit STOPPED); SIGUSR1 -> checkpoint at the end of the current step and go on.
+
+Under torchrun (``train.world_size`` > 1, :mod:`trainer.distributed`) every rank runs this
+module; rank 0 alone writes the progress file and the result, a signal to any rank acts on
+all of them at the same step, and every rank exits with the same code.
 
 Exit codes (:class:`common.exitcodes.ExitCode`): OK (0) completed all steps or stopped
 early on validation (final model saved); STOPPED (8) stopped early on request after saving a checkpoint;
@@ -141,11 +146,15 @@ def _run_child(cfg: dict[str, Any], config: TrainConfig, base_model: str, flags:
     from trainer.callbacks import TrainHooks
     from trainer.checkpoints import CheckpointError
     from trainer.data_validation import DataValidationError
+    from trainer.distributed import World, peer_failure, setup_worker
     from trainer.finetune import train
     from trainer.model import ModelLoadError
 
-    progress = _ProgressWriter(Path(cfg["progress_path"]) if cfg.get("progress_path") else None)
-    result_path = Path(cfg["result_path"]) if cfg.get("result_path") else None
+    world = World.from_env()
+    setup_worker(world, config.device)
+    main = world.is_main  # rank 0 alone writes the progress file and the result
+    progress = _ProgressWriter(Path(cfg["progress_path"]) if cfg.get("progress_path") and main else None)
+    result_path = Path(cfg["result_path"]) if cfg.get("result_path") and main else None
     step = 0
     try:
         inputs = _load_child_inputs(cfg, config)
@@ -154,7 +163,7 @@ def _run_child(cfg: dict[str, Any], config: TrainConfig, base_model: str, flags:
         step = (checkpoint_step(resume_from.name) or 0) if resume_from else 0
         progress.write(
             "start", pid=os.getpid(), total=config.num_steps, start_step=step,
-            resume_from=str(resume_from) if resume_from else None,
+            resume_from=str(resume_from) if resume_from else None, world_size=world.world_size,
         )  # fmt: skip
         hooks = TrainHooks(
             on_step=lambda s, total, loss: progress.write("step", step=s, total=total, loss=loss),
@@ -173,7 +182,8 @@ def _run_child(cfg: dict[str, Any], config: TrainConfig, base_model: str, flags:
         return _fail(progress, result_path, step, ExitCode.USAGE, str(exc))
     except Exception as exc:  # noqa: BLE001 - the supervisor needs a status whatever went wrong
         logger.exception("training failed")
-        return _fail(progress, result_path, step, ExitCode.FAILED, f"{type(exc).__name__}: {exc}")
+        error = peer_failure(exc, world) or f"{type(exc).__name__}: {exc}"
+        return _fail(progress, result_path, step, ExitCode.FAILED, error)
     status = "interrupted" if result.interrupted else "completed"
     code = ExitCode.STOPPED if result.interrupted else ExitCode.OK
     if result_path is not None:

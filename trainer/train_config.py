@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from common.gpus import batch_split_problem
 from common.runspec import ModelSpec
 
 CHECKPOINTS_DIRNAME = "checkpoints"
@@ -54,6 +55,11 @@ class TrainConfig:
             restored after). 1 is fastest for small models on small machines and avoids
             OpenMP spin-wait slowdowns (10x measured) when other processes share the
             cores; ``None`` keeps torch's default. Ignored on CUDA.
+        world_size: data-parallel training processes (one per GPU, under torchrun;
+            :mod:`trainer.distributed`). ``batch_size`` stays the effective batch: each
+            process takes ``batch_size / world_size`` series per optimizer step.
+        micro_batch: series per forward pass on each process (``None``: the whole share,
+            no gradient accumulation); must divide ``batch_size / world_size``.
 
     Raises:
         ValueError: a value out of range, naming the field.
@@ -77,6 +83,8 @@ class TrainConfig:
     save_total_limit: int | None = None
     step_delay_s: float = 0.0
     cpu_threads: int | None = 1
+    world_size: int = 1
+    micro_batch: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_dir", Path(self.output_dir))
@@ -107,10 +115,35 @@ class TrainConfig:
             raise ValueError("TrainConfig.step_delay_s must be >= 0")
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError("TrainConfig.cpu_threads must be >= 1 or None")
+        self._check_split()
+
+    def _check_split(self) -> None:
+        if self.world_size < 1:
+            raise ValueError(f"TrainConfig.world_size must be >= 1, got {self.world_size}")
+        problem = batch_split_problem(self.batch_size, self.world_size)
+        if problem is not None:
+            raise ValueError(problem)
+        share = self.batch_size // self.world_size
+        if self.micro_batch is not None and (self.micro_batch < 1 or share % self.micro_batch):
+            raise ValueError(
+                f"TrainConfig.micro_batch {self.micro_batch} must divide the {share} series each of "
+                f"the {self.world_size} processes takes per step"
+            )
+
+    @property
+    def per_rank_batch(self) -> int:
+        """Series per optimizer step on each training process."""
+        return self.batch_size // self.world_size
 
     @classmethod
     def from_spec(
-        cls, model: ModelSpec, *, output_dir: Path, device: str = "cpu", step_delay_s: float = 0.0
+        cls,
+        model: ModelSpec,
+        *,
+        output_dir: Path,
+        device: str = "cpu",
+        step_delay_s: float = 0.0,
+        world_size: int = 1,
     ) -> TrainConfig:
         """The training of a resolved run spec's ``model`` section (see :meth:`RunSpec.resolved`).
 
@@ -138,6 +171,7 @@ class TrainConfig:
             log_interval=int(log_interval),
             device=device,
             step_delay_s=step_delay_s,
+            world_size=world_size,
         )
 
     @property

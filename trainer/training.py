@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import signal
 from datetime import UTC, datetime
@@ -26,9 +27,12 @@ from common.status import Phase
 from common.timeutil import iso
 from trainer.checkpoint_sync import CheckpointUploader
 from trainer.context import RunContext
+from trainer.distributed import nproc_for, usable_processes
 from trainer.errors import TerminalError, TrainerError, record_for
 from trainer.supervisor import ProgressEvents, TrainingChild
 from trainer.train_config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FLUSH_S = 90.0
 COMPONENT = Phase.TRAINING.value
@@ -55,6 +59,7 @@ def phase(ctx: RunContext, details: dict[str, Any]) -> None:
         on_uploaded=lambda step, _: ctx.progress.update(last_checkpoint_step=step),
     )
     events = ProgressEvents(ctx.progress, ctx.record.loss_curve, uploader.submit)
+    nproc = processes(ctx.require_spec().model.batch_size, ctx.opts.device)
     config = child_config(
         ctx.require_spec(),
         workdir=ctx.opts.work,
@@ -64,6 +69,7 @@ def phase(ctx: RunContext, details: dict[str, Any]) -> None:
         validation=ctx.data.validation,
         base_revision=ctx.data.base_ref.get("revision"),
         step_delay_s=ctx.opts.step_delay_s,
+        world_size=nproc,
     )
     child = TrainingChild(
         config=config,
@@ -71,6 +77,7 @@ def phase(ctx: RunContext, details: dict[str, Any]) -> None:
         progress_path=Path(config["progress_path"]),
         on_event=events,
         env=child_env(ctx.opts.device),
+        nproc=nproc,
     )
     Path(config["result_path"]).unlink(missing_ok=True)  # never read a previous attempt's result
     ctx.stops.listen(child.request_stop)
@@ -94,6 +101,7 @@ def phase(ctx: RunContext, details: dict[str, Any]) -> None:
     details["validation"] = validation_of(result)
     if result.get("precision"):
         details["precision"] = result["precision"]
+    details["distributed"] = {"world_size": nproc, **(result.get("distributed") or {})}
     outcome(ctx, code, result)
 
 
@@ -169,7 +177,29 @@ def validation_of(result: dict[str, Any]) -> dict[str, Any]:
     return {**empty, **{k: v for k, v in block.items() if k in empty}}
 
 
-def child_config(
+def processes(batch_size: int, device: str) -> int:
+    """Training processes for this instance: one per GPU (:func:`trainer.distributed.nproc_for`),
+    as many as split ``batch_size`` evenly; 1 on CPU unless ``TRAINER_NPROC`` says otherwise.
+
+    Raises:
+        TerminalError: ``TRAINER_NPROC`` is not a positive integer.
+    """
+    try:
+        gpus = nproc_for(device)
+    except ValueError as exc:
+        raise TerminalError(str(exc), component=COMPONENT) from None
+    nproc = usable_processes(batch_size, gpus)
+    if nproc < gpus:
+        log.warning(
+            "model.batch_size %d does not split over %d GPUs: training on %d of them", batch_size, gpus, nproc
+        )
+    elif nproc > 1:
+        log.info("data parallel training on %d processes (torchrun), %d series each per step",
+                 nproc, batch_size // nproc)  # fmt: skip
+    return nproc
+
+
+def child_config(  # noqa: PLR0913 (the run's facts the child needs, each its own keyword)
     spec: runspec.RunSpec,
     *,
     workdir: Path,
@@ -179,16 +209,18 @@ def child_config(
     validation: Path | None = None,
     base_revision: str | None = None,
     step_delay_s: float = 0.0,
+    world_size: int = 1,
 ) -> dict[str, Any]:
     """The config of ``python -m trainer.train`` for this run (resume: the newest local checkpoint).
 
     ``validation`` is the validation window's file (``None``: no validation, the last
     weights are exported); ``base_revision`` the pinned base (a checkpoint of another is
-    refused on resume).
+    refused on resume); ``world_size`` the training processes (> 1: torchrun).
     """
     train = TrainConfig.from_spec(
-        spec.model, output_dir=workdir / "train", device=device, step_delay_s=step_delay_s
-    )
+        spec.model, output_dir=workdir / "train", device=device, step_delay_s=step_delay_s,
+        world_size=world_size,
+    )  # fmt: skip
     return {
         "base_model": base_model,
         "train": train.to_dict(),

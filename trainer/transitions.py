@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from common.state_doc import IllegalTransitionError, apply_transition
-from common.state_store import NotHeldError, StateStore
+from common.state_errors import check_holder
+from common.state_store import NotHeldError, StateStore, TakenOverError
 from common.status import CompletionStatus, ErrorClass, RunStatus
 from common.timeutil import iso
 from trainer.errors import ErrorLog, Retrier, TerminalError
@@ -86,11 +87,17 @@ class RunState:
         """Write the final status (if the state still allows it) and return the status now.
 
         A ``recovering`` state is never ended here: the recovery handler claimed the run (this
-        instance went away under it) and relaunches it elsewhere; ``recovering`` is returned.
+        instance went away under it) and relaunches it elsewhere; ``recovering`` is returned. So it
+        is when a later attempt already took the run over (:class:`~common.state_store.TakenOverError`:
+        this instance was terminated and is finishing its shutdown while the relaunch works).
+
+        A normal completion writes nothing here (``succeeded`` follows the sentinel), but reads
+        the state once: ``killed`` when a kill landed while the last phase ran (the watcher polls
+        every few seconds and may not have seen it), ``recovering`` when the run was taken over.
         """
         target = _FINAL.get(completion)
         if target is None:
-            return RunStatus.RESULTS_SYNC
+            return self._normal_end()
         error = self.errors.last() if target is RunStatus.FAILED else None
         text = (reason or target.value)[:REASON_MAX]
 
@@ -101,6 +108,9 @@ class RunState:
 
         try:
             return self.call(lambda: self.store.update(self.run_id, mutate)).status
+        except TakenOverError as exc:  # a later attempt owns the run: its status is not this one's to end
+            log.warning("final status %s not written: %s", target.value, exc)
+            return RunStatus.RECOVERING
         except IllegalTransitionError as exc:
             log.info("state is already %s (%s)", exc.current.value, exc)
             return exc.current if exc.current.is_final() or exc.current.is_recovering() else target
@@ -113,6 +123,21 @@ class RunState:
                 "cannot be read" if now is None else f"still says {now.value}",
             )
             return now or target  # what the state file says, never a status it was not given
+
+    def _normal_end(self) -> RunStatus:
+        try:
+            snap = self.store.read()
+        except Exception as exc:  # noqa: BLE001 - a read is a best effort; the results go up anyway
+            log.info("could not read the state before finalizing: %s", exc)
+            return RunStatus.RESULTS_SYNC
+        if snap is None or snap.run_id != self.run_id:
+            return RunStatus.RESULTS_SYNC  # finalize and cleanup say what they find
+        try:
+            check_holder(snap, self.store.holder)
+        except TakenOverError as exc:
+            log.warning("not finalized here: %s", exc)
+            return RunStatus.RECOVERING
+        return RunStatus.KILLED if snap.status is RunStatus.KILLED else RunStatus.RESULTS_SYNC
 
     def _status_read_back(self) -> RunStatus | None:
         """The run's status as the state file holds it now (``None``: unreadable or not this run's)."""

@@ -11,6 +11,7 @@ from rich.table import Table
 from control.cli.costs import ledger_line
 from control.cli.formats import duration, metric, money
 from control.cli.tables import kv_table
+from control.monitor import Outcome
 
 _METRICS = (
     "model_wql",
@@ -101,14 +102,19 @@ def view_line(v: Any) -> str:
 class ViewPrinter:
     """Shows monitor views: a live table on a terminal, one line per change otherwise."""
 
-    def __init__(self, console: Console, *, as_json: bool = False) -> None:
-        self.console, self.as_json = console, as_json
+    def __init__(self, console: Console, *, as_json: bool = False, err: Console | None = None) -> None:
+        self.console, self.as_json, self.err = console, as_json, err or console
         self.last: Any = None
         self.live: Any = None
 
     def show(self, v: Any) -> None:
-        """Show one view (JSON and line modes print only views that changed or ended)."""
+        """Show one view (JSON and line modes print only views that changed or ended).
+
+        An env with no run has nothing to show but the advice: :meth:`close` prints it alone.
+        """
         self.last = v
+        if _no_run(v) and not self.as_json:
+            return
         if self.as_json:
             if v.changed or v.outcome.is_final():
                 self.console.print_json(json.dumps(v.to_dict()))
@@ -123,12 +129,22 @@ class ViewPrinter:
             self.console.print(view_line(v), soft_wrap=True)
 
     def close(self) -> Any:
-        """Stop the live view, print the final table and advice; return the last view."""
+        """Stop the live view, print the final table and advice; return the last view.
+
+        No run: only the advice, on the error console (it says why the exit code is not 0).
+        """
+        last = self.last
         if self.live is not None:
             self.live.stop()
             self.live = None
-        elif self.last is not None and not self.as_json:
-            self.console.print(view_table(self.last))
-        if self.last is not None and self.last.advice and not self.as_json:
-            self.console.print(f"[yellow]{self.last.advice}[/]", soft_wrap=True)
-        return self.last
+        elif last is not None and not self.as_json and not _no_run(last):
+            self.console.print(view_table(last))
+        if last is not None and last.advice and not self.as_json:
+            out = self.err if _no_run(last) else self.console
+            out.print(f"[yellow]{last.advice}[/]", soft_wrap=True)
+        return last
+
+
+def _no_run(v: Any) -> bool:
+    """The view of an env without runs: no run id, nothing but advice."""
+    return v.outcome is Outcome.NONE

@@ -129,6 +129,8 @@ def cost(out: Console, report: Any, *, as_json: bool) -> None:
         out.print_json(json.dumps(report.to_dict()))
         return
     out.print(cost_table(report))
+    for sweep_id, total in report.by_sweep().items():
+        out.print(f"sweep {sweep_id}: {money(total)} over its members listed")
     if report.unpriced:
         out.print(
             f"[yellow]{report.unpriced} run(s) could not be priced[/] (instance type not in the price table)"

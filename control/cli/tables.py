@@ -107,6 +107,7 @@ def runs_table(found: list[Any], env: str) -> Table:
     """
     table = Table(
         "run id",
+        "sweep",
         "status",
         "duration",
         "cost",
@@ -126,6 +127,7 @@ def runs_table(found: list[Any], env: str) -> Table:
         m = r.metrics
         table.add_row(
             r.run_id,
+            r.sweep_id or "-",
             r.status,
             duration(r.duration_s),
             money(r.cost_usd) + (" so far" if r.active else ""),
@@ -138,7 +140,7 @@ def runs_table(found: list[Any], env: str) -> Table:
             r.problem or r.last_error or "",
         )
     if not found:
-        table.add_row("-", "no runs yet", *["-"] * 10, f"invoke launch --env={env}")
+        table.add_row("-", "-", "no runs yet", *["-"] * 10, f"invoke launch --env={env}")
     return table
 
 

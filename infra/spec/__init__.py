@@ -15,6 +15,8 @@ here, so AWS and local mode cannot drift. Shapes are the boto3 (AWS API) ones;
 - :mod:`~infra.spec.operator_access`: the operator's policy;
 - :mod:`~infra.spec.debug`: the opt-in debug role and Session Manager statements;
 - :mod:`~infra.spec.zero_idle`: the resource types that cost nothing while idle;
+- :mod:`~infra.spec.batch`: AWS Batch for sweeps (compute environments, queue, job definition,
+  Batch's retry rules), :mod:`~infra.spec.batch_host` its roles and host launch template;
 - :mod:`~infra.spec.pulumi_inputs`: boto3 shapes to Pulumi provider inputs.
 
 Each name lives in the module of its concern and is imported from there; this

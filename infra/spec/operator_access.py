@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from infra.spec import batch as spec_batch
 from infra.spec.bucket import CACHED_DATASETS_PREFIX, env_prefix
 from infra.spec.debug import debug_operator_statements
 from infra.spec.iam import allow, ec2_arn, policy_document, ssm_parameter_arn
@@ -66,6 +67,7 @@ class OperatorScope:
         vpc_arn: the only VPC a launch may use.
         ami_parameter: the DLAMI's public SSM parameter it may read.
         debug_role_arn: the debug role when the stack has one (adds the session statements).
+        batch: the stack has the sweep engine (adds :func:`batch_operator_statements`).
     """
 
     env: str
@@ -77,6 +79,52 @@ class OperatorScope:
     vpc_arn: str
     ami_parameter: str = DLAMI_SSM_PARAMETER
     debug_role_arn: str | None = None
+    batch: bool = False
+
+
+BATCH_DESCRIBE_ACTIONS: tuple[str, ...] = (
+    "batch:DescribeComputeEnvironments",
+    "batch:DescribeJobDefinitions",
+    "batch:DescribeJobQueues",
+    "batch:DescribeJobs",
+    "batch:ListJobs",
+)
+
+
+def batch_operator_statements(env: str, region: str, account_id: str) -> list[dict[str, Any]]:
+    """What ``invoke sweep``, ``monitor``, ``kill`` and ``verify --fix`` need of the env's Batch.
+
+    SubmitJob authorizes the job it creates (required), the queue (required) and the job
+    definition or its revision (Service Authorization Reference, AWS Batch actions), so all
+    three are named, and only with the env's tags in the request (Project, Environment).
+    Tagging at submit needs TagResource on the job. CancelJob and TerminateJob go on any job
+    of the account and region: the reference's actions table lists no condition key for
+    them (only its resource-types table gives ``job`` an ``aws:ResourceTag``), so a tag
+    condition could deny ``invoke kill`` on AWS; job ids are random UUIDs that only this env's
+    records hold. The Describe and List calls take no resource (``*``).
+    UpdateComputeEnvironment on the env's two environments only: ``verify --fix`` sets a
+    stuck ``desiredvCpus`` back to 0.
+    """
+    arn = f"arn:aws:batch:{region}:{account_id}"
+    names = spec_batch.names(env)
+    job = f"{arn}:job/*"
+    definition = f"{arn}:job-definition/{names['job_definition']}"
+    request_tags = {"StringEquals": project_env_condition(env, "aws:RequestTag")}
+    return [
+        allow(
+            "SubmitTaggedJobsToTheEnvQueue",
+            ["batch:SubmitJob", "batch:TagResource"],
+            [job, spec_batch.job_queue_arn(region, account_id, env), definition, f"{definition}:*"],
+            request_tags,
+        ),
+        allow("StopJobs", ["batch:CancelJob", "batch:TerminateJob"], job),
+        allow(
+            "ScaleDownTheEnvsComputeEnvironments",
+            ["batch:UpdateComputeEnvironment"],
+            [f"{arn}:compute-environment/{names[k]}" for k in ("spot", "on_demand")],
+        ),
+        allow("DescribeBatch", list(BATCH_DESCRIBE_ACTIONS), "*"),
+    ]
 
 
 def _run_instances_statement(
@@ -223,4 +271,5 @@ def operator_policy(scope: OperatorScope) -> dict[str, Any]:
             [f"{bucket_arn_}/{env_prefix(env)}*", f"{bucket_arn_}/{CACHED_DATASETS_PREFIX}*"],
         ),
         *debug_operator_statements(env, scope.debug_role_arn, region=region, account_id=account_id),
+        *(batch_operator_statements(env, region, account_id) if scope.batch else []),
     )

@@ -169,6 +169,9 @@ def _s3_statements(env: str, bucket_arn: str) -> list[dict[str, Any]]:
         ),
         allow("ReadWriteRunLogs", ["s3:GetObject", "s3:PutObject"], f"{bucket_arn}/{layout.logs_root(env)}*"),
         allow("ReadLaunchRequests", ["s3:GetObject"], f"{run}*/user-configs/*"),
+        # a run whose instance vanished in results_sync is released, not relaunched, once its
+        # sentinel says the results are whole (recovery.handler._unless_results_whole)
+        allow("ReadRunSentinels", ["s3:GetObject"], f"{run}*/_SUCCESS"),
         # A GetObject of a missing key answers 403 without ListBucket; the state store then
         # lists exactly that key to tell "absent" from "denied" (common.state_store).
         allow(
@@ -186,7 +189,8 @@ def recovery_role_policy(scope: RecoveryScope) -> dict[str, Any]:
     - the run lock ``{env}/system-state.json``: read, conditional write (claim, set the
       new instance, fail the run) and delete (release);
     - ``{env}/logs/*``: read and write (cleanup_status.json written by ``recovery``);
-      ``{env}/*/user-configs/*``: read (launch-request.json, the run spec);
+      ``{env}/*/user-configs/*``: read (launch-request.json, the run spec); ``{env}/*/_SUCCESS``:
+      read (a run whose instance vanished after finalize is released, not relaunched);
     - list the bucket under ``{env}/`` only;
     - relaunch as the operator's launch does (the same statements,
       :func:`infra.spec.operator_access.launch_statements`) and pass only the instance role

@@ -10,7 +10,8 @@ from safetensors.torch import save_file
 
 from bench import training
 from bench.core import Section, Settings
-from bench.training import TRAINER, UPSTREAM, WeightDiff, compare_files, compare_weights
+from bench.training import TRAINER, UPSTREAM
+from bench.weights import WeightDiff, compare_files, compare_weights, weights_table
 
 
 def _weights(**scale: float) -> dict[str, torch.Tensor]:
@@ -77,7 +78,7 @@ def test_overhead_is_the_extra_median_time_as_a_fraction():
 
 def test_the_weights_table_counts_identical_rounds_and_keeps_the_largest_difference():
     diffs = [WeightDiff(max_abs_diff=0.0, identical=True), WeightDiff(max_abs_diff=3e-8, identical=False)]
-    table = training.weights_table([("tiny", UPSTREAM, diffs)])
+    table = weights_table([("tiny", UPSTREAM, diffs)])
     assert table.rows == [["tiny", UPSTREAM, "1 of 2", 3e-8]]
 
 
@@ -105,6 +106,27 @@ def test_alternatives_run_interleaved_with_the_round_as_seed_and_pairs_compared(
     assert [d.identical for d in diffs[("a", "b")]] == [True, False]
 
 
+def test_an_alternative_with_a_round_limit_runs_in_the_first_rounds_only_and_pairs_only_where_both_ran(
+    tmp_path: Path,
+):
+    calls: list[tuple[str, int]] = []
+
+    def fn(name: str):
+        def run(seed: int) -> Path:
+            calls.append((name, seed))
+            path = tmp_path / f"{name}-{seed}.safetensors"
+            save_file({"w": torch.zeros(1)}, str(path))
+            return path
+
+        return run
+
+    times, diffs = training.interleaved(
+        {"a": fn("a"), "b": fn("b")}, 3, compare=[("a", "b")], limits={"b": 1}
+    )
+    assert calls == [("a", 0), ("b", 0), ("a", 1), ("a", 2)]
+    assert [len(times["a"]), len(times["b"])] == [3, 1] and len(diffs[("a", "b")]) == 1
+
+
 def test_the_notes_say_whether_the_targets_were_met():
     times = {TRAINER: [1.0, 1.0], UPSTREAM: [0.98, 1.02], "ck": [1.2, 1.2], "val": [1.1, 1.1]}
     same = [WeightDiff(max_abs_diff=0.0, identical=True)] * 2
@@ -124,7 +146,7 @@ def test_quick_and_full_plans_fit_their_budgets():
     quick = training.plan(Settings(quick=True, rounds=5, workdir=Path(".")))
     full = training.plan(Settings(quick=False, rounds=5, workdir=Path(".")))
     assert (quick.steps, quick.rounds, quick.fit_default_threads) == (20, 1, False)
-    assert (full.steps, full.rounds, full.thread_rounds) == (100, 5, 3)
+    assert (full.steps, full.rounds, full.side_rounds, full.thread_rounds) == (100, 5, 3, 2)
     assert full.steps % full.checkpoints == 0 and full.steps % full.validations == 0
 
 

@@ -115,3 +115,18 @@ def test_recovery_and_cost_limits_default_from_the_schema():
 def test_recovery_and_cost_limits_are_checked(instance, where):
     with pytest.raises(ConfigError, match=re.escape(where)):
         runspec.from_dict({"instance": instance})
+
+
+def test_a_batch_that_does_not_split_over_a_multi_gpu_type_is_refused_before_launch():
+    # g5.12xlarge carries 4 GPUs: each takes batch_size / 4 series a step, so 30 cannot be trained on all four
+    with pytest.raises(ConfigError, match=r"\$\.model\.batch_size: .*4 GPUs.*28 or 32.*g5\.12xlarge"):
+        runspec.from_dict({"instance": {"types": ["g5.xlarge", "g5.12xlarge"]}, "model": {"batch_size": 30}})
+    spec = runspec.from_dict({"instance": {"types": ["g5.12xlarge"]}, "model": {"batch_size": 32}})
+    assert spec.model.batch_size == 32
+    # a single-GPU type takes any batch
+    assert (
+        runspec.from_dict(
+            {"instance": {"types": ["g4dn.xlarge"]}, "model": {"batch_size": 30}}
+        ).model.batch_size
+        == 30
+    )

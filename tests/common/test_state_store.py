@@ -311,3 +311,93 @@ def test_release_when_the_lock_vanished_meanwhile_is_false(store, s3, bucket):
     snap = store.acquire(_doc())
     _on_delete(s3, lambda params: StateStore(s3, bucket, "dev").force_clear())
     assert store.release(snap.run_id) is False
+
+
+def test_sweep_members_each_hold_their_own_lock_beside_the_single_run(s3, bucket, clock):
+    single = StateStore(s3, bucket, "dev", clock=clock)
+    single.acquire(_doc(clock=clock))
+    members = [StateStore(s3, bucket, "dev", run_id=f"20261201-210502-00{n}", clock=clock) for n in (1, 2)]
+    for m in members:
+        m.acquire(_doc(run_id=m.key.split("/")[4], clock=clock))  # no LockHeldError: one lock per member
+    assert members[0].key == "dev/sweeps/20261201-210502/runs/20261201-210502-001/system-state.json"
+    assert [m.read().run_id for m in members] == ["20261201-210502-001", "20261201-210502-002"]
+    assert single.read().run_id == "20261125-140502"
+    with pytest.raises(LockHeldError) as info:  # a member's own lock is still a lock
+        members[0].acquire(_doc(run_id="20261201-210502-001", clock=clock))
+    assert info.value.run_id == "20261201-210502-001"
+    assert members[1].release("20261201-210502-002") is True
+    assert members[1].read() is None and members[0].read() is not None and single.read() is not None
+
+
+def _claimed_by(store, run_id, instance_id, *, attempt=2):
+    """The state as the recovery handler's relaunch left it: attempt ``attempt`` on ``instance_id``."""
+
+    def mutate(doc):
+        doc["instance_id"], doc["attempt"] = instance_id, attempt
+        return doc
+
+    return StateStore(store.s3, store.bucket, store.env, clock=store.clock).update(run_id, mutate)
+
+
+def test_a_holder_writes_while_the_state_names_its_instance_and_is_refused_once_another_attempt_took_over(
+    store,
+):
+    """An attempt terminated from outside runs on through its host's shutdown while the relaunch
+    works: before, its writes (``interrupted`` over the relaunch's ``data_sync``) landed, since the
+    run id alone decided."""
+    from common.state_store import TakenOverError
+
+    doc = _doc()
+    store.acquire(doc)
+    store.set_instance(doc["run_id"], instance_id="i-0first")
+    store.holder = "i-0first"
+    store.transition(doc["run_id"], RunStatus.DATA_SYNC)  # its own run: written
+    _claimed_by(store, doc["run_id"], "i-0second")
+    before = store.read()
+    with pytest.raises(TakenOverError, match=r"taken over \(attempt 2, on instance i-0second\).*i-0first"):
+        store.transition(doc["run_id"], RunStatus.INTERRUPTED)
+    with pytest.raises(TakenOverError):
+        store.release(doc["run_id"])
+    with pytest.raises(TakenOverError):
+        store.update_once(before, lambda d: d)
+    assert store.read() == before  # nothing written, nothing deleted
+    assert isinstance(TakenOverError("x"), NotHeldError)  # every caller's lock-lost path handles it
+
+
+def test_a_holder_is_refused_while_the_recovery_handler_claims_its_run(store):
+    from common.state_store import TakenOverError
+
+    doc = _doc()
+    store.acquire(doc)
+    store.set_instance(doc["run_id"], instance_id="i-0first")
+    store.holder = "i-0first"
+    _claimed_by(store, doc["run_id"], None)  # claimed: no instance until the relaunch records one
+    with pytest.raises(TakenOverError, match="claimed by the recovery handler"):
+        store.heartbeat(doc["run_id"], progress={"step": 1, "total_steps": 100})
+
+
+def test_without_a_holder_the_run_id_alone_decides(store):
+    """The control plane and the recovery handler write any attempt's state of their run."""
+    doc = _doc()
+    store.acquire(doc)
+    _claimed_by(store, doc["run_id"], "i-0second")
+    assert store.request_kill(doc["run_id"]).status is RunStatus.KILLED
+
+
+def test_an_acquire_that_keeps_meeting_a_lock_gone_by_the_read_gives_up_with_a_conflict(
+    store, s3, monkeypatch
+):
+    """Before: each 412 whose re-read found no lock retried with no bound (a recursion)."""
+    from botocore.exceptions import ClientError
+
+    from common.state_store import ConflictError
+
+    def taken(**kw):
+        raise ClientError(
+            {"Error": {"Code": "PreconditionFailed"}, "ResponseMetadata": {"HTTPStatusCode": 412}},
+            "PutObject",
+        )
+
+    monkeypatch.setattr(s3, "put_object", taken)  # every create meets a lock the read then misses
+    with pytest.raises(ConflictError, match="taken and released 9 times"):
+        store.acquire(_doc())

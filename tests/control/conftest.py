@@ -3,18 +3,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import requests
 
+from control.backend import Backend
 from control.local_backend import LocalBackend
 from control.local_instance import terminate_processes
 from control.localdir import PROJECT_ROOT, LocalDir, write_json
 from control.localenv import provision, stage_dataset
+from infra.outputs import StackOutputs, read_outputs
 
 INVOKE = str(Path(sys.executable).with_name("invoke"))
 
@@ -108,3 +113,128 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
 @pytest.fixture
 def error_line() -> Callable[[subprocess.CompletedProcess], str]:
     return one_line_error
+
+
+# ---------------------------------------------------------------- sweeps: moto's Batch
+# moto's Batch (``use_docker: false``) marks a submitted job SUCCEEDED at once and never runs it; AWS
+# keeps a job RUNNABLE until capacity comes, then STARTING and RUNNING. ``MotoBatch.hold`` puts a job
+# where AWS would have it (moto runs in this process), so cancellation is tested against AWS's states.
+
+ACCOUNT, REGION = "123456789012", "us-east-1"
+QUEUE, DEFINITION = "chronos-dev-batch-queue", "chronos-dev-batch-job"
+
+
+def batch_outputs(bucket: str, **batch: Any) -> StackOutputs:
+    base = read_outputs(
+        {
+            "bucket": bucket, "region": REGION, "env": "dev", "account_id": ACCOUNT,
+            "subnets_by_az": {"us-east-1a": "subnet-1"}, "security_group_id": "sg-1",
+            "launch_template_id": "lt-1",
+            "instance_profile_arn": f"arn:aws:iam::{ACCOUNT}:instance-profile/chronos-dev-instance",
+            "instance_role_arn": f"arn:aws:iam::{ACCOUNT}:role/chronos-dev-instance",
+            "operator_policy_arn": f"arn:aws:iam::{ACCOUNT}:policy/chronos-dev-operator",
+        }
+    )  # fmt: skip
+    return dataclasses.replace(base, **batch)
+
+
+def _create_batch(aws: Any) -> dict[str, str]:
+    """A compute environment, the job queue and the job definition, in moto (jobs never run)."""
+    requests.post(f"{aws.endpoint_url}/moto-api/config", json={"batch": {"use_docker": False}}, timeout=5)
+    batch, iam = aws.client("batch"), aws.client("iam")
+    role = iam.create_role(RoleName="batch-service", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    ce = batch.create_compute_environment(
+        computeEnvironmentName="chronos-dev-batch-spot", type="UNMANAGED", state="ENABLED", serviceRole=role
+    )
+    batch.create_job_queue(
+        jobQueueName=QUEUE, state="ENABLED", priority=1,
+        computeEnvironmentOrder=[{"order": 1, "computeEnvironment": ce["computeEnvironmentArn"]}],
+    )  # fmt: skip
+    jd = batch.register_job_definition(
+        jobDefinitionName=DEFINITION,
+        type="container",
+        parameters={"env": "dev", "run_id": "unset", "code_key": "unset"},
+        containerProperties={
+            "image": "chronos-trainer",
+            "command": ["bash", "-c", "true", "chronos-batch", "Ref::env", "Ref::run_id", "Ref::code_key"],
+            "resourceRequirements": [{"type": "VCPU", "value": "4"}, {"type": "MEMORY", "value": "15000"}],
+        },
+    )
+    return {
+        "queue": QUEUE,
+        "definition": jd["jobDefinitionArn"],
+        "compute_environment": "chronos-dev-batch-spot",
+    }
+
+
+def _moto_job(job_id: str) -> Any:
+    from moto.batch.models import batch_backends
+
+    return batch_backends[ACCOUNT][REGION]._jobs[job_id]
+
+
+def hold(job_id: str, status: str) -> None:
+    """Put a job in ``status`` as AWS would have it (queued, or on a host), not stopped."""
+    job = _moto_job(job_id)
+    job.status, job.job_stopped, job.stop = status, False, False
+
+
+def honour_stops(job_id: str) -> None:
+    """What AWS does after a CancelJob/TerminateJob moto only flagged: the job ends FAILED."""
+    job = _moto_job(job_id)
+    if job.stop:
+        job.status = "FAILED"
+
+
+class _MotoBackend(Backend):
+    """A backend on the test's moto whose stack has the Batch outputs (signs with the test keys)."""
+
+    name, local, device = "local", True, "cpu"
+
+    def __init__(self, aws: Any, outputs: StackOutputs) -> None:
+        super().__init__(session=aws.session(), endpoint_url=aws.endpoint_url)
+        self._outputs = outputs
+
+    def stack_outputs(self, env: str) -> StackOutputs:
+        return self._outputs
+
+
+class MotoBatch:
+    """The env's Batch resources in moto and the holds on its jobs (the ``moto_batch`` fixture)."""
+
+    def __init__(self, aws: Any) -> None:
+        made = _create_batch(aws)
+        self.aws = aws
+        self.queue, self.definition = made["queue"], made["definition"]
+        self.compute_environment = made["compute_environment"]
+        self.hold, self.honour_stops, self.outputs = hold, honour_stops, batch_outputs
+
+    def scale(self, desired: int) -> None:
+        """The compute environment at ``desired`` vCPUs, as Batch would have scaled it (moto never scales)."""
+        from moto.batch.models import batch_backends
+
+        for ce in batch_backends[ACCOUNT][REGION]._compute_environments.values():
+            if ce.name == self.compute_environment:
+                ce.env_type = "MANAGED"
+                ce.compute_resources = {
+                    "type": "SPOT",
+                    "minvCpus": 0,
+                    "maxvCpus": 16,
+                    "desiredvCpus": desired,
+                }
+
+    def backend(self, bucket: str) -> Backend:
+        """A backend whose stack exports this queue and job definition."""
+        outputs = batch_outputs(
+            bucket, batch_job_queue=self.queue, batch_job_definition=self.definition,
+            batch_spot_compute_environment=self.compute_environment,
+            batch_on_demand_compute_environment=self.compute_environment,
+            batch_job_role_arn=f"arn:aws:iam::{ACCOUNT}:role/chronos-dev-batch-job",
+        )  # fmt: skip
+        return _MotoBackend(self.aws, outputs)
+
+
+@pytest.fixture
+def moto_batch(local_aws) -> MotoBatch:
+    """The env's job queue and job definition in the test's moto (jobs are never executed)."""
+    return MotoBatch(local_aws)

@@ -102,3 +102,23 @@ def test_since_takes_minutes_hours_days_or_weeks(bad):
     assert parse_since("2w").days == 14 and parse_since("90m").total_seconds() == 5400
     with pytest.raises(ConfigError, match="30d, 12h, 90m or 2w"):
         parse_since(bad)
+
+
+def test_cost_sweep_sums_only_that_sweeps_members_whatever_since_says(s3, bucket, moto_batch):
+    backend = moto_batch.backend(bucket)
+    for run_id, price in (
+        ("20261001-090000-001", 0.40),
+        ("20261001-090000-002", 0.60),
+        ("20261001-090000", 1.0),
+    ):
+        one = [_attempt(1, "spot", "2026-10-01T09:00:00Z", "2026-10-01T10:00:00Z", price, "completed")]
+        _put(s3, bucket, run_id, _training(run_id, one, "2026-10-01T10:00:00+00:00"))
+    report = cost_report(backend, env="dev", since="1d", sweep="20261001-090000", clock=lambda: NOW)
+    assert [r.run_id for r in report.runs] == ["20261001-090000-002", "20261001-090000-001"]
+    assert report.total_usd == pytest.approx(1.0, abs=1e-4) and report.by_sweep() == {"20261001-090000": 1.0}
+    out = Console(record=True, width=200)
+    render.cost(out, report, as_json=False)
+    assert "sweep 20261001-090000: $1.0000" in out.export_text()
+    assert cost_report(backend, env="dev", since="30d", clock=lambda: NOW).runs == ()  # 2 months ago
+    with pytest.raises(ConfigError, match="--sweep: sweep id"):
+        cost_report(backend, env="dev", sweep="20261001-090000-001")

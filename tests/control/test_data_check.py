@@ -174,6 +174,28 @@ def test_a_non_parquet_object(s3, bucket):
     )
 
 
+@pytest.mark.parametrize("column", ["item_id", "timestamp"])
+def test_a_string_page_that_is_not_utf8_is_unreadable_parquet_naming_the_file(s3, bucket, column):
+    """Arrow checks a string page's UTF-8 only when asked: a flipped byte in one is the file's problem.
+
+    Found by the parquet fuzz test: the byte surfaced later as a UnicodeDecodeError (item ids) or an
+    ArrowException from pandas (timestamps), a traceback with no file named.
+    """
+    df = frame(items=2, length=30)
+    df["timestamp"] = df["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S")
+    buf = io.BytesIO()
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    pq.write_table(table, buf, compression="none", use_dictionary=False, write_statistics=False)
+    body = buf.getvalue()
+    value = df[column].iloc[31].encode()
+    at = body.index(value)  # the first copy is the data page's: the footer comes after the pages
+    put(s3, bucket, "part-0.parquet", body[:at] + b"\x96" + body[at + 1 :])
+    r = check_data(s3, bucket, spec())
+    assert len(r.errors) == 1, r.errors
+    assert r.errors[0].startswith(f"s3://{bucket}/{PREFIX}part-0.parquet: not readable parquet ("), r.errors
+    assert "UTF-8" in r.errors[0] or "utf8" in r.errors[0].lower(), r.errors
+
+
 def test_what_the_trainer_tolerates_is_not_an_error(s3, bucket):
     """Gaps, unsorted rows and short series are the trainer's to drop or fix: warnings at most."""
     df = frame(items=4, length=60)
@@ -217,6 +239,26 @@ def test_duplicate_timestamps_and_unparseable_strings(s3, bucket):
     put(s3, bucket, "part-0.parquet", df)
     (err,) = check_data(s3, bucket, spec()).errors
     assert "part-0.parquet: column 'timestamp' holds a value that is not a timestamp ('yesterday')" in err
+
+
+@pytest.mark.parametrize("kind", [pa.date32(), pa.timestamp("s")])
+def test_a_date_beyond_the_nanosecond_range_is_an_error_not_a_traceback(s3, bucket, kind):
+    """Found by make fuzz: a flipped byte in a date32 page made the year 47781, which fits arrow's
+    and pandas' second unit but overflowed the nanoseconds the trainer counts in."""
+    df = frame(items=2, length=30, freq="D")
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    stamps = table.column("timestamp").cast(pa.timestamp("s")).cast(kind).to_pylist()
+    stamps[5] = stamps[5].replace(year=9999)
+    table = table.set_column(table.schema.get_field_index("timestamp"), "timestamp", pa.array(stamps, kind))
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    put(s3, bucket, "part-0.parquet", buf.getvalue())
+    (err,) = check_data(s3, bucket, spec()).errors
+    assert (
+        f"s3://{bucket}/{PREFIX}part-0.parquet: column 'timestamp' holds a value that is not a timestamp"
+        in err
+    )
+    assert "out of the nanosecond range 1677-2262" in err and "9999" in err, err
 
 
 def test_daily_data_in_a_dst_time_zone_is_daily(s3, bucket):

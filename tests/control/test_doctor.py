@@ -489,7 +489,10 @@ def test_launch_runs_the_doctor_unless_skipped(backend, dev, monkeypatch):
     )
     assert later.result is not None
     StateStore(backend.clients().s3, dev["bucket"], "dev").release(later.result.run_id)
-    assert launch(backend, env="dev", dry_run=True).result is None  # a dry run never runs it
+    # a second later than both (the first launch's run id is its start second: on a fast machine the
+    # dry run came within it and was refused as a launch within the same second)
+    dry = launch(backend, env="dev", dry_run=True, clock=lambda: datetime.now(UTC) + timedelta(seconds=10))
+    assert dry.result is None  # a dry run never runs it
 
 
 def test_doctor_failed_error_is_one_line():

@@ -255,3 +255,43 @@ def test_an_instance_already_shutting_down_is_recorded_as_seen_not_as_terminated
     terminate = {a["action"]: a for a in _cleanup_doc(s3, bucket)["actions"]}["terminate"]
     assert terminate["status"] == "skipped" and terminate["error"] == "already shutting-down"
     assert terminate["observed"] == "DescribeInstances: shutting-down"
+
+
+def test_a_run_with_no_instance_recorded_has_its_tagged_instances_terminated(local_aws, bucket):
+    """The launch died between RunInstances and recording the instance: before, kill cleared the
+    lock and left the instance (tagged with the run id) billing until `invoke verify --fix`."""
+    from control.backend import Clients
+    from control.kill import Killer
+
+    s3, ec2 = local_aws.client("s3"), local_aws.client("ec2")
+    tags = common_tags.tag_list(common_tags.tags("dev", extra={"RunId": RUN_ID}))
+    other = common_tags.tag_list(common_tags.tags("dev", extra={"RunId": "20261125-090000"}))
+    batch = common_tags.tag_list(
+        common_tags.tags("dev", extra={"RunId": RUN_ID, common_tags.BATCH_HOST_KEY: "chronos-dev-spot"})
+    )
+
+    def launched(tag_list):
+        return ec2.run_instances(
+            ImageId="ami-03cf127a", MinCount=1, MaxCount=1,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tag_list}],
+        )["Instances"][0]["InstanceId"]  # fmt: skip
+
+    ours, foreign, host = launched(tags), launched(other), launched(batch)
+    store = StateStore(s3, bucket, "dev")
+    store.acquire(
+        new_state(env="dev", run_id=RUN_ID, market="spot", total_steps=10, now=iso(datetime.now(UTC)))
+    )
+    clock = _Clock()
+    killer = Killer(Clients(s3=s3, ec2=ec2, sts=None), bucket, "dev", sleep=clock.sleep, monotonic=clock)
+    result = killer.kill(grace_s=0, reason="test")
+
+    def state(iid):
+        return ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]["State"]["Name"]
+
+    assert result.instance_id == ours and result.terminated_by_control, result.actions
+    assert any(f"found {ours} by its RunId tag" in a for a in result.actions), result.actions
+    assert state(ours) == "terminated"
+    assert state(foreign) == "running" and state(host) == "running"  # another run's; Batch's own
+    assert store.read() is None
+    terminate = {a["action"]: a for a in _cleanup_doc(s3, bucket)["actions"]}["terminate"]
+    assert terminate["status"] == "succeeded" and terminate["resource"] == ours

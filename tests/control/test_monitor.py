@@ -116,7 +116,10 @@ def test_ended_run_outcome_comes_from_its_log(running):
 def test_no_run_yet(dev, local_aws, cli):
     proc = cli("monitor", "--env=dev", "--local")
     assert proc.returncode == 6
-    assert "no run in env 'dev' yet" in proc.stdout and "invoke launch --env=dev" in proc.stdout
+    # the advice alone, on stderr: it says why the exit code is not 0 (before, stdout also had a
+    # "run None none phase=None" line and a table of dashes)
+    assert "no run in env 'dev' yet" in proc.stderr and "invoke launch --env=dev" in proc.stderr
+    assert proc.stdout == "" and "None" not in proc.stderr, proc.stdout
 
 
 def test_cli_json_view_of_a_running_run(running, cli):
@@ -230,3 +233,18 @@ def test_the_final_view_says_when_fine_tuning_did_not_beat_zero_shot_and_still_s
     beaten = mon.poll()
     assert beaten.outcome is Outcome.SUCCEEDED and beaten.advice is None and beaten.beats_zero_shot is True
     assert "beats zero-shot" in _text(view_table(beaten)) and "NOT beat" not in _text(view_table(beaten))
+
+
+def test_plain_monitor_watches_single_runs_and_points_to_sweep_for_members(tmp_path, s3, bucket, moto_batch):
+    from datetime import UTC, datetime
+
+    from control.monitor import watch
+    from control.sweep import sweep
+
+    s3.put_object(Bucket=bucket, Key="cached-datasets/training-data/part-0.parquet", Body=b"PAR1")
+    grid = tmp_path / "sweep.toml"
+    grid.write_text('[grid]\n"model.seed" = [1]\n')
+    backend = moto_batch.backend(bucket)
+    sweep(backend, env="dev", grid_path=grid, clock=lambda: datetime(2026, 12, 1, 21, 5, 2, tzinfo=UTC))
+    (view,) = list(watch(backend, env="dev", follow=False))
+    assert view.outcome.exit_code == 6 and "invoke monitor --env=dev --sweep SWEEP_ID" in view.advice

@@ -166,3 +166,25 @@ def test_a_run_from_before_the_evaluation_lists_without_it(s3, bucket):
     listed = _text(runs_table([run], "dev"))
     assert "0.0310" in listed and "WORSE" not in listed and "better" not in listed
     assert "no runs yet" in _text(runs_table([], "dev"))
+
+
+def test_runs_lists_sweep_members_with_their_sweep_and_own_live_state(tmp_path, s3, bucket, moto_batch):
+    from datetime import UTC, datetime
+
+    from control.runs import list_runs
+    from control.sweep import sweep
+
+    s3.put_object(Bucket=bucket, Key="cached-datasets/training-data/part-0.parquet", Body=b"PAR1")
+    grid = tmp_path / "sweep.toml"
+    grid.write_text('[grid]\n"model.seed" = [1, 2]\n')
+    backend = moto_batch.backend(bucket)
+    sweep(backend, env="dev", grid_path=grid, clock=lambda: datetime(2026, 12, 1, 21, 5, 2, tzinfo=UTC))
+    found = list_runs(backend, env="dev")
+    assert [(r.run_id, r.sweep_id, r.status, r.active) for r in found] == [
+        ("20261201-210502-002", "20261201-210502", "initialization", True),
+        ("20261201-210502-001", "20261201-210502", "initialization", True),
+    ]  # each from its own state file: the env's single-run lock is free
+    from control.cli.tables import runs_table
+
+    assert "20261201-210502" in _text(runs_table(found, "dev")).split("20261201-210502-002", 1)[1]
+    assert found[0].to_dict()["sweep_id"] == "20261201-210502"

@@ -1,7 +1,8 @@
 """Hypothesis profiles for the property-based tests, and the count of examples they ran.
 
 ``ci`` (the default: ``make test``, CI) keeps the whole folder well under a minute on a
-loaded core; ``fuzz`` (``make fuzz``, ``HYPOTHESIS_PROFILE=fuzz``) multiplies every test's
+loaded core and draws the same examples each run; ``fuzz`` (``make fuzz``,
+``HYPOTHESIS_PROFILE=fuzz``) multiplies every test's
 examples so the folder runs at least :data:`FUZZ_MINIMUM` in all, and fails the session
 when it ran fewer. Each test scales its own ``max_examples`` with :func:`fuzzkit.scaled`
 (a slow example, one that starts an ``invoke`` task, gets fewer). Every example is
@@ -24,7 +25,6 @@ import fuzzkit  # noqa: E402
 FUZZ_MINIMUM = 10_000
 _COMMON = dict(
     deadline=None,  # the machine is loaded: time is not a property
-    derandomize=False,
     print_blob=True,
     suppress_health_check=[
         HealthCheck.too_slow,
@@ -32,8 +32,13 @@ _COMMON = dict(
         HealthCheck.data_too_large,
     ],
 )
-settings.register_profile("ci", max_examples=fuzzkit.CI_EXAMPLES, **_COMMON)
-settings.register_profile("fuzz", max_examples=fuzzkit.CI_EXAMPLES * fuzzkit.FUZZ_FACTOR, **_COMMON)
+# ``ci`` draws the same examples every run (derandomize): a red CI then means the change broke
+# something, not that this run's random draw found an old bug (two CI runs were red for that).
+# The search for new cases is ``make fuzz``'s, with fresh random examples each time.
+settings.register_profile("ci", max_examples=fuzzkit.CI_EXAMPLES, derandomize=True, **_COMMON)
+settings.register_profile(
+    "fuzz", max_examples=fuzzkit.CI_EXAMPLES * fuzzkit.FUZZ_FACTOR, derandomize=False, **_COMMON
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 

@@ -20,7 +20,7 @@ from reliability import record
 
 # -- how many examples: the ci profile's, times FUZZ_FACTOR under the fuzz profile -------------------
 CI_EXAMPLES = 40  # the ci profile's max_examples (a test's own count is scaled from it)
-FUZZ_FACTOR = 20
+FUZZ_FACTOR = 10  # make fuzz: ~14,000 examples in all (the cheap tests get more, see their fuzz=)
 
 
 def scaled(n: int, *, fuzz: int | None = None) -> int:

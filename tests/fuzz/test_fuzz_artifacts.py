@@ -110,4 +110,6 @@ def test_the_run_history_summarises_a_run_whatever_its_documents_hold(data, aws)
     for as_json in (False, True):
         render.runs(Console(file=io.StringIO(), width=200), [summary], env="dev", as_json=as_json)
     view = Monitor(aws, BUCKET, "dev", clock=lambda: NOW).poll()  # no state file: the newest run, ended
-    assert view.outcome is not Outcome.RUNNING and view.run_id == run_id
+    assert view.outcome is not Outcome.RUNNING
+    if set(fates.values()) != {"drop"}:  # a run with every document dropped left no trace to find
+        assert view.run_id == run_id

@@ -169,6 +169,7 @@ def _objects(provisioned) -> int:
 @given(args=st.one_of(launch_args(), other_args()))
 @example(args=["runs", "--local", "--env=dev", "--limit=1e9"])  # invoke's int() was a traceback
 @example(args=["monitor", "--local", "--env=dev", "--interval=soon"])
+@example(args=["monitor", "--local", "--env=dev", "--interval=1e9"])  # no run: exit 6 said nothing on stderr
 @example(
     args=["launch", "--local", "--env=dev", "--market=", "--skip-doctor"]
 )  # "" meant "not given": it launched

@@ -223,3 +223,44 @@ def test_a_file_whose_data_pages_are_damaged_is_refused_in_one_line(at, tmp_path
     path.write_bytes(bytes(body))
     with pytest.raises(DataValidationError, match="part-0.parquet"):
         load_dataset([path], _spec("h").data, prediction_length=4, backtest_windows=1)
+
+
+def _with_covariate(n: int = 40) -> bytes:
+    """Hourly data with a string covariate, written plain (no dictionary, no compression), so a
+    value's bytes and the column names lie in the file as written."""
+    ns = (int(START.timestamp()) + np.arange(n, dtype=np.int64) * 3600) * 10**9
+    table = pa.table({"item_id": ["a"] * n, "timestamp": pa.array(ns, pa.timestamp("ns", tz="UTC")),
+                      "target": np.sin(np.arange(n) / 3.0), "temperature": ["0.9954"] * n})  # fmt: skip
+    out = io.BytesIO()
+    pq.write_table(table, out, compression="none", use_dictionary=False)
+    return out.getvalue()
+
+
+def test_a_string_value_that_is_not_utf8_is_refused_in_one_line_naming_the_file(tmp_path):
+    """Found by the random loader test: a flipped byte inside a string column's page passed the
+    read and raised UnicodeDecodeError (no file named) when the labels were built."""
+    fuzzkit.example()
+    path = tmp_path / "part-0.parquet"
+    path.write_bytes(_with_covariate().replace(b"0.9954", b"0.\xc6954"))
+    spec = _spec("h", extra=("temperature",))
+    with pytest.raises(DataValidationError, match="part-0.parquet") as caught:
+        load_dataset([path], spec.data, prediction_length=4, backtest_windows=1)
+    fuzzkit.one_line(str(caught.value))
+
+
+@pytest.mark.parametrize("copy", ("schema", "row-group"))
+def test_a_footer_column_name_that_is_not_utf8_is_a_problem_of_its_file_not_a_crash(copy, s3):
+    """Found by the random data-check test: a column name in the footer flipped to bytes that are
+    not UTF-8 raised UnicodeDecodeError opening the file (the schema's copy) or sampling it (the
+    row group's copy, its path_in_schema)."""
+    fuzzkit.example()
+    body = _with_covariate()
+    at = body.find(b"item_id") if copy == "schema" else body.rfind(b"item_id")
+    spec = _spec("h")
+    key = f"{spec.data.prefix}part-0.parquet"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=body[:at] + b"\x96tem_id" + body[at + 7 :])
+    result = check_data(s3, BUCKET, spec)
+    assert not result.ok
+    [error] = [e for e in result.errors if "utf-8" in e.lower()]
+    fuzzkit.one_line(error)
+    assert f"s3://{BUCKET}/{key}" in error, error

@@ -108,7 +108,7 @@ def aws(local_aws):
 
 
 @pytest.mark.row(ROW_BYTES)
-@settings(max_examples=fuzzkit.scaled(200))
+@settings(max_examples=fuzzkit.scaled(200, fuzz=3000))  # ~4 ms an example
 @given(body=st.one_of(st.sampled_from(VALID).flatmap(fuzzkit.damaged_bytes), st.binary(max_size=100)))
 def test_any_bytes_are_a_valid_state_or_one_line_naming_the_state_file(body):
     fuzzkit.example()
@@ -124,7 +124,7 @@ def test_any_bytes_are_a_valid_state_or_one_line_naming_the_state_file(body):
 
 
 @pytest.mark.row(ROW_BYTES)
-@settings(max_examples=fuzzkit.scaled(200))
+@settings(max_examples=fuzzkit.scaled(200, fuzz=3000))  # ~4 ms an example
 @given(doc=st.sampled_from(VALID).flatmap(lambda v: fuzzkit.mutated(v)))
 def test_a_mutated_state_document_is_valid_or_refused_with_its_json_path(doc):
     fuzzkit.example()
@@ -135,7 +135,8 @@ def test_a_mutated_state_document_is_valid_or_refused_with_its_json_path(doc):
         line = fuzzkit.one_line(str(exc))
         assert LOCATION in line and fuzzkit.names_a_path(line), line
         return
-    assert parsed == doc
+    # the same document back; compared as JSON, since a NaN (a diverged loss) is never == itself
+    assert json.dumps(parsed, sort_keys=True) == json.dumps(doc, sort_keys=True)
 
 
 @pytest.mark.row(ROW_DOC)

@@ -50,6 +50,11 @@ def _fake_arn(type_token: str, inputs: dict[str, Any], rid: str) -> str:
         "aws:ec2/vpc:Vpc": f"{ec2}:vpc/{rid}",
         "aws:ec2/securityGroup:SecurityGroup": f"{ec2}:security-group/{rid}",
         "aws:ec2/subnet:Subnet": f"{ec2}:subnet/{rid}",
+        "aws:batch/computeEnvironment:ComputeEnvironment": (
+            f"arn:aws:batch:{REGION}:{ACCOUNT}:compute-environment/{name}"
+        ),
+        "aws:batch/jobQueue:JobQueue": f"arn:aws:batch:{REGION}:{ACCOUNT}:job-queue/{name}",
+        "aws:batch/jobDefinition:JobDefinition": f"arn:aws:batch:{REGION}:{ACCOUNT}:job-definition/{name}",
     }
     return arns.get(type_token, f"arn:aws:mock:::{rid}")
 
@@ -69,6 +74,10 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.ids[args.name] = rid
         state = dict(args.inputs)
         state.setdefault("arn", _fake_arn(args.typ, args.inputs, rid))
+        if args.typ == "aws:ec2/launchTemplate:LaunchTemplate":
+            state.setdefault("latestVersion", 1)  # computed by AWS: the first version
+        if args.typ == "aws:batch/jobDefinition:JobDefinition":
+            state.setdefault("arnPrefix", state["arn"])
         return rid, state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict:

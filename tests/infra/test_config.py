@@ -31,6 +31,9 @@ def test_every_key_is_parsed() -> None:
         "budget_monthly_usd": "250.5",
         "debug_profile": "true",
         "notify_email": "runs@example.com",
+        "batch": "yes",
+        "batch_max_vcpus": "64",
+        "batch_image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/chronos:1",
     }
     assert set(raw) == set(CONFIG_KEYS)
     cfg = parse_config(raw, default_env="dev")
@@ -39,6 +42,8 @@ def test_every_key_is_parsed() -> None:
     assert cfg.budget_enabled
     assert cfg.debug_profile
     assert (cfg.notify_email, cfg.notify_enabled) == ("runs@example.com", True)
+    assert (cfg.batch, cfg.batch_max_vcpus) == (True, 64)
+    assert cfg.batch_image == "123456789012.dkr.ecr.us-east-1.amazonaws.com/chronos:1"
 
 
 def test_notifications_are_off_unless_an_email_is_set() -> None:

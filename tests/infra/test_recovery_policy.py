@@ -115,13 +115,22 @@ def test_the_handler_reads_and_writes_run_logs_but_deletes_none() -> None:
     [
         f"{RUN}checkpoints/checkpoint-40/model.safetensors",  # the trainer's, not the handler's
         f"{RUN}models/model.safetensors",
-        f"{RUN}_SUCCESS",
         "cached-datasets/training-data/a.parquet",
     ],
 )
 def test_the_handler_touches_no_run_artifacts_nor_the_datasets(key: str) -> None:
     for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
         assert not allowed(POLICY, Request(action, _object(key)))
+
+
+def test_the_handler_reads_its_envs_sentinels_and_writes_none() -> None:
+    """A run whose instance vanished after finalize is released, not relaunched, once its
+    ``_SUCCESS`` says the results are whole: the handler reads the sentinel, never writes it."""
+    assert allowed(POLICY, Request("s3:GetObject", _object(f"{RUN}_SUCCESS")))
+    for action in ("s3:PutObject", "s3:DeleteObject"):
+        assert not allowed(POLICY, Request(action, _object(f"{RUN}_SUCCESS")))
+    assert not allowed(POLICY, Request("s3:GetObject", _object("prod/2026/11/25-140502/_SUCCESS")))
+    assert not allowed(POLICY, Request("s3:GetObject", _object(f"{RUN}_FAILED_UPLOAD")))
 
 
 def test_the_handler_lists_only_under_its_env() -> None:

@@ -134,3 +134,72 @@ def test_a_log_group_that_keeps_logs_forever_fails_the_check() -> None:
     assert found == [
         "aws:cloudwatch/logGroup:LogGroup without a retention keeps (and bills) its logs forever"
     ]
+
+
+# ------------------------------------------------------------------ AWS Batch (sweeps)
+
+BATCH = StackConfig(env="dev", batch=True, budget_email="alerts@example.com")
+BATCH_TYPES = {
+    "aws:batch/computeEnvironment:ComputeEnvironment",
+    "aws:batch/jobQueue:JobQueue",
+    "aws:batch/jobDefinition:JobDefinition",
+}
+
+
+def _extra_environment(**compute: Any) -> Callable[[], dict[str, Any]]:
+    """The batch stack plus one more managed environment with ``compute`` in its resources."""
+
+    def program() -> dict[str, Any]:
+        outputs = build_stack(BATCH)
+        aws.batch.ComputeEnvironment(
+            "warm-pool",
+            type="MANAGED",
+            compute_resources={
+                "type": "EC2",
+                "max_vcpus": 16,
+                "instance_types": ["g5.xlarge"],
+                "subnets": ["subnet-1"],
+                "security_group_ids": ["sg-1"],
+                "instance_role": "arn:aws:iam::123456789012:instance-profile/x",
+                **compute,
+            },
+        )
+        return outputs
+
+    return program
+
+
+def test_the_batch_stack_passes_with_its_queue_job_definition_and_idle_free_environments() -> None:
+    declared = run_program(lambda: build_stack(BATCH), RecordingMocks())
+    assert violations(declared) == []
+    assert {r.typ for r in declared.resources} >= BATCH_TYPES
+
+
+def test_a_compute_environment_with_min_vcpus_0_and_no_desired_passes() -> None:
+    assert violations(run_program(_extra_environment(min_vcpus=0), RecordingMocks())) == []
+    assert violations(run_program(_extra_environment(min_vcpus=0, desired_vcpus=0), RecordingMocks())) == []
+
+
+def test_a_compute_environment_with_min_vcpus_above_0_is_rejected_with_the_reason() -> None:
+    found = violations(run_program(_extra_environment(min_vcpus=4), RecordingMocks()))
+    assert found == [
+        "aws:batch/computeEnvironment:ComputeEnvironment with minVcpus 4.0 keeps instances (and bills) "
+        "while no job runs"
+    ]
+
+
+def test_a_compute_environment_with_desired_vcpus_above_0_is_rejected_with_the_reason() -> None:
+    found = violations(run_program(_extra_environment(min_vcpus=0, desired_vcpus=8), RecordingMocks()))
+    assert found == [
+        "aws:batch/computeEnvironment:ComputeEnvironment with desiredVcpus 8.0 keeps instances (and bills) "
+        "while no job runs"
+    ]
+
+
+def test_a_scale_down_delay_is_rejected_as_idle_instances_that_bill() -> None:
+    inputs = {"computeResources": {"minvCpus": 0, "scalingPolicy": {"minScaleDownDelayMinutes": 20}}}
+    found = spec_zero_idle.idle_cost_violations([("aws:batch/computeEnvironment:ComputeEnvironment", inputs)])
+    assert found == [
+        "aws:batch/computeEnvironment:ComputeEnvironment with a scale-down delay of 20 min keeps idle "
+        "instances that bill"
+    ]

@@ -301,3 +301,65 @@ def test_an_old_instance_event_after_the_relaunch_changes_nothing(cloud, start_r
         Action.NOTHING
     ]
     assert len(cloud.launched) == 1
+
+
+def test_an_aws_batch_host_is_left_to_batch_its_end_and_its_age_change_nothing(cloud, start_run, clock):
+    from recovery.cloud import InstanceInfo
+
+    start_run(max_runtime=600)
+    other = "20261124-100000-001"  # a sweep member's run id, in case a host carried one
+    cloud.write_json(RunPaths(env=ENV, run_id=other).run_spec, {"instance": {"max_runtime": "1h"}})
+    cloud.add_instance("i-batchhost", run_id=other, age_s=2 * 3600)
+    info = cloud.instances["i-batchhost"]
+    cloud.instances["i-batchhost"] = InstanceInfo(**{**info.__dict__, "batch_host": True})
+    out = handle(event("schedule", None), cloud, clock=clock)
+    # past "its" max runtime, but the host is Batch's (its job has Batch's attempt timeout)
+    assert Action.TERMINATED not in _actions(out) and cloud.terminated == []
+    cloud.end_instance("i-batchhost")
+    assert handle(event("instance_ended", "i-batchhost", "ev-b"), cloud, clock=clock) == []
+    assert cloud.launched == [] and _state(cloud)["status"] == "training"
+
+
+def test_a_batch_jobs_state_is_never_relaunched_by_the_handler(cloud, start_run, clock):
+    start_run(
+        batch={"sweep_id": "20261125-140502", "job_id": "j-1", "job_queue": "q", "job_definition": "jd"}
+    )
+    cloud.end_instance("i-0001")
+    out = handle(event("instance_ended"), cloud, clock=clock)
+    assert _actions(out) == [Action.NOTHING] and "Batch's retry strategy" in out[0].reason
+    assert cloud.launched == []
+
+
+def _sentinel(cloud, completion):
+    import json
+
+    key = RunPaths(env=ENV, run_id=RUN).success
+    doc = {"run_id": RUN, "completion_status": completion, "status": "success"}
+    cloud.store(ENV).s3.put_object(Bucket=cloud.store(ENV).bucket, Key=key, Body=json.dumps(doc).encode())
+
+
+def test_an_instance_gone_in_results_sync_after_a_normal_sentinel_is_released_not_relaunched(
+    cloud, start_run, clock
+):
+    """Finalize writes the sentinel last: the results are whole, only the cleanup was left. Before,
+    a new instance was launched (and paid for) only to fail on "this run already finished normally"."""
+    start_run(RunStatus.RESULTS_SYNC)
+    _sentinel(cloud, "normal")
+    cloud.end_instance("i-0001")
+    out = handle(event("instance_ended"), cloud, clock=clock)
+    assert _actions(out) == [Action.RELEASED] and cloud.launched == []
+    assert "the results are whole" in out[0].reason and "_SUCCESS (completed)" in out[0].reason
+    assert _state(cloud) is None
+    status = cloud.read_json(RunPaths(env=ENV, run_id=RUN).cleanup_status)
+    assert status["written_by"] == "recovery" and status["state_file_removed"] is True
+
+
+@pytest.mark.parametrize("completion", ["interrupted", None])
+def test_an_instance_gone_in_results_sync_without_a_normal_sentinel_is_relaunched(
+    cloud, start_run, clock, completion
+):
+    start_run(RunStatus.RESULTS_SYNC)
+    if completion is not None:
+        _sentinel(cloud, completion)
+    cloud.end_instance("i-0001")
+    assert _actions(handle(event("instance_ended"), cloud, clock=clock)) == [Action.RELAUNCHED]

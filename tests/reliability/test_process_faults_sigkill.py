@@ -32,8 +32,11 @@ def test_a_sigkill_in_every_phase_is_recovered_and_the_run_succeeds(world):
     run = world.launch(H.matrix_spec(steps=30, recoveries=len(SIGKILL_PHASES), checkpoint_interval=10))
     hit: set[str] = set()
     before: dict[str, str] = {}
-    for phase in SIGKILL_PHASES:
-        injected = inject_at(world, run, phase, "sigkill", previous=hit)
+    armed = None  # each next phase's hold is armed before the fault (the relaunch can outrun it)
+    for i, phase in enumerate(SIGKILL_PHASES):
+        then = SIGKILL_PHASES[i + 1] if i + 1 < len(SIGKILL_PHASES) else None
+        injected = inject_at(world, run, phase, "sigkill", previous=hit, hold=armed, then=then)
+        armed = injected.next_hold
         hit.add(injected.instance_id)
         before.update(injected.before)
         if phase == "evaluation":  # training was done: the next attempt resumes at its last checkpoint

@@ -83,14 +83,17 @@ def test_a_launch_killed_after_run_instances_is_found_and_accounted_for(world):
     again = world.invoke(
         "launch", "--env=dev", "--local", f"--spec={world.write_spec(H.matrix_spec(), 'again')}"
     )
-    message = _one_line_refusal(again, run_id, iid, "invoke kill --env=dev", VERIFY_FIX)
+    message = _one_line_refusal(
+        again, run_id, iid, "`invoke kill --env=dev` terminates the instance and releases the lock"
+    )
     record.note("control-death@launch", f"the next launch said: {message}")
     assert len(_run_instances(world)) == 1  # the refused launch started nothing
 
     _, orphans = _verify(world)
     assert [(f.kind, f.resource, f.run_id) for f in orphans] == [("instance", iid, run_id)], orphans
-    killed = world.invoke("kill", "--env=dev", "--local")  # what the refusal said, in order
+    killed = world.invoke("kill", "--env=dev", "--local")  # what the refusal said
     assert killed.returncode == 0 and world.state() is None, killed.stdout
+    assert world.billing(run_id) == [], killed.stdout  # kill found the instance by its RunId tag
     fixed, _ = _verify(world, fix=True)
     assert fixed.final.clean and world.billing(run_id) == [], fixed.final
     _, orphans = _verify(world)

@@ -289,3 +289,19 @@ def test_one_transient_error_does_not_lose_the_last_trainer_log(local_aws: Any, 
     assert cleanup.run().succeeded and left["n"] == 0
     body = local_aws.client("s3").get_object(Bucket=bucket, Key=PATHS.logs + "trainer.log")["Body"].read()
     assert body == b"last words\n"
+
+
+def test_a_batch_job_releases_its_lock_and_leaves_the_host_to_batch(
+    local_aws: Any, bucket: str, tmp_path: Path
+):
+    """No poweroff as an AWS Batch job: recorded skipped (not 'requested'), the host still runs."""
+    from trainer.instance import BatchOwnsTheHost
+
+    cleanup, store, instance_id, errors = make(local_aws, bucket, tmp_path, poweroff=BatchOwnsTheHost())
+    assert cleanup.run().succeeded
+    assert store.read() is None
+    doc = status_doc(local_aws.client("s3"), bucket)
+    poweroff = {a["action"]: a for a in doc["actions"]}["poweroff (batch)"]
+    assert poweroff["status"] == "skipped" and "AWS Batch owns the host" in (poweroff["observed"] or "")
+    state = local_aws.client("ec2").describe_instances(InstanceIds=[instance_id])["Reservations"][0]
+    assert state["Instances"][0]["State"]["Name"] == "running" and errors.records() == []

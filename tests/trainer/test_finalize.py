@@ -5,6 +5,7 @@ Time is a fake clock (``clock`` fixture): the sentinel's ``finalized_at`` is exa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -154,6 +155,57 @@ def test_finalize_twice_the_second_is_a_no_op_without_any_upload(s3: Any, bucket
     second = do_finalize(transfers, record, outputs, tmp_path)
     assert second.noop and second.succeeded
     assert writes.keys == []
+
+
+def _finalize_as(transfers, record, tmp_path, attempt, completion=CompletionStatus.NORMAL, name="a"):
+    (tmp_path / name).mkdir()
+    return finalize(
+        transfers=transfers,
+        paths=PATHS,
+        record=record,
+        outputs=make_outputs(tmp_path / name),
+        ending=dataclasses.replace(ending(completion), attempt=attempt),
+        lock_path=tmp_path / "finalize.lock",
+    )
+
+
+def test_a_later_attempt_finalizes_over_an_earlier_attempts_late_sentinel_of_an_unfinished_run(
+    s3: Any, bucket: str, tmp_path: Path
+):
+    """Attempt 1, terminated from outside, wrote its ``interrupted`` sentinel in its shutdown grace
+    after attempt 2's data_sync had cleared the previous one: attempt 2's finalize was a no-op and
+    its results never went up (the window the fault matrix's terminate column left open)."""
+    transfers, record, _ = setup(s3, bucket)
+    assert _finalize_as(transfers, record, tmp_path, 1, CompletionStatus.INTERRUPTED, "first").succeeded
+    late = validate("sentinel", read(s3, bucket, PATHS.success))
+    assert (late["attempt"], late["completion_status"]) == (1, "interrupted")
+    _, second_record, _ = setup(s3, bucket)
+    result = _finalize_as(transfers, second_record, tmp_path, 2, name="second")
+    assert result.succeeded and not result.noop
+    done = validate("sentinel", read(s3, bucket, PATHS.success))
+    assert (done["attempt"], done["completion_status"]) == (2, "normal")
+    assert read(s3, bucket, PATHS.training_log)["completion_status"] == "normal"
+
+
+@pytest.mark.parametrize(
+    ("first", "completion", "again"),
+    [
+        (1, CompletionStatus.NORMAL, 2),  # the run finished: a later attempt changes nothing
+        (2, CompletionStatus.INTERRUPTED, 2),  # the same attempt finalizing twice
+        (None, CompletionStatus.INTERRUPTED, 2),  # a sentinel from before the field: final
+    ],
+)
+def test_a_sentinel_of_a_finished_run_or_of_this_attempt_keeps_finalize_a_no_op(
+    s3: Any, bucket: str, tmp_path: Path, first, completion, again
+):
+    transfers, record, _ = setup(s3, bucket)
+    assert _finalize_as(transfers, record, tmp_path, first, completion, "first").succeeded
+    before = read(s3, bucket, PATHS.success)
+    writes = Writes(s3)
+    _, second_record, _ = setup(s3, bucket)
+    assert _finalize_as(transfers, second_record, tmp_path, again, name="second").noop
+    assert writes.keys == [] and read(s3, bucket, PATHS.success) == before
+    assert ("attempt" in before) is (first is not None)
 
 
 def test_an_upload_that_fails_after_every_retry_leaves_failed_upload(

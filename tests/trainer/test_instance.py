@@ -119,4 +119,5 @@ def test_shutdown_in_both_modes_api_only_outside_a_local_instance():
     assert select_poweroff(local=True, ec2=object(), environ=on_instance).name == "shutdown"
     # a local trainer started by a test, not by a local instance: never this machine's shutdown
     assert select_poweroff(local=True, ec2=object(), environ={}).name == "api"
-    assert set(POWEROFF_STRATEGIES) == {"api", "shutdown"}
+    assert select_poweroff(local=True, ec2=object(), environ=on_instance, batch=True).name == "batch"
+    assert set(POWEROFF_STRATEGIES) == {"api", "shutdown", "batch"}

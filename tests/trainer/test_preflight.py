@@ -58,7 +58,7 @@ class _FakeTorch:
 
     __version__ = "2.13.0"
 
-    def __init__(self, available: bool) -> None:
+    def __init__(self, available: bool, *, gpus: int = 1, nccl: bool = True) -> None:
         from types import SimpleNamespace
 
         props = SimpleNamespace(name="NVIDIA H200", total_memory=143_771_287_552)
@@ -66,8 +66,9 @@ class _FakeTorch:
         self.cuda = SimpleNamespace(
             is_available=lambda: available,
             get_device_properties=lambda index: props,
-            device_count=lambda: 1,
+            device_count=lambda: gpus,
         )
+        self.distributed = SimpleNamespace(is_available=lambda: True, is_nccl_available=lambda: nccl)
 
 
 @pytest.mark.row("records-gpu-preflight-injected")
@@ -83,7 +84,24 @@ def test_the_real_cuda_probe_reads_torch(monkeypatch: pytest.MonkeyPatch, availa
             _torch_cuda()
         assert info.value.details == {"check": "torch.cuda", "torch": "2.13.0"}
         return
-    assert _torch_cuda() == {"gpu": "NVIDIA H200", "gpu_memory_mib": 137110, "gpu_count": 1, "cuda": "12.8"}
+    assert _torch_cuda() == {
+        "gpu": "NVIDIA H200", "gpu_memory_mib": 137110, "gpu_count": 1, "cuda": "12.8", "nccl": True,
+    }  # fmt: skip
+
+
+def test_several_gpus_without_nccl_are_terminal_before_training(monkeypatch: pytest.MonkeyPatch):
+    import sys
+
+    from trainer.preflight import _torch_cuda, data_parallel_problem
+
+    monkeypatch.setitem(sys.modules, "torch", _FakeTorch(True, gpus=4, nccl=False))
+    with pytest.raises(TerminalError, match="4 GPUs but this torch build has no NCCL") as info:
+        _torch_cuda()
+    assert info.value.details == {"check": "nccl", "gpu_count": 4}
+    assert "\n" not in str(info.value)
+    monkeypatch.setitem(sys.modules, "torch", _FakeTorch(True, gpus=4, nccl=True))
+    assert _torch_cuda()["gpu_count"] == 4
+    assert data_parallel_problem(1, nccl=False) is None  # one GPU, one process: no NCCL needed
 
 
 def test_missing_nvidia_smi_is_named():

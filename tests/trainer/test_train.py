@@ -333,3 +333,33 @@ def test_tiny_model_beats_seasonal_naive_on_synthetic_data(tmp_path: Path) -> No
     scores = evaluate(result.final_model_dir, dataset.test_windows[-1])
     assert scores["model_wql"] < 0.8 * scores["seasonal_naive_wql"], scores
     assert scores["model_mase"] < scores["seasonal_naive_mase"], scores
+
+
+def test_the_training_loop_runs_with_the_heap_frozen_and_unfreezes_it_after(inputs, tmp_path: Path) -> None:
+    """The heap before the loop is out of the collector's scans while training
+    (trainer.finetune.frozen_heap)."""
+    import gc
+
+    from transformers import TrainerCallback
+
+    frozen_at: list[int] = []
+
+    class Probe(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            frozen_at.append(gc.get_freeze_count())
+
+    assert gc.get_freeze_count() == 0
+    train("tiny", inputs, _config(tmp_path, num_steps=3), hooks=TrainHooks(callbacks=[Probe()]))
+    assert len(frozen_at) == 3 and min(frozen_at) > 100_000, frozen_at  # torch and transformers at least
+    assert gc.get_freeze_count() == 0
+
+
+def test_the_heap_is_unfrozen_when_training_raises() -> None:
+    import gc
+
+    from trainer.finetune import frozen_heap
+
+    with pytest.raises(RuntimeError), frozen_heap():
+        assert gc.get_freeze_count() > 0
+        raise RuntimeError("the loop failed")
+    assert gc.get_freeze_count() == 0

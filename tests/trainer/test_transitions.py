@@ -57,3 +57,35 @@ def test_a_phase_status_not_written_while_the_run_finishes_is_not_logged_as_writ
         state.advance(RunStatus.RESULTS_SYNC)
     assert "status -> results_sync" not in caplog.text
     assert "status results_sync not written" in caplog.text
+
+
+def test_a_final_status_of_an_attempt_another_took_over_is_not_written_and_reads_as_recovering(state):
+    """Before: the terminated attempt's ``interrupted`` landed over the relaunched attempt's
+    ``data_sync``; that attempt then failed on an illegal transition and the run ended failed."""
+
+    def relaunched(doc):
+        doc["instance_id"], doc["attempt"] = "i-0second", 2
+        return doc
+
+    state.store.set_instance(RUN_ID, instance_id="i-0first")
+    state.store.holder = "i-0first"
+    StateStore(state.store.s3, state.store.bucket, "dev").update(RUN_ID, relaunched)
+    before = state.store.read()
+    assert state.final(CompletionStatus.INTERRUPTED, "SIGTERM") is RunStatus.RECOVERING  # power off only
+    assert state.store.read() == before
+
+
+def test_a_normal_end_reads_a_kill_the_last_phase_did_not_hear(state):
+    """Before: a kill written while evaluation ran (between two watcher polls) was never read; the
+    run finalized as succeeded (the fault matrix's kill@evaluation, CI)."""
+    assert state.final(CompletionStatus.NORMAL, None) is RunStatus.RESULTS_SYNC
+    state.store.request_kill(RUN_ID, reason="killed by operator")
+    assert state.final(CompletionStatus.NORMAL, None) is RunStatus.KILLED
+
+
+def test_a_normal_end_of_an_attempt_another_took_over_reads_as_recovering(state):
+    state.store.set_instance(RUN_ID, instance_id="i-0first")
+    state.store.holder = "i-0first"
+    assert state.final(CompletionStatus.NORMAL, None) is RunStatus.RESULTS_SYNC
+    StateStore(state.store.s3, state.store.bucket, "dev").set_instance(RUN_ID, instance_id="i-0second")
+    assert state.final(CompletionStatus.NORMAL, None) is RunStatus.RECOVERING
