@@ -18,9 +18,12 @@ next step still runs):
    If the poweroff fails the instance is still alive, so cleanup_status.json (and
    the log) are written again to say so.
 
-The state file's delete is ``succeeded`` (and ``state_file_removed`` true) only once a read
-after it finds the file gone; a delete that answered but left the file, or whose check
-could not be read, is ``requested`` with what the read saw.
+The state file's delete is ``succeeded`` only once a read after it finds the file gone; a
+delete that answered but left the file, or whose check could not be read, is ``requested``
+with what the read saw. ``state_file_removed`` says whether the run's state file is gone when
+cleanup ends, whoever removed it: a lock the recovery handler released while this instance
+finished its results in the shutdown's grace (its delete is then ``skipped``: already gone)
+is gone all the same; a lock kept for the handler, or taken over by a later attempt, is not.
 """
 
 from __future__ import annotations
@@ -90,6 +93,8 @@ class Cleanup:
         removed = self._step(f"s3://{self.transfers.bucket}/{self.paths.state}", "delete", self._release)
         if self.keep_lock is not None:
             log.info("state file kept: %s", self.keep_lock)
+        elif removed is not True:  # skipped or unconfirmed: the file may be gone all the same
+            removed = self._confirm_released().confirmed
         verification = self.verify()
         resource = self.instance_id or "this instance"
         if self.poweroff.name == "batch":  # an AWS Batch job: the job ends, Batch scales the host away

@@ -88,12 +88,47 @@ def test_cleanup_releases_the_lock_writes_its_status_and_terminates_itself(
     assert log_body == b"last words\n" and errors.records() == []
 
 
-def test_a_missing_lock_is_skipped_and_cleanup_goes_on(local_aws: Any, bucket: str, tmp_path: Path):
+def test_a_lock_already_gone_is_skipped_and_reported_removed(local_aws: Any, bucket: str, tmp_path: Path):
+    """The recovery handler released the lock (the instance vanished in results_sync after its
+    finalize) while this instance finished in the shutdown's grace: nothing to delete, and the
+    state file is gone all the same. It used to say ``state_file_removed: false`` (CI drew it in
+    the terminate column), a record that the env was still locked when it was not."""
     cleanup, _, instance_id, _ = make(local_aws, bucket, tmp_path, held=False)
     assert cleanup.run().succeeded
     doc = status_doc(local_aws.client("s3"), bucket)
-    assert doc["state_file_removed"] is False
+    assert doc["state_file_removed"] is True
+    actions = {a["action"]: a for a in doc["actions"]}
+    assert actions["delete"]["status"] == "skipped" and "already gone" in actions["delete"]["error"]
+    assert actions["status->cleanup"]["status"] == "skipped"
+
+
+def test_a_lock_now_another_runs_is_left_and_this_runs_is_reported_removed(
+    local_aws: Any, bucket: str, tmp_path: Path
+):
+    cleanup, store, _, _ = make(local_aws, bucket, tmp_path, held=False)
+    newer = "20261125-150000"
+    store.acquire(new_state(env="dev", run_id=newer, market="spot", total_steps=10, now=iso(utc_now())))
+    assert cleanup.run().succeeded
+    assert (snap := store.read()) is not None and snap.run_id == newer  # the new launch's lock stays
+    doc = status_doc(local_aws.client("s3"), bucket)
+    assert doc["state_file_removed"] is True
     assert {a["action"]: a["status"] for a in doc["actions"]}["delete"] == "skipped"
+
+
+def test_a_lock_taken_over_by_a_later_attempt_is_left_and_not_reported_removed(
+    local_aws: Any, bucket: str, tmp_path: Path
+):
+    """The recovery handler relaunched the run while this instance finished: the state file is
+    the relaunch's now, this run's and still there."""
+    cleanup, store, instance_id, _ = make(local_aws, bucket, tmp_path)
+    store.update(PATHS.run_id, lambda doc: {**doc, "instance_id": "i-0relaunch00000001"})
+    store.holder = cleanup.store.holder = instance_id
+    assert cleanup.run().succeeded
+    assert (snap := store.read()) is not None and snap.doc["instance_id"] == "i-0relaunch00000001"
+    doc = status_doc(local_aws.client("s3"), bucket)
+    assert doc["state_file_removed"] is False
+    delete = {a["action"]: a for a in doc["actions"]}["delete"]
+    assert delete["status"] == "skipped" and "taken over" in delete["error"], delete
 
 
 def test_a_failed_poweroff_is_recorded_as_a_cleanup_error(local_aws: Any, bucket: str, tmp_path: Path):
