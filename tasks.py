@@ -234,14 +234,16 @@ def cost(c, env="dev", since="30d", sweep=None, local=False, json_=False):
         "run-id": RUN_ID_HELP,
         "env": ENV_HELP,
         "tail": "only the last N lines of the trainer log (0: all)",
+        "attempt": "the trainer log of this attempt (1 = the launch; 0, the default: the newest)",
         "console": "the instance's console output (EC2 GetConsoleOutput) while it lives",
         "local": LOCAL_HELP,
     }
 )
 @edge
-def logs(c, run_id, env="dev", tail="0", console=False, local=False):
-    """Show a run's log: phases, errors and trainer.log; --console: the live instance's console."""
+def logs(c, run_id, env="dev", tail="0", attempt="0", console=False, local=False):
+    """Show a run's log: phases, errors and trainer log; --console: the live instance's console."""
     lines = whole(tail, "--tail") or None
+    which = whole(attempt, "--attempt") or None
     out = open_console()
     if console:
         from control.console import console_output
@@ -250,7 +252,7 @@ def logs(c, run_id, env="dev", tail="0", console=False, local=False):
         return
     from control.fetch import read_logs
 
-    render.logs(out, read_logs(_backend(local), env=env, run_id=run_id, tail=lines))
+    render.logs(out, read_logs(_backend(local), env=env, run_id=run_id, tail=lines, attempt=which))
 
 
 @task(

@@ -40,7 +40,7 @@ USER_CONFIGS_DIR = "user-configs/"  # a run's launch inputs: written by launch, 
 RUN_SPEC_NAME = "run-spec.json"  # under user-configs/
 LAUNCH_RECORD_NAME = "launch-record.json"  # under user-configs/
 LAUNCH_REQUEST_NAME = "launch-request.json"  # under user-configs/: what a relaunch sends again
-TRAINER_LOG_NAME = "trainer.log"  # under logs/{run_id}/
+TRAINER_LOG_NAME = "trainer.log"  # under logs/{run_id}/: the first attempt's (trainer_log_name)
 BOOTSTRAP_LOG_NAME = "bootstrap.log"  # under logs/{run_id}/
 FORECASTS_KEY = "evaluation/forecasts.json"  # relative to the run prefix (and the local mirror)
 METRICS_KEY = "evaluation/metrics.json"  # every model x window x item scored, beside the forecasts
@@ -89,6 +89,28 @@ class RunIdTakenError(UserError):
             f"second and wrote its outputs; launch again in a second (a run id is its start second, so "
             f"the next one is free)"
         )
+
+
+_ATTEMPT_LOG = re.compile(r"trainer-attempt-([1-9][0-9]*)\.log")
+
+
+def trainer_log_name(attempt: int | None) -> str:
+    """The trainer log's name under ``logs/{run_id}/`` for ``attempt``: ``trainer.log`` for the
+    first (or an attempt that never learnt its number), ``trainer-attempt-N.log`` for a later one.
+
+    Each attempt uploads its own key, so a relaunch never overwrites the log of the attempt it
+    recovers (the spot notice, the checkpoint it took), and an instance still finishing in its
+    shutdown grace cannot overwrite the relaunch's.
+    """
+    return TRAINER_LOG_NAME if attempt is None or attempt <= 1 else f"trainer-attempt-{attempt}.log"
+
+
+def trainer_log_attempt(name: str) -> int | None:
+    """The attempt whose trainer log ``name`` is (:func:`trainer_log_name`); ``None``: not one."""
+    if name == TRAINER_LOG_NAME:
+        return 1
+    match = _ATTEMPT_LOG.fullmatch(name)
+    return int(match.group(1)) if match else None
 
 
 def new_run_id(now: datetime, *, env: str | None = None, taken: Callable[[str], bool] | None = None) -> str:
@@ -327,7 +349,12 @@ class RunPaths:
 
     @property
     def trainer_log(self) -> str:
+        """The first attempt's trainer log (each later attempt has its own: :meth:`trainer_log_of`)."""
         return self.logs + TRAINER_LOG_NAME
+
+    def trainer_log_of(self, attempt: int | None) -> str:
+        """The trainer log of ``attempt`` (:func:`trainer_log_name`)."""
+        return self.logs + trainer_log_name(attempt)
 
     @property
     def state(self) -> str:

@@ -78,6 +78,8 @@ class RunLogs:
     text: str
     source: str | None
     problem: str | None = None
+    attempt: int | None = None  # whose trainer log ``text`` is
+    attempts: tuple[int, ...] = ()  # every attempt with a trainer log, oldest first
 
 
 def resolve_run_id(backend: Backend, env: str, run_id: str | None) -> tuple[Any, str]:
@@ -177,8 +179,17 @@ def _download(s3: Any, bucket: str, key: str, target: Path) -> int:
     return target.stat().st_size
 
 
-def read_logs(backend: Backend, *, env: str, run_id: str | None, tail: int | None = None) -> RunLogs:
-    """``invoke logs``: the run's ``trainer.log`` (or ``bootstrap.log``) and its training.json."""
+def read_logs(
+    backend: Backend, *, env: str, run_id: str | None, tail: int | None = None, attempt: int | None = None
+) -> RunLogs:
+    """``invoke logs``: the run's trainer log (the newest attempt's, or ``attempt``'s; else its
+    ``bootstrap.log``) and its training.json.
+
+    Raises:
+        ConfigError: ``attempt`` has no trainer log (the message lists the attempts that do).
+    """
+    from common.errors import ConfigError
+
     outputs, run_id = resolve_run_id(backend, env, run_id)
     paths = layout.RunPaths(env=env, run_id=run_id)
     s3 = backend.clients().s3
@@ -190,12 +201,17 @@ def read_logs(backend: Backend, *, env: str, run_id: str | None, tail: int | Non
                 training = parse_json(body, f"s3://{outputs.bucket}/{paths.training_log}", "training")
             except DocumentError as exc:
                 problem = str(exc)
-        text, source = "", None
-        for key in (paths.trainer_log, paths.bootstrap_log):
-            raw = get_bytes(s3, outputs.bucket, key)
-            if raw is not None:
-                text, source = raw.decode("utf-8", "replace"), key
-                break
+        logs = trainer_logs(s3, outputs.bucket, paths)
+        if attempt is not None and attempt not in logs:
+            have = ", ".join(map(str, logs)) or "none"
+            raise ConfigError(
+                f"run {run_id} has no trainer log of attempt {attempt} (attempts with one: {have}); "
+                f"leave out --attempt for the newest"
+            )
+        shown = attempt if attempt is not None else max(logs, default=None)
+        key = logs[shown] if shown is not None else paths.bootstrap_log  # bootstrap failed: no trainer
+        raw = get_bytes(s3, outputs.bucket, key)
+        text, source = (raw.decode("utf-8", "replace"), key) if raw is not None else ("", None)
     if tail:
         text = "\n".join(text.splitlines()[-tail:])
     if training is None and source is None and problem is None:
@@ -203,4 +219,23 @@ def read_logs(backend: Backend, *, env: str, run_id: str | None, tail: int | Non
             f"run {run_id} has no log in s3://{outputs.bucket}/{paths.logs} yet; "
             f"if it is running, watch it with `invoke monitor --env={env}`"
         )
-    return RunLogs(run_id=run_id, env=env, training=training, text=text, source=source, problem=problem)
+    return RunLogs(
+        run_id=run_id,
+        env=env,
+        training=training,
+        text=text,
+        source=source,
+        problem=problem,
+        attempt=shown,
+        attempts=tuple(logs),
+    )
+
+
+def trainer_logs(s3: Any, bucket: str, paths: layout.RunPaths) -> dict[int, str]:
+    """The run's trainer logs by attempt, oldest first (each attempt uploads its own)."""
+    found = {}
+    for obj in iter_objects(s3, bucket, paths.logs):
+        number = layout.trainer_log_attempt(obj["Key"][len(paths.logs) :])
+        if number is not None:
+            found[number] = obj["Key"]
+    return dict(sorted(found.items()))

@@ -313,4 +313,14 @@ def test_two_interruptions_in_one_run_are_both_recovered_and_the_ledger_prices_t
     assert [a["attempt"] for a in training["ledger"]["attempts"]] == [1, 2, 3]
     assert len(set(run_instances(world, run_id))) == 3
     wait(lambda: billing(world, run_id) == [], 30, "the last instance to power off")
+    # each attempt's trainer log is its own key: a relaunch no longer overwrites the one it recovers
+    paths = layout.RunPaths(env="dev", run_id=run_id)
+    texts = [_body(world, paths.trainer_log_of(n)) for n in (1, 2, 3)]
+    assert f"instance {first} (" in texts[0] and f"instance {relaunched} (" in texts[1], texts[0][:300]
+    assert f"instance {relaunched} (" not in texts[0] and f"instance {first} (" not in texts[1]
+    assert "attempt 3 of run" in texts[2] and "attempt 2 of run" not in texts[2]
     verified_and_audited(world)
+
+
+def _body(world, key: str) -> str:
+    return world["s3"].get_object(Bucket=world["bucket"], Key=key)["Body"].read().decode()

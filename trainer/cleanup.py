@@ -66,6 +66,8 @@ class Cleanup:
         retrier: retry policy for the state/S3/EC2 calls.
         errors: where cleanup errors go.
         trainer_log: uploaded one last time before the poweroff.
+        trainer_log_key: its key, this attempt's own (``RunPaths.trainer_log_of``; ``None``: the
+            first attempt's).
         keep_lock: why the state file stays (the run may recover); ``None`` releases it.
     """
 
@@ -78,6 +80,7 @@ class Cleanup:
     retrier: Retrier
     errors: ErrorLog
     trainer_log: Path | None = None
+    trainer_log_key: str | None = None
     clock: Clock = utc_now
     keep_lock: str | None = None
     cleanup_log: CleanupLog = field(init=False)
@@ -227,7 +230,9 @@ class Cleanup:
         quick = self.retrier.with_policy(WHILE_FAILING)  # a transient error must not lose the last log
         try:
             self.transfers.upload(
-                [(self.trainer_log, self.paths.trainer_log)], component=COMPONENT, retrier=quick
+                [(self.trainer_log, self.trainer_log_key or self.paths.trainer_log)],
+                component=COMPONENT,
+                retrier=quick,
             )
         except Exception as exc:  # noqa: BLE001 - the last log upload is best effort before the poweroff
             log.warning("trainer.log not uploaded: %s", exc)

@@ -77,6 +77,7 @@ class Outputs:
     evaluation_metrics: Path | None = None
     model_metadata: dict[str, Any] | None = None
     trainer_log: Path | None = None
+    trainer_log_key: str | None = None  # this attempt's (RunPaths.trainer_log_of); None: the first's
     user_configs: list[Artifact] = field(default_factory=list)
 
 
@@ -206,7 +207,8 @@ class _Uploads:
         record.add_artifacts(outputs.user_configs + artifacts)
         verified = self._verify(artifacts)
         if outputs.trainer_log is not None and outputs.trainer_log.is_file():  # a log, not an artifact:
-            self._upload([(outputs.trainer_log, paths.trainer_log)])  # cleanup rewrites it
+            key = outputs.trainer_log_key or paths.trainer_log  # cleanup rewrites it
+            self._upload([(outputs.trainer_log, key)])
         return {
             "uploaded": len(artifacts),
             "bytes": sum(a["size"] for a in artifacts),

@@ -195,6 +195,7 @@ class Driver:
             else lifecycle.keep_lock(snap, plan, ctx.opts.run_id)
         )
         exit_code = ExitCode.for_completion(completion)
+        ctx.outputs.trainer_log_key = ctx.paths.trainer_log_of(ctx.attempt.number)  # never an earlier one's
         result = finalize(
             transfers=ctx.transfers,
             paths=ctx.paths,
@@ -263,6 +264,7 @@ class Driver:
             retrier=ctx.retrier.with_policy(retry_policy(opts.retry, max_retries=3)),
             errors=ctx.errors,
             trainer_log=ctx.outputs.trainer_log,
+            trainer_log_key=ctx.outputs.trainer_log_key,
             clock=deps.clock,
             keep_lock=keep_lock,
         )

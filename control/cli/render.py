@@ -156,6 +156,13 @@ def logs(out: Console, r: Any) -> None:
     if r.text:
         out.print(f"--- {r.source}", style="bold")
         out.print(r.text, markup=False, soft_wrap=True)
+    others = [n for n in r.attempts if n != r.attempt]
+    if others:
+        out.print(
+            f"attempt {r.attempt}'s log; the run has logs of attempts {', '.join(map(str, others))} too "
+            f"(show one with --attempt=N)",
+            soft_wrap=True,
+        )
     if r.problem:
         out.print(f"[yellow]{r.problem}[/]", soft_wrap=True)
 

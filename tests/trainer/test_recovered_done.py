@@ -81,6 +81,8 @@ def test_a_recovered_attempt_finding_a_normal_sentinel_releases_the_run_and_keep
     )
     kept = {PATHS.success: _put(staged, PATHS.success, done)}
     kept[PATHS.training_log] = _put(staged, PATHS.training_log, {"written_by": "the first attempt"})
+    kept[PATHS.trainer_log] = b"the first attempt's trainer log\n"  # each attempt uploads its own
+    staged.s3.put_object(Bucket=staged.bucket, Key=PATHS.trainer_log, Body=kept[PATHS.trainer_log])
     second = _relaunched_after_results_sync(staged, imds_factory, tmp_path / "second")
 
     assert run(second.options(), Deps()) == 0
@@ -90,7 +92,7 @@ def test_a_recovered_attempt_finding_a_normal_sentinel_releases_the_run_and_keep
     status = validate("cleanup-status", second.json(PATHS.cleanup_status))
     assert status["instance_id"] == second.instance_id and status["state_file_removed"] is True
     assert second.instance_state() in ("shutting-down", "terminated")
-    log = second.s3.get_object(Bucket=second.bucket, Key=PATHS.trainer_log)["Body"].read().decode()
+    log = second.s3.get_object(Bucket=second.bucket, Key=PATHS.trainer_log_of(2))["Body"].read().decode()
     assert "is already done: the previous attempt finished the run normally" in log
     assert "invalid" not in log.lower() and "launch a new run instead" not in log
 
