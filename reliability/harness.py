@@ -238,10 +238,29 @@ class Run:
 
 # -- a phase, deterministically ----------------------------------------------------------------------
 def _state_put(status: RunStatus) -> Callable[[Request], bool]:
-    needle = f'"status": "{status.value}"'.encode()
-    compact = f'"status":"{status.value}"'.encode()
+    """A PUT of the state file whose document's own ``status`` is ``status``.
+
+    Only the top-level field counts: the recovery handler's claim (``recovering``) carries the
+    history, whose entries name earlier statuses. It matched once in CI: an attempt terminated
+    in training wrote ``results_sync`` in its shutdown's grace, and the handler's claim after it
+    took the evaluation hold meant for the relaunch.
+    """
     key = layout.state_key(ENV)
-    return lambda r: r.method == "PUT" and r.key == key and (needle in r.body or compact in r.body)
+
+    def match(r: Request) -> bool:
+        return r.method == "PUT" and r.key == key and _top_status(r.body) == status.value
+
+    return match
+
+
+def _top_status(body: bytes) -> str | None:
+    """The ``status`` of the JSON document in ``body`` (a chunk framing around it is skipped)."""
+    start, end = body.find(b"{"), body.rfind(b"}")
+    try:
+        doc = json.loads(body[start : end + 1]) if 0 <= start < end else None
+    except ValueError:
+        return None
+    return doc.get("status") if isinstance(doc, dict) else None
 
 
 def phase_request(phase: str, paths: layout.RunPaths) -> tuple[Callable[[Request], bool], bool]:

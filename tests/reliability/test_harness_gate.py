@@ -8,6 +8,7 @@ key belongs to.
 
 from __future__ import annotations
 
+import json
 import threading
 
 import boto3
@@ -76,3 +77,29 @@ def test_the_excluded_set_is_read_at_each_request(gate, bucket):
     _s3_as(gate, late).put_object(Bucket=bucket, Key="k2", Body=b"x")
     assert not hold.hit.is_set()
     gate.disarm(hold)
+
+
+def test_a_state_phase_hold_matches_the_documents_own_status_not_its_history(gate, bucket, monkeypatch):
+    """The recovery handler's claim (``recovering``) carries a history naming ``results_sync``:
+    it took the evaluation hold meant for the relaunch once in CI (the needle matched anywhere)."""
+    from common.state_doc import apply_transition, new_state
+    from common.status import RunStatus
+    from common.timeutil import iso, utc_now
+    from reliability import harness
+
+    monkeypatch.setattr(harness, "ENV", "dev")
+    match, _ = harness.phase_request(
+        "evaluation", harness.layout.RunPaths(env="dev", run_id="20261125-140502")
+    )
+    now = iso(utc_now())
+    doc = new_state(env="dev", run_id="20261125-140502", market="spot", total_steps=10, now=now)
+    for status in (RunStatus.DATA_SYNC, RunStatus.TRAINING, RunStatus.RESULTS_SYNC):
+        doc = apply_transition(doc, status, now=now)
+    claimed = {**doc, "status": RunStatus.RECOVERING.value}  # the history still ends in results_sync
+    s3 = _s3_as(gate, _assumed(gate, "i-0aaa"))
+    key = harness.layout.state_key("dev")
+    for body in (claimed, doc):  # as the state store writes it (indented, sorted), through the gate
+        s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(body, indent=2, sort_keys=True).encode())
+    puts = [r for r in gate.log() if r.method == "PUT" and r.key == key]
+    assert b'"status": "results_sync"' in puts[0].body  # the old needle matched the claim
+    assert [match(r) for r in puts] == [False, True]
